@@ -1,0 +1,49 @@
+"""Exception types raised by ldminv_core.
+
+Every error a user can cause is a ``ValueError`` subclass whose message names the
+argument or file at fault, what was expected and what arrived.
+"""
+from __future__ import annotations
+
+__all__ = [
+    "LdminvError",
+    "ShapeError",
+    "NonFiniteError",
+    "UnknownNameError",
+    "EmptyInputError",
+    "ModelLoadError",
+    "DataLoadError",
+    "RunError",
+]
+
+
+class LdminvError(ValueError):
+    """Base class of every input error raised by ldminv."""
+
+
+class ShapeError(LdminvError):
+    """An array or a model output has a shape other than the one required."""
+
+
+class NonFiniteError(LdminvError):
+    """An input holds NaN or infinite values."""
+
+
+class UnknownNameError(LdminvError):
+    """A method, attack or option name is not one of the known choices."""
+
+
+class EmptyInputError(LdminvError):
+    """An input that must hold at least one element is empty."""
+
+
+class ModelLoadError(LdminvError):
+    """A model folder or hub id cannot be loaded as a latent diffusion model."""
+
+
+class DataLoadError(LdminvError):
+    """An image folder, image file or caption file cannot be used."""
+
+
+class RunError(LdminvError):
+    """A run folder is missing, unfinished or inconsistent."""

@@ -1,0 +1,35 @@
+"""ldminv dashboard: audit membership leakage of latent diffusion models.
+
+Run with ``streamlit run app.py``. It opens on the built-in demo (computed once on first
+start, then cached on disk); set ``LDMINV_RUN=<run folder>`` to open another run instead.
+Pages live in ``pages/``, each starting with ``ldminv_app.ui.page_frame()`` (start-up run,
+sidebar with the active run and the shared attack / timestep); shared state, caching and
+figures live in ``ldminv_app``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+st.set_page_config(
+    page_title="ldminv · latent diffusion membership audit",
+    page_icon=":material/policy:",
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
+
+_HERE = Path(__file__).resolve().parent
+PAGES = [
+    st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
+    st.Page("pages/distortion.py", title="Distortion", icon=":material/blur_on:", default=True),
+    st.Page("pages/dimensions.py", title="Dimensions", icon=":material/grid_on:"),
+    st.Page("pages/masks_roc.py", title="Masks & ROC", icon=":material/show_chart:"),
+    st.Page("pages/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),
+]
+# Optional pages are added when their file is present.
+if (_HERE / "pages" / "export.py").is_file():
+    PAGES.append(st.Page("pages/export.py", title="Export", icon=":material/download:"))
+
+# Every page renders the shared frame (start-up run, sidebar) itself: ldminv_app.ui.page_frame.
+st.navigation(PAGES).run()

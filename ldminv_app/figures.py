@@ -1,0 +1,571 @@
+"""Plotly figures of the dashboard, as pure functions.
+
+Every function takes arrays / data frames and keyword options and returns a
+``plotly.graph_objects.Figure``; none reads files, touches Streamlit or caches anything, so
+the same builders serve the pages and any exported report. Conventions: members are
+label 1, held-out label 0; arrays are numpy; a ``selected_t`` / ``current`` option draws a
+marker line at the value in use.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
+
+__all__ = [
+    "SPLIT_COLORS",
+    "VARIANT_COLORS",
+    "TEMPLATE",
+    "log_volume_distribution",
+    "quartile_auroc_bars",
+    "quartile_auroc_vs_timestep",
+    "channel_heatmaps",
+    "image_with_heatmap",
+    "roc_curves",
+    "metric_vs_drop",
+    "metric_vs_timestep",
+    "dimension_scatter",
+    "latent_scatter",
+]
+
+TEMPLATE = "plotly_white"
+SPLIT_COLORS = {"member": "#d62728", "heldout": "#1f77b4"}
+#: Colours of the attack variants on the Masks & ROC page (and any report).
+VARIANT_COLORS = {
+    "baseline": "#444444",
+    "masked": "#d62728",
+    "random": "#7f7f7f",
+    "global": "#2ca02c",
+    "manual": "#9467bd",
+}
+_QUARTILE_COLORS = ("#fdd49e", "#fc8d59", "#e34a33", "#b30000")
+_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+
+
+def _color(name: str, i: int) -> str:
+    return VARIANT_COLORS.get(name, _PALETTE[i % len(_PALETTE)])
+
+
+def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
+    fig.update_layout(
+        template=TEMPLATE,
+        title=title,
+        height=height,
+        margin=dict(l=50, r=20, t=50 if title else 20, b=45),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
+    )
+    return fig
+
+
+def _as_1d(x, name: str) -> np.ndarray:
+    arr = np.asarray(x)
+    if arr.ndim != 1:
+        raise ShapeError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    return arr
+
+
+def _split_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
+    lab = np.asarray(labels).astype(bool)
+    return {"member": lab, "heldout": ~lab}
+
+
+def _add_vline(fig: go.Figure, x: float | None, *, text: str, row=None, col=None) -> None:
+    if x is None:
+        return
+    kwargs = {} if row is None else {"row": row, "col": col}
+    fig.add_vline(
+        x=float(x),
+        line_dash="dot",
+        line_color="#555555",
+        annotation_text=text,
+        annotation_position="top",
+        **kwargs,
+    )
+
+
+# --------------------------------------------------------------------------- distortion
+
+
+def log_volume_distribution(
+    log_volume: np.ndarray,
+    labels: np.ndarray,
+    *,
+    kind: str = "histogram",
+    nbins: int = 40,
+    title: str | None = "Distortion (log-volume) of members and held-out samples",
+    height: int = 360,
+) -> go.Figure:
+    """Distribution of per-sample log-volume, members vs held-out.
+
+    Args:
+        log_volume: (N,) log-volume per sample.
+        labels: (N,) 1 = member, 0 = held-out.
+        kind: "histogram" (overlaid, normalised to probability density) or "violin".
+        nbins: number of histogram bins.
+    """
+    lv = _as_1d(log_volume, "log_volume").astype(np.float64)
+    lab = _as_1d(labels, "labels")
+    if lab.shape != lv.shape:
+        raise ShapeError(f"labels: expected shape {lv.shape} to match log_volume, got {lab.shape}")
+    if kind not in ("histogram", "violin"):
+        raise UnknownNameError(f"kind: expected 'histogram' or 'violin', got {kind!r}")
+    fig = go.Figure()
+    lo, hi = (float(np.min(lv)), float(np.max(lv))) if lv.size else (0.0, 1.0)
+    size = (hi - lo) / max(int(nbins), 1) or 1.0
+    for name, mask in _split_masks(lab).items():
+        values = lv[mask]
+        label = f"{name} (n={values.size})"
+        if kind == "histogram":
+            fig.add_trace(
+                go.Histogram(
+                    x=values,
+                    name=label,
+                    histnorm="probability density",
+                    opacity=0.6,
+                    marker_color=SPLIT_COLORS[name],
+                    xbins=dict(start=lo, end=hi + size, size=size),
+                )
+            )
+        else:
+            fig.add_trace(
+                go.Violin(
+                    y=values,
+                    name=label,
+                    box_visible=True,
+                    meanline_visible=True,
+                    points="outliers",
+                    line_color=SPLIT_COLORS[name],
+                )
+            )
+    if kind == "histogram":
+        fig.update_layout(barmode="overlay", xaxis_title="log-volume", yaxis_title="density")
+    else:
+        fig.update_layout(yaxis_title="log-volume", showlegend=False)
+    return _layout(fig, title=title, height=height)
+
+
+def quartile_auroc_bars(
+    aurocs: Sequence[float],
+    *,
+    ci: Sequence[tuple[float, float]] | None = None,
+    edges: Sequence[float] | None = None,
+    counts: Sequence[int] | None = None,
+    title: str | None = "AUROC by distortion quartile",
+    height: int = 340,
+) -> go.Figure:
+    """Bars of the attack AUROC within each log-volume quartile (Q1 = least distorted).
+
+    Args:
+        aurocs: (4,) AUROC per quartile (NaN where undefined).
+        ci: optional 4 (lo, hi) intervals drawn as error bars.
+        edges: optional (5,) quartile edges of log-volume, shown in the hover.
+        counts: optional (4,) number of samples per quartile.
+    """
+    vals = np.asarray(aurocs, dtype=np.float64)
+    if vals.shape != (4,):
+        raise ShapeError(f"aurocs: expected shape (4,), got {vals.shape}")
+    names = [f"Q{i + 1}" for i in range(4)]
+    hover = []
+    for i in range(4):
+        parts = [f"Q{i + 1}", f"AUROC {vals[i]:.4f}"]
+        if edges is not None:
+            parts.append(f"log-volume {edges[i]:.3g} .. {edges[i + 1]:.3g}")
+        if counts is not None:
+            parts.append(f"n = {int(counts[i])}")
+        hover.append("<br>".join(parts))
+    error_y = None
+    if ci is not None:
+        lo = np.array([c[0] for c in ci], dtype=np.float64)
+        hi = np.array([c[1] for c in ci], dtype=np.float64)
+        error_y = dict(type="data", symmetric=False, array=hi - vals, arrayminus=vals - lo)
+    fig = go.Figure(
+        go.Bar(
+            x=names,
+            y=vals,
+            marker_color=list(_QUARTILE_COLORS),
+            error_y=error_y,
+            hovertext=hover,
+            hoverinfo="text",
+            text=[f"{v:.3f}" for v in vals],
+            textposition="outside",
+        )
+    )
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")
+    finite = vals[np.isfinite(vals)]
+    top = max(1.0, float(finite.max()) + 0.05) if finite.size else 1.0
+    fig.update_layout(
+        xaxis_title="log-volume quartile (low to high distortion)",
+        yaxis_title="AUROC",
+        yaxis_range=[min(0.0, float(finite.min()) - 0.05) if finite.size else 0.0, top],
+    )
+    return _layout(fig, title=title, height=height)
+
+
+def quartile_auroc_vs_timestep(
+    timesteps: Sequence[int],
+    aurocs: np.ndarray,
+    *,
+    selected_t: int | None = None,
+    title: str | None = "AUROC vs timestep per distortion quartile",
+    height: int = 340,
+) -> go.Figure:
+    """AUROC-vs-timestep curves, one per log-volume quartile.
+
+    Args:
+        timesteps: (T,) timesteps.
+        aurocs: (4, T) AUROC of each quartile at each timestep.
+        selected_t: the timestep in use, marked by a vertical line.
+    """
+    ts = np.asarray(timesteps)
+    vals = np.asarray(aurocs, dtype=np.float64)
+    if vals.shape != (4, ts.shape[0]):
+        raise ShapeError(f"aurocs: expected shape (4, {ts.shape[0]}), got {vals.shape}")
+    fig = go.Figure()
+    for q in range(4):
+        fig.add_trace(
+            go.Scatter(
+                x=ts,
+                y=vals[q],
+                mode="lines+markers",
+                name=f"Q{q + 1}",
+                line_color=_QUARTILE_COLORS[q],
+            )
+        )
+    _add_vline(fig, selected_t, text=f"t={selected_t}")
+    fig.update_layout(xaxis_title="timestep t", yaxis_title="AUROC")
+    return _layout(fig, title=title, height=height)
+
+
+# --------------------------------------------------------------------------- heatmaps
+
+
+def channel_heatmaps(
+    maps: np.ndarray,
+    *,
+    title: str | None = None,
+    colorscale: str = "Viridis",
+    colorbar_title: str = "influence",
+    shared_scale: bool = True,
+    highlight: Sequence[tuple[int, int, int]] | None = None,
+    panel_size: int = 220,
+) -> go.Figure:
+    """One heatmap panel per latent channel.
+
+    Args:
+        maps: (C, h, w) values (e.g. influence of one sample, or its mean over samples).
+        shared_scale: one colour range for all channels (else one per panel).
+        highlight: optional (channel, row, col) coordinates marked with a square.
+        panel_size: pixel height of the figure row.
+    """
+    arr = np.asarray(maps, dtype=np.float64)
+    if arr.ndim != 3:
+        raise ShapeError(f"maps: expected shape (C, h, w), got {arr.shape}")
+    c, h, w = arr.shape
+    cols = min(c, 4)
+    rows = int(np.ceil(c / cols))
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"channel {i}" for i in range(c)],
+        horizontal_spacing=0.04,
+        vertical_spacing=0.12 if rows > 1 else 0.08,
+    )
+    finite = arr[np.isfinite(arr)]
+    zmin = float(finite.min()) if (shared_scale and finite.size) else None
+    zmax = float(finite.max()) if (shared_scale and finite.size) else None
+    for i in range(c):
+        r, col = divmod(i, cols)
+        fig.add_trace(
+            go.Heatmap(
+                z=arr[i],
+                zmin=zmin,
+                zmax=zmax,
+                colorscale=colorscale,
+                showscale=(i == 0) or not shared_scale,
+                colorbar=dict(title=colorbar_title, len=0.9) if i == 0 else None,
+                hovertemplate=f"channel {i}<br>row %{{y}}, col %{{x}}<br>%{{z:.4g}}<extra></extra>",
+            ),
+            row=r + 1,
+            col=col + 1,
+        )
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1 if i else ''}", row=r + 1, col=col + 1)
+        fig.update_xaxes(showticklabels=w <= 16, row=r + 1, col=col + 1)
+    for ch, row, col in highlight or ():
+        if not 0 <= ch < c:
+            continue
+        r, cc = divmod(int(ch), cols)
+        fig.add_shape(
+            type="rect",
+            x0=col - 0.5,
+            x1=col + 0.5,
+            y0=row - 0.5,
+            y1=row + 0.5,
+            line=dict(color="#ff00ff", width=2),
+            row=r + 1,
+            col=cc + 1,
+        )
+    fig.update_layout(template=TEMPLATE, title=title, height=panel_size * rows + (60 if title else 30),
+                      margin=dict(l=30, r=20, t=60 if title else 30, b=20))
+    return fig
+
+
+def image_with_heatmap(
+    image: np.ndarray,
+    heat: np.ndarray,
+    *,
+    opacity: float = 0.5,
+    colorscale: str = "Inferno",
+    title: str | None = None,
+    colorbar_title: str = "influence",
+    height: int = 320,
+) -> go.Figure:
+    """An image with a heatmap overlaid (e.g. the upsampled influence map).
+
+    Args:
+        image: (H, W, 3) uint8 RGB image.
+        heat: (H, W) values on the image grid.
+        opacity: opacity of the heatmap layer in [0, 1].
+    """
+    img = np.asarray(image)
+    hm = np.asarray(heat, dtype=np.float64)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ShapeError(f"image: expected an RGB array (H, W, 3), got shape {img.shape}")
+    if hm.shape != img.shape[:2]:
+        raise ShapeError(f"heat: expected shape {img.shape[:2]} to match the image, got {hm.shape}")
+    if not 0.0 <= float(opacity) <= 1.0:
+        raise LdminvError(f"opacity: expected a number in [0, 1], got {opacity!r}")
+    fig = go.Figure()
+    fig.add_trace(go.Image(z=img.astype(np.uint8), hoverinfo="skip"))
+    fig.add_trace(
+        go.Heatmap(
+            z=hm,
+            opacity=float(opacity),
+            colorscale=colorscale,
+            colorbar=dict(title=colorbar_title),
+            hovertemplate="x %{x}, y %{y}<br>%{z:.4g}<extra></extra>",
+        )
+    )
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
+    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    return fig
+
+
+# --------------------------------------------------------------------------- ROC and metrics
+
+
+def roc_curves(
+    curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    *,
+    log_scale: bool = False,
+    aurocs: Mapping[str, float] | None = None,
+    min_rate: float = 1e-4,
+    title: str | None = None,
+    height: int = 400,
+) -> go.Figure:
+    """ROC curves of several score variants.
+
+    Args:
+        curves: name -> (fpr (L,), tpr (L,)) arrays, e.g. from ``metrics.roc``.
+        log_scale: log-log axes (rates are clipped to ``min_rate`` so that zero stays visible).
+        aurocs: optional name -> AUROC shown in the legend.
+    """
+    fig = go.Figure()
+    for i, (name, (fpr, tpr)) in enumerate(curves.items()):
+        x = np.asarray(fpr, dtype=np.float64)
+        y = np.asarray(tpr, dtype=np.float64)
+        if x.shape != y.shape or x.ndim != 1:
+            raise ShapeError(f"curves[{name!r}]: expected two 1-D arrays of equal length, got {x.shape} and {y.shape}")
+        if log_scale:
+            x = np.clip(x, min_rate, 1.0)
+            y = np.clip(y, min_rate, 1.0)
+        label = name if not aurocs or name not in aurocs else f"{name} (AUROC {aurocs[name]:.4f})"
+        fig.add_trace(
+            go.Scatter(
+                x=x,
+                y=y,
+                mode="lines",
+                name=label,
+                line=dict(color=_color(name, i), shape="hv", width=2),
+                hovertemplate="FPR %{x:.4g}<br>TPR %{y:.4g}<extra>" + name + "</extra>",
+            )
+        )
+    chance = np.array([min_rate, 1.0]) if log_scale else np.array([0.0, 1.0])
+    fig.add_trace(
+        go.Scatter(x=chance, y=chance, mode="lines", name="chance", line=dict(color="#bbbbbb", dash="dot"),
+                   hoverinfo="skip")
+    )
+    if log_scale:
+        fig.update_xaxes(type="log", range=[np.log10(min_rate), 0])
+        fig.update_yaxes(type="log", range=[np.log10(min_rate), 0])
+        fig.add_vline(x=0.01, line_dash="dash", line_color="#999999", annotation_text="1% FPR")
+    else:
+        fig.update_xaxes(range=[0, 1])
+        fig.update_yaxes(range=[0, 1.01])
+    fig.update_layout(xaxis_title="false-positive rate", yaxis_title="true-positive rate")
+    return _layout(fig, title=title or ("ROC (log-log)" if log_scale else "ROC"), height=height)
+
+
+def metric_vs_drop(
+    percents: Sequence[float],
+    series: Mapping[str, np.ndarray],
+    *,
+    ylabel: str = "AUROC",
+    current: float | None = None,
+    title: str | None = None,
+    height: int = 340,
+) -> go.Figure:
+    """A metric against the drop percentage for one or more variants.
+
+    Args:
+        percents: (K,) drop percentages.
+        series: name -> (K,) metric values (e.g. "masked", "random").
+        current: the drop percentage in use, marked by a vertical line.
+    """
+    x = np.asarray(percents, dtype=np.float64)
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != x.shape:
+            raise ShapeError(f"series[{name!r}]: expected shape {x.shape} to match percents, got {v.shape}")
+        fig.add_trace(go.Scatter(x=x, y=v, mode="lines+markers", name=name, line_color=_color(name, i)))
+    _add_vline(fig, current, text=f"{current:g}%" if current is not None else "")
+    fig.update_layout(xaxis_title="dropped coordinates (%)", yaxis_title=ylabel)
+    return _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
+
+
+def metric_vs_timestep(
+    timesteps: Sequence[int],
+    series: Mapping[str, np.ndarray],
+    *,
+    ylabel: str = "AUROC",
+    selected_t: int | None = None,
+    title: str | None = None,
+    height: int = 340,
+) -> go.Figure:
+    """A metric against the timestep for one or more variants.
+
+    Args:
+        timesteps: (T,) timesteps.
+        series: name -> (T,) metric values.
+        selected_t: the timestep in use, marked by a vertical line.
+    """
+    x = np.asarray(timesteps)
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != x.shape:
+            raise ShapeError(f"series[{name!r}]: expected shape {x.shape} to match timesteps, got {v.shape}")
+        fig.add_trace(go.Scatter(x=x, y=v, mode="lines+markers", name=name, line_color=_color(name, i)))
+    _add_vline(fig, selected_t, text=f"t={selected_t}" if selected_t is not None else "")
+    fig.update_layout(xaxis_title="timestep t", yaxis_title=ylabel)
+    return _layout(fig, title=title or f"{ylabel} vs timestep", height=height)
+
+
+def dimension_scatter(
+    table,
+    *,
+    x: str = "influence_mean",
+    y: str = "auroc",
+    color: str = "channel",
+    title: str | None = "Coordinate influence vs its own AUROC",
+    height: int = 360,
+) -> go.Figure:
+    """Scatter of per-coordinate statistics (one point per latent coordinate).
+
+    Args:
+        table: pandas DataFrame with columns ``channel``, ``row``, ``col`` and the
+            columns named by ``x``, ``y`` and ``color`` (as built by
+            ``ldminv_app.compute.dimension_table``).
+    """
+    for col in ("channel", "row", "col", x, y, color):
+        if col not in table.columns:
+            raise LdminvError(f"table: expected a column {col!r}, got columns {list(table.columns)}")
+    fig = go.Figure()
+    channels = sorted(table[color].unique()) if color == "channel" else [None]
+    for i, ch in enumerate(channels):
+        part = table if ch is None else table[table[color] == ch]
+        fig.add_trace(
+            go.Scattergl(
+                x=part[x],
+                y=part[y],
+                mode="markers",
+                name=f"channel {ch}" if ch is not None else y,
+                marker=dict(size=6, color=_PALETTE[i % len(_PALETTE)], opacity=0.75),
+                customdata=np.stack([part["channel"], part["row"], part["col"]], axis=1),
+                hovertemplate="(c %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]})"
+                + f"<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra></extra>",
+            )
+        )
+    if y == "auroc":
+        fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")
+    fig.update_layout(xaxis_title=x, yaxis_title=y)
+    return _layout(fig, title=title, height=height)
+
+
+# --------------------------------------------------------------------------- latent map
+
+
+def latent_scatter(
+    xy: np.ndarray,
+    color: np.ndarray,
+    *,
+    color_label: str,
+    categorical: bool = False,
+    sample_ids: Sequence | None = None,
+    hover: Mapping[str, np.ndarray] | None = None,
+    title: str | None = "UMAP of the latents",
+    height: int = 520,
+) -> go.Figure:
+    """2-D map of the samples (one trace, so point index = sample row).
+
+    Args:
+        xy: (N, 2) embedding.
+        color: (N,) values (continuous colour scale) or, with ``categorical``, (N,) labels
+            (e.g. "member" / "heldout"), each category with its own colour and legend entry.
+        sample_ids: optional (N,) ids shown in the hover.
+        hover: optional extra name -> (N,) values shown in the hover.
+
+    ``customdata[:, 0]`` holds the row index of every point, so a selection maps back to
+    samples whatever the plotly version reports.
+    """
+    pts = np.asarray(xy, dtype=np.float64)
+    if pts.ndim != 2 or pts.shape[1] != 2:
+        raise ShapeError(f"xy: expected shape (N, 2), got {pts.shape}")
+    n = pts.shape[0]
+    col = np.asarray(color)
+    if col.shape != (n,):
+        raise ShapeError(f"color: expected shape ({n},) to match xy, got {col.shape}")
+    ids = np.arange(n) if sample_ids is None else np.asarray(sample_ids)
+    extra = dict(hover or {})
+    custom = [np.arange(n), ids] + [np.asarray(v) for v in extra.values()]
+    customdata = np.stack([np.asarray(c, dtype=object) for c in custom], axis=1)
+    lines = ["sample %{customdata[1]}"]
+    for j, name in enumerate(extra, start=2):
+        lines.append(f"{name}: %{{customdata[{j}]}}")
+    hovertemplate = "<br>".join(lines) + "<extra></extra>"
+    fig = go.Figure()
+    if categorical:
+        cats = [str(c) for c in col]
+        levels = list(dict.fromkeys(cats))
+        cmap = {lvl: SPLIT_COLORS.get(lvl, _PALETTE[i % len(_PALETTE)]) for i, lvl in enumerate(levels)}
+        marker = dict(size=7, color=[cmap[c] for c in cats], opacity=0.8, line=dict(width=0))
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
+                                   customdata=customdata, hovertemplate=hovertemplate, showlegend=False,
+                                   name="samples"))
+        for lvl in levels:  # legend entries only
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=lvl,
+                                       marker=dict(size=9, color=cmap[lvl])))
+    else:
+        vals = col.astype(np.float64)
+        marker = dict(size=7, color=vals, colorscale="Viridis", opacity=0.85, showscale=True,
+                      colorbar=dict(title=color_label), line=dict(width=0))
+        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
+                                   customdata=customdata, hovertemplate=hovertemplate, name="samples",
+                                   showlegend=False))
+    fig.update_layout(xaxis_title="UMAP 1", yaxis_title="UMAP 2", dragmode="lasso")
+    return _layout(fig, title=title, height=height)

@@ -1,0 +1,171 @@
+"""Analyses running in the background while the dashboard stays responsive.
+
+An :class:`AnalysisJob` runs ``ldminv_core.analyze.run_analysis`` in a daemon thread and
+records its progress (stage, done, total) from the ``progress`` callback. Cancelling sets an
+event that the job's ``should_stop`` callback reports, so the analysis stops after its current
+batch and leaves a resumable folder. Pages poll the job (no Streamlit call ever happens in the
+worker thread). No Streamlit import here: the registry that shares jobs between reruns and
+sessions lives in ``ldminv_app.cache``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from ldminv_core.errors import RunError
+
+__all__ = ["AnalysisJob", "JobState", "resume_config"]
+
+
+@dataclass
+class JobState:
+    """A snapshot of a job: ``status`` is "running", "done", "cancelled" or "error"."""
+
+    status: str
+    stage: str
+    done: int
+    total: int
+    stages_seen: list[str]
+    result: Path | None
+    error: BaseException | None
+    error_details: str
+    started: float
+    finished: float | None
+
+    @property
+    def fraction(self) -> float:
+        """Progress of the current stage in [0, 1]."""
+        return 0.0 if self.total <= 0 else min(1.0, max(0.0, self.done / self.total))
+
+
+@dataclass
+class AnalysisJob:
+    """One analysis in a background thread.
+
+    Args:
+        label: what the job computes, for display (e.g. the output folder).
+        config: the ``AnalyzeConfig`` (kept so the job can be resumed with the same settings).
+        target: the function to run, called as ``target(config, progress=..., should_stop=...)``
+            (``ldminv_core.analyze.run_analysis``).
+        cancelled_exc: the exception type ``target`` raises when ``should_stop`` returned True.
+    """
+
+    label: str
+    config: Any
+    target: Callable[..., Any]
+    cancelled_exc: type[BaseException] | tuple[type[BaseException], ...] = ()
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _thread: threading.Thread | None = field(default=None, repr=False)
+    _status: str = "pending"
+    _stage: str = "starting"
+    _done: int = 0
+    _total: int = 0
+    _stages: list[str] = field(default_factory=list)
+    _result: Path | None = None
+    _error: BaseException | None = None
+    _details: str = ""
+    _started: float = 0.0
+    _finished: float | None = None
+
+    def start(self) -> "AnalysisJob":
+        """Start the worker thread (once); returns self."""
+        with self._lock:
+            if self._thread is not None:
+                return self
+            self._status = "running"
+            self._started = time.time()
+            self._thread = threading.Thread(target=self._work, name=f"ldminv-analysis:{self.label}", daemon=True)
+        self._thread.start()
+        return self
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        with self._lock:
+            self._stage = str(stage)
+            self._done = int(done)
+            self._total = int(total)
+            if not self._stages or self._stages[-1] != self._stage:
+                self._stages.append(self._stage)
+
+    def _work(self) -> None:
+        try:
+            result = self.target(self.config, progress=self._progress, should_stop=self._stop.is_set)
+        except BaseException as exc:  # noqa: BLE001 - reported to the page, never re-raised here
+            cancelled = bool(self.cancelled_exc) and isinstance(exc, self.cancelled_exc)
+            with self._lock:
+                self._status = "cancelled" if cancelled else "error"
+                self._error = exc
+                self._details = "".join(traceback.format_exception(exc))
+                self._finished = time.time()
+            return
+        with self._lock:
+            self._status = "done"
+            self._result = Path(result) if result is not None else None
+            self._finished = time.time()
+
+    def cancel(self) -> None:
+        """Ask the analysis to stop after its current batch."""
+        self._stop.set()
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def running(self) -> bool:
+        with self._lock:
+            return self._status in ("pending", "running")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the job ends or ``timeout`` seconds pass; True when it has ended."""
+        thread = self._thread
+        if thread is None:
+            return False
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def state(self) -> JobState:
+        """A consistent snapshot of the job."""
+        with self._lock:
+            return JobState(
+                status=self._status,
+                stage=self._stage,
+                done=self._done,
+                total=self._total,
+                stages_seen=list(self._stages),
+                result=self._result,
+                error=self._error,
+                error_details=self._details,
+                started=self._started,
+                finished=self._finished,
+            )
+
+
+def resume_config(run_dir: str | Path, *, device: str = "auto"):
+    """The ``AnalyzeConfig`` that resumes the unfinished run in ``run_dir``.
+
+    Built from the settings stored in its run.json ("config"), so a run interrupted in an
+    earlier session (or by a restart) can be finished with exactly its own settings.
+
+    Raises:
+        RunError: ``run_dir`` has no readable run.json with stored settings.
+    """
+    from ldminv_core.analyze import AnalyzeConfig
+
+    path = Path(run_dir) / "run.json"
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8")).get("config")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise RunError(f"{path}: cannot read the run's settings ({exc})") from exc
+    if not isinstance(stored, dict):
+        raise RunError(f"{path}: expected the analysis settings under 'config', found none")
+    names = {f.name for f in fields(AnalyzeConfig)} - {"out", "device", "force"}
+    kwargs = {k: v for k, v in stored.items() if k in names}
+    if isinstance(kwargs.get("attacks"), list):
+        kwargs["attacks"] = tuple(kwargs["attacks"])
+    return AnalyzeConfig(out=str(Path(run_dir)), device=device, **kwargs)

@@ -1,0 +1,364 @@
+"""Shared Streamlit building blocks: start-up (LDMINV_RUN or the demo), the sidebar with the
+active run and the shared attack / timestep selectors, error display, and following a
+background analysis with a progress bar.
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from ldminv_core.errors import LdminvError
+from ldminv_core.runstore import Run, run_status
+
+from . import cache, state
+from .jobs import AnalysisJob, JobState
+
+__all__ = [
+    "ATTACK_LABELS",
+    "attack_label",
+    "show_error",
+    "guard",
+    "show_notice",
+    "startup_run",
+    "demo_pending",
+    "prepare_demo",
+    "render_sidebar",
+    "attack_selector",
+    "timestep_selector",
+    "page_frame",
+    "require_run",
+    "stage_label",
+    "follow_job",
+    "run_title",
+]
+
+ATTACK_LABELS = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
+_STAGE_LABELS = {
+    "starting": "Loading the model and the images",
+    "encode": "Encoding the images",
+    "geometry": "Decoder geometry (log-volume and influence)",
+}
+_STARTUP_DONE = "_startup_done"
+_DEMO_PENDING = "_demo_pending"
+DEMO_JOB_ID = "demo"
+
+
+def attack_label(name: str) -> str:
+    return ATTACK_LABELS.get(name, name)
+
+
+def stage_label(stage: str) -> str:
+    """Readable name of an analysis stage ("encode", "geometry", or an attack name)."""
+    if stage in _STAGE_LABELS:
+        return _STAGE_LABELS[stage]
+    return f"Attack {attack_label(stage)}"
+
+
+def show_error(exc: BaseException, *, what: str | None = None) -> None:
+    """Show an error without a traceback wall: LdminvError as its message; anything else
+    as a one-line message with the traceback folded in an expander."""
+    prefix = f"{what}: " if what else ""
+    if isinstance(exc, LdminvError):
+        st.error(f"{prefix}{exc}")
+        return
+    st.error(f"{prefix}unexpected {type(exc).__name__}: {exc}")
+    with st.expander("Details"):
+        st.code("".join(traceback.format_exception(exc)), language="text")
+
+
+@contextmanager
+def guard(what: str) -> Iterator[None]:
+    """Show any exception raised in the block with :func:`show_error` instead of a traceback
+    (Streamlit's own stop / rerun signals pass through)."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - the whole point is to catch everything
+        show_error(exc, what=what)
+
+
+def show_notice() -> None:
+    """Show (once) the message left by the previous script run."""
+    notice = state.pop_notice()
+    if notice is None:
+        return
+    kind, text = notice
+    getattr(st, kind if kind in ("success", "info", "warning", "error") else "info")(text)
+
+
+def run_title(run: Run) -> str:
+    return Path(run.path).name
+
+
+# --------------------------------------------------------------------------- start-up
+
+
+def _demo_module():
+    from ldminv_core import demo
+
+    return demo
+
+
+def demo_config(*, device: str = "auto"):
+    """The AnalyzeConfig of the built-in demo run (``demo.DEMO_ANALYZE_DEFAULTS``).
+
+    Raises DataLoadError when the demo assets are missing from this checkout.
+    """
+    from ldminv_core.analyze import AnalyzeConfig
+    from ldminv_core.errors import DataLoadError
+
+    demo = _demo_module()
+    if not demo.demo_available():
+        raise DataLoadError(
+            f"the demo assets are missing: expected {demo.DEMO_MODEL_DIR}, {demo.DEMO_MEMBERS_DIR} and "
+            f"{demo.DEMO_HELDOUT_DIR} (python scripts/train_demo.py writes them)"
+        )
+    return AnalyzeConfig(
+        model=str(demo.DEMO_MODEL_DIR),
+        members=str(demo.DEMO_MEMBERS_DIR),
+        heldout=str(demo.DEMO_HELDOUT_DIR),
+        out=str(demo.demo_run_dir()),
+        device=device,
+        **demo.DEMO_ANALYZE_DEFAULTS,
+    )
+
+
+def startup_run() -> Run | None:
+    """The active run; on the first script run of a session, open the run named by
+    LDMINV_RUN or, without it, the demo run (or mark the demo as to be computed)."""
+    run = state.active_run()
+    if run is not None or st.session_state.get(_STARTUP_DONE):
+        return run
+    st.session_state[_STARTUP_DONE] = True
+    env = state.env_run_path()
+    if env:
+        try:
+            return state.set_active_run(env)
+        except LdminvError as exc:
+            st.session_state[state.STARTUP_ERROR] = f"LDMINV_RUN={env} cannot be opened: {exc}"
+            return None
+    try:
+        demo_dir = _demo_module().demo_run_dir()
+        if run_status(demo_dir) == "complete":
+            return state.set_active_run(demo_dir)
+    except Exception as exc:  # noqa: BLE001 - a broken demo must not stop the app
+        st.session_state[state.STARTUP_ERROR] = f"The demo run cannot be opened: {exc}"
+        return None
+    st.session_state[_DEMO_PENDING] = True
+    return None
+
+
+def demo_pending() -> bool:
+    return bool(st.session_state.get(_DEMO_PENDING))
+
+
+def prepare_demo() -> None:
+    """Compute the demo run once (progress bar with stage names), then make it active.
+
+    Runs in a background job shared by all sessions, so leaving the page does not stop it.
+    """
+    from ldminv_core.analyze import AnalysisCancelled, run_analysis
+
+    st.title("Preparing the demo")
+    st.write(
+        "The built-in demo (a small latent diffusion model trained on Fashion-MNIST members) "
+        "is analysed once on this machine and cached on disk; later starts open it at once."
+    )
+    try:
+        config = demo_config()
+    except Exception as exc:  # noqa: BLE001
+        st.session_state[_DEMO_PENDING] = False
+        show_error(exc, what="The demo is not available")
+        return
+    registry = cache.job_registry()
+    job = registry.get(DEMO_JOB_ID)
+    if job is None or job.state().status in ("error", "cancelled"):
+        job = registry.start(
+            DEMO_JOB_ID,
+            AnalysisJob(label="demo", config=config, target=run_analysis, cancelled_exc=AnalysisCancelled),
+        )
+    final = follow_job(job, stages=["encode", "geometry", *list(_attack_names(config))])
+    if final.status == "done" and final.result is not None:
+        st.session_state[_DEMO_PENDING] = False
+        try:
+            state.set_active_run(final.result)
+        except LdminvError as exc:
+            show_error(exc, what="The demo run cannot be opened")
+            return
+        registry.remove(DEMO_JOB_ID)
+        st.rerun()
+    st.session_state[_DEMO_PENDING] = False
+    if final.error is not None:
+        show_error(final.error, what="Computing the demo failed")
+    st.info("Open or compute another run on the Model & data page.")
+
+
+def _attack_names(config: Any) -> list[str]:
+    attacks = config.attacks
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    return [str(a).lower() for a in attacks]
+
+
+def follow_job(job: AnalysisJob, *, stages: list[str] | None = None, poll_s: float = 0.25) -> JobState:
+    """Show the job's progress (st.progress with the stage name) until it ends; returns its
+    final state. A widget interaction interrupts the wait (the job keeps running)."""
+    bar = st.progress(0.0, text="Starting…")
+    detail = st.empty()
+    while True:
+        snap = job.state()
+        stage = snap.stage
+        if stages and stage in stages:
+            k, total = stages.index(stage), len(stages)
+            overall = (k + snap.fraction) / total
+            text = f"Stage {k + 1}/{total} · {stage_label(stage)} · {snap.done}/{snap.total} samples"
+        else:
+            overall, text = 0.0, stage_label(stage) + "…"
+        bar.progress(min(max(overall, 0.0), 1.0), text=text)
+        elapsed = (snap.finished or time.time()) - snap.started if snap.started else 0.0
+        done_stages = ", ".join(stage_label(s) for s in snap.stages_seen[:-1])
+        detail.caption(
+            f"{elapsed:.0f} s elapsed" + (f" · finished: {done_stages}" if done_stages else "")
+            + (" · stopping after the current batch…" if job.cancel_requested and snap.status == "running" else "")
+        )
+        if snap.status not in ("pending", "running"):
+            if snap.status == "done":
+                bar.progress(1.0, text="Done")
+            return snap
+        time.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------- sidebar
+
+
+def _sync(widget_key: str, target: str) -> None:
+    st.session_state[target] = st.session_state[widget_key]
+
+
+def attack_selector(run: Run, *, key: str, label: str = "Attack", container: Any = None) -> str:
+    """A selectbox bound to the shared attack (all pages use the same one)."""
+    where = container if container is not None else st
+    st.session_state[key] = state.current_attack(run)
+    where.selectbox(
+        label,
+        run.attacks,
+        key=key,
+        format_func=attack_label,
+        on_change=_sync,
+        args=(key, state.ATTACK),
+        help="Membership-inference attack whose scores every page shows.",
+    )
+    return state.current_attack(run)
+
+
+def _sync_t(run: Run, attack: str, key: str) -> None:
+    state.set_timestep(run, attack, st.session_state[key])
+
+
+def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", container: Any = None) -> int | None:
+    """A select-slider bound to the shared timestep of ``attack``; returns the t index."""
+    where = container if container is not None else st
+    t_index = state.current_t_index(run, attack)
+    if t_index is None:
+        where.caption(f"{attack_label(attack)} gives one score per sample: no timestep, not maskable.")
+        return None
+    timesteps = run.timesteps(attack)
+    st.session_state[key] = timesteps[t_index]
+    if len(timesteps) > 1:
+        where.select_slider(
+            "Timestep t",
+            options=timesteps,
+            key=key,
+            on_change=_sync_t,
+            args=(run, attack, key),
+            help="Timestep of the attack statistic; defaults to the best baseline AUROC.",
+        )
+    best = cache.best_t_index(run, attack)
+    auc = cache.per_t_metrics(run, attack)["auroc"]
+    where.caption(f"t = {timesteps[t_index]} in use · best baseline t = {timesteps[best]} (AUROC {auc[best]:.4f})")
+    return t_index
+
+
+def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
+    """The active run's summary and the shared attack and timestep selectors.
+
+    Returns (attack, t_index) in use, (None, None) without a run.
+    """
+    with st.sidebar:
+        st.markdown("#### Active run")
+        err = st.session_state.get(state.STARTUP_ERROR)
+        if run is None:
+            if err:
+                st.error(err)
+            st.info("No run open. Use the Model & data page to open or compute one.")
+            return None, None
+        s = run.settings
+        c, h, w = run.latent_shape
+        st.markdown(f"**{run_title(run)}**")
+        st.markdown(
+            f"- model: `{s.get('model', '?')}`\n"
+            f"- members: `{s.get('members', '?')}`\n"
+            f"- held-out: `{s.get('heldout', '?')}`\n"
+            f"- {run.n_members} members / {run.n_heldout} held-out\n"
+            f"- latent {c}×{h}×{w} (d = {c * h * w})"
+        )
+        attack = attack_selector(run, key="sidebar_attack")
+        t_index = timestep_selector(run, attack)
+        return attack, t_index
+
+
+def _use_app_navigation() -> None:
+    """Make a page requested by URL on a fresh server run through app.py's ``st.navigation``.
+
+    With a ``pages/`` folder next to app.py, Streamlit starts in its pages-folder mode and,
+    until app.py has called ``st.navigation`` once, runs a page file requested by URL on its
+    own (automatic navigation, no page titles or wide layout). Leaving that mode and rerunning
+    runs app.py, which resolves the same page. Not done under ``streamlit.testing`` (AppTest
+    runs page files directly by design).
+    """
+    try:
+        from streamlit import config
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # pragma: no cover - other Streamlit layouts
+        return
+    if getattr(PagesManager, "uses_pages_directory", None) and not config.get_option("global.appTest"):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+def page_frame(*, needs_run: bool = True) -> Run | None:
+    """What every page shows around its content; call it first in each page script.
+
+    Initialises the session state, opens the start-up run (LDMINV_RUN, else the cached demo),
+    renders the sidebar (active run, shared attack and timestep) and any pending message.
+    Each page renders the frame itself, so a page script also works on its own. When the page
+    ``needs_run`` and none is open: computes the demo (progress bar) if it is pending, else
+    explains where to get a run; then stops the script.
+    """
+    _use_app_navigation()
+    state.init_state()
+    run = startup_run()
+    with st.sidebar, guard("The sidebar failed"):
+        render_sidebar(run)
+    show_notice()
+    if run is None and needs_run:
+        if demo_pending():
+            prepare_demo()
+        else:
+            st.info("No run is open. Open or compute one on the Model & data page.")
+            st.page_link("pages/model_data.py", label="Go to Model & data", icon=":material/dataset:")
+        st.stop()
+    return run
+
+
+def require_run() -> Run:
+    """``page_frame()`` for a page that needs a run: the frame, then the active run (the
+    script stops when none is open)."""
+    run = page_frame(needs_run=True)
+    assert run is not None  # page_frame stops the script otherwise
+    return run

@@ -1,0 +1,150 @@
+"""Distortion page: is memorization stronger where the decoder distorts latent space most?
+
+Per-sample log-volume of members vs held-out, attack AUROC by log-volume quartile (at the
+timestep in use and across timesteps), galleries of the least / most distorted images, and a
+per-sample viewer (image, reconstruction, influence heatmaps, score and rank).
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from ldminv_core.geometry import influence_heatmap
+
+from ldminv_app import cache, compute, figures, state, ui
+
+run = ui.page_frame()
+
+with ui.guard("The Distortion page failed"):
+    attack = state.current_attack(run)
+    t_index = state.current_t_index(run, attack)
+    labels = run.labels
+    log_volume = run.log_volume
+    t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"
+
+    st.title("Distortion")
+    st.caption(
+        "Log-volume = sum of the top-k log singular values of the decoder Jacobian at the sample's "
+        "latent: how much the decoder stretches space there. Samples in strongly distorted regions "
+        "tend to be memorized more."
+    )
+
+    # ---- distribution and quartiles
+    left, right = st.columns(2)
+    with left:
+        kind = st.segmented_control(
+            "Plot", ["histogram", "violin"], default="histogram", key="dist_kind", required=True
+        )
+        st.plotly_chart(
+            figures.log_volume_distribution(log_volume, labels, kind=kind or "histogram"),
+            key="dist_logvol",
+        )
+        gap = log_volume[labels == 1].mean() - log_volume[labels == 0].mean()
+        st.caption(f"mean log-volume: members − held-out = {gap:+.4f}")
+
+    quartiles = cache.quartiles(run)
+    q_auroc = cache.quartile_auroc_table(run, attack)
+    edges = compute.quartile_edges(log_volume, quartiles)
+    counts = np.bincount(quartiles, minlength=4)
+    with right:
+        current = q_auroc[:, t_index] if q_auroc.ndim == 2 else q_auroc
+        st.plotly_chart(
+            figures.quartile_auroc_bars(
+                current,
+                edges=edges,
+                counts=counts,
+                title=f"{ui.attack_label(attack)} AUROC by distortion quartile{t_text}",
+            ),
+            key="dist_quartile_bars",
+        )
+    if q_auroc.ndim == 2 and q_auroc.shape[1] > 1:
+        st.plotly_chart(
+            figures.quartile_auroc_vs_timestep(
+                run.timesteps(attack), q_auroc, selected_t=run.timesteps(attack)[t_index],
+                title=f"{ui.attack_label(attack)} AUROC vs timestep per distortion quartile",
+            ),
+            key="dist_quartile_t",
+        )
+
+    # ---- galleries
+    st.subheader("Least and most distorted images")
+    n_show = st.slider("Images per gallery", 4, 24, 8, step=4, key="dist_gallery_n")
+    order = np.argsort(log_volume, kind="stable")
+    paths = run.samples["path"].tolist()
+    splits = run.samples["split"].tolist()
+
+
+    def gallery(indices, title: str) -> None:
+        st.markdown(f"**{title}**")
+        cols = st.columns(min(len(indices), 8) or 1)
+        for j, i in enumerate(indices):
+            thumb = cache.thumbnail(paths[i], size=96)
+            with cols[j % len(cols)]:
+                caption = f"#{i} · {splits[i]} · {log_volume[i]:.2f}"
+                if thumb is None:
+                    st.caption(f"{caption} (image file missing)")
+                else:
+                    st.image(thumb, caption=caption)
+
+
+    gallery(order[:n_show], "Lowest log-volume")
+    gallery(order[::-1][:n_show], "Highest log-volume")
+
+    # ---- per-sample viewer
+    st.subheader("Sample viewer")
+    scores_all = cache.baseline_scores(run, attack)
+    scores = scores_all[:, t_index] if scores_all.ndim == 2 else scores_all
+    n = len(run)
+    c1, c2, c3 = st.columns([1, 1, 1])
+    with c1:
+        pick_by = st.radio("Select by", ["log-volume rank", "sample id"], horizontal=True, key="dist_pick_by")
+    with c2:
+        if pick_by == "sample id":
+            index = int(st.number_input("Sample id", 0, n - 1, 0, step=1, key="dist_sample_id"))
+        else:
+            rank = int(st.number_input("Rank (1 = most distorted)", 1, n, 1, step=1, key="dist_rank"))
+            index = int(order[::-1][rank - 1])
+    with c3:
+        reduce = st.selectbox("Aggregate channels by", ["mean", "max", "total"], key="dist_reduce")
+        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, step=0.05, key="dist_opacity")
+
+    influence = cache.influence(run)
+    score_rank = compute.rank_of(scores, index)
+    lv_rank = compute.rank_of(log_volume, index)
+    m1, m2, m3, m4 = st.columns(4)
+    m1.metric("Split", splits[index])
+    m2.metric("Log-volume", f"{log_volume[index]:.4f}", help=f"rank {lv_rank} of {n} (1 = most distorted)")
+    m3.metric(f"Score ({ui.attack_label(attack)}{t_text})", f"{scores[index]:.4g}")
+    m4.metric("Score rank", f"{score_rank} / {n}", help="1 = most member-like")
+
+    image = None
+    recon = None
+    try:
+        recon = cache.reconstruction(run, index)
+    except Exception as exc:  # noqa: BLE001 - a moved model folder only hides the reconstruction
+        ui.show_error(exc, what="Reconstruction unavailable")
+    image_shape = run.settings.get("image_shape") or [3, 64, 64]
+    resolution = int(recon.shape[0]) if recon is not None else int(image_shape[-1])
+    image = cache.display_image(paths[index], resolution=resolution, channels=int(image_shape[0]))
+
+    v1, v2, v3 = st.columns(3)
+    with v1:
+        if image is None:
+            st.warning(f"Image file {paths[index]} cannot be read.")
+        else:
+            st.image(image, caption=f"input #{index} (as the model sees it)", width="stretch")
+    with v2:
+        if recon is not None:
+            st.image(recon, caption="reconstruction: decode(stored latent)", width="stretch")
+    with v3:
+        if image is not None:
+            heat = influence_heatmap(influence[index], size=image.shape[:2], reduce=reduce)
+            st.plotly_chart(
+                figures.image_with_heatmap(image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
+                key="dist_overlay",
+            )
+    st.plotly_chart(
+        figures.channel_heatmaps(influence[index], title=f"Influence per latent channel, sample #{index}"),
+        key="dist_channels",
+    )
+    st.caption(f"{paths[index]}")

@@ -1,0 +1,223 @@
+"""Export page: download an HTML report (figures, tables and the settings that produced them)
+and a CSV of per-sample scores, for sharing findings with colleagues.
+
+The attack and timestep are the shared ones of the sidebar; the drop percentage, random seed,
+global-ranking and manual masks start from the Masks & ROC page's controls (when that page was
+just used) and can be adjusted here. Both files are generated only when "Build report" is
+clicked, and cached per settings.
+"""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from ldminv_core import masks
+
+from ldminv_app import cache, export, state, ui
+
+# Widget keys of the Masks & ROC page (read, never written) -> this page's widget keys.
+_FROM_MASKS = {
+    "drop_percent": "export_drop",
+    "random_seed": "export_seed",
+    "use_global": "export_global",
+    "n_boot": "export_n_boot",
+}
+_DEFAULTS = {
+    "export_drop": int(export.DEFAULT_DROP_PERCENT),
+    "export_seed": export.DEFAULT_SEED,
+    "export_global": False,
+    "export_n_boot": 1000,
+    "export_manual": False,
+}
+# Persistent copy of this page's settings (widget keys are dropped when the page is left).
+_REMEMBERED = "_export_settings"
+# Manual mask of the Masks & ROC page: {"channels", "positions", "use_picked"} or None.
+_MANUAL_SPEC = "_export_manual_spec"
+# Settings key of the last report built in this session.
+_BUILT = "_export_built"
+_BOOT_CHOICES = [0, 200, 1000, 2000]
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def _build(
+    path: str,
+    stamp: int,
+    attack: str,
+    t: int | None,
+    drop: int,
+    seed: int,
+    manual_coords: tuple[int, ...] | None,
+    include_global: bool,
+    n_boot: int,
+) -> tuple[str, str]:
+    """(HTML report, CSV) of one set of settings; ``stamp`` keys the cache to the run.json mtime."""
+    run = cache.open_run(path)
+    keep = None
+    if manual_coords is not None:
+        keep = np.zeros(int(np.prod(run.latent_shape)), dtype=bool)
+        keep[list(manual_coords)] = True
+        keep = keep.reshape(run.latent_shape)
+    html = export.build_html_report(
+        run, attack=attack, t=t, drop_percent=drop, random_seed=seed, manual_mask=keep,
+        include_global=include_global, n_boot=n_boot,
+    )
+    csv = export.per_sample_csv(run, attack=attack, t=t, drop_percent=drop, random_seed=seed)
+    return html, csv
+
+
+def _init_settings() -> None:
+    """Seed this page's widgets from the Masks & ROC page (if it was just used), else from
+    the values last used here, else the defaults."""
+    remembered = st.session_state.setdefault(_REMEMBERED, {})
+    from_masks = state.mask_settings()
+    for masks_key, key in _FROM_MASKS.items():
+        if masks_key in from_masks:
+            st.session_state[key] = from_masks[masks_key]
+        elif key not in st.session_state:
+            st.session_state[key] = remembered.get(key, _DEFAULTS[key])
+    if "use_manual" in from_masks:
+        use = bool(from_masks["use_manual"])
+        st.session_state[_MANUAL_SPEC] = {
+            "channels": list(from_masks.get("manual_channels", [])),
+            "positions": [tuple(p) for p in from_masks.get("manual_positions", [])],
+            "use_picked": bool(from_masks.get("manual_use_picked", False)),
+        }
+        st.session_state["export_manual"] = use
+    elif "export_manual" not in st.session_state:
+        st.session_state["export_manual"] = remembered.get("export_manual", False)
+    if st.session_state["export_n_boot"] not in _BOOT_CHOICES:
+        st.session_state["export_n_boot"] = 1000
+
+
+def _manual_keep(run) -> np.ndarray:
+    """The manual keep-mask (C, h, w) of the Masks & ROC page settings, or the coordinates
+    picked on the Dimensions page when that page's manual settings are unknown."""
+    spec = st.session_state.get(_MANUAL_SPEC)
+    picked = state.manual_coords(run)
+    c_count, h, w = run.latent_shape
+    if spec is None:
+        return masks.manual_mask(run.latent_shape, coords=picked or None)
+    channels = [c for c in spec["channels"] if 0 <= int(c) < c_count]
+    positions = [p for p in spec["positions"] if 0 <= p[0] < h and 0 <= p[1] < w]
+    use_picked = spec["use_picked"] and bool(picked)
+    return masks.manual_mask(
+        run.latent_shape, channels=channels, positions=positions or None, coords=picked if use_picked else None
+    )
+
+
+run = ui.require_run()
+attack = state.current_attack(run)
+t_index = state.current_t_index(run, attack)
+maskable = t_index is not None
+t = run.timesteps(attack)[t_index] if maskable else None
+c_count, h, w = run.latent_shape
+d = c_count * h * w
+
+st.title("Export")
+st.caption(
+    "Download a self-contained HTML report (all figures and tables, with the settings that produced "
+    "them; it opens offline in any browser) and a CSV with one row per sample, to share findings."
+)
+
+_init_settings()
+st.markdown(
+    f"**{ui.attack_label(attack)}**"
+    + (f", t = {t}" if maskable else " (one score per sample: no timestep, no masks)")
+    + f" · run `{ui.run_title(run)}` · {run.n_members} members / {run.n_heldout} held-out  \n"
+    "Change the attack and the timestep in the sidebar."
+)
+
+k1, k2, k3 = st.columns([2, 1, 1])
+with k1:
+    drop = st.slider(
+        "Drop percentage (per sample: its lowest-influence coordinates)", 0, 90, step=1, key="export_drop",
+        disabled=not maskable,
+        help="Taken from the Masks & ROC page when you come from there; default 40 %.",
+    )
+    if maskable:
+        st.caption(f"{masks.drop_count(d, drop)} of {d} coordinates dropped per sample")
+with k2:
+    seed = int(st.number_input("Random seed (random-drop control)", 0, 2**31 - 1, step=1, key="export_seed",
+                               disabled=not maskable))
+with k3:
+    n_boot = st.selectbox("Bootstrap replicates", _BOOT_CHOICES, key="export_n_boot",
+                          help="Replicates of the 95% intervals in the metrics table.")
+o1, o2 = st.columns(2)
+with o1:
+    include_global = st.checkbox("Include the global ranking mask", key="export_global", disabled=not maskable,
+                                 help="Drop the same coordinates for every sample: those of lowest mean influence.")
+keep = _manual_keep(run) if maskable else None
+with o2:
+    include_manual = st.checkbox(
+        "Include the manual mask",
+        key="export_manual",
+        disabled=not maskable,
+        help="The manual mask of the Masks & ROC page (or the coordinates picked on the Dimensions page).",
+    )
+    if maskable and include_manual:
+        st.caption(f"The manual mask keeps {int(keep.sum())} of {d} coordinates.")
+
+remembered = st.session_state[_REMEMBERED]
+for key in _DEFAULTS:
+    remembered[key] = st.session_state[key]
+
+include_global = bool(include_global) and maskable
+include_manual = bool(include_manual) and maskable
+manual_coords = tuple(int(i) for i in np.flatnonzero(keep)) if include_manual else None
+stamp = cache.run_key(run.path)[1]
+settings_key = (str(run.path), stamp, attack, t, int(drop), seed, manual_coords, include_global, int(n_boot))
+
+variants = ["baseline"] + (["masked", "random"] if maskable else [])
+variants += (["global"] if include_global else []) + (["manual"] if include_manual else [])
+html_name, csv_name = export.report_filename(run), export.scores_filename(run)
+with st.expander("What will be exported", expanded=True):
+    settings_text = f"{ui.attack_label(attack)}" + (
+        f" at t = {t}, drop {drop} % ({masks.drop_count(d, drop)} of {d} coordinates), random seed {seed}"
+        if maskable else ""
+    )
+    st.markdown(
+        f"- **{html_name}**: run settings and provenance (model, data folders, latent shape, geometry, "
+        f"attacks, package versions); the settings of the figures ({settings_text}); the metrics table "
+        f"({', '.join(variants)}; AUROC, TPR@1%FPR, TPR@0.1%FPR, ASR with {n_boot} bootstrap replicates); "
+        "ROC curves (linear and log-log); AUROC and TPR@1%FPR vs drop percentage; metrics vs timestep; "
+        "log-volume of members vs held-out; AUROC by distortion quartile; the mean influence heatmap; "
+        "and the report JSON.\n"
+        f"- **{csv_name}**: {len(run)} rows ({', '.join(export.CSV_COLUMNS)})."
+    )
+
+clicked = st.button("Build report", type="primary", key="export_build", icon=":material/build:")
+if clicked:
+    try:
+        with st.spinner("Building the report (figures, bootstrap intervals, report JSON)…"):
+            _build(*settings_key)
+        st.session_state[_BUILT] = settings_key
+    except Exception as exc:  # noqa: BLE001 - show the error on the page, keep the app running
+        st.session_state[_BUILT] = None
+        ui.show_error(exc, what="Building the report failed")
+
+built = st.session_state.get(_BUILT)
+if built is not None and built == settings_key:
+    html, csv = _build(*settings_key)
+    st.success("The report is ready.")
+    b1, b2 = st.columns(2)
+    with b1:
+        st.download_button(
+            "Download HTML report", data=html, file_name=html_name, mime="text/html", key="export_download_html",
+            on_click="ignore", type="primary", icon=":material/download:",
+        )
+        st.caption(f"{html_name} · {len(html.encode('utf-8')) / 1e6:.1f} MB (plotly.js included: works offline)")
+    with b2:
+        st.download_button(
+            "Download CSV of per-sample scores", data=csv, file_name=csv_name, mime="text/csv",
+            key="export_download_csv", on_click="ignore", icon=":material/table:",
+        )
+        st.caption(f"{csv_name} · {len(csv.encode('utf-8')) / 1e3:.0f} kB")
+    st.markdown("**CSV preview** (first 20 rows)")
+    st.dataframe(pd.read_csv(io.StringIO(csv)).head(20), hide_index=True, key="export_csv_preview")
+elif built is not None:
+    st.info("The settings changed since the last report was built: click “Build report” again.")
+else:
+    st.info("Click “Build report” to generate both files (it takes a moment).")

@@ -1,0 +1,293 @@
+"""Model & data page: open, delete and compute runs.
+
+Open an existing run (or any run folder by path), delete one (after a confirmation), or start
+a new analysis: the demo model, a local diffusers pipeline folder or a hub id; members and
+held-out images as folders or uploads (images or zips); the analysis options; a cost preview;
+then the analysis in the background with a progress bar, a Cancel button and Resume for a
+cancelled run. Any error is shown as a message and the active run stays as it was.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from ldminv_core import demo
+from ldminv_core.analyze import (
+    INFLUENCE_METHODS,
+    RESIDUAL_DTYPES,
+    AnalysisCancelled,
+    AnalyzeConfig,
+    estimate_cost,
+    run_analysis,
+)
+from ldminv_core.attacks import ATTACKS
+from ldminv_core.errors import LdminvError
+from ldminv_core.loading import load_model, resolve_device
+from ldminv_core.runstore import default_runs_root, delete_run, list_runs
+
+from ldminv_app import cache, state, ui
+from ldminv_app.jobs import AnalysisJob, resume_config
+from ldminv_app.uploads import save_uploads, upload_digest
+
+active = ui.page_frame(needs_run=False)
+
+with ui.guard("The Model & data page failed"):
+    runs_root = default_runs_root()
+    registry = cache.job_registry()
+
+    st.title("Model & data")
+    if active is not None:
+        st.caption(f"Active run: **{ui.run_title(active)}** ({active.path})")
+
+    tab_runs, tab_new = st.tabs(["Runs", "New analysis"])
+
+    # =========================================================================== runs
+    with tab_runs:
+        infos = list_runs(runs_root)
+        st.caption(f"Runs under {runs_root} (set LDMINV_HOME to use another folder).")
+        if infos:
+            st.dataframe(
+                pd.DataFrame(
+                    {
+                        "run": [i.path.name for i in infos],
+                        "status": [i.status for i in infos],
+                        "created": [i.created for i in infos],
+                        "model": [i.model for i in infos],
+                        "members": [i.n_members for i in infos],
+                        "held-out": [i.n_heldout for i in infos],
+                        "path": [str(i.path) for i in infos],
+                    }
+                ),
+                hide_index=True,
+                key="runs_table",
+            )
+            by_path = {str(i.path): i for i in infos}
+            picked = st.selectbox(
+                "Run",
+                list(by_path),
+                format_func=lambda p: f"{Path(p).name} ({by_path[p].status})",
+                key="runs_pick",
+            )
+            b1, b2, b3, _ = st.columns([1, 1, 1, 3])
+            if b1.button("Open", key="runs_open", type="primary", disabled=by_path[picked].status != "complete"):
+                try:
+                    run = state.set_active_run(picked)
+                    state.notify("success", f"Opened run {ui.run_title(run)}.")
+                    st.rerun()
+                except Exception as exc:  # noqa: BLE001
+                    ui.show_error(exc, what=f"Cannot open {picked}")
+            if b2.button("Resume", key="runs_resume", disabled=by_path[picked].status != "unfinished",
+                         help="Finish an interrupted or cancelled analysis with its own settings."):
+                try:
+                    config = resume_config(picked)
+                    registry.start(picked, AnalysisJob(label=Path(picked).name, config=config, target=run_analysis,
+                                                       cancelled_exc=AnalysisCancelled))
+                    st.session_state[state.JOB_ID] = picked
+                except Exception as exc:  # noqa: BLE001
+                    ui.show_error(exc, what=f"Cannot resume {picked}")
+            if b3.button("Delete…", key="runs_delete"):
+                st.session_state[state.CONFIRM_DELETE] = picked
+        else:
+            st.info("No runs yet: compute one in the New analysis tab.")
+
+        pending = st.session_state.get(state.CONFIRM_DELETE)
+        if pending:
+            st.warning(f"Delete the run **{Path(pending).name}** ({pending}) and all its files? This cannot be undone.")
+            d1, d2, _ = st.columns([1, 1, 4])
+            if d1.button("Yes, delete it", key="runs_delete_confirm", type="primary"):
+                st.session_state[state.CONFIRM_DELETE] = None
+                try:
+                    delete_run(pending)
+                except Exception as exc:  # noqa: BLE001
+                    ui.show_error(exc, what=f"Cannot delete {pending}")
+                else:
+                    cache.clear_run_caches()
+                    if state.active_run_path() == str(Path(pending).resolve()):
+                        st.session_state[state.ACTIVE_RUN] = None
+                    state.notify("success", f"Deleted run {Path(pending).name}.")
+                    st.rerun()
+            if d2.button("Cancel", key="runs_delete_cancel"):
+                st.session_state[state.CONFIRM_DELETE] = None
+                st.rerun()
+
+        st.markdown("**Open a run folder by path**")
+        o1, o2 = st.columns([4, 1], vertical_alignment="bottom")
+        other = o1.text_input("Run folder", key="runs_open_path", placeholder="/path/to/run")
+        if o2.button("Open folder", key="runs_open_path_btn"):
+            try:
+                run = state.set_active_run(other.strip())
+                state.notify("success", f"Opened run {ui.run_title(run)}.")
+                st.rerun()
+            except Exception as exc:  # noqa: BLE001
+                ui.show_error(exc, what="Cannot open the run")
+
+
+    # =========================================================================== new analysis
+    def data_source(label: str, role: str, default: str) -> str:
+        """A folder path typed in, or uploaded images / zips saved to a folder; returns the path."""
+        mode = st.radio(f"{label} images", ["Folder", "Upload"], key=f"new_{role}_mode", horizontal=True)
+        if mode == "Folder":
+            return st.text_input(f"{label} folder", value=default, key=f"new_{role}_path").strip()
+        files = st.file_uploader(
+            f"{label} images or a zip of them",
+            type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "zip", "jsonl", "csv"],
+            accept_multiple_files=True,
+            key=f"new_{role}_upload",
+        )
+        if not files:
+            return ""
+        pairs = [(f.name, f.getvalue()) for f in files]
+        dest = runs_root / "uploads" / upload_digest(pairs) / role
+        try:
+            folder = save_uploads(pairs, dest)
+        except Exception as exc:  # noqa: BLE001
+            ui.show_error(exc, what=f"{label} upload")
+            return ""
+        st.caption(f"Saved to {folder}")
+        return str(folder)
+
+
+    with tab_new:
+        kind = st.radio(
+            "Model", ["Built-in demo", "Local folder", "Hub id"], key="new_model_kind", horizontal=True
+        )
+        if kind == "Built-in demo":
+            model = str(demo.DEMO_MODEL_DIR)
+            st.caption(f"Demo model: {model}")
+            default_members, default_heldout = str(demo.DEMO_MEMBERS_DIR), str(demo.DEMO_HELDOUT_DIR)
+        elif kind == "Local folder":
+            model = st.text_input(
+                "Model folder", key="new_model_path", placeholder="diffusers pipeline folder with vae/, unet/, scheduler/"
+            ).strip()
+            default_members = default_heldout = ""
+        else:
+            model = st.text_input("Hub id", key="new_model_hub", placeholder="CompVis/stable-diffusion-v1-4").strip()
+            default_members = default_heldout = ""
+
+        d1, d2 = st.columns(2)
+        with d1:
+            members = data_source("Members", "members", default_members)
+        with d2:
+            heldout = data_source("Held-out", "heldout", default_heldout)
+
+        with st.expander("Options", expanded=True):
+            e1, e2, e3, e4 = st.columns(4)
+            attacks = e1.multiselect("Attacks", list(ATTACKS), default=["sima", "pia", "pfami"], key="new_attacks",
+                                     format_func=ui.attack_label)
+            timesteps = e1.text_input("Timesteps", "0:300:10", key="new_timesteps",
+                                      help="start:stop:step, or a comma list such as 0,10,50")
+            topk = int(e2.number_input("Top-k singular values", 1, 4096, 50, key="new_topk"))
+            influence = e2.selectbox("Influence method", list(INFLUENCE_METHODS), key="new_influence")
+            probes = int(e2.number_input("Hutchinson probes", 1, 1024, 16, key="new_probes"))
+            batch_size = int(e3.number_input("Batch size", 1, 4096, 32, key="new_batch"))
+            limit = int(e3.number_input("Limit per folder (0 = all)", 0, 10**7, 0, key="new_limit"))
+            seed = int(e3.number_input("Seed", 0, 2**31 - 1, 0, key="new_seed"))
+            device = e4.selectbox("Device", ["auto", "cpu", "cuda"], key="new_device")
+            residual_dtype = e4.selectbox("Residual dtype", list(RESIDUAL_DTYPES), key="new_residual_dtype")
+            if "new_run_name" not in st.session_state:
+                st.session_state["new_run_name"] = "run-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_name = e4.text_input("Run name", key="new_run_name", help=f"folder under {runs_root}").strip()
+
+        def build_config() -> AnalyzeConfig:
+            name = run_name or "run"
+            if Path(name).name != name:
+                raise LdminvError(f"run name: expected a plain folder name, got {name!r}")
+            return AnalyzeConfig(
+                model=model,
+                members=members,
+                heldout=heldout,
+                out=str(runs_root / name),
+                attacks=tuple(attacks),
+                timesteps=timesteps,
+                topk=topk,
+                influence=influence,
+                probes=probes,
+                device=device,
+                batch_size=batch_size,
+                seed=seed,
+                limit=limit or None,
+                residual_dtype=residual_dtype,
+            )
+
+        current_job = registry.get(st.session_state.get(state.JOB_ID))
+        busy = current_job is not None and current_job.running
+        c1, c2, _ = st.columns([1, 1, 3])
+        preview = c1.button("Estimate cost", key="new_estimate")
+        start = c2.button("Start analysis", key="new_start", type="primary", disabled=busy)
+
+        if preview or start:
+            try:
+                config = build_config()
+                if not attacks:
+                    raise LdminvError("attacks: expected at least one attack, got none")
+                with st.spinner("Checking the model and the images, timing one batch…"):
+                    loaded = load_model(config.model, device=resolve_device(config.device))
+                    estimate = estimate_cost(config, model=loaded)
+                st.session_state["cost_preview"] = (repr(config), str(estimate), estimate.total_seconds)
+                if start:
+                    job = AnalysisJob(
+                        label=Path(config.out).name,
+                        config=config,
+                        target=functools.partial(run_analysis, model=loaded),
+                        cancelled_exc=AnalysisCancelled,
+                    )
+                    registry.start(str(Path(config.out).resolve()), job)
+                    st.session_state[state.JOB_ID] = str(Path(config.out).resolve())
+            except Exception as exc:  # noqa: BLE001 - every problem becomes a message
+                ui.show_error(exc, what="Cannot start the analysis" if start else "Cannot estimate the cost")
+
+        cost = st.session_state.get("cost_preview")
+        if cost is not None:
+            st.markdown(f"**Cost preview** (about {cost[2]:.0f} s on this machine)")
+            st.code(cost[1], language="text")
+
+
+    # =========================================================================== job
+    job_id = st.session_state.get(state.JOB_ID)
+    job = registry.get(job_id)
+    if job is not None:
+        st.divider()
+        st.subheader(f"Analysis: {job.label}")
+        names = [a.strip().lower() for a in (job.config.attacks.split(",") if isinstance(job.config.attacks, str)
+                                             else job.config.attacks)]
+        snap = job.state()
+        if snap.status in ("pending", "running"):
+            st.button("Cancel", key="job_cancel", on_click=job.cancel, disabled=job.cancel_requested,
+                      help="Stops after the current batch; the partial run can be resumed.")
+            snap = ui.follow_job(job, stages=["encode", "geometry", *names])
+        if snap.status == "done":
+            registry.remove(job_id)
+            st.session_state[state.JOB_ID] = None
+            try:
+                run = state.set_active_run(snap.result)
+                state.notify("success", f"Analysis finished: {ui.run_title(run)} is now the active run.")
+            except Exception as exc:  # noqa: BLE001
+                state.notify("error", f"The analysis finished but its run cannot be opened: {exc}")
+            st.rerun()
+        elif snap.status == "cancelled":
+            st.warning(f"{snap.error}")
+            r1, r2, _ = st.columns([1, 1, 4])
+            if r1.button("Resume", key="job_resume", type="primary"):
+                try:
+                    config = resume_config(job_id, device=str(job.config.device))
+                    registry.start(
+                        job_id,
+                        AnalysisJob(label=job.label, config=config, target=run_analysis, cancelled_exc=AnalysisCancelled),
+                    )
+                    st.rerun()
+                except Exception as exc:  # noqa: BLE001
+                    ui.show_error(exc, what="Cannot resume")
+            if r2.button("Dismiss", key="job_dismiss"):
+                registry.remove(job_id)
+                st.session_state[state.JOB_ID] = None
+                st.rerun()
+        elif snap.status == "error":
+            ui.show_error(snap.error, what="The analysis failed")
+            if st.button("Dismiss", key="job_dismiss_error"):
+                registry.remove(job_id)
+                st.session_state[state.JOB_ID] = None
+                st.rerun()

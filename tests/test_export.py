@@ -1,0 +1,451 @@
+"""Tests of the export: the HTML report, the per-sample CSV and the Export page.
+
+One small run is computed per session with the real analysis pipeline (a tiny random diffusers
+model, real PNG images, SimA at three timesteps and PFAMI). Every number in the exported files
+is compared with an oracle recomputed here from the run's files: sklearn for the metrics,
+plain numpy for the masked statistics, ``build_report`` for the report JSON.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score, roc_curve
+from streamlit.testing.v1 import AppTest
+
+from ldminv_core.analyze import AnalyzeConfig, run_analysis
+from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
+from ldminv_core.masks import random_drop_mask
+from ldminv_core.report import build_report
+from ldminv_core.runstore import Run, run_status
+
+from ldminv_app import export
+from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+N_PER_SPLIT = 10
+TIMESTEPS = (0, 10, 20)
+
+
+# --------------------------------------------------------------------------- the run fixture
+
+
+def build_fixture_run(base: Path) -> Path:
+    """A finished run (SimA at TIMESTEPS + PFAMI, N_PER_SPLIT members and held-out PNGs, latents
+    4x4x4) under ``base``; reused when ``base`` already holds it (the browser test shares it)."""
+    base = Path(base)
+    run_dir = base / "home" / "runs" / "export-fixture"
+    if run_status(run_dir) == "complete":
+        return run_dir
+    model = base / "model"
+    tiny_vae(image_channels=1, seed=0).save_pretrained(model / "vae")
+    tiny_unet(seed=1).save_pretrained(model / "unet")
+    tiny_scheduler().save_pretrained(model / "scheduler")
+    write_image_folder(base / "members", N_PER_SPLIT, seed=11, prefix="m", formats=("png",), captions=True)
+    write_image_folder(base / "heldout", N_PER_SPLIT, seed=12, prefix="h", formats=("png",), captions=True)
+    config = AnalyzeConfig(
+        model=str(model),
+        members=str(base / "members"),
+        heldout=str(base / "heldout"),
+        out=str(run_dir),
+        attacks=("sima", "pfami"),
+        timesteps=",".join(map(str, TIMESTEPS)),
+        topk=4,
+        device="cpu",
+        batch_size=32,
+    )
+    return run_analysis(config)
+
+
+@pytest.fixture(scope="session")
+def run_dir(tmp_path_factory) -> Path:
+    return build_fixture_run(tmp_path_factory.getbasetemp() / "ldminv-export-fixture")
+
+
+@pytest.fixture(scope="session")
+def arrays(run_dir):
+    """The run's arrays read straight from its files."""
+    samples = pd.read_parquet(run_dir / "samples.parquet")
+    settings = json.loads((run_dir / "run.json").read_text())
+    return {
+        "samples": samples,
+        "settings": settings,
+        "labels": (samples["split"].to_numpy() == "member").astype(np.int8),
+        "log_volume": samples["log_volume"].to_numpy(dtype=np.float64),
+        "terms": np.load(run_dir / "residuals" / "sima.npy").astype(np.float64),
+        "influence": np.load(run_dir / "influence.npy"),
+        "pfami": np.load(run_dir / "scores" / "pfami.npy").astype(np.float64),
+    }
+
+
+# --------------------------------------------------------------------------- oracles
+
+
+def masked_scores(terms_t: np.ndarray, influence: np.ndarray, drop: float) -> np.ndarray:
+    """-statistic after dropping each sample's round(d * p / 100) lowest-influence coordinates
+    (ties: lower flat index first), computed sample by sample with plain numpy."""
+    n = terms_t.shape[0]
+    flat_t = terms_t.reshape(n, -1)
+    flat_i = influence.reshape(n, -1)
+    k = int(round(flat_t.shape[1] * drop / 100))
+    out = np.empty(n)
+    for i in range(n):
+        dropped = np.argsort(flat_i[i], kind="stable")[:k]
+        keep = np.ones(flat_t.shape[1], dtype=bool)
+        keep[dropped] = False
+        out[i] = -flat_t[i][keep].sum()
+    return out
+
+
+def sk_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """AUROC, TPR@1%FPR, TPR@0.1%FPR and ASR from sklearn's ROC curve."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    return {
+        "AUROC": roc_auc_score(labels, scores),
+        "TPR@1%FPR": tpr[fpr <= 0.01].max(),
+        "TPR@0.1%FPR": tpr[fpr <= 0.001].max(),
+        "ASR": ((tpr + 1 - fpr) / 2).max(),
+    }
+
+
+class _Doc(HTMLParser):
+    """Collects what the tests check: element ids, tables (by id), scripts, h2 texts, <pre>."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.ids: list[str] = []
+        self.tables: dict[str, list[list[str]]] = {}
+        self.scripts: list[dict] = []
+        self.links: list[dict] = []
+        self.h2: list[str] = []
+        self.pre: dict[str, str] = {}
+        self.plot_divs: list[str] = []
+        self._table: str | None = None
+        self._cell: list[str] | None = None
+        self._row: list[str] | None = None
+        self._script: dict | None = None
+        self._h2: list[str] | None = None
+        self._pre: tuple[str, list[str]] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.append(a["id"])
+        if "plotly-graph-div" in (a.get("class") or "").split():
+            self.plot_divs.append(a["id"])
+        if tag == "table":
+            self._table = a.get("id", f"table-{len(self.tables)}")
+            self.tables[self._table] = []
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = []
+        elif tag == "script":
+            self._script = {"src": a.get("src"), "text": []}
+        elif tag == "link":
+            self.links.append(a)
+        elif tag == "h2":
+            self._h2 = []
+        elif tag == "pre":
+            self._pre = (a.get("id", ""), [])
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "script" and self._script is not None:
+            self._script["text"] = "".join(self._script["text"])
+            self.scripts.append(self._script)
+            self._script = None
+        elif tag == "h2" and self._h2 is not None:
+            self.h2.append("".join(self._h2).strip())
+            self._h2 = None
+        elif tag == "pre" and self._pre is not None:
+            self.pre[self._pre[0]] = "".join(self._pre[1])
+            self._pre = None
+
+    def handle_data(self, data):
+        for buf in (self._cell, self._h2):
+            if buf is not None:
+                buf.append(data)
+        if self._script is not None:
+            self._script["text"].append(data)
+        if self._pre is not None:
+            self._pre[1].append(data)
+
+
+def parse(doc: str) -> _Doc:
+    parser = _Doc()
+    parser.feed(doc)
+    parser.close()
+    return parser
+
+
+def table_dict(rows: list[list[str]]) -> dict[str, dict[str, str]]:
+    """{first cell: {header: cell}} of a parsed table."""
+    header = rows[0]
+    return {r[0]: dict(zip(header, r)) for r in rows[1:]}
+
+
+# --------------------------------------------------------------------------- HTML report
+
+T_USED = 10  # a timestep that is not forced to be the best one
+DROP = 40
+SEED = 3
+N_BOOT = 200
+
+
+@pytest.fixture(scope="module")
+def manual_keep() -> np.ndarray:
+    keep = np.zeros((4, 4, 4), dtype=bool)
+    keep[1] = True
+    keep[3, 0, :2] = True
+    return keep
+
+
+@pytest.fixture(scope="module")
+def sima_report(run_dir, manual_keep):
+    doc = export.build_html_report(
+        Run.open(run_dir), attack="sima", t=T_USED, drop_percent=DROP, random_seed=SEED,
+        manual_mask=manual_keep, include_global=True, n_boot=N_BOOT,
+    )
+    return doc, parse(doc)
+
+
+def test_report_has_every_section_and_is_offline(sima_report):
+    doc, p = sima_report
+    assert doc.startswith("<!DOCTYPE html>")
+    for sid, title in export.SECTIONS.items():
+        assert sid in p.ids, sid
+    assert p.h2 == list(export.SECTIONS.values())
+    # plotly.js inlined exactly once; no script or stylesheet fetched from the network
+    assert doc.count("plotly.js v") == 1
+    bundles = [s for s in p.scripts if "plotly.js v" in s["text"]]
+    assert len(bundles) == 1 and len(bundles[0]["text"]) > 1_000_000
+    assert [s["src"] for s in p.scripts if s["src"]] == []
+    assert all(not str(link.get("href", "")).startswith(("http://", "https://", "//")) for link in p.links)
+    # the bundle comes before the first figure's Plotly.newPlot call, and every figure is drawn
+    first_plot = doc.index("Plotly.newPlot")
+    assert doc.index("plotly.js v") < first_plot
+    assert len(p.plot_divs) == 10
+    for div_id in p.plot_divs:
+        assert len(re.findall(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + '"', doc)) == 1
+
+
+def test_report_metrics_equal_sklearn_on_recomputed_scores(sima_report, arrays, manual_keep):
+    _, p = sima_report
+    ti = TIMESTEPS.index(T_USED)
+    terms_t = arrays["terms"][:, ti]
+    labels = arrays["labels"]
+    n = labels.shape[0]
+    mean_influence = arrays["influence"].mean(axis=0)  # float32, as the dashboard ranks
+    expected = {
+        "baseline": -terms_t.sum(axis=(1, 2, 3)),
+        "masked": masked_scores(terms_t, arrays["influence"], DROP),
+        "random": -(terms_t * random_drop_mask((n, 4, 4, 4), DROP, seed=SEED)).sum(axis=(1, 2, 3)),
+        "global": masked_scores(terms_t, np.broadcast_to(mean_influence, arrays["influence"].shape), DROP),
+        "manual": -(terms_t * manual_keep).sum(axis=(1, 2, 3)),
+    }
+    table = table_dict(p.tables["metrics-table"])
+    assert list(table) == list(expected)
+    for name, scores in expected.items():
+        for metric, value in sk_metrics(scores, labels).items():
+            assert table[name][metric] == f"{value:.4f}", (name, metric)
+        lo, hi = (float(x) for x in table[name]["AUROC 95% CI"].strip("[]").split(","))
+        assert 0.0 <= lo <= hi <= 1.0
+    # the settings of the figures name what produced them
+    fig_settings = table_dict(p.tables["figure-settings-table"])
+    assert fig_settings["attack"]["value"] == "sima"
+    assert fig_settings["timestep t"]["value"].startswith(f"{T_USED} ")
+    assert fig_settings["drop percentage"]["value"].startswith(f"{DROP} %")
+    assert f"({int(round(64 * DROP / 100))} of 64 coordinates dropped)" in fig_settings["drop percentage"]["value"]
+    assert fig_settings["random seed"]["value"].startswith(f"{SEED} ")
+    assert f"keeps {int(manual_keep.sum())} of 64" in fig_settings["manual mask"]["value"]
+    assert f"{N_BOOT} stratified replicates" in fig_settings["bootstrap"]["value"]
+
+
+def test_report_run_settings_quartiles_and_json(sima_report, arrays, run_dir):
+    _, p = sima_report
+    settings = arrays["settings"]
+    rows = table_dict(p.tables["run-settings-table"])
+    assert rows["model"]["value"] == settings["model"]
+    assert rows["members folder"]["value"] == settings["members"]
+    assert rows["held-out folder"]["value"] == settings["heldout"]
+    assert rows["members / held-out"]["value"] == f"{N_PER_SPLIT} / {N_PER_SPLIT}"
+    assert rows["latent shape"]["value"] == "4×4×4 (d = 64)"
+    assert rows["log-volume top-k"]["value"] == str(settings["geometry"]["topk"])
+    assert rows["influence"]["value"] == settings["geometry"]["influence"]
+    for pkg in ("ldminv", "torch", "diffusers"):
+        assert rows[f"{pkg} version"]["value"] == settings["versions"][pkg]
+    assert "0, 10, 20" in rows["attack sima"]["value"]
+
+    # AUROC by quartile: stable argsort of log-volume split in four, sklearn within each
+    ti = TIMESTEPS.index(T_USED)
+    labels = arrays["labels"]
+    base = -arrays["terms"][:, ti].sum(axis=(1, 2, 3))
+    masked = masked_scores(arrays["terms"][:, ti], arrays["influence"], DROP)
+    q_rows = table_dict(p.tables["quartile-table"])
+    for q, idx in enumerate(np.array_split(np.argsort(arrays["log_volume"], kind="stable"), 4), start=1):
+        y = labels[idx]
+        row = q_rows[f"Q{q}"]
+        assert int(row["n"]) == len(idx) and int(row["members"]) == int(y.sum())
+        for col, s in (("AUROC (baseline)", base), (f"AUROC (masked {DROP} %)", masked)):
+            want = f"{roc_auc_score(y, s[idx]):.4f}" if 0 < y.sum() < len(y) else "–"
+            assert row[col] == want, (q, col)
+
+    # timestep table: baseline AUROC at every t
+    t_rows = table_dict(p.tables["timestep-table"])
+    for i, t in enumerate(TIMESTEPS):
+        s = -arrays["terms"][:, i].sum(axis=(1, 2, 3))
+        assert t_rows[str(t)]["AUROC (baseline)"] == f"{roc_auc_score(labels, s):.4f}"
+
+    # the report JSON is build_report's, unchanged
+    shown = json.loads(p.pre["report-json-text"])
+    assert shown == build_report(Run.open(run_dir), attack="sima", drop=DROP, seed=SEED)
+
+
+def test_report_of_an_unmaskable_attack(run_dir, arrays):
+    doc = export.build_html_report(run_dir, attack="pfami", t=None, n_boot=0)
+    p = parse(doc)
+    for sid in export.SECTIONS:
+        assert sid in p.ids
+    table = table_dict(p.tables["metrics-table"])
+    assert list(table) == ["baseline"]
+    for metric, value in sk_metrics(arrays["pfami"], arrays["labels"]).items():
+        assert table["baseline"][metric] == f"{value:.4f}"
+    assert table["baseline"]["AUROC 95% CI"] == "–"
+    assert "cannot be masked" in doc
+    assert doc.count("plotly.js v") == 1
+    assert len(p.plot_divs) == 5  # 2 ROC, log-volume, quartile bars, influence heatmap
+
+
+# --------------------------------------------------------------------------- CSV
+
+
+def test_csv_rows_and_scores(run_dir, arrays):
+    text = export.per_sample_csv(Run.open(run_dir), attack="sima", t=20, drop_percent=DROP, random_seed=SEED)
+    df = pd.read_csv(io.StringIO(text))
+    samples, labels = arrays["samples"], arrays["labels"]
+    n = len(samples)
+    assert len(df) == n == 2 * N_PER_SPLIT
+    assert tuple(df.columns) == export.CSV_COLUMNS
+    assert df["sample_id"].tolist() == samples["sample_id"].tolist()
+    assert df["path"].tolist() == samples["path"].tolist()
+    assert df["split"].tolist() == samples["split"].tolist()
+    assert df["caption"].tolist() == samples["caption"].tolist()
+    np.testing.assert_allclose(df["log_volume"], arrays["log_volume"], rtol=1e-12)
+    ti = TIMESTEPS.index(20)
+    terms_t = arrays["terms"][:, ti]
+    np.testing.assert_allclose(df["baseline_score"], -terms_t.sum(axis=(1, 2, 3)), rtol=1e-10)
+    np.testing.assert_allclose(df["masked_score"], masked_scores(terms_t, arrays["influence"], DROP), rtol=1e-10)
+    rand_keep = random_drop_mask((n, 4, 4, 4), DROP, seed=SEED)
+    assert (rand_keep.reshape(n, -1).sum(axis=1) == 64 - round(64 * DROP / 100)).all()
+    np.testing.assert_allclose(df["random_score"], -(terms_t * rand_keep).sum(axis=(1, 2, 3)), rtol=1e-10)
+    # the masked and random scores really differ from the baseline (the masks did something)
+    assert not np.allclose(df["masked_score"], df["baseline_score"])
+    # quartiles: stable argsort of log-volume split into four groups
+    want_q = np.empty(n, dtype=int)
+    for q, idx in enumerate(np.array_split(np.argsort(arrays["log_volume"], kind="stable"), 4), start=1):
+        want_q[idx] = q
+    assert df["distortion_quartile"].tolist() == want_q.tolist()
+    # rank 1 = highest baseline score; ranks are a permutation of 1..N ordered like the scores
+    assert sorted(df["rank_baseline"]) == list(range(1, n + 1))
+    by_rank = df.sort_values("rank_baseline")["baseline_score"].to_numpy()
+    assert (np.diff(by_rank) <= 0).all()
+    assert (df["attack"] == "sima").all() and (df["t"] == 20).all() and (df["random_seed"] == SEED).all()
+    # AUROC from the CSV equals sklearn on the labels
+    assert roc_auc_score(labels, df["baseline_score"]) == pytest.approx(
+        roc_auc_score(labels, -terms_t.sum(axis=(1, 2, 3))), abs=0
+    )
+
+
+def test_csv_of_an_unmaskable_attack(run_dir, arrays):
+    df = pd.read_csv(io.StringIO(export.per_sample_csv(run_dir, attack="pfami", t=None)))
+    assert len(df) == 2 * N_PER_SPLIT
+    np.testing.assert_allclose(df["baseline_score"], arrays["pfami"], rtol=1e-12)
+    assert df["masked_score"].isna().all() and df["random_score"].isna().all()
+
+
+def test_bad_inputs_raise_with_the_argument_named(run_dir):
+    run = Run.open(run_dir)
+    with pytest.raises(UnknownNameError, match="attack"):
+        export.per_sample_csv(run, attack="nope", t=0)
+    with pytest.raises(UnknownNameError, match=r"t: expected one of the timesteps .*\[0, 10, 20\].* got 5"):
+        export.build_html_report(run, attack="sima", t=5)
+    with pytest.raises(LdminvError, match="drop_percent"):
+        export.per_sample_csv(run, attack="sima", t=0, drop_percent=100)
+    with pytest.raises(LdminvError, match="random_seed"):
+        export.per_sample_csv(run, attack="sima", t=0, random_seed=-1)
+    with pytest.raises(ShapeError, match=r"manual_mask: expected shape \(4, 4, 4\)"):
+        export.build_html_report(run, attack="sima", t=0, manual_mask=np.ones((4, 4), dtype=bool))
+    with pytest.raises(LdminvError, match="t: attack 'pfami'"):
+        export.per_sample_csv(run, attack="pfami", t=0)
+    assert export.report_filename(run) == "ldminv-report-export-fixture.html"
+    assert export.scores_filename(run) == "ldminv-scores-export-fixture.csv"
+
+
+# --------------------------------------------------------------------------- the page
+
+
+def test_export_page_renders_and_builds(run_dir, monkeypatch):
+    monkeypatch.setenv("LDMINV_RUN", str(run_dir))
+    monkeypatch.setenv("LDMINV_HOME", str(run_dir.parent.parent))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    # values left by the Masks & ROC page are picked up
+    at.session_state["mask_settings"] = {"drop_percent": 55, "random_seed": 7}
+    at.switch_page("pages/export.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [t.value for t in at.title] == ["Export"]
+    assert at.slider(key="export_drop").value == 55
+    assert at.number_input(key="export_seed").value == 7
+    assert not at.get("download_button")
+    at.button(key="export_build").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    labels = sorted(b.label for b in at.get("download_button"))
+    assert labels == ["Download CSV of per-sample scores", "Download HTML report"]
+    # the CSV preview shows the scores of the chosen settings (first rows)
+    assert len(at.dataframe) == 1
+    preview = at.dataframe[0].value
+    run = Run.open(run_dir)
+    t = int(preview["t"].iloc[0])
+    want = export.per_sample_table(run, attack="sima", t=t, drop_percent=55, random_seed=7).head(len(preview))
+    np.testing.assert_allclose(preview["masked_score"], want["masked_score"], rtol=1e-12)
+    # a later rerun keeps the buttons and the settings even though the Masks settings are gone
+    del at.session_state["mask_settings"]
+    at.run()
+    assert not at.exception
+    assert at.slider(key="export_drop").value == 55
+    assert len(at.get("download_button")) == 2
+
+
+def test_export_page_with_an_unmaskable_attack(run_dir, monkeypatch):
+    monkeypatch.setenv("LDMINV_RUN", str(run_dir))
+    monkeypatch.setenv("LDMINV_HOME", str(run_dir.parent.parent))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page("pages/export.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.selectbox(key="sidebar_attack").select("pfami").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="export_drop").disabled
+    at.button(key="export_build").click().run()
+    assert not at.exception and not at.error, [e.value for e in at.exception] + [e.value for e in at.error]
+    assert len(at.get("download_button")) == 2
+    preview = at.dataframe[0].value
+    assert (preview["attack"] == "pfami").all() and preview["masked_score"].isna().all()
+    np.testing.assert_allclose(
+        preview["baseline_score"], np.load(run_dir / "scores" / "pfami.npy")[: len(preview)].astype(np.float64), rtol=1e-12
+    )

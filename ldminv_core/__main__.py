@@ -1,0 +1,220 @@
+"""Command line: ``python -m ldminv_core analyze ...`` and ``python -m ldminv_core report RUN``.
+
+analyze   run (or resume) a membership-leakage analysis into a run folder, printing the cost
+          estimate first and a progress bar per stage; ``--demo`` analyzes the bundled demo.
+report    print the report of a finished run as a table, or as the JSON object of the method
+          reference (``--json``).
+
+User errors print one line ``error: ...`` on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Sequence
+
+from .errors import LdminvError
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .analyze import INFLUENCE_METHODS, RESIDUAL_DTYPES
+
+    parser = argparse.ArgumentParser(
+        prog="python -m ldminv_core",
+        description="Audit membership leakage of latent diffusion models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    a = sub.add_parser(
+        "analyze",
+        help="analyze a model and two image folders into a run folder (resumable)",
+        description="Encode both image folders, measure decoder geometry, run the attacks; "
+        "writes a run folder. Re-running the same command resumes an interrupted run.",
+    )
+    a.add_argument("--model", help="diffusers pipeline folder (vae/, unet/, scheduler/) or hub id")
+    a.add_argument("--members", help="folder of member (training) images")
+    a.add_argument("--heldout", help="folder of held-out images")
+    a.add_argument("--out", help="run folder to write (default for --demo: the demo run folder)")
+    a.add_argument("--demo", action="store_true", help="analyze the bundled demo model and images")
+    a.add_argument("--attacks", help="comma list of sima,pia,loss,secmi,pfami (default sima)")
+    a.add_argument("--timesteps", help="timesteps 'start:stop:step' or '0,10,50' (default 0:300:10)")
+    a.add_argument("--topk", type=int, help="k of the decoder log-volume (default 50)")
+    a.add_argument("--influence", choices=INFLUENCE_METHODS, help="per-coordinate influence path (default auto)")
+    a.add_argument("--probes", type=int, help="Hutchinson probes per sample (default 16)")
+    a.add_argument("--device", help="auto | cpu | cuda | cuda:i (default auto)")
+    a.add_argument("--batch-size", type=int, dest="batch_size", help="samples per batch (default 32)")
+    a.add_argument("--seed", type=int, help="seed of noise and probes (default 0)")
+    a.add_argument("--limit", type=int, help="use only the first N images of each folder")
+    a.add_argument(
+        "--residual-dtype", choices=RESIDUAL_DTYPES, dest="residual_dtype",
+        help="dtype of residuals/*.npy (default float32; float16 halves the disk)",
+    )
+    a.add_argument("--force", action="store_true", help="delete an existing run in --out and recompute")
+    a.add_argument(
+        "--threads", type=int,
+        help="CPU threads for torch (default: the idle cores, i.e. cores minus the 1-minute load "
+        "average, at least 1; threads fighting other processes for cores slow torch down badly)",
+    )
+
+    r = sub.add_parser("report", help="print the report of a finished run")
+    r.add_argument("run", help="run folder")
+    r.add_argument("--json", action="store_true", help="print the report JSON object")
+    r.add_argument("--attack", help="report only this attack")
+    r.add_argument("--drop", type=float, default=40.0, help="percent of coordinates dropped (default 40)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the random-drop control and bootstrap")
+    return parser
+
+
+def _quiet_libraries() -> None:
+    """Silence the loaders' own progress bars and info logs (ours are enough)."""
+    try:
+        import diffusers.utils.logging as dlog
+
+        dlog.disable_progress_bar()
+        dlog.set_verbosity_error()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    try:
+        import transformers.utils.logging as tlog
+
+        tlog.disable_progress_bar()
+        tlog.set_verbosity_error()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def idle_cpu_threads() -> int:
+    """Cores not already busy: cpu count minus the 1-minute load average (at least 1, at most
+    torch's default). Intra-op threads that compete with other processes for cores spin in
+    barriers and can make torch many times slower than one thread."""
+    import os
+
+    import torch
+
+    default = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return default
+    cores = os.cpu_count() or default
+    return max(1, min(default, int(cores - load)))
+
+
+class _Bars:
+    """tqdm progress bars, one per stage, fed by run_analysis' progress callback."""
+
+    def __init__(self) -> None:
+        self.stage: str | None = None
+        self.bar = None
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            self.bar = tqdm(total=total, initial=done, desc=f"{stage:>8}", unit="img", file=sys.stderr)
+            return
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def _analyze(args: argparse.Namespace) -> int:
+    from .analyze import AnalyzeConfig, estimate_cost, run_analysis
+    from .loading import load_model, resolve_device
+    from .report import build_report, format_report
+    from .runstore import run_status
+
+    options = {f.name: getattr(args, f.name) for f in fields(AnalyzeConfig) if getattr(args, f.name, None) is not None}
+    options.pop("force", None)
+    if args.demo:
+        from . import demo
+
+        if options.get("model") or options.get("members") or options.get("heldout"):
+            raise LdminvError("--demo: analyzes the bundled demo; do not also give --model/--members/--heldout")
+        if not demo.demo_available():
+            raise LdminvError(
+                f"--demo: the demo assets are missing under {demo.DEMO_DIR} (expected model/, members/, "
+                "heldout/); create them with: python scripts/train_demo.py"
+            )
+        merged = dict(demo.DEMO_ANALYZE_DEFAULTS)
+        merged.update(options)
+        merged.update(model=str(demo.DEMO_MODEL_DIR), members=str(demo.DEMO_MEMBERS_DIR), heldout=str(demo.DEMO_HELDOUT_DIR))
+        merged.setdefault("out", str(demo.demo_run_dir()))
+        options = merged
+    else:
+        missing = [f"--{k}" for k in ("model", "members", "heldout", "out") if not options.get(k)]
+        if missing:
+            raise LdminvError(f"analyze: {', '.join(missing)} required (or --demo)")
+    config = AnalyzeConfig(**options, force=bool(args.force))
+    out = Path(config.out).expanduser().resolve()
+    status = run_status(out)
+    if status == "complete" and not config.force:
+        print(f"run {out} is already complete (use --force to recompute); see: python -m ldminv_core report {out}")
+        return 0
+    if status in ("unfinished", "running") and not config.force:
+        print(f"resuming the unfinished run in {out}", file=sys.stderr)
+
+    _quiet_libraries()
+    device = resolve_device(config.device)
+    threads = None
+    if device.type == "cpu":
+        import torch
+
+        if args.threads is not None and args.threads < 1:
+            raise LdminvError(f"--threads: expected an integer >= 1, got {args.threads}")
+        threads = args.threads if args.threads is not None else idle_cpu_threads()
+        torch.set_num_threads(threads)
+    model = load_model(config.model, device=device)
+    if threads is not None:
+        print(f"running on cpu with {threads} torch thread(s)", file=sys.stderr)
+    print("cost estimate (full run):", file=sys.stderr)
+    print(estimate_cost(config, model=model), file=sys.stderr, flush=True)
+    bars = _Bars()
+    try:
+        path = run_analysis(config, progress=bars, model=model)
+    finally:
+        bars.close()
+    print(f"run complete: {path}")
+    print(format_report(build_report(path)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import build_report, format_report
+
+    report = build_report(args.run, attack=args.attack, drop=args.drop, seed=args.seed)
+    if args.json:
+        print(json.dumps(report, indent=2, allow_nan=False))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "analyze":
+            return _analyze(args)
+        return _report(args)
+    except LdminvError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("\ninterrupted; the run folder is resumable: run the same command again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,724 @@
+"""The analysis pipeline: model + two image folders -> a run folder.
+
+:func:`run_analysis` runs these stages, in order, into the run folder of the method
+reference (section 3), batch by batch:
+
+1. ``encode``   load the model and both image folders, write samples.parquet and the scaled
+                encoder means latents.npy;
+2. ``geometry`` decoder log-volume (-> samples.parquet ``log_volume``) and per-coordinate
+                influence (influence.npy);
+3. one stage per attack: per-coordinate terms residuals/<name>.npy (SimA, PIA, Loss, SecMI)
+                or scores scores/pfami.npy (PFAMI);
+4. finish       run.json ``status`` becomes "complete".
+
+Resuming: after each batch its array rows are flushed, then the stage's sample counter in
+run.json moves (atomic write). Running again with the same settings skips finished stages and
+continues a partly done one from its last completed batch. Every random draw is seeded per
+sample id and batches always cover the same samples, so a resumed run is bit-identical to an
+uninterrupted one. ``should_stop()`` returning True raises :class:`AnalysisCancelled` after
+the current batch; a KeyboardInterrupt or a killed process leave the folder resumable too.
+
+:func:`estimate_cost` counts the work of each stage and times one small batch of each on
+this machine to predict the wall time.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import socket
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import attacks as _attacks
+from . import geometry as _geometry
+from .errors import LdminvError, RunError, UnknownNameError
+from .loading import ImageSet, LoadedModel, load_image_folder, load_model, resolve_device
+from .runstore import RunWriter, delete_run, run_status
+
+__all__ = [
+    "AnalyzeConfig",
+    "AnalysisCancelled",
+    "CostEstimate",
+    "StageCost",
+    "estimate_cost",
+    "run_analysis",
+    "STAGES",
+    "INFLUENCE_METHODS",
+    "RESIDUAL_DTYPES",
+]
+
+INFLUENCE_METHODS = ("auto", "exact", "hutchinson")
+RESIDUAL_DTYPES = ("float32", "float16")
+STAGES = ("encode", "geometry")  # then one stage per attack
+_WORK_LOG_VOLUME = "_work/log_volume.npy"
+_MAX_TIMED_BATCH = 128
+
+ProgressFn = Callable[[str, int, int], Any]
+
+
+class AnalysisCancelled(LdminvError):
+    """The analysis was stopped on request (``should_stop``); the run folder is resumable."""
+
+
+@dataclass
+class AnalyzeConfig:
+    """Settings of one analysis (mirrors ``python -m ldminv_core analyze``).
+
+    Attributes:
+        model: diffusers pipeline folder or hub id.
+        members, heldout: image folders of the training members and of held-out images.
+        out: run folder to write (created; an unfinished run there is resumed).
+        attacks: names from :data:`ldminv_core.attacks.ATTACKS` (a comma string is accepted).
+        timesteps: timestep spec of the maskable attacks, "start:stop:step" or "0,10,50".
+        topk: k of the log-volume (sum of the top-k log singular values).
+        influence: "auto" | "exact" | "hutchinson" path of the per-coordinate influence.
+        probes: Hutchinson probes per sample.
+        device: "auto" | "cpu" | "cuda" | "cuda:i".
+        batch_size: samples per batch in every stage (also the resume granularity).
+        seed: seed of every random draw (noise, probes), keyed per sample id.
+        limit: use only the first ``limit`` images (sorted file names) of each folder.
+        residual_dtype: "float32" (exact) or "float16" (half the disk) for residuals/*.npy.
+        force: delete an existing run in ``out`` and recompute.
+    """
+
+    model: str
+    members: str
+    heldout: str
+    out: str
+    attacks: tuple[str, ...] | str = ("sima",)
+    timesteps: str | Sequence[int] = "0:300:10"
+    topk: int = 50
+    influence: str = "auto"
+    probes: int = 16
+    device: str = "auto"
+    batch_size: int = 32
+    seed: int = 0
+    limit: int | None = None
+    residual_dtype: str = "float32"
+    force: bool = False
+
+
+# ----------------------------------------------------------------------------- validation
+
+
+def _as_int(value: Any, name: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise LdminvError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _normalize_attacks(value: Any) -> tuple[str, ...]:
+    names = value.split(",") if isinstance(value, str) else list(value)
+    out: list[str] = []
+    for raw in names:
+        name = str(raw).strip().lower()
+        if not name:
+            continue
+        if name not in _attacks.ATTACKS:
+            raise UnknownNameError(f"attacks: unknown attack {raw!r}; expected names from {_attacks.ATTACKS}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UnknownNameError(f"attacks: expected at least one of {_attacks.ATTACKS}, got {value!r}")
+    return tuple(out)
+
+
+def _normalize_timesteps(value: Any) -> list[int]:
+    if isinstance(value, str):
+        return _attacks.parse_timesteps(value)
+    try:
+        ts = [int(t) for t in value]
+    except (TypeError, ValueError) as exc:
+        raise LdminvError(f"timesteps: expected a spec like '0:300:10' or a list of ints, got {value!r}") from exc
+    return _attacks.parse_timesteps(",".join(map(str, ts))) if ts else _attacks.parse_timesteps("")
+
+
+def _model_ref(model: Any) -> str:
+    path = Path(str(model)).expanduser()
+    return str(path.resolve()) if path.exists() else str(model)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A validated configuration."""
+
+    model: str
+    members: str
+    heldout: str
+    out: Path
+    attacks: tuple[str, ...]
+    timesteps: list[int]
+    topk: int
+    influence: str
+    probes: int
+    device: str
+    batch_size: int
+    seed: int
+    limit: int | None
+    residual_dtype: str
+    force: bool
+
+    def settings(self) -> dict:
+        """The settings that define the results (compared when resuming)."""
+        return {
+            "model": self.model,
+            "members": self.members,
+            "heldout": self.heldout,
+            "limit": self.limit,
+            "attacks": list(self.attacks),
+            "timesteps": list(self.timesteps),
+            "topk": self.topk,
+            "influence": self.influence,
+            "probes": self.probes,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "residual_dtype": self.residual_dtype,
+        }
+
+
+def _plan(config: AnalyzeConfig) -> _Plan:
+    if not isinstance(config, AnalyzeConfig):
+        raise LdminvError(f"config: expected an AnalyzeConfig, got {type(config).__name__}")
+    for name in ("model", "members", "heldout", "out"):
+        if not str(getattr(config, name) or "").strip():
+            raise LdminvError(f"{name}: expected a path{' or hub id' if name == 'model' else ''}, got nothing")
+    if config.influence not in INFLUENCE_METHODS:
+        raise UnknownNameError(f"influence: expected one of {INFLUENCE_METHODS}, got {config.influence!r}")
+    if config.residual_dtype not in RESIDUAL_DTYPES:
+        raise UnknownNameError(f"residual_dtype: expected one of {RESIDUAL_DTYPES}, got {config.residual_dtype!r}")
+    limit = None if config.limit is None else _as_int(config.limit, "limit", minimum=1)
+    return _Plan(
+        model=_model_ref(config.model),
+        members=str(Path(config.members).expanduser().resolve()),
+        heldout=str(Path(config.heldout).expanduser().resolve()),
+        out=Path(config.out).expanduser().resolve(),
+        attacks=_normalize_attacks(config.attacks),
+        timesteps=_normalize_timesteps(config.timesteps),
+        topk=_as_int(config.topk, "topk", minimum=1),
+        influence=config.influence,
+        probes=_as_int(config.probes, "probes", minimum=1),
+        device=str(config.device),
+        batch_size=_as_int(config.batch_size, "batch_size", minimum=1),
+        seed=_as_int(config.seed, "seed", minimum=0),
+        limit=limit,
+        residual_dtype=config.residual_dtype,
+        force=bool(config.force),
+    )
+
+
+def _check_timesteps_for_model(plan: _Plan, model: LoadedModel) -> None:
+    n_train = model.predictor.num_train_timesteps
+    if plan.timesteps[-1] >= n_train:
+        raise LdminvError(
+            f"timesteps: must be < num_train_timesteps = {n_train} of the model's scheduler, "
+            f"got timesteps up to {plan.timesteps[-1]}"
+        )
+    if "secmi" in plan.attacks:
+        _attacks._secmi_grid(plan.timesteps, n_train)
+    if "pfami" in plan.attacks and max(_attacks.PFAMI_TIMESTEPS) >= n_train:
+        raise LdminvError(
+            f"attacks: pfami uses timesteps up to {max(_attacks.PFAMI_TIMESTEPS)}, but the model's "
+            f"scheduler has only {n_train} training timesteps"
+        )
+
+
+def _attack_spec(name: str, timesteps: list[int], residual_dtype: str) -> dict:
+    if name in _attacks.MASKABLE_ATTACKS:
+        return {"kind": "terms", "timesteps": list(timesteps), "p": _attacks.DEFAULT_P[name], "dtype": residual_dtype}
+    return {
+        "kind": "scores",
+        "timesteps": list(_attacks.PFAMI_TIMESTEPS),
+        "p": 2,
+        "strengths": list(_attacks.PFAMI_STRENGTHS),
+    }
+
+
+def _versions() -> dict:
+    import diffusers
+    import transformers
+
+    from . import __version__
+
+    return {
+        "ldminv": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def _load_images(plan: _Plan, model: LoadedModel) -> tuple[ImageSet, ImageSet]:
+    kw = dict(channels=model.image_channels, resolution=model.resolution, limit=plan.limit)
+    return load_image_folder(plan.members, **kw), load_image_folder(plan.heldout, **kw)
+
+
+def _samples_table(members: ImageSet, heldout: ImageSet) -> pd.DataFrame:
+    n = len(members) + len(heldout)
+    return pd.DataFrame(
+        {
+            "sample_id": np.arange(n, dtype=np.int64),
+            "path": [str(p) for p in members.paths + heldout.paths],
+            "split": ["member"] * len(members) + ["heldout"] * len(heldout),
+            "caption": pd.array(list(members.captions) + list(heldout.captions), dtype="object"),
+            "log_volume": np.full(n, np.nan, dtype=np.float64),
+        }
+    )
+
+
+def _geometry_methods(plan: _Plan, model: LoadedModel) -> tuple[str, str]:
+    d = math.prod(model.latent_shape)
+    pixels = math.prod(model.image_shape)
+    infl = _geometry.resolve_influence_method(plan.influence, d)
+    lv = _geometry.resolve_log_volume_method("auto", d=d, p=pixels, k=plan.topk)
+    return infl, lv
+
+
+# ----------------------------------------------------------------------------- cost estimate
+
+
+@dataclass
+class StageCost:
+    """Work of one stage: images, decoder Jacobian products (JVP/VJP), UNet forward passes
+    (per sample), and the predicted seconds."""
+
+    stage: str
+    images: int
+    encoder_calls: int = 0
+    decoder_products: int = 0
+    unet_calls: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class CostEstimate:
+    """Predicted work and wall time of an analysis on this machine.
+
+    Attributes:
+        n_members, n_heldout: images that will be analyzed.
+        latent_shape: (C, h, w); d = C*h*w latent coordinates.
+        influence_method, log_volume_method: geometry paths "auto" resolves to.
+        device: where the analysis runs.
+        stages: one :class:`StageCost` per stage (load, encode, geometry, attacks).
+        timed_batch: samples in each timed batch.
+        disk_bytes: size of the run folder's arrays.
+    """
+
+    n_members: int
+    n_heldout: int
+    latent_shape: tuple[int, int, int]
+    influence_method: str
+    log_volume_method: str
+    device: str
+    stages: list[StageCost] = field(default_factory=list)
+    timed_batch: int = 1
+    disk_bytes: int = 0
+
+    @property
+    def total_seconds(self) -> float:
+        return float(sum(s.seconds for s in self.stages))
+
+    def as_dict(self) -> dict:
+        out = asdict(self)
+        out["total_seconds"] = self.total_seconds
+        return out
+
+    def __str__(self) -> str:
+        d = math.prod(self.latent_shape)
+        head = (
+            f"{self.n_members} members + {self.n_heldout} held-out images, latents "
+            f"{'x'.join(map(str, self.latent_shape))} (d = {d}), device {self.device}, influence "
+            f"{self.influence_method}, log-volume {self.log_volume_method}"
+        )
+        cols = ("stage", "images", "encoder", "decoder JVP/VJP", "UNet calls", "est. time")
+        rows = [
+            (
+                s.stage,
+                str(s.images),
+                f"{s.encoder_calls:,}" if s.encoder_calls else "-",
+                f"{s.decoder_products:,}" if s.decoder_products else "-",
+                f"{s.unet_calls:,}" if s.unet_calls else "-",
+                _fmt_seconds(s.seconds),
+            )
+            for s in self.stages
+        ]
+        rows.append(("total", "", "", "", "", _fmt_seconds(self.total_seconds)))
+        widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+        line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+        sep = "  ".join("-" * w for w in widths)
+        foot = (
+            f"(times extrapolated from timing batches of up to {self.timed_batch} sample(s) on this machine; "
+            f"the run folder will take about {_fmt_bytes(self.disk_bytes)})"
+        )
+        return "\n".join([head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), foot])
+
+
+def _fmt_seconds(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _fmt_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def _unet_calls_per_sample(name: str, timesteps: list[int]) -> int:
+    t = len(timesteps)
+    if name in ("sima", "loss"):
+        return t
+    if name == "pia":
+        return t + 1
+    if name == "secmi":
+        return t + 1 + (timesteps[0] != 0)
+    return len(_attacks.PFAMI_TIMESTEPS) * (1 + len(_attacks.PFAMI_STRENGTHS))
+
+
+def _decoder_products_per_sample(infl: str, lv: str, d: int, probes: int, k: int) -> int:
+    exact = d if (infl == "exact" or lv == "exact") else 0
+    hutch = probes if infl == "hutchinson" else 0
+    if lv == "matrix_free":
+        subspace = min(d, k + max(10, k // 2))
+        mf = subspace * (2 * 4 + 1)  # geometry's default 4 power iterations
+    else:
+        mf = 0
+    return exact + hutch + mf
+
+
+def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) -> CostEstimate:
+    """Count each stage's work and time one small batch of each on this machine.
+
+    Loads the model (unless given) and both image folders; times the encoder and one UNet
+    forward on a batch of ``batch_size`` samples (at most 128), and the decoder geometry on 2
+    latents, each after a warm-up call, then extrapolates linearly to every sample (and every
+    UNet call of each attack). Nothing is written.
+
+    Returns:
+        :class:`CostEstimate`; ``str()`` of it is a readable table.
+    """
+    plan = _plan(config)
+    t0 = time.perf_counter()
+    if model is None:
+        model = load_model(plan.model, device=resolve_device(plan.device))
+    _check_timesteps_for_model(plan, model)
+    members, heldout = _load_images(plan, model)
+    load_seconds = time.perf_counter() - t0
+    n = len(members) + len(heldout)
+    d = math.prod(model.latent_shape)
+    infl, lv = _geometry_methods(plan, model)
+    dev = model.device
+
+    # a batch of the configured size (capped), built by repeating a few real images
+    b = max(1, min(plan.batch_size, n, _MAX_TIMED_BATCH))
+    few = torch.cat([members.images[:2], heldout.images[:2]])
+    reps = -(-b // few.shape[0])
+    images = few.repeat(reps, 1, 1, 1)[:b]
+    model.encode(images[:1])
+    enc_s = _timed(lambda: model.encode(images), dev) / b
+    z = model.encode(images).float()
+
+    decode = model.decoder_fn()
+    geo_b = min(2, b)
+    geo = lambda m: _geometry.decoder_geometry(
+        decode, z[:m], k=plan.topk, influence=infl, log_volume_method=lv, probes=plan.probes,
+        seed=plan.seed, sample_ids=list(range(m)),
+    )
+    geo(1)  # warm-up (first calls trace and allocate)
+    geo_s = _timed(lambda: geo(geo_b), dev) / geo_b
+
+    pred = model.predictor
+    cond = None
+    if pred.is_conditional:
+        caps = list(members.captions[:2]) + list(heldout.captions[:2])
+        cond = pred.encode_prompts((caps * reps)[:b])
+    call = lambda: pred(z, plan.timesteps[0], cond)
+    call()
+    unet_s = _timed(call, dev) / b
+
+    products = _decoder_products_per_sample(infl, lv, d, plan.probes, plan.topk)
+    est = CostEstimate(
+        n_members=len(members),
+        n_heldout=len(heldout),
+        latent_shape=model.latent_shape,
+        influence_method=infl,
+        log_volume_method=lv,
+        device=str(dev),
+        timed_batch=b,
+    )
+    itemsize = np.dtype(plan.residual_dtype).itemsize
+    n_terms = sum(1 for a in plan.attacks if a in _attacks.MASKABLE_ATTACKS)
+    est.disk_bytes = int(n * d * 4 * 2 + n * len(plan.timesteps) * d * itemsize * n_terms + n * 8 * len(plan.attacks))
+    est.stages.append(StageCost("load", n, seconds=load_seconds))
+    est.stages.append(StageCost("encode", n, encoder_calls=n, seconds=enc_s * n))
+    est.stages.append(StageCost("geometry", n, decoder_products=products * n, seconds=geo_s * n))
+    for name in plan.attacks:
+        calls = _unet_calls_per_sample(name, plan.timesteps) * n
+        est.stages.append(StageCost(name, n, unet_calls=calls, seconds=unet_s * calls))
+    return est
+
+
+# ----------------------------------------------------------------------------- the pipeline
+
+
+class _Stage:
+    """Batch loop of one stage with progress records, callbacks and cancellation."""
+
+    def __init__(
+        self,
+        writer: RunWriter,
+        name: str,
+        n: int,
+        batch_size: int,
+        progress: ProgressFn | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.writer, self.name, self.n, self.batch_size = writer, name, n, batch_size
+        self.progress, self.should_stop = progress, should_stop
+
+    def batches(self, arrays: Sequence[np.memmap]) -> Iterator[tuple[int, int]]:
+        """Yield (start, stop) of each batch still to do; after the caller has filled the
+        batch's rows, flush ``arrays``, record progress, report it and honour should_stop."""
+        done = self.writer.progress(self.name)
+        if done % self.batch_size and done != self.n:
+            done -= done % self.batch_size  # never happens with a fixed batch size; be safe
+        if self.progress is not None:
+            self.progress(self.name, done, self.n)
+        for start in range(done, self.n, self.batch_size):
+            stop = min(self.n, start + self.batch_size)
+            yield start, stop
+            for arr in arrays:
+                arr.flush()
+            self.writer.set_progress(self.name, stop)
+            if self.progress is not None:
+                self.progress(self.name, stop, self.n)
+            if self.should_stop is not None and self.should_stop():
+                raise AnalysisCancelled(
+                    f"analysis of {self.writer.path} cancelled during stage {self.name!r} after "
+                    f"{stop}/{self.n} samples; run it again with the same settings to resume"
+                )
+
+
+def run_analysis(
+    config: AnalyzeConfig,
+    *,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    model: LoadedModel | None = None,
+) -> Path:
+    """Run (or resume) an analysis into ``config.out``; returns the run folder.
+
+    Args:
+        config: :class:`AnalyzeConfig`.
+        progress: called as ``progress(stage, done, total)`` (samples) at the start of each
+            stage and after every batch; stages are "encode", "geometry", then attack names.
+        should_stop: polled after every batch; True raises :class:`AnalysisCancelled`
+            leaving a resumable folder.
+        model: an already loaded model for ``config.model`` (skips loading it again).
+
+    A folder that already holds a complete run is returned as is unless ``config.force``
+    (then it is deleted and recomputed).
+
+    Raises:
+        RunError: the folder holds an unfinished run with other settings, or other content.
+        AnalysisCancelled: ``should_stop()`` returned True.
+        ModelLoadError, DataLoadError: the model or an image folder cannot be used.
+    """
+    plan = _plan(config)
+    status = run_status(plan.out)
+    if status == "complete" and not plan.force:
+        return plan.out
+    if plan.force and status is not None:
+        delete_run(plan.out)
+        status = None
+    settings = plan.settings()
+    session_start = time.perf_counter()
+
+    writer: RunWriter | None = None
+    if status is not None:
+        # an unfinished run: settings mismatch or a live writer fail here, before any loading
+        writer = RunWriter(plan.out, settings=settings)
+    try:
+        t0 = time.perf_counter()
+        if model is None:
+            model = load_model(plan.model, device=resolve_device(plan.device))
+        _check_timesteps_for_model(plan, model)
+        infl_method, lv_method = _geometry_methods(plan, model)
+        images: torch.Tensor | None = None
+        if writer is None or not writer.stage_done("encode"):
+            members, heldout = _load_images(plan, model)
+            samples = _samples_table(members, heldout)
+            images = torch.cat([members.images, heldout.images])
+            info = {
+                "model": plan.model,
+                "model_class": type(model.unet).__name__,
+                "members": plan.members,
+                "heldout": plan.heldout,
+                "limit": plan.limit,
+                "n_members": len(members),
+                "n_heldout": len(heldout),
+                "latent_shape": list(model.latent_shape),
+                "image_shape": list(model.image_shape),
+                "scaling_factor": model.scaling_factor,
+                "is_conditional": model.is_conditional,
+                "seeds": {"seed": plan.seed},
+                "batch_size": plan.batch_size,
+                "residual_dtype": plan.residual_dtype,
+                "versions": _versions(),
+                "geometry": {
+                    "topk": plan.topk,
+                    "influence": infl_method,
+                    "probes": plan.probes,
+                    "log_volume_method": lv_method,
+                },
+                "attacks": {a: _attack_spec(a, plan.timesteps, plan.residual_dtype) for a in plan.attacks},
+                "load_report": {"members": members.report.as_dict(), "heldout": heldout.report.as_dict()},
+                "timings": {},
+                "sessions": [],
+            }
+            if writer is None:
+                writer = RunWriter(plan.out, settings=settings, samples=samples, info=info)
+            else:
+                stored = writer.samples
+                if stored["path"].tolist() != samples["path"].tolist() or stored["split"].tolist() != samples["split"].tolist():
+                    raise RunError(
+                        f"run folder {plan.out} holds an unfinished run over other images ({len(stored)} "
+                        f"stored, {len(samples)} found now); re-run on the same folders or pass --force"
+                    )
+        assert writer is not None
+        data = writer.data
+        sessions = list(data.get("sessions", []))
+        sessions.append(
+            {
+                "host": socket.gethostname(),
+                "device": str(model.device),
+                "cpu_threads": torch.get_num_threads(),
+                "resumed": writer.resumed,
+            }
+        )
+        writer.update(device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), sessions=sessions)
+        timings = dict(data.get("timings", {}))
+
+        def add_time(stage: str, seconds: float) -> None:
+            timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 3)
+            writer.update(timings=timings)
+
+        add_time("load", time.perf_counter() - t0)
+        n = len(writer.samples)
+        lat = tuple(model.latent_shape)
+        captions = writer.samples["caption"].tolist()
+        captions = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else str(c) for c in captions]
+        stage_args = (plan.batch_size, progress, should_stop)
+
+        # 1. encode
+        if not writer.stage_done("encode"):
+            t0 = time.perf_counter()
+            assert images is not None
+            latents = writer.open_array("latents.npy", (n, *lat), np.float32, stage="encode")
+            stage = _Stage(writer, "encode", n, *stage_args)
+            try:
+                for start, stop in stage.batches([latents]):
+                    z = model.encode(images[start:stop])
+                    latents[start:stop] = z.detach().to("cpu", torch.float32).numpy()
+            finally:
+                add_time("encode", time.perf_counter() - t0)
+            del latents
+            writer.mark_stage_done("encode")
+        images = None
+        z_all = np.load(writer.path / "latents.npy", mmap_mode="r")
+
+        # 2. geometry
+        if not writer.stage_done("geometry"):
+            t0 = time.perf_counter()
+            influence = writer.open_array("influence.npy", (n, *lat), np.float32, stage="geometry")
+            log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")
+            decode = model.decoder_fn()
+            stage = _Stage(writer, "geometry", n, *stage_args)
+            try:
+                for start, stop in stage.batches([influence, log_vol]):
+                    zb = torch.from_numpy(np.array(z_all[start:stop])).to(model.device, model.dtype)
+                    geo = _geometry.decoder_geometry(
+                        decode,
+                        zb,
+                        k=plan.topk,
+                        influence=infl_method,
+                        log_volume_method=lv_method,
+                        probes=plan.probes,
+                        seed=plan.seed,
+                        sample_ids=list(range(start, stop)),
+                    )
+                    influence[start:stop] = geo.influence.detach().to("cpu", torch.float32).numpy()
+                    log_vol[start:stop] = geo.log_volume.detach().to("cpu", torch.float64).numpy()
+            finally:
+                add_time("geometry", time.perf_counter() - t0)
+            samples = writer.samples
+            samples["log_volume"] = np.asarray(log_vol, dtype=np.float64)
+            writer.update_samples(samples)
+            del influence, log_vol
+            writer.mark_stage_done("geometry")
+
+        # 3. attacks
+        for name in plan.attacks:
+            if writer.stage_done(name):
+                continue
+            t0 = time.perf_counter()
+            maskable = name in _attacks.MASKABLE_ATTACKS
+            if maskable:
+                shape = (n, len(plan.timesteps), *lat)
+                out = writer.open_array(f"residuals/{name}.npy", shape, np.dtype(plan.residual_dtype), stage=name)
+            else:
+                out = writer.open_array(f"scores/{name}.npy", (n,), np.float32, stage=name)
+            stage = _Stage(writer, name, n, *stage_args)
+            try:
+                for start, stop in stage.batches([out]):
+                    zb = torch.from_numpy(np.array(z_all[start:stop]))
+                    caps = captions[start:stop] if model.is_conditional else None
+                    ids = np.arange(start, stop)
+                    if maskable:
+                        res = _attacks.attack_terms(
+                            name, model.predictor, zb, timesteps=plan.timesteps, captions=caps,
+                            sample_ids=ids, seed=plan.seed, batch_size=plan.batch_size,
+                        )
+                    else:
+                        res = _attacks.pfami_scores(
+                            model.predictor, zb, captions=caps, sample_ids=ids, seed=plan.seed,
+                            batch_size=plan.batch_size,
+                        )
+                    out[start:stop] = res.detach().cpu().numpy().astype(out.dtype)
+            finally:
+                add_time(name, time.perf_counter() - t0)
+            del out
+            writer.mark_stage_done(name)
+
+        # 4. finish
+        writer.remove("_work")
+        add_time("total", time.perf_counter() - session_start)
+        return writer.finish()
+    finally:
+        if writer is not None:
+            writer.close()

@@ -1,0 +1,52 @@
+"""Paths and analysis defaults of the bundled demo (``assets/demo``).
+
+The demo is a small latent diffusion model trained on Fashion-MNIST by
+``scripts/train_demo.py``: ``assets/demo/model`` (a diffusers pipeline folder with vae/,
+unet/, scheduler/), ``assets/demo/members`` (its training images) and
+``assets/demo/heldout`` (images it never saw), 32x32 grayscale PNGs with captions in
+``metadata.jsonl``. ``python -m ldminv_core analyze --demo`` analyzes it into
+:func:`demo_run_dir` with :data:`DEMO_ANALYZE_DEFAULTS`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .runstore import default_runs_root
+
+__all__ = [
+    "DEMO_DIR",
+    "DEMO_MODEL_DIR",
+    "DEMO_MEMBERS_DIR",
+    "DEMO_HELDOUT_DIR",
+    "DEMO_ANALYZE_DEFAULTS",
+    "demo_run_dir",
+    "demo_available",
+]
+
+DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
+DEMO_MODEL_DIR = DEMO_DIR / "model"
+DEMO_MEMBERS_DIR = DEMO_DIR / "members"
+DEMO_HELDOUT_DIR = DEMO_DIR / "heldout"
+
+#: AnalyzeConfig fields used by ``analyze --demo`` (options given on the command line win).
+DEMO_ANALYZE_DEFAULTS: dict = {
+    "attacks": ("sima", "pia", "loss", "secmi", "pfami"),
+    "timesteps": "0:300:10",
+    "topk": 50,
+    "influence": "auto",
+    "probes": 16,
+    "batch_size": 100,
+    "seed": 0,
+    "limit": None,
+    "residual_dtype": "float32",
+}
+
+
+def demo_run_dir() -> Path:
+    """Default run folder of the demo analysis: ``default_runs_root() / "demo"``."""
+    return default_runs_root() / "demo"
+
+
+def demo_available() -> bool:
+    """True when the demo model and both image folders exist."""
+    return (DEMO_MODEL_DIR / "unet").is_dir() and DEMO_MEMBERS_DIR.is_dir() and DEMO_HELDOUT_DIR.is_dir()

@@ -130,7 +130,7 @@ class _Bars:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .analyze import AnalyzeConfig, estimate_cost, run_analysis
+    from .analyze import AnalyzeConfig, config_settings, estimate_cost, run_analysis
     from .loading import load_model, resolve_device
     from .report import build_report, format_report
     from .runstore import run_status
@@ -160,7 +160,14 @@ def _analyze(args: argparse.Namespace) -> int:
     out = Path(config.out).expanduser().resolve()
     status = run_status(out)
     if status == "complete" and not config.force:
-        print(f"run {out} is already complete (use --force to recompute); see: python -m ldminv_core report {out}")
+        stored = json.loads((out / "run.json").read_text(encoding="utf-8")).get("config", {})
+        wanted = config_settings(config)
+        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
+        note = f" with other settings ({', '.join(diff)} differ)" if diff else ""
+        print(
+            f"run {out} is already complete{note}; use --force to recompute or another --out; "
+            f"see: python -m ldminv_core report {out}"
+        )
         return 0
     if status in ("unfinished", "running") and not config.force:
         print(f"resuming the unfinished run in {out}", file=sys.stderr)

@@ -27,7 +27,7 @@ import math
 import platform
 import socket
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -48,6 +48,7 @@ __all__ = [
     "StageCost",
     "estimate_cost",
     "run_analysis",
+    "config_settings",
     "STAGES",
     "INFLUENCE_METHODS",
     "RESIDUAL_DTYPES",
@@ -210,6 +211,12 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         residual_dtype=config.residual_dtype,
         force=bool(config.force),
     )
+
+
+def config_settings(config: AnalyzeConfig) -> dict:
+    """The validated settings of ``config`` that define its results, as run.json stores them
+    under "config" (what a resumed run must match)."""
+    return _plan(config).settings()
 
 
 def _check_timesteps_for_model(plan: _Plan, model: LoadedModel) -> None:

@@ -385,3 +385,31 @@ def test_model_errors_surface_through_the_pipeline(tmp_path, tiny_image_dirs):
     with pytest.raises(ModelLoadError, match="does not exist"):
         run_analysis(_config(tmp_path / "missing", tiny_image_dirs, tmp_path / "run"))
     assert not (tmp_path / "run").exists()
+
+
+def test_cli_demo_uses_demo_paths_and_defaults(tmp_path, monkeypatch, capsys, tiny_uncond_model, tiny_image_dirs):
+    from ldminv_core import demo
+
+    monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(demo, "DEMO_MODEL_DIR", tmp_path / "absent")
+    assert main(["analyze", "--demo"]) == 2
+    assert "python scripts/train_demo.py" in capsys.readouterr().err
+
+    monkeypatch.setattr(demo, "DEMO_MODEL_DIR", tiny_uncond_model)
+    monkeypatch.setattr(demo, "DEMO_MEMBERS_DIR", tiny_image_dirs[0])
+    monkeypatch.setattr(demo, "DEMO_HELDOUT_DIR", tiny_image_dirs[1])
+    monkeypatch.setattr(
+        demo, "DEMO_ANALYZE_DEFAULTS", {"attacks": ("sima",), "timesteps": "0:30:10", "batch_size": 4, "limit": 3}
+    )
+    assert main(["analyze", "--demo", "--timesteps", "0:20:10", "--threads", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "cost estimate" in captured.err and "run complete" in captured.out
+    run = Run.open(demo.demo_run_dir())
+    assert demo.demo_run_dir() == tmp_path / "home" / "runs" / "demo"
+    assert run.settings["config"]["timesteps"] == [0, 10]  # the command line wins over the defaults
+    assert run.settings["config"]["limit"] == 3 and run.attacks == ["sima"]
+    assert run.settings["model"] == str(tiny_uncond_model.resolve())
+    assert main(["analyze", "--demo", "--timesteps", "0:20:10"]) == 0  # complete: nothing recomputed
+    assert "already complete;" in capsys.readouterr().out
+    assert main(["analyze", "--demo"]) == 0
+    assert "already complete with other settings (timesteps differ)" in capsys.readouterr().out

@@ -30,8 +30,9 @@ DEMO_HELDOUT_DIR = DEMO_DIR / "heldout"
 
 #: AnalyzeConfig fields used by ``analyze --demo`` (options given on the command line win).
 #: The exact decoder geometry of a 4x8x8 latent costs 256 decoder JVPs per image (about a
-#: second on one busy CPU core), so the demo analyzes the first 150 members and 150 held-out
-#: images, a few minutes on a laptop; ``analyze --demo --limit 1000`` takes all of them.
+#: third of a second on one CPU core), so the demo analyzes the first 300 members and 300
+#: held-out images, about five minutes on a 2-core machine; ``analyze --demo --limit 1000``
+#: takes all of them.
 DEMO_ANALYZE_DEFAULTS: dict = {
     "attacks": ("sima", "pia", "loss", "secmi", "pfami"),
     "timesteps": "0:300:10",
@@ -40,7 +41,7 @@ DEMO_ANALYZE_DEFAULTS: dict = {
     "probes": 16,
     "batch_size": 50,
     "seed": 0,
-    "limit": 150,
+    "limit": 300,
     "residual_dtype": "float32",
 }
 

@@ -100,7 +100,14 @@ def _check_latents(z: torch.Tensor) -> torch.Tensor:
     return z.contiguous()
 
 
-def _check_chunk(chunk_size: int) -> int:
+def _auto_chunk(p: int) -> int:
+    """Default directions per decoder call: about 4M output values, between 4 and 256."""
+    return int(min(256, max(4, 2**22 // max(1, p))))
+
+
+def _check_chunk(chunk_size: int | None, p: int) -> int:
+    if chunk_size is None:
+        return _auto_chunk(p)
     if int(chunk_size) < 1:
         raise LdminvError(f"chunk_size: expected an integer >= 1, got {chunk_size}")
     return int(chunk_size)
@@ -193,7 +200,13 @@ def resolve_log_volume_method(
 
 
 class _Products:
-    """Batched J v and J^T u products of a per-sample decoder, chunked over pairs."""
+    """Batched J v and J^T u products of a per-sample decoder, chunked over pairs.
+
+    Pairs come grouped by sample (``rows`` sorted). When a sample has at least ``chunk_size``
+    directions, each chunk shares that sample's primal (vmap over the directions only: the
+    forward pass is evaluated once per chunk, not once per direction); otherwise chunks mix
+    samples and vmap runs over (sample, direction) pairs.
+    """
 
     def __init__(self, decode: Decode, z: torch.Tensor, chunk_size: int, image_shape: tuple[int, ...]) -> None:
         self.z = z
@@ -210,17 +223,36 @@ class _Products:
         def vjp_one(z1: torch.Tensor, u1: torch.Tensor) -> torch.Tensor:
             return vjp(single, z1)[1](u1)[0]
 
-        self._jvp = vmap(jvp_one)
-        self._vjp = vmap(vjp_one)
+        def vjp_shared(z1: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+            pullback = vjp(single, z1)[1]
+            return vmap(lambda u1: pullback(u1)[0])(u)
 
-    def _run(self, fn, rows: torch.Tensor, vectors: torch.Tensor, reduce=None) -> torch.Tensor:
+        self._pairs = {"jvp": vmap(jvp_one), "vjp": vmap(vjp_one)}
+        self._shared = {"jvp": vmap(jvp_one, in_dims=(None, 0)), "vjp": vjp_shared}
+
+    def _chunks(self, rows: torch.Tensor):
+        """(start, stop, sample or None) of each decoder call; None marks a mixed chunk."""
+        samples, counts = torch.unique_consecutive(rows.cpu(), return_counts=True)
+        if int(counts.min()) >= self.chunk:
+            start = 0
+            for sample, count in zip(samples.tolist(), counts.tolist()):
+                for s in range(start, start + count, self.chunk):
+                    yield s, min(start + count, s + self.chunk), sample
+                start += count
+        else:
+            for s in range(0, rows.numel(), self.chunk):
+                yield s, min(rows.numel(), s + self.chunk), None
+
+    def _run(self, kind: str, rows: torch.Tensor, vectors: torch.Tensor, reduce=None) -> torch.Tensor:
         outs = []
-        for start in range(0, rows.numel(), self.chunk):
-            idx = rows[start : start + self.chunk]
-            prim = self.z.index_select(0, idx).contiguous()
-            vec = vectors[start : start + self.chunk].contiguous()
+        for start, stop, sample in self._chunks(rows):
+            vec = vectors[start:stop].contiguous()
             with sdpa_kernel(SDPBackend.MATH):
-                out = fn(prim, vec).detach()
+                if sample is None:
+                    prim = self.z.index_select(0, rows[start:stop]).contiguous()
+                    out = self._pairs[kind](prim, vec).detach()
+                else:
+                    out = self._shared[kind](self.z[sample].contiguous(), vec).detach()
             outs.append(out if reduce is None else reduce(out))
         return torch.cat(outs, 0)
 
@@ -229,11 +261,11 @@ class _Products:
 
         ``reduce`` maps each chunk's output before concatenation (to avoid keeping it whole).
         """
-        return self._run(self._jvp, rows, tangents, reduce)
+        return self._run("jvp", rows, tangents, reduce)
 
     def vjp(self, rows: torch.Tensor, cotangents: torch.Tensor) -> torch.Tensor:
         """J(z[rows[j]])^T @ cotangents[j] for every j: (M, *image) -> (M, C, h, w)."""
-        return self._run(self._vjp, rows, cotangents)
+        return self._run("vjp", rows, cotangents)
 
 
 def _basis_pairs(prod: _Products, n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -308,21 +340,22 @@ def _subspace_singular_values(
 # ----------------------------------------------------------------------------- public API
 
 
-def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int = 64) -> torch.Tensor:
+def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
     """Exact decoder Jacobian of every sample.
 
     Args:
         decode: callable from a latent batch (B, C, h, w) to an image batch (B, *image).
         z: latents (N, C, h, w).
-        chunk_size: (sample, coordinate) pairs per batched JVP call.
+        chunk_size: (sample, coordinate) pairs per batched JVP call (default: see
+            :func:`decoder_geometry`).
 
     Returns:
         (N, P, d) tensor with P = prod(image), d = C*h*w, in z's dtype and device; column j
         is dD/dz_j with coordinates in C-order of (C, h, w).
     """
     z = _check_latents(z)
-    chunk = _check_chunk(chunk_size)
     image_shape = _probe_decoder(decode, z)
+    chunk = _check_chunk(chunk_size, math.prod(image_shape))
     prod = _Products(decode, z, chunk, image_shape)
     d = math.prod(z.shape[1:])
     return _jacobian_block(prod, z.shape[0], d)
@@ -338,14 +371,13 @@ def _geometry(
     probes: int,
     seed: int,
     sample_ids: Sequence[int] | None,
-    chunk_size: int,
+    chunk_size: int | None,
     oversample: int | None,
     iters: int | None,
     progress: Callable[[int], None] | None,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, str | None, str | None]:
     """Shared driver: log-volume when k is given, influence when ``influence`` is given."""
     z = _check_latents(z)
-    chunk = _check_chunk(chunk_size)
     if k is not None:
         k = _check_k(k)
     if isinstance(probes, bool) or int(probes) < 1:
@@ -355,6 +387,7 @@ def _geometry(
     infl_method = None if influence is None else resolve_influence_method(influence, d)
     image_shape = _probe_decoder(decode, z)
     p = math.prod(image_shape)
+    chunk = _check_chunk(chunk_size, p)
     lv_method = None
     if k is not None:
         lv_method = resolve_log_volume_method(log_volume_method, d=d, p=p, k=k, oversample=oversample, iters=iters)
@@ -395,7 +428,7 @@ def decoder_geometry(
     probes: int = 16,
     seed: int = 0,
     sample_ids: Sequence[int] | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     oversample: int | None = None,
     iters: int | None = None,
     progress: Callable[[int], None] | None = None,
@@ -417,6 +450,7 @@ def decoder_geometry(
         seed: seed of the random probes and start subspaces.
         sample_ids: (N,) ids keying each sample's random draws; default 0..N-1.
         chunk_size: (sample, direction) pairs per batched decoder call; bounds memory.
+            Default: about 4M output values per call, between 4 and 256 directions.
         oversample, iters: subspace size k + oversample and power iterations of the
             matrix-free path (defaults max(10, k // 2) and 4).
         progress: called with the number of samples finished after each block.
@@ -438,7 +472,7 @@ def log_volume(
     *,
     k: int = 50,
     method: str = "auto",
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     oversample: int | None = None,
     iters: int | None = None,
     seed: int = 0,
@@ -480,7 +514,7 @@ def dim_influence(
     probes: int = 16,
     seed: int = 0,
     sample_ids: Sequence[int] | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """Influence of each latent coordinate on the decoded image.
 

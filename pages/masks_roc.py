@@ -89,7 +89,8 @@ with ui.guard("The Masks & ROC page failed"):
         with k3:
             use_global = st.toggle("Global ranking mask", value=False, key="use_global",
                                    help="Drop the same coordinates for every sample: those of lowest mean influence.")
-            n_boot = st.select_slider("Bootstrap replicates", [0, 200, 1000, 2000], value=1000, key="n_boot")
+            n_boot = st.select_slider("Bootstrap replicates", [0, 200, 1000, 2000], value=200, key="n_boot",
+                                    help="200 keeps the page live; choose 1000+ for the intervals you report.")
 
         picked = state.manual_coords(run)
         with st.expander("Manual mask (channels, positions, picked coordinates)", expanded=False):

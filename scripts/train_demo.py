@@ -37,11 +37,13 @@ import gzip
 import hashlib
 import json
 import math
+import os
 import platform
 import shlex
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -104,7 +106,9 @@ def read_idx(path: Path) -> np.ndarray:
         with gzip.open(path, "rb") as fh:
             raw = fh.read()
     except (OSError, EOFError) as exc:
-        raise DataLoadError(f"Fashion-MNIST file {path}: expected a gzip IDX file, got unreadable data ({exc})") from exc
+        raise DataLoadError(
+            f"Fashion-MNIST file {path}: expected a gzip IDX file, got unreadable data ({exc})"
+        ) from exc
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise DataLoadError(
             f"Fashion-MNIST file {path}: expected an IDX header 00 00 08 <ndim> (unsigned bytes), "
@@ -327,7 +331,8 @@ def train_vae(
             bar.set_postfix(l1=f"{l1.item():.4f}", kl=f"{kl.item():.1f}")
         entry = {"epoch": epoch + 1, **{k: v / steps_per_epoch for k, v in sums.items()}}
         log.append(entry)
-        tqdm.write(f"VAE epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
+        losses = ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch")
+        tqdm.write(f"VAE epoch {epoch + 1}/{epochs}: {losses}")
     bar.close()
     vae.eval()
     return log
@@ -451,7 +456,7 @@ def train_unet(
     warmup: int,
     seed: int,
     eval_every: int,
-    eval_fn,
+    eval_fn: Callable[[int], dict],
 ) -> list[dict]:
     """Train ``unet`` in place with the DDPM epsilon objective on scaled latents (N, C, h, w).
 
@@ -577,7 +582,9 @@ def write_training_md(path: Path, record: dict) -> None:
         + ", ".join(
             f"{v['min']:.3f} / {v['median']:.3f} s with {k} thread(s)"
             for k, v in r["vae"]["jvp_seconds_per_sample_by_threads"].items()
-        ),
+        )
+        + f" (1-min load average {r['vae']['jvp_load_average_1min']:.1f} on {r['vae']['jvp_cpu_count']} CPUs; "
+        "multi-threaded timings inflate sharply when other processes compete for the cores)",
         f"- UNet: UNet2DModel, block_out_channels {tuple(r['unet']['config']['block_out_channels'])}, "
         f"down {tuple(r['unet']['config']['down_block_types'])}, layers_per_block "
         f"{r['unet']['config']['layers_per_block']}; {r['unet']['n_params']:,} parameters; "
@@ -612,7 +619,9 @@ def write_training_md(path: Path, record: dict) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR, help="Fashion-MNIST idx .gz folder")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help="output folder")
     p.add_argument("--seed", type=int, default=0)
@@ -711,6 +720,7 @@ def main(argv: list[str] | None = None) -> dict:
     for threads in sorted({args.jvp_threads, args.threads}):
         torch.set_num_threads(threads)
         jvp_s[str(threads)] = measure_jvp_seconds(vae, z_members[:4] / scaling_factor)
+    load_average = os.getloadavg()[0]
     torch.set_num_threads(args.threads)
     stage_seconds["save_and_jvp_timing"] = time.perf_counter() - t0
     wall = time.perf_counter() - t_start
@@ -752,6 +762,8 @@ def main(argv: list[str] | None = None) -> dict:
             "psnr_heldout_db": psnr,
             "jvp_seconds_per_sample": jvp_s[str(args.jvp_threads)]["min"],
             "jvp_seconds_per_sample_by_threads": jvp_s,
+            "jvp_load_average_1min": load_average,
+            "jvp_cpu_count": os.cpu_count(),
         },
         "unet": {
             "config": asdict(unet_cfg),

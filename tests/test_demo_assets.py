@@ -21,7 +21,7 @@ from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from ldminv_core.errors import DataLoadError
+from ldminv_core.errors import DataLoadError, ShapeError
 
 REPO = Path(__file__).resolve().parents[1]
 ASSETS = REPO / "assets"
@@ -30,12 +30,15 @@ MODEL = DEMO / "model"
 MAX_ASSETS_BYTES = 25 * 10**6
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault(spec.name, module)
-    spec.loader.exec_module(sys.modules[spec.name])
-    return sys.modules[spec.name]
+@pytest.fixture(scope="module")
+def script():
+    """scripts/train_demo.py imported as a module (its helpers are tested directly)."""
+    if "train_demo" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("train_demo", REPO / "scripts" / "train_demo.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["train_demo"] = module  # dataclasses look their module up while being created
+        spec.loader.exec_module(module)
+    return sys.modules["train_demo"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -94,7 +97,7 @@ def _latents(vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
 
 
 def _sima_scores(unet: UNet2DModel, z: torch.Tensor, t: int) -> np.ndarray:
-    """-(sum_i |eps_hat(z0, t)_i|^4), one unbatched-in-time diffusers call."""
+    """SimA scores -(sum_i |eps_hat(z0, t)_i|^4): one direct UNet2DModel call on all latents."""
     with torch.no_grad():
         eps = unet(z, torch.full((z.shape[0],), t, dtype=torch.long)).sample
     return -eps.double().abs().pow(4).flatten(1).sum(1).numpy()
@@ -186,8 +189,7 @@ def test_recorded_sima_reproduces(sima_at_best_t, record):
     assert auc >= 0.75
 
 
-def test_read_idx_round_trip_and_errors(tmp_path):
-    script = _load_script()
+def test_read_idx_round_trip_and_errors(script, tmp_path):
     data = np.random.default_rng(0).integers(0, 256, size=(3, 5, 4), dtype=np.uint8)
     header = bytes([0, 0, 8, 3]) + b"".join(int(n).to_bytes(4, "big") for n in data.shape)
     good = tmp_path / "images-idx3-ubyte.gz"
@@ -210,8 +212,7 @@ def test_read_idx_round_trip_and_errors(tmp_path):
         script.read_idx(wrong)
 
 
-def test_pad_and_split_helpers():
-    script = _load_script()
+def test_pad_and_split_helpers(script):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, size=(50, 28, 28), dtype=np.uint8)
     images[7] = images[3]  # a pixel-identical twin: both must be left out
@@ -219,7 +220,9 @@ def test_pad_and_split_helpers():
     np.testing.assert_array_equal(padded[:, 2:30, 2:30], images)
     x = script.to_model_range(padded)
     assert x.shape == (50, 1, 32, 32) and x.dtype == torch.float32
-    assert float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    torch.testing.assert_close(x[:, 0], torch.from_numpy(padded).double().div(127.5).sub(1.0).float())
+    with pytest.raises(ShapeError, match="images"):
+        script.pad_to_32(padded)
 
     splits = script.make_splits(images, n_members=10, n_heldout=10, n_vae=20, seed=0)
     every = np.concatenate([splits.members, splits.heldout, splits.vae])

@@ -1,0 +1,188 @@
+"""Checks that the benchmarks measure the right computations (run: pytest benchmarks/test_benchmarks.py).
+
+Each test compares a benchmark building block with an independent oracle: the reference
+geometry with float64 SVDs of a central-difference Jacobian, the dashboard workload with explicit masks
+and sklearn, the UNet call counter with the attack definitions, the scaling measurement with an
+exact SVD of the same decoder.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DModel
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from benchmarks import bench_attacks, bench_geometry, bench_scoring, common, run_all, scaling_worker
+from benchmarks.reference_geometry import exact_geometry, reference_geometry
+from ldminv_core import attacks, geometry, masks, metrics
+
+SF = 0.5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (no spinning OpenMP workers on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder():
+    """(decode, z, fd_jacobian): a tiny VAE decoder, two latents, and their float64
+    central-difference Jacobians (N, P, d), the oracle of these tests."""
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(4, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=4, sample_size=8, scaling_factor=SF,
+    ).eval().requires_grad_(False)
+    decode = lambda z: vae.decode(z / SF).sample  # noqa: E731
+    z = torch.randn(2, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    vae64 = copy.deepcopy(vae).double()
+    d, h = z[0].numel(), 1e-5
+    steps = (h * torch.eye(d, dtype=torch.float64)).reshape(d, *z.shape[1:])
+    jacs = []
+    with torch.no_grad():
+        for z1 in z.double():
+            diff = vae64.decode((z1 + steps) / SF).sample - vae64.decode((z1 - steps) / SF).sample
+            jacs.append((diff / (2 * h)).reshape(d, -1).T)
+    return decode, z, torch.stack(jacs)
+
+
+def test_reference_geometry_against_finite_differences(tiny_decoder):
+    decode, z, jac = tiny_decoder
+    k = 6
+    ref = reference_geometry(decode, z, k=k, iters=100, probes=300, keep_jacobians=True)
+    assert torch.allclose(ref.jacobians.double(), jac, atol=1e-4, rtol=1e-3)
+    exact_lv = torch.linalg.svdvals(jac)[:, :k].log().sum(1)
+    assert torch.allclose(ref.log_volume, exact_lv, rtol=1e-4)
+    exact_infl = 0.5 * torch.log(jac.square().sum(1) + 1e-12).reshape(z.shape)
+    # 300 probes: relative std of G_ii is sqrt(2/300) = 0.08, i.e. 0.04 in 0.5*log units
+    assert float((ref.influence - exact_infl).abs().max()) < 0.25
+    lv, infl = exact_geometry(ref.jacobians, tuple(z.shape[1:]), k=k)
+    assert torch.allclose(lv, exact_lv, rtol=1e-4)
+    assert torch.allclose(infl, exact_infl, atol=1e-4)
+
+
+def test_reference_power_iteration_is_approximate_with_few_rounds(tiny_decoder):
+    decode, z, _ = tiny_decoder
+    few = reference_geometry(decode, z[:1], k=40, iters=1, probes=2, keep_jacobians=True)
+    lv, infl = exact_geometry(few.jacobians, tuple(z.shape[1:]), k=40)
+    err = bench_geometry.geometry_errors(few.log_volume, few.influence, lv, infl)
+    # one round cannot resolve 40 singular values; 2 probes cannot estimate 64 diagonals
+    assert err["max_abs_err_log_volume"] > 1e-3
+    assert err["max_abs_err_influence"] > 0.05
+
+
+def test_ldminv_exact_matches_exact_geometry(tiny_decoder):
+    decode, z, jac = tiny_decoder
+    g = geometry.decoder_geometry(decode, z, k=10, influence="exact")
+    lv, infl = exact_geometry(jac, tuple(z.shape[1:]), k=10)
+    err = bench_geometry.geometry_errors(g.log_volume, g.influence, lv, infl)
+    assert err["rel_err_log_volume"] < 1e-4
+    assert err["max_abs_err_influence"] < 1e-3
+    manual = float(((g.log_volume.double() - lv).abs() / lv.abs()).max())
+    assert err["rel_err_log_volume"] == pytest.approx(manual)
+
+
+def test_fit_exponent_recovers_power_law():
+    x = np.array([256.0, 1024.0, 4096.0])
+    assert common.fit_exponent(x, 3.0 * x**1.7) == pytest.approx(1.7)
+    assert math.isnan(common.fit_exponent([1.0], [2.0]))
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    terms, infl, labels = bench_scoring.synthetic_run(
+        tmp_path_factory.mktemp("run"), n=120, t=3, latent_shape=(4, 4, 4), seed=3
+    )
+    w = bench_scoring.ScoringWorkload(terms, infl, labels, t_index=1, seed=5)
+    w.build()
+    return w
+
+
+def test_drop_change_matches_explicit_masks_and_sklearn(workload):
+    w, p = workload, 35
+    out = w.drop_change(p)
+    keep = masks.percentile_drop_mask(w.influence, p)
+    terms64 = np.asarray(w.terms, dtype=np.float64)[:, 1].reshape(len(w.labels), -1)
+    masked = -(terms64 * keep.reshape(len(w.labels), -1)).sum(1)
+    rand = -(terms64 * masks.random_drop_mask(keep.shape, p, seed=5).reshape(len(w.labels), -1)).sum(1)
+    base = -terms64.sum(1)
+    for name, s in (("baseline", base), ("masked", masked), ("random", rand)):
+        m, curve = out[name]
+        assert m.auroc == pytest.approx(roc_auc_score(w.labels, s), abs=1e-12)
+        fpr, tpr, _ = roc_curve(w.labels, s, drop_intermediate=False)
+        np.testing.assert_allclose(curve.fpr, fpr)
+        np.testing.assert_allclose(curve.tpr, tpr)
+
+
+def test_manual_variants_agree_with_explicit_sum(workload):
+    w = workload
+    terms64 = np.asarray(w.terms, dtype=np.float64)[:, 1]
+    expected = roc_auc_score(w.labels, -terms64[:, [0, 2]].sum(axis=(1, 2, 3)))
+    for fn in (w.manual_change, w.manual_change_one_t, w.manual_change_cached):
+        assert fn([0, 2])["manual"][0].auroc == pytest.approx(expected, abs=1e-12)
+
+
+def test_drop_curve_matches_sklearn_per_percentage(workload):
+    w = workload
+    curve = w.drop_curve()
+    terms64 = np.asarray(w.terms, dtype=np.float64)[:, 1]
+    for i in (0, 8, 18):
+        p = bench_scoring.DROP_PERCENTS[i]
+        s = -(terms64 * masks.percentile_drop_mask(w.influence, p)).sum(axis=(1, 2, 3))
+        assert curve["masked"]["auroc"][i] == pytest.approx(roc_auc_score(w.labels, s), abs=1e-12)
+
+
+def test_unet_call_counter_matches_attack_definitions():
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, attention_head_dim=4,
+    ).eval()
+    pred = attacks.NoisePredictor.from_components(unet, DDPMScheduler(num_train_timesteps=1000), device="cpu")
+    z0 = torch.randn(5, 4, 4, 4)
+    ts = [0, 10, 20]
+    with bench_attacks.count_unet_calls(unet) as c:
+        attacks.attack_terms("sima", pred, z0, timesteps=ts, batch_size=2)
+    assert c.batches == [2] * 3 + [2] * 3 + [1] * 3  # one call per timestep per batch
+    assert c.unet_s > 0
+    with bench_attacks.count_unet_calls(unet) as c:
+        attacks.pfami_scores(pred, z0, batch_size=5, timesteps=[0, 50], strengths=[0.9, 0.8])
+    assert c.batches == [5] * ((1 + 2) * 2)
+    with bench_attacks.count_unet_calls(unet) as c2:
+        bench_attacks._bare(unet, c.batches, [0, 50], (4, 4, 4))
+    assert c2.batches == c.batches
+
+
+def test_scaling_worker_log_volume_is_exact_when_k_covers_d():
+    row = scaling_worker.measure(latent_size=2, samples=1, k=20, probes=4, chunk_size=64, seed=0)
+    assert row["d"] == 16 and row["finite"]
+    assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0
+    vae = common.sd_layout_vae(seed=0)
+    sf = float(vae.config.scaling_factor)
+    z = torch.randn(1, 4, 2, 2, generator=torch.Generator().manual_seed(0))
+    jac = torch.autograd.functional.jacobian(lambda x: vae.decode(x[None] / sf).sample[0], z[0])
+    exact = torch.linalg.svdvals(jac.reshape(-1, 16).double()).log().sum()
+    assert row["log_volume"][0] == pytest.approx(float(exact), rel=1e-4)
+
+
+def test_performance_table_flags_missed_targets():
+    def results(speedup: float) -> dict:
+        return {"geometry": {"demo": {
+            "n_samples": 2, "speedup_vs_reference": speedup, "speedup_vs_reference_cpu_time": speedup,
+            "ours_s_per_sample": 1.0, "reference_s_per_sample": speedup, "max_abs_err_influence": 0.0,
+            "reference_max_abs_err_influence": 0.5, "rel_err_log_volume": 0.0, "reference_rel_err_log_volume": 0.1,
+        }}}
+
+    first = run_all.performance_rows(results(25.0))[0]
+    assert first[-1] == "yes" and first[-2] == ">= 20.0"
+    assert run_all.performance_rows(results(10.0))[0][-1] == "NO"

@@ -54,7 +54,7 @@ def run_demo_geometry(
     k: int = 50,
     iters: int = 30,
     probes: int = 16,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Time ldminv's exact geometry and the reference algorithm on ``n_samples`` demo latents.
@@ -112,7 +112,7 @@ def run_demo_geometry(
         "pixels": pixels,
         "k": k,
         "ours_method": f"decoder_geometry(k={k}, influence='exact') -> log-volume {g.log_volume_method}, "
-        f"influence {g.influence_method}; chunk_size={chunk_size}",
+        f"influence {g.influence_method}; chunk_size={effective_chunk(chunk_size, pixels)}",
         "reference_method": f"autograd.functional.jacobian + {iters} QR power iterations on J^T J (k={k}) "
         f"+ {probes} Hutchinson VJPs per sample, sample by sample",
         "ours_s": t_ours,
@@ -131,6 +131,14 @@ def run_demo_geometry(
     }
 
 
+def effective_chunk(chunk_size: int | None, pixels: int) -> str:
+    """The chunk size geometry uses: the given one, or its automatic default for ``pixels``."""
+    if chunk_size is not None:
+        return str(chunk_size)
+    auto = getattr(geo, "_auto_chunk", None)
+    return f"auto ({auto(pixels)})" if auto is not None else "library default"
+
+
 def _timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
     """((wall s, process CPU s), result) of one call."""
     c0 = time.process_time()
@@ -138,12 +146,14 @@ def _timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
     return (wall, time.process_time() - c0), out
 
 
-def _run_worker(latent_size: int, *, samples: int, k: int, probes: int, chunk_size: int, timeout_s: float) -> dict:
+def _run_worker(latent_size: int, *, samples: int, k: int, probes: int, chunk_size: int | None, timeout_s: float) -> dict:
     cmd = [
         sys.executable, "-m", "benchmarks.scaling_worker", "--latent-size", str(latent_size),
-        "--samples", str(samples), "--k", str(k), "--probes", str(probes), "--chunk-size", str(chunk_size),
+        "--samples", str(samples), "--k", str(k), "--probes", str(probes),
         "--threads", str(torch.get_num_threads()),
     ]
+    if chunk_size is not None:
+        cmd += ["--chunk-size", str(chunk_size)]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(common.REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     try:
@@ -162,7 +172,7 @@ def run_scaling(
     samples: int = 1,
     k: int = 20,
     probes: int = 16,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     budget_s: float = 900.0,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -203,7 +213,8 @@ def run_scaling(
         f"{tuple(cfg['block_out_channels'])}, layers_per_block {cfg['layers_per_block']} (SD: 2), "
         f"norm_num_groups {cfg['norm_num_groups']} (SD: 32), randomly initialised",
         "method": f"log_volume(method='matrix_free', k={k}) + dim_influence(method='hutchinson', "
-        f"probes={probes}), chunk_size={chunk_size}, {samples} sample(s) per size",
+        f"probes={probes}), chunk_size={'library default (see chunk_size per size)' if chunk_size is None else chunk_size}, "
+        f"{samples} sample(s) per size",
         "memory_method": "peak resident set size (resource.getrusage ru_maxrss) of a fresh Python "
         "process per size; extra = peak minus the high-water mark after building the model and "
         "decoding one sample without gradients",

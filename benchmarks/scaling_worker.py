@@ -24,6 +24,7 @@ if __package__ in (None, ""):
 import torch
 
 from benchmarks import common
+from benchmarks.bench_geometry import effective_chunk as bench_chunk
 from ldminv_core import geometry as geo
 
 
@@ -32,10 +33,11 @@ def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def measure(*, latent_size: int, samples: int, k: int, probes: int, chunk_size: int, seed: int) -> dict:
+def measure(*, latent_size: int, samples: int, k: int, probes: int, chunk_size: int | None, seed: int) -> dict:
     """Time and peak memory of log_volume(matrix_free, k) + dim_influence(hutchinson, probes).
 
-    Latents (samples, 4, latent_size, latent_size) from N(0, I); decoder = the SD-layout VAE.
+    Latents (samples, 4, latent_size, latent_size) from N(0, I); decoder = the SD-layout VAE;
+    ``chunk_size`` None = geometry's automatic default.
     Returns a JSON-ready dict (times in seconds, memory in MiB).
     """
     vae = common.sd_layout_vae(seed=seed)
@@ -66,7 +68,7 @@ def measure(*, latent_size: int, samples: int, k: int, probes: int, chunk_size: 
         "samples": samples,
         "k": k,
         "probes": probes,
-        "chunk_size": chunk_size,
+        "chunk_size": bench_chunk(chunk_size, int(img[0].numel())),
         "products_per_sample": l * (2 * iters + 1) + probes,
         "forward_s": t_fwd,
         "log_volume_s_per_sample": (t1 - t0) / samples,
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=1)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--probes", type=int, default=16)
-    ap.add_argument("--chunk-size", type=int, default=64)
+    ap.add_argument("--chunk-size", type=int, default=None, help="default: geometry's automatic chunk size")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=common.TORCH_THREADS)
     args = ap.parse_args(argv)

@@ -64,7 +64,7 @@ FALLBACK_DEMO_UNET = dict(
     attention_head_dim=8,
 )
 
-#: Stable Diffusion's AutoencoderKL layout, channels scaled down 16x for a 2-core CPU.
+#: Stable Diffusion's AutoencoderKL layout, channels scaled down 32x for a 2-core CPU.
 #: (SD v1: block_out_channels (128, 256, 512, 512), layers_per_block 2, 32 groups.)
 SD_LAYOUT_VAE = dict(
     in_channels=3,

@@ -126,6 +126,13 @@ def performance_rows(results: dict[str, Any]) -> list[list[Any]]:
     return rows
 
 
+def _modes(results: dict[str, Any]) -> str:
+    modes = {sec: results[sec].get("mode", results["mode"]) for sec in SECTIONS if sec in results}
+    if len(set(modes.values())) <= 1:
+        return f"{results['mode']} mode"
+    return "modes: " + ", ".join(f"{sec} {m} ({results[sec].get('run_at', '?')})" for sec, m in modes.items())
+
+
 def render(results: dict[str, Any]) -> str:
     """The Performance table (markdown) with the machine line above it."""
     m = results["machine"]
@@ -133,7 +140,7 @@ def render(results: dict[str, Any]) -> str:
         f"Machine: {m['cpu_model']}, {m['usable_cores']} cores, torch threads {m['torch_threads']}, "
         f"{m['memory_gb']} GB RAM, torch {m['versions']['torch']}, diffusers {m['versions']['diffusers']}; "
         f"load average {m['load_average_at_start']} at start, {results.get('load_average_at_end')} at end; "
-        f"{results['date']} ({results['mode']} mode)"
+        f"{results['date']} ({_modes(results)})"
     )
     table = common.markdown_table(["section", "measure", "value", "unit", "target", "met"], performance_rows(results))
     return head + "\n\n" + table
@@ -212,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         results["attacks"].update({"section_s": time.perf_counter() - t0, "run_at": common.now_iso()})
 
+    for section in only:
+        results[section]["mode"] = mode
     results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     results["total_s"] = time.perf_counter() - t_start
     results["targets"] = {f"{s}.{k}": f"{op} {thr}" for (s, k), (op, thr) in TARGETS.items()}

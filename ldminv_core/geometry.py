@@ -13,8 +13,9 @@ for more than the callable ``decode``:
 Two paths: the *exact* path builds J column by column with forward-mode JVPs (one per latent
 coordinate); the *matrix-free* path only multiplies by J (JVPs) and J^T (VJPs): randomized
 subspace iteration for the top-k singular values and Hutchinson probes for diag(J^T J). Both
-are batched over (sample, direction) pairs with ``torch.func.vmap``, ``chunk_size`` pairs per
-decoder call, so memory is bounded by ``chunk_size`` decoder evaluations.
+are batched with ``torch.func.vmap`` over up to ``chunk_size`` directions of a sample per
+decoder call (the sample's primal pass is shared by its directions), so memory is bounded
+by ``chunk_size`` decoder evaluations.
 
 Random draws (probes, start subspaces) are seeded per sample id, so a batch split never
 changes a result. Attention runs through the math SDPA kernel, the only one with forward-mode
@@ -202,10 +203,9 @@ def resolve_log_volume_method(
 class _Products:
     """Batched J v and J^T u products of a per-sample decoder, chunked over pairs.
 
-    Pairs come grouped by sample (``rows`` sorted). When a sample has at least ``chunk_size``
-    directions, each chunk shares that sample's primal (vmap over the directions only: the
-    forward pass is evaluated once per chunk, not once per direction); otherwise chunks mix
-    samples and vmap runs over (sample, direction) pairs.
+    Pairs come grouped by sample (``rows`` sorted). Each chunk holds directions of one sample
+    and shares that sample's primal (vmap over the directions only: the forward pass is
+    evaluated once per chunk, not once per direction).
     """
 
     def __init__(self, decode: Decode, z: torch.Tensor, chunk_size: int, image_shape: tuple[int, ...]) -> None:
@@ -220,39 +220,27 @@ class _Products:
         def jvp_one(z1: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
             return jvp(single, (z1,), (v1,))[1]
 
-        def vjp_one(z1: torch.Tensor, u1: torch.Tensor) -> torch.Tensor:
-            return vjp(single, z1)[1](u1)[0]
-
         def vjp_shared(z1: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
             pullback = vjp(single, z1)[1]
             return vmap(lambda u1: pullback(u1)[0])(u)
 
-        self._pairs = {"jvp": vmap(jvp_one), "vjp": vmap(vjp_one)}
         self._shared = {"jvp": vmap(jvp_one, in_dims=(None, 0)), "vjp": vjp_shared}
 
     def _chunks(self, rows: torch.Tensor):
-        """(start, stop, sample or None) of each decoder call; None marks a mixed chunk."""
+        """(start, stop, sample) of each decoder call."""
         samples, counts = torch.unique_consecutive(rows.cpu(), return_counts=True)
-        if int(counts.min()) >= self.chunk:
-            start = 0
-            for sample, count in zip(samples.tolist(), counts.tolist()):
-                for s in range(start, start + count, self.chunk):
-                    yield s, min(start + count, s + self.chunk), sample
-                start += count
-        else:
-            for s in range(0, rows.numel(), self.chunk):
-                yield s, min(rows.numel(), s + self.chunk), None
+        start = 0
+        for sample, count in zip(samples.tolist(), counts.tolist()):
+            for s in range(start, start + count, self.chunk):
+                yield s, min(start + count, s + self.chunk), sample
+            start += count
 
     def _run(self, kind: str, rows: torch.Tensor, vectors: torch.Tensor, reduce=None) -> torch.Tensor:
         outs = []
         for start, stop, sample in self._chunks(rows):
             vec = vectors[start:stop].contiguous()
             with sdpa_kernel(SDPBackend.MATH):
-                if sample is None:
-                    prim = self.z.index_select(0, rows[start:stop]).contiguous()
-                    out = self._pairs[kind](prim, vec).detach()
-                else:
-                    out = self._shared[kind](self.z[sample].contiguous(), vec).detach()
+                out = self._shared[kind](self.z[sample].contiguous(), vec).detach()
             outs.append(out if reduce is None else reduce(out))
         return torch.cat(outs, 0)
 

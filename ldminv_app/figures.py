@@ -410,6 +410,17 @@ def roc_curves(
     return _layout(fig, title=title or ("ROC (log-log)" if log_scale else "ROC"), height=height)
 
 
+def _metric_lines(x: np.ndarray, series: Mapping[str, np.ndarray], *, x_name: str) -> go.Figure:
+    """One line per named series of metric values over the shared x values."""
+    fig = go.Figure()
+    for i, (name, values) in enumerate(series.items()):
+        v = np.asarray(values, dtype=np.float64)
+        if v.shape != x.shape:
+            raise ShapeError(f"series[{name!r}]: expected shape {x.shape} to match {x_name}, got {v.shape}")
+        fig.add_trace(go.Scatter(x=x, y=v, mode="lines+markers", name=name, line_color=_color(name, i)))
+    return fig
+
+
 def metric_vs_drop(
     percents: Sequence[float],
     series: Mapping[str, np.ndarray],
@@ -426,13 +437,7 @@ def metric_vs_drop(
         series: name -> (K,) metric values (e.g. "masked", "random").
         current: the drop percentage in use, marked by a vertical line.
     """
-    x = np.asarray(percents, dtype=np.float64)
-    fig = go.Figure()
-    for i, (name, values) in enumerate(series.items()):
-        v = np.asarray(values, dtype=np.float64)
-        if v.shape != x.shape:
-            raise ShapeError(f"series[{name!r}]: expected shape {x.shape} to match percents, got {v.shape}")
-        fig.add_trace(go.Scatter(x=x, y=v, mode="lines+markers", name=name, line_color=_color(name, i)))
+    fig = _metric_lines(np.asarray(percents, dtype=np.float64), series, x_name="percents")
     _add_vline(fig, current, text=f"{current:g}%" if current is not None else "")
     fig.update_layout(xaxis_title="dropped coordinates (%)", yaxis_title=ylabel)
     return _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
@@ -454,13 +459,7 @@ def metric_vs_timestep(
         series: name -> (T,) metric values.
         selected_t: the timestep in use, marked by a vertical line.
     """
-    x = np.asarray(timesteps)
-    fig = go.Figure()
-    for i, (name, values) in enumerate(series.items()):
-        v = np.asarray(values, dtype=np.float64)
-        if v.shape != x.shape:
-            raise ShapeError(f"series[{name!r}]: expected shape {x.shape} to match timesteps, got {v.shape}")
-        fig.add_trace(go.Scatter(x=x, y=v, mode="lines+markers", name=name, line_color=_color(name, i)))
+    fig = _metric_lines(np.asarray(timesteps), series, x_name="timesteps")
     _add_vline(fig, selected_t, text=f"t={selected_t}" if selected_t is not None else "")
     fig.update_layout(xaxis_title="timestep t", yaxis_title=ylabel)
     return _layout(fig, title=title or f"{ylabel} vs timestep", height=height)

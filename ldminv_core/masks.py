@@ -33,7 +33,10 @@ from .errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError
 
 __all__ = [
     "drop_count",
+    "paper_drop_count",
     "percentile_drop_mask",
+    "percentile_threshold_mask",
+    "threshold_drop_counts",
     "random_drop_mask",
     "global_drop_mask",
     "manual_mask",
@@ -174,12 +177,64 @@ def percentile_drop_mask(influence: Any, drop_percent: float) -> np.ndarray:
     return keep.reshape(inf.shape)
 
 
-def random_drop_mask(shape: Sequence[int], drop_percent: float, *, seed: int = 0) -> np.ndarray:
+def paper_drop_count(d: int, drop_percent: float) -> int:
+    """Random-control count of the paper's released code: ``int(d * p / 100)`` (truncation).
+
+    Differs from :func:`drop_count` (rounding) when ``d * p / 100`` has a fractional part of
+    one half or more, e.g. d = 10, p = 25: 2 here and 2 there, d = 10, p = 35: 3 here, 4 there.
+    """
+    d = _check_int(d, "d", minimum=1)
+    p = _check_percent(drop_percent)
+    return int(d * p / 100.0)
+
+
+def threshold_drop_counts(influence: Any, drop_percent: float) -> np.ndarray:
+    """Per-sample number of coordinates the percentile-threshold rule drops -> int64 (N,).
+
+    The rule of the paper's released code: a coordinate is kept when its influence is
+    strictly above ``np.percentile(influence_of_that_sample, p)`` (linear interpolation);
+    coordinates equal to the threshold are dropped too, so a sample with ties may drop more
+    than ``d * p / 100``. ``p = 0`` keeps everything. ``influence`` (N, C, h, w).
+
+    Because every dropped value is <= every kept value, the dropped set is a prefix of the
+    sample's ascending influence order: :meth:`DropSweep.statistic_at_counts` with these
+    counts equals ``masked_statistic(terms, percentile_threshold_mask(influence, p))``.
+    """
+    inf = _as_real_array(influence, "influence", ndim=4, layout="(N, C, h, w)")
+    p = _check_percent(drop_percent)
+    flat = inf.reshape(inf.shape[0], -1)
+    _check_finite(flat, "influence")
+    if p == 0.0:
+        return np.zeros(flat.shape[0], dtype=np.int64)
+    thr = np.percentile(flat, p, axis=1, keepdims=True)
+    return np.count_nonzero(~(flat > thr), axis=1).astype(np.int64)
+
+
+def percentile_threshold_mask(influence: Any, drop_percent: float) -> np.ndarray:
+    """Keep-mask of the percentile-threshold rule (see :func:`threshold_drop_counts`).
+
+    ``influence`` (N, C, h, w) -> bool (N, C, h, w): True where the influence is strictly above
+    the sample's ``np.percentile(..., drop_percent)``; all True for ``drop_percent == 0``.
+    """
+    inf = _as_real_array(influence, "influence", ndim=4, layout="(N, C, h, w)")
+    p = _check_percent(drop_percent)
+    flat = inf.reshape(inf.shape[0], -1)
+    _check_finite(flat, "influence")
+    if p == 0.0:
+        return np.ones(inf.shape, dtype=bool)
+    thr = np.percentile(flat, p, axis=1, keepdims=True)
+    return (flat > thr).reshape(inf.shape)
+
+
+def random_drop_mask(
+    shape: Sequence[int], drop_percent: float, *, seed: int = 0, n_drop: int | None = None
+) -> np.ndarray:
     """Keep-mask dropping, per sample, ``drop_count(C*h*w, drop_percent)`` random coordinates.
 
     ``shape`` = (N, C, h, w) -> bool (N, C, h, w). Each sample gets its own uniformly
     random set of exactly that many dropped coordinates; the sets are reproducible from
-    ``seed`` and the same as those of ``DropSweep.random(terms, seed=seed)``.
+    ``seed`` and the same as those of ``DropSweep.random(terms, seed=seed)``. ``n_drop``
+    overrides the count (e.g. :func:`paper_drop_count`); ``drop_percent`` is then ignored.
     """
     try:
         dims = tuple(shape)
@@ -190,7 +245,12 @@ def random_drop_mask(shape: Sequence[int], drop_percent: float, *, seed: int = 0
     n = _check_int(dims[0], "shape[0] (number of samples N)", minimum=1)
     latent = _check_latent_shape(dims[1:], "shape[1:] (latent shape)")
     d = int(np.prod(latent))
-    n_drop = drop_count(d, drop_percent)
+    if n_drop is None:
+        n_drop = drop_count(d, drop_percent)
+    else:
+        n_drop = _check_int(n_drop, "n_drop", minimum=0)
+        if n_drop > d:
+            raise LdminvError(f"n_drop must be at most d = {d}; got {n_drop}")
     seed = _check_int(seed, "seed", minimum=0)
     return _keep_from_orders(_random_orders(n, d, seed), n, d, n_drop).reshape((n, *latent))
 
@@ -456,6 +516,29 @@ class DropSweep:
         """
         out = self._suffix[:, :, drop_count(self.d, drop_percent)]
         return np.ascontiguousarray(out[:, 0] if self._squeeze else out)
+
+    def statistic_at_counts(self, counts: Any) -> np.ndarray:
+        """Statistic with a per-sample number of coordinates dropped.
+
+        ``counts``: an int (the same for every sample), int (N,) (one per sample) or int (K, N)
+        (K settings). Returns float64 (N, T_selected) / (K, N, T_selected), or (N,) / (K, N)
+        when the sweep was built with an int ``t_index``. Counts must lie in 0..d.
+        """
+        c = np.asarray(counts)
+        if c.dtype.kind not in "iu":
+            raise LdminvError(f"counts must be integers; got dtype {c.dtype}")
+        if c.ndim == 0:
+            c = np.full(self.n_samples, int(c), dtype=np.int64)
+        if c.ndim not in (1, 2) or c.shape[-1] != self.n_samples:
+            raise ShapeError(f"counts must have shape (N,) or (K, N) with N = {self.n_samples}; got {c.shape}")
+        if c.size and (c.min() < 0 or c.max() > self.d):
+            raise LdminvError(f"counts must lie in 0..{self.d}; got values from {int(c.min())} to {int(c.max())}")
+        rows = np.arange(self.n_samples)
+        if c.ndim == 1:
+            res = self._suffix[rows, :, c]  # (N, T_sel)
+        else:
+            res = np.stack([self._suffix[rows, :, ck] for ck in c])  # (K, N, T_sel)
+        return np.ascontiguousarray(res[..., 0] if self._squeeze else res)
 
     def statistics(self, percents: Iterable[float]) -> np.ndarray:
         """Statistics at several drop percentages -> float64 (K, N, T_selected) for K percents.

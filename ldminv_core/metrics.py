@@ -261,7 +261,7 @@ def auroc_many(scores: Any, labels: Any) -> np.ndarray:
 
 
 def _curve_metrics(
-    tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int, names: tuple[str, ...]
+    tp: np.ndarray, fp: np.ndarray, n_pos: int, n_neg: int, names: tuple[str, ...], strict_fpr: bool = False
 ) -> dict[str, np.ndarray]:
     """Metrics from ROC points given as cumulative counts.
 
@@ -281,7 +281,8 @@ def _curve_metrics(
             dfp = np.diff(fp, axis=1, prepend=0)
             out[name] = (dfp * (tp + tp_prev)).sum(axis=1) / (2.0 * n_pos * n_neg)
         elif name in _MAX_FPR:
-            out[name] = np.where(fpr <= _MAX_FPR[name], tpr, 0.0).max(axis=1)
+            within = fpr < _MAX_FPR[name] if strict_fpr else fpr <= _MAX_FPR[name]
+            out[name] = np.where(within, tpr, 0.0).max(axis=1)
         elif name == "asr":
             out[name] = np.maximum(((tpr + 1.0 - fpr) / 2.0).max(axis=1), 0.5)
         else:  # pragma: no cover - names are checked by the callers
@@ -289,7 +290,9 @@ def _curve_metrics(
     return out
 
 
-def _sorted_metrics(s: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def _sorted_metrics(
+    s: np.ndarray, y: np.ndarray, names: tuple[str, ...], strict_fpr: bool = False
+) -> dict[str, np.ndarray]:
     """Metrics of each row of ``s`` (K, N) against ``y`` (N,) bool, from one sort per row.
 
     Both classes must be present. The ROC points are the ends of the tie groups of the
@@ -311,23 +314,25 @@ def _sorted_metrics(s: np.ndarray, y: np.ndarray, names: tuple[str, ...]) -> dic
     tp_prev = np.where(prev >= 0, np.take_along_axis(tp, np.maximum(prev, 0), axis=1), 0)
     tp_pt = np.where(last, tp, tp_prev)
     fp_pt = np.where(last, idx + 1, prev + 1) - tp_pt
-    return _curve_metrics(tp_pt, fp_pt, n_pos, n - n_pos, names)
+    return _curve_metrics(tp_pt, fp_pt, n_pos, n - n_pos, names, strict_fpr)
 
 
-def evaluate_many(scores: Any, labels: Any) -> dict[str, np.ndarray]:
+def evaluate_many(scores: Any, labels: Any, *, strict_fpr: bool = False) -> dict[str, np.ndarray]:
     """The four metrics for every score vector along the last axis.
 
     ``scores`` (K, N) (any leading shape (..., N) works), ``labels`` (N,). Returns
     ``{"auroc", "tpr_at_1fpr", "tpr_at_01fpr", "asr"}`` -> float64 arrays of shape (K,)
     (the leading shape), equal to :func:`evaluate` row by row. Each row is sorted once.
-    Single-class labels give one warning and NaN arrays.
+    Single-class labels give one warning and NaN arrays. ``strict_fpr=True`` takes the TPR
+    metrics among ROC points with FPR strictly below the limit (the convention of the
+    paper's released code) instead of at or below it.
     """
     s = _check_scores(scores, ndim=None)
     y = _check_labels(labels, s.shape[-1])
     lead = s.shape[:-1]
     if _single_class(y, "every metric"):
         return {name: np.full(lead, np.nan) for name in METRIC_NAMES}
-    res = _sorted_metrics(s.reshape(-1, s.shape[-1]), y, METRIC_NAMES)
+    res = _sorted_metrics(s.reshape(-1, s.shape[-1]), y, METRIC_NAMES, bool(strict_fpr))
     return {name: res[name].reshape(lead) for name in METRIC_NAMES}
 
 

@@ -1,0 +1,64 @@
+"""The evaluation layer: the only code that turns a run's arrays into reported numbers.
+
+- :mod:`.protocols`: the ``standard``, ``paper`` and ``honest`` protocols (METHOD.md section 4)
+  and their ROC conventions;
+- :mod:`.resampling`: the stratified (paired) bootstrap designs and the verdict rule;
+- :mod:`.results`: the typed results (arms, quartiles, findings, curves);
+- :mod:`.evaluator`: :class:`Evaluation`, one attack of a run under one protocol, with
+  memoised parts;
+- :mod:`.tables`: descriptive per-coordinate and per-subset tables of the dashboard.
+
+The CLI report, the HTML export and the dashboard pages only format what this layer returns.
+"""
+from __future__ import annotations
+
+from .evaluator import DEFAULT_DROP, DEFAULT_RANDOM_SEEDS, DROP_PERCENTS, Evaluation, quartile_index
+from .protocols import (
+    DEFAULT_FOLDS,
+    DEFAULT_PROTOCOL,
+    HONEST_DROPS,
+    PROTOCOLS,
+    REPORTED_METRICS,
+    Protocol,
+    convention_metrics,
+    make_protocol,
+)
+from .resampling import combine_strata, percentile_interval, resample_index, verdict
+from .results import (
+    VERDICT_TEXT,
+    ArmResult,
+    AttackEvaluation,
+    ClassQuartiles,
+    DropCurves,
+    Finding,
+    FoldChoice,
+    QuartileResult,
+)
+
+__all__ = [
+    "Evaluation",
+    "DEFAULT_DROP",
+    "DEFAULT_RANDOM_SEEDS",
+    "DROP_PERCENTS",
+    "quartile_index",
+    "DEFAULT_FOLDS",
+    "DEFAULT_PROTOCOL",
+    "HONEST_DROPS",
+    "PROTOCOLS",
+    "REPORTED_METRICS",
+    "Protocol",
+    "convention_metrics",
+    "make_protocol",
+    "combine_strata",
+    "percentile_interval",
+    "resample_index",
+    "verdict",
+    "VERDICT_TEXT",
+    "ArmResult",
+    "AttackEvaluation",
+    "ClassQuartiles",
+    "DropCurves",
+    "Finding",
+    "FoldChoice",
+    "QuartileResult",
+]

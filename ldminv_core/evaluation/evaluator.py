@@ -1,0 +1,818 @@
+"""The evaluation of one attack of a finished run under one protocol, with memoised parts.
+
+:class:`Evaluation` is the only code that turns a run's arrays into reported numbers: the CLI
+report, the HTML export and every dashboard page ask it. It holds the run's labels and the
+attack's baseline statistic, and computes on demand (each part once, then memoised):
+
+- ``per_t()``: baseline metrics at every timestep (all samples, the protocol's ROC convention);
+- ``arms(drop)``: the baseline, masked (each sample drops its lowest-influence coordinates)
+  and random-control arms with bootstrap intervals, at the protocol's t (and, under
+  ``honest``, the folds' choices);
+- ``quartiles()``: baseline metrics by decoder log-volume quartile;
+- ``findings(drop)``: the paper's claims on this run, with paired bootstrap intervals and
+  verdicts (``distortion_quartiles``, ``distortion_quartiles_within_class`` when the data
+  carry class captions, ``masking_vs_baseline``, ``masking_vs_random``);
+- ``drop_curves(t_index)``, ``masked_per_t(drop)``: the curves of the charts;
+- ``result(drop)``: all of it as one :class:`~ldminv_core.evaluation.results.AttackEvaluation`.
+
+Conventions: ``statistic`` (N, T) = sum of the kept terms (larger = held-out); membership
+``score`` = -statistic (higher = member); labels (N,) 1 = member. The random control is
+evaluated with ``random_seeds`` seeds (``seed``, ``seed + 1``, ...): its headline numbers are the
+mean over seeds, its band the spread. An instance is safe to share between threads.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.model_selection import StratifiedKFold
+
+from .. import masks
+from ..errors import LdminvError, UnknownNameError
+from ..runstore import Run
+from .protocols import HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics, make_protocol
+from .resampling import combine_strata, percentile_interval, resample_index, verdict
+from .results import (
+    VERDICT_TEXT,
+    ArmResult,
+    AttackEvaluation,
+    ClassQuartiles,
+    DropCurves,
+    Finding,
+    FoldChoice,
+    QuartileResult,
+)
+
+__all__ = ["Evaluation", "DROP_PERCENTS", "DEFAULT_DROP", "DEFAULT_RANDOM_SEEDS", "quartile_index"]
+
+#: Drop percentages of the curves: 0, 5, ..., 90.
+DROP_PERCENTS: tuple[int, ...] = tuple(range(0, 95, 5))
+#: The paper's default drop percentage.
+DEFAULT_DROP = 40.0
+#: Seeds of the random control (its band).
+DEFAULT_RANDOM_SEEDS = 5
+#: Smallest class (caption) size used by the within-class quartile finding.
+MIN_CLASS_SIZE = 16
+
+_ATTACK_LABELS = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
+
+
+def quartile_index(log_volume: np.ndarray, *, rule: str = "split") -> np.ndarray:
+    """Distortion quartile of every sample, int64 (N,) in 0..3 (0 = lowest log-volume).
+
+    ``rule="split"`` (``standard``, ``honest``): samples sorted by log-volume (stable sort) and
+    split into four near-equal parts by ``numpy.array_split``. ``rule="percentile"``
+    (``paper``): cut at ``np.percentile(log_volume, [25, 50, 75])``; Q1 holds values <= q25,
+    Q2 (q25, q50], Q3 (q50, q75], Q4 > q75. NaN log-volumes get -1 (no quartile).
+    """
+    lv = np.asarray(log_volume, dtype=np.float64)
+    if lv.ndim != 1:
+        raise LdminvError(f"log_volume: expected shape (N,), got {lv.shape}")
+    out = np.full(lv.shape[0], -1, dtype=np.int64)
+    ok = np.flatnonzero(np.isfinite(lv))
+    if ok.size == 0:
+        return out
+    if rule == "percentile":
+        q25, q50, q75 = np.percentile(lv[ok], [25, 50, 75])
+        v = lv[ok]
+        out[ok] = np.where(v <= q25, 0, np.where(v <= q50, 1, np.where(v <= q75, 2, 3)))
+    elif rule == "split":
+        order = ok[np.argsort(lv[ok], kind="stable")]
+        for q, idx in enumerate(np.array_split(order, 4)):
+            out[idx] = q
+    else:
+        raise UnknownNameError(f"rule: expected 'split' or 'percentile', got {rule!r}")
+    return out
+
+
+@dataclass
+class _Scored:
+    """Scores of one arm as evaluated: metric -> (N,) membership scores, fold id (N,) and, for
+    ``honest``, the transferred threshold of every fold (K,)."""
+
+    scores: dict[str, np.ndarray]
+    fold: np.ndarray
+    thresholds: np.ndarray | None = None
+
+
+def _first_max(values: np.ndarray, keys: Sequence[float] | None = None) -> int:
+    """Index of the largest finite value; ties go to the smallest key (default: the first index).
+    0 when no value is finite."""
+    v = np.asarray(values, dtype=np.float64)
+    finite = np.isfinite(v)
+    if not finite.any():
+        return 0
+    best = np.nanmax(np.where(finite, v, np.nan))
+    candidates = np.flatnonzero(finite & (v == best))
+    if keys is None:
+        return int(candidates[0])
+    k = np.asarray(keys, dtype=np.float64)
+    return int(candidates[np.argmin(k[candidates])])
+
+
+def _threshold_at_1fpr(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Score threshold of the largest-TPR ROC point with FPR <= 1% (members positive; a sample is
+    called a member when its score is >= the threshold; +inf = nobody)."""
+    from sklearn.metrics import roc_curve
+
+    y = labels.astype(np.int8)
+    if y.min() == y.max():
+        return float("inf")
+    fpr, tpr, thr = roc_curve(y, scores, drop_intermediate=False)
+    ok = np.flatnonzero(fpr <= 0.01)
+    return float(thr[ok[np.argmax(tpr[ok])]])
+
+
+def _num(x: Any) -> float:
+    return float(x) if x is not None else float("nan")
+
+
+class Evaluation:
+    """Reported numbers of one attack of a run under one protocol (see the module docstring).
+
+    Args:
+        run: a finished :class:`~ldminv_core.runstore.Run`.
+        attack: an attack of the run.
+        protocol: a :class:`Protocol` or its name.
+        n_boot: bootstrap replicates of every interval (0 = no intervals).
+        level: interval level.
+        seed: seed of the bootstrap designs and the first seed of the random control.
+        random_seeds: number of seeds of the random control.
+
+    Raises:
+        UnknownNameError: ``attack`` is not in the run, or an unknown protocol.
+        LdminvError: bad options, or the ``honest`` folds do not fit the data (a fold needs
+            members and held-out images).
+    """
+
+    def __init__(
+        self,
+        run: Run,
+        attack: str,
+        protocol: Protocol | str = "standard",
+        *,
+        n_boot: int = 1000,
+        level: float = 0.95,
+        seed: int = 0,
+        random_seeds: int = DEFAULT_RANDOM_SEEDS,
+    ) -> None:
+        if not isinstance(run, Run):
+            raise LdminvError(f"run: expected an opened Run, got {type(run).__name__}")
+        if attack not in run.attacks:
+            raise UnknownNameError(f"attack: {attack!r} is not in run {run.path}; it holds {run.attacks}")
+        self.protocol = protocol if isinstance(protocol, Protocol) else make_protocol(protocol)
+        for name, value, low in (("n_boot", n_boot, 0), ("seed", seed, 0), ("random_seeds", random_seeds, 1)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise LdminvError(f"{name}: expected an integer >= {low}, got {value!r}")
+        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < float(level) < 1:
+            raise LdminvError(f"level: expected a number strictly between 0 and 1, got {level!r}")
+        self.run = run
+        self.attack = attack
+        self.n_boot = int(n_boot)
+        self.level = float(level)
+        self.seed = int(seed)
+        self.seeds: tuple[int, ...] = tuple(range(int(seed), int(seed) + int(random_seeds)))
+        self.labels = np.asarray(run.labels).astype(np.int8)
+        self.maskable = run.is_maskable(attack)
+        self.timesteps: tuple[int, ...] = tuple(int(t) for t in run.timesteps(attack)) if self.maskable else ()
+        self.sample_ids = np.asarray(run.samples["sample_id"], dtype=np.int64)
+        self._memo: dict[tuple, Any] = {}
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------ memo
+
+    def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
+        with self._lock:
+            if key not in self._memo:
+                self._memo[key] = make()
+            return self._memo[key]
+
+    @property
+    def n(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def attack_label(self) -> str:
+        return _ATTACK_LABELS.get(self.attack, self.attack)
+
+    def _t_value(self, t_index: int) -> int | None:
+        return self.timesteps[t_index] if self.maskable else None
+
+    # ------------------------------------------------------------------ arrays
+
+    def terms(self) -> np.ndarray:
+        """(N, T, C, h, w) per-coordinate terms of the attack (read once, stored dtype)."""
+        if not self.maskable:
+            raise LdminvError(f"{self.attack} gives one score per sample; it has no per-coordinate terms")
+        return self._cached(("terms",), lambda: np.asarray(self.run.terms(self.attack)))
+
+    def influence(self) -> np.ndarray:
+        """(N, C, h, w) float32 influence (read once)."""
+        return self._cached(("influence",), lambda: np.asarray(self.run.influence, dtype=np.float32))
+
+    def baseline_stat(self) -> np.ndarray:
+        """(N, T) float64 unmasked statistic; (N, 1) = -stored score for non-maskable attacks."""
+        def make() -> np.ndarray:
+            if self.maskable:
+                return masks.masked_statistic(self.terms(), None)
+            return -np.asarray(self.run.stored_scores(self.attack), dtype=np.float64)[:, None]
+        return self._cached(("baseline_stat",), make)
+
+    def _check_drop(self, drop: Any) -> float:
+        if isinstance(drop, bool) or not isinstance(drop, (int, float, np.integer, np.floating)):
+            raise LdminvError(f"drop: expected a percentage in [0, 100), got {drop!r}")
+        if not 0 <= float(drop) < 100:
+            raise LdminvError(f"drop: expected a percentage in [0, 100), got {drop!r}")
+        return float(drop)
+
+    def _d(self) -> int:
+        return int(np.prod(self.run.latent_shape))
+
+    def _random_count(self, drop: float) -> int:
+        if self.protocol.name == "paper":
+            return masks.paper_drop_count(self._d(), drop)
+        return masks.drop_count(self._d(), drop)
+
+    def masked_stat(self, drop: float) -> np.ndarray:
+        """(N, T) statistic with each sample's lowest-influence coordinates dropped, by the
+        protocol's rule (``paper``: the percentile threshold; else ``round(d * p / 100)``)."""
+        drop = self._check_drop(drop)
+
+        def make() -> np.ndarray:
+            if self.protocol.name == "paper":
+                keep = masks.percentile_threshold_mask(self.influence(), drop)
+            else:
+                keep = masks.percentile_drop_mask(self.influence(), drop)
+            return masks.masked_statistic(self.terms(), keep)
+        return self._cached(("masked_stat", drop), make)
+
+    def random_stat(self, drop: float, seed: int) -> np.ndarray:
+        """(N, T) statistic with the protocol's count of random coordinates dropped (seeded)."""
+        drop = self._check_drop(drop)
+
+        def make() -> np.ndarray:
+            keep = masks.random_drop_mask(self.influence().shape, drop, seed=int(seed), n_drop=self._random_count(drop))
+            return masks.masked_statistic(self.terms(), keep)
+        return self._cached(("random_stat", drop, int(seed)), make)
+
+    def sweep(self, t_index: int) -> masks.DropSweep:
+        """``DropSweep.by_influence`` at one timestep index (for curves and the honest drop choice)."""
+        return self._cached(
+            ("sweep", int(t_index)),
+            lambda: masks.DropSweep.by_influence(self.terms(), self.influence(), t_index=int(t_index)),
+        )
+
+    def random_sweep(self, t_index: int, seed: int) -> masks.DropSweep:
+        """``DropSweep.random`` at one timestep index."""
+        return self._cached(
+            ("random_sweep", int(t_index), int(seed)),
+            lambda: masks.DropSweep.random(self.terms(), seed=int(seed), t_index=int(t_index)),
+        )
+
+    # ------------------------------------------------------------------ descriptive curves
+
+    def _metrics_over_t(self, stat: np.ndarray, cols: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Protocol-convention metrics of -stat (N, T) at every t on the rows ``cols`` -> metric -> (T,)."""
+        s = stat if cols is None else stat[cols]
+        lab = self.labels if cols is None else self.labels[cols]
+        if s.shape[0] == 0:
+            return {m: np.full(stat.shape[1], np.nan) for m in REPORTED_METRICS}
+        return convention_metrics(-s.T, lab, self.protocol)
+
+    def per_t(self) -> dict[str, np.ndarray]:
+        """Baseline metrics at every timestep on all samples: metric -> (T,) ((1,) without t)."""
+        return self._cached(("per_t",), lambda: self._metrics_over_t(self.baseline_stat()))
+
+    def masked_per_t(self, drop: float) -> dict[str, np.ndarray]:
+        """Masked-arm metrics at every timestep on all samples: metric -> (T,)."""
+        drop = self._check_drop(drop)
+        return self._cached(("masked_per_t", drop), lambda: self._metrics_over_t(self.masked_stat(drop)))
+
+    def headline_t_index(self) -> int:
+        """Index of the headline t: the best baseline AUROC on all samples (first on ties)."""
+        return _first_max(self.per_t()["auroc"])
+
+    # ------------------------------------------------------------------ honest folds
+
+    def folds(self) -> np.ndarray:
+        """Fold id of every sample, int64 (N,): all 0 unless the protocol is ``honest``
+        (``StratifiedKFold(folds, shuffle=True, random_state=protocol.seed)`` over the split)."""
+        def make() -> np.ndarray:
+            out = np.zeros(self.n, dtype=np.int64)
+            if self.protocol.name != "honest":
+                return out
+            k = self.protocol.folds
+            n_min = int(min(self.labels.sum(), self.n - self.labels.sum()))
+            if n_min < k:
+                raise LdminvError(
+                    f"protocol honest: {k} folds need at least {k} members and {k} held-out images; "
+                    f"the run has {int(self.labels.sum())} and {int(self.n - self.labels.sum())} (use fewer --folds)"
+                )
+            splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.protocol.seed)
+            for f, (_, test) in enumerate(splitter.split(np.zeros(self.n), self.labels)):
+                out[test] = f
+            return out
+        return self._cached(("folds",), make)
+
+    def _fold_ids(self) -> list[int]:
+        return sorted(int(f) for f in np.unique(self.folds()))
+
+    def fold_t_index(self, fold: int) -> int:
+        """``honest``: the t index chosen on the other folds (argmax baseline AUROC, ties: smallest t)."""
+        def make() -> int:
+            cal = self.folds() != fold
+            aurocs = self._metrics_over_t(self.baseline_stat(), cal)["auroc"]
+            return _first_max(aurocs, self.timesteps or None)
+        return self._cached(("fold_t", int(fold)), make)
+
+    def fold_drop(self, fold: int, drop: float | None) -> float:
+        """``honest``: the drop % of the masked arm: ``drop`` when fixed, else the argmax masked
+        AUROC over 0..90 step 5 on the other folds at the fold's t (ties: smallest)."""
+        if drop is not None:
+            return self._check_drop(drop)
+
+        def make() -> float:
+            cal = self.folds() != fold
+            stats = self.sweep(self.fold_t_index(fold)).statistics(list(HONEST_DROPS))  # (K, N)
+            aurocs = convention_metrics(-stats[:, cal], self.labels[cal], self.protocol)["auroc"]
+            return float(HONEST_DROPS[_first_max(aurocs)])
+        return self._cached(("fold_drop", int(fold)), make)
+
+    # ------------------------------------------------------------------ scoring an arm
+
+    def _arm_stat_at(self, arm: str, t_index: int, drop: float | None, seed: int | None) -> np.ndarray:
+        """(N,) statistic of an arm at one t index (and drop, seed)."""
+        if arm == "baseline":
+            return self.baseline_stat()[:, t_index]
+        if arm == "masked":
+            if self.protocol.name == "paper":
+                return self.masked_stat(drop)[:, t_index]
+            return self.sweep(t_index).statistic(drop)
+        return self.random_stat(drop, seed)[:, t_index]
+
+    def _scored(self, arm: str, drop: float | None, seed: int | None = None,
+                cols: np.ndarray | None = None) -> tuple[_Scored, dict[str, int | None], tuple[FoldChoice, ...]]:
+        """How an arm is scored under the protocol: (scored, best_t per metric, fold choices).
+
+        ``cols`` (bool (N,)): choose the paper's per-metric best t on these rows (a quartile).
+        """
+        zeros = np.zeros(self.n, dtype=np.int64)
+        if self.protocol.name == "honest":
+            folds = self.folds()
+            score = np.empty(self.n, dtype=np.float64)
+            thresholds = []
+            choices = []
+            for f in self._fold_ids():
+                ti = self.fold_t_index(f)
+                p = None if arm == "baseline" else self.fold_drop(f, drop)
+                s = -self._arm_stat_at(arm, ti, p, seed)
+                own = folds == f
+                score[own] = s[own]
+                thr = _threshold_at_1fpr(s[~own], self.labels[~own])
+                thresholds.append(thr)
+                choices.append(FoldChoice(
+                    fold=f, t=self._t_value(ti), drop_percent=p,
+                    threshold=thr if np.isfinite(thr) else None,
+                    sample_ids=tuple(int(i) for i in self.sample_ids[own]),
+                ))
+            scored = _Scored({m: score for m in REPORTED_METRICS}, folds, np.asarray(thresholds))
+            return scored, {m: None for m in REPORTED_METRICS}, tuple(choices)
+        if self.protocol.name == "paper":
+            if arm == "baseline":
+                stat = self.baseline_stat()
+            elif arm == "masked":
+                stat = self.masked_stat(drop)
+            else:
+                stat = self.random_stat(drop, seed)
+            over_t = self._metrics_over_t(stat, cols)
+            idx = {m: _first_max(over_t[m]) for m in REPORTED_METRICS}
+            scored = _Scored({m: -stat[:, idx[m]] for m in REPORTED_METRICS}, zeros)
+            return scored, {m: self._t_value(i) for m, i in idx.items()}, ()
+        ti = self.headline_t_index()
+        s = -self._arm_stat_at(arm, ti, drop, seed)
+        return _Scored({m: s for m in REPORTED_METRICS}, zeros), {m: self._t_value(ti) for m in REPORTED_METRICS}, ()
+
+    def _measure(self, scored: _Scored, cols: np.ndarray | None = None,
+                 index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Metrics of a scored arm on the rows ``cols`` (bool (N,), None = all), on every
+        replicate of ``index`` (B, N) (None = the data itself, B = 1) -> metric -> (B,).
+
+        ``honest``: AUROC and ASR = size-weighted mean over folds of the per-fold values (cells
+        with one class left out); TPR@1%FPR and ``realised_fpr`` = shares of the pooled
+        decisions ``score >= the fold's threshold``.
+        """
+        rows = np.arange(self.n) if cols is None else np.flatnonzero(cols)
+        idx = np.arange(self.n)[None, :] if index is None else index
+        b = idx.shape[0]
+        lab = self.labels
+        if rows.size == 0:
+            return {m: np.full(b, np.nan) for m in (*REPORTED_METRICS, "realised_fpr")}
+        if scored.thresholds is None:
+            out: dict[str, np.ndarray] = {}
+            done: dict[int, dict[str, np.ndarray]] = {}
+            for m in REPORTED_METRICS:
+                key = id(scored.scores[m])
+                if key not in done:
+                    done[key] = convention_metrics(scored.scores[m][idx[:, rows]], lab[rows], self.protocol)
+                out[m] = done[key][m]
+            return out
+        score = scored.scores["auroc"]
+        total = np.zeros(b)
+        sums = {"auroc": np.zeros(b), "asr": np.zeros(b)}
+        for f in np.unique(scored.fold[rows]):
+            cell = rows[scored.fold[rows] == f]
+            res = convention_metrics(score[idx[:, cell]], lab[cell], self.protocol)
+            ok = np.isfinite(res["auroc"])
+            total += np.where(ok, cell.size, 0)
+            for m in sums:
+                sums[m] += np.where(ok, res[m] * cell.size, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = {m: np.where(total > 0, v / np.where(total > 0, total, 1), np.nan) for m, v in sums.items()}
+        decisions = score >= scored.thresholds[scored.fold]
+        for name, cls in (("tpr_at_1fpr", 1), ("realised_fpr", 0)):
+            sel = rows[lab[rows] == cls]
+            out[name] = decisions[idx[:, sel]].mean(axis=1) if sel.size else np.full(b, np.nan)
+        return out
+
+    def _arm_values(self, arm: str, drop: float | None, seed: int | None) -> tuple:
+        """(point metrics, replicate metrics or None, best_t, fold choices) of one arm and seed on
+        all samples, memoised (the arms and the masking findings share them)."""
+        def make() -> tuple:
+            scored, best_t, choices = self._scored(arm, drop, seed)
+            design = self._design()
+            point = self._measure(scored)
+            reps = self._measure(scored, index=design) if design is not None else None
+            return point, reps, best_t, choices
+        return self._cached(("arm_values", arm, drop, seed), make)
+
+    def _design(self, *keys: str) -> np.ndarray | None:
+        """The bootstrap index matrix stratified by split and the given keys ("fold",
+        "quartile", "class", "class_quartile"), or None without replicates."""
+        if self.n_boot == 0:
+            return None
+
+        def make() -> np.ndarray:
+            parts = [self.labels.astype(np.int64), self.folds()]
+            for k in keys:
+                parts.append({"quartile": lambda: self.quartile_groups(),
+                              "class": lambda: self._classes()[0],
+                              "class_quartile": lambda: self._classes()[1]}[k]())
+            return resample_index(combine_strata(*parts), n_boot=self.n_boot, seed=self.seed)
+        return self._cached(("design", keys), make)
+
+    # ------------------------------------------------------------------ arms
+
+    def _arm(self, arm: str, drop: float | None) -> ArmResult:
+        seeds = self.seeds if arm == "random" else (None,)
+        values: dict[str, list[float]] = {m: [] for m in (*REPORTED_METRICS, "realised_fpr")}
+        reps: dict[str, list[np.ndarray]] = {m: [] for m in REPORTED_METRICS}
+        choices: tuple[FoldChoice, ...] = ()
+        best_t: dict[str, int | None] = {}
+        seed_thresholds: list[tuple] = []
+        for s in seeds:
+            point, rep, best_t, ch = self._arm_values(arm, drop, s)
+            if not choices:
+                choices = ch
+            seed_thresholds.append(tuple(c.threshold for c in ch))
+            for m in values:
+                if m in point:
+                    values[m].append(float(point[m][0]))
+            if rep is not None:
+                for m in REPORTED_METRICS:
+                    reps[m].append(rep[m])
+        if arm == "random" and choices:
+            choices = tuple(
+                FoldChoice(fold=c.fold, t=c.t, drop_percent=c.drop_percent, threshold=c.threshold,
+                           sample_ids=c.sample_ids, thresholds_by_seed=tuple(st[i] for st in seed_thresholds))
+                for i, c in enumerate(choices)
+            )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = {m: float(np.nanmean(v)) if v else float("nan") for m, v in values.items()}
+            ci = {m: percentile_interval(np.nanmean(np.stack(reps[m]), axis=0), level=self.level) if reps[m]
+                  else (float("nan"), float("nan")) for m in REPORTED_METRICS}
+        fixed_drop = drop if (arm != "baseline" and (self.protocol.name != "honest" or drop is not None)) else None
+        return ArmResult(
+            arm=arm,
+            auroc=mean["auroc"], tpr_at_1fpr=mean["tpr_at_1fpr"], asr=mean["asr"],
+            ci=ci, best_t=best_t,
+            drop_percent=None if fixed_drop is None else float(fixed_drop),
+            realised_fpr_at_1fpr=mean["realised_fpr"] if self.protocol.name == "honest" else None,
+            folds=choices,
+            seeds=tuple(self.seeds) if arm == "random" else (),
+            per_seed={m: tuple(values[m]) for m in REPORTED_METRICS} if arm == "random" else {},
+        )
+
+    def _drop_arg(self, drop: float | None) -> float | None:
+        """The drop of the masked / random arms: ``honest`` without ``drop`` chooses per fold."""
+        if drop is None:
+            return None if self.protocol.name == "honest" else DEFAULT_DROP
+        return self._check_drop(drop)
+
+    def arms(self, drop: float | None = None) -> dict[str, ArmResult]:
+        """{"baseline", "masked", "random"} -> :class:`ArmResult` ({"baseline"} only for attacks
+        that are not maskable). ``drop`` None = the protocol's default: chosen per fold under
+        ``honest``, :data:`DEFAULT_DROP` otherwise."""
+        drop = self._drop_arg(drop)
+
+        def make() -> dict[str, ArmResult]:
+            out = {"baseline": self._arm("baseline", None)}
+            if self.maskable:
+                out["masked"] = self._arm("masked", drop)
+                out["random"] = self._arm("random", drop)
+            return out
+        return self._cached(("arms", drop), make)
+
+    # ------------------------------------------------------------------ quartiles
+
+    def quartile_groups(self) -> np.ndarray:
+        """(N,) quartile 0..3 by the protocol's rule (-1 for a NaN log-volume)."""
+        rule = "percentile" if self.protocol.name == "paper" else "split"
+        return self._cached(("quartile_groups",), lambda: quartile_index(self.run.log_volume, rule=rule))
+
+    def _quartile_scored(self, q: int) -> tuple[_Scored, dict[str, int | None]]:
+        cols = self.quartile_groups() == q
+        if self.protocol.name == "paper":
+            scored, best_t, _ = self._scored("baseline", None, cols=cols)
+        else:
+            scored, best_t, _ = self._scored("baseline", None)
+        return scored, best_t
+
+    def quartiles(self) -> tuple[QuartileResult, ...]:
+        """Baseline metrics in each log-volume quartile (``paper``: each metric at the quartile's
+        own best t; ``honest``: the folds' choices, per-fold values weighted by cell size)."""
+        def make() -> tuple[QuartileResult, ...]:
+            groups = self.quartile_groups()
+            lv = np.asarray(self.run.log_volume, dtype=np.float64)
+            design = self._design("quartile")
+            out = []
+            for q in range(4):
+                cols = groups == q
+                scored, best_t = self._quartile_scored(q)
+                point = self._measure(scored, cols)
+                ci = (float("nan"), float("nan"))
+                if design is not None and cols.any():
+                    ci = percentile_interval(self._measure(scored, cols, design)["auroc"], level=self.level)
+                out.append(QuartileResult(
+                    q=q + 1, n=int(cols.sum()), n_members=int(self.labels[cols].sum()),
+                    log_volume_min=float(lv[cols].min()) if cols.any() else float("nan"),
+                    log_volume_max=float(lv[cols].max()) if cols.any() else float("nan"),
+                    auroc=float(point["auroc"][0]), tpr_at_1fpr=float(point["tpr_at_1fpr"][0]),
+                    asr=float(point["asr"][0]), auroc_ci=ci, best_t=best_t,
+                ))
+            return tuple(out)
+        return self._cached(("quartiles",), make)
+
+    # ------------------------------------------------------------------ classes
+
+    def _classes(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(class id (N,) (-1 = not used), within-class quartile (N,), class names): classes are
+        the captions of the data, kept when they hold >= MIN_CLASS_SIZE samples of both splits."""
+        def make():
+            cls = np.full(self.n, -1, dtype=np.int64)
+            cq = np.full(self.n, -1, dtype=np.int64)
+            names: list[str] = []
+            if "caption" not in self.run.samples.columns:
+                return cls, cq, names
+            captions = self.run.samples["caption"].fillna("").astype(str).str.strip().to_numpy()
+            values = sorted(v for v in set(captions) if v)
+            if len(values) < 2:
+                return cls, cq, names
+            lv = np.asarray(self.run.log_volume, dtype=np.float64)
+            rule = "percentile" if self.protocol.name == "paper" else "split"
+            for v in values:
+                rows = np.flatnonzero(captions == v)
+                n_mem = int(self.labels[rows].sum())
+                if rows.size < MIN_CLASS_SIZE or n_mem == 0 or n_mem == rows.size:
+                    continue
+                cls[rows] = len(names)
+                cq[rows] = quartile_index(lv[rows], rule=rule)
+                names.append(v)
+            return cls, cq, names
+        return self._cached(("classes",), make)
+
+    def class_quartiles(self) -> tuple[ClassQuartiles, ...]:
+        """Baseline AUROC by within-class log-volume quartile for every class (caption); empty
+        when the data carry fewer than two classes."""
+        def make():
+            cls, cq, names = self._classes()
+            scored, _, _ = self._scored("baseline", None)
+            out = []
+            for c, name in enumerate(names):
+                rows = cls == c
+                aurocs = tuple(float(self._measure(scored, rows & (cq == q))["auroc"][0]) for q in range(4))
+                out.append(ClassQuartiles(label=name, n=int(rows.sum()), n_members=int(self.labels[rows].sum()),
+                                          aurocs=aurocs))  # type: ignore[arg-type]
+            return tuple(out)
+        return self._cached(("class_quartiles",), make)
+
+    # ------------------------------------------------------------------ findings
+
+    def _context(self, arms: dict[str, ArmResult] | None = None) -> str:
+        base = (arms or self.arms())["baseline"]
+        return f"{self.attack_label}, {self.protocol.name} protocol, {base.t_text}"
+
+    def _finding(self, fid: str, est: np.ndarray, reps: np.ndarray | None, details: dict,
+                 describe: Callable[[float, tuple[float, float], str], str],
+                 secondary: tuple[dict, ...] = ()) -> Finding:
+        estimate = float(est)
+        ci = percentile_interval(reps, level=self.level) if reps is not None else (float("nan"), float("nan"))
+        v = verdict(ci) if np.isfinite(estimate) else "undefined"
+        return Finding(id=fid, metric="auroc", estimate=estimate, ci=ci, verdict=v,
+                       statement=describe(estimate, ci, v), details=details, secondary=secondary)
+
+    def _quartile_finding(self) -> Finding:
+        groups = self.quartile_groups()
+        design = self._design("quartile")
+        vals, reps = {}, {}
+        for q in (0, 3):
+            scored, _ = self._quartile_scored(q)
+            vals[q] = self._measure(scored, groups == q)["auroc"][0]
+            reps[q] = self._measure(scored, groups == q, design)["auroc"] if design is not None else None
+        est = vals[3] - vals[0]
+        rep = None if design is None else reps[3] - reps[0]
+        ctx = self._context()
+
+        def describe(e: float, ci: tuple[float, float], v: str) -> str:
+            if v == "undefined":
+                return (f"Distortion quartiles ({ctx}): the AUROC of the least or most distorted quartile is "
+                        "undefined on this run (a quartile holds one class, or log-volume is missing).")
+            meaning = {
+                "supported": "the most distorted samples are easier to identify as members on this run, "
+                             "as the paper reports",
+                "contradicted": "the least distorted samples are easier to identify on this run, the opposite "
+                                "of the paper's claim",
+                "inconclusive": "this run neither supports nor contradicts the claim that distorted samples "
+                                "are memorized more",
+            }[v]
+            return (f"AUROC in the most distorted quartile (Q4) is {vals[3]:.3f} against {vals[0]:.3f} in the "
+                    f"least distorted (Q1) ({ctx}): difference {e:+.3f}, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]; "
+                    f"{VERDICT_TEXT[v].split(':')[0]}: {meaning}.")
+        return self._finding("distortion_quartiles", est, rep, {"q1_auroc": float(vals[0]), "q4_auroc": float(vals[3])},
+                             describe)
+
+    def _class_finding(self) -> Finding | None:
+        cls, cq, names = self._classes()
+        if not names:
+            return None
+        scored, _, _ = self._scored("baseline", None)
+        design = self._design("class", "class_quartile")
+
+        def pooled(index: np.ndarray | None) -> np.ndarray:
+            b = 1 if index is None else index.shape[0]
+            num, den = np.zeros(b), np.zeros(b)
+            for c in range(len(names)):
+                rows = cls == c
+                d = (self._measure(scored, rows & (cq == 3), index)["auroc"]
+                     - self._measure(scored, rows & (cq == 0), index)["auroc"])
+                ok = np.isfinite(d)
+                num += np.where(ok, d * rows.sum(), 0.0)
+                den += np.where(ok, rows.sum(), 0)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+        est = pooled(None)[0]
+        rep = pooled(design) if design is not None else None
+        ctx = self._context()
+        n_classes = len(names)
+
+        def describe(e: float, ci: tuple[float, float], v: str) -> str:
+            if v == "undefined":
+                return f"Within-class distortion quartiles ({ctx}): undefined on this run."
+            meaning = {
+                "supported": "within a class, more distorted samples are easier to identify",
+                "contradicted": "within a class, less distorted samples are easier to identify",
+                "inconclusive": "within a class, distortion shows no clear relation to membership",
+            }[v]
+            return (f"Within each of {n_classes} classes (captions), AUROC(Q4) - AUROC(Q1) averages {e:+.3f} "
+                    f"(size-weighted; 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]; {ctx}); {v}: {meaning}. "
+                    "This removes the confounding of distortion with class.")
+        return self._finding("distortion_quartiles_within_class", est, rep, {"classes": n_classes}, describe)
+
+    def _masking_finding(self, other: str, drop: float | None) -> Finding:
+        arms = self.arms(drop)
+        p = self._drop_arg(drop)
+        seeds = self.seeds if other == "random" else (None,)
+        masked_point, masked_rep, _, _ = self._arm_values("masked", p, None)
+        others = [self._arm_values(other, p if other == "random" else None, s) for s in seeds]
+        other_points = [o[0] for o in others]
+        other_reps = [o[1] for o in others] if masked_rep is not None else None
+        results = {}
+        for m in ("auroc", "tpr_at_1fpr"):
+            est = masked_point[m][0] - np.mean([o[m][0] for o in other_points])
+            rep = None
+            if masked_rep is not None and other_reps is not None:
+                rep = masked_rep[m] - np.mean(np.stack([o[m] for o in other_reps]), axis=0)
+            ci = percentile_interval(rep, level=self.level) if rep is not None else (float("nan"), float("nan"))
+            results[m] = (float(est), ci, verdict(ci) if np.isfinite(est) else "undefined")
+        ma, oa = arms["masked"], arms[other]
+        ctx = f"{self._context(arms)}, drop {ma.drop_text}"
+        what = "the unmasked baseline" if other == "baseline" else f"dropping the same number of random coordinates (mean of {len(self.seeds)} seeds)"
+        e_t, ci_t, v_t = results["tpr_at_1fpr"]
+
+        def describe(e: float, ci: tuple[float, float], v: str) -> str:
+            return (f"Masked AUROC {ma.auroc:.3f} against {oa.auroc:.3f} for {what} ({ctx}): difference "
+                    f"{e:+.4f}, 95% CI [{ci[0]:+.4f}, {ci[1]:+.4f}], {v}; TPR@1%FPR difference {e_t:+.4f} "
+                    f"[{ci_t[0]:+.4f}, {ci_t[1]:+.4f}], {v_t}.")
+        e, ci, _ = results["auroc"]
+        fid = f"masking_vs_{other}"
+        return Finding(
+            id=fid, metric="auroc", estimate=e, ci=ci, verdict=results["auroc"][2], statement=describe(*results["auroc"]),
+            details={"masked_auroc": ma.auroc, f"{other}_auroc": oa.auroc,
+                     "masked_tpr_at_1fpr": ma.tpr_at_1fpr, f"{other}_tpr_at_1fpr": oa.tpr_at_1fpr},
+            secondary=({"metric": "tpr_at_1fpr", "estimate": e_t, "ci": ci_t, "verdict": v_t},),
+        )
+
+    def findings(self, drop: float | None = None) -> tuple[Finding, ...]:
+        """The findings of METHOD.md section 4 on this run (masking ones only for maskable attacks)."""
+        p = self._drop_arg(drop)
+
+        def make() -> tuple[Finding, ...]:
+            out = [self._quartile_finding()]
+            within = self._class_finding()
+            if within is not None:
+                out.append(within)
+            if self.maskable:
+                out.append(self._masking_finding("baseline", p))
+                out.append(self._masking_finding("random", p))
+            return tuple(out)
+        return self._cached(("findings", p), make)
+
+    # ------------------------------------------------------------------ curves
+
+    def drop_curves(self, t_index: int, *, percents: Sequence[float] = DROP_PERCENTS,
+                    n_boot: int | None = None) -> DropCurves:
+        """Metrics against the drop percentage at one timestep index, on all samples (see
+        :class:`DropCurves`); the masked band uses ``n_boot`` replicates (default: the
+        evaluation's, at most 200)."""
+        if not self.maskable:
+            raise LdminvError(f"{self.attack} gives one score per sample; it has no drop curves")
+        if not 0 <= int(t_index) < len(self.timesteps):
+            raise LdminvError(f"t_index: expected 0..{len(self.timesteps) - 1}, got {t_index!r}")
+        pcts = tuple(float(self._check_drop(p)) for p in percents)
+        nb = min(self.n_boot, 200) if n_boot is None else int(n_boot)
+
+        def make() -> DropCurves:
+            ti = int(t_index)
+            sweep = self.sweep(ti)
+            if self.protocol.name == "paper":
+                counts = np.stack([masks.threshold_drop_counts(self.influence(), p) for p in pcts])
+                stats = sweep.statistic_at_counts(counts)  # (K, N)
+            else:
+                stats = sweep.statistics(list(pcts))
+            masked = convention_metrics(-stats, self.labels, self.protocol)
+            lo = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
+            hi = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
+            if nb > 0:
+                design = resample_index(combine_strata(self.labels.astype(np.int64)), n_boot=nb, seed=self.seed)
+                for k in range(len(pcts)):
+                    rep = convention_metrics(-stats[k][design], self.labels, self.protocol)
+                    for m in REPORTED_METRICS:
+                        lo[m][k], hi[m][k] = percentile_interval(rep[m], level=self.level)
+            per_seed = []
+            for s in self.seeds:
+                rs = self.random_sweep(ti, s)
+                counts_r = np.array([self._random_count(p) for p in pcts], dtype=np.int64)
+                r_stats = np.stack([rs.statistic_at_counts(int(c)) for c in counts_r])
+                per_seed.append(convention_metrics(-r_stats, self.labels, self.protocol))
+            base_scores = -self.baseline_stat()[:, ti]
+            base = convention_metrics(base_scores, self.labels, self.protocol)
+            base_ci = {m: (float("nan"), float("nan")) for m in REPORTED_METRICS}
+            if nb > 0:
+                rep = convention_metrics(base_scores[design], self.labels, self.protocol)
+                base_ci = {m: percentile_interval(rep[m], level=self.level) for m in REPORTED_METRICS}
+            return DropCurves(
+                t=self.timesteps[ti], percents=pcts, masked=masked, masked_lo=lo, masked_hi=hi,
+                random_mean={m: np.mean([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
+                random_lo={m: np.min([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
+                random_hi={m: np.max([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
+                baseline={m: float(base[m]) for m in REPORTED_METRICS}, baseline_ci=base_ci, seeds=self.seeds,
+            )
+        return self._cached(("drop_curves", int(t_index), pcts, nb), make)
+
+    # ------------------------------------------------------------------ everything
+
+    def result(self, drop: float | None = None) -> AttackEvaluation:
+        """The whole evaluation of the attack (arms, quartiles, findings, per-t curve, classes)."""
+        arms = self.arms(drop)
+        per_t = self.per_t()
+        if self.protocol.name == "honest":
+            best_t = None
+        elif self.maskable:
+            best_t = self.timesteps[self.headline_t_index()]
+        else:
+            best_t = None
+        return AttackEvaluation(
+            attack=self.attack, protocol=self.protocol, maskable=self.maskable, timesteps=self.timesteps,
+            best_t=best_t,
+            per_t={"t": list(self.timesteps), **{m: [float(v) for v in per_t[m]] for m in REPORTED_METRICS}}
+            if self.maskable else {},
+            baseline=arms["baseline"], masked=arms.get("masked"), random=arms.get("random"),
+            quartiles=self.quartiles(), findings=self.findings(drop), classes=self.class_quartiles(),
+            n_boot=self.n_boot, level=self.level,
+        )

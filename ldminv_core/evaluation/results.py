@@ -1,0 +1,221 @@
+"""Typed results of the evaluation layer: arms, quartiles, findings, curves, one attack's whole
+evaluation. Plain frozen dataclasses (floats may be NaN where a metric is undefined); the report,
+the HTML export and the dashboard only format them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .protocols import Protocol
+
+__all__ = [
+    "FoldChoice",
+    "ArmResult",
+    "QuartileResult",
+    "ClassQuartiles",
+    "Finding",
+    "DropCurves",
+    "AttackEvaluation",
+    "VERDICT_TEXT",
+]
+
+#: The verdict of a finding, in words.
+VERDICT_TEXT = {
+    "supported": "supported: the 95% interval lies above 0",
+    "contradicted": "contradicted: the 95% interval lies below 0",
+    "inconclusive": "inconclusive: the 95% interval contains 0",
+    "undefined": "undefined: the data do not define this difference",
+}
+
+
+@dataclass(frozen=True)
+class FoldChoice:
+    """The choices the ``honest`` protocol made for one fold, on the other folds only.
+
+    ``t`` (None for attacks without timesteps), ``drop_percent`` (None for the baseline),
+    ``threshold``: a sample of this fold is called a member when its score (-statistic) is
+    ``>= threshold``; None means +inf (no sample is called a member). For the random arm
+    ``thresholds_by_seed`` holds one threshold per control seed. ``sample_ids``: the fold's own
+    samples (the ``sample_id`` column of samples.parquet).
+    """
+
+    fold: int
+    t: int | None
+    drop_percent: float | None
+    threshold: float | None
+    sample_ids: tuple[int, ...]
+    thresholds_by_seed: tuple[float | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """Metrics of one arm (``baseline``, ``masked`` or ``random``) under a protocol.
+
+    Attributes:
+        arm: the arm's name.
+        auroc, tpr_at_1fpr, asr: the headline metrics (for ``random``: the mean over seeds).
+        ci: metric -> (lo, hi) bootstrap interval (NaN bounds without replicates).
+        best_t: metric -> the timestep it is reported at (``paper``: each metric its own;
+            ``standard``: one t; ``honest``: None, see ``folds``; None without timesteps).
+        drop_percent: percentage of coordinates dropped (None for the baseline; for ``honest``
+            without a fixed drop: None, see ``folds``).
+        realised_fpr_at_1fpr: ``honest``: the FPR realised by the transferred thresholds.
+        folds: ``honest``: the choices of every fold.
+        seeds: ``random``: the control's seeds; ``per_seed``: metric -> value per seed.
+    """
+
+    arm: str
+    auroc: float
+    tpr_at_1fpr: float
+    asr: float
+    ci: dict[str, tuple[float, float]]
+    best_t: dict[str, int | None]
+    drop_percent: float | None = None
+    realised_fpr_at_1fpr: float | None = None
+    folds: tuple[FoldChoice, ...] = ()
+    seeds: tuple[int, ...] = ()
+    per_seed: dict[str, tuple[float, ...]] = field(default_factory=dict)
+
+    def value(self, metric: str) -> float:
+        """The headline value of ``metric`` ("auroc", "tpr_at_1fpr" or "asr")."""
+        return float(getattr(self, metric))
+
+    @property
+    def t_text(self) -> str:
+        """Where the arm's numbers come from, in words: "t = 60", "t: AUROC 60, TPR 80, ASR 60",
+        "t per fold: 60, 60, 70, 60, 60" or "no timestep"."""
+        if self.folds:
+            ts = [f.t for f in self.folds]
+            if all(t is None for t in ts):
+                return "no timestep"
+            return "t per fold: " + ", ".join(str(t) for t in ts)
+        values = list(self.best_t.values())
+        if not values or all(v is None for v in values):
+            return "no timestep"
+        if len(set(values)) == 1:
+            return f"t = {values[0]}"
+        short = {"auroc": "AUROC", "tpr_at_1fpr": "TPR", "asr": "ASR"}
+        return "t: " + ", ".join(f"{short.get(k, k)} {v}" for k, v in self.best_t.items())
+
+    @property
+    def drop_text(self) -> str:
+        """The drop percentage in words ("40 %", "per fold: 40, 35, ...", "" for the baseline)."""
+        if self.arm == "baseline":
+            return ""
+        if self.drop_percent is not None:
+            return f"{self.drop_percent:g} %"
+        return "per fold: " + ", ".join(f"{f.drop_percent:g}" for f in self.folds if f.drop_percent is not None)
+
+
+@dataclass(frozen=True)
+class QuartileResult:
+    """Baseline metrics in one log-volume quartile (q = 1 lowest .. 4 highest)."""
+
+    q: int
+    n: int
+    n_members: int
+    log_volume_min: float
+    log_volume_max: float
+    auroc: float
+    tpr_at_1fpr: float
+    asr: float
+    auroc_ci: tuple[float, float]
+    best_t: dict[str, int | None]
+
+
+@dataclass(frozen=True)
+class ClassQuartiles:
+    """The quartile AUROCs within one class (caption) of the data."""
+
+    label: str
+    n: int
+    n_members: int
+    aurocs: tuple[float, float, float, float]
+
+    @property
+    def difference(self) -> float:
+        """AUROC(Q4) - AUROC(Q1) within the class (NaN when either is undefined)."""
+        return float(self.aurocs[3] - self.aurocs[0])
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim of the paper stated on the user's run.
+
+    Attributes:
+        id: "distortion_quartiles", "distortion_quartiles_within_class", "masking_vs_baseline"
+            or "masking_vs_random".
+        metric: the metric of ``estimate`` ("auroc").
+        estimate: the difference (e.g. AUROC(Q4) - AUROC(Q1)).
+        ci: its 95% paired bootstrap interval.
+        verdict: "supported", "contradicted", "inconclusive" or "undefined".
+        statement: one sentence computed from the data, naming protocol, t and drop.
+        details: the numbers the difference is made of.
+        secondary: the same difference for other metrics: [{"metric", "estimate", "ci", "verdict"}].
+    """
+
+    id: str
+    metric: str
+    estimate: float
+    ci: tuple[float, float]
+    verdict: str
+    statement: str
+    details: dict = field(default_factory=dict)
+    secondary: tuple[dict, ...] = ()
+
+
+@dataclass(frozen=True)
+class DropCurves:
+    """Metrics against the drop percentage at one timestep (for the charts).
+
+    ``percents`` (K,); ``masked`` / ``random_mean`` / ``random_lo`` / ``random_hi``: metric ->
+    (K,) (the random band is the spread over the control's seeds); ``masked_lo`` / ``masked_hi``:
+    metric -> (K,) bootstrap band of the masked arm; ``baseline``: metric -> value and
+    ``baseline_ci``: metric -> (lo, hi). Computed on every sample, under the protocol's ROC
+    convention (for ``honest`` this is descriptive: nothing is cross-fitted here).
+    """
+
+    t: int | None
+    percents: tuple[float, ...]
+    masked: dict[str, np.ndarray]
+    masked_lo: dict[str, np.ndarray]
+    masked_hi: dict[str, np.ndarray]
+    random_mean: dict[str, np.ndarray]
+    random_lo: dict[str, np.ndarray]
+    random_hi: dict[str, np.ndarray]
+    baseline: dict[str, float]
+    baseline_ci: dict[str, tuple[float, float]]
+    seeds: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class AttackEvaluation:
+    """Everything reported for one attack of a run under one protocol.
+
+    ``best_t``: the headline t (``standard``: the best baseline AUROC; ``paper``: the baseline's
+    AUROC-best t; ``honest``: None, the folds choose); ``per_t``: metric -> (T,) baseline
+    metrics at every t on all samples (descriptive; ``"t"`` holds the timesteps); ``masked`` and
+    ``random`` are None for attacks that are not maskable; ``classes`` is empty when the data
+    carry no class labels (captions).
+    """
+
+    attack: str
+    protocol: Protocol
+    maskable: bool
+    timesteps: tuple[int, ...]
+    best_t: int | None
+    per_t: dict[str, list]
+    baseline: ArmResult
+    masked: ArmResult | None
+    random: ArmResult | None
+    quartiles: tuple[QuartileResult, ...]
+    findings: tuple[Finding, ...]
+    classes: tuple[ClassQuartiles, ...]
+    n_boot: int
+    level: float
+
+    def finding(self, finding_id: str) -> Finding | None:
+        """The finding with this id, or None."""
+        return next((f for f in self.findings if f.id == finding_id), None)

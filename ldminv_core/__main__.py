@@ -2,8 +2,9 @@
 
 analyze   run (or resume) a membership-leakage analysis into a run folder, printing the cost
           estimate first and a progress bar per stage; ``--demo`` analyzes the bundled demo.
-report    print the report of a finished run as a table, or as the JSON object of the method
-          reference (``--json``).
+report    print the report of a finished run under an evaluation protocol (``--protocol
+          standard|paper|honest``) as a table, or as the JSON object of the method reference
+          (``--json``).
 
 User errors print one line ``error: ...`` on stderr and exit with status 2.
 """
@@ -66,8 +67,19 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("run", help="run folder")
     r.add_argument("--json", action="store_true", help="print the report JSON object")
     r.add_argument("--attack", help="report only this attack")
-    r.add_argument("--drop", type=float, default=40.0, help="percent of coordinates dropped (default 40)")
-    r.add_argument("--seed", type=int, default=0, help="seed of the random-drop control and bootstrap")
+    r.add_argument(
+        "--protocol", choices=("standard", "paper", "honest"), default="standard",
+        help="evaluation protocol: standard (members positive, one best t: optimistic), paper (the paper's "
+        "code conventions: held-out positive TPR at FPR < 1%%, each metric at its own best t), honest "
+        "(K-fold cross-fitted t, drop and threshold; realised TPR and FPR). Default standard",
+    )
+    r.add_argument("--folds", type=int, help="cross-fitting folds of --protocol honest (default 5)")
+    r.add_argument(
+        "--drop", type=float,
+        help="percent of coordinates dropped per sample (default 40; honest: chosen on the other folds)",
+    )
+    r.add_argument("--seed", type=int, default=0, help="seed of the random-drop control, bootstrap and folds")
+    r.add_argument("--n-boot", type=int, default=1000, dest="n_boot", help="bootstrap replicates (default 1000)")
     return parser
 
 
@@ -200,7 +212,14 @@ def _analyze(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from .report import build_report, format_report
 
-    report = build_report(args.run, attack=args.attack, drop=args.drop, seed=args.seed)
+    if args.folds is not None and args.protocol != "honest":
+        raise LdminvError(f"--folds: only used by --protocol honest (got --protocol {args.protocol})")
+    if args.seed < 0:
+        raise LdminvError(f"--seed: expected an integer >= 0, got {args.seed}")
+    report = build_report(
+        args.run, attack=args.attack, protocol=args.protocol, folds=args.folds, drop=args.drop, seed=args.seed,
+        n_boot=args.n_boot,
+    )
     if args.json:
         print(json.dumps(report, indent=2, allow_nan=False))
     else:

@@ -1,34 +1,30 @@
-"""The membership-inference report of a finished run (the JSON of the method reference, section 3).
+"""The membership-inference report of a finished run: the JSON of the method reference (sections 3
+and 4) and a readable text table, both formatted from :mod:`ldminv_core.evaluation`.
 
-For every attack of the run (or the one asked for), :func:`build_report` gives:
+:func:`build_report` evaluates every attack of the run (or the one asked for) under one protocol
+with :class:`~ldminv_core.evaluation.Evaluation` and writes what it returns, nothing more:
 
-- ``per_t``: AUROC and TPR at 1% FPR of the baseline score (-sum of all terms) at each timestep;
-- ``best_t``: the timestep of the best baseline AUROC, chosen on the evaluation set itself
-  (the paper's optimistic protocol);
-- at ``best_t``: ``baseline`` (AUROC, TPR@1%FPR, ASR, bootstrap 95% AUROC interval),
-  ``masked`` (each sample drops its own ``drop`` % lowest-influence coordinates from the
-  statistic) and ``random`` (the same number of coordinates dropped at random, seeded; the
-  control);
-- ``quartiles``: samples sorted by decoder log-volume (stable sort) and split into four
-  near-equal groups (``numpy.array_split``), low to high, with the baseline AUROC in each.
+- ``protocol``: the protocol's name and settings;
+- per attack: ``best_t`` (the headline t; null under ``honest``, where each fold chooses),
+  ``per_t`` (baseline AUROC, TPR@1%FPR and ASR at every t on all samples: descriptive),
+  ``baseline`` / ``masked`` / ``random`` (metrics, ``auroc_ci`` and ``ci`` per metric,
+  ``best_t`` per metric, ``drop_percent``; under ``honest`` also ``realised_fpr_at_1fpr`` and
+  ``folds``; the random arm lists its ``seeds`` and ``per_seed`` values, its headline being
+  their mean), ``quartiles`` (low to high log-volume), ``classes`` (quartile AUROCs per caption
+  class) and ``findings``;
+- ``findings``: every attack's findings, each with its ``attack``.
 
-PFAMI stores one score per sample: its ``baseline`` and ``quartiles`` are given and
-``best_t``, ``per_t``, ``masked``, ``random`` are null. Every metric comes from
-:mod:`ldminv_core.metrics` and every mask from :mod:`ldminv_core.masks`. NaN (a metric that is
-undefined, e.g. a quartile holding one class only) is written as JSON null.
+PFAMI stores one score per sample: its ``best_t``, ``per_t``, ``masked`` and ``random`` are
+null. NaN (an undefined metric, e.g. a quartile holding one class) is written as null.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import LdminvError, UnknownNameError
-from .masks import masked_statistic, percentile_drop_mask, random_drop_mask
-from .metrics import auroc, auroc_many, best_t_index, bootstrap_ci, evaluate, tpr_at_fpr
+from .evaluation import DEFAULT_PROTOCOL, ArmResult, AttackEvaluation, Evaluation, Finding, make_protocol
 from .runstore import Run
 
 __all__ = ["build_report", "format_report", "CI_LEVEL", "N_BOOT"]
@@ -38,120 +34,159 @@ N_BOOT = 1000
 
 
 def _num(x: Any) -> float | None:
-    """float, or None for NaN/inf (JSON has no NaN)."""
+    """float, or None for None/NaN/inf (JSON has no NaN)."""
+    if x is None:
+        return None
     v = float(x)
     return v if math.isfinite(v) else None
 
 
-def _metrics(scores: np.ndarray, labels: np.ndarray) -> dict:
-    m = evaluate(scores, labels)
-    return {"auroc": _num(m.auroc), "tpr_at_1fpr": _num(m.tpr_at_1fpr), "asr": _num(m.asr)}
+def _pair(ci: tuple[float, float]) -> list[float | None]:
+    return [_num(ci[0]), _num(ci[1])]
 
 
-def quartile_groups(log_volume: np.ndarray) -> list[np.ndarray]:
-    """Sample indices of the four log-volume quartiles, low to high: a stable argsort split
-    into four near-equal parts by ``numpy.array_split``. ``log_volume`` (N,) -> 4 index arrays."""
-    order = np.argsort(np.asarray(log_volume, dtype=np.float64), kind="stable")
-    return np.array_split(order, 4)
-
-
-def _quartiles(scores: np.ndarray, labels: np.ndarray, log_volume: np.ndarray) -> list[dict]:
-    out = []
-    for q, idx in enumerate(quartile_groups(log_volume), start=1):
-        y = labels[idx]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # a single-class quartile is reported as null
-            value = auroc(scores[idx], y) if len(idx) else float("nan")
-        out.append(
+def _arm(arm: ArmResult | None, protocol: str) -> dict | None:
+    if arm is None:
+        return None
+    out: dict[str, Any] = {
+        "auroc": _num(arm.auroc),
+        "tpr_at_1fpr": _num(arm.tpr_at_1fpr),
+        "asr": _num(arm.asr),
+        "auroc_ci": _pair(arm.ci["auroc"]),
+        "ci": {m: _pair(v) for m, v in arm.ci.items()},
+        "best_t": dict(arm.best_t),
+    }
+    if arm.arm != "baseline":
+        out["drop_percent"] = _num(arm.drop_percent)
+    if protocol == "honest":
+        out["realised_fpr_at_1fpr"] = _num(arm.realised_fpr_at_1fpr)
+        out["folds"] = [
             {
-                "q": q,
-                "auroc": _num(value),
-                "n": int(len(idx)),
-                "n_members": int(y.sum()),
-                "log_volume_min": _num(log_volume[idx].min()) if len(idx) else None,
-                "log_volume_max": _num(log_volume[idx].max()) if len(idx) else None,
+                "fold": f.fold,
+                "t": f.t,
+                "drop_percent": _num(f.drop_percent),
+                "threshold": _num(f.threshold),
+                **({"thresholds_by_seed": [_num(v) for v in f.thresholds_by_seed]} if f.thresholds_by_seed else {}),
+                "sample_ids": list(f.sample_ids),
             }
-        )
+            for f in arm.folds
+        ]
+    if arm.seeds:
+        out["seeds"] = list(arm.seeds)
+        out["per_seed"] = {m: [_num(v) for v in vals] for m, vals in arm.per_seed.items()}
     return out
 
 
-def _attack_report(run: Run, name: str, *, drop: float, seed: int) -> dict:
-    labels = run.labels
-    log_volume = run.log_volume
-    if not run.is_maskable(name):
-        scores = run.stored_scores(name)
-        base = _metrics(scores, labels)
-        base["auroc_ci"] = [_num(v) for v in bootstrap_ci(scores, labels, metric="auroc", n_boot=N_BOOT, level=CI_LEVEL, seed=seed)]
-        return {
-            "best_t": None,
-            "per_t": None,
-            "baseline": base,
-            "masked": None,
-            "random": None,
-            "quartiles": _quartiles(scores, labels, log_volume),
-        }
-    terms = run.terms(name)
-    timesteps = run.timesteps(name)
-    scores_t = -masked_statistic(terms, None)  # (N, T)
-    aurocs = np.atleast_1d(auroc_many(scores_t.T, labels))
-    tprs = [tpr_at_fpr(scores_t[:, i], labels, max_fpr=0.01) for i in range(len(timesteps))]
-    bi = best_t_index(aurocs)
-    scores = scores_t[:, bi]
-    base = _metrics(scores, labels)
-    base["auroc_ci"] = [_num(v) for v in bootstrap_ci(scores, labels, metric="auroc", n_boot=N_BOOT, level=CI_LEVEL, seed=seed)]
-    at_best = terms[:, bi : bi + 1]
-    keep = percentile_drop_mask(run.influence, drop)
-    masked = -masked_statistic(at_best, keep)[:, 0]
-    rand_keep = random_drop_mask(keep.shape, drop, seed=seed)
-    rand = -masked_statistic(at_best, rand_keep)[:, 0]
+def _finding(f: Finding, attack: str | None = None) -> dict:
+    out: dict[str, Any] = {} if attack is None else {"attack": attack}
+    out.update(
+        id=f.id, metric=f.metric, estimate=_num(f.estimate), ci=_pair(f.ci), verdict=f.verdict,
+        statement=f.statement,
+        details={k: (_num(v) if isinstance(v, float) else v) for k, v in f.details.items()},
+        secondary=[{"metric": s["metric"], "estimate": _num(s["estimate"]), "ci": _pair(s["ci"]),
+                    "verdict": s["verdict"]} for s in f.secondary],
+    )
+    return out
+
+
+def _attack(res: AttackEvaluation) -> dict:
+    name = res.protocol.name
     return {
-        "best_t": int(timesteps[bi]),
-        "per_t": {
-            "t": [int(t) for t in timesteps],
-            "auroc": [_num(a) for a in aurocs],
-            "tpr_at_1fpr": [_num(v) for v in tprs],
-        },
-        "baseline": base,
-        "masked": {"drop_percent": float(drop), **_metrics(masked, labels)},
-        "random": {"drop_percent": float(drop), "seed": int(seed), **_metrics(rand, labels)},
-        "quartiles": _quartiles(scores, labels, log_volume),
+        "best_t": res.best_t,
+        "per_t": ({"t": list(res.per_t["t"]), **{m: [_num(v) for v in res.per_t[m]]
+                                                 for m in ("auroc", "tpr_at_1fpr", "asr")}}
+                  if res.maskable else None),
+        "baseline": _arm(res.baseline, name),
+        "masked": _arm(res.masked, name),
+        "random": _arm(res.random, name),
+        "quartiles": [
+            {"q": q.q, "auroc": _num(q.auroc), "tpr_at_1fpr": _num(q.tpr_at_1fpr), "asr": _num(q.asr),
+             "auroc_ci": _pair(q.auroc_ci), "best_t": dict(q.best_t), "n": q.n, "n_members": q.n_members,
+             "log_volume_min": _num(q.log_volume_min), "log_volume_max": _num(q.log_volume_max)}
+            for q in res.quartiles
+        ],
+        "classes": [{"label": c.label, "n": c.n, "n_members": c.n_members,
+                     "quartile_auroc": [_num(v) for v in c.aurocs], "difference": _num(c.difference)}
+                    for c in res.classes],
+        "findings": [_finding(f) for f in res.findings],
     }
 
 
-def build_report(run: Run | str | Path, *, attack: str | None = None, drop: float = 40.0, seed: int = 0) -> dict:
-    """The report JSON object of a finished run.
-
-    Args:
-        run: a :class:`~ldminv_core.runstore.Run` or the path of a run folder.
-        attack: report only this attack (default: every attack of the run).
-        drop: percentage of coordinates dropped per sample for ``masked`` / ``random``.
-        seed: seed of the random-drop control and of the bootstrap.
-
-    Returns:
-        ``{"run", "n_members", "n_heldout", "latent_shape", "drop_percent",
-        "best_t_selection", "attacks": {name: {...}}}`` as described in the module docstring;
-        JSON-serialisable (NaN -> None).
-
-    Raises:
-        RunError: the folder is not a finished run. UnknownNameError: ``attack`` not in the run.
-    """
+def evaluate_run(
+    run: Run | str | Path,
+    *,
+    attack: str | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    folds: int | None = None,
+    drop: float | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+) -> tuple[Run, dict[str, AttackEvaluation]]:
+    """(run, {attack: AttackEvaluation}) for every attack of the run (or ``attack``); options as
+    :func:`build_report`."""
     if not isinstance(run, Run):
         run = Run.open(run)
-    if isinstance(drop, bool) or not isinstance(drop, (int, float, np.integer, np.floating)) or not 0 <= float(drop) < 100:
+    proto = make_protocol(protocol, folds=folds, seed=seed)
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= float(drop) < 100):
         raise LdminvError(f"drop: expected a percentage in [0, 100), got {drop!r}")
     names = run.attacks
     if attack is not None:
         if attack not in names:
             raise UnknownNameError(f"attack: {attack!r} is not in run {run.path}; it holds {names}")
         names = [attack]
+    results = {
+        name: Evaluation(run, name, proto, n_boot=n_boot, level=CI_LEVEL, seed=seed).result(drop)
+        for name in names
+    }
+    return run, results
+
+
+def build_report(
+    run: Run | str | Path,
+    *,
+    attack: str | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    folds: int | None = None,
+    drop: float | None = None,
+    seed: int = 0,
+    n_boot: int = N_BOOT,
+) -> dict:
+    """The report JSON object of a finished run under one protocol.
+
+    Args:
+        run: a :class:`~ldminv_core.runstore.Run` or the path of a run folder.
+        attack: report only this attack (default: every attack of the run).
+        protocol: "standard" (default), "paper" or "honest" (METHOD.md section 4).
+        folds: cross-fitting folds of ``honest`` (default 5).
+        drop: percentage of coordinates dropped per sample for ``masked`` / ``random``; None =
+            the protocol's default (40; under ``honest`` chosen on the other folds).
+        seed: seed of the random-drop control (its first seed), the bootstrap and the folds.
+        n_boot: bootstrap replicates of every interval.
+
+    Returns:
+        ``{"run", "n_members", "n_heldout", "latent_shape", "drop_percent", "protocol",
+        "n_boot", "ci_level", "findings", "attacks": {name: {...}}}`` as described in the module
+        docstring; JSON-serialisable (NaN -> None).
+
+    Raises:
+        RunError: the folder is not a finished run. UnknownNameError: ``attack`` or
+        ``protocol`` unknown. LdminvError: bad ``drop``, ``folds``, ``seed`` or ``n_boot``.
+    """
+    run, results = evaluate_run(run, attack=attack, protocol=protocol, folds=folds, drop=drop, seed=seed,
+                                n_boot=n_boot)
+    proto = next(iter(results.values())).protocol if results else make_protocol(protocol, folds=folds, seed=seed)
+    drop_percent = None if (drop is None and proto.name == "honest") else (40.0 if drop is None else float(drop))
     return {
         "run": str(run.path),
         "n_members": run.n_members,
         "n_heldout": run.n_heldout,
         "latent_shape": list(run.latent_shape),
-        "drop_percent": float(drop),
-        "best_t_selection": "evaluation set (optimistic, as in the paper)",
-        "attacks": {name: _attack_report(run, name, drop=float(drop), seed=int(seed)) for name in names},
+        "drop_percent": drop_percent,
+        "protocol": proto.settings(),
+        "n_boot": int(n_boot),
+        "ci_level": CI_LEVEL,
+        "findings": [_finding(f, name) for name, res in results.items() for f in res.findings],
+        "attacks": {name: _attack(res) for name, res in results.items()},
     }
 
 
@@ -159,35 +194,70 @@ def _pct(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}"
 
 
+def _t_of(arm: dict, protocol: str) -> str:
+    if protocol == "honest":
+        ts = [f["t"] for f in arm.get("folds", [])]
+        return "-" if not ts or all(t is None for t in ts) else "folds " + "/".join(str(t) for t in ts)
+    bt = arm.get("best_t") or {}
+    values = [v for v in bt.values()]
+    if not values or all(v is None for v in values):
+        return "-"
+    if len(set(values)) == 1:
+        return str(values[0])
+    return "/".join(str(bt[m]) for m in ("auroc", "tpr_at_1fpr", "asr"))
+
+
+def _drop_of(arm: dict, protocol: str) -> str:
+    if arm.get("drop_percent") is not None:
+        return f"{arm['drop_percent']:g}%"
+    drops = [f["drop_percent"] for f in arm.get("folds", []) if f.get("drop_percent") is not None]
+    return "folds " + "/".join(f"{d:g}" for d in drops) if drops else "-"
+
+
+def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int) -> list[str]:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
+
+    def fmt(r: tuple[str, ...]) -> str:
+        return "  ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
+    return [fmt(header), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
+
+
 def format_report(report: dict) -> str:
-    """A readable text table of :func:`build_report`'s dict."""
+    """A readable text table of :func:`build_report`'s dict: the protocol in one line, the metrics
+    of every arm with the t and drop that produced them, quartiles, and one line per finding."""
+    proto = report["protocol"]
+    name = proto["name"]
     lat = "x".join(map(str, report["latent_shape"]))
     lines = [
         f"run {report.get('run', '')}",
-        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; "
-        f"metrics in % (AUROC, ASR, TPR at 1% FPR); best t chosen on the evaluation set",
+        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; metrics in %",
+        f"protocol {name}: {proto['description']}",
+        f"TPR@1%FPR = {proto['tpr_at_1fpr']}; intervals: {report['n_boot']} stratified bootstrap replicates, "
+        f"{int(100 * report['ci_level'])}%",
         "",
     ]
-    header = ("attack", "best t", "variant", "AUROC", "95% CI", "ASR", "TPR@1%FPR")
+    honest = name == "honest"
+    header = ("attack", "arm", "t", "drop", "AUROC", "95% CI", "ASR", "TPR@1%FPR", *(("realised FPR",) if honest else ()))
     rows: list[tuple[str, ...]] = []
-    for name, a in report["attacks"].items():
-        best = "-" if a["best_t"] is None else str(a["best_t"])
-        b = a["baseline"]
-        ci = b.get("auroc_ci") or [None, None]
-        ci_text = "-" if None in ci else f"{_pct(ci[0])}-{_pct(ci[1])}"
-        rows.append((name, best, "baseline", _pct(b["auroc"]), ci_text, _pct(b["asr"]), _pct(b["tpr_at_1fpr"])))
-        for key in ("masked", "random"):
-            m = a.get(key)
-            if m is not None:
-                label = f"{'drop' if key == 'masked' else 'random drop'} {m['drop_percent']:g}%"
-                rows.append(("", "", label, _pct(m["auroc"]), "", _pct(m["asr"]), _pct(m["tpr_at_1fpr"])))
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    fmt = lambda r: "  ".join(v.ljust(w) if i < 3 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-    lines += [fmt(header), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
+    for attack, a in report["attacks"].items():
+        for key in ("baseline", "masked", "random"):
+            arm = a.get(key)
+            if arm is None:
+                continue
+            ci = arm.get("auroc_ci") or [None, None]
+            ci_text = "-" if None in ci else f"{_pct(ci[0])}-{_pct(ci[1])}"
+            label = key if key != "random" else f"random ({len(arm.get('seeds', []))} seeds)"
+            row = (attack if key == "baseline" else "", label, _t_of(arm, name),
+                   "" if key == "baseline" else _drop_of(arm, name),
+                   _pct(arm["auroc"]), ci_text, _pct(arm["asr"]), _pct(arm["tpr_at_1fpr"]))
+            if honest:
+                row = (*row, _pct(arm.get("realised_fpr_at_1fpr")))
+            rows.append(row)
+    lines += _grid(header, rows, left=4)
     lines += ["", "AUROC (%) by decoder log-volume quartile (Q1 = least distorted):"]
-    qh = ("attack", "Q1", "Q2", "Q3", "Q4")
-    qrows = [(name, *[_pct(q["auroc"]) for q in a["quartiles"]]) for name, a in report["attacks"].items()]
-    qw = [max(len(h), *(len(r[i]) for r in qrows)) if qrows else len(h) for i, h in enumerate(qh)]
-    qfmt = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, qw)))
-    lines += [qfmt(qh), "  ".join("-" * w for w in qw), *[qfmt(r) for r in qrows]]
+    qrows = [(attack, *[_pct(q["auroc"]) for q in a["quartiles"]]) for attack, a in report["attacks"].items()]
+    lines += _grid(("attack", "Q1", "Q2", "Q3", "Q4"), qrows, left=1)
+    lines += ["", "Findings (95% paired bootstrap intervals):"]
+    for f in report["findings"]:
+        lines.append(f"- [{f['attack']}] {f['id']}: {f['verdict']}. {f['statement']}")
     return "\n".join(lines)

@@ -125,9 +125,16 @@ def _check_report(path: Path, report: dict, drop: float = 40.0, attacks: list[st
                 keep[i, np.argsort(infl[i], kind="stable")[:n_drop]] = False
             assert rep["masked"]["drop_percent"] == drop
             _assert_metrics(rep["masked"], labels, -(flat * keep).sum(axis=1))
-            rkeep = random_drop_mask((n, *terms.shape[2:]), drop, seed=0).reshape(n, -1)
-            assert (rkeep.sum(axis=1) == d - n_drop).all()
-            _assert_metrics(rep["random"], labels, -(flat * rkeep).sum(axis=1))
+            # the random control: one arm per seed 0..4, reported as their mean
+            assert rep["random"]["seeds"] == [0, 1, 2, 3, 4]
+            per_seed = []
+            for seed in rep["random"]["seeds"]:
+                rkeep = random_drop_mask((n, *terms.shape[2:]), drop, seed=seed).reshape(n, -1)
+                assert (rkeep.sum(axis=1) == d - n_drop).all()
+                per_seed.append(_sk_metrics(labels, -(flat * rkeep).sum(axis=1)))
+            for key in ("auroc", "tpr_at_1fpr", "asr"):
+                assert rep["random"]["per_seed"][key] == pytest.approx([m[key] for m in per_seed], abs=1e-12)
+                assert rep["random"][key] == pytest.approx(np.mean([m[key] for m in per_seed]), abs=1e-12)
         _assert_metrics(rep["baseline"], labels, scores)
         lo, hi = rep["baseline"]["auroc_ci"]
         assert 0 <= lo <= hi <= 1
@@ -190,7 +197,8 @@ def test_unconditional_end_to_end(uncond_run, tiny_uncond_model, tiny_image_dirs
     _check_report(uncond_run, report)
     json.dumps(report, allow_nan=False)
     text = format_report(report)
-    assert "sima" in text and "pfami" in text and "random drop 40%" in text
+    assert "sima" in text and "pfami" in text and "random (5 seeds)" in text and "40%" in text
+    assert "protocol standard:" in text and text.count("\n- [") == len(report["findings"])
 
 
 def test_report_for_one_attack_and_other_drop(uncond_run):
@@ -364,6 +372,26 @@ def test_cli_report_json_and_table(uncond_run, capsys):
     assert printed == json.loads(json.dumps(build_report(uncond_run, attack="sima", drop=30.0)))
     assert main(["report", str(uncond_run)]) == 0
     assert "baseline" in capsys.readouterr().out
+    # every protocol through the CLI: the same object as build_report, the protocol named
+    for protocol, extra in (("paper", []), ("honest", ["--folds", "2"])):
+        assert main(["report", str(uncond_run), "--json", "--attack", "sima", "--protocol", protocol, *extra]) == 0
+        printed = json.loads(capsys.readouterr().out)
+        folds = 2 if protocol == "honest" else None
+        expected = build_report(uncond_run, attack="sima", protocol=protocol, folds=folds)
+        assert printed == json.loads(json.dumps(expected))
+        assert printed["protocol"]["name"] == protocol
+        assert {f["id"] for f in printed["findings"]} >= {"distortion_quartiles", "masking_vs_baseline",
+                                                          "masking_vs_random"}
+    honest = printed["attacks"]["sima"]
+    assert [len(f["sample_ids"]) for f in honest["baseline"]["folds"]] == [8, 8]
+    assert honest["masked"]["realised_fpr_at_1fpr"] is not None
+    # bad protocol options: one clear line, exit 2
+    assert main(["report", str(uncond_run), "--folds", "3"]) == 2
+    assert "--folds" in capsys.readouterr().err
+    assert main(["report", str(uncond_run), "--protocol", "honest", "--folds", "1"]) == 2
+    assert "folds" in capsys.readouterr().err
+    assert main(["report", str(uncond_run), "--seed", "-3"]) == 2
+    assert "--seed" in capsys.readouterr().err
 
 
 def test_cli_user_errors_print_one_line_and_exit_2(tmp_path, tiny_image_dirs, capsys):

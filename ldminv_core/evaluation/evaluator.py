@@ -349,6 +349,8 @@ class Evaluation:
         """(N,) statistic of an arm at one t index (and drop, seed)."""
         if arm == "baseline":
             return self.baseline_stat()[:, t_index]
+        if arm.startswith("custom:"):
+            return self._memo[("custom_stat", arm)][:, t_index]
         if arm == "masked":
             if self.protocol.name == "paper":
                 return self.masked_stat(drop)[:, t_index]
@@ -369,7 +371,7 @@ class Evaluation:
             choices = []
             for f in self._fold_ids():
                 ti = self.fold_t_index(f)
-                p = None if arm == "baseline" else self.fold_drop(f, drop)
+                p = self.fold_drop(f, drop) if arm in ("masked", "random") else None
                 s = -self._arm_stat_at(arm, ti, p, seed)
                 own = folds == f
                 score[own] = s[own]
@@ -385,6 +387,8 @@ class Evaluation:
         if self.protocol.name == "paper":
             if arm == "baseline":
                 stat = self.baseline_stat()
+            elif arm.startswith("custom:"):
+                stat = self._memo[("custom_stat", arm)]
             elif arm == "masked":
                 stat = self.masked_stat(drop)
             else:
@@ -527,6 +531,39 @@ class Evaluation:
                 out["random"] = self._arm("random", drop)
             return out
         return self._cached(("arms", drop), make)
+
+    def global_stat(self, drop: float) -> np.ndarray:
+        """(N, T) statistic with the coordinates of lowest mean influence (over samples) dropped,
+        the same ones for every sample (``round(d * p / 100)`` of them)."""
+        drop = self._check_drop(drop)
+
+        def make() -> np.ndarray:
+            keep = masks.global_drop_mask(self.influence().mean(axis=0), drop, n=1)[0]
+            return masks.masked_statistic(self.terms(), keep)
+        return self._cached(("global_stat", drop), make)
+
+    def custom_arm(self, name: str, stat: np.ndarray) -> ArmResult:
+        """An arm from any statistic (N, T) (a manual or global mask, say), chosen and measured
+        like the others: the headline t (``standard``), each metric's own best t (``paper``) or
+        the folds' t and transferred thresholds (``honest``); bootstrap intervals as the arms'."""
+        st = np.ascontiguousarray(stat, dtype=np.float64)
+        if st.shape != self.baseline_stat().shape:
+            raise LdminvError(f"stat: expected shape {self.baseline_stat().shape} (N, T), got {st.shape}")
+        import hashlib
+
+        key = "custom:" + hashlib.sha1(st.tobytes()).hexdigest()
+        with self._lock:
+            self._memo.setdefault(("custom_stat", key), st)
+        from dataclasses import replace
+
+        return self._cached(("custom_arm", key, name), lambda: replace(self._arm(key, None), arm=name))
+
+    def scores(self, arm: str, drop: float | None = None, seed: int | None = None) -> np.ndarray:
+        """(N,) membership scores of an arm as the protocol evaluates its AUROC (for ROC curves):
+        at the AUROC's t; under ``honest`` every sample at its fold's t (and drop)."""
+        p = self._drop_arg(drop) if arm in ("masked", "random") else None
+        s = self.seeds[0] if (arm == "random" and seed is None) else seed
+        return self._scored(arm, p, s)[0].scores["auroc"]
 
     # ------------------------------------------------------------------ quartiles
 

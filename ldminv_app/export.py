@@ -1,19 +1,21 @@
 """Export of a run's findings: a self-contained HTML report and a CSV of per-sample scores.
 
-:func:`build_html_report` writes one HTML file that opens offline in any browser: the run's
-settings and provenance, the settings that produced the figures (attack, timestep, drop
-percentage, random seed, masks), the metrics table with bootstrap intervals, ROC curves,
-metrics against drop percentage and timestep, the distortion figures, the mean influence
-heatmap and the report JSON of the method reference (``ldminv_core.report.build_report``).
-plotly.js is inlined once, with the first figure; every later figure reuses it.
+:func:`build_html_report` writes one HTML file that opens offline in any browser. It opens with
+the findings under the chosen protocol, then the run's settings and provenance, the settings that
+produced the numbers (protocol, attack, t, drop percentage, random seeds, masks), the metrics of
+every arm with bootstrap intervals and the t / drop that produced them (the folds' choices under
+``honest``), ROC curves, metrics against drop percentage and timestep, the distortion figures, the
+mean influence heatmap and the report JSON of the method reference. plotly.js is inlined once,
+with the first figure; every later figure reuses it.
 
-:func:`per_sample_csv` gives one row per sample with its split, caption, log-volume,
-distortion quartile and baseline / masked / random-drop scores at the chosen timestep.
+:func:`per_sample_csv` gives one row per sample with its split, caption, log-volume, distortion
+quartile, fold and baseline / masked / random-drop scores at the chosen timestep.
 
-Pure functions (no Streamlit): the numbers come from ``ldminv_core`` (masks, metrics,
-report) through ``ldminv_app.compute`` and the figures from ``ldminv_app.figures``, the same
-code the dashboard pages use, so the exported numbers equal those on screen.
-Conventions: labels 1 = member; scores higher = member (score = -statistic).
+Pure functions (no Streamlit): every number comes from :class:`ldminv_core.evaluation.Evaluation`
+(the report JSON from the same evaluation through ``report.report_from_results``) and the figures
+from ``ldminv_app.figures``, the code the dashboard pages use, so the exported numbers equal those
+on screen and in ``report --json``. Conventions: labels 1 = member; scores higher = member
+(score = -statistic).
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ from sklearn.exceptions import UndefinedMetricWarning
 import ldminv_core
 from ldminv_core import masks, metrics
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
-from ldminv_core.report import build_report
+from ldminv_core.evaluation import REPORTED_METRICS, ArmResult, AttackEvaluation, Evaluation, make_protocol
+from ldminv_core.report import report_from_results
 from ldminv_core.runstore import Run
 
-from . import compute, figures
+from . import figures
 
 __all__ = [
     "SECTIONS",
@@ -62,8 +65,9 @@ CI_LEVEL = 0.95
 
 #: Sections of the HTML report: element id -> heading, in document order.
 SECTIONS: dict[str, str] = {
+    "findings": "Findings",
     "run-settings": "Run settings",
-    "figure-settings": "Settings of the figures",
+    "figure-settings": "Settings",
     "metrics": "Metrics",
     "roc": "ROC curves",
     "drop-sweep": "AUROC and TPR@1%FPR vs drop percentage",
@@ -86,7 +90,9 @@ CSV_COLUMNS: tuple[str, ...] = (
     "masked_score",
     "random_score",
     "rank_baseline",
+    "fold",
     "attack",
+    "protocol",
     "t",
     "drop_percent",
     "random_seed",
@@ -151,68 +157,12 @@ def _check_manual(run: Run, manual_mask: Any) -> np.ndarray | None:
     return keep
 
 
-# --------------------------------------------------------------------------- scores
+# --------------------------------------------------------------------------- evaluation
 
 
-@dataclass
-class _Scores:
-    """Every score and curve the report and the CSV need, for one attack / t / drop / seed."""
-
-    attack: str
-    t_index: int | None
-    t: int | None
-    drop_percent: float
-    seed: int
-    labels: np.ndarray
-    variants: dict[str, np.ndarray]  # name -> (N,) scores at t
-    masked_all_t: np.ndarray | None = None  # (N, T) masked scores at every timestep
-    baseline_all_t: np.ndarray | None = None  # (N, T)
-    sweeps: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)  # variant -> {metric: (K,)}
-
-
-def _compute_scores(
-    run: Run,
-    attack: str,
-    t_index: int | None,
-    drop: float,
-    seed: int,
-    *,
-    manual_mask: np.ndarray | None = None,
-    include_global: bool = False,
-    sweeps: bool = False,
-) -> _Scores:
-    labels = run.labels
-    if t_index is None:
-        base = np.asarray(run.stored_scores(attack), dtype=np.float64)
-        return _Scores(attack, None, None, drop, seed, labels, {"baseline": base})
-    terms = np.asarray(run.terms(attack))
-    influence = np.asarray(run.influence, dtype=np.float32)
-    baseline_all = -masks.masked_statistic(terms, None)  # (N, T)
-    by_influence = masks.DropSweep.by_influence(terms, influence)
-    masked_all = -by_influence.statistic(drop)  # (N, T)
-    random_sweep = masks.DropSweep.random(terms, seed=seed, t_index=t_index)
-    variants = {
-        "baseline": baseline_all[:, t_index],
-        "masked": masked_all[:, t_index],
-        "random": -random_sweep.statistic(drop),
-    }
-    global_sweep = None
-    if include_global:
-        ranking = influence.mean(axis=0)
-        global_sweep = masks.DropSweep.by_ranking(terms, ranking, t_index=t_index)
-        variants["global"] = -global_sweep.statistic(drop)
-    if manual_mask is not None:
-        variants["manual"] = -masks.masked_statistic(terms[:, t_index : t_index + 1], manual_mask)[:, 0]
-    out = _Scores(
-        attack, t_index, run.timesteps(attack)[t_index], drop, seed, labels, variants,
-        masked_all_t=masked_all, baseline_all_t=baseline_all,
-    )
-    if sweeps:
-        out.sweeps["masked"] = compute.sweep_metrics(by_influence, labels, t_index=t_index)
-        out.sweeps["random"] = compute.sweep_metrics(random_sweep, labels, t_index=None)
-        if global_sweep is not None:
-            out.sweeps["global"] = compute.sweep_metrics(global_sweep, labels, t_index=None)
-    return out
+def _evaluation(run: Run, attack: str, protocol: str, folds: int | None, seed: int, n_boot: int) -> Evaluation:
+    return Evaluation(run, attack, make_protocol(protocol, folds=folds, seed=seed), n_boot=n_boot, level=CI_LEVEL,
+                      seed=seed)
 
 
 # --------------------------------------------------------------------------- CSV
@@ -225,6 +175,8 @@ def per_sample_table(
     t: int | None,
     drop_percent: float = DEFAULT_DROP_PERCENT,
     random_seed: int = DEFAULT_SEED,
+    protocol: str = "standard",
+    folds: int | None = None,
 ) -> pd.DataFrame:
     """One row per sample (run order) with its scores at timestep ``t``.
 
@@ -234,47 +186,55 @@ def per_sample_table(
         t: a timestep of ``attack`` (its value, not its index); None for attacks without
             timesteps (PFAMI).
         drop_percent: percentage of coordinates each sample drops (its lowest influence)
-            for ``masked_score``; the same count at random (seeded) for ``random_score``.
+            for ``masked_score`` (by the protocol's drop rule); the protocol's count at random
+            (seeded) for ``random_score``.
         random_seed: seed of the random drop.
+        protocol: the evaluation protocol (drop rule, quartile rule, folds).
+        folds: cross-fitting folds of ``honest``.
 
     Returns:
         DataFrame of N rows with the columns :data:`CSV_COLUMNS`: ``distortion_quartile``
-        1..4 (1 = lowest log-volume, the groups of the report), ``baseline_score`` =
-        -sum of all terms at t, ``masked_score`` / ``random_score`` = -masked statistic (NaN
-        for attacks that cannot be masked), ``rank_baseline`` 1 = most member-like (ties by
-        row order), then the settings that produced the scores.
+        1..4 (1 = lowest log-volume, the protocol's groups), ``baseline_score`` = -sum of all
+        terms at t, ``masked_score`` / ``random_score`` = -masked statistic (NaN for attacks
+        that cannot be masked), ``rank_baseline`` 1 = most member-like (ties by row order),
+        ``fold`` (the honest protocol's fold, else 0), then the settings that produced the
+        scores.
     """
     run = _as_run(run)
     attack = _check_attack(run, attack)
     t_index = _check_t(run, attack, t)
     drop = _check_drop(drop_percent)
     seed = _check_nonneg_int(random_seed, "random_seed")
-    sc = _compute_scores(run, attack, t_index, drop, seed)
+    ev = _evaluation(run, attack, protocol, folds, seed, 0)
     n = len(run)
     nan = np.full(n, np.nan)
     samples = run.samples
     captions = samples["caption"] if "caption" in samples.columns else pd.Series([None] * n)
-    base = sc.variants["baseline"]
-    table = pd.DataFrame(
+    ti = 0 if t_index is None else t_index
+    base = -ev.baseline_stat()[:, ti]
+    masked = -ev.masked_stat(drop)[:, ti] if ev.maskable else nan
+    rand = -ev.random_stat(drop, seed)[:, ti] if ev.maskable else nan
+    return pd.DataFrame(
         {
             "sample_id": samples["sample_id"].to_numpy(),
             "path": samples["path"].astype(str).to_numpy(),
             "split": samples["split"].astype(str).to_numpy(),
             "caption": [None if c is None or (isinstance(c, float) and math.isnan(c)) else str(c) for c in captions],
             "log_volume": run.log_volume,
-            "distortion_quartile": compute.quartile_index(run.log_volume) + 1,
+            "distortion_quartile": ev.quartile_groups() + 1,
             "baseline_score": base,
-            "masked_score": sc.variants.get("masked", nan),
-            "random_score": sc.variants.get("random", nan),
+            "masked_score": masked,
+            "random_score": rand,
             "rank_baseline": _ranks(base),
+            "fold": ev.folds(),
             "attack": attack,
-            "t": pd.array([sc.t] * n, dtype="Int64"),
+            "protocol": ev.protocol.name,
+            "t": pd.array([None if t_index is None else run.timesteps(attack)[t_index]] * n, dtype="Int64"),
             "drop_percent": drop,
             "random_seed": seed,
         },
         columns=list(CSV_COLUMNS),
     )
-    return table
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -292,11 +252,12 @@ def per_sample_csv(
     t: int | None,
     drop_percent: float = DEFAULT_DROP_PERCENT,
     random_seed: int = DEFAULT_SEED,
+    protocol: str = "standard",
+    folds: int | None = None,
 ) -> str:
     """:func:`per_sample_table` as CSV text (header row, N rows, full float precision)."""
-    return per_sample_table(run, attack=attack, t=t, drop_percent=drop_percent, random_seed=random_seed).to_csv(
-        index=False
-    )
+    return per_sample_table(run, attack=attack, t=t, drop_percent=drop_percent, random_seed=random_seed,
+                            protocol=protocol, folds=folds).to_csv(index=False)
 
 
 # --------------------------------------------------------------------------- file names
@@ -445,27 +406,78 @@ def _manual_text(keep: np.ndarray) -> str:
     return text
 
 
-def _metrics_table(table: pd.DataFrame) -> pd.DataFrame:
-    out = pd.DataFrame(index=pd.Index(table.index, name="variant"))
-    for m, label in _METRIC_LABELS.items():
-        out[label] = [_fmt(v) for v in table[m]]
-        out[f"{label} {int(CI_LEVEL * 100)}% CI"] = [
-            "–" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4f}, {hi:.4f}]"
-            for lo, hi in zip(table[f"{m}_lo"], table[f"{m}_hi"])
-        ]
-    return out.reset_index()
+def _ci_text(ci: tuple[float, float]) -> str:
+    lo, hi = ci
+    return "–" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4f}, {hi:.4f}]"
 
 
-def _roc_figures(sc: _Scores, fig: _FigureWriter) -> str:
+def _arms_table(arms: Sequence[ArmResult], *, honest: bool) -> pd.DataFrame:
+    """One row per arm: the t and drop that produced it, each metric with its interval."""
+    rows = []
+    for arm in arms:
+        row: dict[str, Any] = {"variant": arm.arm, "t": arm.t_text, "drop": arm.drop_text or "–"}
+        for m in REPORTED_METRICS:
+            row[_METRIC_LABELS[m]] = _fmt(arm.value(m))
+            row[f"{_METRIC_LABELS[m]} {int(CI_LEVEL * 100)}% CI"] = _ci_text(arm.ci[m])
+        if honest:
+            row["realised FPR"] = _fmt(arm.realised_fpr_at_1fpr)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _folds_table(arms: Sequence[ArmResult]) -> pd.DataFrame:
+    rows = []
+    for arm in arms:
+        for f in arm.folds:
+            rows.append({"variant": arm.arm, "fold": f.fold, "t": "–" if f.t is None else f.t,
+                         "drop %": "–" if f.drop_percent is None else f"{f.drop_percent:g}",
+                         "threshold (score ≥)": "+∞ (none)" if f.threshold is None else f"{f.threshold:.6g}",
+                         "samples": len(f.sample_ids)})
+    return pd.DataFrame(rows)
+
+
+def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, drop: float | None) -> str:
+    proto = res.protocol
+    out = [f'<p class="lead" id="protocol-line">Protocol <b>{_esc(proto.name)}</b>: {_esc(proto.description)}. '
+           f"TPR@1%FPR = {_esc(proto.tpr_rule)}.</p>"]
+    rows = []
+    for f in res.findings:
+        rows.append({"finding": f.id, "estimate": f"{f.estimate:+.4f}" if math.isfinite(f.estimate) else "–",
+                     "95% CI": _ci_text(f.ci).replace("[", "[").strip(), "verdict": f.verdict, "statement": f.statement})
+    out.append(_table(pd.DataFrame(rows), table_id="findings-table"))
+    charts = [fig(figures.quartile_auroc_bars(
+        np.array([q.auroc for q in res.quartiles]),
+        edges=np.array([res.quartiles[0].log_volume_min] + [q.log_volume_max for q in res.quartiles]),
+        counts=np.array([q.n for q in res.quartiles]),
+        title=f"{res.attack} baseline AUROC by distortion quartile ({res.baseline.t_text}, {proto.name})",
+    ))]
+    if res.maskable:
+        curves = ev.drop_curves(ev.headline_t_index())
+        charts.append(fig(figures.metric_vs_drop(
+            curves.percents,
+            {"masked": curves.masked["auroc"], f"random (mean of {len(curves.seeds)} seeds)": curves.random_mean["auroc"],
+             "baseline": np.full(len(curves.percents), curves.baseline["auroc"])},
+            ylabel="AUROC", current=drop, title=f"AUROC vs drop percentage, t = {curves.t} ({proto.name})",
+        )))
+    out.append(_row(*charts))
+    if res.classes:
+        cdf = pd.DataFrame([{"class": c.label, "n": c.n, "members": c.n_members,
+                             **{f"Q{i + 1}": _fmt(v, 3) for i, v in enumerate(c.aurocs)},
+                             "Q4 − Q1": _fmt(c.difference, 3)} for c in res.classes])
+        out.append("<details><summary>Quartile AUROC within each class</summary>"
+                   + _table(cdf, table_id="class-table") + "</details>")
+    return "\n".join(out)
+
+
+def _roc_figures(curves_scores: dict[str, np.ndarray], labels: np.ndarray, fig: _FigureWriter, note: str) -> str:
     curves, aurocs = {}, {}
-    for name, s in sc.variants.items():
-        c = metrics.roc(s, sc.labels)
+    for name, s in curves_scores.items():
+        c = metrics.roc(s, labels)
         curves[name] = (c.fpr, c.tpr)
-        aurocs[name] = metrics.auroc(s, sc.labels)
-    t_text = "" if sc.t is None else f", t = {sc.t}"
+        aurocs[name] = metrics.auroc(s, labels)
     return _row(
-        fig(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC{t_text}")),
-        fig(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC (log-log){t_text}")),
+        fig(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC ({note})")),
+        fig(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log ({note})")),
     )
 
 
@@ -481,122 +493,153 @@ def build_html_report(
     run: Run | str | Path,
     *,
     attack: str,
-    t: int | None,
-    drop_percent: float = DEFAULT_DROP_PERCENT,
+    t: int | None = None,
+    protocol: str = "standard",
+    folds: int | None = None,
+    drop_percent: float | None = DEFAULT_DROP_PERCENT,
     random_seed: int = DEFAULT_SEED,
     manual_mask: np.ndarray | None = None,
     include_global: bool = False,
     n_boot: int = 1000,
     title: str | None = None,
 ) -> str:
-    """A self-contained HTML report of one attack of a run (works offline).
+    """A self-contained HTML report of one attack of a run under one protocol (works offline).
+
+    It opens with the findings (the same :class:`~ldminv_core.evaluation.Evaluation` numbers as
+    the dashboard's Findings page and ``report --json``), then the metrics of every arm with the
+    t and drop that produced them, ROC curves, curves against drop percentage and timestep, the
+    distortion figures and the report JSON.
 
     Args:
         run: a finished :class:`~ldminv_core.runstore.Run` or its folder.
         attack: an attack of the run.
-        t: a timestep of ``attack`` (its value); None for attacks without timesteps (PFAMI).
-        drop_percent: per-sample drop percentage of the masked variant (and count of the
-            random-drop control), in [0, 100).
-        random_seed: seed of the random-drop control.
-        manual_mask: optional bool (C, h, w) keep-mask (e.g. picked on the Dimensions page),
-            added as the "manual" variant.
-        include_global: add the "global" variant (one mean-influence ranking for all samples).
+        t: timestep (its value) of the drop-percentage curves; None = the protocol's headline t.
+        protocol: "standard", "paper" or "honest"; ``folds``: the honest protocol's folds.
+        drop_percent: per-sample drop percentage of the masked arm (and count of the random
+            control), in [0, 100); None under ``honest`` = chosen on the other folds.
+        random_seed: first seed of the random control, seed of the bootstrap and the folds.
+        manual_mask: optional bool (C, h, w) keep-mask, added as the "manual" arm.
+        include_global: add the "global" arm (one mean-influence ranking for all samples).
         n_boot: stratified bootstrap replicates of the 95% intervals (0 = none).
         title: heading of the report (default: the run folder's name).
 
     Returns:
         The HTML document as a string; the sections are :data:`SECTIONS` (element ids) and the
-        tables carry the ids ``run-settings-table``, ``figure-settings-table``,
-        ``metrics-table``, ``quartile-table`` (and ``timestep-table`` for maskable attacks).
+        tables carry the ids ``findings-table``, ``run-settings-table``, ``figure-settings-table``,
+        ``metrics-table``, ``quartile-table`` (``folds-table`` under honest, ``timestep-table``
+        for maskable attacks).
 
     Raises:
-        RunError (run folder), UnknownNameError (attack, t), ShapeError (manual_mask),
-        LdminvError (drop_percent, random_seed, n_boot).
+        RunError (run folder), UnknownNameError (attack, t, protocol), ShapeError (manual_mask),
+        LdminvError (drop_percent, random_seed, n_boot, folds).
     """
     run = _as_run(run)
     attack = _check_attack(run, attack)
-    t_index = _check_t(run, attack, t)
-    drop = _check_drop(drop_percent)
+    t_index = _check_t(run, attack, t) if t is not None or not run.is_maskable(attack) else None
+    drop = None if drop_percent is None else _check_drop(drop_percent)
     seed = _check_nonneg_int(random_seed, "random_seed")
     n_boot = _check_nonneg_int(n_boot, "n_boot")
     keep = _check_manual(run, manual_mask)
-    if keep is not None and t_index is None:
+    maskable = run.is_maskable(attack)
+    if keep is not None and not maskable:
         raise LdminvError(f"manual_mask: attack {attack!r} cannot be masked; expected None")
-    include_global = bool(include_global) and t_index is not None
-
-    sc = _compute_scores(run, attack, t_index, drop, seed, manual_mask=keep, include_global=include_global,
-                         sweeps=True)
+    ev = _evaluation(run, attack, protocol, folds, seed, n_boot)
+    res = ev.result(drop)
+    honest = res.protocol.name == "honest"
+    if maskable and t_index is None:
+        t_index = ev.headline_t_index()
     labels = run.labels
     c, h, w = run.latent_shape
     d = c * h * w
     name = Path(run.path).name
     fig = _FigureWriter()
     parts: list[str] = []
-    maskable = t_index is not None
-    timesteps = run.timesteps(attack) if maskable else []
-    best_index = None
-    if maskable:
-        base_t = compute.per_timestep_metrics(sc.baseline_all_t, labels)
-        best_index = metrics.best_t_index(base_t["auroc"]) if np.isfinite(base_t["auroc"]).any() else 0
+    timesteps = list(res.timesteps)
+    t_fig = timesteps[t_index] if maskable else None
+    curve_drop = DEFAULT_DROP_PERCENT if drop is None else drop
+
+    # ---- findings first
+    parts.append(_section("findings", _findings_body(res, ev, fig, curve_drop)))
 
     # ---- run settings
     parts.append(_section("run-settings", _kv_table(_run_rows(run), table_id="run-settings-table")))
 
-    # ---- settings of the figures
-    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    fig_rows: list[tuple[str, Any]] = [("attack", attack)]
+    # ---- settings
+    arms: list[ArmResult] = [a for a in (res.baseline, res.masked, res.random) if a is not None]
+    roc_scores = {"baseline": ev.scores("baseline")}
     if maskable:
-        best_note = " (the best baseline AUROC)" if t_index == best_index else f" (best baseline AUROC at t = {timesteps[best_index]})"
+        roc_scores["masked"] = ev.scores("masked", drop)
+        roc_scores["random"] = ev.scores("random", drop)
+        if include_global:
+            gstat = ev.global_stat(curve_drop)
+            arms.append(ev.custom_arm("global", gstat))
+            roc_scores["global"] = ev.custom_scores(gstat)
+        if keep is not None:
+            mstat = masks.masked_statistic(ev.terms(), keep)
+            arms.append(ev.custom_arm("manual", mstat))
+            roc_scores["manual"] = ev.custom_scores(mstat)
+    generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    fig_rows: list[tuple[str, Any]] = [
+        ("protocol", f"{res.protocol.name}: {res.protocol.description}"),
+        ("attack", attack),
+    ]
+    if maskable:
+        rule = "np.percentile threshold" if res.protocol.name == "paper" else f"{masks.drop_count(d, curve_drop)} of {d} coordinates dropped"
         fig_rows += [
-            ("timestep t", f"{sc.t}{best_note}"),
-            ("drop percentage", f"{drop:g} % per sample, lowest influence first "
-                                f"({masks.drop_count(d, drop)} of {d} coordinates dropped)"),
-            ("random seed", f"{seed} (random-drop control: the same count dropped uniformly at random)"),
+            ("timestep t", f"{res.baseline.t_text} (metrics); t = {t_fig} (drop curves)"),
+            ("drop percentage", (f"{drop:g} % per sample, lowest influence first ({rule})" if drop is not None
+                                 else f"chosen on the other folds: {res.masked.drop_text}" if res.masked else "–")),
+            ("random seed", f"{seed} (random control: seeds {', '.join(map(str, ev.seeds))}, reported as their mean)"),
             ("global ranking mask", "included (mean influence over samples)" if include_global else "not included"),
             ("manual mask", _manual_text(keep) if keep is not None else "not included"),
         ]
     else:
         fig_rows += [("timestep t", "none (one score per sample)"), ("masks", "not applicable")]
     fig_rows += [
-        ("variants", ", ".join(sc.variants)),
-        ("bootstrap", f"{n_boot} stratified replicates, {int(CI_LEVEL * 100)}% intervals, seed {BOOTSTRAP_SEED}"
+        ("variants", ", ".join(a.arm for a in arms)),
+        ("bootstrap", f"{n_boot} stratified replicates, {int(CI_LEVEL * 100)}% intervals, seed {seed}"
          if n_boot else "none"),
         ("score convention", "score = −statistic, higher = member; statistic = Σ mask_i · term_i(t)"),
         ("report generated", f"{generated} by ldminv {ldminv_core.__version__}"),
     ]
     parts.append(_section("figure-settings", _kv_table(fig_rows, table_id="figure-settings-table")))
 
-    # ---- metrics table
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        table = compute.variant_metrics(sc.variants, labels, n_boot=n_boot, level=CI_LEVEL, seed=BOOTSTRAP_SEED)
-    t_text = f" at t = {sc.t}" if maskable else ""
-    parts.append(_section(
-        "metrics",
-        f'<p class="note">{_esc(attack)}{t_text}; {run.n_members} members, {run.n_heldout} held-out. '
-        "TPR@1%FPR = the largest TPR among ROC points with FPR ≤ 1%; ASR = max over thresholds of "
+    # ---- metrics
+    metrics_body = (
+        f'<p class="note">{_esc(attack)}, protocol {_esc(res.protocol.name)}; {run.n_members} members, '
+        f"{run.n_heldout} held-out. TPR@1%FPR = {_esc(res.protocol.tpr_rule)}; ASR = max over thresholds of "
         "(TPR + 1 − FPR) / 2. With few held-out samples the low-FPR metrics rest on a handful of images: "
         "read them with their intervals.</p>"
-        + _table(_metrics_table(table), table_id="metrics-table"),
-    ))
+        + _table(_arms_table(arms, honest=honest), table_id="metrics-table")
+    )
+    if honest:
+        metrics_body += ("<p class=\"note\">The choices of every fold, made on the other folds only:</p>"
+                         + _table(_folds_table(arms), table_id="folds-table"))
+    parts.append(_section("metrics", metrics_body))
 
     # ---- ROC
-    parts.append(_section("roc", _roc_figures(sc, fig)))
+    roc_note = res.baseline.t_text + (", pooled over folds" if honest else "")
+    parts.append(_section("roc", _roc_figures(roc_scores, labels, fig, roc_note)))
 
     # ---- drop sweep
     if maskable:
-        percents = compute.DROP_PERCENTS
+        curves = ev.drop_curves(t_index)
+        series_a = {"masked": curves.masked["auroc"], "random": curves.random_mean["auroc"]}
+        series_t = {"masked": curves.masked["tpr_at_1fpr"], "random": curves.random_mean["tpr_at_1fpr"]}
         sweep_body = _row(
-            fig(figures.metric_vs_drop(percents, {k: v["auroc"] for k, v in sc.sweeps.items()}, ylabel="AUROC",
-                                       current=drop, title=f"AUROC vs drop percentage, t = {sc.t}")),
-            fig(figures.metric_vs_drop(percents, {k: v["tpr_at_1fpr"] for k, v in sc.sweeps.items()},
-                                       ylabel="TPR@1%FPR", current=drop,
-                                       title=f"TPR@1%FPR vs drop percentage, t = {sc.t}")),
+            fig(figures.metric_vs_drop(curves.percents, series_a, ylabel="AUROC", current=curve_drop,
+                                       title=f"AUROC vs drop percentage, t = {t_fig} ({res.protocol.name})")),
+            fig(figures.metric_vs_drop(curves.percents, series_t, ylabel="TPR@1%FPR", current=curve_drop,
+                                       title=f"TPR@1%FPR vs drop percentage, t = {t_fig} ({res.protocol.name})")),
         )
-        sweep_df = pd.DataFrame({"drop %": list(percents)})
-        for k, v in sc.sweeps.items():
-            sweep_df[f"AUROC ({k})"] = [_fmt(x) for x in v["auroc"]]
-            sweep_df[f"TPR@1%FPR ({k})"] = [_fmt(x) for x in v["tpr_at_1fpr"]]
+        sweep_df = pd.DataFrame({"drop %": [f"{p:g}" for p in curves.percents]})
+        for m in ("auroc", "tpr_at_1fpr"):
+            sweep_df[f"{_METRIC_LABELS[m]} (masked)"] = [_fmt(x) for x in curves.masked[m]]
+            sweep_df[f"{_METRIC_LABELS[m]} (random, mean)"] = [_fmt(x) for x in curves.random_mean[m]]
+            sweep_df[f"{_METRIC_LABELS[m]} (random, min–max)"] = [
+                f"{_fmt(lo)} – {_fmt(hi)}" for lo, hi in zip(curves.random_lo[m], curves.random_hi[m])]
+        sweep_body += ('<p class="note">On every sample at one t (descriptive, nothing chosen on held-out folds); '
+                       f"random = mean and range over seeds {', '.join(map(str, curves.seeds))}.</p>")
         sweep_body += "<details><summary>Values</summary>" + _table(sweep_df, table_id="drop-table") + "</details>"
     else:
         sweep_body = _not_maskable(attack)
@@ -604,22 +647,25 @@ def build_html_report(
 
     # ---- timesteps
     if maskable:
-        masked_t = compute.per_timestep_metrics(sc.masked_all_t, labels)
+        base_t = ev.per_t()
+        masked_t = ev.masked_per_t(curve_drop)
         body = _row(
             fig(figures.metric_vs_timestep(timesteps, {"baseline": base_t["auroc"], "masked": masked_t["auroc"]},
-                                           ylabel="AUROC", selected_t=sc.t, title=f"AUROC vs timestep (drop {drop:g} %)")),
+                                           ylabel="AUROC", selected_t=t_fig,
+                                           title=f"AUROC vs timestep (drop {curve_drop:g} %, {res.protocol.name})")),
             fig(figures.metric_vs_timestep(timesteps, {"baseline": base_t["tpr_at_1fpr"],
                                                        "masked": masked_t["tpr_at_1fpr"]},
-                                           ylabel="TPR@1%FPR", selected_t=sc.t,
-                                           title=f"TPR@1%FPR vs timestep (drop {drop:g} %)")),
+                                           ylabel="TPR@1%FPR", selected_t=t_fig,
+                                           title=f"TPR@1%FPR vs timestep (drop {curve_drop:g} %, {res.protocol.name})")),
         )
         t_df = pd.DataFrame({"t": timesteps})
         for label, src in (("baseline", base_t), ("masked", masked_t)):
-            for m in ("auroc", "tpr_at_1fpr", "asr"):
+            for m in REPORTED_METRICS:
                 t_df[f"{_METRIC_LABELS[m]} ({label})"] = [_fmt(x) for x in src[m]]
-        body += (f'<p class="note">Best baseline AUROC {_fmt(base_t["auroc"][best_index])} at t = '
-                 f"{timesteps[best_index]}; choosing t on the evaluation set itself (as the paper does) is "
-                 "optimistic.</p>")
+        hi = ev.headline_t_index()
+        body += (f'<p class="note">Best baseline AUROC {_fmt(base_t["auroc"][hi])} at t = {timesteps[hi]} on all '
+                 "samples; choosing t on the evaluation set itself is optimistic (the honest protocol chooses it "
+                 "on the other folds).</p>")
         body += "<details><summary>Values</summary>" + _table(t_df, table_id="timestep-table") + "</details>"
     else:
         body = _not_maskable(attack)
@@ -636,29 +682,25 @@ def build_html_report(
     ))
 
     # ---- quartiles
-    quart = compute.quartile_index(lv)
-    edges = compute.quartile_edges(lv, quart)
-    counts = np.bincount(quart, minlength=4)
-    q_base = compute.quartile_aurocs(sc.variants["baseline"], labels, quart)
     q_df = pd.DataFrame({
-        "quartile": [f"Q{i + 1}" for i in range(4)],
-        "n": counts,
-        "members": [int(labels[quart == i].sum()) for i in range(4)],
-        "log-volume range": [
-            f"{_fmt(lv[quart == i].min(), 3)} .. {_fmt(lv[quart == i].max(), 3)}" if counts[i] else "–"
-            for i in range(4)
-        ],
-        "AUROC (baseline)": [_fmt(v) for v in q_base],
+        "quartile": [f"Q{q.q}" for q in res.quartiles],
+        "n": [q.n for q in res.quartiles],
+        "members": [q.n_members for q in res.quartiles],
+        "log-volume range": [f"{_fmt(q.log_volume_min, 3)} .. {_fmt(q.log_volume_max, 3)}" if q.n else "–"
+                             for q in res.quartiles],
+        "AUROC (baseline)": [_fmt(q.auroc) for q in res.quartiles],
+        "AUROC 95% CI": [_ci_text(q.auroc_ci) for q in res.quartiles],
+        "TPR@1%FPR": [_fmt(q.tpr_at_1fpr) for q in res.quartiles],
+        "ASR": [_fmt(q.asr) for q in res.quartiles],
+        "t": [ArmResult("q", 0, 0, 0, {}, q.best_t).t_text if not honest else res.baseline.t_text
+              for q in res.quartiles],
     })
-    if maskable:
-        q_df[f"AUROC (masked {drop:g} %)"] = [_fmt(v) for v in compute.quartile_aurocs(sc.variants["masked"], labels, quart)]
-    q_body = fig(figures.quartile_auroc_bars(q_base, edges=edges, counts=counts,
-                                             title=f"{attack} baseline AUROC by distortion quartile{t_text}"))
+    q_body = ""
     if maskable and len(timesteps) > 1:
-        q_all = compute.quartile_aurocs(sc.baseline_all_t, labels, quart)
-        q_body = _row(q_body, fig(figures.quartile_auroc_vs_timestep(timesteps, q_all, selected_t=sc.t)))
+        q_body = fig(figures.quartile_auroc_vs_timestep(timesteps, ev.quartile_per_t(), selected_t=t_fig))
     q_body += _table(q_df, table_id="quartile-table")
-    q_body += '<p class="note">Q1 = least distorted (lowest log-volume), Q4 = most distorted.</p>'
+    q_body += (f'<p class="note">Q1 = least distorted (lowest log-volume), Q4 = most distorted; groups: '
+               f"{_esc(res.protocol.settings()['quartiles'])}.</p>")
     parts.append(_section("quartiles", q_body))
 
     # ---- mean influence heatmap
@@ -671,20 +713,19 @@ def build_html_report(
     ))
 
     # ---- report JSON
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UndefinedMetricWarning)
-        report = build_report(run, attack=attack, drop=drop, seed=seed)
+    report = report_from_results(run, {attack: res}, drop=drop)
     parts.append(_section(
         "report-json",
-        '<p class="note">The report of <code>python -m ldminv_core report RUN --json</code> for this attack, '
-        f"drop {drop:g} %, seed {seed}; its baseline / masked / random metrics are at best_t (chosen on the "
-        "evaluation set), which may differ from the timestep of the figures above.</p>"
+        '<p class="note">The report of <code>python -m ldminv_core report RUN --json</code> for this attack '
+        f"(protocol {_esc(res.protocol.name)}, drop {'chosen per fold' if drop is None else f'{drop:g} %'}, "
+        f"seed {seed}, {n_boot} bootstrap replicates).</p>"
         f'<pre id="report-json-text">{_esc(json.dumps(report, indent=2))}</pre>',
     ))
 
     heading = title or f"Membership-leakage report: {name}"
     toc = "".join(f'<li><a href="#{sid}">{_esc(text)}</a></li>' for sid, text in SECTIONS.items())
-    lead = (f"{_esc(attack)}" + (f", t = {sc.t}, drop {drop:g} %" if maskable else "")
+    lead = (f"{_esc(attack)} · protocol {_esc(res.protocol.name)} · {_esc(res.baseline.t_text)}"
+            + (f" · drop {_esc(res.masked.drop_text)}" if res.masked is not None else "")
             + f" · {run.n_members} members / {run.n_heldout} held-out · generated {_esc(generated)}")
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

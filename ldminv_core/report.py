@@ -27,7 +27,7 @@ from .errors import LdminvError, UnknownNameError
 from .evaluation import DEFAULT_PROTOCOL, ArmResult, AttackEvaluation, Evaluation, Finding, make_protocol
 from .runstore import Run
 
-__all__ = ["build_report", "format_report", "CI_LEVEL", "N_BOOT"]
+__all__ = ["build_report", "evaluate_run", "report_from_results", "format_report", "CI_LEVEL", "N_BOOT"]
 
 CI_LEVEL = 0.95
 N_BOOT = 1000
@@ -141,6 +141,28 @@ def evaluate_run(
     return run, results
 
 
+def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop: float | None = None) -> dict:
+    """The report JSON object of evaluations already computed (``{attack: AttackEvaluation}``, all
+    under one protocol): what :func:`build_report` returns, without computing anything again."""
+    if not results:
+        raise LdminvError(f"results: expected at least one attack evaluation of run {run.path}")
+    first = next(iter(results.values()))
+    proto = first.protocol
+    drop_percent = None if (drop is None and proto.name == "honest") else (40.0 if drop is None else float(drop))
+    return {
+        "run": str(run.path),
+        "n_members": run.n_members,
+        "n_heldout": run.n_heldout,
+        "latent_shape": list(run.latent_shape),
+        "drop_percent": drop_percent,
+        "protocol": proto.settings(),
+        "n_boot": int(first.n_boot),
+        "ci_level": first.level,
+        "findings": [_finding(f, name) for name, res in results.items() for f in res.findings],
+        "attacks": {name: _attack(res) for name, res in results.items()},
+    }
+
+
 def build_report(
     run: Run | str | Path,
     *,
@@ -174,20 +196,7 @@ def build_report(
     """
     run, results = evaluate_run(run, attack=attack, protocol=protocol, folds=folds, drop=drop, seed=seed,
                                 n_boot=n_boot)
-    proto = next(iter(results.values())).protocol if results else make_protocol(protocol, folds=folds, seed=seed)
-    drop_percent = None if (drop is None and proto.name == "honest") else (40.0 if drop is None else float(drop))
-    return {
-        "run": str(run.path),
-        "n_members": run.n_members,
-        "n_heldout": run.n_heldout,
-        "latent_shape": list(run.latent_shape),
-        "drop_percent": drop_percent,
-        "protocol": proto.settings(),
-        "n_boot": int(n_boot),
-        "ci_level": CI_LEVEL,
-        "findings": [_finding(f, name) for name, res in results.items() for f in res.findings],
-        "attacks": {name: _attack(res) for name, res in results.items()},
-    }
+    return report_from_results(run, results, drop=drop)
 
 
 def _pct(x: float | None) -> str:

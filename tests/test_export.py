@@ -109,7 +109,6 @@ def sk_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     return {
         "AUROC": roc_auc_score(labels, scores),
         "TPR@1%FPR": tpr[fpr <= 0.01].max(),
-        "TPR@0.1%FPR": tpr[fpr <= 0.001].max(),
         "ASR": ((tpr + 1 - fpr) / 2).max(),
     }
 
@@ -238,14 +237,21 @@ def test_report_has_every_section_and_is_offline(sima_report):
     # the bundle comes before the first figure's Plotly.newPlot call, and every figure is drawn
     first_plot = doc.index("Plotly.newPlot")
     assert doc.index("plotly.js v") < first_plot
-    assert len(p.plot_divs) == 10
+    # findings (quartile bars, AUROC vs drop), 2 ROC, 2 drop, 2 timestep, log-volume, quartiles vs t, influence
+    assert len(p.plot_divs) == 11
     for div_id in p.plot_divs:
         assert len(re.findall(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + '"', doc)) == 1
 
 
+def _best_t_index(arrays) -> int:
+    """The standard protocol's t: the best baseline AUROC over t by sklearn (first on ties)."""
+    aurocs = [roc_auc_score(arrays["labels"], -arrays["terms"][:, i].sum(axis=(1, 2, 3))) for i in range(len(TIMESTEPS))]
+    return int(np.argmax(aurocs))
+
+
 def test_report_metrics_equal_sklearn_on_recomputed_scores(sima_report, arrays, manual_keep):
     _, p = sima_report
-    ti = TIMESTEPS.index(T_USED)
+    ti = _best_t_index(arrays)
     terms_t = arrays["terms"][:, ti]
     labels = arrays["labels"]
     n = labels.shape[0]
@@ -253,26 +259,47 @@ def test_report_metrics_equal_sklearn_on_recomputed_scores(sima_report, arrays, 
     expected = {
         "baseline": -terms_t.sum(axis=(1, 2, 3)),
         "masked": masked_scores(terms_t, arrays["influence"], DROP),
-        "random": -(terms_t * random_drop_mask((n, 4, 4, 4), DROP, seed=SEED)).sum(axis=(1, 2, 3)),
         "global": masked_scores(terms_t, np.broadcast_to(mean_influence, arrays["influence"].shape), DROP),
         "manual": -(terms_t * manual_keep).sum(axis=(1, 2, 3)),
     }
     table = table_dict(p.tables["metrics-table"])
-    assert list(table) == list(expected)
+    assert list(table) == ["baseline", "masked", "random", "global", "manual"]
     for name, scores in expected.items():
+        assert table[name]["t"] == f"t = {TIMESTEPS[ti]}", name
         for metric, value in sk_metrics(scores, labels).items():
             assert table[name][metric] == f"{value:.4f}", (name, metric)
         lo, hi = (float(x) for x in table[name]["AUROC 95% CI"].strip("[]").split(","))
         assert 0.0 <= lo <= hi <= 1.0
-    # the settings of the figures name what produced them
+    # the random control: the mean over its five seeds SEED..SEED+4
+    per_seed = [sk_metrics(-(terms_t * random_drop_mask((n, 4, 4, 4), DROP, seed=s)).sum(axis=(1, 2, 3)), labels)
+                for s in range(SEED, SEED + 5)]
+    for metric in ("AUROC", "TPR@1%FPR", "ASR"):
+        assert table["random"][metric] == f"{np.mean([m[metric] for m in per_seed]):.4f}", metric
+    assert table["masked"]["drop"] == f"{DROP} %"
+    # the settings name what produced the numbers
     fig_settings = table_dict(p.tables["figure-settings-table"])
+    assert fig_settings["protocol"]["value"].startswith("standard: members positive")
     assert fig_settings["attack"]["value"] == "sima"
-    assert fig_settings["timestep t"]["value"].startswith(f"{T_USED} ")
+    assert fig_settings["timestep t"]["value"] == f"t = {TIMESTEPS[ti]} (metrics); t = {T_USED} (drop curves)"
     assert fig_settings["drop percentage"]["value"].startswith(f"{DROP} %")
     assert f"({int(round(64 * DROP / 100))} of 64 coordinates dropped)" in fig_settings["drop percentage"]["value"]
     assert fig_settings["random seed"]["value"].startswith(f"{SEED} ")
     assert f"keeps {int(manual_keep.sum())} of 64" in fig_settings["manual mask"]["value"]
     assert f"{N_BOOT} stratified replicates" in fig_settings["bootstrap"]["value"]
+
+
+def test_report_opens_with_the_findings_of_build_report(sima_report, run_dir):
+    doc, p = sima_report
+    assert doc.index('id="findings"') < doc.index('id="run-settings"')
+    rows = table_dict(p.tables["findings-table"])
+    report = build_report(Run.open(run_dir), attack="sima", drop=DROP, seed=SEED, n_boot=N_BOOT)
+    assert list(rows) == [f["id"] for f in report["findings"]]
+    for f in report["findings"]:
+        row = rows[f["id"]]
+        assert row["verdict"] == f["verdict"] and row["statement"] == f["statement"]
+        assert row["estimate"] == f"{f['estimate']:+.4f}"
+        assert row["95% CI"] == f"[{f['ci'][0]:.4f}, {f['ci'][1]:.4f}]"
+    assert '<p class="lead" id="protocol-line">Protocol <b>standard</b>' in doc
 
 
 def test_report_run_settings_quartiles_and_json(sima_report, arrays, run_dir):
@@ -290,19 +317,18 @@ def test_report_run_settings_quartiles_and_json(sima_report, arrays, run_dir):
         assert rows[f"{pkg} version"]["value"] == settings["versions"][pkg]
     assert "0, 10, 20" in rows["attack sima"]["value"]
 
-    # AUROC by quartile: stable argsort of log-volume split in four, sklearn within each
-    ti = TIMESTEPS.index(T_USED)
+    # AUROC by quartile: stable argsort of log-volume split in four, sklearn within each, at the best t
+    ti = _best_t_index(arrays)
     labels = arrays["labels"]
     base = -arrays["terms"][:, ti].sum(axis=(1, 2, 3))
-    masked = masked_scores(arrays["terms"][:, ti], arrays["influence"], DROP)
     q_rows = table_dict(p.tables["quartile-table"])
     for q, idx in enumerate(np.array_split(np.argsort(arrays["log_volume"], kind="stable"), 4), start=1):
         y = labels[idx]
         row = q_rows[f"Q{q}"]
         assert int(row["n"]) == len(idx) and int(row["members"]) == int(y.sum())
-        for col, s in (("AUROC (baseline)", base), (f"AUROC (masked {DROP} %)", masked)):
-            want = f"{roc_auc_score(y, s[idx]):.4f}" if 0 < y.sum() < len(y) else "–"
-            assert row[col] == want, (q, col)
+        want = f"{roc_auc_score(y, base[idx]):.4f}" if 0 < y.sum() < len(y) else "–"
+        assert row["AUROC (baseline)"] == want, q
+        assert row["t"] == f"t = {TIMESTEPS[ti]}"
 
     # timestep table: baseline AUROC at every t
     t_rows = table_dict(p.tables["timestep-table"])
@@ -312,7 +338,37 @@ def test_report_run_settings_quartiles_and_json(sima_report, arrays, run_dir):
 
     # the report JSON is build_report's, unchanged
     shown = json.loads(p.pre["report-json-text"])
-    assert shown == build_report(Run.open(run_dir), attack="sima", drop=DROP, seed=SEED)
+    assert shown == json.loads(json.dumps(build_report(Run.open(run_dir), attack="sima", drop=DROP, seed=SEED,
+                                                       n_boot=N_BOOT)))
+
+
+def test_report_under_the_paper_and_honest_protocols(run_dir, arrays):
+    run = Run.open(run_dir)
+    labels, terms = arrays["labels"], arrays["terms"]
+    # paper: held-out positive, the statistic as the score, strict FPR < 1%, each metric its own t
+    doc = export.build_html_report(run, attack="sima", protocol="paper", drop_percent=DROP, n_boot=0)
+    p = parse(doc)
+    table = table_dict(p.tables["metrics-table"])
+    stat = terms.sum(axis=(2, 3, 4))  # (N, T)
+    per_t = []
+    for i in range(len(TIMESTEPS)):
+        fpr, tpr, _ = roc_curve(1 - labels, stat[:, i], drop_intermediate=False)
+        per_t.append((roc_auc_score(1 - labels, stat[:, i]), tpr[max(int((fpr < 0.01).sum()) - 1, 0)],
+                      ((tpr + 1 - fpr) / 2).max()))
+    per_t = np.array(per_t)
+    for k, metric in enumerate(("AUROC", "TPR@1%FPR", "ASR")):
+        assert table["baseline"][metric] == f"{per_t[:, k].max():.4f}", metric
+    assert json.loads(p.pre["report-json-text"])["protocol"]["name"] == "paper"
+    # honest: folds table with every fold's own choices, realised FPR beside TPR
+    doc = export.build_html_report(run, attack="sima", protocol="honest", folds=2, drop_percent=None, n_boot=0)
+    p = parse(doc)
+    table = table_dict(p.tables["metrics-table"])
+    assert "realised FPR" in table["baseline"]
+    folds = p.tables["folds-table"]
+    report = json.loads(p.pre["report-json-text"])
+    assert len(folds) - 1 == 2 * 3  # 2 folds x (baseline, masked, random)
+    assert sum(len(f["sample_ids"]) for f in report["attacks"]["sima"]["baseline"]["folds"]) == 2 * N_PER_SPLIT
+    assert report["drop_percent"] is None
 
 
 def test_report_of_an_unmaskable_attack(run_dir, arrays):
@@ -327,7 +383,7 @@ def test_report_of_an_unmaskable_attack(run_dir, arrays):
     assert table["baseline"]["AUROC 95% CI"] == "–"
     assert "cannot be masked" in doc
     assert doc.count("plotly.js v") == 1
-    assert len(p.plot_divs) == 5  # 2 ROC, log-volume, quartile bars, influence heatmap
+    assert len(p.plot_divs) == 5  # findings quartile bars, 2 ROC, log-volume, influence heatmap
 
 
 # --------------------------------------------------------------------------- CSV
@@ -364,6 +420,7 @@ def test_csv_rows_and_scores(run_dir, arrays):
     by_rank = df.sort_values("rank_baseline")["baseline_score"].to_numpy()
     assert (np.diff(by_rank) <= 0).all()
     assert (df["attack"] == "sima").all() and (df["t"] == 20).all() and (df["random_seed"] == SEED).all()
+    assert (df["protocol"] == "standard").all() and (df["fold"] == 0).all()
     # AUROC from the CSV equals sklearn on the labels
     assert roc_auc_score(labels, df["baseline_score"]) == pytest.approx(
         roc_auc_score(labels, -terms_t.sum(axis=(1, 2, 3))), abs=0

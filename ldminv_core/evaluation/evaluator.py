@@ -542,10 +542,7 @@ class Evaluation:
             return masks.masked_statistic(self.terms(), keep)
         return self._cached(("global_stat", drop), make)
 
-    def custom_arm(self, name: str, stat: np.ndarray) -> ArmResult:
-        """An arm from any statistic (N, T) (a manual or global mask, say), chosen and measured
-        like the others: the headline t (``standard``), each metric's own best t (``paper``) or
-        the folds' t and transferred thresholds (``honest``); bootstrap intervals as the arms'."""
+    def _custom_key(self, stat: np.ndarray) -> str:
         st = np.ascontiguousarray(stat, dtype=np.float64)
         if st.shape != self.baseline_stat().shape:
             raise LdminvError(f"stat: expected shape {self.baseline_stat().shape} (N, T), got {st.shape}")
@@ -554,6 +551,17 @@ class Evaluation:
         key = "custom:" + hashlib.sha1(st.tobytes()).hexdigest()
         with self._lock:
             self._memo.setdefault(("custom_stat", key), st)
+        return key
+
+    def custom_scores(self, stat: np.ndarray) -> np.ndarray:
+        """(N,) membership scores of :meth:`custom_arm`'s arm as its AUROC is evaluated (for ROC curves)."""
+        return self.scores(self._custom_key(stat))
+
+    def custom_arm(self, name: str, stat: np.ndarray) -> ArmResult:
+        """An arm from any statistic (N, T) (a manual or global mask, say), chosen and measured
+        like the others: the headline t (``standard``), each metric's own best t (``paper``) or
+        the folds' t and transferred thresholds (``honest``); bootstrap intervals as the arms'."""
+        key = self._custom_key(stat)
         from dataclasses import replace
 
         return self._cached(("custom_arm", key, name), lambda: replace(self._arm(key, None), arm=name))
@@ -571,6 +579,13 @@ class Evaluation:
         """(N,) quartile 0..3 by the protocol's rule (-1 for a NaN log-volume)."""
         rule = "percentile" if self.protocol.name == "paper" else "split"
         return self._cached(("quartile_groups",), lambda: quartile_index(self.run.log_volume, rule=rule))
+
+    def quartile_per_t(self) -> np.ndarray:
+        """(4, T) baseline AUROC of every quartile at every timestep (all samples, descriptive)."""
+        def make() -> np.ndarray:
+            groups = self.quartile_groups()
+            return np.stack([self._metrics_over_t(self.baseline_stat(), groups == q)["auroc"] for q in range(4)])
+        return self._cached(("quartile_per_t",), make)
 
     def _quartile_scored(self, q: int) -> tuple[_Scored, dict[str, int | None]]:
         cols = self.quartile_groups() == q

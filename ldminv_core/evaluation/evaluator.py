@@ -645,6 +645,8 @@ class Evaluation:
                 cls[rows] = len(names)
                 cq[rows] = quartile_index(lv[rows], rule=rule)
                 names.append(v)
+            if len(names) < 2:  # one usable class cannot remove a confounding with class
+                return np.full(self.n, -1, dtype=np.int64), np.full(self.n, -1, dtype=np.int64), []
             return cls, cq, names
         return self._cached(("classes",), make)
 

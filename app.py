@@ -21,8 +21,9 @@ st.set_page_config(
 
 _HERE = Path(__file__).resolve().parent
 PAGES = [
+    st.Page("pages/findings.py", title="Findings", icon=":material/fact_check:", default=True),
     st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
-    st.Page("pages/distortion.py", title="Distortion", icon=":material/blur_on:", default=True),
+    st.Page("pages/distortion.py", title="Distortion", icon=":material/blur_on:"),
     st.Page("pages/dimensions.py", title="Dimensions", icon=":material/grid_on:"),
     st.Page("pages/masks_roc.py", title="Masks & ROC", icon=":material/show_chart:"),
     st.Page("pages/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),

@@ -1,10 +1,10 @@
 """ldminv_app: the app layer of the ldminv dashboard.
 
 - :mod:`ldminv_app.figures`  pure Plotly figure builders (arrays / data frames -> Figure);
-- :mod:`ldminv_app.compute`  derived tables and curves (quartiles, coordinates, sweeps);
 - :mod:`ldminv_app.images`   thumbnails, display images, decoded tensors -> RGB;
 - :mod:`ldminv_app.jobs`     background analyses with progress and cancellation;
 - :mod:`ldminv_app.uploads`  uploaded images / zips -> an image folder;
+- :mod:`ldminv_app.export`   the HTML report and the per-sample CSV;
 - :mod:`ldminv_app.cache`    Streamlit caches of runs, models and derived arrays;
 - :mod:`ldminv_app.state`    session-state keys (active run, attack, timestep, manual mask);
 - :mod:`ldminv_app.ui`       shared page frame: start-up run, sidebar, errors, progress.

@@ -1,8 +1,9 @@
 """Cached access to runs, models and the arrays the pages derive from them.
 
 ``st.cache_resource`` holds objects that are shared and never copied: opened runs, loaded
-models, in-memory attack terms and ``DropSweep`` objects, background analysis jobs.
-``st.cache_data`` holds derived arrays and tables. Every cache key starts with the run's
+models, in-memory arrays, background analysis jobs, and one
+:class:`~ldminv_core.evaluation.Evaluation` per (run, attack, protocol), which memoises every
+reported number itself. ``st.cache_data`` holds descriptive tables and images. Every cache key starts with the run's
 resolved path and the modification time of its run.json (its "stamp"), so a recomputed
 run is never served stale results. Moving a control on a page therefore only recomputes
 from these cached objects: no model call, no file re-read.
@@ -17,11 +18,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ldminv_core import masks, metrics
-from ldminv_core.errors import RunError, UnknownNameError
+from ldminv_core.errors import RunError
+from ldminv_core.evaluation import Evaluation, make_protocol, tables
 from ldminv_core.runstore import Run
 
-from . import compute
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
 from .jobs import AnalysisJob
 
@@ -32,17 +32,11 @@ __all__ = [
     "influence",
     "latents",
     "terms",
+    "evaluation",
+    "PAGE_N_BOOT",
     "baseline_scores",
-    "per_t_metrics",
     "best_t_index",
-    "quartiles",
-    "quartile_auroc_table",
-    "influence_sweep",
-    "random_sweep",
-    "ranking_sweep",
     "dimension_table",
-    "variant_table",
-    "sweep_curves",
     "thumbnail",
     "display_image",
     "reconstruction",
@@ -50,6 +44,9 @@ __all__ = [
     "clear_run_caches",
 ]
 
+
+#: Bootstrap replicates of the intervals on the pages (the CLI and the HTML export use 1000).
+PAGE_N_BOOT = 200
 
 # --------------------------------------------------------------------------- keys
 
@@ -137,144 +134,44 @@ def terms(run: Run, attack: str) -> np.ndarray:
     return _terms(*run_key(run.path), attack)
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def _baseline_scores(path: str, stamp: int, attack: str) -> np.ndarray:
-    run = _open_run(path, stamp)
-    if run.is_maskable(attack):
-        return -masks.masked_statistic(_terms(path, stamp, attack), None)
-    return run.stored_scores(attack)
+@st.cache_resource(max_entries=32, show_spinner=False)
+def _evaluation(path: str, stamp: int, attack: str, protocol: str, folds: int, n_boot: int) -> Evaluation:
+    return Evaluation(_open_run(path, stamp), attack, make_protocol(protocol, folds=folds), n_boot=n_boot)
+
+
+def evaluation(run: Run, attack: str, *, protocol: str | None = None, folds: int | None = None,
+               n_boot: int = PAGE_N_BOOT) -> Evaluation:
+    """The one cached :class:`~ldminv_core.evaluation.Evaluation` of (run, attack, protocol, folds,
+    n_boot): it memoises its own parts (per-t curves, arms per drop, quartiles, findings, sweeps),
+    so every page and every control reuses what was computed once. ``protocol`` / ``folds``
+    default to the session's (sidebar) choice."""
+    from . import state
+
+    name = protocol or state.current_protocol()
+    k = int(folds if folds is not None else state.current_folds())
+    return _evaluation(*run_key(run.path), attack, name, k, int(n_boot))
 
 
 def baseline_scores(run: Run, attack: str) -> np.ndarray:
-    """Membership scores without any mask: (N, T) for maskable attacks, (N,) otherwise."""
-    return _baseline_scores(*run_key(run.path), attack)
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _per_t_metrics(path: str, stamp: int, attack: str) -> dict[str, np.ndarray]:
-    run = _open_run(path, stamp)
-    scores = _baseline_scores(path, stamp, attack)
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    return compute.per_timestep_metrics(scores, run.labels)
-
-
-def per_t_metrics(run: Run, attack: str) -> dict[str, np.ndarray]:
-    """Baseline metrics at every timestep: {name: (T,)} ((1,) for non-maskable attacks)."""
-    return _per_t_metrics(*run_key(run.path), attack)
+    """Membership scores without any mask: (N, T) for maskable attacks, (N, 1) otherwise."""
+    return -evaluation(run, attack, protocol="standard").baseline_stat()
 
 
 def best_t_index(run: Run, attack: str) -> int:
-    """Index of the timestep with the best baseline AUROC (``metrics.best_t_index``); 0 when
-    the AUROC is undefined everywhere."""
-    aurocs = per_t_metrics(run, attack)["auroc"]
-    if np.isnan(aurocs).all():
-        return 0
-    return metrics.best_t_index(aurocs)
-
-
-@st.cache_data(max_entries=8, show_spinner=False)
-def _quartiles(path: str, stamp: int) -> np.ndarray:
-    return compute.quartile_index(_open_run(path, stamp).log_volume)
-
-
-def quartiles(run: Run) -> np.ndarray:
-    """(N,) distortion quartile 0..3 of every sample."""
-    return _quartiles(*run_key(run.path))
-
-
-@st.cache_data(max_entries=16, show_spinner=False)
-def _quartile_aurocs(path: str, stamp: int, attack: str) -> np.ndarray:
-    run = _open_run(path, stamp)
-    scores = _baseline_scores(path, stamp, attack)
-    return compute.quartile_aurocs(scores, run.labels, _quartiles(path, stamp))
-
-
-def quartile_auroc_table(run: Run, attack: str) -> np.ndarray:
-    """Baseline AUROC per distortion quartile: (4, T) for maskable attacks, (4,) otherwise."""
-    return _quartile_aurocs(*run_key(run.path), attack)
-
-
-@st.cache_resource(max_entries=4, show_spinner="Preparing the drop sweep…")
-def _influence_sweep(path: str, stamp: int, attack: str) -> masks.DropSweep:
-    return masks.DropSweep.by_influence(_terms(path, stamp, attack), _influence(path, stamp))
-
-
-def influence_sweep(run: Run, attack: str) -> masks.DropSweep:
-    """``DropSweep.by_influence(terms, influence)`` over all timesteps, built once per run/attack."""
-    return _influence_sweep(*run_key(run.path), attack)
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _random_sweep(path: str, stamp: int, attack: str, t_index: int, seed: int) -> masks.DropSweep:
-    return masks.DropSweep.random(_terms(path, stamp, attack), seed=seed, t_index=t_index)
-
-
-def random_sweep(run: Run, attack: str, *, t_index: int, seed: int) -> masks.DropSweep:
-    """``DropSweep.random(terms, seed=seed, t_index=t_index)`` (one timestep), cached."""
-    return _random_sweep(*run_key(run.path), attack, int(t_index), int(seed))
-
-
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _ranking_sweep(path: str, stamp: int, attack: str, t_index: int) -> masks.DropSweep:
-    ranking = _influence(path, stamp).mean(axis=0)
-    return masks.DropSweep.by_ranking(_terms(path, stamp, attack), ranking, t_index=t_index)
-
-
-def ranking_sweep(run: Run, attack: str, *, t_index: int) -> masks.DropSweep:
-    """``DropSweep.by_ranking(terms, mean influence over samples, t_index=t_index)``, cached."""
-    return _ranking_sweep(*run_key(run.path), attack, int(t_index))
+    """Index of the timestep with the best baseline AUROC on all samples (first on ties)."""
+    return evaluation(run, attack).headline_t_index()
 
 
 @st.cache_data(max_entries=16, show_spinner="Ranking the latent coordinates…")
 def _dimension_table(path: str, stamp: int, attack: str, t_index: int) -> pd.DataFrame:
     run = _open_run(path, stamp)
     terms_t = _terms(path, stamp, attack)[:, int(t_index)]
-    return compute.dimension_table(_influence(path, stamp), terms_t, run.labels)
+    return tables.dimension_table(_influence(path, stamp), terms_t, run.labels)
 
 
 def dimension_table(run: Run, attack: str, t_index: int) -> pd.DataFrame:
-    """``compute.dimension_table`` of the attack's terms at one timestep, cached."""
+    """``evaluation.dimension_table`` of the attack's terms at one timestep, cached."""
     return _dimension_table(*run_key(run.path), attack, int(t_index))
-
-
-@st.cache_data(max_entries=64, show_spinner="Bootstrapping the metrics…")
-def _variant_table(key: tuple, _scores: dict, _labels: np.ndarray, n_boot: int) -> pd.DataFrame:
-    return compute.variant_metrics(_scores, _labels, n_boot=n_boot)
-
-
-def variant_table(key: tuple, scores: dict[str, np.ndarray], labels: np.ndarray, *, n_boot: int) -> pd.DataFrame:
-    """``compute.variant_metrics`` cached under ``key``, which must identify the scores
-    (run path and stamp, attack, timestep and every mask setting)."""
-    return _variant_table(key, scores, labels, int(n_boot))
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def _sweep_curves(
-    path: str, stamp: int, attack: str, kind: str, t_index: int, seed: int, percents: tuple
-) -> dict[str, np.ndarray]:
-    run = _open_run(path, stamp)
-    if kind == "masked":
-        return compute.sweep_metrics(
-            _influence_sweep(path, stamp, attack), run.labels, t_index=t_index, percents=percents
-        )
-    if kind == "random":
-        sweep = _random_sweep(path, stamp, attack, t_index, seed)
-    elif kind == "global":
-        sweep = _ranking_sweep(path, stamp, attack, t_index)
-    else:
-        raise UnknownNameError(f"kind: expected 'masked', 'random' or 'global', got {kind!r}")
-    return compute.sweep_metrics(sweep, run.labels, t_index=None, percents=percents)
-
-
-def sweep_curves(
-    run: Run, attack: str, kind: str, *, t_index: int, seed: int = 0,
-    percents: tuple = compute.DROP_PERCENTS,
-) -> dict[str, np.ndarray]:
-    """Metrics against drop percentage ({name: (K,)}) of the "masked" (per-sample influence),
-    "random" (seeded) or "global" (mean-influence ranking) sweep at timestep index ``t_index``,
-    from one ``DropSweep.statistics`` call and ``metrics.evaluate_many``; cached."""
-    return _sweep_curves(*run_key(run.path), attack, kind, int(t_index), int(seed), tuple(percents))
 
 
 # --------------------------------------------------------------------------- images
@@ -359,9 +256,7 @@ def job_registry() -> JobRegistry:
 
 def clear_run_caches() -> None:
     """Drop every cached run-derived object (after a run was deleted or recomputed)."""
-    for fn in (_open_run, _influence, _latents, _terms, _influence_sweep, _random_sweep, _ranking_sweep):
+    for fn in (_open_run, _influence, _latents, _terms, _evaluation):
         fn.clear()
-    for fn in (_baseline_scores, _per_t_metrics, _quartiles, _quartile_aurocs, _dimension_table, _variant_table,
-               _sweep_curves,
-               _reconstruction):
+    for fn in (_dimension_table, _reconstruction):
         fn.clear()

@@ -238,7 +238,7 @@ def per_sample_table(
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
-    """1-based rank of every score, 1 = highest (ties by row order, as ``compute.rank_of``)."""
+    """1-based rank of every score, 1 = highest (ties by row order, as ``evaluation.rank_of``)."""
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
     ranks = np.empty(order.shape[0], dtype=np.int64)
     ranks[order] = np.arange(1, order.shape[0] + 1)

@@ -27,27 +27,36 @@ __all__ = [
     "image_with_heatmap",
     "roc_curves",
     "metric_vs_drop",
+    "drop_curves_with_bands",
+    "attack_overview",
     "metric_vs_timestep",
     "dimension_scatter",
     "latent_scatter",
 ]
 
 TEMPLATE = "plotly_white"
-SPLIT_COLORS = {"member": "#d62728", "heldout": "#1f77b4"}
-#: Colours of the attack variants on the Masks & ROC page (and any report).
+# Okabe-Ito colour-blind-safe palette; the same arm has the same colour on every page and report.
+SPLIT_COLORS = {"member": "#E69F00", "heldout": "#0072B2"}
+#: Colours of the arms (baseline, masked, random control, global and manual masks).
 VARIANT_COLORS = {
-    "baseline": "#444444",
-    "masked": "#d62728",
-    "random": "#7f7f7f",
-    "global": "#2ca02c",
-    "manual": "#9467bd",
+    "baseline": "#000000",
+    "masked": "#D55E00",
+    "random": "#56B4E9",
+    "global": "#009E73",
+    "manual": "#CC79A7",
 }
 _QUARTILE_COLORS = ("#fdd49e", "#fc8d59", "#e34a33", "#b30000")
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
+_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 
 def _color(name: str, i: int) -> str:
-    return VARIANT_COLORS.get(name, _PALETTE[i % len(_PALETTE)])
+    """The arm's colour (a name may carry a suffix: "random (mean of 5 seeds)"), else the palette's."""
+    return VARIANT_COLORS.get(name.split(" ")[0], _PALETTE[i % len(_PALETTE)])
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    h = hex_color.lstrip("#")
+    return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
 
 
 def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
@@ -443,6 +452,91 @@ def metric_vs_drop(
     return _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
 
 
+def drop_curves_with_bands(
+    percents: Sequence[float],
+    *,
+    masked: np.ndarray,
+    masked_band: tuple[np.ndarray, np.ndarray] | None,
+    random_mean: np.ndarray,
+    random_band: tuple[np.ndarray, np.ndarray],
+    baseline: float,
+    baseline_ci: tuple[float, float] | None,
+    n_seeds: int,
+    ylabel: str = "AUROC",
+    current: float | None = None,
+    title: str | None = None,
+    height: int = 360,
+) -> go.Figure:
+    """Masked / baseline / random control against the drop percentage, with their bands.
+
+    Args:
+        percents: (K,) drop percentages.
+        masked: (K,) metric of the masked arm; ``masked_band``: its (lo (K,), hi (K,)) bootstrap band.
+        random_mean: (K,) mean over the control's seeds; ``random_band``: (min (K,), max (K,)) over seeds.
+        baseline: the unmasked metric (a horizontal line); ``baseline_ci``: its interval (a band).
+        n_seeds: number of seeds of the random control (named in the legend).
+    """
+    x = np.asarray(percents, dtype=np.float64)
+    fig = go.Figure()
+
+    def band(lo, hi, color: str, name: str) -> None:
+        lo_a, hi_a = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+        if lo_a.shape != x.shape or hi_a.shape != x.shape:
+            raise ShapeError(f"{name}: expected bands of shape {x.shape}, got {lo_a.shape} and {hi_a.shape}")
+        fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi_a, lo_a[::-1]]),
+                                 fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), name=name,
+                                 hoverinfo="skip", showlegend=True))
+
+    if baseline_ci is not None and np.isfinite(baseline_ci).all():
+        band(np.full(x.shape, baseline_ci[0]), np.full(x.shape, baseline_ci[1]), VARIANT_COLORS["baseline"],
+             "baseline 95% CI")
+    band(random_band[0], random_band[1], VARIANT_COLORS["random"], f"random: range over {n_seeds} seeds")
+    if masked_band is not None and np.isfinite(masked_band[0]).any():
+        band(masked_band[0], masked_band[1], VARIANT_COLORS["masked"], "masked 95% CI")
+    fig.add_trace(go.Scatter(x=x, y=np.full(x.shape, float(baseline)), mode="lines", name="baseline",
+                             line=dict(color=VARIANT_COLORS["baseline"], dash="dash")))
+    fig.add_trace(go.Scatter(x=x, y=np.asarray(random_mean, dtype=np.float64), mode="lines+markers",
+                             name=f"random (mean of {n_seeds} seeds)", line=dict(color=VARIANT_COLORS["random"])))
+    fig.add_trace(go.Scatter(x=x, y=np.asarray(masked, dtype=np.float64), mode="lines+markers", name="masked",
+                             line=dict(color=VARIANT_COLORS["masked"])))
+    _add_vline(fig, current, text=f"{current:g}%" if current is not None else "")
+    fig.update_layout(xaxis_title="dropped coordinates (%)", yaxis_title=ylabel)
+    return _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
+
+
+def attack_overview(
+    attacks: Sequence[str],
+    *,
+    auroc: Sequence[float],
+    auroc_ci: Sequence[tuple[float, float]],
+    tpr: Sequence[float],
+    tpr_ci: Sequence[tuple[float, float]],
+    title: str | None = None,
+    height: int = 360,
+) -> go.Figure:
+    """Every attack's baseline AUROC and TPR@1%FPR side by side (grouped bars with intervals).
+
+    Args:
+        attacks: (A,) attack labels; ``auroc`` / ``tpr``: (A,) values; ``*_ci``: A (lo, hi) intervals.
+    """
+    fig = go.Figure()
+    for name, vals, cis, color in (("AUROC", auroc, auroc_ci, "#0072B2"), ("TPR@1%FPR", tpr, tpr_ci, "#E69F00")):
+        v = np.asarray(vals, dtype=np.float64)
+        if v.shape != (len(attacks),):
+            raise ShapeError(f"{name}: expected {len(attacks)} values, got shape {v.shape}")
+        lo = np.array([c[0] for c in cis], dtype=np.float64)
+        hi = np.array([c[1] for c in cis], dtype=np.float64)
+        fig.add_trace(go.Bar(
+            x=list(attacks), y=v, name=name, marker_color=color,
+            error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - v), arrayminus=np.nan_to_num(v - lo)),
+            text=[f"{x:.3f}" for x in v], textposition="outside",
+        ))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#888888", annotation_text="chance AUROC",
+                  annotation_position="top left")
+    fig.update_layout(barmode="group", yaxis_title="baseline metric", yaxis_range=[0, 1.08])
+    return _layout(fig, title=title, height=height)
+
+
 def metric_vs_timestep(
     timesteps: Sequence[int],
     series: Mapping[str, np.ndarray],
@@ -479,7 +573,7 @@ def dimension_scatter(
     Args:
         table: pandas DataFrame with columns ``channel``, ``row``, ``col`` and the
             columns named by ``x``, ``y`` and ``color`` (as built by
-            ``ldminv_app.compute.dimension_table``).
+            ``ldminv_core.evaluation.dimension_table``).
     """
     for col in ("channel", "row", "col", x, y, color):
         if col not in table.columns:

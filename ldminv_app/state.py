@@ -11,6 +11,8 @@ All keys live here so that every page reads and writes the same names:
 - ``confirm_delete``      path of the run waiting for a delete confirmation, or None
 - ``notice``              (kind, text) message to show once after a rerun, or None
 - ``startup_error``       message of a failed start-up (bad LDMINV_RUN, demo failure), or None
+- ``protocol``            evaluation protocol of every number shown: "standard", "paper" or "honest"
+- ``folds``               cross-fitting folds of the honest protocol (2..10)
 
 Widgets bound to shared values use their own keys (``sidebar_attack``, ``masks_attack``,
 ``sidebar_t``) and copy into the canonical keys above in their ``on_change`` callbacks.
@@ -35,6 +37,10 @@ __all__ = [
     "CONFIRM_DELETE",
     "NOTICE",
     "STARTUP_ERROR",
+    "PROTOCOL",
+    "FOLDS",
+    "current_protocol",
+    "current_folds",
     "ENV_RUN",
     "init_state",
     "active_run_path",
@@ -58,6 +64,8 @@ JOB_ID = "analysis_job"
 CONFIRM_DELETE = "confirm_delete"
 NOTICE = "notice"
 STARTUP_ERROR = "startup_error"
+PROTOCOL = "protocol"
+FOLDS = "folds"
 
 #: Environment variable naming a run folder to open at start-up instead of the demo.
 ENV_RUN = "LDMINV_RUN"
@@ -71,6 +79,8 @@ _DEFAULTS = {
     CONFIRM_DELETE: None,
     NOTICE: None,
     STARTUP_ERROR: None,
+    PROTOCOL: "standard",
+    FOLDS: 5,
 }
 
 
@@ -163,6 +173,20 @@ def manual_coords(run: Run) -> list[int]:
 
 def set_manual_coords(run: Run, coords) -> None:
     st.session_state[MANUAL_COORDS][str(run.path)] = sorted({int(c) for c in coords})
+
+
+def current_protocol() -> str:
+    """The evaluation protocol every page uses (the sidebar's choice; default "standard")."""
+    value = st.session_state.get(PROTOCOL, "standard")
+    return value if value in ("standard", "paper", "honest") else "standard"
+
+
+def current_folds() -> int:
+    """Cross-fitting folds of the honest protocol (default 5)."""
+    try:
+        return min(10, max(2, int(st.session_state.get(FOLDS, 5))))
+    except (TypeError, ValueError):
+        return 5
 
 
 def notify(kind: str, text: str) -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "render_sidebar",
     "attack_selector",
     "timestep_selector",
+    "protocol_selector",
+    "PROTOCOL_LABELS",
     "page_frame",
     "require_run",
     "stage_label",
@@ -278,10 +280,41 @@ def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", containe
             args=(run, attack, key),
             help="Timestep of the attack statistic; defaults to the best baseline AUROC.",
         )
-    best = cache.best_t_index(run, attack)
-    auc = cache.per_t_metrics(run, attack)["auroc"]
-    where.caption(f"t = {timesteps[t_index]} in use · best baseline t = {timesteps[best]} (AUROC {auc[best]:.4f})")
+    ev = cache.evaluation(run, attack)
+    best = ev.headline_t_index()
+    auc = ev.per_t()["auroc"]
+    where.caption(
+        f"t = {timesteps[t_index]} for the curves and tables · best baseline AUROC on all samples at t = "
+        f"{timesteps[best]} ({auc[best]:.4f}). Headline numbers use the {ev.protocol.name} protocol's t: "
+        + {"standard": "that best t.", "paper": "each metric's own best t.",
+           "honest": "chosen per fold on the other folds."}[ev.protocol.name]
+    )
     return t_index
+
+
+PROTOCOL_LABELS = {
+    "standard": "standard (members positive, one best t)",
+    "paper": "paper (the paper's code conventions)",
+    "honest": "honest (cross-fitted)",
+}
+
+
+def protocol_selector(*, container: Any = None) -> str:
+    """The sidebar's protocol choice (and the honest protocol's folds); every page honours it."""
+    where = container if container is not None else st
+    st.session_state["sidebar_protocol"] = state.current_protocol()
+    where.selectbox(
+        "Evaluation protocol", list(PROTOCOL_LABELS), key="sidebar_protocol", format_func=PROTOCOL_LABELS.get,
+        on_change=_sync, args=("sidebar_protocol", state.PROTOCOL),
+        help="standard: members positive, TPR at FPR <= 1%, t chosen on the same samples (optimistic). "
+        "paper: held-out positive TPR at FPR < 1%, each metric at its own best t (as the paper's code). "
+        "honest: t, drop % and the 1% FPR threshold chosen on the other folds (K-fold cross-fitting).",
+    )
+    if state.current_protocol() == "honest":
+        st.session_state["sidebar_folds"] = state.current_folds()
+        where.number_input("Folds", 2, 10, step=1, key="sidebar_folds", on_change=_sync,
+                           args=("sidebar_folds", state.FOLDS), help="Stratified cross-fitting folds (seeded).")
+    return state.current_protocol()
 
 
 def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
@@ -307,6 +340,7 @@ def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
             f"- {run.n_members} members / {run.n_heldout} held-out\n"
             f"- latent {c}×{h}×{w} (d = {c * h * w})"
         )
+        protocol_selector()
         attack = attack_selector(run, key="sidebar_attack")
         t_index = timestep_selector(run, attack)
         return attack, t_index
@@ -362,3 +396,46 @@ def require_run() -> Run:
     run = page_frame(needs_run=True)
     assert run is not None  # page_frame stops the script otherwise
     return run
+
+
+# --------------------------------------------------------------------------- findings
+
+VERDICT_COLORS = {"supported": "green", "contradicted": "red", "inconclusive": "gray", "undefined": "gray"}
+FINDING_TITLES = {
+    "distortion_quartiles": "Are the most distorted samples memorized more?",
+    "distortion_quartiles_within_class": "Within each class, are distorted samples memorized more?",
+    "masking_vs_baseline": "Does dropping low-influence coordinates beat the unmasked statistic?",
+    "masking_vs_random": "Does dropping low-influence coordinates beat dropping random ones?",
+}
+
+
+def verdict_badge(verdict: str) -> str:
+    """Markdown of a coloured verdict badge (supported green, contradicted red, else grey)."""
+    return f":{VERDICT_COLORS.get(verdict, 'gray')}-badge[{verdict}]"
+
+
+def ci_text(ci: tuple[float, float], digits: int = 4) -> str:
+    """"[lo, hi]" of an interval, "–" when undefined."""
+    lo, hi = ci
+    if not (lo == lo and hi == hi):  # NaN
+        return "–"
+    return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def finding_card(finding, *, chart=None, chart_key: str | None = None) -> None:
+    """One finding in a bordered card: question, verdict badge, estimate with its interval, the
+    statement computed from the data, and an optional plotly chart."""
+    with st.container(border=True):
+        st.markdown(f"**{FINDING_TITLES.get(finding.id, finding.id)}** {verdict_badge(finding.verdict)}")
+        est = "–" if finding.estimate != finding.estimate else f"{finding.estimate:+.4f}"
+        label = {"distortion_quartiles": "AUROC(Q4) − AUROC(Q1)",
+                 "distortion_quartiles_within_class": "mean within-class AUROC(Q4) − AUROC(Q1)",
+                 "masking_vs_baseline": "AUROC masked − baseline",
+                 "masking_vs_random": "AUROC masked − random"}.get(finding.id, finding.metric)
+        st.markdown(f"{label}: **{est}**, 95% CI {ci_text(finding.ci)}")
+        for sec in finding.secondary:
+            s_est = "–" if sec["estimate"] != sec["estimate"] else f"{sec['estimate']:+.4f}"
+            st.caption(f"{sec['metric']}: {s_est}, 95% CI {ci_text(sec['ci'])}, {sec['verdict']}")
+        st.write(finding.statement)
+        if chart is not None:
+            st.plotly_chart(chart, key=chart_key)

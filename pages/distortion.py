@@ -11,7 +11,9 @@ import streamlit as st
 
 from ldminv_core.geometry import influence_heatmap
 
-from ldminv_app import cache, compute, figures, state, ui
+from ldminv_core.evaluation import quartile_edges, rank_of
+
+from ldminv_app import cache, figures, state, ui
 
 run = ui.page_frame()
 
@@ -22,12 +24,14 @@ with ui.guard("The Distortion page failed"):
     log_volume = run.log_volume
     t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"
 
+    ev = cache.evaluation(run, attack)
+    finding = ev.findings()[0]  # distortion_quartiles
     st.title("Distortion")
     st.caption(
         "Log-volume = sum of the top-k log singular values of the decoder Jacobian at the sample's "
-        "latent: how much the decoder stretches space there. Samples in strongly distorted regions "
-        "tend to be memorized more."
+        "latent: how much the decoder stretches space there."
     )
+    st.markdown(f"{ui.verdict_badge(finding.verdict)} {finding.statement}")
 
     # ---- distribution and quartiles
     left, right = st.columns(2)
@@ -42,26 +46,29 @@ with ui.guard("The Distortion page failed"):
         gap = log_volume[labels == 1].mean() - log_volume[labels == 0].mean()
         st.caption(f"mean log-volume: members − held-out = {gap:+.4f}")
 
-    quartiles = cache.quartiles(run)
-    q_auroc = cache.quartile_auroc_table(run, attack)
-    edges = compute.quartile_edges(log_volume, quartiles)
-    counts = np.bincount(quartiles, minlength=4)
+    quartiles = ev.quartile_groups()
+    q_res = ev.quartiles()
+    edges = quartile_edges(log_volume, quartiles)
+    counts = np.array([q.n for q in q_res])
     with right:
-        current = q_auroc[:, t_index] if q_auroc.ndim == 2 else q_auroc
+        if ev.maskable:  # the timestep in use (descriptive); the finding above is at the protocol's t
+            values, ci = ev.quartile_per_t()[:, t_index], None
+            where = f"at t = {run.timesteps(attack)[t_index]}, all samples"
+        else:
+            values, ci = [q.auroc for q in q_res], [q.auroc_ci for q in q_res]
+            where = "one score per sample"
         st.plotly_chart(
             figures.quartile_auroc_bars(
-                current,
-                edges=edges,
-                counts=counts,
-                title=f"{ui.attack_label(attack)} AUROC by distortion quartile{t_text}",
+                values, ci=ci, edges=edges, counts=counts,
+                title=f"{ui.attack_label(attack)} AUROC by distortion quartile {where}",
             ),
             key="dist_quartile_bars",
         )
-    if q_auroc.ndim == 2 and q_auroc.shape[1] > 1:
+    if ev.maskable and len(ev.timesteps) > 1:
         st.plotly_chart(
             figures.quartile_auroc_vs_timestep(
-                run.timesteps(attack), q_auroc, selected_t=run.timesteps(attack)[t_index],
-                title=f"{ui.attack_label(attack)} AUROC vs timestep per distortion quartile",
+                run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
+                title=f"{ui.attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
             ),
             key="dist_quartile_t",
         )
@@ -92,8 +99,7 @@ with ui.guard("The Distortion page failed"):
 
     # ---- per-sample viewer
     st.subheader("Sample viewer")
-    scores_all = cache.baseline_scores(run, attack)
-    scores = scores_all[:, t_index] if scores_all.ndim == 2 else scores_all
+    scores = cache.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     n = len(run)
     c1, c2, c3 = st.columns([1, 1, 1])
     with c1:
@@ -109,8 +115,8 @@ with ui.guard("The Distortion page failed"):
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, step=0.05, key="dist_opacity")
 
     influence = cache.influence(run)
-    score_rank = compute.rank_of(scores, index)
-    lv_rank = compute.rank_of(log_volume, index)
+    score_rank = rank_of(scores, index)
+    lv_rank = rank_of(log_volume, index)
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Split", splits[index])
     m2.metric("Log-volume", f"{log_volume[index]:.4f}", help=f"rank {lv_rank} of {n} (1 = most distorted)")

@@ -12,7 +12,9 @@ import streamlit as st
 from ldminv_core import metrics
 from ldminv_core.embedding import cached_umap_embedding, read_cached_umap
 
-from ldminv_app import cache, compute, figures, state, ui
+from ldminv_core.evaluation import make_protocol, subset_metrics
+
+from ldminv_app import cache, figures, state, ui
 
 run = ui.page_frame()
 
@@ -51,8 +53,7 @@ with ui.guard("The Latent map page failed"):
             st.stop()
 
     # ---- colouring
-    scores_all = cache.baseline_scores(run, attack)
-    scores = scores_all[:, t_index] if scores_all.ndim == 2 else scores_all
+    scores = cache.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     log_volume = run.log_volume
     splits = run.samples["split"].to_numpy()
     with o3:
@@ -115,16 +116,20 @@ with ui.guard("The Latent map page failed"):
         st.stop()
 
     # ---- the selection
-    sub = compute.subset_metrics(scores, labels, rows)
-    all_m = compute.subset_metrics(scores, labels, list(range(n)))
+    proto = make_protocol(state.current_protocol())
+    sub = subset_metrics(scores, labels, rows, protocol=proto)
+    all_m = subset_metrics(scores, labels, list(range(n)), protocol=proto)
+    t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"
     st.subheader(f"Selection: {sub['n']} samples ({sub['n_members']} members, {sub['n_heldout']} held-out)")
-    m1, m2, m3, m4 = st.columns(4)
-    for col, (m, name) in zip((m1, m2, m3, m4), (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"),
-                                                   ("tpr_at_01fpr", "TPR@0.1%FPR"), ("asr", "ASR"))):
+    st.caption(f"Baseline {ui.attack_label(attack)} scores{t_text}, {proto.name} protocol's ROC convention "
+               f"(TPR@1%FPR = {proto.tpr_rule}); in-sample, descriptive. Difference: selection − all samples.")
+    m1, m2, m3 = st.columns(3)
+    for col, (m, name) in zip((m1, m2, m3), (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"), ("asr", "ASR"))):
         value = sub[m]
-        col.metric(f"{name} (selection)", None if np.isnan(value) else value,
-                   delta=None if np.isnan(value) else value - all_m[m], format="%.4f",
-                   help="delta: selection − all samples; empty when the selection holds one class")
+        col.metric(f"{name} (selection)", None if np.isnan(value) else value, format="%.4f",
+                   help="empty when the selection holds one class")
+        if not np.isnan(value):
+            col.caption(f"{value - all_m[m]:+.4f} vs all samples ({all_m[m]:.4f})")
 
     left, right = st.columns([1, 1])
     with left:

@@ -1,10 +1,10 @@
 """Masks & ROC page: does dropping low-influence coordinates from the attack statistic help?
 
 Per-sample drop (each sample drops its own lowest-influence p %), the random-drop control at
-the same percentage, a global ranking mask and manual channel / position / coordinate masks;
-ROC curves (linear and log-log), a metrics table with bootstrap intervals, metrics against the
-drop percentage and against the timestep. Every control recomputes inside a fragment, from
-cached arrays and DropSweep objects only.
+the same percentage (several seeds: a band), a global ranking mask and manual channel / position /
+coordinate masks; the masking findings with their paired intervals, ROC curves, a metrics table
+that names the protocol, t and drop of every number, metrics against the drop percentage and the
+timestep. Every control recomputes inside a fragment from the cached ``Evaluation`` only.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import streamlit as st
 
 from ldminv_core import masks, metrics
 
-from ldminv_app import cache, compute, figures, state, ui
+from ldminv_app import cache, figures, state, ui
 
 run = ui.page_frame()
 
@@ -30,67 +30,84 @@ with ui.guard("The Masks & ROC page failed"):
     t_index = state.current_t_index(run, attack)
     labels = run.labels
 
-    _METRIC_LABELS = {
-        "auroc": "AUROC",
-        "tpr_at_1fpr": "TPR@1%FPR",
-        "tpr_at_01fpr": "TPR@0.1%FPR",
-        "asr": "ASR",
-    }
+    _METRIC_LABELS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "asr": "ASR"}
 
+    def arms_table(arms, *, honest: bool) -> pd.DataFrame:
+        """One row per arm: the t and drop that produced it, every metric with its interval."""
+        rows = []
+        for arm in arms:
+            row = {"variant": arm.arm, "t": arm.t_text, "drop": arm.drop_text or "–"}
+            for m, name in _METRIC_LABELS.items():
+                row[name] = f"{arm.value(m):.4f}"
+                row[f"{name} 95% CI"] = ui.ci_text(arm.ci[m]).replace("+", "")
+            if honest:
+                row["realised FPR"] = f"{arm.realised_fpr_at_1fpr:.4f}"
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("variant")
 
-    def metrics_display(table: pd.DataFrame) -> pd.DataFrame:
-        """Metric table with 'value' and '[lo, hi]' columns for display."""
-        out = pd.DataFrame(index=table.index)
-        for m, name in _METRIC_LABELS.items():
-            out[name] = table[m].map(lambda v: f"{v:.4f}")
-            lo, hi = table[f"{m}_lo"], table[f"{m}_hi"]
-            out[f"{name} 95% CI"] = [
-                "–" if np.isnan(a) else f"[{a:.4f}, {b:.4f}]" for a, b in zip(lo, hi)
-            ]
-        return out
+    def folds_table(arms) -> pd.DataFrame:
+        return pd.DataFrame([
+            {"variant": arm.arm, "fold": f.fold, "t": f.t, "drop %": f.drop_percent,
+             "threshold (score ≥)": "+inf (none)" if f.threshold is None else f"{f.threshold:.6g}",
+             "samples": len(f.sample_ids)}
+            for arm in arms for f in arm.folds
+        ])
 
+    def roc_panel(ev, scores: dict) -> None:
+        curves, aurocs = {}, {}
+        for name, s in scores.items():
+            c = metrics.roc(s, labels)
+            curves[name] = (c.fpr, c.tpr)
+            aurocs[name] = metrics.auroc(s, labels)
+        r1, r2 = st.columns(2)
+        note = ev.arms()["baseline"].t_text
+        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC ({note})"), key="masks_roc_lin")
+        r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log ({note})"),
+                        key="masks_roc_log")
 
     if t_index is None:
         # PFAMI: one score per sample, nothing to mask.
-        st.info(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked. Its ROC and metrics:")
-        scores = cache.baseline_scores(run, attack)
-        curve = metrics.roc(scores, labels)
-        a1, a2 = st.columns(2)
-        a1.plotly_chart(figures.roc_curves({"baseline": (curve.fpr, curve.tpr)}), key="masks_roc_lin")
-        a2.plotly_chart(figures.roc_curves({"baseline": (curve.fpr, curve.tpr)}, log_scale=True), key="masks_roc_log")
-        key = (str(run.path), cache.run_key(run.path)[1], attack, "baseline")
-        st.dataframe(metrics_display(cache.variant_table(key, {"baseline": scores}, labels, n_boot=1000)))
+        ev = cache.evaluation(run, attack, n_boot=1000)
+        st.info(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked. Its ROC and metrics "
+                f"({ev.protocol.name} protocol):")
+        roc_panel(ev, {"baseline": ev.scores("baseline")})
+        st.dataframe(arms_table([ev.arms()["baseline"]], honest=ev.protocol.name == "honest"))
         st.stop()
 
     timesteps = run.timesteps(attack)
     with head2:
         st.markdown(
-            f"**{ui.attack_label(attack)}**, t = {timesteps[t_index]} (change the timestep in the sidebar) · "
-            f"{run.n_members} members / {run.n_heldout} held-out"
+            f"**{ui.attack_label(attack)}** · {run.n_members} members / {run.n_heldout} held-out · "
+            f"protocol **{state.current_protocol()}** (sidebar) · curves at t = {timesteps[t_index]}"
         )
-
 
     def masks_body(run, attack: str, t_index: int, labels: np.ndarray, timesteps: list[int]) -> None:
         c_count, h, w = run.latent_shape
         d = c_count * h * w
+        honest = state.current_protocol() == "honest"
 
         # ---- controls
         k1, k2, k3 = st.columns([2, 1, 1])
         with k1:
+            per_fold = False
+            if honest:
+                per_fold = st.toggle("Choose the drop on the other folds (honest)", value=True, key="drop_per_fold",
+                                     help="Each fold takes the drop % of the best masked AUROC on the other folds; "
+                                     "off: the slider fixes it for every fold.")
             drop = st.slider(
                 "Drop percentage (per sample: its lowest-influence coordinates)",
-                0, 90, 40, step=1, key="drop_percent",
-                help="Each sample drops its own p-th percentile of coordinates by influence (paper default 40 %).",
+                0, 90, 40, step=1, key="drop_percent", disabled=per_fold,
+                help="Each sample drops its own lowest-influence coordinates (paper default 40 %).",
             )
-            st.caption(f"{masks.drop_count(d, drop)} of {d} coordinates dropped per sample")
+            rule = ("coordinates at or below the sample's np.percentile threshold" if state.current_protocol() == "paper"
+                    else f"{masks.drop_count(d, drop)} of {d} coordinates")
+            st.caption(f"Dropped per sample: {rule}")
         with k2:
-            use_random = st.toggle("Random drop (control)", value=True, key="use_random")
-            seed = int(st.number_input("Random seed", 0, 2**31 - 1, 0, step=1, key="random_seed", disabled=not use_random))
-        with k3:
             use_global = st.toggle("Global ranking mask", value=False, key="use_global",
                                    help="Drop the same coordinates for every sample: those of lowest mean influence.")
-            n_boot = st.select_slider("Bootstrap replicates", [0, 200, 1000, 2000], value=200, key="n_boot",
-                                    help="200 keeps the page live; choose 1000+ for the intervals you report.")
+        with k3:
+            n_boot = st.select_slider("Bootstrap replicates", [0, 200, 1000], value=200, key="n_boot",
+                                      help="200 keeps the page live; choose 1000 for the intervals you report.")
 
         picked = state.manual_coords(run)
         with st.expander("Manual mask (channels, positions, picked coordinates)", expanded=False):
@@ -113,93 +130,84 @@ with ui.guard("The Masks & ROC page failed"):
             st.caption(f"The manual mask keeps {int(keep.sum())} of {d} coordinates.")
         state.remember_mask_settings()
 
-        # ---- scores of every variant at the timestep in use
-        sweep = cache.influence_sweep(run, attack)
-        masked_stat = sweep.statistic(drop)  # (N, T)
-        scores = {
-            "baseline": cache.baseline_scores(run, attack)[:, t_index],
-            "masked": -masked_stat[:, t_index],
-        }
-        if use_random:
-            scores["random"] = -cache.random_sweep(run, attack, t_index=t_index, seed=seed).statistic(drop)
+        ev = cache.evaluation(run, attack, n_boot=int(n_boot))
+        p = None if per_fold else float(drop)
+        arms = ev.arms(p)
+        base, masked, rand = arms["baseline"], arms["masked"], arms["random"]
+        shown = [base, masked, rand]
+        roc_scores = {"baseline": ev.scores("baseline"), "masked": ev.scores("masked", p),
+                      "random": ev.scores("random", p)}
         if use_global:
-            scores["global"] = -cache.ranking_sweep(run, attack, t_index=t_index).statistic(drop)
+            gstat = ev.global_stat(float(drop))
+            shown.append(ev.custom_arm("global", gstat))
+            roc_scores["global"] = ev.custom_scores(gstat)
         if use_manual:
             if not keep.any():
                 st.warning("The manual mask keeps no coordinate; its statistic is 0 for every sample.")
-            terms_t = cache.terms(run, attack)[:, t_index : t_index + 1]
-            scores["manual"] = -masks.masked_statistic(terms_t, keep)[:, 0]
+            mstat = masks.masked_statistic(ev.terms(), keep)
+            shown.append(ev.custom_arm("manual", mstat))
+            roc_scores["manual"] = ev.custom_scores(mstat)
 
-        auroc_masked = metrics.auroc(scores["masked"], labels)
-        auroc_base = metrics.auroc(scores["baseline"], labels)
-        tpr_masked = metrics.tpr_at_fpr(scores["masked"], labels, max_fpr=0.01)
-        tpr_base = metrics.tpr_at_fpr(scores["baseline"], labels, max_fpr=0.01)
+        # ---- headline cards: every value names its t (and drop); differences with their intervals
         s1, s2, s3, s4 = st.columns(4)
-        s1.metric("AUROC (baseline)", auroc_base, format="%.4f")
-        s2.metric("AUROC (masked)", auroc_masked, delta=auroc_masked - auroc_base, format="%.4f",
-                  help=f"drop {drop} % per sample by influence, t = {timesteps[t_index]}")
-        s3.metric("TPR@1%FPR (baseline)", tpr_base, format="%.4f")
-        s4.metric("TPR@1%FPR (masked)", tpr_masked, delta=tpr_masked - tpr_base, format="%.4f")
+        s1.metric("AUROC (baseline)", base.auroc, format="%.4f", help=base.t_text)
+        s1.caption(f"{base.t_text} · 95% CI {ui.ci_text(base.ci['auroc']).replace('+', '')}")
+        s2.metric("AUROC (masked)", masked.auroc, format="%.4f", help=f"{masked.t_text}, drop {masked.drop_text}")
+        s2.caption(f"{masked.t_text} · drop {masked.drop_text}")
+        tpr_help = ev.protocol.tpr_rule
+        s3.metric("TPR@1%FPR (baseline)", base.tpr_at_1fpr, format="%.4f", help=tpr_help)
+        s3.caption(base.t_text + (f" · realised FPR {base.realised_fpr_at_1fpr:.4f}" if honest else ""))
+        s4.metric("TPR@1%FPR (masked)", masked.tpr_at_1fpr, format="%.4f", help=tpr_help)
+        s4.caption(masked.t_text + (f" · realised FPR {masked.realised_fpr_at_1fpr:.4f}" if honest else ""))
+        f1, f2 = st.columns(2)
+        for col, fid in ((f1, "masking_vs_baseline"), (f2, "masking_vs_random")):
+            f = next(x for x in ev.findings(p) if x.id == fid)
+            with col:
+                ui.finding_card(f)
 
         # ---- ROC curves
-        curves, aurocs = {}, {}
-        for name, s in scores.items():
-            c = metrics.roc(s, labels)
-            curves[name] = (c.fpr, c.tpr)
-            aurocs[name] = metrics.auroc(s, labels)
-        r1, r2 = st.columns(2)
-        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title="ROC"), key="masks_roc_lin")
-        r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title="ROC (log-log)"),
-                        key="masks_roc_log")
+        roc_panel(ev, roc_scores)
 
         # ---- metrics table with bootstrap intervals
-        stamp = cache.run_key(run.path)[1]
-        key = (
-            str(run.path), stamp, attack, int(t_index), int(drop), seed if use_random else None, use_global,
-            (tuple(keep_channels), tuple(keep_positions), tuple(picked) if use_picked else None) if use_manual else None,
-        )
-        table = cache.variant_table(key, scores, labels, n_boot=int(n_boot))
-        st.markdown(f"**Metrics at t = {timesteps[t_index]}** (intervals: {n_boot} stratified bootstrap replicates)")
-        st.dataframe(metrics_display(table), key="masks_metrics_table")
+        st.markdown(f"**Metrics, {ev.protocol.name} protocol** (intervals: {ev.n_boot} stratified bootstrap "
+                    f"replicates; random = mean of seeds {', '.join(map(str, rand.seeds))})")
+        st.dataframe(arms_table(shown, honest=honest), key="masks_metrics_table")
+        if honest:
+            with st.expander("Choices of every fold (made on the other folds only)"):
+                st.dataframe(folds_table(shown[:3]), hide_index=True, key="masks_folds_table")
 
-        # ---- metrics against drop percentage (one DropSweep.statistics call per variant)
-        percents = compute.DROP_PERCENTS
-        sweeps = {"masked": cache.sweep_curves(run, attack, "masked", t_index=t_index)}
-        if use_random:
-            sweeps["random"] = cache.sweep_curves(run, attack, "random", t_index=t_index, seed=seed)
-        if use_global:
-            sweeps["global"] = cache.sweep_curves(run, attack, "global", t_index=t_index)
+        # ---- metrics against drop percentage, with bands
+        curves = ev.drop_curves(t_index)
+        current = None if per_fold else float(drop)
         p1, p2 = st.columns(2)
-        p1.plotly_chart(
-            figures.metric_vs_drop(percents, {k: v["auroc"] for k, v in sweeps.items()}, ylabel="AUROC", current=drop),
-            key="masks_drop_auroc",
-        )
-        p2.plotly_chart(
-            figures.metric_vs_drop(percents, {k: v["tpr_at_1fpr"] for k, v in sweeps.items()},
-                                   ylabel="TPR@1%FPR", current=drop),
-            key="masks_drop_tpr",
-        )
+        for col, m, name in ((p1, "auroc", "AUROC"), (p2, "tpr_at_1fpr", "TPR@1%FPR")):
+            col.plotly_chart(
+                figures.drop_curves_with_bands(
+                    curves.percents, masked=curves.masked[m], masked_band=(curves.masked_lo[m], curves.masked_hi[m]),
+                    random_mean=curves.random_mean[m], random_band=(curves.random_lo[m], curves.random_hi[m]),
+                    baseline=curves.baseline[m], baseline_ci=curves.baseline_ci[m], n_seeds=len(curves.seeds),
+                    ylabel=name, current=current,
+                    title=f"{name} vs drop %, t = {curves.t} (all samples, {ev.protocol.name} convention)",
+                ),
+                key=f"masks_drop_{m}",
+            )
 
         # ---- metrics against timestep: baseline vs masked at the current drop
-        base_t = cache.per_t_metrics(run, attack)
-        masked_t = compute.per_timestep_metrics(-masked_stat, labels)
+        base_t = ev.per_t()
+        masked_t = ev.masked_per_t(float(drop))
         q1, q2 = st.columns(2)
-        q1.plotly_chart(
-            figures.metric_vs_timestep(timesteps, {"baseline": base_t["auroc"], "masked": masked_t["auroc"]},
-                                       ylabel="AUROC", selected_t=timesteps[t_index]),
-            key="masks_t_auroc",
-        )
-        q2.plotly_chart(
-            figures.metric_vs_timestep(timesteps, {"baseline": base_t["tpr_at_1fpr"], "masked": masked_t["tpr_at_1fpr"]},
-                                       ylabel="TPR@1%FPR", selected_t=timesteps[t_index]),
-            key="masks_t_tpr",
-        )
+        for col, m, name in ((q1, "auroc", "AUROC"), (q2, "tpr_at_1fpr", "TPR@1%FPR")):
+            col.plotly_chart(
+                figures.metric_vs_timestep(timesteps, {"baseline": base_t[m], "masked": masked_t[m]}, ylabel=name,
+                                           selected_t=timesteps[t_index],
+                                           title=f"{name} vs timestep (drop {drop} %, all samples)"),
+                key=f"masks_t_{m}",
+            )
         best_masked = int(np.nanargmax(masked_t["auroc"])) if np.isfinite(masked_t["auroc"]).any() else t_index
         st.caption(
             f"Best masked AUROC over timesteps: {masked_t['auroc'][best_masked]:.4f} at t = {timesteps[best_masked]} "
-            "(chosen on the evaluation set itself, as in the paper: optimistic)."
+            "(chosen on the evaluation set itself: optimistic; the honest protocol chooses t on other folds)."
         )
-
 
     @st.fragment
     def masks_panel(run, attack: str, t_index: int, labels: np.ndarray, timesteps: list[int]) -> None:

@@ -27,6 +27,7 @@ from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 PAGES = (
+    "pages/findings.py",
     "pages/model_data.py",
     "pages/distortion.py",
     "pages/dimensions.py",
@@ -162,6 +163,7 @@ def test_every_page_renders_on_the_run(env, arrays):
         titles[page] = at.title[0].value
         assert at.session_state["active_run"] == run_path
     assert titles == {
+        "pages/findings.py": "Findings",
         "pages/model_data.py": "Model & data",
         "pages/distortion.py": "Distortion",
         "pages/dimensions.py": "Dimensions",
@@ -205,7 +207,8 @@ def test_drop_slider_sets_masked_auroc_exactly(env, arrays):
 
 
 def test_timestep_and_attack_switch_update_figures(env, arrays):
-    at = _app().run()  # Distortion page (default)
+    at = _app().run()
+    at.switch_page("pages/distortion.py").run()
     _no_exception(at)
     labels, lv = arrays["labels"], arrays["log_volume"]
     stat = arrays["terms"].astype(np.float64).sum(axis=(2, 3, 4))
@@ -368,7 +371,7 @@ def test_startup_opens_the_cached_demo_run_and_reports_a_bad_env_run(world, monk
     at = _app().run()
     _no_exception(at)
     assert at.session_state["active_run"] == str((home / "runs" / "demo").resolve())
-    assert at.title[0].value == "Distortion"
+    assert at.title[0].value == "Findings"
 
     monkeypatch.setenv("LDMINV_RUN", str(tmp_path / "missing_run"))
     at = _app().run()
@@ -427,7 +430,7 @@ def test_first_start_computes_the_demo_once_then_opens_it(world, monkeypatch, tm
     _no_exception(at)
     assert run_status(demo_dir) == "complete"
     assert at.session_state["active_run"] == str(demo_dir)
-    assert at.title[0].value == "Distortion"
+    assert at.title[0].value == "Findings"
     assert "2 members / 2 held-out" in "\n".join(m.value for m in at.sidebar.markdown)
     stamp = (demo_dir / "run.json").stat().st_mtime_ns
 
@@ -489,3 +492,81 @@ def test_a_broken_run_gives_messages_not_tracebacks(world, monkeypatch, tmp_path
         _no_exception(at)
         messages = [e.value for e in at.error]
         assert any("terms" in m and "finite" in m for m in messages), messages
+
+
+# ----------------------------------------------------------------------------- findings and protocols
+
+
+def _finding_lines(at: AppTest) -> dict[str, str]:
+    """The markdown lines of the finding cards: "<label>: **<estimate>**, 95% CI [lo, hi]"."""
+    return {m.value.split(":")[0]: m.value for m in at.markdown if "95% CI" in m.value and "**" in m.value}
+
+
+@pytest.mark.parametrize("protocol", ["standard", "paper", "honest"])
+def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protocol):
+    from ldminv_core.evaluation import Evaluation, make_protocol
+
+    at = _app().run()
+    _no_exception(at)
+    assert at.title[0].value == "Findings"
+    if protocol != "standard":
+        at.selectbox(key="sidebar_protocol").select(protocol).run()
+        _no_exception(at)
+    if protocol == "honest":
+        at.number_input(key="sidebar_folds").set_value(2).run()
+        _no_exception(at)
+    assert at.session_state["protocol"] == protocol
+    folds = 2 if protocol == "honest" else 5
+    ev = Evaluation(Run.open(env["run"]), "sima", make_protocol(protocol, folds=folds), n_boot=200)
+    res = ev.result()
+    # every finding's statement and estimate, as the core computes them
+    text = "\n".join(m.value for m in at.markdown)
+    assert f"protocol **{protocol}**" in "\n".join(c.value for c in at.caption)
+    lines = _finding_lines(at)
+    for f in res.findings:
+        assert f.statement in text, f.id
+        line = next(v for v in lines.values() if f"**{f.estimate:+.4f}**" in v)
+        assert f"[{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in line
+        assert f":{ {'supported': 'green', 'contradicted': 'red'}.get(f.verdict, 'gray')}-badge[{f.verdict}]" in text
+    # the quartile chart: AUROC per quartile with its interval, from the core and sklearn (standard)
+    bars = next(v for k, v in _charts(at).items() if k.startswith("Baseline AUROC by distortion quartile"))
+    ys = _arr(bars["data"][0]["y"]).astype(float)
+    np.testing.assert_allclose(ys, [q.auroc for q in res.quartiles], atol=1e-12, equal_nan=True)
+    if protocol == "standard":
+        stat = arrays["terms"].astype(np.float64).sum(axis=(2, 3, 4))
+        t = _best_t_index(arrays)
+        np.testing.assert_allclose(ys, _quartile_aurocs(-stat[:, t], arrays["labels"], arrays["log_volume"]),
+                                   atol=1e-12, equal_nan=True)
+    # the attack overview: both attacks' baseline AUROC and TPR@1%FPR
+    overview = next(v for k, v in _charts(at).items() if k.startswith("Baseline AUROC and TPR@1%FPR of every attack"))
+    aurocs = _arr(overview["data"][0]["y"]).astype(float)
+    for i, name in enumerate(("sima", "pfami")):
+        arm = Evaluation(Run.open(env["run"]), name, make_protocol(protocol, folds=folds), n_boot=200).arms()["baseline"]
+        assert aurocs[i] == pytest.approx(arm.auroc, abs=1e-12)
+    assert protocol in overview["layout"]["title"]["text"]
+
+
+def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env):
+    from ldminv_core.evaluation import Evaluation, make_protocol
+
+    at = _app().run()
+    at.switch_page("pages/masks_roc.py").run()
+    _no_exception(at)
+    tpr_standard = _metric(at, "TPR@1%FPR (baseline)")
+    run = Run.open(env["run"])
+    assert tpr_standard == pytest.approx(Evaluation(run, "sima", "standard", n_boot=200).arms()["baseline"].tpr_at_1fpr)
+    at.selectbox(key="sidebar_protocol").select("paper").run()
+    _no_exception(at)
+    tpr_paper = _metric(at, "TPR@1%FPR (baseline)")
+    assert tpr_paper == pytest.approx(Evaluation(run, "sima", "paper", n_boot=200).arms()["baseline"].tpr_at_1fpr)
+    at.selectbox(key="sidebar_protocol").select("honest").run()
+    at.number_input(key="sidebar_folds").set_value(2).run()
+    _no_exception(at)
+    honest = Evaluation(run, "sima", make_protocol("honest", folds=2), n_boot=200)
+    arms = honest.arms()
+    assert _metric(at, "AUROC (baseline)") == pytest.approx(arms["baseline"].auroc)
+    captions = "\n".join(c.value for c in at.caption)
+    assert f"realised FPR {arms['baseline'].realised_fpr_at_1fpr:.4f}" in captions
+    table = at.dataframe[0].value
+    assert "realised FPR" in table.columns and list(table.index[:3]) == ["baseline", "masked", "random"]
+    assert table.loc["masked", "drop"] == arms["masked"].drop_text

@@ -23,6 +23,7 @@ from .protocols import (
     convention_metrics,
     make_protocol,
 )
+from .tables import dimension_table, quartile_edges, rank_of, subset_metrics
 from .resampling import combine_strata, percentile_interval, resample_index, verdict
 from .results import (
     VERDICT_TEXT,
@@ -61,4 +62,8 @@ __all__ = [
     "Finding",
     "FoldChoice",
     "QuartileResult",
+    "dimension_table",
+    "quartile_edges",
+    "rank_of",
+    "subset_metrics",
 ]

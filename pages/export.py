@@ -52,6 +52,9 @@ def _build(
     manual_coords: tuple[int, ...] | None,
     include_global: bool,
     n_boot: int,
+    protocol: str,
+    folds: int,
+    per_fold: bool,
 ) -> tuple[str, str]:
     """(HTML report, CSV) of one set of settings; ``stamp`` keys the cache to the run.json mtime."""
     run = cache.open_run(path)
@@ -61,10 +64,11 @@ def _build(
         keep[list(manual_coords)] = True
         keep = keep.reshape(run.latent_shape)
     html = export.build_html_report(
-        run, attack=attack, t=t, drop_percent=drop, random_seed=seed, manual_mask=keep,
-        include_global=include_global, n_boot=n_boot,
+        run, attack=attack, t=t, protocol=protocol, folds=folds, drop_percent=None if per_fold else drop,
+        random_seed=seed, manual_mask=keep, include_global=include_global, n_boot=n_boot,
     )
-    csv = export.per_sample_csv(run, attack=attack, t=t, drop_percent=drop, random_seed=seed)
+    csv = export.per_sample_csv(run, attack=attack, t=t, drop_percent=drop, random_seed=seed, protocol=protocol,
+                                folds=folds)
     return html, csv
 
 
@@ -123,11 +127,12 @@ st.caption(
 )
 
 _init_settings()
+protocol, folds = state.current_protocol(), state.current_folds()
 st.markdown(
-    f"**{ui.attack_label(attack)}**"
-    + (f", t = {t}" if maskable else " (one score per sample: no timestep, no masks)")
+    f"**{ui.attack_label(attack)}**, protocol **{protocol}**"
+    + (f", curves at t = {t}" if maskable else " (one score per sample: no timestep, no masks)")
     + f" · run `{ui.run_title(run)}` · {run.n_members} members / {run.n_heldout} held-out  \n"
-    "Change the attack and the timestep in the sidebar."
+    "Change the protocol, the attack and the timestep in the sidebar."
 )
 
 k1, k2, k3 = st.columns([2, 1, 1])
@@ -139,6 +144,9 @@ with k1:
     )
     if maskable:
         st.caption(f"{masks.drop_count(d, drop)} of {d} coordinates dropped per sample")
+    per_fold = protocol == "honest" and maskable and st.checkbox(
+        "Choose the drop on the other folds (honest)", value=True, key="export_per_fold",
+        help="Each fold takes the drop % of the best masked AUROC on the other folds; off: the slider's value.")
 with k2:
     seed = int(st.number_input("Random seed (random-drop control)", 0, 2**31 - 1, step=1, key="export_seed",
                                disabled=not maskable))
@@ -168,7 +176,8 @@ include_global = bool(include_global) and maskable
 include_manual = bool(include_manual) and maskable
 manual_coords = tuple(int(i) for i in np.flatnonzero(keep)) if include_manual else None
 stamp = cache.run_key(run.path)[1]
-settings_key = (str(run.path), stamp, attack, t, int(drop), seed, manual_coords, include_global, int(n_boot))
+settings_key = (str(run.path), stamp, attack, t, int(drop), seed, manual_coords, include_global, int(n_boot),
+                protocol, int(folds), bool(per_fold))
 
 variants = ["baseline"] + (["masked", "random"] if maskable else [])
 variants += (["global"] if include_global else []) + (["manual"] if include_manual else [])
@@ -179,9 +188,10 @@ with st.expander("What will be exported", expanded=True):
         if maskable else ""
     )
     st.markdown(
-        f"- **{html_name}**: run settings and provenance (model, data folders, latent shape, geometry, "
-        f"attacks, package versions); the settings of the figures ({settings_text}); the metrics table "
-        f"({', '.join(variants)}; AUROC, TPR@1%FPR, TPR@0.1%FPR, ASR with {n_boot} bootstrap replicates); "
+        f"- **{html_name}**: the findings under the {protocol} protocol (estimates, intervals, verdicts); run "
+        "settings and provenance (model, data folders, latent shape, geometry, "
+        f"attacks, package versions); the settings ({settings_text}); the metrics table "
+        f"({', '.join(variants)}; AUROC, TPR@1%FPR, ASR with {n_boot} bootstrap replicates, each with its t); "
         "ROC curves (linear and log-log); AUROC and TPR@1%FPR vs drop percentage; metrics vs timestep; "
         "log-volume of members vs held-out; AUROC by distortion quartile; the mean influence heatmap; "
         "and the report JSON.\n"

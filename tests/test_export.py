@@ -506,3 +506,45 @@ def test_export_page_with_an_unmaskable_attack(run_dir, monkeypatch):
     np.testing.assert_allclose(
         preview["baseline_score"], np.load(run_dir / "scores" / "pfami.npy")[: len(preview)].astype(np.float64), rtol=1e-12
     )
+
+
+# --------------------------------------------------------------------------- one source of numbers
+
+
+@pytest.mark.parametrize("protocol", ["paper", "honest"])
+def test_cli_html_and_findings_page_show_the_same_numbers(run_dir, monkeypatch, capsys, protocol):
+    """The CLI report, the HTML export and the Findings page, for the same settings, print the same
+    findings (estimate, interval, verdict) and the same baseline metrics."""
+    from ldminv_core.__main__ import main
+
+    extra = ["--folds", "2"] if protocol == "honest" else []
+    assert main(["report", str(run_dir), "--json", "--attack", "sima", "--protocol", protocol, "--n-boot", "200",
+                 *extra]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    folds = 2 if protocol == "honest" else None
+    doc = export.build_html_report(run_dir, attack="sima", protocol=protocol, folds=folds, n_boot=200,
+                                   drop_percent=None if protocol == "honest" else 40, random_seed=0)
+    p = parse(doc)
+    html_rows = table_dict(p.tables["findings-table"])
+    html_metrics = table_dict(p.tables["metrics-table"])
+
+    monkeypatch.setenv("LDMINV_RUN", str(run_dir))
+    monkeypatch.setenv("LDMINV_HOME", str(run_dir.parent.parent))
+    at = AppTest.from_file(APP, default_timeout=120).run()
+    at.selectbox(key="sidebar_protocol").select(protocol).run()
+    if protocol == "honest":
+        at.number_input(key="sidebar_folds").set_value(2).run()
+    assert not at.exception, [e.value for e in at.exception]
+    page_text = "\n".join(m.value for m in at.markdown)
+
+    assert [f["id"] for f in cli["findings"]] == list(html_rows)
+    for f in cli["findings"]:
+        est, (lo, hi) = f["estimate"], f["ci"]
+        assert html_rows[f["id"]]["estimate"] == f"{est:+.4f}"
+        assert html_rows[f["id"]]["95% CI"] == f"[{lo:.4f}, {hi:.4f}]"
+        assert html_rows[f["id"]]["statement"] == f["statement"]
+        assert f["statement"] in page_text
+        assert f"**{est:+.4f}**, 95% CI [{lo:+.4f}, {hi:+.4f}]" in page_text
+    base = cli["attacks"]["sima"]["baseline"]
+    for metric, label in (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"), ("asr", "ASR")):
+        assert html_metrics["baseline"][label] == f"{base[metric]:.4f}"

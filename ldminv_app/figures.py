@@ -501,7 +501,10 @@ def drop_curves_with_bands(
                              line=dict(color=VARIANT_COLORS["masked"])))
     _add_vline(fig, current, text=f"{current:g}%" if current is not None else "")
     fig.update_layout(xaxis_title="dropped coordinates (%)", yaxis_title=ylabel)
-    return _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
+    _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
+                      margin=dict(b=110))
+    return fig
 
 
 def attack_overview(

@@ -292,11 +292,7 @@ def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", containe
     return t_index
 
 
-PROTOCOL_LABELS = {
-    "standard": "standard (members positive, one best t)",
-    "paper": "paper (the paper's code conventions)",
-    "honest": "honest (cross-fitted)",
-}
+PROTOCOL_LABELS = {"standard": "standard", "paper": "paper", "honest": "honest (cross-fitted)"}
 
 
 def protocol_selector(*, container: Any = None) -> str:
@@ -435,7 +431,8 @@ def finding_card(finding, *, chart=None, chart_key: str | None = None) -> None:
         st.markdown(f"{label}: **{est}**, 95% CI {ci_text(finding.ci)}")
         for sec in finding.secondary:
             s_est = "–" if sec["estimate"] != sec["estimate"] else f"{sec['estimate']:+.4f}"
-            st.caption(f"{sec['metric']}: {s_est}, 95% CI {ci_text(sec['ci'])}, {sec['verdict']}")
+            name = {"tpr_at_1fpr": "TPR@1%FPR", "auroc": "AUROC", "asr": "ASR"}.get(sec["metric"], sec["metric"])
+            st.caption(f"{name} difference: {s_est}, 95% CI {ci_text(sec['ci'])}, {sec['verdict']}")
         st.write(finding.statement)
         if chart is not None:
             st.plotly_chart(chart, key=chart_key)

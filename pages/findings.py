@@ -89,8 +89,8 @@ with ui.guard("The Findings page failed"):
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)
-    l1.page_link("pages/distortion.py", label="Distortion: log-volume, quartiles, per-sample viewer",
+    l1.page_link("pages/distortion.py", label="Distortion: quartiles, per-sample viewer",
                  icon=":material/blur_on:")
-    l2.page_link("pages/masks_roc.py", label="Masks & ROC: tune the drop percentage", icon=":material/show_chart:")
-    l3.page_link("pages/dimensions.py", label="Dimensions: which coordinates carry the signal",
+    l2.page_link("pages/masks_roc.py", label="Masks & ROC: tune the drop", icon=":material/show_chart:")
+    l3.page_link("pages/dimensions.py", label="Dimensions: coordinate ranking",
                  icon=":material/grid_on:")

@@ -3,7 +3,8 @@
 The server runs as a subprocess on 127.0.0.1 (a free port) with LDMINV_RUN pointing at the
 small run of ``tests/test_export.py``. Every page is opened through the sidebar, must finish
 running without an exception box, and is saved as a full-page screenshot under
-``test-artifacts/``. On the Masks & ROC page the drop slider is moved with the keyboard and the
+``test-artifacts/``. The Findings landing page must show the core's masking finding (estimate,
+interval, statement). On the Masks & ROC page the drop slider is moved with the keyboard and the
 displayed "AUROC (masked)" must change to the value sklearn gives on the recomputed scores; the
 Export page then builds and downloads the report.
 
@@ -44,6 +45,7 @@ WIDTH, HEIGHT = 1400, 900
 MAX_SHOT_HEIGHT = 9000
 # (file name of the screenshot, sidebar / page title), in the order they are visited.
 PAGES = [
+    ("findings", "Findings"),
     ("distortion", "Distortion"),
     ("model_data", "Model & data"),
     ("dimensions", "Dimensions"),
@@ -206,21 +208,34 @@ def test_every_page_in_chromium(server, page, fixture_run):
     timesteps = [0, 10, 20]
 
     page.goto(server + "/")
-    expect(page.get_by_role("heading", name="Distortion", exact=True).first).to_be_visible()
+    expect(page.get_by_role("heading", name="Findings", exact=True).first).to_be_visible()
     wait_idle(page)
 
     shots = []
     for name, title in PAGES:
-        if name != "distortion":
+        if name != "findings":
             open_page(page, title)
         assert_no_exception(page, title)
         shot = ARTIFACTS / f"{name}.png"
         full_screenshot(page, shot)
         shots.append(shot)
 
+        if name == "findings":
+            # the landing page shows the core's findings: the masking estimate with its interval
+            from ldminv_core.evaluation import Evaluation
+            from ldminv_core.runstore import Run
+
+            finding = Evaluation(Run.open(fixture_run), "sima", "standard", n_boot=200).result().finding(
+                "masking_vs_random")
+            shown = page.get_by_test_id("stMarkdown").filter(has_text="AUROC masked − random:")
+            expect(shown).to_have_count(1)
+            assert (f"{finding.estimate:+.4f}, 95% CI [{finding.ci[0]:+.4f}, {finding.ci[1]:+.4f}]"
+                    in shown.inner_text())
+            expect(page.get_by_text(finding.statement, exact=True)).to_have_count(1)
+
         if name == "masks_roc":
-            header = page.get_by_test_id("stMarkdown").filter(has_text="change the timestep in the sidebar")
-            t = int(re.search(r"t = (\d+)", header.first.inner_text()).group(1))
+            header = page.get_by_test_id("stMarkdown").filter(has_text="curves at t =")
+            t = int(re.search(r"curves at t = (\d+)", header.first.inner_text()).group(1))
             ti = timesteps.index(t)
             value = metric_value(page, "AUROC (masked)")
             slider = slider_thumb(page, "Drop percentage")
@@ -259,6 +274,7 @@ def test_every_page_in_chromium(server, page, fixture_run):
             text = saved.read_text(encoding="utf-8")
             assert text.count("plotly.js v") == 1 and 'id="report-json"' in text
             assert "drop percentage</td>" in text and "90 % per sample" in text
+            assert text.index('id="findings"') < text.index('id="run-settings"')
 
     for shot in shots:
         assert shot.stat().st_size > 10_000, f"{shot} looks empty"

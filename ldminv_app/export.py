@@ -51,6 +51,8 @@ __all__ = [
     "DEFAULT_DROP_PERCENT",
     "DEFAULT_SEED",
     "build_html_report",
+    "arms_table",
+    "folds_table",
     "per_sample_table",
     "per_sample_csv",
     "report_filename",
@@ -411,8 +413,9 @@ def _ci_text(ci: tuple[float, float]) -> str:
     return "–" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4f}, {hi:.4f}]"
 
 
-def _arms_table(arms: Sequence[ArmResult], *, honest: bool) -> pd.DataFrame:
-    """One row per arm: the t and drop that produced it, each metric with its interval."""
+def arms_table(arms: Sequence[ArmResult], *, honest: bool) -> pd.DataFrame:
+    """One row per arm (the report's and the Masks & ROC page's metrics table): the t and drop that
+    produced it, each metric with its interval (4 decimals), the realised FPR under ``honest``."""
     rows = []
     for arm in arms:
         row: dict[str, Any] = {"variant": arm.arm, "t": arm.t_text, "drop": arm.drop_text or "–"}
@@ -425,7 +428,8 @@ def _arms_table(arms: Sequence[ArmResult], *, honest: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _folds_table(arms: Sequence[ArmResult]) -> pd.DataFrame:
+def folds_table(arms: Sequence[ArmResult]) -> pd.DataFrame:
+    """One row per (arm, fold) of the honest protocol: t, drop, transferred threshold, size."""
     rows = []
     for arm in arms:
         for f in arm.folds:
@@ -610,11 +614,11 @@ def build_html_report(
         f"{run.n_heldout} held-out. TPR@1%FPR = {_esc(res.protocol.tpr_rule)}; ASR = max over thresholds of "
         "(TPR + 1 − FPR) / 2. With few held-out samples the low-FPR metrics rest on a handful of images: "
         "read them with their intervals.</p>"
-        + _table(_arms_table(arms, honest=honest), table_id="metrics-table")
+        + _table(arms_table(arms, honest=honest), table_id="metrics-table")
     )
     if honest:
         metrics_body += ("<p class=\"note\">The choices of every fold, made on the other folds only:</p>"
-                         + _table(_folds_table(arms), table_id="folds-table"))
+                         + _table(folds_table(arms), table_id="folds-table"))
     parts.append(_section("metrics", metrics_body))
 
     # ---- ROC

@@ -14,7 +14,7 @@ import streamlit as st
 
 from ldminv_core import masks, metrics
 
-from ldminv_app import cache, figures, state, ui
+from ldminv_app import cache, export, figures, state, ui
 
 run = ui.page_frame()
 
@@ -29,29 +29,6 @@ with ui.guard("The Masks & ROC page failed"):
         attack = ui.attack_selector(run, key="masks_attack")
     t_index = state.current_t_index(run, attack)
     labels = run.labels
-
-    _METRIC_LABELS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "asr": "ASR"}
-
-    def arms_table(arms, *, honest: bool) -> pd.DataFrame:
-        """One row per arm: the t and drop that produced it, every metric with its interval."""
-        rows = []
-        for arm in arms:
-            row = {"variant": arm.arm, "t": arm.t_text, "drop": arm.drop_text or "–"}
-            for m, name in _METRIC_LABELS.items():
-                row[name] = f"{arm.value(m):.4f}"
-                row[f"{name} 95% CI"] = ui.ci_text(arm.ci[m]).replace("+", "")
-            if honest:
-                row["realised FPR"] = f"{arm.realised_fpr_at_1fpr:.4f}"
-            rows.append(row)
-        return pd.DataFrame(rows).set_index("variant")
-
-    def folds_table(arms) -> pd.DataFrame:
-        return pd.DataFrame([
-            {"variant": arm.arm, "fold": f.fold, "t": f.t, "drop %": f.drop_percent,
-             "threshold (score ≥)": "+inf (none)" if f.threshold is None else f"{f.threshold:.6g}",
-             "samples": len(f.sample_ids)}
-            for arm in arms for f in arm.folds
-        ])
 
     def roc_panel(ev, scores: dict) -> None:
         curves, aurocs = {}, {}
@@ -71,7 +48,7 @@ with ui.guard("The Masks & ROC page failed"):
         st.info(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked. Its ROC and metrics "
                 f"({ev.protocol.name} protocol):")
         roc_panel(ev, {"baseline": ev.scores("baseline")})
-        st.dataframe(arms_table([ev.arms()["baseline"]], honest=ev.protocol.name == "honest"))
+        st.dataframe(export.arms_table([ev.arms()["baseline"]], honest=ev.protocol.name == "honest").set_index("variant"))
         st.stop()
 
     timesteps = run.timesteps(attack)
@@ -171,10 +148,10 @@ with ui.guard("The Masks & ROC page failed"):
         # ---- metrics table with bootstrap intervals
         st.markdown(f"**Metrics, {ev.protocol.name} protocol** (intervals: {ev.n_boot} stratified bootstrap "
                     f"replicates; random = mean of seeds {', '.join(map(str, rand.seeds))})")
-        st.dataframe(arms_table(shown, honest=honest), key="masks_metrics_table")
+        st.dataframe(export.arms_table(shown, honest=honest).set_index("variant"), key="masks_metrics_table")
         if honest:
             with st.expander("Choices of every fold (made on the other folds only)"):
-                st.dataframe(folds_table(shown[:3]), hide_index=True, key="masks_folds_table")
+                st.dataframe(export.folds_table(shown[:3]), hide_index=True, key="masks_folds_table")
 
         # ---- metrics against drop percentage, with bands
         curves = ev.drop_curves(t_index)

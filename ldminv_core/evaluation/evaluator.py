@@ -691,6 +691,10 @@ class Evaluation:
         est = vals[3] - vals[0]
         rep = None if design is None else reps[3] - reps[0]
         ctx = self._context()
+        if self.protocol.name == "paper" and self.maskable:
+            q_t = {q: self._quartile_scored(q)[1]["auroc"] for q in (0, 3)}
+            ctx = (f"{self.attack_label}, paper protocol, each quartile's AUROC at its own best t: "
+                   f"Q1 t = {q_t[0]}, Q4 t = {q_t[3]}")
 
         def describe(e: float, ci: tuple[float, float], v: str) -> str:
             if v == "undefined":
@@ -745,7 +749,7 @@ class Evaluation:
             }[v]
             return (f"Within each of {n_classes} classes (captions), AUROC(Q4) - AUROC(Q1) averages {e:+.3f} "
                     f"(size-weighted; 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]; {ctx}); {v}: {meaning}. "
-                    "This removes the confounding of distortion with class.")
+                    "Quartiles are formed within each class, so class differences in distortion cannot drive it.")
         return self._finding("distortion_quartiles_within_class", est, rep, {"classes": n_classes}, describe)
 
     def _masking_finding(self, other: str, drop: float | None) -> Finding:

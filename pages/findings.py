@@ -55,16 +55,18 @@ with ui.guard("The Findings page failed"):
         for col, (f, chart) in zip(cols, cards[row_start:row_start + 2]):
             with col:
                 ui.finding_card(f, chart=chart, chart_key=f"finding_{f.id}")
-                if f.id == "distortion_quartiles_within_class" and res.classes:
-                    st.dataframe(
-                        {
-                            "class": [c.label for c in res.classes],
-                            "n": [c.n for c in res.classes],
-                            **{f"Q{i + 1}": [round(c.aurocs[i], 3) for c in res.classes] for i in range(4)},
-                            "Q4 − Q1": [round(c.difference, 3) for c in res.classes],
-                        },
-                        hide_index=True, key="findings_classes",
-                    )
+    if res.classes:
+        with st.expander("Quartile AUROC within each class (the within-class finding)", expanded=False):
+            st.dataframe(
+                {
+                    "class": [c.label for c in res.classes],
+                    "n": [c.n for c in res.classes],
+                    "members": [c.n_members for c in res.classes],
+                    **{f"Q{i + 1}": [round(c.aurocs[i], 3) for c in res.classes] for i in range(4)},
+                    "Q4 − Q1": [round(c.difference, 3) for c in res.classes],
+                },
+                hide_index=True, key="findings_classes",
+            )
     if not any(f.id == "distortion_quartiles_within_class" for f in res.findings):
         st.caption("No within-class control: the data carry fewer than two caption classes with at least 16 "
                    "images of both splits.")

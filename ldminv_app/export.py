@@ -450,18 +450,19 @@ def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, dr
                      "95% CI": _ci_text(f.ci).replace("[", "[").strip(), "verdict": f.verdict, "statement": f.statement})
     out.append(_table(pd.DataFrame(rows), table_id="findings-table"))
     charts = [fig(figures.quartile_auroc_bars(
-        np.array([q.auroc for q in res.quartiles]),
+        np.array([q.auroc for q in res.quartiles]), ci=[q.auroc_ci for q in res.quartiles],
         edges=np.array([res.quartiles[0].log_volume_min] + [q.log_volume_max for q in res.quartiles]),
         counts=np.array([q.n for q in res.quartiles]),
-        title=f"{res.attack} baseline AUROC by distortion quartile ({res.baseline.t_text}, {proto.name})",
+        title=f"{res.attack} baseline AUROC by distortion quartile ({proto.name})",
     ))]
     if res.maskable:
         curves = ev.drop_curves(ev.headline_t_index())
-        charts.append(fig(figures.metric_vs_drop(
-            curves.percents,
-            {"masked": curves.masked["auroc"], f"random (mean of {len(curves.seeds)} seeds)": curves.random_mean["auroc"],
-             "baseline": np.full(len(curves.percents), curves.baseline["auroc"])},
-            ylabel="AUROC", current=drop, title=f"AUROC vs drop percentage, t = {curves.t} ({proto.name})",
+        charts.append(fig(figures.drop_curves_with_bands(
+            curves.percents, masked=curves.masked["auroc"],
+            masked_band=(curves.masked_lo["auroc"], curves.masked_hi["auroc"]),
+            random_mean=curves.random_mean["auroc"], random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
+            baseline=curves.baseline["auroc"], baseline_ci=curves.baseline_ci["auroc"], n_seeds=len(curves.seeds),
+            current=drop, title=f"AUROC vs drop %, t = {curves.t} (all samples, {proto.name})",
         )))
     out.append(_row(*charts))
     if res.classes:

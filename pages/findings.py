@@ -35,7 +35,8 @@ with ui.guard("The Findings page failed"):
             chart = figures.quartile_auroc_bars(
                 [q.auroc for q in qs], ci=[q.auroc_ci for q in qs],
                 edges=[qs[0].log_volume_min] + [q.log_volume_max for q in qs], counts=[q.n for q in qs],
-                title=f"Baseline AUROC by distortion quartile ({res.baseline.t_text})",
+                title="Baseline AUROC by distortion quartile ("
+                + ("each quartile at its own best t" if proto.name == "paper" else res.baseline.t_text) + ")",
             )
         elif f.id in ("masking_vs_baseline", "masking_vs_random") and res.maskable:
             curves = ev.drop_curves(ev.headline_t_index())

@@ -25,16 +25,13 @@ import json
 import math
 import numbers
 import re
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
-from sklearn.exceptions import UndefinedMetricWarning
 
 import ldminv_core
 from ldminv_core import masks, metrics

@@ -9,7 +9,6 @@ timestep. Every control recomputes inside a fragment from the cached ``Evaluatio
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from ldminv_core import masks, metrics

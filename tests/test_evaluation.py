@@ -23,12 +23,10 @@ copied from an output of the code under test.
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.exceptions import UndefinedMetricWarning
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ldminv_core import masks, metrics
@@ -234,7 +232,7 @@ def test_paper_random_arm_drops_int_count(tied_run, tied_data):
     assert masks.paper_drop_count(d, p) == int(d * p / 100) == 2 != round(d * p / 100)
     ev = Evaluation(tied_run, "sima", "paper", n_boot=0)
     shape = tied_data["influence"].shape
-    labels, ts = tied_data["labels"], tied_data["timesteps"]
+    labels = tied_data["labels"]
     res = ev.result(drop=p)
     for k, s in enumerate(ev.seeds):
         keep = masks.random_drop_mask(shape, p, seed=s, n_drop=masks.paper_drop_count(d, p))

@@ -22,14 +22,15 @@ mean over seeds, its band the spread. An instance is safe to share between threa
 """
 from __future__ import annotations
 
+import hashlib
 import threading
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sklearn.exceptions import UndefinedMetricWarning
+from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedKFold
 
 from .. import masks
@@ -118,8 +119,6 @@ def _first_max(values: np.ndarray, keys: Sequence[float] | None = None) -> int:
 def _threshold_at_1fpr(scores: np.ndarray, labels: np.ndarray) -> float:
     """Score threshold of the largest-TPR ROC point with FPR <= 1% (members positive; a sample is
     called a member when its score is >= the threshold; +inf = nobody)."""
-    from sklearn.metrics import roc_curve
-
     y = labels.astype(np.int8)
     if y.min() == y.max():
         return float("inf")
@@ -546,8 +545,6 @@ class Evaluation:
         st = np.ascontiguousarray(stat, dtype=np.float64)
         if st.shape != self.baseline_stat().shape:
             raise LdminvError(f"stat: expected shape {self.baseline_stat().shape} (N, T), got {st.shape}")
-        import hashlib
-
         key = "custom:" + hashlib.sha1(st.tobytes()).hexdigest()
         with self._lock:
             self._memo.setdefault(("custom_stat", key), st)
@@ -562,7 +559,6 @@ class Evaluation:
         like the others: the headline t (``standard``), each metric's own best t (``paper``) or
         the folds' t and transferred thresholds (``honest``); bootstrap intervals as the arms'."""
         key = self._custom_key(stat)
-        from dataclasses import replace
 
         return self._cached(("custom_arm", key, name), lambda: replace(self._arm(key, None), arm=name))
 

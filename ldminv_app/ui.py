@@ -324,7 +324,11 @@ def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
         if run is None:
             if err:
                 st.error(err)
-            st.info("No run open. Use the Model & data page to open or compute one.")
+            if demo_pending():
+                st.info("The built-in demo is being prepared (first start only): its findings open here as "
+                        "soon as the analysis finishes.")
+            else:
+                st.info("No run open. Use the Model & data page to open or compute one.")
             return None, None
         s = run.settings
         c, h, w = run.latent_shape

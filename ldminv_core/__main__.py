@@ -24,7 +24,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .analyze import INFLUENCE_METHODS, RESIDUAL_DTYPES
+    from .choices import INFLUENCE_METHODS, RESIDUAL_DTYPES  # light: --help does not import torch
 
     parser = argparse.ArgumentParser(
         prog="python -m ldminv_core",

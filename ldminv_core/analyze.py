@@ -54,8 +54,7 @@ __all__ = [
     "RESIDUAL_DTYPES",
 ]
 
-INFLUENCE_METHODS = ("auto", "exact", "hutchinson")
-RESIDUAL_DTYPES = ("float32", "float16")
+from .choices import INFLUENCE_METHODS, RESIDUAL_DTYPES  # noqa: E402 - shared with the CLI parser
 STAGES = ("encode", "geometry")  # then one stage per attack
 _WORK_LOG_VOLUME = "_work/log_volume.npy"
 _MAX_TIMED_BATCH = 128

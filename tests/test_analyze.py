@@ -441,3 +441,25 @@ def test_cli_demo_uses_demo_paths_and_defaults(tmp_path, monkeypatch, capsys, ti
     assert "already complete;" in capsys.readouterr().out
     assert main(["analyze", "--demo"]) == 0
     assert "already complete with other settings (timesteps differ)" in capsys.readouterr().out
+
+
+def test_cli_help_does_not_import_torch():
+    """``--help`` builds the parser from ldminv_core.choices only (it answers in a fraction of a second)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ldminv_core.__main__ import main\n"
+        "try:\n    main(['report', '--help'])\nexcept SystemExit:\n    pass\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'pandas', 'sklearn') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=str(Path(__file__).resolve().parents[1]))
+    assert out.returncode == 0, out.stderr
+    assert "--protocol {standard,paper,honest}" in out.stdout
+    assert "HEAVY []" in out.stdout
+    from ldminv_core import analyze, choices
+
+    assert analyze.INFLUENCE_METHODS is choices.INFLUENCE_METHODS

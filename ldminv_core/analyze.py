@@ -50,6 +50,7 @@ __all__ = [
     "run_analysis",
     "config_settings",
     "STAGES",
+    "format_duration",
     "INFLUENCE_METHODS",
     "RESIDUAL_DTYPES",
 ]
@@ -351,11 +352,11 @@ class CostEstimate:
                 f"{s.encoder_calls:,}" if s.encoder_calls else "-",
                 f"{s.decoder_products:,}" if s.decoder_products else "-",
                 f"{s.unet_calls:,}" if s.unet_calls else "-",
-                _fmt_seconds(s.seconds),
+                format_duration(s.seconds),
             )
             for s in self.stages
         ]
-        rows.append(("total", "", "", "", "", _fmt_seconds(self.total_seconds)))
+        rows.append(("total", "", "", "", "", format_duration(self.total_seconds)))
         widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
         line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
         sep = "  ".join("-" * w for w in widths)
@@ -366,14 +367,21 @@ class CostEstimate:
         return "\n".join([head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), foot])
 
 
-def _fmt_seconds(seconds: float) -> str:
-    if not math.isfinite(seconds):
+def format_duration(seconds: float) -> str:
+    """A duration in words a reader takes in at a glance: "45 s", "3 min 20 s", "7 h 12 min" ("?" when
+    unknown)."""
+    if not math.isfinite(seconds) or seconds < 0:
         return "?"
     if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+        return f"{seconds:.1f} s" if seconds < 10 else f"{seconds:.0f} s"
+    total = int(round(seconds))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s"
+
+
 
 
 def _fmt_bytes(n: int) -> str:

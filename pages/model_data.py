@@ -242,7 +242,9 @@ with ui.guard("The Model & data page failed"):
 
         cost = st.session_state.get("cost_preview")
         if cost is not None:
-            st.markdown(f"**Cost preview** (about {cost[2]:.0f} s on this machine)")
+            from ldminv_core.analyze import format_duration
+
+            st.markdown(f"**Cost preview** (about {format_duration(cost[2])} on this machine)")
             st.code(cost[1], language="text")
 
 

@@ -463,3 +463,14 @@ def test_cli_help_does_not_import_torch():
     from ldminv_core import analyze, choices
 
     assert analyze.INFLUENCE_METHODS is choices.INFLUENCE_METHODS
+
+
+@pytest.mark.parametrize(
+    "seconds, text",
+    [(3.24, "3.2 s"), (45.4, "45 s"), (200, "3 min 20 s"), (26078, "7 h 14 min"), (3600, "1 h 0 min"),
+     (float("nan"), "?"), (-1, "?")],
+)
+def test_durations_read_in_hours_and_minutes(seconds, text):
+    from ldminv_core.analyze import format_duration
+
+    assert format_duration(seconds) == text

@@ -259,6 +259,7 @@ def channel_heatmaps(
     colorscale: str = "Viridis",
     colorbar_title: str = "influence",
     shared_scale: bool = True,
+    zmid: float | None = None,
     highlight: Sequence[tuple[int, int, int]] | None = None,
     panel_size: int = 220,
 ) -> go.Figure:
@@ -267,6 +268,8 @@ def channel_heatmaps(
     Args:
         maps: (C, h, w) values (e.g. influence of one sample, or its mean over samples).
         shared_scale: one colour range for all channels (else one per panel).
+        zmid: centre of a diverging scale (e.g. 0.5 for AUROC): the range is made symmetric
+            around it, so the scale's neutral colour sits exactly at ``zmid``.
         highlight: optional (channel, row, col) coordinates marked with a square.
         panel_size: pixel height of the figure row.
     """
@@ -286,6 +289,9 @@ def channel_heatmaps(
     finite = arr[np.isfinite(arr)]
     zmin = float(finite.min()) if (shared_scale and finite.size) else None
     zmax = float(finite.max()) if (shared_scale and finite.size) else None
+    if zmid is not None and finite.size:
+        half = max(float(np.abs(finite - zmid).max()), 1e-12)
+        zmin, zmax = zmid - half, zmid + half
     for i in range(c):
         r, col = divmod(i, cols)
         fig.add_trace(

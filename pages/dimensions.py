@@ -118,13 +118,13 @@ with ui.guard("The Dimensions page failed"):
     auroc_map = by_coord["auroc"].to_numpy().reshape(run.latent_shape)
     st.plotly_chart(
         figures.channel_heatmaps(mean_map, title="Mean influence over samples", highlight=highlight),
-        key="dim_mean_heatmap",
+        key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
     )
     st.plotly_chart(
         figures.channel_heatmaps(
             auroc_map, title=f"AUROC of each coordinate alone ({ui.attack_label(attack)}, t = {t})",
-            colorscale="RdBu_r", colorbar_title="AUROC", highlight=highlight,
+            colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
         ),
-        key="dim_auroc_heatmap",
+        key="dim_auroc_heatmap", theme=None,
     )
     st.plotly_chart(figures.dimension_scatter(table), key="dim_scatter")

@@ -147,10 +147,10 @@ with ui.guard("The Distortion page failed"):
             heat = influence_heatmap(influence[index], size=image.shape[:2], reduce=reduce)
             st.plotly_chart(
                 figures.image_with_heatmap(image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
-                key="dist_overlay",
+                key="dist_overlay", theme=None,  # Streamlit's theme would replace the colour scale
             )
     st.plotly_chart(
         figures.channel_heatmaps(influence[index], title=f"Influence per latent channel, sample #{index}"),
-        key="dist_channels",
+        key="dist_channels", theme=None,
     )
     st.caption(f"{paths[index]}")

@@ -1,0 +1,36 @@
+"""Checks of the figure builders' colour handling: arms keep one Okabe-Ito colour everywhere, a
+diverging AUROC scale is centred on 0.5, and band charts draw every band the data define."""
+from __future__ import annotations
+
+import numpy as np
+
+from ldminv_app import figures
+
+
+def test_diverging_heatmap_is_centred_on_its_midpoint():
+    maps = np.array([[[0.45, 0.62], [0.55, 0.50]]])  # (C=1, 2, 2): not symmetric around 0.5
+    fig = figures.channel_heatmaps(maps, colorscale="RdBu_r", zmid=0.5)
+    trace = fig.data[0]
+    assert np.isclose(trace.zmin, 0.38) and np.isclose(trace.zmax, 0.62)
+    assert np.isclose((trace.zmin + trace.zmax) / 2, 0.5)
+    plain = figures.channel_heatmaps(maps)
+    assert np.isclose(plain.data[0].zmin, 0.45) and np.isclose(plain.data[0].zmax, 0.62)
+
+
+def test_arms_have_one_colour_everywhere():
+    k = 3
+    x = np.arange(k, dtype=float)
+    fig = figures.drop_curves_with_bands(
+        x, masked=x, masked_band=(x - 1, x + 1), random_mean=x, random_band=(x - 1, x + 1), baseline=0.5,
+        baseline_ci=(0.4, 0.6), n_seeds=5,
+    )
+    lines = {t.name: t.line.color for t in fig.data if t.mode and "lines" in t.mode}
+    assert lines["masked"] == figures.VARIANT_COLORS["masked"]
+    assert lines["baseline"] == figures.VARIANT_COLORS["baseline"]
+    assert lines["random (mean of 5 seeds)"] == figures.VARIANT_COLORS["random"]
+    assert len([t for t in fig.data if t.fill == "toself"]) == 3  # baseline CI, seed range, masked CI
+    roc = figures.roc_curves({"masked": (np.array([0, 1.0]), np.array([0, 1.0])),
+                              "random": (np.array([0, 1.0]), np.array([0, 1.0]))})
+    assert [t.line.color for t in roc.data[:2]] == [figures.VARIANT_COLORS["masked"], figures.VARIANT_COLORS["random"]]
+    # the five arm colours are distinct
+    assert len(set(figures.VARIANT_COLORS.values())) == len(figures.VARIANT_COLORS)

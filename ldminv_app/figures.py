@@ -45,6 +45,15 @@ VARIANT_COLORS = {
     "global": "#009E73",
     "manual": "#CC79A7",
 }
+#: Axis titles of the dimension table's columns.
+COLUMN_LABELS = {
+    "influence_mean": "mean influence ½·log G_ii",
+    "influence_std": "influence std over samples",
+    "auroc": "AUROC of the coordinate alone (−term)",
+    "gap": "mean term gap (held-out − member)",
+    "gap_std": "term gap / pooled std",
+    "influence_rank": "influence rank (1 = most)",
+}
 _QUARTILE_COLORS = ("#fdd49e", "#fc8d59", "#e34a33", "#b30000")
 _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
@@ -491,7 +500,7 @@ def drop_curves_with_bands(
             raise ShapeError(f"{name}: expected bands of shape {x.shape}, got {lo_a.shape} and {hi_a.shape}")
         fig.add_trace(go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([hi_a, lo_a[::-1]]),
                                  fill="toself", fillcolor=_rgba(color, 0.18), line=dict(width=0), name=name,
-                                 hoverinfo="skip", showlegend=True))
+                                 hoverinfo="skip", showlegend=False))
 
     if baseline_ci is not None and np.isfinite(baseline_ci).all():
         band(np.full(x.shape, baseline_ci[0]), np.full(x.shape, baseline_ci[1]), VARIANT_COLORS["baseline"],
@@ -506,9 +515,10 @@ def drop_curves_with_bands(
     fig.add_trace(go.Scatter(x=x, y=np.asarray(masked, dtype=np.float64), mode="lines+markers", name="masked",
                              line=dict(color=VARIANT_COLORS["masked"])))
     _add_vline(fig, current, text=f"{current:g}%" if current is not None else "")
-    fig.update_layout(xaxis_title="dropped coordinates (%)", yaxis_title=ylabel)
+    fig.update_layout(xaxis_title="dropped coordinates (%)<br><sup>shaded: 95% CI of masked and baseline, "
+                      f"range of random over {n_seeds} seeds</sup>", yaxis_title=ylabel)
     _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0),
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.36, xanchor="left", x=0),
                       margin=dict(b=110))
     return fig
 
@@ -605,7 +615,7 @@ def dimension_scatter(
         )
     if y == "auroc":
         fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")
-    fig.update_layout(xaxis_title=x, yaxis_title=y)
+    fig.update_layout(xaxis_title=COLUMN_LABELS.get(x, x), yaxis_title=COLUMN_LABELS.get(y, y))
     return _layout(fig, title=title, height=height)
 
 

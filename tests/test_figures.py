@@ -28,7 +28,9 @@ def test_arms_have_one_colour_everywhere():
     assert lines["masked"] == figures.VARIANT_COLORS["masked"]
     assert lines["baseline"] == figures.VARIANT_COLORS["baseline"]
     assert lines["random (mean of 5 seeds)"] == figures.VARIANT_COLORS["random"]
-    assert len([t for t in fig.data if t.fill == "toself"]) == 3  # baseline CI, seed range, masked CI
+    bands = [t for t in fig.data if t.fill == "toself"]  # baseline CI, seed range, masked CI
+    assert [b.name for b in bands] == ["baseline 95% CI", "random: range over 5 seeds", "masked 95% CI"]
+    assert "range of random over 5 seeds" in fig.layout.xaxis.title.text
     roc = figures.roc_curves({"masked": (np.array([0, 1.0]), np.array([0, 1.0])),
                               "random": (np.array([0, 1.0]), np.array([0, 1.0]))})
     assert [t.line.color for t in roc.data[:2]] == [figures.VARIANT_COLORS["masked"], figures.VARIANT_COLORS["random"]]

@@ -3,9 +3,10 @@
 ``st.cache_resource`` holds objects that are shared and never copied: opened runs, loaded
 models, in-memory arrays, background analysis jobs, and one
 :class:`~ldminv_core.evaluation.Evaluation` per (run, attack, protocol), which memoises every
-reported number itself. ``st.cache_data`` holds descriptive tables and images. Every cache key starts with the run's
-resolved path and the modification time of its run.json (its "stamp"), so a recomputed
-run is never served stale results. Moving a control on a page therefore only recomputes
+reported number itself: there is no other cache of reported numbers. ``st.cache_data``
+holds descriptive tables and images. Every cache key starts with the run's resolved path and
+the modification time of its run.json (its "stamp"), so a recomputed run is never served stale
+results. Moving a control on a page therefore only recomputes
 from these cached objects: no model call, no file re-read.
 """
 from __future__ import annotations
@@ -124,14 +125,10 @@ def latents(run: Run) -> np.ndarray:
     return _latents(*run_key(run.path))
 
 
-@st.cache_resource(max_entries=4, show_spinner="Reading the attack terms…")
-def _terms(path: str, stamp: int, attack: str) -> np.ndarray:
-    return np.array(_open_run(path, stamp).terms(attack))
-
-
 def terms(run: Run, attack: str) -> np.ndarray:
-    """(N, T, C, h, w) per-coordinate terms of a maskable attack, in memory (stored dtype)."""
-    return _terms(*run_key(run.path), attack)
+    """(N, T, C, h, w) per-coordinate terms of a maskable attack: the memory-mapped array the
+    session's cached evaluation reads (no second copy in memory)."""
+    return evaluation(run, attack).terms()
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -140,21 +137,27 @@ def _evaluation(path: str, stamp: int, attack: str, protocol: str, folds: int, n
 
 
 def evaluation(run: Run, attack: str, *, protocol: str | None = None, folds: int | None = None,
-               n_boot: int = PAGE_N_BOOT) -> Evaluation:
-    """The one cached :class:`~ldminv_core.evaluation.Evaluation` of (run, attack, protocol, folds,
-    n_boot): it memoises its own parts (per-t curves, arms per drop, quartiles, findings, sweeps),
-    so every page and every control reuses what was computed once. ``protocol`` / ``folds``
-    default to the session's (sidebar) choice."""
+               n_boot: int | None = None) -> Evaluation:
+    """The one cached :class:`~ldminv_core.evaluation.Evaluation` of (run path, run.json stamp,
+    attack, protocol, folds, n_boot): it memoises its own parts (per-t curves, arms per drop,
+    quartiles, findings, sweeps), so every page and every control reuses what was computed once.
+
+    ``protocol`` / ``folds`` default to the session's (sidebar) choice, ``n_boot`` to
+    :data:`PAGE_N_BOOT`. The folds are part of the key only for ``honest`` (the other protocols
+    do not use them), so changing the folds never recomputes a ``standard`` evaluation.
+    """
     from . import state
 
     name = protocol or state.current_protocol()
-    k = int(folds if folds is not None else state.current_folds())
-    return _evaluation(*run_key(run.path), attack, name, k, int(n_boot))
+    k = int(folds if folds is not None else state.current_folds()) if name == "honest" else 5
+    nb = PAGE_N_BOOT if n_boot is None else int(n_boot)
+    return _evaluation(*run_key(run.path), attack, name, k, nb)
 
 
 def baseline_scores(run: Run, attack: str) -> np.ndarray:
-    """Membership scores without any mask: (N, T) for maskable attacks, (N, 1) otherwise."""
-    return -evaluation(run, attack, protocol="standard").baseline_stat()
+    """Membership scores without any mask: (N, T) for maskable attacks, (N, 1) otherwise (the
+    same for every protocol; read from the session's cached evaluation)."""
+    return -evaluation(run, attack).baseline_stat()
 
 
 def best_t_index(run: Run, attack: str) -> int:
@@ -165,12 +168,13 @@ def best_t_index(run: Run, attack: str) -> int:
 @st.cache_data(max_entries=16, show_spinner="Ranking the latent coordinates…")
 def _dimension_table(path: str, stamp: int, attack: str, t_index: int) -> pd.DataFrame:
     run = _open_run(path, stamp)
-    terms_t = _terms(path, stamp, attack)[:, int(t_index)]
+    terms_t = np.asarray(run.terms(attack)[:, int(t_index)], dtype=np.float64)  # one timestep off the memmap
     return tables.dimension_table(_influence(path, stamp), terms_t, run.labels)
 
 
 def dimension_table(run: Run, attack: str, t_index: int) -> pd.DataFrame:
-    """``evaluation.dimension_table`` of the attack's terms at one timestep, cached."""
+    """``ldminv_core.evaluation.tables.dimension_table`` of the attack's terms at one timestep
+    (descriptive, the same under every protocol), cached."""
     return _dimension_table(*run_key(run.path), attack, int(t_index))
 
 
@@ -256,7 +260,7 @@ def job_registry() -> JobRegistry:
 
 def clear_run_caches() -> None:
     """Drop every cached run-derived object (after a run was deleted or recomputed)."""
-    for fn in (_open_run, _influence, _latents, _terms, _evaluation):
+    for fn in (_open_run, _influence, _latents, _evaluation):
         fn.clear()
     for fn in (_dimension_table, _reconstruction):
         fn.clear()

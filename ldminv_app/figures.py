@@ -79,6 +79,13 @@ def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
     return fig
 
 
+def _legend_below(fig: go.Figure, *, y: float = -0.3, bottom: int = 90) -> go.Figure:
+    """Move the legend under the x-axis title (long titles and legends then never overlap)."""
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=y, xanchor="left", x=0),
+                      margin=dict(b=bottom))
+    return fig
+
+
 def _as_1d(x, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim != 1:
@@ -161,8 +168,9 @@ def log_volume_distribution(
             )
     if kind == "histogram":
         fig.update_layout(barmode="overlay", xaxis_title="log-volume", yaxis_title="density")
-    else:
-        fig.update_layout(yaxis_title="log-volume", showlegend=False)
+        _layout(fig, title=title, height=height)
+        return _legend_below(fig)  # a long title and the legend never overlap
+    fig.update_layout(yaxis_title="log-volume", showlegend=False)
     return _layout(fig, title=title, height=height)
 
 
@@ -209,9 +217,11 @@ def quartile_auroc_bars(
             hovertext=hover,
             hoverinfo="text",
             text=[f"{v:.3f}" for v in vals],
-            textposition="outside",
+            textposition="inside",
+            insidetextanchor="start",  # at the base of the bar: the error bar cannot cover it
         )
     )
+    fig.update_layout(uniformtext=dict(minsize=9, mode="hide"))
     fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")
     finite = vals[np.isfinite(vals)]
     top = max(1.0, float(finite.max()) + 0.05) if finite.size else 1.0
@@ -389,6 +399,8 @@ def roc_curves(
     aurocs: Mapping[str, float] | None = None,
     min_rate: float = 1e-4,
     title: str | None = None,
+    xlabel: str = "false-positive rate",
+    ylabel: str = "true-positive rate",
     height: int = 400,
 ) -> go.Figure:
     """ROC curves of several score variants.
@@ -397,6 +409,9 @@ def roc_curves(
         curves: name -> (fpr (L,), tpr (L,)) arrays, e.g. from ``metrics.roc``.
         log_scale: log-log axes (rates are clipped to ``min_rate`` so that zero stays visible).
         aurocs: optional name -> AUROC shown in the legend.
+        xlabel, ylabel: axis titles (e.g. which class is positive).
+
+    The legend sits inside the lower-right corner, which a ROC curve never reaches.
     """
     fig = go.Figure()
     for i, (name, (fpr, tpr)) in enumerate(curves.items()):
@@ -430,8 +445,11 @@ def roc_curves(
     else:
         fig.update_xaxes(range=[0, 1])
         fig.update_yaxes(range=[0, 1.01])
-    fig.update_layout(xaxis_title="false-positive rate", yaxis_title="true-positive rate")
-    return _layout(fig, title=title or ("ROC (log-log)" if log_scale else "ROC"), height=height)
+    fig.update_layout(xaxis_title=xlabel, yaxis_title=ylabel)
+    _layout(fig, title=title or ("ROC (log-log)" if log_scale else "ROC"), height=height)
+    fig.update_layout(legend=dict(orientation="v", yanchor="bottom", y=0.02, xanchor="right", x=0.99,
+                                  bgcolor="rgba(255, 255, 255, 0.85)", bordercolor="#dddddd", borderwidth=1))
+    return fig
 
 
 def _metric_lines(x: np.ndarray, series: Mapping[str, np.ndarray], *, x_name: str) -> go.Figure:
@@ -548,11 +566,12 @@ def attack_overview(
         fig.add_trace(go.Bar(
             x=list(attacks), y=v, name=name, marker_color=color,
             error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - v), arrayminus=np.nan_to_num(v - lo)),
-            text=[f"{x:.3f}" for x in v], textposition="outside",
+            text=[f"{x:.3f}" for x in v], textposition="inside", insidetextanchor="start",
         ))
-    fig.add_hline(y=0.5, line_dash="dot", line_color="#888888", annotation_text="chance AUROC",
-                  annotation_position="top left")
-    fig.update_layout(barmode="group", yaxis_title="baseline metric", yaxis_range=[0, 1.08])
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")  # chance AUROC (named in the axis title)
+    fig.update_layout(barmode="group", yaxis_title="baseline metric", yaxis_range=[0, 1.08],
+                      xaxis_title="dotted line: chance AUROC (0.5)",
+                      uniformtext=dict(minsize=9, mode="hide"))  # a label that does not fit its bar is hidden
     return _layout(fig, title=title, height=height)
 
 
@@ -575,7 +594,8 @@ def metric_vs_timestep(
     fig = _metric_lines(np.asarray(timesteps), series, x_name="timesteps")
     _add_vline(fig, selected_t, text=f"t={selected_t}" if selected_t is not None else "")
     fig.update_layout(xaxis_title="timestep t", yaxis_title=ylabel)
-    return _layout(fig, title=title or f"{ylabel} vs timestep", height=height)
+    _layout(fig, title=title or f"{ylabel} vs timestep", height=height)
+    return _legend_below(fig)
 
 
 def dimension_scatter(

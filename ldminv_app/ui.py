@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from ldminv_core.errors import LdminvError
@@ -33,6 +34,14 @@ __all__ = [
     "timestep_selector",
     "protocol_selector",
     "PROTOCOL_LABELS",
+    "headline_t_caption",
+    "finding_card",
+    "verdict_badge",
+    "ci_text",
+    "metric_t_text",
+    "arm_t_cell",
+    "arm_drop_cell",
+    "arm_metric_caption",
     "page_frame",
     "require_run",
     "stage_label",
@@ -281,15 +290,29 @@ def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", containe
             help="Timestep of the attack statistic; defaults to the best baseline AUROC.",
         )
     ev = cache.evaluation(run, attack)
-    best = ev.headline_t_index()
-    auc = ev.per_t()["auroc"]
-    where.caption(
-        f"t = {timesteps[t_index]} for the curves and tables · best baseline AUROC on all samples at t = "
-        f"{timesteps[best]} ({auc[best]:.4f}). Headline numbers use the {ev.protocol.name} protocol's t: "
-        + {"standard": "that best t.", "paper": "each metric's own best t.",
-           "honest": "chosen per fold on the other folds."}[ev.protocol.name]
-    )
+    where.caption(f"t = {timesteps[t_index]} for the curves and tables of the pages. " + headline_t_caption(ev))
     return t_index
+
+
+def headline_t_caption(ev) -> str:
+    """Which t the headline numbers of ``ev`` (an ``Evaluation``) use and which protocol chose it,
+    in words; computed from the evaluation's cheap parts (per-t curve, fold choices), never its arms."""
+    ts = ev.timesteps
+    per_t = ev.per_t()
+    best = ev.headline_t_index()
+    name = ev.protocol.name
+    if name == "standard":
+        return (f"Headline t = {ts[best]}, chosen by the standard protocol: the best baseline AUROC on all "
+                f"samples ({per_t['auroc'][best]:.4f}; optimistic).")
+    if name == "paper":
+        picks = {m: int(np.flatnonzero(per_t[m] == np.nanmax(per_t[m]))[0]) if np.isfinite(per_t[m]).any() else best
+                 for m in ("auroc", "tpr_at_1fpr", "asr")}
+        return (f"Headline t chosen by the paper protocol, each metric its own best on all samples: baseline "
+                f"AUROC t = {ts[picks['auroc']]}, TPR@1%FPR t = {ts[picks['tpr_at_1fpr']]}, ASR t = "
+                f"{ts[picks['asr']]} (masked, random and quartiles pick their own).")
+    fold_ts = [ts[ev.fold_t_index(f)] for f in sorted(set(int(x) for x in ev.folds()))]
+    return (f"Headline t chosen by the honest protocol on the other folds ({ev.protocol.folds} folds): t per fold "
+            f"{', '.join(map(str, fold_ts))}. Best baseline AUROC on all samples (descriptive): t = {ts[best]}.")
 
 
 PROTOCOL_LABELS = {"standard": "standard", "paper": "paper", "honest": "honest (cross-fitted)"}
@@ -407,6 +430,13 @@ FINDING_TITLES = {
     "masking_vs_baseline": "Does dropping low-influence coordinates beat the unmasked statistic?",
     "masking_vs_random": "Does dropping low-influence coordinates beat dropping random ones?",
 }
+FINDING_LABELS = {
+    "distortion_quartiles": "AUROC(Q4) − AUROC(Q1)",
+    "distortion_quartiles_within_class": "mean within-class AUROC(Q4) − AUROC(Q1)",
+    "masking_vs_baseline": "AUROC masked − baseline",
+    "masking_vs_random": "AUROC masked − random",
+}
+METRIC_LABELS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "asr": "ASR"}
 
 
 def verdict_badge(verdict: str) -> str:
@@ -414,29 +444,82 @@ def verdict_badge(verdict: str) -> str:
     return f":{VERDICT_COLORS.get(verdict, 'gray')}-badge[{verdict}]"
 
 
-def ci_text(ci: tuple[float, float], digits: int = 4) -> str:
-    """"[lo, hi]" of an interval, "–" when undefined."""
+def ci_text(ci: tuple[float, float], digits: int = 4, *, signed: bool = True) -> str:
+    """"[lo, hi]" of an interval ("[+lo, +hi]" when ``signed``), "–" when undefined."""
     lo, hi = ci
     if not (lo == lo and hi == hi):  # NaN
         return "–"
-    return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
+    sign = "+" if signed else ""
+    return f"[{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
 
 
-def finding_card(finding, *, chart=None, chart_key: str | None = None) -> None:
+def _per_fold(values: list, unit: str = "") -> str:
+    """"60 in every fold" when the folds agree, else "per fold: 60, 50, 60"."""
+    if len(set(values)) == 1:
+        return f"{values[0]}{unit} in every fold"
+    return "per fold: " + ", ".join(f"{v}" for v in values) + unit
+
+
+def arm_t_cell(arm) -> str:
+    """The t of an ``ArmResult`` in a few words: "t = 60", "t: AUROC 60, TPR 40, ASR 70" (``paper``),
+    "t = 60 in every fold" or "t per fold: 60, 50, ..." (``honest``), "no timestep"."""
+    if arm.folds:
+        ts = [f.t for f in arm.folds]
+        if all(t is None for t in ts):
+            return "no timestep"
+        return "t = " + _per_fold(ts) if len(set(ts)) == 1 else "t " + _per_fold(ts)
+    return arm.t_text
+
+
+def arm_drop_cell(arm) -> str:
+    """The drop of an ``ArmResult`` in a few words: "40 %", "55 % in every fold",
+    "per fold: 55, 50, 55 %", "–" for the baseline."""
+    if not arm.drop_text:
+        return "–"
+    if arm.drop_percent is not None:
+        return arm.drop_text
+    return _per_fold([f"{f.drop_percent:g}" for f in arm.folds if f.drop_percent is not None], " %")
+
+
+def metric_t_text(arm, metric: str) -> str:
+    """The t one metric of an ``ArmResult`` is reported at: "t = 60" (``paper``: that metric's own
+    best t), the folds' t under ``honest`` (:func:`arm_t_cell`), "no timestep" without one."""
+    if arm.folds:
+        return arm_t_cell(arm)
+    t = arm.best_t.get(metric)
+    return "no timestep" if t is None else f"t = {t}"
+
+
+def arm_metric_caption(arm, metric: str, protocol) -> str:
+    """Where one metric card's number comes from: protocol, t (that metric's own under ``paper``),
+    drop, 95% interval, and under ``honest`` the realised FPR beside TPR@1%FPR."""
+    parts = [f"{protocol.name} · {metric_t_text(arm, metric)}"]
+    if arm.drop_text:
+        parts.append(f"drop {arm_drop_cell(arm)}")
+    parts.append(f"95% CI {ci_text(arm.ci[metric], signed=False)}")
+    if metric == "tpr_at_1fpr" and arm.realised_fpr_at_1fpr is not None:
+        parts.append(f"realised FPR {arm.realised_fpr_at_1fpr:.4f}")
+    return " · ".join(parts)
+
+
+def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str | None = None,
+                 table=None, table_key: str | None = None, table_config: dict | None = None) -> None:
     """One finding in a bordered card: question, verdict badge, estimate with its interval, the
-    statement computed from the data, and an optional plotly chart."""
+    statement computed from the data, an optional note (caption), an optional plotly chart and an
+    optional small table (a DataFrame or dict of columns)."""
     with st.container(border=True):
         st.markdown(f"**{FINDING_TITLES.get(finding.id, finding.id)}** {verdict_badge(finding.verdict)}")
         est = "–" if finding.estimate != finding.estimate else f"{finding.estimate:+.4f}"
-        label = {"distortion_quartiles": "AUROC(Q4) − AUROC(Q1)",
-                 "distortion_quartiles_within_class": "mean within-class AUROC(Q4) − AUROC(Q1)",
-                 "masking_vs_baseline": "AUROC masked − baseline",
-                 "masking_vs_random": "AUROC masked − random"}.get(finding.id, finding.metric)
+        label = FINDING_LABELS.get(finding.id, finding.metric)
         st.markdown(f"{label}: **{est}**, 95% CI {ci_text(finding.ci)}")
         for sec in finding.secondary:
             s_est = "–" if sec["estimate"] != sec["estimate"] else f"{sec['estimate']:+.4f}"
-            name = {"tpr_at_1fpr": "TPR@1%FPR", "auroc": "AUROC", "asr": "ASR"}.get(sec["metric"], sec["metric"])
+            name = METRIC_LABELS.get(sec["metric"], sec["metric"])
             st.caption(f"{name} difference: {s_est}, 95% CI {ci_text(sec['ci'])}, {sec['verdict']}")
         st.write(finding.statement)
+        if note:
+            st.caption(note)
         if chart is not None:
             st.plotly_chart(chart, key=chart_key)
+        if table is not None:
+            st.dataframe(table, hide_index=True, key=table_key, column_config=table_config)

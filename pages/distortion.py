@@ -25,7 +25,7 @@ with ui.guard("The Distortion page failed"):
     t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"
 
     ev = cache.evaluation(run, attack)
-    finding = ev.findings()[0]  # distortion_quartiles
+    finding = next(f for f in ev.findings() if f.id == "distortion_quartiles")
     st.title("Distortion")
     st.caption(
         "Log-volume = sum of the top-k log singular values of the decoder Jacobian at the sample's "

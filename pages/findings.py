@@ -1,11 +1,12 @@
 """Findings page (the landing page): what this run shows about the paper's claims, under the
 protocol chosen in the sidebar, each claim an estimate with its 95% interval and a verdict; then
 every attack's baseline AUROC and TPR@1%FPR side by side. All numbers come from the cached
-``Evaluation`` objects; the page only lays them out.
+``Evaluation`` objects (``ldminv_app.cache.evaluation``); the page only lays them out.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from ldminv_app import cache, figures, state, ui
@@ -16,7 +17,9 @@ with ui.guard("The Findings page failed"):
     attack = state.current_attack(run)
     ev = cache.evaluation(run, attack)
     proto = ev.protocol
+    honest = proto.name == "honest"
     res = ev.result()
+    base = res.baseline
 
     st.title("Findings")
     st.caption(
@@ -26,55 +29,95 @@ with ui.guard("The Findings page failed"):
         "interval lies above 0, *contradicted* below 0, *inconclusive* otherwise."
     )
 
-    # ---- the findings, two per row
+    # ---- one card per finding, two per row
+    def quartile_chart():
+        qs = res.quartiles
+        where = ("each quartile at its own best t (paper)" if proto.name == "paper"
+                 else f"{proto.name} protocol, {ui.arm_t_cell(base)}")
+        return figures.quartile_auroc_bars(
+            [q.auroc for q in qs], ci=[q.auroc_ci for q in qs],
+            edges=[qs[0].log_volume_min] + [q.log_volume_max for q in qs], counts=[q.n for q in qs],
+            title=f"Baseline AUROC by distortion quartile<br><sup>{where}; error bars: 95% CI</sup>",
+        )
+
+    def drop_chart():
+        curves = ev.drop_curves(ev.headline_t_index())
+        scope = "all samples, in-sample (descriptive)" if honest else f"all samples, {proto.name} convention"
+        return figures.drop_curves_with_bands(
+            curves.percents, masked=curves.masked["auroc"],
+            masked_band=(curves.masked_lo["auroc"], curves.masked_hi["auroc"]),
+            random_mean=curves.random_mean["auroc"],
+            random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
+            baseline=curves.baseline["auroc"], baseline_ci=curves.baseline_ci["auroc"],
+            n_seeds=len(curves.seeds), current=res.masked.drop_percent,  # None: chosen per fold (honest)
+            title=f"AUROC vs drop %, t = {curves.t}<br><sup>{scope}</sup>",
+        )
+
+    def class_labels() -> tuple[list[str], str]:
+        """The class captions without their common leading words ("a photo of a bag" -> "bag")."""
+        labels = [c.label for c in res.classes]
+        words = [lab.split(" ") for lab in labels]
+        k = 0
+        while len(labels) > 1 and all(len(w) > k + 1 for w in words) and len({w[k] for w in words}) == 1:
+            k += 1
+        prefix = " ".join(words[0][:k])
+        return [" ".join(w[k:]) for w in words], prefix
+
+    def class_table() -> pd.DataFrame:
+        """What the within-class estimate is pooled from: per class, its size (the weight) and the
+        AUROC of its least and most distorted quartiles."""
+        short, _ = class_labels()
+        return pd.DataFrame({
+            "class": short,
+            "n (members)": [f"{c.n} ({c.n_members})" for c in res.classes],
+            "Q1": [c.aurocs[0] for c in res.classes],
+            "Q4": [c.aurocs[3] for c in res.classes],
+            "Q4 − Q1": [c.difference for c in res.classes],
+        })
+
+    def masking_note(fid: str) -> str | None:
+        other = res.baseline if fid == "masking_vs_baseline" else res.random
+        if honest:
+            return (f"Realised FPR of the transferred 1% thresholds: masked {res.masked.realised_fpr_at_1fpr:.4f}, "
+                    f"{other.arm} {other.realised_fpr_at_1fpr:.4f} (above 0.01: the threshold did not transfer).")
+        if proto.name == "paper":
+            return (f"Each arm at its own best t per metric: masked {res.masked.t_text}; "
+                    f"{other.arm} {other.t_text}.")
+        return None
+
     cards = []
     for f in res.findings:
-        chart = None
+        kw: dict = {}
         if f.id == "distortion_quartiles":
-            qs = res.quartiles
-            chart = figures.quartile_auroc_bars(
-                [q.auroc for q in qs], ci=[q.auroc_ci for q in qs],
-                edges=[qs[0].log_volume_min] + [q.log_volume_max for q in qs], counts=[q.n for q in qs],
-                title="Baseline AUROC by distortion quartile ("
-                + ("each quartile at its own best t" if proto.name == "paper" else res.baseline.t_text) + ")",
-            )
+            kw["chart"] = quartile_chart()
+        elif f.id == "distortion_quartiles_within_class" and res.classes:
+            kw["table"] = class_table()
+            kw["table_key"] = "findings_classes"
+            kw["table_config"] = {m: st.column_config.NumberColumn(m, format="%.3f") for m in ("Q1", "Q4", "Q4 − Q1")}
+            prefix = class_labels()[1]
+            kw["note"] = (f"Baseline AUROC of each class's least (Q1) and most (Q4) distorted quartile ({proto.name} "
+                          f"protocol, {ui.arm_t_cell(base)}); the estimate is the n-weighted mean of Q4 − Q1 over "
+                          f"{len(res.classes)} classes with both splits and at least 16 images"
+                          + (f"; captions \"{prefix} …\"." if prefix else "."))
         elif f.id in ("masking_vs_baseline", "masking_vs_random") and res.maskable:
-            curves = ev.drop_curves(ev.headline_t_index())
-            drop = res.masked.drop_percent if res.masked.drop_percent is not None else None
-            chart = figures.drop_curves_with_bands(
-                curves.percents, masked=curves.masked["auroc"],
-                masked_band=(curves.masked_lo["auroc"], curves.masked_hi["auroc"]),
-                random_mean=curves.random_mean["auroc"],
-                random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
-                baseline=curves.baseline["auroc"], baseline_ci=curves.baseline_ci["auroc"],
-                n_seeds=len(curves.seeds), current=drop,
-                title=f"AUROC vs drop %, t = {curves.t} (all samples)",
-            )
-        cards.append((f, chart))
+            kw["chart"] = drop_chart()
+            kw["note"] = masking_note(f.id)
+        cards.append((f, kw))
     for row_start in range(0, len(cards), 2):
         cols = st.columns(2)
-        for col, (f, chart) in zip(cols, cards[row_start:row_start + 2]):
+        for col, (f, kw) in zip(cols, cards[row_start:row_start + 2]):
             with col:
-                ui.finding_card(f, chart=chart, chart_key=f"finding_{f.id}")
-    if res.classes:
-        with st.expander("Quartile AUROC within each class (the within-class finding)", expanded=False):
-            st.dataframe(
-                {
-                    "class": [c.label for c in res.classes],
-                    "n": [c.n for c in res.classes],
-                    "members": [c.n_members for c in res.classes],
-                    **{f"Q{i + 1}": [round(c.aurocs[i], 3) for c in res.classes] for i in range(4)},
-                    "Q4 − Q1": [round(c.difference, 3) for c in res.classes],
-                },
-                hide_index=True, key="findings_classes",
-            )
+                ui.finding_card(f, chart_key=f"finding_{f.id}", **kw)
     if not any(f.id == "distortion_quartiles_within_class" for f in res.findings):
         st.caption("No within-class control: the data carry fewer than two caption classes with at least 16 "
                    "images of both splits.")
+    if not res.maskable:
+        st.caption(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked, so the masking "
+                   "findings are not defined for it. Choose a maskable attack in the sidebar to see them.")
 
-    # ---- attack overview
+    # ---- attack overview: every attack's baseline under the same protocol
     st.subheader("All attacks")
-    names, auroc, auroc_ci, tpr, tpr_ci, where = [], [], [], [], [], []
+    names, auroc, auroc_ci, tpr, tpr_ci, where, rows = [], [], [], [], [], [], []
     for name in run.attacks:
         arm = cache.evaluation(run, name).arms()["baseline"]
         names.append(ui.attack_label(name))
@@ -82,18 +125,33 @@ with ui.guard("The Findings page failed"):
         auroc_ci.append(arm.ci["auroc"])
         tpr.append(arm.tpr_at_1fpr)
         tpr_ci.append(arm.ci["tpr_at_1fpr"])
-        where.append(f"{ui.attack_label(name)}: {arm.t_text}")
+        where.append(f"{ui.attack_label(name)}: {ui.arm_t_cell(arm)}")
+        row = {"attack": ui.attack_label(name), "t": ui.arm_t_cell(arm), "AUROC": arm.auroc,
+               "AUROC 95% CI": ui.ci_text(arm.ci["auroc"], signed=False), "TPR@1%FPR": arm.tpr_at_1fpr,
+               "TPR@1%FPR 95% CI": ui.ci_text(arm.ci["tpr_at_1fpr"], signed=False)}
+        if honest:
+            row["realised FPR"] = arm.realised_fpr_at_1fpr
+        rows.append(row)
     st.plotly_chart(
         figures.attack_overview(names, auroc=np.array(auroc), auroc_ci=auroc_ci, tpr=np.array(tpr), tpr_ci=tpr_ci,
                                 title=f"Baseline AUROC and TPR@1%FPR of every attack ({proto.name} protocol)"),
         key="findings_overview",
     )
-    st.caption("Timesteps: " + " · ".join(where) + ". Error bars: 95% stratified bootstrap intervals.")
+    st.caption(f"{proto.name} protocol; TPR@1%FPR = {proto.tpr_rule}. Timesteps: " + " · ".join(where)
+               + ". Error bars: 95% stratified bootstrap intervals"
+               + ("; realised FPR: the FPR the transferred thresholds give on each fold's own samples." if honest else "."))
+    st.dataframe(
+        pd.DataFrame(rows), hide_index=True, key="findings_attacks_table",
+        column_config={"t": st.column_config.TextColumn("t", width="large"),
+                       **{m: st.column_config.NumberColumn(m, format="%.4f")
+                          for m in ("AUROC", "TPR@1%FPR", "realised FPR")}},
+    )
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)
     l1.page_link("pages/distortion.py", label="Distortion: quartiles, per-sample viewer",
                  icon=":material/blur_on:")
-    l2.page_link("pages/masks_roc.py", label="Masks & ROC: tune the drop", icon=":material/show_chart:")
+    l2.page_link("pages/masks_roc.py", label="Masks & ROC: tune the drop, ROC curves",
+                 icon=":material/show_chart:")
     l3.page_link("pages/dimensions.py", label="Dimensions: coordinate ranking",
                  icon=":material/grid_on:")

@@ -12,7 +12,7 @@ import streamlit as st
 from ldminv_core import metrics
 from ldminv_core.embedding import cached_umap_embedding, read_cached_umap
 
-from ldminv_core.evaluation import make_protocol, subset_metrics
+from ldminv_core.evaluation import subset_metrics
 
 from ldminv_app import cache, figures, state, ui
 
@@ -116,7 +116,7 @@ with ui.guard("The Latent map page failed"):
         st.stop()
 
     # ---- the selection
-    proto = make_protocol(state.current_protocol())
+    proto = cache.evaluation(run, attack).protocol  # the sidebar's protocol (its ROC convention)
     sub = subset_metrics(scores, labels, rows, protocol=proto)
     all_m = subset_metrics(scores, labels, list(range(n)), protocol=proto)
     t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"

@@ -30,24 +30,58 @@ with ui.guard("The Masks & ROC page failed"):
     labels = run.labels
 
     def roc_panel(ev, scores: dict) -> None:
+        """ROC curves of the arms' scores in the protocol's convention (``paper``: held-out positive)."""
+        proto = ev.protocol
+        paper = proto.name == "paper"
         curves, aurocs = {}, {}
         for name, s in scores.items():
-            c = metrics.roc(s, labels)
+            c = metrics.roc(-s, 1 - labels) if paper else metrics.roc(s, labels)
             curves[name] = (c.fpr, c.tpr)
-            aurocs[name] = metrics.auroc(s, labels)
+            aurocs[name] = metrics.auroc(s, labels)  # the same in both conventions
+        base = ev.arms()["baseline"]
+        if proto.name == "honest":
+            note, aurocs = f"(honest)<br><sup>pooled cross-fitted scores, {ui.arm_t_cell(base)}</sup>", None
+        else:
+            note = f"({proto.name}, {ui.metric_t_text(base, 'auroc')})"
+        axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)") if paper
+                else dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)"))
         r1, r2 = st.columns(2)
-        note = ev.arms()["baseline"].t_text
-        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC ({note})"), key="masks_roc_lin")
-        r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log ({note})"),
-                        key="masks_roc_log")
+        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", **axes), key="masks_roc_lin")
+        r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
+                                           **axes), key="masks_roc_log")
+        if proto.name == "honest":
+            st.caption("Honest protocol: every sample is scored at its fold's t (and drop); the curves pool the "
+                       "folds (descriptive). The table's AUROC is the size-weighted mean of per-fold AUROCs and its "
+                       "TPR@1%FPR the realised rate of the thresholds chosen on the other folds.")
+        elif paper:
+            st.caption("Paper convention: held-out images are the positive class and the statistic is the score; "
+                       "curves at the AUROC's best t (each metric in the table has its own).")
+
+    def arms_frame(arms: list, honest: bool):
+        """The report's arms table (``export.arms_table``); under ``honest`` the t and drop of every
+        fold in short columns ("60 (all)" when the folds agree), so the table fits the page."""
+        frame = export.arms_table(arms, honest=honest)
+        if honest:
+            def per_fold(values: list) -> str:
+                if not values:
+                    return "–"
+                return f"{values[0]} (all)" if len(set(values)) == 1 else ", ".join(map(str, values))
+            frame["t"] = [per_fold([f.t for f in a.folds if f.t is not None]) for a in arms]
+            frame["drop"] = [per_fold([f"{f.drop_percent:g}" for f in a.folds if f.drop_percent is not None])
+                             for a in arms]
+            frame = frame.rename(columns={"t": "t (per fold)", "drop": "drop % (per fold)"})
+        return frame.set_index("variant")
 
     if t_index is None:
         # PFAMI: one score per sample, nothing to mask.
-        ev = cache.evaluation(run, attack, n_boot=1000)
+        ev = cache.evaluation(run, attack)
+        base = ev.arms()["baseline"]
         st.info(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked. Its ROC and metrics "
-                f"({ev.protocol.name} protocol):")
+                f"({ev.protocol.name} protocol, {ev.n_boot} bootstrap replicates):")
         roc_panel(ev, {"baseline": ev.scores("baseline")})
-        st.dataframe(export.arms_table([ev.arms()["baseline"]], honest=ev.protocol.name == "honest").set_index("variant"))
+        st.dataframe(arms_frame([base], ev.protocol.name == "honest"), key="masks_metrics_table")
+        if base.folds:
+            st.dataframe(export.folds_table([base]), hide_index=True, key="masks_folds_table")
         st.stop()
 
     timesteps = run.timesteps(attack)
@@ -75,14 +109,19 @@ with ui.guard("The Masks & ROC page failed"):
                 0, 90, 40, step=1, key="drop_percent", disabled=per_fold,
                 help="Each sample drops its own lowest-influence coordinates (paper default 40 %).",
             )
-            rule = ("coordinates at or below the sample's np.percentile threshold" if state.current_protocol() == "paper"
-                    else f"{masks.drop_count(d, drop)} of {d} coordinates")
+            if per_fold:
+                rule = "the percentage each fold chose on the other folds (see the folds table below)"
+            elif state.current_protocol() == "paper":
+                rule = "coordinates at or below the sample's np.percentile threshold"
+            else:
+                rule = f"{masks.drop_count(d, drop)} of {d} coordinates"
             st.caption(f"Dropped per sample: {rule}")
         with k2:
             use_global = st.toggle("Global ranking mask", value=False, key="use_global",
                                    help="Drop the same coordinates for every sample: those of lowest mean influence.")
         with k3:
-            n_boot = st.select_slider("Bootstrap replicates", [0, 200, 1000], value=200, key="n_boot",
+            n_boot = st.select_slider("Bootstrap replicates", [cache.PAGE_N_BOOT, 1000], value=cache.PAGE_N_BOOT,
+                                      key="n_boot",
                                       help="200 keeps the page live; choose 1000 for the intervals you report.")
 
         picked = state.manual_coords(run)
@@ -111,8 +150,9 @@ with ui.guard("The Masks & ROC page failed"):
         arms = ev.arms(p)
         base, masked, rand = arms["baseline"], arms["masked"], arms["random"]
         shown = [base, masked, rand]
+        random_label = f"random (seed {rand.seeds[0]})"
         roc_scores = {"baseline": ev.scores("baseline"), "masked": ev.scores("masked", p),
-                      "random": ev.scores("random", p)}
+                      random_label: ev.scores("random", p, rand.seeds[0])}
         if use_global:
             gstat = ev.global_stat(float(drop))
             shown.append(ev.custom_arm("global", gstat))
@@ -124,17 +164,14 @@ with ui.guard("The Masks & ROC page failed"):
             shown.append(ev.custom_arm("manual", mstat))
             roc_scores["manual"] = ev.custom_scores(mstat)
 
-        # ---- headline cards: every value names its t (and drop); differences with their intervals
-        s1, s2, s3, s4 = st.columns(4)
-        s1.metric("AUROC (baseline)", base.auroc, format="%.4f", help=base.t_text)
-        s1.caption(f"{base.t_text} · 95% CI {ui.ci_text(base.ci['auroc']).replace('+', '')}")
-        s2.metric("AUROC (masked)", masked.auroc, format="%.4f", help=f"{masked.t_text}, drop {masked.drop_text}")
-        s2.caption(f"{masked.t_text} · drop {masked.drop_text}")
-        tpr_help = ev.protocol.tpr_rule
-        s3.metric("TPR@1%FPR (baseline)", base.tpr_at_1fpr, format="%.4f", help=tpr_help)
-        s3.caption(base.t_text + (f" · realised FPR {base.realised_fpr_at_1fpr:.4f}" if honest else ""))
-        s4.metric("TPR@1%FPR (masked)", masked.tpr_at_1fpr, format="%.4f", help=tpr_help)
-        s4.caption(masked.t_text + (f" · realised FPR {masked.realised_fpr_at_1fpr:.4f}" if honest else ""))
+        # ---- headline cards: every value names its protocol, t (and drop) and interval; no bare deltas
+        proto = ev.protocol
+        cards = ((base, "auroc", "AUROC (baseline)"), (masked, "auroc", "AUROC (masked)"),
+                 (base, "tpr_at_1fpr", "TPR@1%FPR (baseline)"), (masked, "tpr_at_1fpr", "TPR@1%FPR (masked)"))
+        for col, (arm, m, label) in zip(st.columns(4), cards):
+            col.metric(label, arm.value(m), format="%.4f",
+                       help=proto.tpr_rule if m == "tpr_at_1fpr" else f"{proto.name} protocol: {proto.description}")
+            col.caption(ui.arm_metric_caption(arm, m, proto))
         f1, f2 = st.columns(2)
         for col, fid in ((f1, "masking_vs_baseline"), (f2, "masking_vs_random")):
             f = next(x for x in ev.findings(p) if x.id == fid)
@@ -147,10 +184,19 @@ with ui.guard("The Masks & ROC page failed"):
         # ---- metrics table with bootstrap intervals
         st.markdown(f"**Metrics, {ev.protocol.name} protocol** (intervals: {ev.n_boot} stratified bootstrap "
                     f"replicates; random = mean of seeds {', '.join(map(str, rand.seeds))})")
-        st.dataframe(export.arms_table(shown, honest=honest).set_index("variant"), key="masks_metrics_table")
+        st.dataframe(arms_frame(shown, honest), key="masks_metrics_table")
+        spread = " · ".join(
+            f"{ui.METRIC_LABELS[m]} {min(rand.per_seed[m]):.4f} to {max(rand.per_seed[m]):.4f}"
+            for m in ("auroc", "tpr_at_1fpr", "asr") if rand.per_seed.get(m)
+        )
+        st.caption(f"Random control over its {len(rand.seeds)} seeds (min to max): {spread}; the table shows their "
+                   f"mean, the ROC curve seed {rand.seeds[0]}."
+                   + (" Realised FPR: the FPR the thresholds chosen on the other folds give on each fold's own "
+                      "samples (above 0.01: the threshold did not transfer)." if honest else ""))
         if honest:
-            with st.expander("Choices of every fold (made on the other folds only)"):
-                st.dataframe(export.folds_table(shown[:3]), hide_index=True, key="masks_folds_table")
+            with st.expander("Choices of every fold (made on the other folds only)", expanded=True):
+                folds = export.folds_table(shown[:3])
+                st.dataframe(folds, hide_index=True, key="masks_folds_table", height=36 * (len(folds) + 1) + 3)
 
         # ---- metrics against drop percentage, with bands
         curves = ev.drop_curves(t_index)
@@ -163,7 +209,8 @@ with ui.guard("The Masks & ROC page failed"):
                     random_mean=curves.random_mean[m], random_band=(curves.random_lo[m], curves.random_hi[m]),
                     baseline=curves.baseline[m], baseline_ci=curves.baseline_ci[m], n_seeds=len(curves.seeds),
                     ylabel=name, current=current,
-                    title=f"{name} vs drop %, t = {curves.t} (all samples, {ev.protocol.name} convention)",
+                    title=f"{name} vs drop %, t = {curves.t}<br><sup>all samples, "
+                    + ("in-sample (descriptive)" if honest else f"{ev.protocol.name} convention") + "</sup>",
                 ),
                 key=f"masks_drop_{m}",
             )

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
 from ldminv_core import metrics
@@ -502,6 +502,47 @@ def _finding_lines(at: AppTest) -> dict[str, str]:
     return {m.value.split(":")[0]: m.value for m in at.markdown if "95% CI" in m.value and "**" in m.value}
 
 
+def _select_protocol(at: AppTest, protocol: str, *, folds: int = 2) -> None:
+    """Choose a protocol in the sidebar (and, for honest, the number of folds)."""
+    if protocol != at.session_state["protocol"]:
+        at.selectbox(key="sidebar_protocol").select(protocol).run()
+        _no_exception(at)
+    if protocol == "honest":
+        at.number_input(key="sidebar_folds").set_value(folds).run()
+        _no_exception(at)
+    assert at.session_state["protocol"] == protocol
+
+
+def _dataframe_with(at: AppTest, column: str) -> pd.DataFrame:
+    found = [df.value for df in at.dataframe if column in df.value.columns]
+    assert len(found) == 1, [list(df.value.columns) for df in at.dataframe]
+    return found[0]
+
+
+def _sklearn_tpr_at_1fpr(y: np.ndarray, score: np.ndarray, *, strict: bool = False) -> float:
+    """Largest TPR among ROC points with FPR <= 1% (``strict``: FPR < 1%), positives y == 1."""
+    fpr, tpr, _ = roc_curve(y, score, drop_intermediate=False)
+    ok = fpr < 0.01 if strict else fpr <= 0.01
+    return float(tpr[ok].max())
+
+
+def _sklearn_baseline(arrays, attack: str, protocol: str) -> dict[str, float]:
+    """Baseline AUROC and TPR@1%FPR of an attack from the run's files with sklearn: ``standard`` at
+    the best-AUROC t (members positive); ``paper`` each metric at its own best t, TPR with held-out
+    images positive, the statistic as score and FPR < 1% strictly."""
+    y = arrays["labels"]
+    if attack == "pfami":
+        stat = -arrays["pfami"][:, None]
+    else:
+        stat = arrays["terms"].astype(np.float64).sum(axis=(2, 3, 4))
+    aucs = np.array([roc_auc_score(y, -stat[:, t]) for t in range(stat.shape[1])])
+    if protocol == "paper":
+        tprs = [_sklearn_tpr_at_1fpr(1 - y, stat[:, t], strict=True) for t in range(stat.shape[1])]
+        return {"auroc": float(aucs.max()), "tpr_at_1fpr": float(max(tprs))}
+    t = int(np.argmax(aucs))
+    return {"auroc": float(aucs[t]), "tpr_at_1fpr": _sklearn_tpr_at_1fpr(y, -stat[:, t])}
+
+
 @pytest.mark.parametrize("protocol", ["standard", "paper", "honest"])
 def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protocol):
     from ldminv_core.evaluation import Evaluation, make_protocol
@@ -509,41 +550,129 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
     at = _app().run()
     _no_exception(at)
     assert at.title[0].value == "Findings"
-    if protocol != "standard":
-        at.selectbox(key="sidebar_protocol").select(protocol).run()
-        _no_exception(at)
-    if protocol == "honest":
-        at.number_input(key="sidebar_folds").set_value(2).run()
-        _no_exception(at)
-    assert at.session_state["protocol"] == protocol
+    _select_protocol(at, protocol)
     folds = 2 if protocol == "honest" else 5
-    ev = Evaluation(Run.open(env["run"]), "sima", make_protocol(protocol, folds=folds), n_boot=200)
+    proto = make_protocol(protocol, folds=folds)
+    run = Run.open(env["run"])
+    ev = Evaluation(run, "sima", proto, n_boot=200)
     res = ev.result()
-    # every finding's statement and estimate, as the core computes them
+    # the caption names the protocol with its description
+    captions = "\n".join(c.value for c in at.caption)
+    assert f"protocol **{protocol}**: {proto.description}" in captions
+    # every finding's statement, estimate, interval and coloured verdict, as the core computes them
     text = "\n".join(m.value for m in at.markdown)
-    assert f"protocol **{protocol}**" in "\n".join(c.value for c in at.caption)
     lines = _finding_lines(at)
+    assert len(lines) == len(res.findings) >= 3
     for f in res.findings:
         assert f.statement in text, f.id
         line = next(v for v in lines.values() if f"**{f.estimate:+.4f}**" in v)
         assert f"[{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in line
         assert f":{ {'supported': 'green', 'contradicted': 'red'}.get(f.verdict, 'gray')}-badge[{f.verdict}]" in text
+    charts = _charts(at)
     # the quartile chart: AUROC per quartile with its interval, from the core and sklearn (standard)
-    bars = next(v for k, v in _charts(at).items() if k.startswith("Baseline AUROC by distortion quartile"))
+    bars = next(v for k, v in charts.items() if k.startswith("Baseline AUROC by distortion quartile"))
     ys = _arr(bars["data"][0]["y"]).astype(float)
     np.testing.assert_allclose(ys, [q.auroc for q in res.quartiles], atol=1e-12, equal_nan=True)
+    err = bars["data"][0]["error_y"]
+    np.testing.assert_allclose(ys + _arr(err["array"]).astype(float), [q.auroc_ci[1] for q in res.quartiles],
+                               atol=1e-12, equal_nan=True)
+    np.testing.assert_allclose(ys - _arr(err["arrayminus"]).astype(float), [q.auroc_ci[0] for q in res.quartiles],
+                               atol=1e-12, equal_nan=True)
     if protocol == "standard":
         stat = arrays["terms"].astype(np.float64).sum(axis=(2, 3, 4))
         t = _best_t_index(arrays)
         np.testing.assert_allclose(ys, _quartile_aurocs(-stat[:, t], arrays["labels"], arrays["log_volume"]),
                                    atol=1e-12, equal_nan=True)
-    # the attack overview: both attacks' baseline AUROC and TPR@1%FPR
-    overview = next(v for k, v in _charts(at).items() if k.startswith("Baseline AUROC and TPR@1%FPR of every attack"))
-    aurocs = _arr(overview["data"][0]["y"]).astype(float)
-    for i, name in enumerate(("sima", "pfami")):
-        arm = Evaluation(Run.open(env["run"]), name, make_protocol(protocol, folds=folds), n_boot=200).arms()["baseline"]
-        assert aurocs[i] == pytest.approx(arm.auroc, abs=1e-12)
+    # the masking chart: masked line and band, random mean and seed band, baseline, at the headline t
+    curves = ev.drop_curves(ev.headline_t_index())
+    drop = next(v for k, v in charts.items() if k.startswith("AUROC vs drop %"))
+    assert f"t = {curves.t}" in drop["layout"]["title"]["text"]
+    traces = {tr.get("name"): tr for tr in drop["data"]}
+    np.testing.assert_allclose(_arr(traces["masked"]["y"]).astype(float), curves.masked["auroc"], atol=1e-12)
+    np.testing.assert_allclose(_arr(traces["random (mean of 5 seeds)"]["y"]).astype(float),
+                               curves.random_mean["auroc"], atol=1e-12)
+    np.testing.assert_allclose(_arr(traces["baseline"]["y"]).astype(float), curves.baseline["auroc"], atol=1e-12)
+    band = _arr(traces["random: range over 5 seeds"]["y"]).astype(float)
+    k = len(curves.percents)
+    np.testing.assert_allclose(band[:k], curves.random_hi["auroc"], atol=1e-12)
+    np.testing.assert_allclose(band[k:], curves.random_lo["auroc"][::-1], atol=1e-12)
+    # the attack overview: both attacks' baseline AUROC and TPR@1%FPR in one grouped bar chart and a table
+    overview = next(v for k, v in charts.items() if k.startswith("Baseline AUROC and TPR@1%FPR of every attack"))
     assert protocol in overview["layout"]["title"]["text"]
+    assert [tr["name"] for tr in overview["data"]] == ["AUROC", "TPR@1%FPR"]
+    table = _dataframe_with(at, "TPR@1%FPR 95% CI").set_index("attack")
+    for i, name in enumerate(("sima", "pfami")):
+        arm = Evaluation(run, name, proto, n_boot=200).arms()["baseline"]
+        assert _arr(overview["data"][0]["y"]).astype(float)[i] == pytest.approx(arm.auroc, abs=1e-12)
+        assert _arr(overview["data"][1]["y"]).astype(float)[i] == pytest.approx(arm.tpr_at_1fpr, abs=1e-12)
+        label = {"sima": "SimA", "pfami": "PFAMI"}[name]
+        assert table.loc[label, "AUROC"] == pytest.approx(arm.auroc, abs=1e-12)
+        assert table.loc[label, "TPR@1%FPR"] == pytest.approx(arm.tpr_at_1fpr, abs=1e-12)
+        assert table.loc[label, "AUROC 95% CI"] == f"[{arm.ci['auroc'][0]:.4f}, {arm.ci['auroc'][1]:.4f}]"
+        if protocol == "honest":
+            assert table.loc[label, "realised FPR"] == pytest.approx(arm.realised_fpr_at_1fpr, abs=1e-12)
+        else:
+            assert "realised FPR" not in table.columns
+            oracle = _sklearn_baseline(arrays, name, protocol)
+            assert arm.auroc == pytest.approx(oracle["auroc"], abs=1e-12)
+            assert arm.tpr_at_1fpr == pytest.approx(oracle["tpr_at_1fpr"], abs=1e-12)
+    # the caption names the t of every attack
+    overview_caption = next(c.value for c in at.caption if c.value.startswith(f"{protocol} protocol; TPR@1%FPR"))
+    for name in ("sima", "pfami"):
+        arm = Evaluation(run, name, proto, n_boot=200).arms()["baseline"]
+        ts = [f.t for f in arm.folds]
+        if protocol != "honest":
+            t_words = arm.t_text
+        elif name == "pfami":
+            t_words = "no timestep"
+        else:  # "t = 10 in every fold" or "t per fold: 10, 20"
+            t_words = f"t = {ts[0]} in every fold" if len(set(ts)) == 1 else "t per fold: " + ", ".join(map(str, ts))
+        assert f"{'SimA' if name == 'sima' else 'PFAMI'}: {t_words}" in overview_caption
+    if protocol == "honest":
+        # realised FPR beside TPR on the masking cards as well
+        assert f"masked {res.masked.realised_fpr_at_1fpr:.4f}" in captions
+    # the sidebar says which protocol chose the headline t
+    sidebar = "\n".join(c.value for c in at.sidebar.caption)
+    assert f"chosen by the {protocol} protocol" in sidebar
+    b = res.baseline
+    if protocol == "paper":
+        assert (f"baseline AUROC t = {b.best_t['auroc']}, TPR@1%FPR t = {b.best_t['tpr_at_1fpr']}, "
+                f"ASR t = {b.best_t['asr']}") in sidebar
+    elif protocol == "honest":
+        assert "t per fold " + ", ".join(str(f.t) for f in b.folds) in sidebar
+    else:
+        assert f"Headline t = {b.best_t['auroc']}, chosen by the standard protocol" in sidebar
+    # links to the pages that explain the findings
+    links = {link.proto.page for link in at.get("page_link")}
+    assert {"distortion", "masks_roc"} <= links  # the url path names of pages/distortion.py, pages/masks_roc.py
+
+
+def test_protocol_selector_changes_the_numbers_on_the_findings_page(env):
+    from ldminv_core.evaluation import Evaluation, make_protocol
+
+    run = Run.open(env["run"])
+    at = _app().run()
+    _no_exception(at)
+
+    def shown() -> tuple[float, float]:
+        table = _dataframe_with(at, "TPR@1%FPR 95% CI").set_index("attack")
+        return float(table.loc["SimA", "TPR@1%FPR"]), float(table.loc["SimA", "AUROC"])
+
+    values = {}
+    for protocol in ("standard", "paper", "honest"):
+        _select_protocol(at, protocol)
+        arm = Evaluation(run, "sima", make_protocol(protocol, folds=2 if protocol == "honest" else 5),
+                         n_boot=200).arms()["baseline"]
+        values[protocol] = shown()
+        assert values[protocol] == (pytest.approx(arm.tpr_at_1fpr, abs=1e-12), pytest.approx(arm.auroc, abs=1e-12))
+    # paper's TPR is held-out TPR at member FPR < 1%; honest's AUROC is a mean over folds
+    assert values["paper"][0] != values["standard"][0]
+    assert values["honest"] != values["standard"]
+    # more folds change the honest numbers again
+    at.number_input(key="sidebar_folds").set_value(3).run()
+    _no_exception(at)
+    arm3 = Evaluation(run, "sima", make_protocol("honest", folds=3), n_boot=200).arms()["baseline"]
+    assert shown() == (pytest.approx(arm3.tpr_at_1fpr, abs=1e-12), pytest.approx(arm3.auroc, abs=1e-12))
 
 
 def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env):
@@ -552,21 +681,75 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
     at = _app().run()
     at.switch_page("pages/masks_roc.py").run()
     _no_exception(at)
-    tpr_standard = _metric(at, "TPR@1%FPR (baseline)")
+    # no bare deltas on the metric cards; every card names its protocol, t and interval
+    assert all(m.proto.delta == "" for m in at.metric), [m.proto.delta for m in at.metric]
     run = Run.open(env["run"])
-    assert tpr_standard == pytest.approx(Evaluation(run, "sima", "standard", n_boot=200).arms()["baseline"].tpr_at_1fpr)
-    at.selectbox(key="sidebar_protocol").select("paper").run()
-    _no_exception(at)
+    std = Evaluation(run, "sima", "standard", n_boot=200).arms()
+    tpr_standard = _metric(at, "TPR@1%FPR (baseline)")
+    assert tpr_standard == pytest.approx(std["baseline"].tpr_at_1fpr)
+    captions = "\n".join(c.value for c in at.caption)
+    ci = std["masked"].ci["auroc"]
+    assert f"standard · {std['masked'].t_text} · drop 40 % · 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" in captions
+    # the masking differences with their intervals and verdicts (from the findings)
+    lines = _finding_lines(at)
+    for f in Evaluation(run, "sima", "standard", n_boot=200).findings(40.0):
+        if f.id.startswith("masking"):
+            assert any(f"**{f.estimate:+.4f}**, 95% CI [{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in v for v in lines.values())
+    # the random control's spread over its seeds
+    rand = std["random"]
+    assert (f"AUROC {min(rand.per_seed['auroc']):.4f} to {max(rand.per_seed['auroc']):.4f}" in captions)
+
+    _select_protocol(at, "paper")
+    paper = Evaluation(run, "sima", "paper", n_boot=200).arms()
     tpr_paper = _metric(at, "TPR@1%FPR (baseline)")
-    assert tpr_paper == pytest.approx(Evaluation(run, "sima", "paper", n_boot=200).arms()["baseline"].tpr_at_1fpr)
-    at.selectbox(key="sidebar_protocol").select("honest").run()
-    at.number_input(key="sidebar_folds").set_value(2).run()
-    _no_exception(at)
+    assert tpr_paper == pytest.approx(paper["baseline"].tpr_at_1fpr)
+    assert tpr_paper != pytest.approx(tpr_standard)
+    captions = "\n".join(c.value for c in at.caption)
+    # each metric's own best t under paper
+    for arm in (paper["baseline"], paper["masked"]):
+        for m in ("auroc", "tpr_at_1fpr"):
+            assert f"paper · t = {arm.best_t[m]} ·" in captions
+
+    _select_protocol(at, "honest", folds=2)
     honest = Evaluation(run, "sima", make_protocol("honest", folds=2), n_boot=200)
     arms = honest.arms()
     assert _metric(at, "AUROC (baseline)") == pytest.approx(arms["baseline"].auroc)
+    assert _metric(at, "TPR@1%FPR (masked)") == pytest.approx(arms["masked"].tpr_at_1fpr)
     captions = "\n".join(c.value for c in at.caption)
     assert f"realised FPR {arms['baseline'].realised_fpr_at_1fpr:.4f}" in captions
-    table = at.dataframe[0].value
-    assert "realised FPR" in table.columns and list(table.index[:3]) == ["baseline", "masked", "random"]
-    assert table.loc["masked", "drop"] == arms["masked"].drop_text
+    assert f"realised FPR {arms['masked'].realised_fpr_at_1fpr:.4f}" in captions
+    table = _dataframe_with(at, "realised FPR")
+    assert list(table.index[:3]) == ["baseline", "masked", "random"]
+    for name in ("baseline", "masked", "random"):
+        assert float(table.loc[name, "realised FPR"]) == pytest.approx(arms[name].realised_fpr_at_1fpr, abs=5e-5)
+        assert float(table.loc[name, "TPR@1%FPR"]) == pytest.approx(arms[name].tpr_at_1fpr, abs=5e-5)
+    drops = [f"{f.drop_percent:g}" for f in arms["masked"].folds]
+    assert table.loc["masked", "drop % (per fold)"] == (f"{drops[0]} (all)" if len(set(drops)) == 1 else ", ".join(drops))
+    ts = [f.t for f in arms["baseline"].folds]
+    assert table.loc["baseline", "t (per fold)"] == (f"{ts[0]} (all)" if len(set(ts)) == 1 else ", ".join(map(str, ts)))
+    # the folds table: fold, t, drop, threshold, number of samples of every arm's fold
+    folds = _dataframe_with(at, "threshold (score ≥)")
+    assert len(folds) == 3 * 2
+    for name in ("baseline", "masked"):
+        rows = folds[folds["variant"] == name].reset_index(drop=True)
+        for f, (_, row) in zip(arms[name].folds, rows.iterrows()):
+            assert (int(row["fold"]), row["t"], int(row["samples"])) == (f.fold, f.t, len(f.sample_ids))
+            assert row["threshold (score ≥)"] == ("+∞ (none)" if f.threshold is None else f"{f.threshold:.6g}")
+            assert row["drop %"] == ("–" if f.drop_percent is None else f"{f.drop_percent:g}")
+
+
+@pytest.mark.parametrize("protocol", ["paper", "honest"])
+def test_findings_page_for_an_attack_without_timesteps(env, protocol):
+    from ldminv_core.evaluation import Evaluation, make_protocol
+
+    at = _app().run()
+    _select_protocol(at, protocol)
+    at.selectbox(key="sidebar_attack").select("pfami").run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    res = Evaluation(Run.open(env["run"]), "pfami", make_protocol(protocol, folds=2), n_boot=200).result()
+    assert [f.id for f in res.findings] == ["distortion_quartiles"]
+    text = "\n".join(m.value for m in at.markdown)
+    assert res.findings[0].statement in text
+    assert any("cannot be masked" in c.value for c in at.caption)
+    assert not any(k.startswith("AUROC vs drop") for k in _charts(at))

@@ -31,9 +31,20 @@ def _labels(labels, n: int | None = None) -> np.ndarray:
 
 
 def quartile_edges(log_volume: np.ndarray, quartiles: np.ndarray) -> np.ndarray:
-    """(5,) log-volume range of the quartiles: min of Q1, max of Q1..Q4 (NaN for empty ones)."""
+    """Log-volume range of the distortion quartiles, for axis labels and hovers.
+
+    Args:
+        log_volume: (N,) log-volume per sample.
+        quartiles: (N,) quartile of every sample, 0..3 (-1 = none), e.g.
+            ``Evaluation.quartile_groups()``.
+
+    Returns:
+        (5,) float64: the minimum of Q1, then the maximum of Q1, Q2, Q3, Q4 (NaN for an empty one).
+    """
     lv = np.asarray(log_volume, dtype=np.float64)
     q = np.asarray(quartiles)
+    if lv.ndim != 1 or q.shape != lv.shape:
+        raise ShapeError(f"quartiles: expected shape {lv.shape} to match log_volume (N,), got {q.shape}")
     edges = np.full(5, np.nan)
     if lv.size:
         edges[0] = lv[q == 0].min() if (q == 0).any() else np.nan
@@ -102,11 +113,19 @@ def dimension_table(influence: np.ndarray, terms_t: np.ndarray, labels: np.ndarr
 def subset_metrics(
     scores: np.ndarray, labels: np.ndarray, index: Sequence[int], *, protocol: Protocol | None = None
 ) -> dict[str, float]:
-    """Metrics of a subset of samples (rows ``index``) under a protocol's ROC convention
-    (default ``standard``): {"n", "n_members", "n_heldout", "auroc", "tpr_at_1fpr", "asr"}.
+    """Metrics of a subset of samples (rows ``index``) under a protocol's ROC convention.
 
-    ``scores`` (N,) membership scores. Metrics are NaN (without a warning) when the subset holds
-    a single class or no sample.
+    Args:
+        scores: (N,) membership scores (higher = member).
+        labels: (N,) 1 = member.
+        index: (M,) row indices of the subset.
+        protocol: whose ROC convention to use (:func:`~.protocols.convention_metrics`; default
+            ``standard``; ``paper`` counts held-out images as positive with a strict FPR < 1%).
+            In-sample and descriptive: nothing is chosen or cross-fitted here.
+
+    Returns:
+        {"n", "n_members", "n_heldout", "auroc", "tpr_at_1fpr", "asr"}; the metrics are NaN
+        (without a warning) when the subset holds a single class or no sample.
     """
     s = np.asarray(scores, dtype=np.float64)
     lab = _labels(labels, s.shape[0])
@@ -122,8 +141,11 @@ def subset_metrics(
 
 
 def rank_of(values: np.ndarray, index: int, *, descending: bool = True) -> int:
-    """1-based rank of ``values[index]`` among ``values`` (N,) (1 = largest when descending)."""
+    """1-based rank of ``values[index]`` among ``values`` (N,) (1 = largest when ``descending``;
+    ties keep the row order)."""
     v = np.asarray(values, dtype=np.float64)
+    if v.ndim != 1:
+        raise ShapeError(f"values: expected shape (N,), got {v.shape}")
     order = np.argsort(-v if descending else v, kind="stable")
     ranks = np.empty(v.shape[0], dtype=np.int64)
     ranks[order] = np.arange(1, v.shape[0] + 1)

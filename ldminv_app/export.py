@@ -36,7 +36,14 @@ import plotly.graph_objects as go
 import ldminv_core
 from ldminv_core import masks, metrics
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
-from ldminv_core.evaluation import REPORTED_METRICS, ArmResult, AttackEvaluation, Evaluation, make_protocol
+from ldminv_core.evaluation import (
+    REPORTED_METRICS,
+    ArmResult,
+    AttackEvaluation,
+    Evaluation,
+    convention_roc,
+    make_protocol,
+)
 from ldminv_core.report import report_from_results
 from ldminv_core.runstore import Run
 
@@ -471,15 +478,21 @@ def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, dr
     return "\n".join(out)
 
 
-def _roc_figures(curves_scores: dict[str, np.ndarray], labels: np.ndarray, fig: _FigureWriter, note: str) -> str:
+def _roc_figures(curves_scores: dict[str, np.ndarray], labels: np.ndarray, protocol, fig: _FigureWriter,
+                 note: str) -> str:
+    """ROC curves of the arms under the protocol's convention (``paper``: held-out positive)."""
     curves, aurocs = {}, {}
     for name, s in curves_scores.items():
-        c = metrics.roc(s, labels)
+        c = convention_roc(s, labels, protocol)
         curves[name] = (c.fpr, c.tpr)
-        aurocs[name] = metrics.auroc(s, labels)
+        aurocs[name] = metrics.auroc(s, labels)  # the same in both conventions
+    if protocol.name == "paper":
+        axes = dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
+    else:
+        axes = dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)")
     return _row(
-        fig(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC ({note})")),
-        fig(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log ({note})")),
+        fig(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC ({note})", **axes)),
+        fig(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log ({note})", **axes)),
     )
 
 
@@ -621,7 +634,7 @@ def build_html_report(
 
     # ---- ROC
     roc_note = res.baseline.t_text + (", pooled over folds" if honest else "")
-    parts.append(_section("roc", _roc_figures(roc_scores, labels, fig, roc_note)))
+    parts.append(_section("roc", _roc_figures(roc_scores, labels, res.protocol, fig, roc_note)))
 
     # ---- drop sweep
     if maskable:

@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import streamlit as st
 
 from ldminv_core.errors import LdminvError
@@ -305,11 +304,10 @@ def headline_t_caption(ev) -> str:
         return (f"Headline t = {ts[best]}, chosen by the standard protocol: the best baseline AUROC on all "
                 f"samples ({per_t['auroc'][best]:.4f}; optimistic).")
     if name == "paper":
-        picks = {m: int(np.flatnonzero(per_t[m] == np.nanmax(per_t[m]))[0]) if np.isfinite(per_t[m]).any() else best
-                 for m in ("auroc", "tpr_at_1fpr", "asr")}
+        picks = ev.best_t("baseline")
         return (f"Headline t chosen by the paper protocol, each metric its own best on all samples: baseline "
-                f"AUROC t = {ts[picks['auroc']]}, TPR@1%FPR t = {ts[picks['tpr_at_1fpr']]}, ASR t = "
-                f"{ts[picks['asr']]} (masked, random and quartiles pick their own).")
+                f"AUROC t = {picks['auroc']}, TPR@1%FPR t = {picks['tpr_at_1fpr']}, ASR t = "
+                f"{picks['asr']} (masked, random and quartiles pick their own).")
     fold_ts = [ts[ev.fold_t_index(f)] for f in sorted(set(int(x) for x in ev.folds()))]
     return (f"Headline t chosen by the honest protocol on the other folds ({ev.protocol.folds} folds): t per fold "
             f"{', '.join(map(str, fold_ts))}. Best baseline AUROC on all samples (descriptive): t = {ts[best]}.")

@@ -12,6 +12,7 @@ import numpy as np
 import streamlit as st
 
 from ldminv_core import masks, metrics
+from ldminv_core.evaluation import convention_roc
 
 from ldminv_app import cache, export, figures, state, ui
 
@@ -35,7 +36,7 @@ with ui.guard("The Masks & ROC page failed"):
         paper = proto.name == "paper"
         curves, aurocs = {}, {}
         for name, s in scores.items():
-            c = metrics.roc(-s, 1 - labels) if paper else metrics.roc(s, labels)
+            c = convention_roc(s, labels, proto)
             curves[name] = (c.fpr, c.tpr)
             aurocs[name] = metrics.auroc(s, labels)  # the same in both conventions
         base = ev.arms()["baseline"]

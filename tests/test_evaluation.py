@@ -668,3 +668,23 @@ def test_errors_name_the_argument(plain_run):
             ev.result(drop=bad)
         with pytest.raises(ValueError, match="drop"):
             ev.masked_stat(bad)
+
+
+@pytest.mark.parametrize("protocol", ["standard", "paper", "honest"])
+def test_convention_roc_and_cheap_best_t(tied_run, tied_data, protocol):
+    """ROC curves follow the protocol's convention (sklearn oracle), and ``best_t`` (no intervals)
+    names the t the arms are reported at."""
+    from ldminv_core.evaluation import convention_roc
+
+    ev = Evaluation(tied_run, "sima", protocol, n_boot=0)
+    labels = tied_data["labels"]
+    scores = ev.scores("baseline")
+    curve = convention_roc(scores, labels, ev.protocol)
+    if protocol == "paper":
+        fpr, tpr, _ = roc_curve(1 - labels, -scores, drop_intermediate=False)
+    else:
+        fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
+    np.testing.assert_allclose(curve.fpr, fpr)
+    np.testing.assert_allclose(curve.tpr, tpr)
+    for arm in ("baseline", "masked"):
+        assert ev.best_t(arm, 40) == ev.arms(None if protocol == "honest" else 40)[arm].best_t

@@ -21,6 +21,7 @@ from .protocols import (
     REPORTED_METRICS,
     Protocol,
     convention_metrics,
+    convention_roc,
     make_protocol,
 )
 from .tables import dimension_table, quartile_edges, rank_of, subset_metrics
@@ -49,6 +50,7 @@ __all__ = [
     "REPORTED_METRICS",
     "Protocol",
     "convention_metrics",
+    "convention_roc",
     "make_protocol",
     "combine_strata",
     "percentile_interval",

@@ -562,6 +562,13 @@ class Evaluation:
 
         return self._cached(("custom_arm", key, name), lambda: replace(self._arm(key, None), arm=name))
 
+    def best_t(self, arm: str = "baseline", drop: float | None = None) -> dict[str, int | None]:
+        """metric -> the t an arm is reported at, without computing its intervals: one t
+        (``standard``), each metric's own (``paper``), None (``honest``: see :meth:`fold_t_index`)."""
+        p = self._drop_arg(drop) if arm in ("masked", "random") else None
+        s = self.seeds[0] if arm == "random" else None
+        return dict(self._scored(arm, p, s)[1])
+
     def scores(self, arm: str, drop: float | None = None, seed: int | None = None) -> np.ndarray:
         """(N,) membership scores of an arm as the protocol evaluates its AUROC (for ROC curves):
         at the AUROC's t; under ``honest`` every sample at its fold's t (and drop)."""

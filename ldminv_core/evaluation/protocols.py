@@ -43,6 +43,7 @@ __all__ = [
     "Protocol",
     "make_protocol",
     "convention_metrics",
+    "convention_roc",
 ]
 
 #: The protocol names, default first.
@@ -172,3 +173,14 @@ def convention_metrics(scores: np.ndarray, labels: np.ndarray, protocol: Protoco
         else:
             res = metrics.evaluate_many(s, y)
     return {m: res[m] for m in REPORTED_METRICS}
+
+
+def convention_roc(scores: np.ndarray, labels: np.ndarray, protocol: Protocol) -> metrics.RocCurve:
+    """The ROC curve of membership scores (N,) under a protocol's convention: ``paper`` draws the
+    statistic (= -scores) with held-out images as the positive class (its TPR at FPR < 1% is the
+    paper's TPR@1%FPR); the others draw the scores with members positive. Labels (N,) 1 = member."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int8)
+    if protocol.name == "paper":
+        return metrics.roc(-s, 1 - y)
+    return metrics.roc(s, y)

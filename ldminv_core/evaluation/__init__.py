@@ -21,7 +21,9 @@ from .protocols import (
     REPORTED_METRICS,
     Protocol,
     convention_metrics,
+    FprSupport,
     convention_roc,
+    fpr_support,
     make_protocol,
 )
 from .tables import dimension_table, quartile_edges, rank_of, subset_metrics
@@ -39,6 +41,8 @@ from .results import (
 
 __all__ = [
     "Evaluation",
+    "FprSupport",
+    "fpr_support",
     "DEFAULT_DROP",
     "DEFAULT_RANDOM_SEEDS",
     "DROP_PERCENTS",

@@ -44,6 +44,8 @@ __all__ = [
     "make_protocol",
     "convention_metrics",
     "convention_roc",
+    "fpr_support",
+    "FprSupport",
 ]
 
 #: The protocol names, default first.
@@ -184,3 +186,70 @@ def convention_roc(scores: np.ndarray, labels: np.ndarray, protocol: Protocol) -
     if protocol.name == "paper":
         return metrics.roc(-s, 1 - y)
     return metrics.roc(s, y)
+
+
+@dataclass(frozen=True)
+class FprSupport:
+    """How many negatives back a TPR read at a false-positive rate.
+
+    Attributes:
+        fpr: the FPR bound (e.g. 0.01).
+        n_negatives: images of the negative class (held-out under ``standard`` / ``honest``,
+            members under ``paper``).
+        negative_class: "member" or "heldout".
+        step: the smallest FPR step these negatives allow, ``1 / n_negatives``.
+        sufficient: the bound admits at least one false positive (``n * fpr >= 1``; ``> 1``
+            under ``paper``'s strict ``FPR < fpr``); below that the TPR rests on "no false
+            positive at all" and is unstable.
+    """
+
+    fpr: float
+    n_negatives: int
+    negative_class: str
+    step: float
+    sufficient: bool
+
+    @property
+    def needed(self) -> int:
+        """Negatives needed for one false positive within the bound: ``ceil(1 / fpr)``."""
+        return int(np.ceil(1.0 / self.fpr - 1e-9))
+
+    def warning(self) -> str | None:
+        """A one-line caution when the negatives are too few, else None."""
+        if self.sufficient:
+            return None
+        who = "held-out images" if self.negative_class == "heldout" else "members"
+        if self.n_negatives == 0:
+            return f"TPR at {self.fpr:.1%} FPR is undefined: no {who} (the negative class) in this selection."
+        return (f"TPR at {self.fpr:.1%} FPR rests on {self.n_negatives} {who} (the negative class): the "
+                f"smallest FPR step is {self.step:.2%}, so the bound admits no false positive at all; "
+                f"{self.needed} or more {who} are needed for a stable estimate.")
+
+
+def fpr_support(protocol: Protocol, *, n_members: int, n_heldout: int, fpr: float) -> FprSupport:
+    """Whether a TPR at ``fpr`` is backed by enough negatives under ``protocol``'s convention.
+
+    Args:
+        protocol: the protocol (``paper`` takes held-out images as positive, so members are the
+            negatives; the others the reverse).
+        n_members, n_heldout: images of each split behind the number (a selection, a quartile,
+            a fold, or the whole run).
+        fpr: the FPR bound in (0, 1), e.g. 0.01 or 0.001.
+
+    Returns:
+        :class:`FprSupport`; ``.warning()`` gives the caution to show beside the number.
+
+    Raises:
+        LdminvError: ``fpr`` outside (0, 1) or negative counts.
+    """
+    if not (isinstance(fpr, numbers.Real) and 0.0 < float(fpr) < 1.0):
+        raise LdminvError(f"fpr: expected a rate in (0, 1), got {fpr!r}")
+    n_mem = _check_int(n_members, "n_members", 0)
+    n_held = _check_int(n_heldout, "n_heldout", 0)
+    negative = "member" if protocol.positive_class == "heldout" else "heldout"
+    n_neg = n_mem if negative == "member" else n_held
+    step = float("inf") if n_neg == 0 else 1.0 / n_neg
+    allowed = n_neg * float(fpr)  # false positives the bound admits (strict under paper)
+    enough = allowed > 1.0 + 1e-9 if protocol.name == "paper" else allowed >= 1.0 - 1e-9
+    return FprSupport(fpr=float(fpr), n_negatives=n_neg, negative_class=negative, step=step,
+                      sufficient=n_neg > 0 and enough)

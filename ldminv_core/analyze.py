@@ -5,11 +5,16 @@ reference (section 3), batch by batch:
 
 1. ``encode``   load the model and both image folders, write samples.parquet and the scaled
                 encoder means latents.npy;
-2. ``geometry`` decoder log-volume (-> samples.parquet ``log_volume``) and per-coordinate
-                influence (influence.npy);
-3. one stage per attack: per-coordinate terms residuals/<name>.npy (SimA, PIA, Loss, SecMI)
-                or scores scores/pfami.npy (PFAMI);
-4. finish       run.json ``status`` becomes "complete".
+2. one stage per maskable attack: per-coordinate terms residuals/<name>.npy (SimA, PIA,
+                Loss, SecMI), cheap, so AUROC and ROC curves exist early;
+3. ``geometry`` decoder log-volume (-> samples.parquet ``log_volume``) and per-coordinate
+                influence (influence.npy), usually the most expensive stage;
+4. one stage per score-only attack: scores/pfami.npy (PFAMI);
+5. finish       run.json ``status`` becomes "complete".
+
+The order is :func:`ldminv_core.runstore.planned_stages`. Each stage is marked done in
+run.json only once all its arrays are flushed, so ``Run.open(path, partial=True)`` (the
+dashboard, while an analysis runs) sees exactly the finished stages.
 
 Resuming: after each batch its array rows are flushed, then the stage's sample counter in
 run.json moves (atomic write). Running again with the same settings skips finished stages and
@@ -39,7 +44,7 @@ from . import attacks as _attacks
 from . import geometry as _geometry
 from .errors import LdminvError, RunError, UnknownNameError
 from .loading import ImageSet, LoadedModel, load_image_folder, load_model, resolve_device
-from .runstore import RunWriter, delete_run, run_status
+from .runstore import RunWriter, delete_run, planned_stages, run_status
 
 __all__ = [
     "AnalyzeConfig",
@@ -56,7 +61,7 @@ __all__ = [
 ]
 
 from .choices import INFLUENCE_METHODS, RESIDUAL_DTYPES  # noqa: E402 - shared with the CLI parser
-STAGES = ("encode", "geometry")  # then one stage per attack
+STAGES = ("encode", "geometry")  # the attacks' stages come around "geometry": runstore.planned_stages
 _WORK_LOG_VOLUME = "_work/log_volume.npy"
 _MAX_TIMED_BATCH = 128
 
@@ -666,8 +671,7 @@ def run_analysis(
         images = None
         z_all = np.load(writer.path / "latents.npy", mmap_mode="r")
 
-        # 2. geometry
-        if not writer.stage_done("geometry"):
+        def geometry_stage() -> None:
             t0 = time.perf_counter()
             influence = writer.open_array("influence.npy", (n, *lat), np.float32, stage="geometry")
             log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")
@@ -696,10 +700,7 @@ def run_analysis(
             del influence, log_vol
             writer.mark_stage_done("geometry")
 
-        # 3. attacks
-        for name in plan.attacks:
-            if writer.stage_done(name):
-                continue
+        def attack_stage(name: str) -> None:
             t0 = time.perf_counter()
             maskable = name in _attacks.MASKABLE_ATTACKS
             if maskable:
@@ -728,6 +729,15 @@ def run_analysis(
                 add_time(name, time.perf_counter() - t0)
             del out
             writer.mark_stage_done(name)
+
+        # 2-4. the attacks with per-coordinate terms, the geometry, the score-only attacks
+        for name in planned_stages(writer.data)[1:]:
+            if writer.stage_done(name):
+                continue
+            if name == "geometry":
+                geometry_stage()
+            else:
+                attack_stage(name)
 
         # 4. finish
         writer.remove("_work")

@@ -11,9 +11,12 @@ Layout (fixed by the method reference, section 3)::
 
 Every small file is written atomically (temporary file + ``os.replace``); large arrays are
 ``np.lib.format.open_memmap`` files filled batch by batch, and the batch counter in run.json
-only moves after the batch's data is flushed. ``status`` becomes "complete" in the very last
-write, so a run that is still being written (or was interrupted) is never opened as finished:
-:meth:`Run.open` refuses it. A ``run.lock`` file holds the writer's process id while a
+only moves after the batch's data is flushed. A stage is marked done in run.json
+("stages") only after all its arrays are complete and flushed, and ``status`` becomes
+"complete" in the very last write. :meth:`Run.open` refuses an unfinished run by default;
+``Run.open(path, partial=True)`` opens one read-only with exactly its finished stages
+(``Run.partial``, ``Run.stages_done``, ``Run.pending_stages``): an array of a stage that is
+not marked done is never read, so a half-written array is never seen. A ``run.lock`` file holds the writer's process id while a
 :class:`RunWriter` is open, so two writers never share a folder.
 """
 from __future__ import annotations
@@ -34,12 +37,18 @@ import pandas as pd
 
 from .errors import RunError, UnknownNameError
 
+
+class StageNotReadyError(RunError):
+    """A partial run was asked for the output of a stage that has not finished yet."""
+
 __all__ = [
     "RUN_FORMAT",
     "RunWriter",
+    "StageNotReadyError",
     "Run",
     "RunInfo",
     "run_status",
+    "planned_stages",
     "list_runs",
     "delete_run",
     "default_runs_root",
@@ -407,8 +416,21 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(arr.shape), arr.dtype
 
 
+def planned_stages(settings: dict) -> tuple[str, ...]:
+    """The stages of a run in the order ``analyze`` computes them: "encode", the attacks that
+    store per-coordinate terms, "geometry", then the attacks that store scores (cheap results
+    first, so a partial run has AUROC and ROC curves as early as possible)."""
+    attacks = settings.get("attacks", {})
+    if not isinstance(attacks, dict):
+        attacks = {str(a): {} for a in attacks}
+    terms = [a for a, spec in attacks.items() if (spec or {}).get("kind", "terms") == "terms"]
+    scored = [a for a in attacks if a not in terms]
+    return ("encode", *terms, "geometry", *scored)
+
+
 class Run:
-    """A finished run folder, read-only; arrays are memory-mapped on access.
+    """A run folder, read-only; arrays are memory-mapped on access. Normally a complete run;
+    ``Run.open(path, partial=True)`` also opens an unfinished one with its finished stages.
 
     Attributes:
         path: the folder.
@@ -418,21 +440,49 @@ class Run:
         latent_shape: (C, h, w).
     """
 
-    def __init__(self, path: Path, settings: dict, samples: pd.DataFrame) -> None:
+    def __init__(self, path: Path, settings: dict, samples: pd.DataFrame, *,
+                 stages_done: tuple[str, ...] | None = None) -> None:
         self.path = path
         self.settings = settings
         self.samples = samples
         self.labels = (samples["split"].to_numpy() == "member").astype(np.int8)
         self.latent_shape = tuple(int(s) for s in settings["latent_shape"])
+        planned = planned_stages(settings)
+        self.partial = settings.get("status") != "complete"
+        #: finished stages, in plan order (every planned stage when the run is complete)
+        self.stages_done: tuple[str, ...] = planned if not self.partial else tuple(
+            s for s in planned if s in set(stages_done or ()))
+        #: planned stages not finished yet (empty when complete)
+        self.pending_stages: tuple[str, ...] = tuple(s for s in planned if s not in self.stages_done)
+
+    @property
+    def has_geometry(self) -> bool:
+        """True when the decoder geometry (influence, log-volume) is available."""
+        return "geometry" in self.stages_done
+
+    def _require(self, stage: str, what: str) -> None:
+        if stage not in self.stages_done:
+            raise StageNotReadyError(
+                f"run {self.path} is partial: {what} comes from the {stage!r} stage, which has not finished "
+                f"yet (finished: {', '.join(self.stages_done) or 'none'})"
+            )
 
     @classmethod
-    def open(cls, path: str | Path) -> "Run":
-        """Open a complete run, validating every array's shape against samples.parquet.
+    def open(cls, path: str | Path, *, partial: bool = False) -> "Run":
+        """Open a run read-only, validating every array's shape against samples.parquet.
+
+        Args:
+            path: the run folder.
+            partial: also open an unfinished run (being written, or interrupted) with exactly the
+                stages it has finished; needs at least the "encode" stage. ``Run.partial`` tells
+                which; only finished stages' arrays are opened and validated, their attacks
+                listed in ``Run.attacks``, and asking for an unfinished stage's output raises
+                :class:`StageNotReadyError`.
 
         Raises:
-            RunError: folder or run.json missing, run unfinished, samples or an array missing,
-                or an array whose shape disagrees with the samples / run.json (file and both
-                shapes named).
+            RunError: folder or run.json missing, run unfinished (without ``partial``, or with
+                no finished stage), samples or an array missing, or an array whose shape
+                disagrees with the samples / run.json (file and both shapes named).
         """
         folder = Path(path).expanduser()
         if not folder.is_dir():
@@ -444,12 +494,17 @@ class Run:
             raise RunError(f"{folder} is not a run folder: {RUN_JSON} is missing") from exc
         if not _is_run_json(data):
             raise RunError(f"{folder / RUN_JSON}: not an ldminv run (no format/status)")
-        if data["status"] != "complete":
+        stages = data.get("stages", {})
+        if not isinstance(stages, dict):
+            raise RunError(f"{folder / RUN_JSON}: 'stages' must be an object, got {type(stages).__name__}")
+        done = tuple(str(k) for k, v in stages.items() if v is True)
+        if data["status"] != "complete" and (not partial or "encode" not in done):
             owner = _lock_owner(folder)
             state = f"being written by process {owner}" if owner else "unfinished (interrupted)"
+            hint = ("it has no finished stage yet" if partial else
+                    "run analyze again with the same settings to finish it")
             raise RunError(
-                f"run {folder} is {state}: status {data['status']!r}, expected 'complete'; "
-                "run analyze again with the same settings to finish it"
+                f"run {folder} is {state}: status {data['status']!r}, expected 'complete'; {hint}"
             )
         for key in ("latent_shape", "attacks"):
             if key not in data:
@@ -463,10 +518,14 @@ class Run:
         _check_samples(samples, str(folder / SAMPLES))
         if "log_volume" not in samples.columns:
             raise RunError(f"{folder / SAMPLES}: column 'log_volume' is missing")
-        run = cls(folder, data, samples)
+        run = cls(folder, data, samples, stages_done=done)
         n, lat = len(samples), run.latent_shape
-        expected: dict[str, tuple[int, ...]] = {LATENTS: (n, *lat), INFLUENCE: (n, *lat)}
+        expected: dict[str, tuple[int, ...]] = {LATENTS: (n, *lat)}
+        if run.has_geometry:
+            expected[INFLUENCE] = (n, *lat)
         for name, spec in data["attacks"].items():
+            if name not in run.stages_done:
+                continue
             if spec.get("kind", "terms") == "terms":
                 expected[f"residuals/{name}.npy"] = (n, len(spec["timesteps"]), *lat)
             else:
@@ -494,7 +553,8 @@ class Run:
 
     @property
     def log_volume(self) -> np.ndarray:
-        """(N,) float64 decoder log-volume per sample."""
+        """(N,) float64 decoder log-volume per sample (StageNotReadyError before "geometry")."""
+        self._require("geometry", "the log-volume")
         return self.samples["log_volume"].to_numpy(dtype=np.float64)
 
     @property
@@ -504,16 +564,26 @@ class Run:
 
     @property
     def influence(self) -> np.ndarray:
-        """(N, C, h, w) float32 0.5 * log(G_ii + 1e-12) (memory-mapped)."""
+        """(N, C, h, w) float32 0.5 * log(G_ii + 1e-12) (memory-mapped; StageNotReadyError
+        before "geometry")."""
+        self._require("geometry", "the influence")
         return np.load(self.path / INFLUENCE, mmap_mode="r")
 
     # -- attacks ------------------------------------------------------------------------
     @property
     def attacks(self) -> list[str]:
-        """Names of the attacks the run holds, in the order they were run."""
-        return list(self.settings["attacks"])
+        """Names of the attacks the run holds, in the order they were requested (a partial run:
+        only the finished ones)."""
+        return [a for a in self.settings["attacks"] if a in self.stages_done]
+
+    @property
+    def pending_attacks(self) -> list[str]:
+        """Attacks of a partial run that have not finished yet."""
+        return [a for a in self.settings["attacks"] if a not in self.stages_done]
 
     def _spec(self, attack: str) -> dict:
+        if attack in self.pending_attacks:
+            self._require(attack, f"attack {attack!r}")
         if attack not in self.settings["attacks"]:
             raise UnknownNameError(f"attack: expected one of {self.attacks} (those in run {self.path}), got {attack!r}")
         return self.settings["attacks"][attack]

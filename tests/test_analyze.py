@@ -29,7 +29,7 @@ from ldminv_core.errors import ModelLoadError, RunError, UnknownNameError
 from ldminv_core.loading import load_image_folder
 from ldminv_core.masks import random_drop_mask
 from ldminv_core.report import build_report, format_report
-from ldminv_core.runstore import Run, run_status
+from ldminv_core.runstore import Run, StageNotReadyError, run_status
 
 REPO = Path(__file__).resolve().parents[1]
 ALL_ATTACKS = "sima,pia,loss,secmi,pfami"
@@ -241,10 +241,10 @@ def test_conditional_end_to_end_uses_captions(tmp_path, tiny_cond_model, tiny_ca
 # ----------------------------------------------------------------------------- resume
 
 
-def test_cancel_mid_geometry_and_mid_attack_then_resume(tmp_path, uncond_run, tiny_uncond_model, tiny_image_dirs):
+def test_cancel_mid_attack_and_mid_geometry_then_resume(tmp_path, uncond_run, tiny_uncond_model, tiny_image_dirs):
     cfg = _config(tiny_uncond_model, tiny_image_dirs, tmp_path / "resumed")
     seen: list[tuple[str, int, int]] = []
-    stop_at = {"stage": "geometry"}
+    stop_at = {"stage": "loss"}
 
     def progress(stage, done, total):
         seen.append((stage, done, total))
@@ -253,33 +253,51 @@ def test_cancel_mid_geometry_and_mid_attack_then_resume(tmp_path, uncond_run, ti
         stage, done, _ = seen[-1]
         return stage == stop_at["stage"] and done == BATCH
 
-    with pytest.raises(AnalysisCancelled, match="geometry"):
+    # stages run cheap-first: encode, the maskable attacks, geometry, then PFAMI
+    with pytest.raises(AnalysisCancelled, match="loss"):
         run_analysis(cfg, progress=progress, should_stop=should_stop)
+    assert [s for s, d, _ in seen if d == 0] == ["encode", "sima", "pia", "loss"]
     data = json.loads((tmp_path / "resumed" / "run.json").read_text())
-    assert data["status"] == "running" and data["progress"]["geometry"] == BATCH
-    assert data["stages"] == {"encode": True}
+    assert data["status"] == "running" and data["progress"]["loss"] == BATCH
+    assert data["stages"] == {"encode": True, "sima": True, "pia": True}
     assert run_status(tmp_path / "resumed") == "unfinished"
     with pytest.raises(RunError, match="unfinished"):
         Run.open(tmp_path / "resumed")
+
+    # the partial run opens with exactly its finished stages; the half-written loss array is invisible
+    part = Run.open(tmp_path / "resumed", partial=True)
+    assert part.partial and part.stages_done == ("encode", "sima", "pia")
+    assert part.attacks == ["sima", "pia"] and part.pending_attacks == ["loss", "secmi", "pfami"]
+    assert part.pending_stages == ("loss", "secmi", "geometry", "pfami") and not part.has_geometry
+    for stage_output in (lambda: part.influence, lambda: part.log_volume, lambda: part.terms("loss")):
+        with pytest.raises(StageNotReadyError):
+            stage_output()
+    whole = Run.open(uncond_run)
+    np.testing.assert_array_equal(part.terms("pia"), whole.terms("pia"))
+    np.testing.assert_array_equal(part.latents, whole.latents)
 
     # other settings are refused, before anything is loaded
     other = _config(tiny_uncond_model, tiny_image_dirs, tmp_path / "resumed", timesteps="0:20:10")
     with pytest.raises(RunError, match="different settings"):
         run_analysis(other)
 
-    stop_at["stage"] = "loss"
+    stop_at["stage"] = "geometry"
     seen.clear()
-    with pytest.raises(AnalysisCancelled, match="loss"):
+    with pytest.raises(AnalysisCancelled, match="geometry"):
         run_analysis(cfg, progress=progress, should_stop=should_stop)
-    assert seen[0] == ("geometry", BATCH, 16)  # continued from the last completed batch
+    assert seen[0] == ("loss", BATCH, 16)  # continued from the last completed batch
     assert ("encode", 0, 16) not in seen
     data = json.loads((tmp_path / "resumed" / "run.json").read_text())
-    assert data["progress"]["loss"] == BATCH and not data["stages"].get("loss")
+    assert data["progress"]["geometry"] == BATCH and not data["stages"].get("geometry")
+    part = Run.open(tmp_path / "resumed", partial=True)
+    assert part.attacks == ["sima", "pia", "loss", "secmi"] and not part.has_geometry
 
     seen.clear()
     run_analysis(cfg, progress=progress)
-    assert seen[0] == ("loss", BATCH, 16)
+    assert seen[0] == ("geometry", BATCH, 16)
     assert run_status(tmp_path / "resumed") == "complete"
+    full = Run.open(tmp_path / "resumed", partial=True)
+    assert not full.partial and full.pending_stages == () and full.has_geometry
     _assert_same_arrays(uncond_run, tmp_path / "resumed")
 
 

@@ -524,12 +524,17 @@ class Evaluation:
         drop = self._drop_arg(drop)
 
         def make() -> dict[str, ArmResult]:
-            out = {"baseline": self._arm("baseline", None)}
+            out = {"baseline": self.baseline()}
             if self.maskable:
                 out["masked"] = self._arm("masked", drop)
                 out["random"] = self._arm("random", drop)
             return out
         return self._cached(("arms", drop), make)
+
+    def baseline(self) -> ArmResult:
+        """The baseline (unmasked) arm alone: the cheap part of :meth:`arms`, needing no geometry
+        (what a partial run without its geometry stage can report)."""
+        return self._cached(("arm", "baseline"), lambda: self._arm("baseline", None))
 
     def global_stat(self, drop: float) -> np.ndarray:
         """(N, T) statistic with the coordinates of lowest mean influence (over samples) dropped,

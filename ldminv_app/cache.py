@@ -11,6 +11,8 @@ from these cached objects: no model call, no file re-read.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import threading
 from pathlib import Path
@@ -53,12 +55,20 @@ PAGE_N_BOOT = 200
 
 
 def run_key(path: str | os.PathLike) -> tuple[str, int]:
-    """(resolved path, mtime_ns of run.json) of a run folder; the stamp is 0 when missing."""
+    """(resolved path, stamp) of a run folder. The stamp is run.json's mtime_ns for a complete
+    run; for an unfinished one it changes only when a stage finishes (its batch counters move
+    every few seconds and must not invalidate every cached result); 0 when missing."""
     folder = Path(path).expanduser().resolve()
     try:
         stamp = (folder / "run.json").stat().st_mtime_ns
-    except OSError:
-        stamp = 0
+        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return str(folder), 0
+    if isinstance(data, dict) and data.get("status") != "complete":
+        stages = data.get("stages")
+        done = sorted(str(k) for k, v in stages.items() if v is True) if isinstance(stages, dict) else []
+        digest = hashlib.sha256(("partial:" + ",".join(done)).encode()).digest()
+        stamp = -int.from_bytes(digest[:7], "big") - 1  # negative: never equal to an mtime
     return str(folder), int(stamp)
 
 
@@ -67,13 +77,14 @@ def run_key(path: str | os.PathLike) -> tuple[str, int]:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _open_run(path: str, stamp: int) -> Run:
-    return Run.open(path)
+    return Run.open(path, partial=True)
 
 
 def open_run(path: str | os.PathLike) -> Run:
-    """The finished run at ``path`` (``Run.open``, cached by path and run.json mtime).
+    """The run at ``path``: complete, or partial with its finished stages (``Run.open(path,
+    partial=True)``), cached by :func:`run_key`.
 
-    Raises RunError (not cached) when the folder is missing or not a finished run.
+    Raises RunError (not cached) when the folder is missing, not a run, or has no finished stage.
     """
     return _open_run(*run_key(path))
 
@@ -246,6 +257,17 @@ class JobRegistry:
                 return current
             self._jobs[job_id] = job
         return job.start()
+
+    def for_run(self, path: str | os.PathLike) -> AnalysisJob | None:
+        """The job writing the run folder ``path`` (its config's ``out``), if any."""
+        target = str(Path(path).expanduser().resolve())
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            out = getattr(job.config, "out", None)
+            if out is not None and str(Path(out).expanduser().resolve()) == target:
+                return job
+        return None
 
     def remove(self, job_id: str) -> None:
         with self._lock:

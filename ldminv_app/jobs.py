@@ -36,11 +36,29 @@ class JobState:
     error_details: str
     started: float
     finished: float | None
+    stage_started: float = 0.0
+    stage_first_done: int = 0
+    threads: int | None = None
 
     @property
     def fraction(self) -> float:
         """Progress of the current stage in [0, 1]."""
         return 0.0 if self.total <= 0 else min(1.0, max(0.0, self.done / self.total))
+
+    @property
+    def rate(self) -> float | None:
+        """Samples per second of the current stage so far (None before its first batch)."""
+        moved = self.done - self.stage_first_done
+        spent = (self.finished or time.time()) - self.stage_started
+        if moved <= 0 or spent <= 0 or not self.stage_started:
+            return None
+        return moved / spent
+
+    @property
+    def stage_eta(self) -> float | None:
+        """Seconds left in the current stage at its rate so far (None before its first batch)."""
+        r = self.rate
+        return None if r is None else max(0.0, (self.total - self.done) / r)
 
 
 @dataclass
@@ -72,6 +90,9 @@ class AnalysisJob:
     _details: str = ""
     _started: float = 0.0
     _finished: float | None = None
+    _stage_started: float = 0.0
+    _stage_first_done: int = 0
+    _threads: int | None = None
 
     def start(self) -> "AnalysisJob":
         """Start the worker thread (once); returns self."""
@@ -86,13 +107,32 @@ class AnalysisJob:
 
     def _progress(self, stage: str, done: int, total: int) -> None:
         with self._lock:
+            if str(stage) != self._stage:
+                self._stage_started, self._stage_first_done = time.time(), int(done)
             self._stage = str(stage)
             self._done = int(done)
             self._total = int(total)
             if not self._stages or self._stages[-1] != self._stage:
                 self._stages.append(self._stage)
 
+    def _set_threads(self) -> None:
+        """On CPU, use the idle cores only: intra-op threads competing with other processes
+        (or with this server) spin in barriers and can make torch many times slower."""
+        try:
+            from ldminv_core.loading import idle_cpu_threads, resolve_device
+
+            if resolve_device(getattr(self.config, "device", "auto")).type == "cpu":
+                import torch
+
+                threads = idle_cpu_threads()
+                torch.set_num_threads(threads)
+                with self._lock:
+                    self._threads = threads
+        except Exception:  # noqa: BLE001 - a thread setting must never stop the analysis
+            pass
+
     def _work(self) -> None:
+        self._set_threads()
         try:
             result = self.target(self.config, progress=self._progress, should_stop=self._stop.is_set)
         except BaseException as exc:  # noqa: BLE001 - reported to the page, never re-raised here
@@ -143,6 +183,9 @@ class AnalysisJob:
                 error_details=self._details,
                 started=self._started,
                 finished=self._finished,
+                stage_started=self._stage_started,
+                stage_first_done=self._stage_first_done,
+                threads=self._threads,
             )
 
 

@@ -45,6 +45,13 @@ __all__ = [
     "require_run",
     "stage_label",
     "follow_job",
+    "job_progress_text",
+    "live_analysis_status",
+    "partial_banner",
+    "pending_text",
+    "require_geometry",
+    "start_demo_job",
+    "stage_order",
     "run_title",
 ]
 
@@ -167,40 +174,69 @@ def demo_pending() -> bool:
     return bool(st.session_state.get(_DEMO_PENDING))
 
 
-def prepare_demo() -> None:
-    """Compute the demo run once (progress bar with stage names), then make it active.
+def stage_order(config: Any) -> list[str]:
+    """The stages of an analysis of ``config`` in the order ``run_analysis`` computes them."""
+    from ldminv_core.attacks import MASKABLE_ATTACKS
+    from ldminv_core.runstore import planned_stages
 
-    Runs in a background job shared by all sessions, so leaving the page does not stop it.
-    """
+    names = _attack_names(config)
+    return list(planned_stages({"attacks": {a: {"kind": "terms" if a in MASKABLE_ATTACKS else "scores"}
+                                            for a in names}}))
+
+
+def start_demo_job() -> AnalysisJob:
+    """The server-wide demo analysis job (started, or resumed, when none is running). It reuses
+    the demo's shipped decoder geometry when that provably applies (``ldminv_core.precomputed``)."""
+    import functools
+
     from ldminv_core.analyze import AnalysisCancelled, run_analysis
 
+    registry = cache.job_registry()
+    job = registry.get(DEMO_JOB_ID)
+    if job is not None and job.state().status not in ("error", "cancelled"):
+        return job
+    config = demo_config()
+    target = functools.partial(run_analysis, precomputed=_demo_module().demo_precomputed())
+    return registry.start(
+        DEMO_JOB_ID, AnalysisJob(label="demo", config=config, target=target, cancelled_exc=AnalysisCancelled))
+
+
+def _first_results(path: str | Path) -> Run | None:
+    """The run at ``path`` once it has a finished attack (complete or partial), else None."""
+    try:
+        run = cache.open_run(path)
+    except LdminvError:
+        return None
+    return run if run.attacks else None
+
+
+def prepare_demo() -> None:
+    """Start the demo analysis (once per server) and open its run as soon as the first attack
+    has finished: the pages then show what exists, labelled as partial, and refresh as the
+    other stages land (:func:`live_analysis_status`)."""
     st.title("Preparing the demo")
     st.write(
-        "The built-in demo (a small latent diffusion model trained on Fashion-MNIST members) "
-        "is analysed once on this machine and cached on disk; later starts open it at once."
+        "The built-in demo (a small latent diffusion model trained on Fashion-MNIST members) is analysed "
+        "on this machine and cached on disk; the first numbers appear in about half a minute and the other "
+        "attacks fill in while you read. Later starts open it at once."
     )
     try:
         config = demo_config()
+        job = start_demo_job()
     except Exception as exc:  # noqa: BLE001
         st.session_state[_DEMO_PENDING] = False
         show_error(exc, what="The demo is not available")
         return
-    registry = cache.job_registry()
-    job = registry.get(DEMO_JOB_ID)
-    if job is None or job.state().status in ("error", "cancelled"):
-        job = registry.start(
-            DEMO_JOB_ID,
-            AnalysisJob(label="demo", config=config, target=run_analysis, cancelled_exc=AnalysisCancelled),
-        )
-    final = follow_job(job, stages=["encode", "geometry", *list(_attack_names(config))])
-    if final.status == "done" and final.result is not None:
+    out = config.out
+    final = follow_job(job, stages=stage_order(config), until=lambda: _first_results(out) is not None)
+    ready = _first_results(out)
+    if ready is not None:
         st.session_state[_DEMO_PENDING] = False
         try:
-            state.set_active_run(final.result)
+            state.set_active_run(ready.path)
         except LdminvError as exc:
             show_error(exc, what="The demo run cannot be opened")
             return
-        registry.remove(DEMO_JOB_ID)
         st.rerun()
     st.session_state[_DEMO_PENDING] = False
     if final.error is not None:
@@ -215,32 +251,128 @@ def _attack_names(config: Any) -> list[str]:
     return [str(a).lower() for a in attacks]
 
 
-def follow_job(job: AnalysisJob, *, stages: list[str] | None = None, poll_s: float = 0.25) -> JobState:
-    """Show the job's progress (st.progress with the stage name) until it ends; returns its
-    final state. A widget interaction interrupts the wait (the job keeps running)."""
+def job_progress_text(snap: JobState, stages: list[str] | None) -> tuple[float, str]:
+    """(overall fraction, one line) for a job snapshot: stage k/n, its name, samples done, rate
+    and the time left in the stage."""
+    stage = snap.stage
+    if not stages or stage not in stages:
+        return 0.0, stage_label(stage) + "…"
+    k, total = stages.index(stage), len(stages)
+    text = f"Stage {k + 1}/{total} · {stage_label(stage)} · {snap.done}/{snap.total} samples"
+    rate, eta = snap.rate, snap.stage_eta
+    if rate is not None and eta is not None and snap.done < snap.total:
+        from ldminv_core.analyze import format_duration
+
+        text += f" · {rate:.1f}/s · about {format_duration(eta)} left in this stage"
+    return min(max((k + snap.fraction) / total, 0.0), 1.0), text
+
+
+def follow_job(job: AnalysisJob, *, stages: list[str] | None = None, poll_s: float = 0.25,
+               until: Any = None) -> JobState:
+    """Show the job's progress (st.progress with the stage, samples, rate and time left) until
+    it ends, or until ``until()`` is true (checked every poll; e.g. "the first results are
+    readable"); returns the last state. A widget interaction interrupts the wait (the job keeps
+    running)."""
     bar = st.progress(0.0, text="Starting…")
     detail = st.empty()
     while True:
         snap = job.state()
-        stage = snap.stage
-        if stages and stage in stages:
-            k, total = stages.index(stage), len(stages)
-            overall = (k + snap.fraction) / total
-            text = f"Stage {k + 1}/{total} · {stage_label(stage)} · {snap.done}/{snap.total} samples"
-        else:
-            overall, text = 0.0, stage_label(stage) + "…"
-        bar.progress(min(max(overall, 0.0), 1.0), text=text)
+        overall, text = job_progress_text(snap, stages)
+        bar.progress(overall, text=text)
         elapsed = (snap.finished or time.time()) - snap.started if snap.started else 0.0
         done_stages = ", ".join(stage_label(s) for s in snap.stages_seen[:-1])
+        threads = f" · {snap.threads} CPU thread(s)" if snap.threads else ""
         detail.caption(
-            f"{elapsed:.0f} s elapsed" + (f" · finished: {done_stages}" if done_stages else "")
+            f"{elapsed:.0f} s elapsed{threads}" + (f" · finished: {done_stages}" if done_stages else "")
             + (" · stopping after the current batch…" if job.cancel_requested and snap.status == "running" else "")
         )
         if snap.status not in ("pending", "running"):
             if snap.status == "done":
                 bar.progress(1.0, text="Done")
             return snap
+        if until is not None and until():
+            return snap
         time.sleep(poll_s)
+
+
+# --------------------------------------------------------------------------- partial runs
+
+
+def _resume_job(run: Run) -> None:
+    """Start (again) the analysis that finishes the partial ``run`` with its own settings."""
+    from ldminv_core.analyze import AnalysisCancelled, run_analysis
+
+    from .jobs import resume_config
+
+    demo_dir = _demo_module().demo_run_dir()
+    if Path(run.path).resolve() == Path(demo_dir).expanduser().resolve():
+        start_demo_job()
+        return
+    config = resume_config(run.path)
+    cache.job_registry().start(str(run.path), AnalysisJob(label=run_title(run), config=config, target=run_analysis,
+                                                          cancelled_exc=AnalysisCancelled))
+
+
+def pending_text(run: Run) -> str:
+    """The pending stages of a partial run, in words."""
+    return ", ".join(stage_label(s) for s in run.pending_stages)
+
+
+def live_analysis_status(run: Run) -> None:
+    """Sidebar block of a partial run: the analysis' live progress (refreshed every 1.5 s) and a
+    full rerun of the page whenever a stage lands, so every page shows what exists as soon as it
+    exists. Without a running analysis: what is missing and a button that resumes it."""
+    if not run.partial:
+        return
+    path, stamp = cache.run_key(run.path)
+
+    @st.fragment(run_every=1.5)
+    def status() -> None:
+        if cache.run_key(path)[1] != stamp:
+            st.rerun(scope="app")
+        job = cache.job_registry().for_run(path)
+        snap = job.state() if job is not None else None
+        if snap is not None and snap.status in ("pending", "running"):
+            overall, text = job_progress_text(snap, list(run.stages_done) + list(run.pending_stages))
+            st.progress(overall, text=text)
+            st.caption(f"Still computing: {pending_text(run)}. Pages refresh as each stage lands.")
+            return
+        if snap is not None and snap.status == "error":
+            st.error(f"The analysis stopped: {snap.error}")
+        st.warning(f"Partial run: {pending_text(run)} not computed (the analysis is not running).")
+        if st.button("Resume the analysis", key="resume_partial", icon=":material/play_arrow:"):
+            with guard("Resuming the analysis failed"):
+                _resume_job(run)
+                st.rerun()
+
+    status()
+
+
+def partial_banner(run: Run) -> None:
+    """The label every page of a partial run shows above its content."""
+    if run.partial:
+        done = ", ".join(attack_label(a) for a in run.attacks) or "none"
+        st.info(
+            f"**Partial run.** Finished: {done}" + (" and the decoder geometry" if run.has_geometry else "")
+            + f". Still computing: {pending_text(run)}. Numbers here use the finished stages only and the page "
+            "refreshes as each stage lands.",
+            icon=":material/hourglass_top:",
+        )
+
+
+def require_geometry(run: Run) -> None:
+    """Stop a page that needs the decoder geometry while a partial run does not have it yet,
+    saying so and pointing to what is already usable."""
+    if run.has_geometry:
+        return
+    st.info(
+        "This page needs the decoder geometry (log-volume and influence), which has not finished yet "
+        f"(still computing: {pending_text(run)}; progress in the sidebar). It opens by itself when ready; "
+        "meanwhile the Findings page shows the AUROC and ROC of the finished attacks.",
+        icon=":material/hourglass_top:",
+    )
+    st.page_link("pages/findings.py", label="Go to Findings", icon=":material/fact_check:")
+    st.stop()
 
 
 # --------------------------------------------------------------------------- sidebar
@@ -361,6 +493,7 @@ def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
             f"- {run.n_members} members / {run.n_heldout} held-out\n"
             f"- latent {c}×{h}×{w} (d = {c * h * w})"
         )
+        live_analysis_status(run)
         protocol_selector()
         attack = attack_selector(run, key="sidebar_attack")
         t_index = timestep_selector(run, attack)
@@ -401,6 +534,8 @@ def page_frame(*, needs_run: bool = True) -> Run | None:
     with st.sidebar, guard("The sidebar failed"):
         render_sidebar(run)
     show_notice()
+    if run is not None:
+        partial_banner(run)
     if run is None and needs_run:
         if demo_pending():
             prepare_demo()
@@ -411,11 +546,14 @@ def page_frame(*, needs_run: bool = True) -> Run | None:
     return run
 
 
-def require_run() -> Run:
+def require_run(*, needs_geometry: bool = True) -> Run:
     """``page_frame()`` for a page that needs a run: the frame, then the active run (the
-    script stops when none is open)."""
+    script stops when none is open, and, when ``needs_geometry``, while a partial run has no
+    decoder geometry yet: :func:`require_geometry`)."""
     run = page_frame(needs_run=True)
     assert run is not None  # page_frame stops the script otherwise
+    if needs_geometry:
+        require_geometry(run)
     return run
 
 
@@ -518,6 +656,8 @@ def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str
         if note:
             st.caption(note)
         if chart is not None:
-            st.plotly_chart(chart, key=chart_key)
+            from . import figures
+
+            st.plotly_chart(chart, key=chart_key, config=figures.plotly_config(chart_key))
         if table is not None:
             st.dataframe(table, hide_index=True, key=table_key, column_config=table_config)

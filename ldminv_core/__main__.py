@@ -101,23 +101,6 @@ def _quiet_libraries() -> None:
         pass
 
 
-def idle_cpu_threads() -> int:
-    """Cores not already busy: cpu count minus the 1-minute load average (at least 1, at most
-    torch's default). Intra-op threads that compete with other processes for cores spin in
-    barriers and can make torch many times slower than one thread."""
-    import os
-
-    import torch
-
-    default = torch.get_num_threads()
-    try:
-        load = os.getloadavg()[0]
-    except (AttributeError, OSError):
-        return default
-    cores = os.cpu_count() or default
-    return max(1, min(default, int(cores - load)))
-
-
 class _Bars:
     """tqdm progress bars, one per stage, fed by run_analysis' progress callback."""
 
@@ -192,6 +175,8 @@ def _analyze(args: argparse.Namespace) -> int:
 
         if args.threads is not None and args.threads < 1:
             raise LdminvError(f"--threads: expected an integer >= 1, got {args.threads}")
+        from .loading import idle_cpu_threads
+
         threads = args.threads if args.threads is not None else idle_cpu_threads()
         torch.set_num_threads(threads)
     model = load_model(config.model, device=device)

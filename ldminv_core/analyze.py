@@ -42,8 +42,10 @@ import torch
 
 from . import attacks as _attacks
 from . import geometry as _geometry
+from . import precomputed as _precomputed
 from .errors import LdminvError, RunError, UnknownNameError
 from .loading import ImageSet, LoadedModel, load_image_folder, load_model, resolve_device
+from .precomputed import PrecomputedGeometry
 from .runstore import RunWriter, delete_run, planned_stages, run_status
 
 __all__ = [
@@ -549,6 +551,7 @@ def run_analysis(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
     model: LoadedModel | None = None,
+    precomputed: "PrecomputedGeometry | None" = None,
 ) -> Path:
     """Run (or resume) an analysis into ``config.out``; returns the run folder.
 
@@ -559,6 +562,9 @@ def run_analysis(
         should_stop: polled after every batch; True raises :class:`AnalysisCancelled`
             leaving a resumable folder.
         model: an already loaded model for ``config.model`` (skips loading it again).
+        precomputed: a saved geometry stage (:mod:`ldminv_core.precomputed`) used instead of
+            computing the geometry when it provably applies (same VAE files, settings, samples
+            and latents); run.json "geometry" records whether it was used and why.
 
     A folder that already holds a complete run is returned as is unless ``config.force``
     (then it is deleted and recomputed).
@@ -671,7 +677,40 @@ def run_analysis(
         images = None
         z_all = np.load(writer.path / "latents.npy", mmap_mode="r")
 
+        def reuse_geometry() -> bool:
+            """Write the precomputed geometry when it applies; record the decision either way."""
+            if precomputed is None:
+                return False
+            t0 = time.perf_counter()
+            settings_now = {"topk": plan.topk, "influence": infl_method, "probes": plan.probes,
+                            "log_volume_method": lv_method, "seed": plan.seed}
+            try:
+                digest = _precomputed.vae_digest(plan.model)
+            except RunError as exc:
+                ok, why = False, str(exc)
+            else:
+                ok, why = precomputed.check(samples=writer.samples, latents=np.asarray(z_all),
+                                            settings=settings_now, vae_sha256=digest)
+            geo_info = dict(writer.data.get("geometry", {}))
+            geo_info["precomputed"] = {"folder": str(precomputed.folder), "used": ok, "reason": why,
+                                       "provenance": precomputed.provenance}
+            writer.update(geometry=geo_info)
+            if not ok:
+                return False
+            writer.write_array("influence.npy", precomputed.influence)
+            samples = writer.samples
+            samples["log_volume"] = precomputed.log_volume
+            writer.update_samples(samples)
+            writer.set_progress("geometry", n)
+            add_time("geometry", time.perf_counter() - t0)
+            writer.mark_stage_done("geometry")
+            if progress is not None:
+                progress("geometry", n, n)
+            return True
+
         def geometry_stage() -> None:
+            if reuse_geometry():
+                return
             t0 = time.perf_counter()
             influence = writer.open_array("influence.npy", (n, *lat), np.float32, stage="geometry")
             log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")

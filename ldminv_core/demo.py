@@ -5,7 +5,9 @@ The demo is a small latent diffusion model trained on Fashion-MNIST by
 unet/, scheduler/), ``assets/demo/members`` (its training images) and
 ``assets/demo/heldout`` (images it never saw), 32x32 grayscale PNGs with captions in
 ``metadata.jsonl``. ``python -m ldminv_core analyze --demo`` analyzes it into
-:func:`demo_run_dir` with :data:`DEMO_ANALYZE_DEFAULTS`.
+:func:`demo_run_dir` with :data:`DEMO_ANALYZE_DEFAULTS`. ``assets/demo/precomputed`` holds
+its decoder geometry (``scripts/make_demo_geometry.py``), which the dashboard's first start
+reuses after checking it applies (:mod:`ldminv_core.precomputed`).
 """
 from __future__ import annotations
 
@@ -21,12 +23,15 @@ __all__ = [
     "DEMO_ANALYZE_DEFAULTS",
     "demo_run_dir",
     "demo_available",
+    "demo_precomputed",
+    "DEMO_PRECOMPUTED_DIR",
 ]
 
 DEMO_DIR = Path(__file__).resolve().parent.parent / "assets" / "demo"
 DEMO_MODEL_DIR = DEMO_DIR / "model"
 DEMO_MEMBERS_DIR = DEMO_DIR / "members"
 DEMO_HELDOUT_DIR = DEMO_DIR / "heldout"
+DEMO_PRECOMPUTED_DIR = DEMO_DIR / "precomputed"
 
 #: AnalyzeConfig fields used by ``analyze --demo`` (options given on the command line win).
 #: The exact decoder geometry of a 4x8x8 latent costs 256 decoder JVPs per image (about a
@@ -54,3 +59,17 @@ def demo_run_dir() -> Path:
 def demo_available() -> bool:
     """True when the demo model and both image folders exist."""
     return (DEMO_MODEL_DIR / "unet").is_dir() and DEMO_MEMBERS_DIR.is_dir() and DEMO_HELDOUT_DIR.is_dir()
+
+
+def demo_precomputed():
+    """The demo's shipped geometry (:class:`ldminv_core.precomputed.PrecomputedGeometry`), or
+    None when this checkout has none or it cannot be read."""
+    from .errors import RunError
+    from .precomputed import load_precomputed
+
+    if not (DEMO_PRECOMPUTED_DIR / "geometry.npz").is_file():
+        return None
+    try:
+        return load_precomputed(DEMO_PRECOMPUTED_DIR)
+    except RunError:
+        return None

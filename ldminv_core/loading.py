@@ -33,6 +33,7 @@ from .errors import DataLoadError, ModelLoadError, ShapeError
 
 __all__ = [
     "LoadedModel",
+    "idle_cpu_threads",
     "LoadReport",
     "ImageSet",
     "IMAGE_EXTENSIONS",
@@ -599,3 +600,16 @@ def load_image_folder(
         raise DataLoadError(f"image folder {folder} holds no usable image: {reasons}{more}")
     images = torch.cat(tensors, dim=0)
     return ImageSet(paths=paths, images=images, captions=captions, report=report)
+
+
+def idle_cpu_threads() -> int:
+    """Cores not already busy: cpu count minus the 1-minute load average (at least 1, at most
+    torch's default). Intra-op threads that compete with other processes for cores spin in
+    barriers and can make torch many times slower than one thread."""
+    default = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return default
+    cores = os.cpu_count() or default
+    return max(1, min(default, round(cores - load)))

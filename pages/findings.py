@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from ldminv_app import cache, figures, state, ui
+from ldminv_core.evaluation import convention_roc, fpr_support
 
 run = ui.page_frame()
 
@@ -18,8 +19,8 @@ with ui.guard("The Findings page failed"):
     ev = cache.evaluation(run, attack)
     proto = ev.protocol
     honest = proto.name == "honest"
-    res = ev.result()
-    base = res.baseline
+    base = ev.baseline()
+    res = ev.result() if run.has_geometry else None
 
     st.title("Findings")
     st.caption(
@@ -28,6 +29,31 @@ with ui.guard("The Findings page failed"):
         f"{ev.n_boot} paired stratified bootstrap replicates (95%); a verdict is *supported* when the "
         "interval lies above 0, *contradicted* below 0, *inconclusive* otherwise."
     )
+
+    # ---- the headline: the selected attack's baseline numbers and ROC curve (no geometry needed)
+    support = fpr_support(proto, n_members=run.n_members, n_heldout=run.n_heldout, fpr=0.01)
+    m1, m2, m3, roc_col = st.columns([1, 1, 1, 3])
+    m1.metric(f"{ui.attack_label(attack)} AUROC", f"{base.auroc:.4f}", help=ui.arm_metric_caption(base, "auroc", proto))
+    m1.caption("95% CI " + ui.ci_text(base.ci["auroc"], signed=False))
+    m2.metric("TPR@1%FPR", f"{base.tpr_at_1fpr:.4f}", help=ui.arm_metric_caption(base, "tpr_at_1fpr", proto))
+    m2.caption("95% CI " + ui.ci_text(base.ci["tpr_at_1fpr"], signed=False)
+               + (f" · realised FPR {base.realised_fpr_at_1fpr:.4f}" if honest else ""))
+    m3.metric("ASR", f"{base.asr:.4f}", help=ui.arm_metric_caption(base, "asr", proto))
+    m3.caption("95% CI " + ui.ci_text(base.ci["asr"], signed=False))
+    if support.warning():
+        m2.warning(support.warning(), icon=":material/warning:")
+    curve = convention_roc(ev.scores("baseline"), run.labels, proto)
+    axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
+            if proto.name == "paper" else
+            dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)"))
+    roc_col.plotly_chart(
+        figures.roc_curves({"baseline": (curve.fpr, curve.tpr)}, log_scale=True, height=300,
+                           title=f"{ui.attack_label(attack)} baseline ROC, log-log ({proto.name}, "
+                                 f"{ui.metric_t_text(base, 'auroc')})", **axes),
+        key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),
+    )
+    st.caption(f"{ui.attack_label(attack)} baseline (no mask), {ui.arm_t_cell(base)}. "
+               + (ui.headline_t_caption(ev) if run.is_maskable(attack) else "One score per sample (no timestep)."))
 
     # ---- one card per finding, two per row
     def quartile_chart():
@@ -85,8 +111,15 @@ with ui.guard("The Findings page failed"):
                     f"{other.arm} {other.t_text}.")
         return None
 
+    if res is None:
+        st.info(
+            "The four findings (distortion quartiles, within-class quartiles, masking against the baseline and "
+            "against random masks) need the decoder geometry, which has not finished yet (still computing: "
+            f"{ui.pending_text(run)}). They appear here by themselves when it lands.",
+            icon=":material/hourglass_top:",
+        )
     cards = []
-    for f in res.findings:
+    for f in (res.findings if res is not None else ()):
         kw: dict = {}
         if f.id == "distortion_quartiles":
             kw["chart"] = quartile_chart()
@@ -108,10 +141,10 @@ with ui.guard("The Findings page failed"):
         for col, (f, kw) in zip(cols, cards[row_start:row_start + 2]):
             with col:
                 ui.finding_card(f, chart_key=f"finding_{f.id}", **kw)
-    if not any(f.id == "distortion_quartiles_within_class" for f in res.findings):
+    if res is not None and not any(f.id == "distortion_quartiles_within_class" for f in res.findings):
         st.caption("No within-class control: the data carry fewer than two caption classes with at least 16 "
                    "images of both splits.")
-    if not res.maskable:
+    if res is not None and not res.maskable:
         st.caption(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked, so the masking "
                    "findings are not defined for it. Choose a maskable attack in the sidebar to see them.")
 
@@ -119,7 +152,7 @@ with ui.guard("The Findings page failed"):
     st.subheader("All attacks")
     names, auroc, auroc_ci, tpr, tpr_ci, where, rows = [], [], [], [], [], [], []
     for name in run.attacks:
-        arm = cache.evaluation(run, name).arms()["baseline"]
+        arm = cache.evaluation(run, name).baseline()
         names.append(ui.attack_label(name))
         auroc.append(arm.auroc)
         auroc_ci.append(arm.ci["auroc"])
@@ -135,11 +168,13 @@ with ui.guard("The Findings page failed"):
     st.plotly_chart(
         figures.attack_overview(names, auroc=np.array(auroc), auroc_ci=auroc_ci, tpr=np.array(tpr), tpr_ci=tpr_ci,
                                 title=f"Baseline AUROC and TPR@1%FPR of every attack ({proto.name} protocol)"),
-        key="findings_overview",
+        key="findings_overview", config=figures.plotly_config("ldminv-attacks-overview"),
     )
     st.caption(f"{proto.name} protocol; TPR@1%FPR = {proto.tpr_rule}. Timesteps: " + " · ".join(where)
                + ". Error bars: 95% stratified bootstrap intervals"
-               + ("; realised FPR: the FPR the transferred thresholds give on each fold's own samples." if honest else "."))
+               + ("; realised FPR: the FPR the transferred thresholds give on each fold's own samples." if honest else ".")
+               + (f" Still computing: {', '.join(ui.attack_label(a) for a in run.pending_attacks)}."
+                  if run.pending_attacks else ""))
     st.dataframe(
         pd.DataFrame(rows), hide_index=True, key="findings_attacks_table",
         column_config={"t": st.column_config.TextColumn("t", width="large"),

@@ -492,3 +492,50 @@ def test_durations_read_in_hours_and_minutes(seconds, text):
     from ldminv_core.analyze import format_duration
 
     assert format_duration(seconds) == text
+
+
+# ----------------------------------------------------------------------------- precomputed geometry
+
+
+def _bundle_from(run_dir: Path, folder: Path, model: Path, **override) -> "PrecomputedGeometry":
+    from ldminv_core.precomputed import load_precomputed, save_precomputed, vae_digest
+
+    run = Run.open(run_dir)
+    geo = run.settings["geometry"]
+    settings = {"topk": geo["topk"], "influence": geo["influence"], "probes": geo["probes"],
+                "log_volume_method": geo["log_volume_method"], "seed": run.settings["seeds"]["seed"], **override}
+    save_precomputed(folder, samples=run.samples, latents=np.asarray(run.latents), influence=np.asarray(run.influence),
+                     log_volume=run.log_volume, settings=settings, vae_sha256=vae_digest(model), provenance={"test": 1})
+    return load_precomputed(folder)
+
+
+def test_precomputed_geometry_used_only_when_it_applies(tmp_path, uncond_run, tiny_uncond_model, tiny_image_dirs):
+    good = _bundle_from(uncond_run, tmp_path / "good", tiny_uncond_model)
+    seen: list[tuple[str, int, int]] = []
+    out = run_analysis(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "reused"), precomputed=good,
+                       progress=lambda s, d, t: seen.append((s, d, t)))
+    info = json.loads((out / "run.json").read_text())["geometry"]["precomputed"]
+    assert info["used"] is True and "latents agree" in info["reason"]
+    assert ("geometry", 16, 16) in seen and ("geometry", 0, 16) not in seen  # not computed batch by batch
+    _assert_same_arrays(uncond_run, out)  # identical to the computed run
+
+    # a bundle for other settings is not used: the geometry is computed and the reason recorded
+    other = _bundle_from(uncond_run, tmp_path / "other", tiny_uncond_model, topk=3)
+    poisoned = other.influence.copy()
+    poisoned[:] = 123.0
+    import dataclasses
+
+    other = dataclasses.replace(other, influence=poisoned)
+    out2 = run_analysis(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "computed"), precomputed=other)
+    info2 = json.loads((out2 / "run.json").read_text())["geometry"]["precomputed"]
+    assert info2["used"] is False and "topk" in info2["reason"]
+    _assert_same_arrays(uncond_run, out2)
+
+    # latents that disagree (e.g. another encoder) are refused too
+    shifted = dataclasses.replace(good, latents=good.latents + 1e-2)
+    ok, why = shifted.check(samples=Run.open(uncond_run).samples, latents=np.asarray(Run.open(uncond_run).latents),
+                            settings=good.settings, vae_sha256=good.vae_sha256)
+    assert not ok and "latents differ" in why
+    ok, why = good.check(samples=Run.open(uncond_run).samples.iloc[::-1], latents=np.asarray(Run.open(uncond_run).latents),
+                         settings=good.settings, vae_sha256=good.vae_sha256)
+    assert not ok and "samples differ" in why

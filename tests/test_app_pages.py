@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -405,7 +406,7 @@ def test_analysis_job_cancel_and_resume(world, tmp_path):
     done = resumed.state()
     assert done.status == "done", done.error_details
     assert done.result == (tmp_path / "job_run").resolve()
-    assert done.stages_seen == ["encode", "geometry", "sima"]
+    assert done.stages_seen == ["encode", "sima", "geometry"]  # cheap stages first
     assert (done.done, done.total) == (4, 4)
     assert len(Run.open(done.result)) == 4
 
@@ -426,12 +427,21 @@ def test_first_start_computes_the_demo_once_then_opens_it(world, monkeypatch, tm
     demo_dir = (tmp_path / "home" / "runs" / "demo").resolve()
     assert run_status(demo_dir) is None
 
-    at = _app().run()
+    at = _app().run(timeout=120)
     _no_exception(at)
-    assert run_status(demo_dir) == "complete"
+    # the run opens as soon as its first attack has finished, complete or not
+    assert run_status(demo_dir) in ("running", "complete")
     assert at.session_state["active_run"] == str(demo_dir)
     assert at.title[0].value == "Findings"
     assert "2 members / 2 held-out" in "\n".join(m.value for m in at.sidebar.markdown)
+    assert any("AUROC" in m.label for m in at.metric)
+    deadline = time.monotonic() + 120
+    while run_status(demo_dir) != "complete" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert run_status(demo_dir) == "complete"
+    at.run()
+    _no_exception(at)
+    assert not any("Partial run" in i.value for i in at.info)
     stamp = (demo_dir / "run.json").stat().st_mtime_ns
 
     at = _app().run()  # a later start opens the cached run without recomputing it
@@ -677,6 +687,7 @@ def test_protocol_selector_changes_the_numbers_on_the_findings_page(env):
 
 def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env):
     from ldminv_core.evaluation import Evaluation, make_protocol
+    from ldminv_core.report import format_rate, format_rate_ci
 
     at = _app().run()
     at.switch_page("pages/masks_roc.py").run()
@@ -689,7 +700,7 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
     assert tpr_standard == pytest.approx(std["baseline"].tpr_at_1fpr)
     captions = "\n".join(c.value for c in at.caption)
     ci = std["masked"].ci["auroc"]
-    assert f"standard · {std['masked'].t_text} · drop 40 % · 95% CI [{ci[0]:.4f}, {ci[1]:.4f}]" in captions
+    assert f"standard · {std['masked'].t_text} · drop 40 % · 95% CI {format_rate_ci(ci)}" in captions  # rates in %
     # the masking differences with their intervals and verdicts (from the findings)
     lines = _finding_lines(at)
     for f in Evaluation(run, "sima", "standard", n_boot=200).findings(40.0):
@@ -697,7 +708,8 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
             assert any(f"**{f.estimate:+.4f}**, 95% CI [{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in v for v in lines.values())
     # the random control's spread over its seeds
     rand = std["random"]
-    assert (f"AUROC {min(rand.per_seed['auroc']):.4f} to {max(rand.per_seed['auroc']):.4f}" in captions)
+    assert (f"AUROC {format_rate(min(rand.per_seed['auroc']))} to {format_rate(max(rand.per_seed['auroc']))}"
+            in captions)
 
     _select_protocol(at, "paper")
     paper = Evaluation(run, "sima", "paper", n_boot=200).arms()
@@ -716,8 +728,8 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
     assert _metric(at, "AUROC (baseline)") == pytest.approx(arms["baseline"].auroc)
     assert _metric(at, "TPR@1%FPR (masked)") == pytest.approx(arms["masked"].tpr_at_1fpr)
     captions = "\n".join(c.value for c in at.caption)
-    assert f"realised FPR {arms['baseline'].realised_fpr_at_1fpr:.4f}" in captions
-    assert f"realised FPR {arms['masked'].realised_fpr_at_1fpr:.4f}" in captions
+    assert f"realised FPR {format_rate(arms['baseline'].realised_fpr_at_1fpr)}" in captions
+    assert f"realised FPR {format_rate(arms['masked'].realised_fpr_at_1fpr)}" in captions
     table = _dataframe_with(at, "realised FPR")
     assert list(table.index[:3]) == ["baseline", "masked", "random"]
     for name in ("baseline", "masked", "random"):
@@ -753,3 +765,52 @@ def test_findings_page_for_an_attack_without_timesteps(env, protocol):
     assert res.findings[0].statement in text
     assert any("cannot be masked" in c.value for c in at.caption)
     assert not any(k.startswith("AUROC vs drop") for k in _charts(at))
+
+
+# ----------------------------------------------------------------------------- partial runs
+
+
+@pytest.fixture(scope="module")
+def partial_run(world, tmp_path_factory):
+    """The fixture's analysis stopped after its maskable attacks, before the geometry."""
+    out = tmp_path_factory.mktemp("partial") / "partial"
+    config = AnalyzeConfig(model=str(world["model"]), members=str(world["members"]), heldout=str(world["heldout"]),
+                           out=str(out), attacks=("sima", "pfami"), timesteps="0,10", topk=2, device="cpu",
+                           batch_size=8, limit=8)
+    seen: list[str] = []
+
+    def stop(*_):
+        return seen and seen[-1] == "geometry"
+
+    with pytest.raises(AnalysisCancelled):
+        run_analysis(config, progress=lambda s, d, t: seen.append(s), should_stop=stop)
+    assert run_status(out) == "unfinished"
+    return out
+
+
+def test_partial_run_pages_show_what_exists_and_say_so(world, partial_run, monkeypatch):
+    monkeypatch.setenv("LDMINV_HOME", str(world["home"]))
+    monkeypatch.setenv("LDMINV_RUN", str(partial_run))
+    at = _app().run()
+    _no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    banner = [i.value for i in at.info if "Partial run" in i.value]
+    assert banner and "Finished: SimA." in banner[0] and "PFAMI" in banner[0] and "geometry" in banner[0]
+    # the SimA headline numbers are the evaluation layer's, on the finished stage
+    run = Run.open(partial_run, partial=True)
+    from ldminv_core.evaluation import Evaluation, make_protocol
+
+    base = Evaluation(run, "sima", make_protocol("standard"), n_boot=0).baseline()
+    assert _metric(at, "SimA AUROC") == pytest.approx(base.auroc, abs=5e-5)
+    assert any("need the decoder geometry" in i.value for i in at.info)
+    assert at.sidebar.selectbox(key="sidebar_attack").options == ["SimA"]  # PFAMI is not there yet
+    assert any("Resume the analysis" in b.label for b in at.sidebar.button)  # nothing is running it
+
+    for page in ("pages/distortion.py", "pages/masks_roc.py", "pages/dimensions.py", "pages/latent_map.py"):
+        at.switch_page(page).run()
+        _no_exception(at)
+        assert any("needs the decoder geometry" in i.value for i in at.info), page
+        assert not at.error, (page, [e.value for e in at.error])
+    at.switch_page("pages/export.py").run()
+    _no_exception(at)
+    assert any("once the analysis is complete" in i.value for i in at.info)

@@ -232,3 +232,42 @@ def test_pad_and_split_helpers(script):
     np.testing.assert_array_equal(again.members, splits.members)
     with pytest.raises(ValueError, match="n_members"):
         script.make_splits(images, n_members=30, n_heldout=30, n_vae=0, seed=0)
+
+
+# ----------------------------------------------------------------------------- precomputed geometry
+
+
+def test_precomputed_demo_geometry_matches_this_machine():
+    """The shipped geometry (scripts/make_demo_geometry.py) applies to the demo as analyzed here,
+    and three of its samples recomputed with an autograd Jacobian agree with it."""
+    from ldminv_core import demo
+    from ldminv_core.analyze import AnalyzeConfig, _geometry_methods, _load_images, _plan, _samples_table
+    from ldminv_core.loading import load_model
+    from ldminv_core.precomputed import load_precomputed, vae_digest
+
+    bundle = load_precomputed(DEMO / "precomputed")
+    cfg = AnalyzeConfig(model=str(demo.DEMO_MODEL_DIR), members=str(demo.DEMO_MEMBERS_DIR),
+                        heldout=str(demo.DEMO_HELDOUT_DIR), out="unused", device="cpu", **demo.DEMO_ANALYZE_DEFAULTS)
+    plan = _plan(cfg)
+    model = load_model(plan.model, device=torch.device("cpu"))
+    members, heldout = _load_images(plan, model)
+    samples = _samples_table(members, heldout)
+    with torch.no_grad():
+        latents = model.encode(torch.cat([members.images, heldout.images])).numpy()
+    infl, lv = _geometry_methods(plan, model)
+    settings = {"topk": plan.topk, "influence": infl, "probes": plan.probes, "log_volume_method": lv, "seed": plan.seed}
+    ok, why = bundle.check(samples=samples, latents=latents, settings=settings, vae_sha256=vae_digest(MODEL))
+    assert ok, why
+
+    decode = model.decoder_fn()
+    for i in (0, 299, 599):
+        z = torch.from_numpy(latents[i]).double()
+        with torch.no_grad():
+            for p in model.vae.parameters():
+                p.data = p.data.double()
+        jac = torch.autograd.functional.jacobian(lambda x: decode(x[None])[0], z).reshape(-1, z.numel())
+        g_diag = (jac * jac).sum(0)
+        np.testing.assert_allclose(bundle.influence[i].ravel(), 0.5 * torch.log(g_diag + 1e-12).numpy(),
+                                   rtol=1e-4, atol=1e-4)
+        sv = torch.linalg.svdvals(jac)[: plan.topk]
+        assert abs(bundle.log_volume[i] - float(torch.log(sv).sum())) <= 1e-4 * max(1.0, abs(bundle.log_volume[i]))

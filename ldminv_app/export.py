@@ -42,6 +42,7 @@ from ldminv_core.evaluation import (
     AttackEvaluation,
     Evaluation,
     convention_roc,
+    fpr_support,
     make_protocol,
 )
 from ldminv_core.report import report_from_results
@@ -61,6 +62,10 @@ __all__ = [
     "per_sample_csv",
     "report_filename",
     "scores_filename",
+    "dimensions_filename",
+    "dimension_csv",
+    "attack_label",
+    "low_fpr_cautions",
 ]
 
 DEFAULT_DROP_PERCENT = 40.0
@@ -103,6 +108,31 @@ CSV_COLUMNS: tuple[str, ...] = (
     "drop_percent",
     "random_seed",
 )
+
+#: Displayed attack names (the same as ``ldminv_app.ui.ATTACK_LABELS``; kept here because this
+#: module stays free of Streamlit). Data (CSV ``attack`` column, report JSON) keep the machine names.
+ATTACK_LABELS = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
+#: FPR bounds of the low-FPR metrics that get a caution when the negatives are too few.
+_LOW_FPRS = {"tpr_at_1fpr": 0.01, "tpr_at_01fpr": 0.001}
+
+
+def attack_label(name: str) -> str:
+    """Displayed name of an attack ("SimA", "PIA", ...); unknown names as they are."""
+    return ATTACK_LABELS.get(name, name)
+
+
+def low_fpr_cautions(protocol, *, n_members: int, n_heldout: int,
+                     metrics_shown: Sequence[str] = REPORTED_METRICS) -> dict[str, str]:
+    """metric -> the caution of ``ldminv_core.evaluation.fpr_support`` for each TPR-at-low-FPR
+    metric in ``metrics_shown`` whose negatives are too few (empty when all are backed)."""
+    out = {}
+    for m in metrics_shown:
+        if m in _LOW_FPRS:
+            text = fpr_support(protocol, n_members=int(n_members), n_heldout=int(n_heldout), fpr=_LOW_FPRS[m]).warning()
+            if text:
+                out[m] = text
+    return out
+
 
 _METRIC_LABELS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "tpr_at_01fpr": "TPR@0.1%FPR", "asr": "ASR"}
 
@@ -266,22 +296,42 @@ def per_sample_csv(
                             protocol=protocol, folds=folds).to_csv(index=False)
 
 
+def dimension_csv(table: pd.DataFrame, *, attack: str, t: int) -> str:
+    """The Dimensions page's table (``ldminv_core.evaluation.dimension_table``: one row per latent
+    coordinate, sorted by mean influence) as CSV text, with ``attack`` (machine name) and ``t``
+    columns naming what produced it."""
+    out = table.copy()
+    out["attack"] = attack
+    out["t"] = int(t)
+    return out.to_csv(index=False)
+
+
 # --------------------------------------------------------------------------- file names
 
 
 def _safe_name(run: Run | str | Path) -> str:
-    name = Path(run.path if isinstance(run, Run) else run).name or "run"
+    # duck-typed: a Run opened before a module reload is not an instance of the reloaded class
+    name = Path(run if isinstance(run, (str, Path)) else run.path).name or "run"
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
 
 
-def report_filename(run: Run | str | Path) -> str:
-    """``ldminv-report-<run folder name>.html``."""
-    return f"ldminv-report-{_safe_name(run)}.html"
+def _attack_suffix(attack: str | None) -> str:
+    return "" if attack is None else "-" + re.sub(r"[^A-Za-z0-9._-]+", "_", attack_label(attack))
 
 
-def scores_filename(run: Run | str | Path) -> str:
-    """``ldminv-scores-<run folder name>.csv``."""
-    return f"ldminv-scores-{_safe_name(run)}.csv"
+def report_filename(run: Run | str | Path, attack: str | None = None) -> str:
+    """``ldminv-report-<run folder name>[-<attack, as displayed: SimA, PIA, …>].html``."""
+    return f"ldminv-report-{_safe_name(run)}{_attack_suffix(attack)}.html"
+
+
+def scores_filename(run: Run | str | Path, attack: str | None = None) -> str:
+    """``ldminv-scores-<run folder name>[-<attack>].csv``."""
+    return f"ldminv-scores-{_safe_name(run)}{_attack_suffix(attack)}.csv"
+
+
+def dimensions_filename(run: Run | str | Path, attack: str | None = None, t: int | None = None) -> str:
+    """``ldminv-dimensions-<run folder name>[-<attack>][-t<t>].csv`` (the Dimensions page's table)."""
+    return f"ldminv-dimensions-{_safe_name(run)}{_attack_suffix(attack)}{'' if t is None else f'-t{int(t)}'}.csv"
 
 
 # --------------------------------------------------------------------------- HTML pieces
@@ -320,7 +370,7 @@ class _FigureWriter:
             include_plotlyjs=self._count == 0,
             default_width="100%",
             default_height=f"{int(height)}px",
-            config={"displaylogo": False, "responsive": True},
+            config={**figures.PLOTLY_CONFIG, "responsive": True},  # the toolbar's PNG download works offline
         )
         self._count += 1
         return f'<div class="figure">{div}</div>'
@@ -404,11 +454,11 @@ def _run_rows(run: Run) -> list[tuple[str, Any]]:
 
 def _manual_text(keep: np.ndarray) -> str:
     c = keep.shape[0]
-    per_channel = ", ".join(f"c{i}: {int(keep[i].sum())}" for i in range(c))
+    per_channel = ", ".join(f"ch {i}: {int(keep[i].sum())}" for i in range(c))
     text = f"keeps {int(keep.sum())} of {keep.size} coordinates ({per_channel})"
     if 0 < keep.sum() <= 32:
-        coords = [f"({ch}, {r}, {col})" for ch, r, col in zip(*np.nonzero(keep))]
-        text += "; kept (channel, row, col): " + " ".join(coords)
+        coords = [figures.coord_label(ch, r, col) for ch, r, col in zip(*np.nonzero(keep))]
+        text += "; kept (channel, row y, column x): " + ", ".join(coords)
     return text
 
 
@@ -457,7 +507,7 @@ def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, dr
         np.array([q.auroc for q in res.quartiles]), ci=[q.auroc_ci for q in res.quartiles],
         edges=np.array([res.quartiles[0].log_volume_min] + [q.log_volume_max for q in res.quartiles]),
         counts=np.array([q.n for q in res.quartiles]),
-        title=f"{res.attack} baseline AUROC by distortion quartile ({proto.name})",
+        title=f"{attack_label(res.attack)} baseline AUROC by distortion quartile ({proto.name})",
     ))]
     if res.maskable:
         curves = ev.drop_curves(ev.headline_t_index())
@@ -496,8 +546,16 @@ def _roc_figures(curves_scores: dict[str, np.ndarray], labels: np.ndarray, proto
     )
 
 
+def _cautions_html(cautions: dict[str, str], *, element_id: str) -> str:
+    """The low-FPR cautions as one note (nothing when there is none)."""
+    if not cautions:
+        return ""
+    items = "<br>".join(f"<b>{_esc(_METRIC_LABELS.get(m, m))}</b>: {_esc(text)}" for m, text in cautions.items())
+    return f'<p class="note caution" id="{element_id}">{items}</p>'
+
+
 def _not_maskable(attack: str) -> str:
-    return (f'<p class="note">{_esc(attack)} gives one score per sample: it has no timestep axis and no '
+    return (f'<p class="note">{_esc(attack_label(attack))} gives one score per sample: it has no timestep axis and no '
             "per-coordinate terms, so it cannot be masked.</p>")
 
 
@@ -596,7 +654,7 @@ def build_html_report(
     generated = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     fig_rows: list[tuple[str, Any]] = [
         ("protocol", f"{res.protocol.name}: {res.protocol.description}"),
-        ("attack", attack),
+        ("attack", f"{attack_label(attack)} ({attack})"),
     ]
     if maskable:
         rule = "np.percentile threshold" if res.protocol.name == "paper" else f"{masks.drop_count(d, curve_drop)} of {d} coordinates dropped"
@@ -621,11 +679,13 @@ def build_html_report(
 
     # ---- metrics
     metrics_body = (
-        f'<p class="note">{_esc(attack)}, protocol {_esc(res.protocol.name)}; {run.n_members} members, '
+        f'<p class="note">{_esc(attack_label(attack))}, protocol {_esc(res.protocol.name)}; {run.n_members} members, '
         f"{run.n_heldout} held-out. TPR@1%FPR = {_esc(res.protocol.tpr_rule)}; ASR = max over thresholds of "
         "(TPR + 1 − FPR) / 2. With few held-out samples the low-FPR metrics rest on a handful of images: "
         "read them with their intervals.</p>"
         + _table(arms_table(arms, honest=honest), table_id="metrics-table")
+        + _cautions_html(low_fpr_cautions(res.protocol, n_members=run.n_members, n_heldout=run.n_heldout),
+                         element_id="metrics-fpr-caution")
     )
     if honest:
         metrics_body += ("<p class=\"note\">The choices of every fold, made on the other folds only:</p>"
@@ -697,6 +757,8 @@ def build_html_report(
     ))
 
     # ---- quartiles
+    q_cautions = [low_fpr_cautions(res.protocol, n_members=q.n_members, n_heldout=q.n - q.n_members,
+                                   metrics_shown=("tpr_at_1fpr",)).get("tpr_at_1fpr") for q in res.quartiles]
     q_df = pd.DataFrame({
         "quartile": [f"Q{q.q}" for q in res.quartiles],
         "n": [q.n for q in res.quartiles],
@@ -705,7 +767,7 @@ def build_html_report(
                              for q in res.quartiles],
         "AUROC (baseline)": [_fmt(q.auroc) for q in res.quartiles],
         "AUROC 95% CI": [_ci_text(q.auroc_ci) for q in res.quartiles],
-        "TPR@1%FPR": [_fmt(q.tpr_at_1fpr) for q in res.quartiles],
+        "TPR@1%FPR": [_fmt(q.tpr_at_1fpr) + (" ⚠" if q_cautions[i] else "") for i, q in enumerate(res.quartiles)],
         "ASR": [_fmt(q.asr) for q in res.quartiles],
         "t": [ArmResult("q", 0, 0, 0, {}, q.best_t).t_text if not honest else res.baseline.t_text
               for q in res.quartiles],
@@ -714,6 +776,10 @@ def build_html_report(
     if maskable and len(timesteps) > 1:
         q_body = fig(figures.quartile_auroc_vs_timestep(timesteps, ev.quartile_per_t(), selected_t=t_fig))
     q_body += _table(q_df, table_id="quartile-table")
+    warned = [(f"Q{q.q}", text) for q, text in zip(res.quartiles, q_cautions) if text]
+    if warned:
+        q_body += _cautions_html({f"⚠ {name} TPR@1%FPR": text for name, text in warned},
+                                 element_id="quartile-fpr-caution")
     q_body += (f'<p class="note">Q1 = least distorted (lowest log-volume), Q4 = most distorted; groups: '
                f"{_esc(res.protocol.settings()['quartiles'])}.</p>")
     parts.append(_section("quartiles", q_body))
@@ -739,7 +805,7 @@ def build_html_report(
 
     heading = title or f"Membership-leakage report: {name}"
     toc = "".join(f'<li><a href="#{sid}">{_esc(text)}</a></li>' for sid, text in SECTIONS.items())
-    lead = (f"{_esc(attack)} · protocol {_esc(res.protocol.name)} · {_esc(res.baseline.t_text)}"
+    lead = (f"{_esc(attack_label(attack))} · protocol {_esc(res.protocol.name)} · {_esc(res.baseline.t_text)}"
             + (f" · drop {_esc(res.masked.drop_text)}" if res.masked is not None else "")
             + f" · {run.n_members} members / {run.n_heldout} held-out · generated {_esc(generated)}")
     return (

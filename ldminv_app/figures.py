@@ -26,12 +26,17 @@ __all__ = [
     "channel_heatmaps",
     "image_with_heatmap",
     "roc_curves",
+    "thin_curve",
     "metric_vs_drop",
     "drop_curves_with_bands",
     "attack_overview",
     "metric_vs_timestep",
     "dimension_scatter",
     "latent_scatter",
+    "coord_label",
+    "split_label",
+    "PLOTLY_CONFIG",
+    "plotly_config",
 ]
 
 TEMPLATE = "plotly_white"
@@ -54,6 +59,39 @@ COLUMN_LABELS = {
     "gap_std": "term gap / pooled std",
     "influence_rank": "influence rank (1 = most)",
 }
+#: Shared ``st.plotly_chart(config=...)`` of every chart: plotly's own toolbar with its
+#: "Download plot" button (client-side ``Plotly.toImage``, so it works offline), no plotly logo.
+#: ``plotly_config(name)`` gives the same with a file name for the download.
+PLOTLY_CONFIG: dict = {
+    "displaylogo": False,
+    "displayModeBar": True,
+    "toImageButtonOptions": {"format": "png", "filename": "ldminv-chart", "scale": 2},
+    # plotly.js 3 adds a "Share chart..." button that uploads to Plotly Cloud: never offline
+    "modeBarButtonsToRemove": ["sendChartToCloud", "sendDataToCloud"],
+}
+
+
+def plotly_config(filename: str | None = None, *, image_format: str = "png") -> dict:
+    """:data:`PLOTLY_CONFIG` with the toolbar's download named ``filename`` (``.png`` / ``.svg``
+    added by plotly) in ``image_format`` ("png" or "svg")."""
+    if image_format not in ("png", "svg", "jpeg", "webp"):
+        raise UnknownNameError(f"image_format: expected 'png', 'svg', 'jpeg' or 'webp', got {image_format!r}")
+    opts = dict(PLOTLY_CONFIG["toImageButtonOptions"], format=image_format)
+    if filename:
+        opts["filename"] = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in str(filename))
+    return {**PLOTLY_CONFIG, "toImageButtonOptions": opts}
+
+
+def coord_label(c: int, y: int, x: int) -> str:
+    """The one label of a latent coordinate: "ch 1 · y 2 · x 3" (channel, row y, column x)."""
+    return f"ch {int(c)} · y {int(y)} · x {int(x)}"
+
+
+def split_label(split: str) -> str:
+    """Displayed name of a split: "member" or "held-out" (the data keep "heldout")."""
+    return "held-out" if str(split) == "heldout" else str(split)
+
+
 _QUARTILE_COLORS = ("#fdd49e", "#fc8d59", "#e34a33", "#b30000")
 _PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
@@ -321,13 +359,16 @@ def channel_heatmaps(
                 colorscale=colorscale,
                 showscale=(i == 0) or not shared_scale,
                 colorbar=dict(title=colorbar_title, len=0.9) if i == 0 else None,
-                hovertemplate=f"channel {i}<br>row %{{y}}, col %{{x}}<br>%{{z:.4g}}<extra></extra>",
+                hovertemplate=f"ch {i} · y %{{y}} · x %{{x}}<br>%{{z:.4g}}<extra></extra>",
             ),
             row=r + 1,
             col=col + 1,
         )
-        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1 if i else ''}", row=r + 1, col=col + 1)
-        fig.update_xaxes(showticklabels=w <= 16, row=r + 1, col=col + 1)
+        # axis titles on the outer panels only: y = latent row (top to bottom), x = latent column
+        fig.update_yaxes(autorange="reversed", scaleanchor=f"x{i + 1 if i else ''}", row=r + 1, col=col + 1,
+                         title_text="latent row y" if col == 0 else None, title_standoff=4)
+        fig.update_xaxes(showticklabels=w <= 16, row=r + 1, col=col + 1,
+                         title_text="latent column x" if (i + cols >= c) else None, title_standoff=4)
     for ch, row, col in highlight or ():
         if not 0 <= ch < c:
             continue
@@ -342,8 +383,8 @@ def channel_heatmaps(
             row=r + 1,
             col=cc + 1,
         )
-    fig.update_layout(template=TEMPLATE, title=title, height=panel_size * rows + (60 if title else 30),
-                      margin=dict(l=30, r=20, t=60 if title else 30, b=20))
+    fig.update_layout(template=TEMPLATE, title=title, height=panel_size * rows + (60 if title else 30) + 30,
+                      margin=dict(l=55, r=20, t=60 if title else 30, b=50))
     return fig
 
 
@@ -392,6 +433,30 @@ def image_with_heatmap(
 # --------------------------------------------------------------------------- ROC and metrics
 
 
+def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int, *, log_scale: bool = False,
+               min_rate: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """At most about ``max_points`` points of a monotone curve (a ROC curve), chosen evenly along
+    its length as drawn (in log10 units with ``log_scale``), the first and last kept; a staircase
+    keeps its look at chart resolution. Curves already short enough are returned as they are."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if max_points is None or x.size <= max_points or max_points < 2:
+        return x, y
+    if log_scale:
+        u, v = np.log10(np.clip(x, min_rate, 1.0)), np.log10(np.clip(y, min_rate, 1.0))
+    else:
+        u, v = x, y
+    step = np.abs(np.diff(u)) + np.abs(np.diff(v))  # staircase length of each segment
+    along = np.concatenate([[0.0], np.cumsum(step)])
+    if not np.isfinite(along[-1]) or along[-1] <= 0:
+        idx = np.linspace(0, x.size - 1, max_points).round().astype(np.int64)
+    else:
+        targets = np.linspace(0.0, along[-1], max_points)
+        idx = np.searchsorted(along, targets, side="left").clip(0, x.size - 1)
+    idx = np.unique(np.concatenate([[0], idx, [x.size - 1]]))
+    return x[idx], y[idx]
+
+
 def roc_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     *,
@@ -402,6 +467,7 @@ def roc_curves(
     xlabel: str = "false-positive rate",
     ylabel: str = "true-positive rate",
     height: int = 400,
+    max_points: int | None = None,
 ) -> go.Figure:
     """ROC curves of several score variants.
 
@@ -410,6 +476,8 @@ def roc_curves(
         log_scale: log-log axes (rates are clipped to ``min_rate`` so that zero stays visible).
         aurocs: optional name -> AUROC shown in the legend.
         xlabel, ylabel: axis titles (e.g. which class is positive).
+        max_points: draw at most about this many points per curve (:func:`thin_curve`; a live
+            page redraws faster); None draws every point.
 
     The legend sits inside the lower-right corner, which a ROC curve never reaches.
     """
@@ -419,6 +487,8 @@ def roc_curves(
         y = np.asarray(tpr, dtype=np.float64)
         if x.shape != y.shape or x.ndim != 1:
             raise ShapeError(f"curves[{name!r}]: expected two 1-D arrays of equal length, got {x.shape} and {y.shape}")
+        if max_points is not None:
+            x, y = thin_curve(x, y, max_points, log_scale=log_scale, min_rate=min_rate)
         if log_scale:
             x = np.clip(x, min_rate, 1.0)
             y = np.clip(y, min_rate, 1.0)
@@ -441,7 +511,8 @@ def roc_curves(
     if log_scale:
         fig.update_xaxes(type="log", range=[np.log10(min_rate), 0])
         fig.update_yaxes(type="log", range=[np.log10(min_rate), 0])
-        fig.add_vline(x=0.01, line_dash="dash", line_color="#999999", annotation_text="1% FPR")
+        fig.add_vline(x=0.01, line_dash="dash", line_color="#999999", annotation_text="1% FPR",
+                      annotation_position="top left", annotation_font_size=11)
     else:
         fig.update_xaxes(range=[0, 1])
         fig.update_yaxes(range=[0, 1.01])
@@ -530,9 +601,17 @@ def drop_curves_with_bands(
                              line=dict(color=VARIANT_COLORS["baseline"], dash="dash")))
     fig.add_trace(go.Scatter(x=x, y=np.asarray(random_mean, dtype=np.float64), mode="lines+markers",
                              name=f"random (mean of {n_seeds} seeds)", line=dict(color=VARIANT_COLORS["random"])))
-    fig.add_trace(go.Scatter(x=x, y=np.asarray(masked, dtype=np.float64), mode="lines+markers", name="masked",
+    masked_y = np.asarray(masked, dtype=np.float64)
+    fig.add_trace(go.Scatter(x=x, y=masked_y, mode="lines+markers", name="masked",
                              line=dict(color=VARIANT_COLORS["masked"])))
     _add_vline(fig, current, text=f"{current:g}%" if current is not None else "")
+    if current is not None and np.any(np.isclose(x, float(current))):
+        # the drop in use, on the masked curve (its x values include it: Evaluation.drop_curves(extra=...))
+        k = int(np.flatnonzero(np.isclose(x, float(current)))[0])
+        fig.add_trace(go.Scatter(x=[x[k]], y=[masked_y[k]], mode="markers", name=f"masked at {current:g}%",
+                                 marker=dict(color=VARIANT_COLORS["masked"], size=12, symbol="diamond",
+                                             line=dict(color="#ffffff", width=1.5)),
+                                 showlegend=False, hovertemplate="drop %{x:g}%<br>%{y:.4f}<extra>in use</extra>"))
     fig.update_layout(xaxis_title="dropped coordinates (%)<br><sup>shaded: 95% CI of masked and baseline, "
                       f"range of random over {n_seeds} seeds</sup>", yaxis_title=ylabel)
     _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
@@ -605,7 +684,7 @@ def dimension_scatter(
     y: str = "auroc",
     color: str = "channel",
     title: str | None = "Coordinate influence vs its own AUROC",
-    height: int = 360,
+    height: int = 420,
 ) -> go.Figure:
     """Scatter of per-coordinate statistics (one point per latent coordinate).
 
@@ -626,17 +705,19 @@ def dimension_scatter(
                 x=part[x],
                 y=part[y],
                 mode="markers",
-                name=f"channel {ch}" if ch is not None else y,
+                name=f"channel {ch}" if ch is not None else COLUMN_LABELS.get(y, y),
                 marker=dict(size=6, color=_PALETTE[i % len(_PALETTE)], opacity=0.75),
                 customdata=np.stack([part["channel"], part["row"], part["col"]], axis=1),
-                hovertemplate="(c %{customdata[0]}, row %{customdata[1]}, col %{customdata[2]})"
-                + f"<br>{x} %{{x:.4g}}<br>{y} %{{y:.4g}}<extra></extra>",
+                hovertemplate="ch %{customdata[0]} · y %{customdata[1]} · x %{customdata[2]}"
+                + f"<br>{COLUMN_LABELS.get(x, x)}: %{{x:.4g}}<br>{COLUMN_LABELS.get(y, y)}: %{{y:.4g}}"
+                + "<extra></extra>",
             )
         )
     if y == "auroc":
         fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")
     fig.update_layout(xaxis_title=COLUMN_LABELS.get(x, x), yaxis_title=COLUMN_LABELS.get(y, y))
-    return _layout(fig, title=title, height=height)
+    _layout(fig, title=title, height=height)
+    return _legend_below(fig, y=-0.3, bottom=95)  # clear of plotly's toolbar at the top right
 
 
 # --------------------------------------------------------------------------- latent map
@@ -650,6 +731,7 @@ def latent_scatter(
     categorical: bool = False,
     sample_ids: Sequence | None = None,
     hover: Mapping[str, np.ndarray] | None = None,
+    selected: Sequence[int] | None = None,
     title: str | None = "UMAP of the latents",
     height: int = 520,
 ) -> go.Figure:
@@ -658,9 +740,12 @@ def latent_scatter(
     Args:
         xy: (N, 2) embedding.
         color: (N,) values (continuous colour scale) or, with ``categorical``, (N,) labels
-            (e.g. "member" / "heldout"), each category with its own colour and legend entry.
+            (e.g. "member" / "heldout", shown as "held-out"), each category with its own colour
+            and legend entry (horizontal, under the plot: clear of plotly's toolbar).
         sample_ids: optional (N,) ids shown in the hover.
         hover: optional extra name -> (N,) values shown in the hover.
+        selected: optional row indices drawn as the current selection (``selectedpoints``; the
+            other points fade), so a selection survives a change of colouring.
 
     ``customdata[:, 0]`` holds the row index of every point, so a selection maps back to
     samples whatever the plotly version reports.
@@ -690,7 +775,7 @@ def latent_scatter(
                                    customdata=customdata, hovertemplate=hovertemplate, showlegend=False,
                                    name="samples"))
         for lvl in levels:  # legend entries only
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=lvl,
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=split_label(lvl),
                                        marker=dict(size=9, color=cmap[lvl])))
     else:
         vals = col.astype(np.float64)
@@ -699,5 +784,10 @@ def latent_scatter(
         fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
                                    customdata=customdata, hovertemplate=hovertemplate, name="samples",
                                    showlegend=False))
+    if selected is not None:
+        rows = sorted({int(r) for r in selected if 0 <= int(r) < n})
+        fig.data[0].update(selectedpoints=rows, selected=dict(marker=dict(opacity=1.0)),
+                           unselected=dict(marker=dict(opacity=0.2)))
     fig.update_layout(xaxis_title="UMAP 1", yaxis_title="UMAP 2", dragmode="lasso")
-    return _layout(fig, title=title, height=height)
+    _layout(fig, title=title, height=height)
+    return _legend_below(fig, y=-0.14, bottom=80)

@@ -709,8 +709,6 @@ def run_analysis(
             return True
 
         def geometry_stage() -> None:
-            if reuse_geometry():
-                return
             t0 = time.perf_counter()
             influence = writer.open_array("influence.npy", (n, *lat), np.float32, stage="geometry")
             log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")
@@ -769,7 +767,10 @@ def run_analysis(
             del out
             writer.mark_stage_done(name)
 
-        # 2-4. the attacks with per-coordinate terms, the geometry, the score-only attacks
+        # 2-4. the attacks with per-coordinate terms, the geometry, the score-only attacks; a
+        # precomputed geometry that applies costs nothing, so it lands first
+        if precomputed is not None and not writer.stage_done("geometry"):
+            reuse_geometry()
         for name in planned_stages(writer.data)[1:]:
             if writer.stage_done(name):
                 continue

@@ -24,13 +24,57 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LdminvError, UnknownNameError
-from .evaluation import DEFAULT_PROTOCOL, ArmResult, AttackEvaluation, Evaluation, Finding, make_protocol
+from .evaluation import (
+    DEFAULT_PROTOCOL,
+    ArmResult,
+    AttackEvaluation,
+    Evaluation,
+    Finding,
+    fpr_support,
+    make_protocol,
+)
 from .runstore import Run
 
-__all__ = ["build_report", "evaluate_run", "report_from_results", "format_report", "CI_LEVEL", "N_BOOT"]
+__all__ = ["build_report", "evaluate_run", "report_from_results", "format_report", "format_rate", "format_rate_ci",
+           "low_fpr_cautions", "CI_LEVEL", "N_BOOT"]
 
 CI_LEVEL = 0.95
 N_BOOT = 1000
+#: FPR bound of each TPR-at-low-FPR metric.
+LOW_FPR_METRICS = {"tpr_at_1fpr": 0.01, "tpr_at_01fpr": 0.001}
+
+
+def format_rate(x: float | None, digits: int = 4) -> str:
+    """A rate (AUROC, TPR, ASR, FPR) as every display shows it, the text report, the HTML export
+    and the dashboard alike: a fraction in [0, 1] with ``digits`` decimals, "0.8105"; "–" for
+    None / NaN (JSON keeps full precision)."""
+    if x is None:
+        return "–"
+    v = float(x)
+    return f"{v:.{digits}f}" if math.isfinite(v) else "–"
+
+
+def format_rate_ci(ci: tuple[float | None, float | None], digits: int = 4) -> str:
+    """An interval of rates as "[0.7778, 0.8400]"; "–" when a bound is undefined."""
+    lo, hi = ci
+    if lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+        return "–"
+    return f"[{format_rate(lo, digits)}, {format_rate(hi, digits)}]"
+
+
+def low_fpr_cautions(protocol, *, n_members: int, n_heldout: int,
+                     metrics_shown=tuple(LOW_FPR_METRICS)) -> dict[str, str]:
+    """metric -> the caution of :func:`~ldminv_core.evaluation.fpr_support` for each TPR at a low
+    FPR in ``metrics_shown`` whose negatives are too few (empty when they are enough)."""
+    proto = protocol if not isinstance(protocol, str) else make_protocol(protocol)
+    out = {}
+    for m in metrics_shown:
+        if m in LOW_FPR_METRICS:
+            text = fpr_support(proto, n_members=int(n_members), n_heldout=int(n_heldout),
+                               fpr=LOW_FPR_METRICS[m]).warning()
+            if text:
+                out[m] = text
+    return out
 
 
 def _num(x: Any) -> float | None:
@@ -149,6 +193,17 @@ def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop:
     first = next(iter(results.values()))
     proto = first.protocol
     drop_percent = None if (drop is None and proto.name == "honest") else (40.0 if drop is None else float(drop))
+    # TPR@1%FPR is reported for every arm (TPR@0.1%FPR is not in the report): one caution when
+    # the run's negatives are too few for it; quartiles hold a quarter of them
+    cautions = [{"metric": m, "scope": "all samples", "text": text}
+                for m, text in low_fpr_cautions(proto, n_members=run.n_members, n_heldout=run.n_heldout,
+                                                metrics_shown=("tpr_at_1fpr",)).items()]
+    quartiles = [q for q in first.quartiles if q.n > 0]
+    if quartiles:  # the quartile with the fewest negatives
+        q = min(quartiles, key=lambda q: q.n_members if proto.positive_class == "heldout" else q.n - q.n_members)
+        cautions += [{"metric": m, "scope": "each log-volume quartile", "text": text}
+                     for m, text in low_fpr_cautions(proto, n_members=q.n_members, n_heldout=q.n - q.n_members,
+                                                     metrics_shown=("tpr_at_1fpr",)).items()]
     return {
         "run": str(run.path),
         "n_members": run.n_members,
@@ -160,6 +215,7 @@ def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop:
         "ci_level": first.level,
         "findings": [_finding(f, name) for name, res in results.items() for f in res.findings],
         "attacks": {name: _attack(res) for name, res in results.items()},
+        "cautions": cautions,
     }
 
 
@@ -200,7 +256,7 @@ def build_report(
 
 
 def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.2f}"
+    return "-" if x is None else format_rate(x)
 
 
 def _t_of(arm: dict, protocol: str) -> str:
@@ -239,7 +295,7 @@ def format_report(report: dict) -> str:
     lat = "x".join(map(str, report["latent_shape"]))
     lines = [
         f"run {report.get('run', '')}",
-        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; metrics in %",
+        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; rates in % (JSON: fractions)",
         f"protocol {name}: {proto['description']}",
         f"TPR@1%FPR = {proto['tpr_at_1fpr']}; intervals: {report['n_boot']} stratified bootstrap replicates, "
         f"{int(100 * report['ci_level'])}%",
@@ -254,7 +310,7 @@ def format_report(report: dict) -> str:
             if arm is None:
                 continue
             ci = arm.get("auroc_ci") or [None, None]
-            ci_text = "-" if None in ci else f"{_pct(ci[0])}-{_pct(ci[1])}"
+            ci_text = "-" if None in ci else format_rate_ci(ci)
             label = key if key != "random" else f"random ({len(arm.get('seeds', []))} seeds)"
             row = (attack if key == "baseline" else "", label, _t_of(arm, name),
                    "" if key == "baseline" else _drop_of(arm, name),
@@ -263,9 +319,15 @@ def format_report(report: dict) -> str:
                 row = (*row, _pct(arm.get("realised_fpr_at_1fpr")))
             rows.append(row)
     lines += _grid(header, rows, left=4)
+    for c in report.get("cautions", []):
+        if c["scope"] == "all samples":
+            lines.append(f"Caution (TPR@1%FPR): {c['text']}")
     lines += ["", "AUROC (%) by decoder log-volume quartile (Q1 = least distorted):"]
     qrows = [(attack, *[_pct(q["auroc"]) for q in a["quartiles"]]) for attack, a in report["attacks"].items()]
     lines += _grid(("attack", "Q1", "Q2", "Q3", "Q4"), qrows, left=1)
+    for c in report.get("cautions", []):
+        if c["scope"] != "all samples":
+            lines.append(f"Caution (TPR@1%FPR of {c['scope']}, in the JSON): {c['text']}")
     lines += ["", "Findings (95% paired bootstrap intervals):"]
     for f in report["findings"]:
         lines.append(f"- [{f['attack']}] {f['id']}: {f['verdict']}. {f['statement']}")

@@ -7,12 +7,14 @@ influence and per-coordinate AUROC.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from ldminv_app import cache, figures, state, ui
 
-run = ui.page_frame()
+run = ui.require_run()  # waits for the decoder geometry of a partial run
 
 with ui.guard("The Dimensions page failed"):
     attack = state.current_attack(run)
@@ -62,7 +64,10 @@ with ui.guard("The Dimensions page failed"):
         hide_index=True,
         height=360,
         column_config={
-            "coord": st.column_config.NumberColumn("coord", help="flat index (c·h + row)·w + col"),
+            "coord": st.column_config.NumberColumn("coord", help="flat index (ch·h + y)·w + x"),
+            "channel": st.column_config.NumberColumn("channel", help="latent channel (ch)"),
+            "row": st.column_config.NumberColumn("row y", help="latent row y (0 = top)"),
+            "col": st.column_config.NumberColumn("column x", help="latent column x (0 = left)"),
             "influence_mean": st.column_config.NumberColumn("influence mean", format="%.4f"),
             "influence_std": st.column_config.NumberColumn("influence std", format="%.4f"),
             "gap": st.column_config.NumberColumn("gap (held-out − member)", format="%.4g"),
@@ -82,7 +87,7 @@ with ui.guard("The Dimensions page failed"):
     def _fmt(coord: int) -> str:
         c, rest = divmod(int(coord), h * w)
         r, col = divmod(rest, w)
-        return f"c{c} r{r} c{col}  (#{coord})"
+        return f"{figures.coord_label(c, r, col)}  (#{coord})"
 
 
     b1, b2, b3 = st.columns(3)
@@ -108,7 +113,7 @@ with ui.guard("The Dimensions page failed"):
         key="dim_picked",
         format_func=_fmt,
         on_change=_on_pick_change,
-        help="Type to search, e.g. 'c0 r3'. Only these coordinates enter the statistic of the manual mask.",
+        help="Type to search, e.g. 'ch 0 · y 3' (channel 0, latent row y = 3). Only these coordinates enter the statistic of the manual mask.",
     )
 
     # ---- heatmaps
@@ -119,6 +124,7 @@ with ui.guard("The Dimensions page failed"):
     st.plotly_chart(
         figures.channel_heatmaps(mean_map, title="Mean influence over samples", highlight=highlight),
         key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
+        config=figures.plotly_config(f"ldminv-mean-influence-{Path(run.path).name}"),
     )
     st.plotly_chart(
         figures.channel_heatmaps(
@@ -126,5 +132,7 @@ with ui.guard("The Dimensions page failed"):
             colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
         ),
         key="dim_auroc_heatmap", theme=None,
+        config=figures.plotly_config(f"ldminv-coordinate-auroc-{ui.attack_label(attack)}-t{t}-{Path(run.path).name}"),
     )
-    st.plotly_chart(figures.dimension_scatter(table), key="dim_scatter")
+    st.plotly_chart(figures.dimension_scatter(table), key="dim_scatter",
+                    config=figures.plotly_config(f"ldminv-influence-vs-auroc-{ui.attack_label(attack)}-t{t}"))

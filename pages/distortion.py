@@ -15,7 +15,7 @@ from ldminv_core.evaluation import quartile_edges, rank_of
 
 from ldminv_app import cache, figures, state, ui
 
-run = ui.page_frame()
+run = ui.require_run()  # waits for the decoder geometry of a partial run
 
 with ui.guard("The Distortion page failed"):
     attack = state.current_attack(run)

@@ -1,5 +1,5 @@
-"""Export page: download an HTML report (figures, tables and the settings that produced them)
-and a CSV of per-sample scores, for sharing findings with colleagues.
+"""Export page: download an HTML report (figures, tables and the settings that produced them),
+a CSV of per-sample scores and a CSV of the dimension table, for sharing findings with colleagues.
 
 The attack and timestep are the shared ones of the sidebar; the drop percentage, random seed,
 global-ranking and manual masks start from the Masks & ROC page's controls (when that page was
@@ -112,7 +112,12 @@ def _manual_keep(run) -> np.ndarray:
     )
 
 
-run = ui.require_run()
+run = ui.require_run(needs_geometry=False)
+if run.partial:
+    st.title("Export")
+    st.info("The report covers every attack of the run, so it can be exported once the analysis is complete "
+            f"(still computing: {ui.pending_text(run)}; progress in the sidebar).", icon=":material/hourglass_top:")
+    st.stop()
 attack = state.current_attack(run)
 t_index = state.current_t_index(run, attack)
 maskable = t_index is not None
@@ -123,7 +128,9 @@ d = c_count * h * w
 st.title("Export")
 st.caption(
     "Download a self-contained HTML report (all figures and tables, with the settings that produced "
-    "them; it opens offline in any browser) and a CSV with one row per sample, to share findings."
+    "them; it opens offline in any browser), a CSV with one row per sample and a CSV of the dimension "
+    "table (one row per latent coordinate), to share findings. Any chart of the dashboard or the report "
+    "saves as an image with the camera button of its toolbar (drawn in the browser: works offline)."
 )
 
 _init_settings()
@@ -181,7 +188,9 @@ settings_key = (str(run.path), stamp, attack, t, int(drop), seed, manual_coords,
 
 variants = ["baseline"] + (["masked", "random"] if maskable else [])
 variants += (["global"] if include_global else []) + (["manual"] if include_manual else [])
-html_name, csv_name = export.report_filename(run), export.scores_filename(run)
+label = ui.attack_label(attack)
+html_name, csv_name = export.report_filename(run, attack), export.scores_filename(run, attack)
+dims_name = export.dimensions_filename(run, attack, t) if maskable else None
 with st.expander("What will be exported", expanded=True):
     settings_text = f"{ui.attack_label(attack)}" + (
         f" at t = {t}, drop {drop} % ({masks.drop_count(d, drop)} of {d} coordinates), random seed {seed}"
@@ -196,6 +205,9 @@ with st.expander("What will be exported", expanded=True):
         "log-volume of members vs held-out; AUROC by distortion quartile; the mean influence heatmap; "
         "and the report JSON.\n"
         f"- **{csv_name}**: {len(run)} rows ({', '.join(export.CSV_COLUMNS)})."
+        + (f"\n- **{dims_name}**: the Dimensions page's table of all {d} latent coordinates ({label} at t = {t}: "
+           "mean and spread of influence, member / held-out gap, AUROC of each coordinate alone)."
+           if maskable else "")
     )
 
 clicked = st.button("Build report", type="primary", key="export_build", icon=":material/build:")
@@ -212,19 +224,29 @@ built = st.session_state.get(_BUILT)
 if built is not None and built == settings_key:
     html, csv = _build(*settings_key)
     st.success("The report is ready.")
-    b1, b2 = st.columns(2)
+    b1, b2, b3 = st.columns(3)
     with b1:
         st.download_button(
-            "Download HTML report", data=html, file_name=html_name, mime="text/html", key="export_download_html",
+            f"Download HTML report ({label})", data=html, file_name=html_name, mime="text/html", key="export_download_html",
             on_click="ignore", type="primary", icon=":material/download:",
         )
         st.caption(f"{html_name} · {len(html.encode('utf-8')) / 1e6:.1f} MB (plotly.js included: works offline)")
     with b2:
         st.download_button(
-            "Download CSV of per-sample scores", data=csv, file_name=csv_name, mime="text/csv",
+            f"Download per-sample CSV ({label})", data=csv, file_name=csv_name, mime="text/csv",
             key="export_download_csv", on_click="ignore", icon=":material/table:",
         )
         st.caption(f"{csv_name} · {len(csv.encode('utf-8')) / 1e3:.0f} kB")
+    with b3:
+        if maskable:
+            dims_csv = export.dimension_csv(cache.dimension_table(run, attack, t_index), attack=attack, t=t)
+            st.download_button(
+                f"Download dimension CSV ({label}, t = {t})", data=dims_csv, file_name=dims_name,
+                mime="text/csv", key="export_download_dims", on_click="ignore", icon=":material/grid_on:",
+            )
+            st.caption(f"{dims_name} · {d} coordinates · {len(dims_csv.encode('utf-8')) / 1e3:.0f} kB")
+        else:
+            st.caption(f"{label} gives one score per sample: no per-coordinate table.")
     st.markdown("**CSV preview** (first 20 rows)")
     st.dataframe(pd.read_csv(io.StringIO(csv)).head(20), hide_index=True, key="export_csv_preview")
 elif built is not None:

@@ -6,23 +6,66 @@ computed once per run.
 """
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import streamlit as st
 
 from ldminv_core import metrics
+from ldminv_core.analyze import format_duration
 from ldminv_core.embedding import cached_umap_embedding, read_cached_umap
-
-from ldminv_core.evaluation import subset_metrics
+from ldminv_core.evaluation import fpr_support, subset_metrics
 
 from ldminv_app import cache, figures, state, ui
 
-run = ui.page_frame()
+#: Session-state key of the point selection: {resolved run path: sorted row indices}. Kept here
+#: (not only in the chart's widget state) because a new colouring is a new chart whose own
+#: selection starts empty; the page re-applies the stored rows to it.
+SELECTION = "_umap_selection"
+#: Session-state key of the chart (its widget state holds plotly's latest selection event).
+CHART_KEY = "umap_chart"
+
+
+def selected_rows(selection, n: int) -> list[int]:
+    """Row indices (0 <= row < n) of the samples in a plotly selection state (points of trace 0;
+    ``customdata[0]`` is the row, else ``point_index``)."""
+    if selection is None:
+        return []
+    if not isinstance(selection, dict):
+        selection = getattr(selection, "selection", None) or {}
+    if "selection" in selection and "points" not in selection:
+        selection = selection["selection"] or {}
+    points = selection.get("points", []) if isinstance(selection, dict) else getattr(selection, "points", [])
+    rows = []
+    for p in points or []:
+        if p.get("curve_number", 0) != 0:
+            continue
+        custom = p.get("customdata")
+        if isinstance(custom, (list, tuple)) and custom:
+            rows.append(int(custom[0]))
+        elif p.get("point_index") is not None:
+            rows.append(int(p["point_index"]))
+    return sorted(set(r for r in rows if 0 <= r < n))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _umap(path: str, stamp: int, seed: int, n_neighbors: int) -> np.ndarray:
+    """The run's UMAP for these settings (computed once, stored in the run folder; ``stamp`` keys
+    the cache to run.json's mtime)."""
+    run = cache.open_run(path)
+    return cached_umap_embedding(path, cache.latents(run), seed=seed, n_neighbors=n_neighbors)
+
+
+run = ui.require_run()  # waits for the decoder geometry of a partial run
 
 with ui.guard("The Latent map page failed"):
     attack = state.current_attack(run)
     t_index = state.current_t_index(run, attack)
     labels = run.labels
     n = len(run)
+    run_id = str(Path(run.path).resolve())
+    st.session_state.setdefault(SELECTION, {})
 
     st.title("Latent map")
     st.caption("UMAP of the flattened latents (encoder means). Select points with the box or lasso tool.")
@@ -35,20 +78,26 @@ with ui.guard("The Latent map page failed"):
 
     xy = read_cached_umap(run.path, n, seed=umap_seed, n_neighbors=n_neighbors)
     if xy is None:
-        st.info("No UMAP with these settings yet for this run.")
-        if st.button("Compute the UMAP", type="primary", key="umap_compute"):
-            bar = st.progress(0.0, text="Embedding the latents with UMAP…")
-
-            def _progress(stage: str, done: int, total: int) -> None:
-                bar.progress(done / max(total, 1), text="Embedding the latents with UMAP…" if done < total else "Done")
-
-            try:
-                with st.spinner("Running UMAP (the first run compiles numba code and takes longer)…"):
-                    xy = cached_umap_embedding(
-                        run.path, cache.latents(run), seed=umap_seed, n_neighbors=n_neighbors, progress=_progress
-                    )
-            except Exception as exc:  # noqa: BLE001
-                ui.show_error(exc, what="UMAP failed")
+        notice = st.empty()  # the notice and its button go as soon as the embedding exists
+        with notice.container():
+            st.info(f"No UMAP with these settings yet for this run ({n} samples, {n_neighbors} neighbours, "
+                    f"seed {umap_seed}).")
+            clicked = st.button("Compute the UMAP", type="primary", key="umap_compute")
+        if clicked:
+            notice.empty()
+            d = int(np.prod(run.latent_shape))
+            with st.status(f"Computing the UMAP of {n} latents (d = {d})…", expanded=True) as status:
+                st.write(f"Embedding {n} samples with {n_neighbors} neighbours, seed {umap_seed}. The first UMAP "
+                         "of a session also compiles umap-learn's numba code (about half a minute).")
+                t0 = time.perf_counter()
+                try:
+                    xy = _umap(*cache.run_key(run.path), umap_seed, n_neighbors)
+                except Exception as exc:  # noqa: BLE001
+                    status.update(label="UMAP failed", state="error")
+                    ui.show_error(exc, what="UMAP failed")
+                else:
+                    status.update(label=f"UMAP of {n} latents computed in {format_duration(time.perf_counter() - t0)}",
+                                  state="complete", expanded=False)
         if xy is None:
             st.stop()
 
@@ -56,6 +105,8 @@ with ui.guard("The Latent map page failed"):
     scores = cache.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     log_volume = run.log_volume
     splits = run.samples["split"].to_numpy()
+    split_names = np.array([figures.split_label(v) for v in splits], dtype=object)
+    sample_ids = run.samples["sample_id"].to_numpy()
     with o3:
         color_by = st.selectbox(
             "Colour by",
@@ -72,48 +123,41 @@ with ui.guard("The Latent map page failed"):
         c_count, h, w = run.latent_shape
         i1, i2, i3 = st.columns(3)
         ch = int(i1.number_input("channel", 0, c_count - 1, 0, key="umap_coord_c"))
-        row = int(i2.number_input("row", 0, h - 1, 0, key="umap_coord_r"))
-        col = int(i3.number_input("col", 0, w - 1, 0, key="umap_coord_w"))
-        color, color_label = cache.influence(run)[:, ch, row, col], f"influence (c{ch}, r{row}, c{col})"
+        row = int(i2.number_input("row y", 0, h - 1, 0, key="umap_coord_r"))
+        col = int(i3.number_input("column x", 0, w - 1, 0, key="umap_coord_w"))
+        color, color_label = cache.influence(run)[:, ch, row, col], f"influence ({figures.coord_label(ch, row, col)})"
     else:
         color, color_label = log_volume, "log-volume"
 
+    def _on_select() -> None:
+        """A selection event of the user (box, lasso, click or a double-click that clears it)."""
+        st.session_state.setdefault(SELECTION, {})[run_id] = selected_rows(st.session_state.get(CHART_KEY), n)
+
+    rows = [r for r in st.session_state[SELECTION].get(run_id, []) if 0 <= r < n]
     fig = figures.latent_scatter(
         xy,
         color,
         color_label=color_label,
         categorical=categorical,
-        sample_ids=run.samples["sample_id"].to_numpy(),
+        sample_ids=sample_ids,
         hover={
-            "split": splits,
+            "split": split_names,
             "log-volume": np.round(log_volume, 3),
             "score": np.array([f"{v:.4g}" for v in scores]),
         },
+        selected=rows or None,
     )
-    event = st.plotly_chart(
-        fig, key="umap_chart", on_select="rerun", selection_mode=("points", "box", "lasso")
+    st.plotly_chart(
+        fig, key=CHART_KEY, on_select=_on_select, selection_mode=("points", "box", "lasso"),
+        config=figures.plotly_config(f"ldminv-umap-{Path(run.path).name}"),
     )
-
-
-    def _selected_rows(event) -> list[int]:
-        selection = getattr(event, "selection", None) or {}
-        points = selection.get("points", []) if isinstance(selection, dict) else getattr(selection, "points", [])
-        rows = []
-        for p in points or []:
-            if p.get("curve_number", 0) != 0:
-                continue
-            custom = p.get("customdata")
-            if isinstance(custom, (list, tuple)) and custom:
-                rows.append(int(custom[0]))
-            elif p.get("point_index") is not None:
-                rows.append(int(p["point_index"]))
-        return sorted(set(r for r in rows if 0 <= r < n))
-
-
-    rows = _selected_rows(event)
+    rows = [r for r in st.session_state[SELECTION].get(run_id, []) if 0 <= r < n]  # as the callback left it
     if not rows:
         st.caption("Select points (click, box or lasso) to see their images and metrics.")
         st.stop()
+    if st.button("Clear the selection", key="umap_clear"):
+        st.session_state[SELECTION][run_id] = []
+        st.rerun()
 
     # ---- the selection
     proto = cache.evaluation(run, attack).protocol  # the sidebar's protocol (its ROC convention)
@@ -130,6 +174,10 @@ with ui.guard("The Latent map page failed"):
                    help="empty when the selection holds one class")
         if not np.isnan(value):
             col.caption(f"{value - all_m[m]:+.4f} vs all samples ({all_m[m]:.4f})")
+        if m == "tpr_at_1fpr":
+            caution = fpr_support(proto, n_members=sub["n_members"], n_heldout=sub["n_heldout"], fpr=0.01).warning()
+            if caution:
+                col.caption(f":warning: {caution}")
 
     left, right = st.columns([1, 1])
     with left:
@@ -141,20 +189,22 @@ with ui.guard("The Latent map page failed"):
                 figures.roc_curves({"selection": (curve_sel.fpr, curve_sel.tpr), "all": (curve_all.fpr, curve_all.tpr)},
                                    aurocs={"selection": sub["auroc"], "all": all_m["auroc"]},
                                    title=f"ROC of the selection ({ui.attack_label(attack)})"),
-                key="umap_subset_roc",
+                key="umap_subset_roc", config=figures.plotly_config(f"ldminv-umap-selection-roc-{attack}"),
             )
         else:
             st.info("The selection holds only one class: no ROC.")
     with right:
         paths = run.samples["path"].tolist()
         shown = rows[:48]
+        per_row = 4  # ~120 px per thumbnail column: "held-out #1234" fits on one line
         st.markdown(f"**Images** ({len(shown)} of {len(rows)} shown)")
-        cols = st.columns(6)
-        for j, i in enumerate(shown):
-            thumb = cache.thumbnail(paths[i], size=80)
-            with cols[j % 6]:
-                cap = f"#{i} {splits[i][:4]} · {log_volume[i]:.2f}"
-                if thumb is None:
-                    st.caption(f"{cap} (missing)")
-                else:
-                    st.image(thumb, caption=cap)
+        for start in range(0, len(shown), per_row):
+            cols = st.columns(per_row)
+            for j, i in enumerate(shown[start:start + per_row]):
+                thumb = cache.thumbnail(paths[i], size=80)
+                with cols[j]:
+                    if thumb is None:
+                        st.caption("(image missing)")
+                    else:
+                        st.image(thumb, width=80)
+                    st.caption(f"{split_names[i]} #{sample_ids[i]}  \nlog-vol {log_volume[i]:.2f}")

@@ -5,6 +5,10 @@ the same percentage (several seeds: a band), a global ranking mask and manual ch
 coordinate masks; the masking findings with their paired intervals, ROC curves, a metrics table
 that names the protocol, t and drop of every number, metrics against the drop percentage and the
 timestep. Every control recomputes inside a fragment from the cached ``Evaluation`` only.
+
+Live: the drop slider reruns the fragment alone; the headline numbers come first (``st.metric``),
+the ROC curves are thinned to about 200 points, and after each run the neighbouring drops are
+computed in the background (``Evaluation.prefetch``) so that one slider step is a lookup.
 """
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ import streamlit as st
 
 from ldminv_core import masks, metrics
 from ldminv_core.evaluation import convention_roc
+from ldminv_core.report import format_rate, format_rate_ci, low_fpr_cautions
 
 from ldminv_app import cache, export, figures, state, ui
 
-run = ui.page_frame()
+run = ui.require_run()  # waits for the decoder geometry of a partial run
 
 with ui.guard("The Masks & ROC page failed"):
     st.title("Masks & ROC")
@@ -29,6 +34,25 @@ with ui.guard("The Masks & ROC page failed"):
         attack = ui.attack_selector(run, key="masks_attack")
     t_index = state.current_t_index(run, attack)
     labels = run.labels
+    #: Points per drawn ROC curve (a curve has up to N + 1; more do not show at chart size).
+    ROC_POINTS = 200
+    RATE_METRICS = ("AUROC", "TPR@1%FPR", "ASR")
+
+    def metric_caption(arm, m: str, proto) -> str:
+        """Where a card's number comes from (protocol, t, drop, 95% interval, realised FPR), rates in %."""
+        parts = [f"{proto.name} · {ui.metric_t_text(arm, m)}"]
+        if arm.drop_text:
+            parts.append(f"drop {ui.arm_drop_cell(arm)}")
+        parts.append(f"95% CI {format_rate_ci(arm.ci[m])}")
+        if m == "tpr_at_1fpr" and arm.realised_fpr_at_1fpr is not None:
+            parts.append(f"realised FPR {format_rate(arm.realised_fpr_at_1fpr)}")
+        return " · ".join(parts)
+
+    def show_cautions(ev) -> None:
+        """The low-FPR caution (``fpr_support``) beside every TPR@1%FPR shown, when negatives are few."""
+        for text in low_fpr_cautions(ev.protocol, n_members=run.n_members, n_heldout=run.n_heldout,
+                                     metrics_shown=("tpr_at_1fpr",)).values():
+            st.caption(f":orange[Caution:] {text}")
 
     def roc_panel(ev, scores: dict) -> None:
         """ROC curves of the arms' scores in the protocol's convention (``paper``: held-out positive)."""
@@ -47,9 +71,10 @@ with ui.guard("The Masks & ROC page failed"):
         axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)") if paper
                 else dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)"))
         r1, r2 = st.columns(2)
-        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", **axes), key="masks_roc_lin")
+        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", max_points=ROC_POINTS, **axes),
+                        key="masks_roc_lin")
         r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
-                                           **axes), key="masks_roc_log")
+                                           max_points=ROC_POINTS, **axes), key="masks_roc_log")
         if proto.name == "honest":
             st.caption("Honest protocol: every sample is scored at its fold's t (and drop); the curves pool the "
                        "folds (descriptive). The table's AUROC is the size-weighted mean of per-fold AUROCs and its "
@@ -62,6 +87,12 @@ with ui.guard("The Masks & ROC page failed"):
         """The report's arms table (``export.arms_table``); under ``honest`` the t and drop of every
         fold in short columns ("60 (all)" when the folds agree), so the table fits the page."""
         frame = export.arms_table(arms, honest=honest)
+        # rates as numbers shown in % (column_config below), intervals in %: the cards' convention
+        for m, label in zip(("auroc", "tpr_at_1fpr", "asr"), RATE_METRICS):
+            frame[label] = [a.value(m) for a in arms]
+            frame[f"{label} 95% CI"] = [format_rate_ci(a.ci[m]) for a in arms]
+        if honest:
+            frame["realised FPR"] = [a.realised_fpr_at_1fpr for a in arms]
         if honest:
             def per_fold(values: list) -> str:
                 if not values:
@@ -73,6 +104,9 @@ with ui.guard("The Masks & ROC page failed"):
             frame = frame.rename(columns={"t": "t (per fold)", "drop": "drop % (per fold)"})
         return frame.set_index("variant")
 
+    RATE_COLUMNS = {c: st.column_config.NumberColumn(c, format="%.4f")
+                    for c in (*RATE_METRICS, "realised FPR")}
+
     if t_index is None:
         # PFAMI: one score per sample, nothing to mask.
         ev = cache.evaluation(run, attack)
@@ -80,7 +114,9 @@ with ui.guard("The Masks & ROC page failed"):
         st.info(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked. Its ROC and metrics "
                 f"({ev.protocol.name} protocol, {ev.n_boot} bootstrap replicates):")
         roc_panel(ev, {"baseline": ev.scores("baseline")})
-        st.dataframe(arms_frame([base], ev.protocol.name == "honest"), key="masks_metrics_table")
+        st.dataframe(arms_frame([base], ev.protocol.name == "honest"), key="masks_metrics_table",
+                     column_config=RATE_COLUMNS)
+        show_cautions(ev)
         if base.folds:
             st.dataframe(export.folds_table([base]), hide_index=True, key="masks_folds_table")
         st.stop()
@@ -170,9 +206,10 @@ with ui.guard("The Masks & ROC page failed"):
         cards = ((base, "auroc", "AUROC (baseline)"), (masked, "auroc", "AUROC (masked)"),
                  (base, "tpr_at_1fpr", "TPR@1%FPR (baseline)"), (masked, "tpr_at_1fpr", "TPR@1%FPR (masked)"))
         for col, (arm, m, label) in zip(st.columns(4), cards):
-            col.metric(label, arm.value(m), format="%.4f",
+            col.metric(label, arm.value(m), format="%.4f",  # a 4-decimal fraction, as on every page
                        help=proto.tpr_rule if m == "tpr_at_1fpr" else f"{proto.name} protocol: {proto.description}")
-            col.caption(ui.arm_metric_caption(arm, m, proto))
+            col.caption(metric_caption(arm, m, proto))
+        show_cautions(ev)
         f1, f2 = st.columns(2)
         for col, fid in ((f1, "masking_vs_baseline"), (f2, "masking_vs_random")):
             f = next(x for x in ev.findings(p) if x.id == fid)
@@ -185,23 +222,23 @@ with ui.guard("The Masks & ROC page failed"):
         # ---- metrics table with bootstrap intervals
         st.markdown(f"**Metrics, {ev.protocol.name} protocol** (intervals: {ev.n_boot} stratified bootstrap "
                     f"replicates; random = mean of seeds {', '.join(map(str, rand.seeds))})")
-        st.dataframe(arms_frame(shown, honest), key="masks_metrics_table")
+        st.dataframe(arms_frame(shown, honest), key="masks_metrics_table", column_config=RATE_COLUMNS)
         spread = " · ".join(
-            f"{ui.METRIC_LABELS[m]} {min(rand.per_seed[m]):.4f} to {max(rand.per_seed[m]):.4f}"
+            f"{ui.METRIC_LABELS[m]} {format_rate(min(rand.per_seed[m]))} to {format_rate(max(rand.per_seed[m]))}"
             for m in ("auroc", "tpr_at_1fpr", "asr") if rand.per_seed.get(m)
         )
         st.caption(f"Random control over its {len(rand.seeds)} seeds (min to max): {spread}; the table shows their "
                    f"mean, the ROC curve seed {rand.seeds[0]}."
                    + (" Realised FPR: the FPR the thresholds chosen on the other folds give on each fold's own "
-                      "samples (above 0.01: the threshold did not transfer)." if honest else ""))
+                      "samples (above 1%: the threshold did not transfer)." if honest else ""))
         if honest:
             with st.expander("Choices of every fold (made on the other folds only)", expanded=True):
                 folds = export.folds_table(shown[:3])
                 st.dataframe(folds, hide_index=True, key="masks_folds_table", height=36 * (len(folds) + 1) + 3)
 
         # ---- metrics against drop percentage, with bands
-        curves = ev.drop_curves(t_index)
         current = None if per_fold else float(drop)
+        curves = ev.drop_curves(t_index, extra=() if current is None else (current,))
         p1, p2 = st.columns(2)
         for col, m, name in ((p1, "auroc", "AUROC"), (p2, "tpr_at_1fpr", "TPR@1%FPR")):
             col.plotly_chart(
@@ -229,9 +266,14 @@ with ui.guard("The Masks & ROC page failed"):
             )
         best_masked = int(np.nanargmax(masked_t["auroc"])) if np.isfinite(masked_t["auroc"]).any() else t_index
         st.caption(
-            f"Best masked AUROC over timesteps: {masked_t['auroc'][best_masked]:.4f} at t = {timesteps[best_masked]} "
-            "(chosen on the evaluation set itself: optimistic; the honest protocol chooses t on other folds)."
+            f"Best masked AUROC over timesteps: {format_rate(masked_t['auroc'][best_masked])} at "
+            f"t = {timesteps[best_masked]} (chosen on the evaluation set itself: optimistic; the honest protocol "
+            "chooses t on other folds)."
         )
+        if not per_fold:
+            # the neighbouring drops, computed in the background: the next slider step is a lookup
+            near = [float(drop + k) for k in (1, -1, 2, -2, 3, -3) if 0 <= drop + k <= 90]
+            ev.prefetch(near, t_index=t_index)
 
     @st.fragment
     def masks_panel(run, attack: str, t_index: int, labels: np.ndarray, timesteps: list[int]) -> None:

@@ -22,6 +22,7 @@ from ldminv_core.analyze import (
     AnalysisCancelled,
     AnalyzeConfig,
     estimate_cost,
+    format_duration,
     run_analysis,
 )
 from ldminv_core.attacks import ATTACKS
@@ -32,6 +33,25 @@ from ldminv_core.runstore import default_runs_root, delete_run, list_runs
 from ldminv_app import cache, state, ui
 from ldminv_app.jobs import AnalysisJob, resume_config
 from ldminv_app.uploads import save_uploads, upload_digest
+
+#: Defaults of a new analysis: a quick look that the cost estimate puts at a few minutes for the
+#: demo data on a 2-core machine (the full grid, all images and all five attacks take hours there).
+QUICK_ATTACKS = ("sima", "pia")
+QUICK_TIMESTEPS = "0:300:30"
+QUICK_LIMIT = 100
+
+
+
+def estimate_rows(estimate) -> list[dict]:
+    """The cost estimate's stages as table rows, times in hours / minutes (``format_duration``)."""
+    count = lambda v: f"{int(v):,}" if v else "–"  # noqa: E731
+    rows = [{"stage": s.stage, "images": count(s.images), "encoder calls": count(s.encoder_calls),
+             "decoder JVP/VJP": count(s.decoder_products), "UNet calls": count(s.unet_calls),
+             "est. time": format_duration(s.seconds)} for s in estimate.stages]
+    rows.append({"stage": "total", "images": "", "encoder calls": "", "decoder JVP/VJP": "", "UNet calls": "",
+                 "est. time": format_duration(estimate.total_seconds)})
+    return rows
+
 
 active = ui.page_frame(needs_run=False)
 
@@ -175,16 +195,25 @@ with ui.guard("The Model & data page failed"):
             heldout = data_source("Held-out", "heldout", default_heldout)
 
         with st.expander("Options", expanded=True):
-            e1, e2, e3, e4 = st.columns(4)
-            attacks = e1.multiselect("Attacks", list(ATTACKS), default=["sima", "pia", "pfami"], key="new_attacks",
+            st.caption(f"The defaults are a quick first look (about {QUICK_LIMIT} images per folder, "
+                       f"{', '.join(ui.attack_label(a) for a in QUICK_ATTACKS)}, every "
+                       f"{QUICK_TIMESTEPS.rsplit(':', 1)[-1]}th timestep): a few minutes on a small CPU machine. "
+                       "Raise the limit (0 = all images), add attacks or refine the timesteps for the full audit; "
+                       "“Estimate cost” times it on this machine first.")
+            # a row of its own: the chips of all five attacks fit without being cut
+            attacks = st.multiselect("Attacks", list(ATTACKS), default=list(QUICK_ATTACKS), key="new_attacks",
                                      format_func=ui.attack_label)
-            timesteps = e1.text_input("Timesteps", "0:300:10", key="new_timesteps",
-                                      help="start:stop:step, or a comma list such as 0,10,50")
+            e1, e2, e3, e4 = st.columns(4)
+            timesteps = e1.text_input("Timesteps", QUICK_TIMESTEPS, key="new_timesteps",
+                                      help="start:stop:step, or a comma list such as 0,10,50 "
+                                           "(the paper's grid: 0:300:10)")
             topk = int(e2.number_input("Top-k singular values", 1, 4096, 50, key="new_topk"))
-            influence = e2.selectbox("Influence method", list(INFLUENCE_METHODS), key="new_influence")
+            influence = e2.selectbox("Influence method", list(INFLUENCE_METHODS), key="new_influence",
+                                     help="auto: exact for small latents, Hutchinson estimate for large ones")
             probes = int(e2.number_input("Hutchinson probes", 1, 1024, 16, key="new_probes"))
-            batch_size = int(e3.number_input("Batch size", 1, 4096, 32, key="new_batch"))
-            limit = int(e3.number_input("Limit per folder (0 = all)", 0, 10**7, 0, key="new_limit"))
+            batch_size = int(e3.number_input("Batch size", 1, 4096, 50, key="new_batch"))
+            limit = int(e3.number_input("Limit per folder (0 = all)", 0, 10**7, QUICK_LIMIT, key="new_limit",
+                                        help="The first images of each folder; 0 analyzes all of them."))
             seed = int(e3.number_input("Seed", 0, 2**31 - 1, 0, key="new_seed"))
             device = e4.selectbox("Device", ["auto", "cpu", "cuda"], key="new_device")
             residual_dtype = e4.selectbox("Residual dtype", list(RESIDUAL_DTYPES), key="new_residual_dtype")
@@ -227,7 +256,8 @@ with ui.guard("The Model & data page failed"):
                 with st.spinner("Checking the model and the images, timing one batch…"):
                     loaded = load_model(config.model, device=resolve_device(config.device))
                     estimate = estimate_cost(config, model=loaded)
-                st.session_state["cost_preview"] = (repr(config), str(estimate), estimate.total_seconds)
+                st.session_state["cost_preview"] = (repr(config), str(estimate), estimate.total_seconds,
+                                                    estimate_rows(estimate))
                 if start:
                     job = AnalysisJob(
                         label=Path(config.out).name,
@@ -242,10 +272,14 @@ with ui.guard("The Model & data page failed"):
 
         cost = st.session_state.get("cost_preview")
         if cost is not None:
-            from ldminv_core.analyze import format_duration
-
-            st.markdown(f"**Cost preview** (about {format_duration(cost[2])} on this machine)")
-            st.code(cost[1], language="text")
+            lines = cost[1].splitlines()
+            st.markdown(f"**Cost preview**: about **{format_duration(cost[2])}** on this machine")
+            st.caption(lines[0])  # images, latent shape, device, geometry paths (wraps, never cut)
+            if len(cost) > 3:
+                st.dataframe(pd.DataFrame(cost[3]), hide_index=True, key="cost_table")
+            else:
+                st.code(cost[1], language="text", wrap_lines=True)
+            st.caption(lines[-1])  # how the times were extrapolated, disk size
 
 
     # =========================================================================== job

@@ -700,7 +700,7 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
     assert tpr_standard == pytest.approx(std["baseline"].tpr_at_1fpr)
     captions = "\n".join(c.value for c in at.caption)
     ci = std["masked"].ci["auroc"]
-    assert f"standard · {std['masked'].t_text} · drop 40 % · 95% CI {format_rate_ci(ci)}" in captions  # rates in %
+    assert f"standard · {std['masked'].t_text} · drop 40 % · 95% CI {format_rate_ci(ci)}" in captions  # rates as 4-decimal fractions
     # the masking differences with their intervals and verdicts (from the findings)
     lines = _finding_lines(at)
     for f in Evaluation(run, "sima", "standard", n_boot=200).findings(40.0):

@@ -261,14 +261,17 @@ def test_every_page_in_chromium(server, page, fixture_run):
             expect(export_slider.get_by_test_id("stSliderThumbValue")).to_have_text("90")
             wait_idle(page)
             page.get_by_role("button", name=re.compile("Build report")).click()
-            expect(page.get_by_test_id("stDownloadButton")).to_have_count(2)
+            expect(page.get_by_test_id("stDownloadButton")).to_have_count(3)  # report, per-sample and dimension CSV
             wait_idle(page)
             assert_no_exception(page, "Export after Build report")
             full_screenshot(page, ARTIFACTS / "export_built.png")
             with page.expect_download() as info:
                 page.get_by_test_id("stDownloadButton").filter(has_text="HTML report").get_by_role("button").click()
             download = info.value
-            assert download.suggested_filename == f"ldminv-report-{fixture_run.name}.html"
+            from ldminv_app.export import report_filename
+
+            assert download.suggested_filename == report_filename(fixture_run, "sima")
+            assert download.suggested_filename.endswith("-SimA.html")
             saved = ARTIFACTS / download.suggested_filename
             download.save_as(str(saved))
             text = saved.read_text(encoding="utf-8")

@@ -279,7 +279,7 @@ def test_report_metrics_equal_sklearn_on_recomputed_scores(sima_report, arrays, 
     # the settings name what produced the numbers
     fig_settings = table_dict(p.tables["figure-settings-table"])
     assert fig_settings["protocol"]["value"].startswith("standard: members positive")
-    assert fig_settings["attack"]["value"] == "sima"
+    assert fig_settings["attack"]["value"] == "SimA (sima)"
     assert fig_settings["timestep t"]["value"] == f"t = {TIMESTEPS[ti]} (metrics); t = {T_USED} (drop curves)"
     assert fig_settings["drop percentage"]["value"].startswith(f"{DROP} %")
     assert f"({int(round(64 * DROP / 100))} of 64 coordinates dropped)" in fig_settings["drop percentage"]["value"]
@@ -473,7 +473,8 @@ def test_export_page_renders_and_builds(run_dir, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     labels = sorted(b.label for b in at.get("download_button"))
-    assert labels == ["Download CSV of per-sample scores", "Download HTML report"]
+    assert labels == ["Download HTML report (SimA)", f"Download dimension CSV (SimA, t = {at.session_state['_export_built'][3]})",
+                      "Download per-sample CSV (SimA)"]
     # the CSV preview shows the scores of the chosen settings (first rows)
     assert len(at.dataframe) == 1
     preview = at.dataframe[0].value
@@ -486,7 +487,7 @@ def test_export_page_renders_and_builds(run_dir, monkeypatch):
     at.run()
     assert not at.exception
     assert at.slider(key="export_drop").value == 55
-    assert len(at.get("download_button")) == 2
+    assert len(at.get("download_button")) == 3
 
 
 def test_export_page_with_an_unmaskable_attack(run_dir, monkeypatch):

@@ -182,11 +182,23 @@ class Evaluation:
         self.sample_ids = np.asarray(run.samples["sample_id"], dtype=np.int64)
         self._memo: dict[tuple, Any] = {}
         self._lock = threading.RLock()
+        self._key_locks: dict[tuple, threading.RLock] = {}
+        self._pending: list[tuple[float, int | None]] = []
+        self._worker: threading.Thread | None = None
 
     # ------------------------------------------------------------------ memo
 
     def _cached(self, key: tuple, make: Callable[[], Any]) -> Any:
+        # One lock per part: a thread computing one part (say a background prefetch) never blocks
+        # another thread's lookup of a part already computed, and a part is computed once. A part
+        # only asks for parts below it, so the per-part locks cannot deadlock.
+        try:
+            return self._memo[key]
+        except KeyError:
+            pass
         with self._lock:
+            lock = self._key_locks.setdefault(key, threading.RLock())
+        with lock:
             if key not in self._memo:
                 self._memo[key] = make()
             return self._memo[key]
@@ -354,7 +366,20 @@ class Evaluation:
             if self.protocol.name == "paper":
                 return self.masked_stat(drop)[:, t_index]
             return self.sweep(t_index).statistic(drop)
-        return self.random_stat(drop, seed)[:, t_index]
+        return self._random_stat_at(drop, seed, t_index)
+
+    def _random_stat_at(self, drop: float, seed: int, t_index: int) -> np.ndarray:
+        """(N,) = ``random_stat(drop, seed)[:, t_index]``, summing the terms of that t only (the
+        arms of ``standard`` / ``honest`` need one t: a drop change costs 1/T of the full sum)."""
+        drop = self._check_drop(drop)
+        full = self._memo.get(("random_stat", drop, int(seed)))
+        if full is not None:
+            return full[:, t_index]
+
+        def make() -> np.ndarray:
+            keep = masks.random_drop_mask(self.influence().shape, drop, seed=int(seed), n_drop=self._random_count(drop))
+            return masks.masked_statistic(self.terms()[:, int(t_index):int(t_index) + 1], keep)[:, 0]
+        return self._cached(("random_stat_at", drop, int(seed), int(t_index)), make)
 
     def _scored(self, arm: str, drop: float | None, seed: int | None = None,
                 cols: np.ndarray | None = None) -> tuple[_Scored, dict[str, int | None], tuple[FoldChoice, ...]]:
@@ -812,54 +837,126 @@ class Evaluation:
     # ------------------------------------------------------------------ curves
 
     def drop_curves(self, t_index: int, *, percents: Sequence[float] = DROP_PERCENTS,
-                    n_boot: int | None = None) -> DropCurves:
+                    n_boot: int | None = None, extra: Sequence[float] = ()) -> DropCurves:
         """Metrics against the drop percentage at one timestep index, on all samples (see
         :class:`DropCurves`); the masked band uses ``n_boot`` replicates (default: the
-        evaluation's, at most 200)."""
+        evaluation's, at most 200).
+
+        ``extra``: more drop percentages (e.g. the one in use, off the 5 % grid) computed the
+        same way and merged into the curves in order, so a marker at that drop lies on the
+        curve; the grid is computed once and each extra point once (a new extra drop costs
+        one point, not a new curve)."""
         if not self.maskable:
             raise LdminvError(f"{self.attack} gives one score per sample; it has no drop curves")
         if not 0 <= int(t_index) < len(self.timesteps):
             raise LdminvError(f"t_index: expected 0..{len(self.timesteps) - 1}, got {t_index!r}")
         pcts = tuple(float(self._check_drop(p)) for p in percents)
         nb = min(self.n_boot, 200) if n_boot is None else int(n_boot)
+        ti = int(t_index)
+        grid = self._cached(("drop_curves", ti, pcts, nb), lambda: self._curve_values(ti, pcts, nb))
+        more = sorted({float(self._check_drop(p)) for p in extra} - set(pcts))
+        if not more:
+            return grid
+        points = [self._cached(("drop_curve_point", ti, p, nb), lambda p=p: self._curve_values(ti, (p,), nb))
+                  for p in more]
+        return self._merge_curves(grid, points)
 
-        def make() -> DropCurves:
-            ti = int(t_index)
-            sweep = self.sweep(ti)
-            if self.protocol.name == "paper":
-                counts = np.stack([masks.threshold_drop_counts(self.influence(), p) for p in pcts])
-                stats = sweep.statistic_at_counts(counts)  # (K, N)
-            else:
-                stats = sweep.statistics(list(pcts))
-            masked = convention_metrics(-stats, self.labels, self.protocol)
-            lo = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
-            hi = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
-            if nb > 0:
-                design = resample_index(combine_strata(self.labels.astype(np.int64)), n_boot=nb, seed=self.seed)
-                for k in range(len(pcts)):
-                    rep = convention_metrics(-stats[k][design], self.labels, self.protocol)
-                    for m in REPORTED_METRICS:
-                        lo[m][k], hi[m][k] = percentile_interval(rep[m], level=self.level)
-            per_seed = []
-            for s in self.seeds:
-                rs = self.random_sweep(ti, s)
-                counts_r = np.array([self._random_count(p) for p in pcts], dtype=np.int64)
-                r_stats = np.stack([rs.statistic_at_counts(int(c)) for c in counts_r])
-                per_seed.append(convention_metrics(-r_stats, self.labels, self.protocol))
-            base_scores = -self.baseline_stat()[:, ti]
-            base = convention_metrics(base_scores, self.labels, self.protocol)
-            base_ci = {m: (float("nan"), float("nan")) for m in REPORTED_METRICS}
-            if nb > 0:
-                rep = convention_metrics(base_scores[design], self.labels, self.protocol)
-                base_ci = {m: percentile_interval(rep[m], level=self.level) for m in REPORTED_METRICS}
-            return DropCurves(
-                t=self.timesteps[ti], percents=pcts, masked=masked, masked_lo=lo, masked_hi=hi,
-                random_mean={m: np.mean([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
-                random_lo={m: np.min([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
-                random_hi={m: np.max([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
-                baseline={m: float(base[m]) for m in REPORTED_METRICS}, baseline_ci=base_ci, seeds=self.seeds,
-            )
-        return self._cached(("drop_curves", int(t_index), pcts, nb), make)
+    @staticmethod
+    def _merge_curves(grid: DropCurves, points: Sequence[DropCurves]) -> DropCurves:
+        """The curves of ``grid`` with the single-drop curves ``points`` inserted in drop order."""
+        parts = [grid, *points]
+        pcts = np.concatenate([np.asarray(c.percents, dtype=np.float64) for c in parts])
+        order = np.argsort(pcts, kind="stable")
+
+        def cat(field: str) -> dict[str, np.ndarray]:
+            return {m: np.concatenate([np.asarray(getattr(c, field)[m], dtype=np.float64) for c in parts])[order]
+                    for m in getattr(grid, field)}
+        return replace(grid, percents=tuple(float(p) for p in pcts[order]),
+                       **{f: cat(f) for f in ("masked", "masked_lo", "masked_hi", "random_mean", "random_lo",
+                                               "random_hi")})
+
+    def _curve_values(self, t_index: int, pcts: tuple[float, ...], nb: int) -> DropCurves:
+        """The :class:`DropCurves` of the drops ``pcts`` at one t index (``nb`` replicates)."""
+        ti = int(t_index)
+        sweep = self.sweep(ti)
+        if self.protocol.name == "paper":
+            counts = np.stack([masks.threshold_drop_counts(self.influence(), p) for p in pcts])
+            stats = sweep.statistic_at_counts(counts)  # (K, N)
+        else:
+            stats = sweep.statistics(list(pcts))
+        masked = convention_metrics(-stats, self.labels, self.protocol)
+        lo = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
+        hi = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
+        if nb > 0:
+            design = resample_index(combine_strata(self.labels.astype(np.int64)), n_boot=nb, seed=self.seed)
+            for k in range(len(pcts)):
+                rep = convention_metrics(-stats[k][design], self.labels, self.protocol)
+                for m in REPORTED_METRICS:
+                    lo[m][k], hi[m][k] = percentile_interval(rep[m], level=self.level)
+        per_seed = []
+        for s in self.seeds:
+            rs = self.random_sweep(ti, s)
+            counts_r = np.array([self._random_count(p) for p in pcts], dtype=np.int64)
+            r_stats = np.stack([rs.statistic_at_counts(int(c)) for c in counts_r])
+            per_seed.append(convention_metrics(-r_stats, self.labels, self.protocol))
+        base_scores = -self.baseline_stat()[:, ti]
+        base = convention_metrics(base_scores, self.labels, self.protocol)
+        base_ci = {m: (float("nan"), float("nan")) for m in REPORTED_METRICS}
+        if nb > 0:
+            rep = convention_metrics(base_scores[design], self.labels, self.protocol)
+            base_ci = {m: percentile_interval(rep[m], level=self.level) for m in REPORTED_METRICS}
+        return DropCurves(
+            t=self.timesteps[ti], percents=pcts, masked=masked, masked_lo=lo, masked_hi=hi,
+            random_mean={m: np.mean([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
+            random_lo={m: np.min([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
+            random_hi={m: np.max([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
+            baseline={m: float(base[m]) for m in REPORTED_METRICS}, baseline_ci=base_ci, seeds=self.seeds,
+        )
+
+    # ------------------------------------------------------------------ background prefetch
+
+    def prefetch(self, drops: Sequence[float], *, t_index: int | None = None) -> None:
+        """Compute, in one background thread, what a change of the drop to one of ``drops``
+        needs (the arms, findings, per-t masked curve and, with ``t_index``, the drop curves'
+        point at that drop), so that the change is a lookup. Returns at once; a newer call
+        replaces the drops not started yet. Errors are left for the foreground call to raise."""
+        if not self.maskable:
+            return
+        todo = []
+        for d in drops:
+            try:
+                todo.append((self._check_drop(d), None if t_index is None else int(t_index)))
+            except LdminvError:
+                continue
+        with self._lock:
+            self._pending = todo
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._prefetch_loop, name="ldminv-prefetch", daemon=True)
+                self._worker.start()
+
+    def _prefetch_loop(self) -> None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    self._worker = None
+                    return
+                drop, ti = self._pending.pop(0)
+            try:
+                self.arms(drop)
+                self.findings(drop)
+                self.masked_per_t(drop)
+                if ti is not None:
+                    self.drop_curves(ti, extra=(drop,))
+            except Exception:  # noqa: BLE001 - the foreground call raises it where it is shown
+                pass
+
+    def prefetch_idle(self, timeout: float | None = None) -> bool:
+        """Wait until the background prefetch is done (True) or ``timeout`` s passed (False)."""
+        worker = self._worker
+        if worker is not None:
+            worker.join(timeout)
+            return not worker.is_alive()
+        return True
 
     # ------------------------------------------------------------------ everything
 

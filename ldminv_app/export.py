@@ -35,6 +35,7 @@ import plotly.graph_objects as go
 
 import ldminv_core
 from ldminv_core import masks, metrics
+from ldminv_core.choices import ATTACK_LABELS, attack_label  # noqa: F401 - re-exported
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
 from ldminv_core.evaluation import (
     REPORTED_METRICS,
@@ -109,16 +110,8 @@ CSV_COLUMNS: tuple[str, ...] = (
     "random_seed",
 )
 
-#: Displayed attack names (the same as ``ldminv_app.ui.ATTACK_LABELS``; kept here because this
-#: module stays free of Streamlit). Data (CSV ``attack`` column, report JSON) keep the machine names.
-ATTACK_LABELS = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
 #: FPR bounds of the low-FPR metrics that get a caution when the negatives are too few.
 _LOW_FPRS = {"tpr_at_1fpr": 0.01, "tpr_at_01fpr": 0.001}
-
-
-def attack_label(name: str) -> str:
-    """Displayed name of an attack ("SimA", "PIA", ...); unknown names as they are."""
-    return ATTACK_LABELS.get(name, name)
 
 
 def low_fpr_cautions(protocol, *, n_members: int, n_heldout: int,

@@ -64,7 +64,7 @@ COLUMN_LABELS = {
 #: ``plotly_config(name)`` gives the same with a file name for the download.
 PLOTLY_CONFIG: dict = {
     "displaylogo": False,
-    "displayModeBar": True,
+    "displayModeBar": "hover",  # shown on hover only: always shown, it covers the end of long titles
     "toImageButtonOptions": {"format": "png", "filename": "ldminv-chart", "scale": 2},
     # plotly.js 3 adds a "Share chart..." button that uploads to Plotly Cloud: never offline
     "modeBarButtonsToRemove": ["sendChartToCloud", "sendDataToCloud"],
@@ -112,9 +112,9 @@ def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
         title=title,
         height=height,
         margin=dict(l=50, r=20, t=50 if title else 20, b=45),
-        legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="right", x=1),
     )
-    return fig
+    # the legend goes under the plot: above it, it would sit under plotly's toolbar and the title
+    return _legend_below(fig)
 
 
 def _legend_below(fig: go.Figure, *, y: float = -0.3, bottom: int = 90) -> go.Figure:
@@ -181,7 +181,7 @@ def log_volume_distribution(
     size = (hi - lo) / max(int(nbins), 1) or 1.0
     for name, mask in _split_masks(lab).items():
         values = lv[mask]
-        label = f"{name} (n={values.size})"
+        label = f"{split_label(name)} (n={values.size})"
         if kind == "histogram":
             fig.add_trace(
                 go.Histogram(

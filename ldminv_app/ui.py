@@ -13,6 +13,7 @@ from typing import Any
 
 import streamlit as st
 
+from ldminv_core.choices import ATTACK_LABELS, attack_label
 from ldminv_core.errors import LdminvError
 from ldminv_core.runstore import Run, run_status
 
@@ -52,10 +53,10 @@ __all__ = [
     "require_geometry",
     "start_demo_job",
     "stage_order",
+    "first_results",
     "run_title",
 ]
 
-ATTACK_LABELS = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
 _STAGE_LABELS = {
     "starting": "Loading the model and the images",
     "encode": "Encoding the images",
@@ -64,10 +65,6 @@ _STAGE_LABELS = {
 _STARTUP_DONE = "_startup_done"
 _DEMO_PENDING = "_demo_pending"
 DEMO_JOB_ID = "demo"
-
-
-def attack_label(name: str) -> str:
-    return ATTACK_LABELS.get(name, name)
 
 
 def stage_label(stage: str) -> str:
@@ -201,7 +198,7 @@ def start_demo_job() -> AnalysisJob:
         DEMO_JOB_ID, AnalysisJob(label="demo", config=config, target=target, cancelled_exc=AnalysisCancelled))
 
 
-def _first_results(path: str | Path) -> Run | None:
+def first_results(path: str | Path) -> Run | None:
     """The run at ``path`` once it has a finished attack (complete or partial), else None."""
     try:
         run = cache.open_run(path)
@@ -228,8 +225,8 @@ def prepare_demo() -> None:
         show_error(exc, what="The demo is not available")
         return
     out = config.out
-    final = follow_job(job, stages=stage_order(config), until=lambda: _first_results(out) is not None)
-    ready = _first_results(out)
+    final = follow_job(job, stages=stage_order(config), until=lambda: first_results(out) is not None)
+    ready = first_results(out)
     if ready is not None:
         st.session_state[_DEMO_PENDING] = False
         try:

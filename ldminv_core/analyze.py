@@ -497,10 +497,14 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     est.disk_bytes = int(n * d * 4 * 2 + n * len(plan.timesteps) * d * itemsize * n_terms + n * 8 * len(plan.attacks))
     est.stages.append(StageCost("load", n, seconds=load_seconds))
     est.stages.append(StageCost("encode", n, encoder_calls=n, seconds=enc_s * n))
-    est.stages.append(StageCost("geometry", n, decoder_products=products * n, seconds=geo_s * n))
-    for name in plan.attacks:
-        calls = _unet_calls_per_sample(name, plan.timesteps) * n
-        est.stages.append(StageCost(name, n, unet_calls=calls, seconds=unet_s * calls))
+    order = planned_stages({"attacks": {a: {"kind": "terms" if a in _attacks.MASKABLE_ATTACKS else "scores"}
+                                        for a in plan.attacks}})
+    for name in order[1:]:  # in the order run_analysis computes them
+        if name == "geometry":
+            est.stages.append(StageCost("geometry", n, decoder_products=products * n, seconds=geo_s * n))
+        else:
+            calls = _unet_calls_per_sample(name, plan.timesteps) * n
+            est.stages.append(StageCost(name, n, unet_calls=calls, seconds=unet_s * calls))
     return est
 
 

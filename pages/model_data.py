@@ -288,13 +288,27 @@ with ui.guard("The Model & data page failed"):
     if job is not None:
         st.divider()
         st.subheader(f"Analysis: {job.label}")
-        names = [a.strip().lower() for a in (job.config.attacks.split(",") if isinstance(job.config.attacks, str)
-                                             else job.config.attacks)]
         snap = job.state()
         if snap.status in ("pending", "running"):
             st.button("Cancel", key="job_cancel", on_click=job.cancel, disabled=job.cancel_requested,
                       help="Stops after the current batch; the partial run can be resumed.")
-            snap = ui.follow_job(job, stages=["encode", "geometry", *names])
+            out = job.config.out
+            opened = st.session_state.get("_partial_opened") == job_id
+
+            def first_results() -> bool:
+                return not opened and ui.first_results(out) is not None
+
+            snap = ui.follow_job(job, stages=ui.stage_order(job.config), until=first_results)
+            if snap.status in ("pending", "running") and first_results():
+                # the first attack has landed: open the partial run now, the rest fills in
+                st.session_state["_partial_opened"] = job_id
+                try:
+                    run = state.set_active_run(out)
+                    state.notify("info", f"The first results of {ui.run_title(run)} are in: it is the active run "
+                                 "now (partial; every page refreshes as the other stages land).")
+                except Exception as exc:  # noqa: BLE001
+                    state.notify("error", f"The partial run cannot be opened: {exc}")
+                st.rerun()
         if snap.status == "done":
             registry.remove(job_id)
             st.session_state[state.JOB_ID] = None

@@ -278,7 +278,7 @@ def test_every_chart_of_my_pages_has_the_download_toolbar(small_run):
     seen += list(_charts(at).values())
     assert len(seen) == 5  # 2 heatmaps, the scatter, the map, the selection's ROC
     for spec, config in seen:
-        assert config.get("displaylogo") is False and config.get("displayModeBar") is True
+        assert config.get("displaylogo") is False and config.get("displayModeBar") == "hover"
         assert config["toImageButtonOptions"]["format"] in ("png", "svg")
         assert config["toImageButtonOptions"]["filename"].startswith("ldminv-")
         assert "toImage" not in json.dumps(config.get("modeBarButtonsToRemove", []))

@@ -34,6 +34,7 @@ from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedKFold
 
 from .. import masks
+from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
 from ..runstore import Run
 from .protocols import HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics, make_protocol
@@ -60,7 +61,6 @@ DEFAULT_RANDOM_SEEDS = 5
 #: Smallest class (caption) size used by the within-class quartile finding.
 MIN_CLASS_SIZE = 16
 
-_ATTACK_LABELS = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
 
 
 def quartile_index(log_volume: np.ndarray, *, rule: str = "split") -> np.ndarray:
@@ -209,7 +209,7 @@ class Evaluation:
 
     @property
     def attack_label(self) -> str:
-        return _ATTACK_LABELS.get(self.attack, self.attack)
+        return attack_label(self.attack)
 
     def _t_value(self, t_index: int) -> int | None:
         return self.timesteps[t_index] if self.maskable else None

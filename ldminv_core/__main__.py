@@ -1,7 +1,8 @@
 """Command line: ``python -m ldminv_core analyze ...`` and ``python -m ldminv_core report RUN``.
 
 analyze   run (or resume) a membership-leakage analysis into a run folder, printing the cost
-          estimate first and a progress bar per stage; ``--demo`` analyzes the bundled demo.
+          estimate first and a progress bar per stage; ``--demo`` analyzes the bundled demo (reusing
+          its shipped decoder geometry when it applies; ``--recompute-geometry`` computes it).
 report    print the report of a finished run under an evaluation protocol (``--protocol
           standard|paper|honest``) as a table, or as the JSON object of the method reference
           (``--json``).
@@ -57,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
         help="dtype of residuals/*.npy (default float32; float16 halves the disk)",
     )
     a.add_argument("--force", action="store_true", help="delete an existing run in --out and recompute")
+    a.add_argument("--recompute-geometry", action="store_true",
+                   help="with --demo: compute the decoder geometry instead of reusing the shipped, verified one "
+                   "(assets/demo/precomputed)")
     a.add_argument(
         "--threads", type=int,
         help="CPU threads for torch (default: the idle cores, i.e. cores minus the 1-minute load "
@@ -182,13 +186,25 @@ def _analyze(args: argparse.Namespace) -> int:
     model = load_model(config.model, device=device)
     if threads is not None:
         print(f"running on cpu with {threads} torch thread(s)", file=sys.stderr)
+    precomputed = None
+    if args.demo and not args.recompute_geometry:
+        from . import demo
+
+        precomputed = demo.demo_precomputed()
+        if precomputed is not None:
+            print(f"decoder geometry: reusing {precomputed.folder} if it applies to this machine's latents "
+                  "(--recompute-geometry computes it)", file=sys.stderr)
     print("cost estimate (full run):", file=sys.stderr)
     print(estimate_cost(config, model=model), file=sys.stderr, flush=True)
     bars = _Bars()
     try:
-        path = run_analysis(config, progress=bars, model=model)
+        path = run_analysis(config, progress=bars, model=model, precomputed=precomputed)
     finally:
         bars.close()
+    if precomputed is not None:
+        used = json.loads((Path(path) / "run.json").read_text(encoding="utf-8")).get("geometry", {}).get("precomputed")
+        if used:
+            print(f"decoder geometry {'reused' if used['used'] else 'computed'}: {used['reason']}", file=sys.stderr)
     print(f"run complete: {path}")
     print(format_report(build_report(path)))
     return 0

@@ -368,7 +368,7 @@ def test_estimate_cost_counts_the_work(tiny_uncond_model, tiny_image_dirs, tmp_p
     est = estimate_cost(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "never"))
     assert not (tmp_path / "never").exists()
     stages = {s.stage: s for s in est.stages}
-    assert list(stages) == ["load", "encode", "geometry", "sima", "pia", "loss", "secmi", "pfami"]
+    assert list(stages) == ["load", "encode", "sima", "pia", "loss", "secmi", "geometry", "pfami"]  # run order
     assert (est.n_members, est.n_heldout) == (8, 8) and est.influence_method == "exact"
     assert stages["encode"].encoder_calls == 16
     assert stages["geometry"].decoder_products == 16 * 64  # one JVP per latent coordinate

@@ -207,8 +207,15 @@ def resume_config(run_dir: str | Path, *, device: str = "auto"):
         raise RunError(f"{path}: cannot read the run's settings ({exc})") from exc
     if not isinstance(stored, dict):
         raise RunError(f"{path}: expected the analysis settings under 'config', found none")
-    names = {f.name for f in fields(AnalyzeConfig)} - {"out", "device", "force"}
+    names = {f.name for f in fields(AnalyzeConfig)} - {"out", "device", "force", "break_lock"}
     kwargs = {k: v for k, v in stored.items() if k in names}
+    missing = [k for k in ("model", "members", "heldout") if not isinstance(kwargs.get(k), str)]
+    if missing:
+        raise RunError(f"{path}: 'config' lacks the analysis settings {', '.join(missing)} (expected paths as strings); "
+                       "this run cannot be resumed, only opened or deleted")
     if isinstance(kwargs.get("attacks"), list):
         kwargs["attacks"] = tuple(kwargs["attacks"])
-    return AnalyzeConfig(out=str(Path(run_dir)), device=device, **kwargs)
+    try:
+        return AnalyzeConfig(out=str(Path(run_dir)), device=device, **kwargs)
+    except TypeError as exc:
+        raise RunError(f"{path}: 'config' is not a set of analysis settings ({exc})") from exc

@@ -357,6 +357,52 @@ def partial_banner(run: Run) -> None:
         )
 
 
+def run_warnings_banner(run: Run) -> None:
+    """The warnings the analysis recorded in run.json (top-level ``"warnings"``: a list of
+    strings), one ``st.warning`` each, and a warning when the decoder geometry finished without
+    a single finite log-volume (so every number by distortion quartile is missing). Malformed
+    entries never break a page: non-strings are left out and one generic warning says so."""
+    import numpy as np
+
+    settings = run.settings if isinstance(run.settings, dict) else {}
+    recorded = settings.get("warnings")
+    problem = None
+    if recorded is None:
+        texts: list = []
+    elif isinstance(recorded, str):  # one string instead of a list of them: still readable
+        texts = [recorded]
+    elif isinstance(recorded, list):
+        texts = [t for t in recorded if isinstance(t, str)]
+        if len(texts) != len(recorded):
+            problem = f"a list with {len(recorded) - len(texts)} entries that are not strings"
+    else:
+        texts, problem = [], f"a {type(recorded).__name__}"
+    for text in texts:
+        if text.strip():
+            st.warning(f"**Analysis warning.** {text}", icon=":material/warning:")
+    if problem is not None:
+        st.warning(
+            f"The warnings recorded in {Path(run.path) / 'run.json'} are malformed: expected \"warnings\" "
+            f"to be a list of strings, got {problem}"
+            + ("; the readable ones are shown above." if texts else "; none can be shown."),
+            icon=":material/warning:",
+        )
+    if run.has_geometry:
+        try:
+            values = np.asarray(run.samples["log_volume"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError):
+            values = np.array([])
+        if not np.isfinite(values).any():
+            st.warning(
+                "**No log-volume values.** The decoder geometry finished but every sample's log-volume is "
+                "missing (NaN) in samples.parquet, so the numbers by distortion quartile (and the findings "
+                "built on them) cannot be computed and are left out. The geometry may have failed for every "
+                "sample (for instance a decoder whose Jacobian is singular); re-run the analysis with another "
+                "influence method or check the model.",
+                icon=":material/warning:",
+            )
+
+
 def require_geometry(run: Run) -> None:
     """Stop a page that needs the decoder geometry while a partial run does not have it yet,
     saying so and pointing to what is already usable."""
@@ -533,6 +579,8 @@ def page_frame(*, needs_run: bool = True) -> Run | None:
     show_notice()
     if run is not None:
         partial_banner(run)
+        with guard("The run's warnings cannot be shown"):
+            run_warnings_banner(run)
     if run is None and needs_run:
         if demo_pending():
             prepare_demo()

@@ -7,7 +7,10 @@ report    print the report of a finished run under an evaluation protocol (``--p
           standard|paper|honest``) as a table, or as the JSON object of the method reference
           (``--json``).
 
-User errors print one line ``error: ...`` on stderr and exit with status 2.
+User errors print one line ``error: ...`` on stderr and exit with status 2. Every option and
+both image folders are checked before the model is loaded. ``analyze`` into a folder that holds a
+complete run made with other settings exits with status 2 naming them (``--force`` recomputes);
+with the same settings it prints a note and exits 0.
 """
 from __future__ import annotations
 
@@ -24,10 +27,17 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error format: one line ``error: ...`` and exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
     from .choices import INFLUENCE_METHODS, RESIDUAL_DTYPES  # light: --help does not import torch
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m ldminv_core",
         description="Audit membership leakage of latent diffusion models.",
     )
@@ -58,6 +68,16 @@ def _parser() -> argparse.ArgumentParser:
         help="dtype of residuals/*.npy (default float32; float16 halves the disk)",
     )
     a.add_argument("--force", action="store_true", help="delete an existing run in --out and recompute")
+    a.add_argument(
+        "--allow-duplicates", action="store_true", dest="allow_duplicates",
+        help="analyze even when the folders share images (or one holds an image twice), compared by pixels "
+        "after decoding; refused without it. The run records a warning",
+    )
+    a.add_argument(
+        "--break-lock", action="store_true", dest="break_lock",
+        help="take over a run folder whose lock is held (only when its writer is known to be gone, e.g. crashed on "
+        "another host); a live writer would keep writing",
+    )
     a.add_argument("--recompute-geometry", action="store_true",
                    help="with --demo: compute the decoder geometry instead of reusing the shipped, verified one "
                    "(assets/demo/precomputed)")
@@ -129,13 +149,15 @@ class _Bars:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .analyze import AnalyzeConfig, config_settings, estimate_cost, run_analysis
+    from .analyze import AnalyzeConfig, check_config, estimate_cost, run_analysis
     from .loading import load_model, resolve_device
     from .report import build_report, format_report
     from .runstore import run_status
 
     options = {f.name: getattr(args, f.name) for f in fields(AnalyzeConfig) if getattr(args, f.name, None) is not None}
     options.pop("force", None)
+    options.pop("allow_duplicates", None)
+    options.pop("break_lock", None)
     if args.demo:
         from . import demo
 
@@ -155,19 +177,22 @@ def _analyze(args: argparse.Namespace) -> int:
         missing = [f"--{k}" for k in ("model", "members", "heldout", "out") if not options.get(k)]
         if missing:
             raise LdminvError(f"analyze: {', '.join(missing)} required (or --demo)")
-    config = AnalyzeConfig(**options, force=bool(args.force))
+    config = AnalyzeConfig(
+        **options, force=bool(args.force), allow_duplicates=bool(getattr(args, "allow_duplicates", False)),
+        break_lock=bool(getattr(args, "break_lock", False))
+    )
+    if args.threads is not None and args.threads < 1:
+        raise LdminvError(f"--threads: expected an integer >= 1, got {args.threads}")
+    # every option, both folders, the model folder and --out, before anything slow
     out = Path(config.out).expanduser().resolve()
-    status = run_status(out)
-    if status == "complete" and not config.force:
-        stored = json.loads((out / "run.json").read_text(encoding="utf-8")).get("config", {})
-        wanted = config_settings(config)
-        diff = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
-        note = f" with other settings ({', '.join(diff)} differ)" if diff else ""
+    if check_config(config):
         print(
-            f"run {out} is already complete{note}; use --force to recompute or another --out; "
+            f"run {out} is already complete; it was made with these settings, so there is nothing to do "
+            "(--force recomputes); "
             f"see: python -m ldminv_core report {out}"
         )
         return 0
+    status = run_status(out)
     if status in ("unfinished", "running") and not config.force:
         print(f"resuming the unfinished run in {out}", file=sys.stderr)
 
@@ -177,8 +202,6 @@ def _analyze(args: argparse.Namespace) -> int:
     if device.type == "cpu":
         import torch
 
-        if args.threads is not None and args.threads < 1:
-            raise LdminvError(f"--threads: expected an integer >= 1, got {args.threads}")
         from .loading import idle_cpu_threads
 
         threads = args.threads if args.threads is not None else idle_cpu_threads()
@@ -194,8 +217,16 @@ def _analyze(args: argparse.Namespace) -> int:
         if precomputed is not None:
             print(f"decoder geometry: reusing {precomputed.folder} if it applies to this machine's latents "
                   "(--recompute-geometry computes it)", file=sys.stderr)
+    estimate = estimate_cost(config, model=model)
+    for split, skipped in estimate.skipped.items():
+        if skipped:
+            shown = "; ".join(f"{name}: {why}" for name, why in skipped[:3])
+            more = f" (+{len(skipped) - 3} more)" if len(skipped) > 3 else ""
+            print(f"{split}: skipped {len(skipped)} file(s): {shown}{more}", file=sys.stderr)
+    for text in estimate.warnings:
+        print(f"warning: {text}", file=sys.stderr)
     print("cost estimate (full run):", file=sys.stderr)
-    print(estimate_cost(config, model=model), file=sys.stderr, flush=True)
+    print(estimate, file=sys.stderr, flush=True)
     bars = _Bars()
     try:
         path = run_analysis(config, progress=bars, model=model, precomputed=precomputed)
@@ -217,6 +248,12 @@ def _report(args: argparse.Namespace) -> int:
         raise LdminvError(f"--folds: only used by --protocol honest (got --protocol {args.protocol})")
     if args.seed < 0:
         raise LdminvError(f"--seed: expected an integer >= 0, got {args.seed}")
+    if args.n_boot < 1:
+        raise LdminvError(f"--n-boot: expected an integer >= 1, got {args.n_boot}")
+    if args.folds is not None and args.folds < 2:
+        raise LdminvError(f"--folds: expected an integer >= 2, got {args.folds}")
+    if args.drop is not None and not (0 <= args.drop < 100):
+        raise LdminvError(f"--drop: expected a percentage in [0, 100), got {args.drop}")
     report = build_report(
         args.run, attack=args.attack, protocol=args.protocol, folds=args.folds, drop=args.drop, seed=args.seed,
         n_boot=args.n_boot,
@@ -230,7 +267,10 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a parse error (2, already printed)
+        return exc.code if isinstance(exc.code, int) else EXIT_USER_ERROR
     try:
         if args.command == "analyze":
             return _analyze(args)

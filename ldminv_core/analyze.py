@@ -29,6 +29,7 @@ this machine to predict the wall time.
 from __future__ import annotations
 
 import math
+import os
 import platform
 import socket
 import time
@@ -43,8 +44,17 @@ import torch
 from . import attacks as _attacks
 from . import geometry as _geometry
 from . import precomputed as _precomputed
-from .errors import LdminvError, RunError, UnknownNameError
-from .loading import ImageSet, LoadedModel, load_image_folder, load_model, resolve_device
+from .errors import DataLoadError, LdminvError, NonFiniteError, RunError, UnknownNameError
+from .loading import (
+    ImageSet,
+    LoadedModel,
+    check_image_folder,
+    check_model,
+    display_name,
+    load_image_folder,
+    load_model,
+    resolve_device,
+)
 from .precomputed import PrecomputedGeometry
 from .runstore import RunWriter, delete_run, planned_stages, run_status
 
@@ -55,6 +65,8 @@ __all__ = [
     "StageCost",
     "estimate_cost",
     "run_analysis",
+    "check_config",
+    "find_duplicates",
     "config_settings",
     "STAGES",
     "format_duration",
@@ -93,6 +105,13 @@ class AnalyzeConfig:
         limit: use only the first ``limit`` images (sorted file names) of each folder.
         residual_dtype: "float32" (exact) or "float16" (half the disk) for residuals/*.npy.
         force: delete an existing run in ``out`` and recompute.
+        allow_duplicates: analyze even when the two folders share images, or one holds the
+            same image twice (compared by pixels after decoding and resizing:
+            :func:`find_duplicates`); the run records a warning in run.json "warnings".
+            Without it such data are refused with a DataLoadError.
+        break_lock: take over a run folder whose lock another writer holds (only when that
+            writer is known to be gone, e.g. crashed on another host sharing the folder; a live
+            writer would keep writing). Not part of the compared settings.
     """
 
     model: str
@@ -110,22 +129,65 @@ class AnalyzeConfig:
     limit: int | None = None
     residual_dtype: str = "float32"
     force: bool = False
+    allow_duplicates: bool = False
+    break_lock: bool = False
 
 
 # ----------------------------------------------------------------------------- validation
 
 
+def _got(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
 def _as_int(value: Any, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise LdminvError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise LdminvError(f"{name}: expected an integer >= {minimum}, got {_got(value)}")
     return int(value)
 
 
+def _as_bool(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise LdminvError(f"{name}: expected True or False, got {_got(value)}")
+    return bool(value)
+
+
+def _as_choice(value: Any, name: str, choices: Sequence[str]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise UnknownNameError(f"{name}: expected one of {tuple(choices)}, got {_got(value)}")
+    return value
+
+
+def _as_path_text(value: Any, name: str, *, hub: bool = False) -> str:
+    what = "a folder path or hub id" if hub else "a folder path"
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)):
+        raise LdminvError(f"{name}: expected {what} (a string), got {_got(value)}")
+    text = str(os.fspath(value))
+    if not text.strip():
+        raise LdminvError(f"{name}: expected {what}, got nothing ({value!r})")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise LdminvError(
+            f"{name}: the path {display_name(text)} is not valid UTF-8; rename it (run folders store paths as text)"
+        ) from None
+    return text
+
+
 def _normalize_attacks(value: Any) -> tuple[str, ...]:
-    names = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        names = value.split(",")
+    elif isinstance(value, (list, tuple)):
+        names = list(value)
+    else:
+        raise UnknownNameError(
+            f"attacks: expected a comma string or a list of names from {_attacks.ATTACKS}, got {_got(value)}"
+        )
     out: list[str] = []
     for raw in names:
-        name = str(raw).strip().lower()
+        if not isinstance(raw, str):
+            raise UnknownNameError(f"attacks: expected attack names (strings), got {_got(raw)} in {value!r}")
+        name = raw.strip().lower()
         if not name:
             continue
         if name not in _attacks.ATTACKS:
@@ -140,10 +202,16 @@ def _normalize_attacks(value: Any) -> tuple[str, ...]:
 def _normalize_timesteps(value: Any) -> list[int]:
     if isinstance(value, str):
         return _attacks.parse_timesteps(value)
-    try:
-        ts = [int(t) for t in value]
-    except (TypeError, ValueError) as exc:
-        raise LdminvError(f"timesteps: expected a spec like '0:300:10' or a list of ints, got {value!r}") from exc
+    expected = "a spec like '0:300:10' or a list of integers"
+    if isinstance(value, (bytes, dict, set)) or not isinstance(value, (list, tuple, range, np.ndarray)):
+        raise LdminvError(f"timesteps: expected {expected}, got {_got(value)}")
+    ts: list[int] = []
+    for t in list(value):
+        if isinstance(t, (bool, np.bool_)) or not isinstance(t, (int, np.integer)):
+            raise LdminvError(
+                f"timesteps: expected integers (no fractions, no booleans), got {_got(t)} in {list(value)!r}"
+            )
+        ts.append(int(t))
     return _attacks.parse_timesteps(",".join(map(str, ts))) if ts else _attacks.parse_timesteps("")
 
 
@@ -171,6 +239,8 @@ class _Plan:
     limit: int | None
     residual_dtype: str
     force: bool
+    allow_duplicates: bool = False
+    break_lock: bool = False
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -191,33 +261,124 @@ class _Plan:
 
 
 def _plan(config: AnalyzeConfig) -> _Plan:
+    """Check the type and range of every option (nothing on disk is looked at)."""
     if not isinstance(config, AnalyzeConfig):
         raise LdminvError(f"config: expected an AnalyzeConfig, got {type(config).__name__}")
-    for name in ("model", "members", "heldout", "out"):
-        if not str(getattr(config, name) or "").strip():
-            raise LdminvError(f"{name}: expected a path{' or hub id' if name == 'model' else ''}, got nothing")
-    if config.influence not in INFLUENCE_METHODS:
-        raise UnknownNameError(f"influence: expected one of {INFLUENCE_METHODS}, got {config.influence!r}")
-    if config.residual_dtype not in RESIDUAL_DTYPES:
-        raise UnknownNameError(f"residual_dtype: expected one of {RESIDUAL_DTYPES}, got {config.residual_dtype!r}")
+    model = _as_path_text(config.model, "model", hub=True)
+    members = _as_path_text(config.members, "members")
+    heldout = _as_path_text(config.heldout, "heldout")
+    out = _as_path_text(config.out, "out")
+    influence = _as_choice(config.influence, "influence", INFLUENCE_METHODS)
+    residual_dtype = _as_choice(config.residual_dtype, "residual_dtype", RESIDUAL_DTYPES)
+    if not isinstance(config.device, (str, torch.device)):
+        raise LdminvError(f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {_got(config.device)}")
     limit = None if config.limit is None else _as_int(config.limit, "limit", minimum=1)
     return _Plan(
-        model=_model_ref(config.model),
-        members=str(Path(config.members).expanduser().resolve()),
-        heldout=str(Path(config.heldout).expanduser().resolve()),
-        out=Path(config.out).expanduser().resolve(),
+        model=_model_ref(model),
+        members=str(Path(members).expanduser().resolve()),
+        heldout=str(Path(heldout).expanduser().resolve()),
+        out=Path(out).expanduser().resolve(),
         attacks=_normalize_attacks(config.attacks),
         timesteps=_normalize_timesteps(config.timesteps),
         topk=_as_int(config.topk, "topk", minimum=1),
-        influence=config.influence,
+        influence=influence,
         probes=_as_int(config.probes, "probes", minimum=1),
         device=str(config.device),
         batch_size=_as_int(config.batch_size, "batch_size", minimum=1),
         seed=_as_int(config.seed, "seed", minimum=0),
         limit=limit,
-        residual_dtype=config.residual_dtype,
-        force=bool(config.force),
+        residual_dtype=residual_dtype,
+        force=_as_bool(config.force, "force"),
+        allow_duplicates=_as_bool(config.allow_duplicates, "allow_duplicates"),
+        break_lock=_as_bool(config.break_lock, "break_lock"),
     )
+
+
+def _check_out(out: Path) -> None:
+    """RunError naming ``out`` when a run folder cannot be created or written there."""
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise RunError(f"out: {out} is a file (or not a folder); expected a run folder to write")
+        if not os.access(out, os.W_OK | os.X_OK):
+            raise RunError(f"out: run folder {out} is not writable (permission denied)")
+        return
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise RunError(f"out: cannot create the run folder {out}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise RunError(f"out: cannot create the run folder {out}: {parent} is not writable (permission denied)")
+
+
+def _settings_diff(old: dict, new: dict) -> list[str]:
+    return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now"
+            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _complete_run_matches(plan: _Plan) -> bool:
+    """True when ``plan.out`` holds a complete run made with these settings (nothing to do);
+    RunError naming the differing settings when it holds one made with others (and not force)."""
+    if plan.force or run_status(plan.out) != "complete":
+        return False
+    import json
+
+    try:
+        stored = json.loads((plan.out / "run.json").read_text(encoding="utf-8")).get("config", {})
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{plan.out / 'run.json'}: cannot be read ({exc})") from exc
+    diff = _settings_diff(stored if isinstance(stored, dict) else {}, plan.settings())
+    if not diff:
+        return True
+    raise RunError(
+        f"run folder {plan.out} already holds a complete run made with other settings ({'; '.join(diff)}); "
+        "nothing was computed, and a report of that folder would describe the old run: pass --force "
+        "(AnalyzeConfig(force=True)) to delete it and recompute, or choose another --out"
+    )
+
+
+def _preflight(plan: _Plan, *, model_given: bool) -> None:
+    """The cheap checks of the folders, the model and the output before anything is loaded."""
+    if plan.members == plan.heldout:
+        raise DataLoadError(
+            f"members and heldout are the same folder ({plan.members}); a membership test needs the training "
+            "images and images the model never saw in two different folders"
+        )
+    check_image_folder(plan.members, what="members: image folder")
+    check_image_folder(plan.heldout, what="heldout: image folder")
+    if not model_given:
+        check_model(plan.model)
+    resolve_device(plan.device)
+    _check_out(plan.out)
+    if str(plan.out) in (plan.members, plan.heldout):
+        raise RunError(f"out: {plan.out} is an image folder of this analysis; choose another run folder")
+    if plan.out.is_dir() and run_status(plan.out) is None and any(plan.out.iterdir()):
+        raise RunError(
+            f"output folder {plan.out} is not empty and holds no run.json; refusing to write a run "
+            "there (choose a new or empty folder)"
+        )
+
+
+def check_config(config: AnalyzeConfig, *, model_given: bool = False) -> bool:
+    """Validate ``config`` before anything expensive happens: every option's type and range,
+    both image folders (exist, are readable folders, hold at least one image whose header
+    opens; not the same folder), the model (folder layout, safetensors weights, config values;
+    skipped with ``model_given``), the device and the output folder (creatable, writable).
+
+    Returns:
+        True when ``config.out`` already holds a complete run with the same settings (nothing
+        to do), else False.
+
+    Raises:
+        LdminvError (UnknownNameError, DataLoadError, ModelLoadError, RunError): naming the
+        option, folder or file at fault; RunError when ``config.out`` holds a complete run made
+        with other settings and ``config.force`` is False (the differing settings are named).
+    """
+    plan = _plan(config)
+    if _complete_run_matches(plan):
+        return True
+    _preflight(plan, model_given=model_given)
+    return False
 
 
 def config_settings(config: AnalyzeConfig) -> dict:
@@ -274,6 +435,89 @@ def _load_images(plan: _Plan, model: LoadedModel) -> tuple[ImageSet, ImageSet]:
     return load_image_folder(plan.members, **kw), load_image_folder(plan.heldout, **kw)
 
 
+def find_duplicates(members: ImageSet, heldout: ImageSet) -> dict:
+    """Images with the same pixels (:func:`ldminv_core.loading.pixel_hash`: the loaded tensor
+    rounded to 8 bits, after the loader's decode and resize) across and within the two splits.
+
+    Returns:
+        {"across": n, "within_members": n, "within_heldout": n, "pairs": [(a, b), ...]} where
+        each pair names two files ("member NAME" / "held-out NAME") of one duplicate group (the
+        first file of a group against each other one), across-split pairs first.
+    """
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for split, images in (("member", members), ("held-out", heldout)):
+        hashes = images.hashes or [None] * len(images)
+        for path, h in zip(images.paths, hashes):
+            if h is not None:
+                groups.setdefault(h, []).append((split, display_name(Path(path).name)))
+    counts = {"across": 0, "within_members": 0, "within_heldout": 0}
+    across, within = [], []
+    for group in groups.values():
+        if len(group) < 2:
+            continue
+        first = group[0]
+        for other in group[1:]:
+            pair = (f"{first[0]} {first[1]}", f"{other[0]} {other[1]}")
+            if first[0] != other[0]:
+                counts["across"] += 1
+                across.append(pair)
+            else:
+                counts["within_members" if first[0] == "member" else "within_heldout"] += 1
+                within.append(pair)
+    return {**counts, "pairs": across + within}
+
+
+def _duplicate_message(plan: _Plan, members: ImageSet, heldout: ImageSet) -> str | None:
+    dup = find_duplicates(members, heldout)
+    total = dup["across"] + dup["within_members"] + dup["within_heldout"]
+    if not total:
+        return None
+    shown = "; ".join(f"{a} = {b}" for a, b in dup["pairs"][:5])
+    more = f" (+{len(dup['pairs']) - 5} more)" if len(dup["pairs"]) > 5 else ""
+    side = members.images.shape[-1]
+    return (
+        f"duplicate images: members {plan.members} and heldout {plan.heldout} hold {total} duplicate(s) by "
+        f"pixels (after decoding and resizing to {side}x{side}): {dup['across']} shared by both splits, "
+        f"{dup['within_members']} within members, {dup['within_heldout']} within heldout: {shown}{more}"
+    )
+
+
+def _check_duplicates(plan: _Plan, members: ImageSet, heldout: ImageSet, *, allowed: bool | None = None) -> list[str]:
+    """Refuse duplicates (DataLoadError) unless allow_duplicates; returns the run's warnings."""
+    allowed = plan.allow_duplicates if allowed is None else allowed
+    msg = _duplicate_message(plan, members, heldout)
+    warnings_out = [f"members: {w}" for w in members.report.warnings]
+    warnings_out += [f"heldout: {w}" for w in heldout.report.warnings]
+    if msg is None:
+        return warnings_out
+    if not allowed:
+        raise DataLoadError(
+            f"{msg}. A membership test on overlapping splits is meaningless (AUROC drifts to 0.5); remove the "
+            "duplicates, or pass --allow-duplicates (AnalyzeConfig(allow_duplicates=True)) to analyze anyway"
+        )
+    return [f"{msg} (analyzed anyway: allow_duplicates)"] + warnings_out
+
+
+def _check_finite(arr: np.ndarray, *, stage: str, file: str, start: int, paths: Sequence[str]) -> None:
+    """NonFiniteError naming the stage, the array file and the first samples whose values are
+    NaN or infinite (checked per batch before it is recorded, so the run stays resumable)."""
+    if np.isfinite(arr).all():
+        return
+    rows = np.asarray(arr).reshape(len(arr), -1)
+    bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))
+    ids = [int(start + i) for i in bad[:5]]
+    named = ", ".join(f"{i} ({display_name(Path(paths[i]).name)})" if i < len(paths) else str(i) for i in ids)
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    hint = ""
+    if arr.dtype == np.float16:
+        hint = " float16 overflows above 65504: rerun with residual_dtype float32 (--residual-dtype float32 --force)."
+    raise NonFiniteError(
+        f"stage {stage!r}: NaN or infinite values in {file} for sample id(s) {named}{more}; the batch starting at "
+        f"sample {start} was not recorded (the run stays resumable, but the same settings will give the same "
+        f"values).{hint} Check the model's weights and these images."
+    )
+
+
 def _samples_table(members: ImageSet, heldout: ImageSet) -> pd.DataFrame:
     n = len(members) + len(heldout)
     return pd.DataFrame(
@@ -323,6 +567,10 @@ class CostEstimate:
         stages: one :class:`StageCost` per stage (load, encode, geometry, attacks).
         timed_batch: samples in each timed batch.
         disk_bytes: size of the run folder's arrays.
+        warnings: problems that do not stop the analysis (duplicates allowed with
+            allow_duplicates, metadata lines naming missing files, ...), as run.json "warnings"
+            will hold them.
+        skipped: per split ("members", "heldout"), the (file name, reason) of skipped entries.
     """
 
     n_members: int
@@ -334,6 +582,8 @@ class CostEstimate:
     stages: list[StageCost] = field(default_factory=list)
     timed_batch: int = 1
     disk_bytes: int = 0
+    warnings: list[str] = field(default_factory=list)
+    skipped: dict = field(default_factory=dict)
 
     @property
     def total_seconds(self) -> float:
@@ -435,7 +685,9 @@ def _timed(fn: Callable[[], Any], device: torch.device) -> float:
 def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) -> CostEstimate:
     """Count each stage's work and time one small batch of each on this machine.
 
-    Loads the model (unless given) and both image folders; times the encoder and one UNet
+    Validates every option and both folders first (:func:`check_config`, without the
+    complete-run comparison), then loads the model (unless given) and both image folders
+    (duplicates are refused unless ``allow_duplicates``); times the encoder and one UNet
     forward on a batch of ``batch_size`` samples (at most 128), and the decoder geometry on 2
     latents, each after a warm-up call, then extrapolates linearly to every sample (and every
     UNet call of each attack). Nothing is written.
@@ -444,11 +696,13 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
         :class:`CostEstimate`; ``str()`` of it is a readable table.
     """
     plan = _plan(config)
+    _preflight(plan, model_given=model is not None)
     t0 = time.perf_counter()
     if model is None:
         model = load_model(plan.model, device=resolve_device(plan.device))
     _check_timesteps_for_model(plan, model)
     members, heldout = _load_images(plan, model)
+    run_warnings = _check_duplicates(plan, members, heldout)
     load_seconds = time.perf_counter() - t0
     n = len(members) + len(heldout)
     d = math.prod(model.latent_shape)
@@ -491,6 +745,8 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
         log_volume_method=lv,
         device=str(dev),
         timed_batch=b,
+        warnings=run_warnings,
+        skipped={"members": list(members.report.skipped), "heldout": list(heldout.report.skipped)},
     )
     itemsize = np.dtype(plan.residual_dtype).itemsize
     n_terms = sum(1 for a in plan.attacks if a in _attacks.MASKABLE_ATTACKS)
@@ -570,20 +826,30 @@ def run_analysis(
             computing the geometry when it provably applies (same VAE files, settings, samples
             and latents); run.json "geometry" records whether it was used and why.
 
-    A folder that already holds a complete run is returned as is unless ``config.force``
-    (then it is deleted and recomputed).
+    Every option, both folders, the model folder and the output folder are validated before
+    anything is loaded or deleted (:func:`check_config`). A folder that already holds a
+    complete run with the same settings is returned as is unless ``config.force`` (then it is
+    deleted and recomputed). Duplicate images (across or within the splits) are refused unless
+    ``config.allow_duplicates``, which records a warning in run.json "warnings" (with the load
+    reports' warnings, e.g. metadata lines naming missing files).
 
     Raises:
-        RunError: the folder holds an unfinished run with other settings, or other content.
+        RunError: the folder holds a complete run with other settings (named), an unfinished
+            run with other settings, or other content; the output cannot be created.
+        DataLoadError: an image folder cannot be used, the two are the same folder, or they
+            hold duplicates (without allow_duplicates).
+        NonFiniteError: a stage produced NaN or infinite values (stage, file and samples named;
+            the run stays resumable).
         AnalysisCancelled: ``should_stop()`` returned True.
         ModelLoadError, DataLoadError: the model or an image folder cannot be used.
     """
     plan = _plan(config)
-    status = run_status(plan.out)
-    if status == "complete" and not plan.force:
+    if _complete_run_matches(plan):
         return plan.out
+    _preflight(plan, model_given=model is not None)
+    status = run_status(plan.out)
     if plan.force and status is not None:
-        delete_run(plan.out)
+        delete_run(plan.out, foreign="delete")  # --force: an explicit start over
         status = None
     settings = plan.settings()
     session_start = time.perf_counter()
@@ -591,7 +857,7 @@ def run_analysis(
     writer: RunWriter | None = None
     if status is not None:
         # an unfinished run: settings mismatch or a live writer fail here, before any loading
-        writer = RunWriter(plan.out, settings=settings)
+        writer = RunWriter(plan.out, settings=settings, force_unlock=plan.break_lock)
     try:
         t0 = time.perf_counter()
         if model is None:
@@ -601,6 +867,9 @@ def run_analysis(
         images: torch.Tensor | None = None
         if writer is None or not writer.stage_done("encode"):
             members, heldout = _load_images(plan, model)
+            # a resumed run keeps the allow_duplicates of the session that started it
+            allowed = plan.allow_duplicates or bool(writer is not None and writer.data.get("allow_duplicates"))
+            run_warnings = _check_duplicates(plan, members, heldout, allowed=allowed)
             samples = _samples_table(members, heldout)
             images = torch.cat([members.images, heldout.images])
             info = {
@@ -627,11 +896,13 @@ def run_analysis(
                 },
                 "attacks": {a: _attack_spec(a, plan.timesteps, plan.residual_dtype) for a in plan.attacks},
                 "load_report": {"members": members.report.as_dict(), "heldout": heldout.report.as_dict()},
+                "allow_duplicates": allowed,
                 "timings": {},
                 "sessions": [],
             }
             if writer is None:
-                writer = RunWriter(plan.out, settings=settings, samples=samples, info=info)
+                writer = RunWriter(plan.out, settings=settings, samples=samples, info=info,
+                                   force_unlock=plan.break_lock)
             else:
                 stored = writer.samples
                 if stored["path"].tolist() != samples["path"].tolist() or stored["split"].tolist() != samples["split"].tolist():
@@ -639,6 +910,7 @@ def run_analysis(
                         f"run folder {plan.out} holds an unfinished run over other images ({len(stored)} "
                         f"stored, {len(samples)} found now); re-run on the same folders or pass --force"
                     )
+            writer.update(warnings=run_warnings)
         assert writer is not None
         data = writer.data
         sessions = list(data.get("sessions", []))
@@ -662,6 +934,7 @@ def run_analysis(
         lat = tuple(model.latent_shape)
         captions = writer.samples["caption"].tolist()
         captions = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else str(c) for c in captions]
+        sample_paths = writer.samples["path"].tolist()
         stage_args = (plan.batch_size, progress, should_stop)
 
         # 1. encode
@@ -672,8 +945,10 @@ def run_analysis(
             stage = _Stage(writer, "encode", n, *stage_args)
             try:
                 for start, stop in stage.batches([latents]):
-                    z = model.encode(images[start:stop])
-                    latents[start:stop] = z.detach().to("cpu", torch.float32).numpy()
+                    z = model.encode(images[start:stop]).detach().to("cpu", torch.float32).numpy()
+                    _check_finite(z, stage="encode", file=str(writer.path / "latents.npy"), start=start,
+                                  paths=sample_paths)
+                    latents[start:stop] = z
             finally:
                 add_time("encode", time.perf_counter() - t0)
             del latents
@@ -731,8 +1006,14 @@ def run_analysis(
                         seed=plan.seed,
                         sample_ids=list(range(start, stop)),
                     )
-                    influence[start:stop] = geo.influence.detach().to("cpu", torch.float32).numpy()
-                    log_vol[start:stop] = geo.log_volume.detach().to("cpu", torch.float64).numpy()
+                    infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
+                    lv_b = geo.log_volume.detach().to("cpu", torch.float64).numpy()
+                    _check_finite(infl_b, stage="geometry", file=str(writer.path / "influence.npy"), start=start,
+                                  paths=sample_paths)
+                    _check_finite(lv_b, stage="geometry", file=f"{writer.path / 'samples.parquet'} (log_volume)",
+                                  start=start, paths=sample_paths)
+                    influence[start:stop] = infl_b
+                    log_vol[start:stop] = lv_b
             finally:
                 add_time("geometry", time.perf_counter() - t0)
             samples = writer.samples
@@ -746,9 +1027,11 @@ def run_analysis(
             maskable = name in _attacks.MASKABLE_ATTACKS
             if maskable:
                 shape = (n, len(plan.timesteps), *lat)
-                out = writer.open_array(f"residuals/{name}.npy", shape, np.dtype(plan.residual_dtype), stage=name)
+                relpath = f"residuals/{name}.npy"
+                out = writer.open_array(relpath, shape, np.dtype(plan.residual_dtype), stage=name)
             else:
-                out = writer.open_array(f"scores/{name}.npy", (n,), np.float32, stage=name)
+                relpath = f"scores/{name}.npy"
+                out = writer.open_array(relpath, (n,), np.float32, stage=name)
             stage = _Stage(writer, name, n, *stage_args)
             try:
                 for start, stop in stage.batches([out]):
@@ -765,7 +1048,10 @@ def run_analysis(
                             model.predictor, zb, captions=caps, sample_ids=ids, seed=plan.seed,
                             batch_size=plan.batch_size,
                         )
-                    out[start:stop] = res.detach().cpu().numpy().astype(out.dtype)
+                    with np.errstate(over="ignore"):
+                        batch = res.detach().cpu().numpy().astype(out.dtype)
+                    _check_finite(batch, stage=name, file=str(writer.path / relpath), start=start, paths=sample_paths)
+                    out[start:stop] = batch
             finally:
                 add_time(name, time.perf_counter() - t0)
             del out

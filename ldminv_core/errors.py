@@ -14,6 +14,7 @@ __all__ = [
     "ModelLoadError",
     "DataLoadError",
     "RunError",
+    "NonFiniteRunError",
 ]
 
 
@@ -47,3 +48,9 @@ class DataLoadError(LdminvError):
 
 class RunError(LdminvError):
     """A run folder is missing, unfinished or inconsistent."""
+
+
+class NonFiniteRunError(RunError, NonFiniteError):
+    """A run folder's stored numbers (log-volumes, influence, attack terms or scores) hold NaN or
+    infinite values; the message names the file (and column) and the first sample ids. Both a
+    :class:`RunError` and a :class:`NonFiniteError`."""

@@ -165,9 +165,12 @@ def evaluate_run(
     drop: float | None = None,
     seed: int = 0,
     n_boot: int = N_BOOT,
+    validate: bool = True,
 ) -> tuple[Run, dict[str, AttackEvaluation]]:
     """(run, {attack: AttackEvaluation}) for every attack of the run (or ``attack``); options as
-    :func:`build_report`."""
+    :func:`build_report`. ``validate`` (default): first scan the evaluated attacks' terms /
+    scores and the influence for NaN / infinite values (``Run.check_finite``), raising
+    NonFiniteRunError naming the file and the first sample ids."""
     if not isinstance(run, Run):
         run = Run.open(run)
     proto = make_protocol(protocol, folds=folds, seed=seed)
@@ -178,6 +181,9 @@ def evaluate_run(
         if attack not in names:
             raise UnknownNameError(f"attack: {attack!r} is not in run {run.path}; it holds {names}")
         names = [attack]
+    if validate:
+        for name in names:
+            run.check_finite(name)
     results = {
         name: Evaluation(run, name, proto, n_boot=n_boot, level=CI_LEVEL, seed=seed).result(drop)
         for name in names
@@ -247,8 +253,10 @@ def build_report(
         docstring; JSON-serialisable (NaN -> None).
 
     Raises:
-        RunError: the folder is not a finished run. UnknownNameError: ``attack`` or
-        ``protocol`` unknown. LdminvError: bad ``drop``, ``folds``, ``seed`` or ``n_boot``.
+        RunError: the folder is not a finished run. NonFiniteRunError (a RunError and a
+        NonFiniteError): an evaluated array holds NaN / infinite values (file and sample ids
+        named). UnknownNameError: ``attack`` or ``protocol`` unknown. LdminvError: bad
+        ``drop``, ``folds``, ``seed`` or ``n_boot``.
     """
     run, results = evaluate_run(run, attack=attack, protocol=protocol, folds=folds, drop=drop, seed=seed,
                                 n_boot=n_boot)

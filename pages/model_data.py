@@ -5,6 +5,11 @@ a new analysis: the demo model, a local diffusers pipeline folder or a hub id; m
 held-out images as folders or uploads (images or zips); the analysis options; a cost preview;
 then the analysis in the background with a progress bar, a Cancel button and Resume for a
 cancelled run. Any error is shown as a message and the active run stays as it was.
+
+Runs reached through a symbolic link in the runs folder that points outside it are listed as
+links and can be opened, never deleted: the dashboard deletes only real folders directly inside
+the runs folder (checked again at the confirmation), and the core's ``delete_run`` refuses
+links and files it does not own. Uploads are unpacked with limits (``ldminv_app.uploads``).
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from ldminv_core.analyze import (
     run_analysis,
 )
 from ldminv_core.attacks import ATTACKS
-from ldminv_core.errors import LdminvError
+from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.loading import load_model, resolve_device
 from ldminv_core.runstore import default_runs_root, delete_run, list_runs
 
@@ -53,6 +58,57 @@ def estimate_rows(estimate) -> list[dict]:
     return rows
 
 
+def link_names(root: Path) -> dict[str, str]:
+    """Resolved target -> link name, for the symbolic links directly under the runs root
+    (``list_runs`` lists a linked run by its target)."""
+    out: dict[str, str] = {}
+    try:
+        children = list(root.iterdir())
+    except OSError:
+        return out
+    for child in children:
+        try:
+            if child.is_symlink():
+                out[str(child.resolve())] = child.name
+        except (OSError, RuntimeError):  # a dangling or looping link
+            continue
+    return out
+
+
+def inside_root(path: str | Path, root: Path) -> bool:
+    """True when ``path`` resolves to a folder directly inside the resolved runs root."""
+    try:
+        return Path(path).resolve().parent == root.resolve()
+    except (OSError, RuntimeError):
+        return False
+
+
+def check_deletable(path: str | Path, root: Path) -> Path:
+    """The run folder at ``path`` when the dashboard may delete it: a real folder (not a
+    symbolic link) directly inside the runs root. Otherwise raises RunError: the dashboard
+    never deletes outside the runs folder, whatever a link there points to."""
+    folder = Path(path)
+    if folder.is_symlink():
+        raise RunError(f"run {folder}: expected a run folder, got a symbolic link (to {folder.resolve()}); "
+                       "not deleting it or its target: remove the link yourself")
+    if not inside_root(folder, root):
+        raise RunError(f"run {folder}: expected a run folder inside the runs folder {root}, got one that resolves "
+                       f"to {folder.resolve()} (reached through a symbolic link or elsewhere); not deleting it")
+    return folder
+
+
+def checked_resume_config(path: str | Path, **kwargs) -> AnalyzeConfig:
+    """``resume_config`` with any problem of the stored settings as a RunError naming run.json
+    (settings that are not an analysis configuration raise TypeError there)."""
+    try:
+        return resume_config(path, **kwargs)
+    except LdminvError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise RunError(f"{Path(path) / 'run.json'}: expected the settings of an analysis under 'config' to "
+                       f"resume it, got settings that cannot be used ({exc})") from exc
+
+
 active = ui.page_frame(needs_run=False)
 
 with ui.guard("The Model & data page failed"):
@@ -67,13 +123,25 @@ with ui.guard("The Model & data page failed"):
 
     # =========================================================================== runs
     with tab_runs:
-        infos = list_runs(runs_root)
+        try:
+            infos = list_runs(runs_root)
+        except Exception as exc:  # noqa: BLE001 - an unreadable runs folder is a message
+            ui.show_error(exc, what=f"Cannot list the runs under {runs_root}")
+            infos = []
+        links = link_names(runs_root)
+        outside = {str(i.path) for i in infos if not inside_root(i.path, runs_root)}
+
+        def run_label(i) -> str:
+            if str(i.path) in outside:
+                return f"{links.get(str(i.path), i.path.name)} (link → {i.path})"
+            return i.path.name
+
         st.caption(f"Runs under {runs_root} (set LDMINV_HOME to use another folder).")
         if infos:
             st.dataframe(
                 pd.DataFrame(
                     {
-                        "run": [i.path.name for i in infos],
+                        "run": [run_label(i) for i in infos],
                         "status": [i.status for i in infos],
                         "created": [i.created for i in infos],
                         "model": [i.model for i in infos],
@@ -89,9 +157,13 @@ with ui.guard("The Model & data page failed"):
             picked = st.selectbox(
                 "Run",
                 list(by_path),
-                format_func=lambda p: f"{Path(p).name} ({by_path[p].status})",
+                format_func=lambda p: f"{run_label(by_path[p])} ({by_path[p].status})",
                 key="runs_pick",
             )
+            linked = picked in outside
+            if linked:
+                st.caption(f"{run_label(by_path[picked])} is a symbolic link to a folder outside the runs folder: "
+                           "it can be opened, but the dashboard does not delete it (remove the link yourself).")
             b1, b2, b3, _ = st.columns([1, 1, 1, 3])
             if b1.button("Open", key="runs_open", type="primary", disabled=by_path[picked].status != "complete"):
                 try:
@@ -103,14 +175,19 @@ with ui.guard("The Model & data page failed"):
             if b2.button("Resume", key="runs_resume", disabled=by_path[picked].status != "unfinished",
                          help="Finish an interrupted or cancelled analysis with its own settings."):
                 try:
-                    config = resume_config(picked)
+                    config = checked_resume_config(picked)
                     registry.start(picked, AnalysisJob(label=Path(picked).name, config=config, target=run_analysis,
                                                        cancelled_exc=AnalysisCancelled))
                     st.session_state[state.JOB_ID] = picked
                 except Exception as exc:  # noqa: BLE001
                     ui.show_error(exc, what=f"Cannot resume {picked}")
-            if b3.button("Delete…", key="runs_delete"):
-                st.session_state[state.CONFIRM_DELETE] = picked
+            if b3.button("Delete…", key="runs_delete", disabled=linked,
+                         help="A linked run outside the runs folder is never deleted here." if linked else None):
+                try:
+                    check_deletable(picked, runs_root)
+                    st.session_state[state.CONFIRM_DELETE] = picked
+                except Exception as exc:  # noqa: BLE001
+                    ui.show_error(exc, what=f"Cannot delete {picked}")
         else:
             st.info("No runs yet: compute one in the New analysis tab.")
 
@@ -121,7 +198,7 @@ with ui.guard("The Model & data page failed"):
             if d1.button("Yes, delete it", key="runs_delete_confirm", type="primary"):
                 st.session_state[state.CONFIRM_DELETE] = None
                 try:
-                    delete_run(pending)
+                    delete_run(check_deletable(pending, runs_root))
                 except Exception as exc:  # noqa: BLE001
                     ui.show_error(exc, what=f"Cannot delete {pending}")
                 else:
@@ -139,6 +216,10 @@ with ui.guard("The Model & data page failed"):
         other = o1.text_input("Run folder", key="runs_open_path", placeholder="/path/to/run")
         if o2.button("Open folder", key="runs_open_path_btn"):
             try:
+                if not other.strip():
+                    raise RunError("run folder: expected the path of a run folder, got an empty field")
+                if Path(other.strip()).expanduser().is_file():
+                    raise RunError(f"run folder {other.strip()}: expected a run folder, got a file")
                 run = state.set_active_run(other.strip())
                 state.notify("success", f"Opened run {ui.run_title(run)}.")
                 st.rerun()
@@ -162,11 +243,17 @@ with ui.guard("The Model & data page failed"):
             return ""
         pairs = [(f.name, f.getvalue()) for f in files]
         dest = runs_root / "uploads" / upload_digest(pairs) / role
-        try:
-            folder = save_uploads(pairs, dest)
-        except Exception as exc:  # noqa: BLE001
-            ui.show_error(exc, what=f"{label} upload")
-            return ""
+        saved_key = f"_saved_upload_{role}"
+        if st.session_state.get(saved_key) == str(dest) and dest.is_dir():
+            folder = dest  # saved by an earlier rerun (the digest names the content): not unpacked again
+        else:
+            try:
+                folder = save_uploads(pairs, dest)
+            except Exception as exc:  # noqa: BLE001 - a refused upload is a message, nothing is saved
+                st.session_state[saved_key] = None
+                ui.show_error(exc, what=f"{label} upload")
+                return ""
+            st.session_state[saved_key] = str(folder)
         st.caption(f"Saved to {folder}")
         return str(folder)
 
@@ -220,6 +307,11 @@ with ui.guard("The Model & data page failed"):
             if "new_run_name" not in st.session_state:
                 st.session_state["new_run_name"] = "run-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             run_name = e4.text_input("Run name", key="new_run_name", help=f"folder under {runs_root}").strip()
+            allow_duplicates = st.checkbox(
+                "Analyze even when the folders share images", value=False, key="new_allow_duplicates",
+                help="Images shared across (or within) the two folders make membership unmeasurable and are "
+                     "refused by default (compared by decoded pixels). Checked: the analysis runs anyway and every "
+                     "page of the run shows a warning.")
 
         def build_config() -> AnalyzeConfig:
             name = run_name or "run"
@@ -240,6 +332,7 @@ with ui.guard("The Model & data page failed"):
                 seed=seed,
                 limit=limit or None,
                 residual_dtype=residual_dtype,
+                allow_duplicates=bool(allow_duplicates),
             )
 
         current_job = registry.get(st.session_state.get(state.JOB_ID))
@@ -323,7 +416,7 @@ with ui.guard("The Model & data page failed"):
             r1, r2, _ = st.columns([1, 1, 4])
             if r1.button("Resume", key="job_resume", type="primary"):
                 try:
-                    config = resume_config(job_id, device=str(job.config.device))
+                    config = checked_resume_config(job_id, device=str(job.config.device))
                     registry.start(
                         job_id,
                         AnalysisJob(label=job.label, config=config, target=run_analysis, cancelled_exc=AnalysisCancelled),

@@ -457,8 +457,10 @@ def test_cli_demo_uses_demo_paths_and_defaults(tmp_path, monkeypatch, capsys, ti
     assert run.settings["model"] == str(tiny_uncond_model.resolve())
     assert main(["analyze", "--demo", "--timesteps", "0:20:10"]) == 0  # complete: nothing recomputed
     assert "already complete;" in capsys.readouterr().out
-    assert main(["analyze", "--demo"]) == 0
-    assert "already complete with other settings (timesteps differ)" in capsys.readouterr().out
+    assert main(["analyze", "--demo"]) == 2  # other settings: refused, so `analyze && report` cannot report the old run
+    err = capsys.readouterr().err
+    assert "complete run made with other settings" in err and "timesteps: [0, 10] there, [0, 10, 20] now" in err
+    assert "--force" in err
 
 
 def test_cli_help_does_not_import_torch():

@@ -535,7 +535,7 @@ def _geometry_methods(plan: _Plan, model: LoadedModel) -> tuple[str, str]:
     d = math.prod(model.latent_shape)
     pixels = math.prod(model.image_shape)
     infl = _geometry.resolve_influence_method(plan.influence, d)
-    lv = _geometry.resolve_log_volume_method("auto", d=d, p=pixels, k=plan.topk)
+    lv = _geometry.resolve_log_volume_method("auto", d=d, p=pixels, k=plan.topk, influence_method=infl)
     return infl, lv
 
 

@@ -177,13 +177,16 @@ def _default_iters(iters: int | None) -> int:
 
 
 def resolve_log_volume_method(
-    method: str, *, d: int, p: int, k: int, oversample: int | None = None, iters: int | None = None
+    method: str, *, d: int, p: int, k: int, oversample: int | None = None, iters: int | None = None,
+    influence_method: str | None = None,
 ) -> Literal["exact", "matrix_free"]:
     """Return the log-volume path ``method`` means.
 
-    "auto" is exact when k >= d (the whole spectrum is needed), or when building the full
-    (p, d) Jacobian costs no more products than the subspace iteration and fits in
-    :data:`EXACT_MAX_JACOBIAN_BYTES`; otherwise matrix-free.
+    "auto" is exact when k >= d (the whole spectrum is needed); when the influence is exact
+    (``influence_method="exact"``: its d JVPs build the Jacobian anyway, so the exact
+    log-volume costs no further decoder product) and one (p, d) float64 Jacobian fits in
+    :data:`EXACT_MAX_JACOBIAN_BYTES`; or when building the Jacobian costs no more products
+    than the subspace iteration and fits; otherwise matrix-free.
     """
     if method not in _LOG_VOLUME_METHODS:
         raise UnknownNameError(f"method: expected one of {_LOG_VOLUME_METHODS}, got {method!r}")
@@ -192,6 +195,8 @@ def resolve_log_volume_method(
     fits = p * d * 4 <= EXACT_MAX_JACOBIAN_BYTES
     if k >= d:
         return "exact"
+    if influence_method == "exact" and p * d * 8 <= EXACT_MAX_JACOBIAN_BYTES:
+        return "exact"  # the exact influence's JVPs are the Jacobian's columns: share them
     l = _subspace_size(k, d, oversample)
     matrix_free_products = l * (2 * _default_iters(iters) + 1)
     return "exact" if fits and d <= matrix_free_products else "matrix_free"
@@ -378,7 +383,8 @@ def _geometry(
     chunk = _check_chunk(chunk_size, p)
     lv_method = None
     if k is not None:
-        lv_method = resolve_log_volume_method(log_volume_method, d=d, p=p, k=k, oversample=oversample, iters=iters)
+        lv_method = resolve_log_volume_method(log_volume_method, d=d, p=p, k=k, oversample=oversample, iters=iters,
+                                              influence_method=infl_method)
     l = _subspace_size(k or 1, d, oversample)
     n_iters = _default_iters(iters)
 

@@ -196,3 +196,24 @@ def test_errors(case):
         geo.dim_influence(dec, z, method="hutchinson", probes=0)
     with pytest.raises(ShapeError, match="sample_ids"):
         geo.dim_influence(dec, z, sample_ids=[0])
+
+
+def test_auto_log_volume_shares_the_exact_influence_jacobian():
+    """With the exact influence, "auto" takes the exact log-volume from the same Jacobian even where
+    the subspace iteration alone would need fewer products (d = 144 > 12 x 9), and it matches the
+    autograd oracle; without the exact influence, the same d still goes matrix-free."""
+    vae = _vae(1, 4, seed=7)
+    decode = lambda z: vae.decode(z / SCALING).sample  # noqa: E731
+    z = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(3))
+    d, k = 144, 2
+    p = int(np.prod(decode(z[:1]).shape[1:]))  # 1 x 12 x 12 pixels
+    assert geo.resolve_log_volume_method("auto", d=d, p=p, k=k) == "matrix_free"
+    assert geo.resolve_log_volume_method("auto", d=d, p=p, k=k, influence_method="exact") == "exact"
+    out = geo.decoder_geometry(decode, z, k=k, influence="exact", log_volume_method="auto")
+    assert (out.influence_method, out.log_volume_method) == ("exact", "exact")
+    jac = torch.stack([torch.autograd.functional.jacobian(lambda x: decode(x[None])[0], z[i]).reshape(-1, d)
+                       for i in range(2)]).double()
+    assert _rel_err(out.log_volume, _oracle_log_volume(jac, k)) < 1e-4
+    assert _rel_err(out.influence, _oracle_influence(jac, (4, 6, 6))) < 1e-4
+    hutch = geo.decoder_geometry(decode, z, k=k, influence="hutchinson", log_volume_method="auto", probes=4)
+    assert hutch.log_volume_method == "matrix_free"

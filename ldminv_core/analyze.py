@@ -666,7 +666,7 @@ def _decoder_products_per_sample(infl: str, lv: str, d: int, probes: int, k: int
     hutch = probes if infl == "hutchinson" else 0
     if lv == "matrix_free":
         subspace = min(d, k + max(10, k // 2))
-        mf = subspace * (2 * 4 + 1)  # geometry's default 4 power iterations
+        mf = subspace * (2 * 4 + 1)  # a typical 4 power iterations (adaptive: until converged)
     else:
         mf = 0
     return exact + hutch + mf

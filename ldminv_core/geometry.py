@@ -58,6 +58,12 @@ AUTO_EXACT_MAX_DIM = 1024
 EXACT_MAX_JACOBIAN_BYTES = 512 * 2**20
 #: Added to diag(J^T J) before the log.
 INFLUENCE_EPS = 1e-12
+#: Matrix-free log-volume without ``iters``: power iterations continue until every sample's
+#: top-k log-sum changes by at most this much (relative to max(1, |value|)) from one iteration
+#: to the next, between :data:`MATRIX_FREE_MIN_ITERS` and :data:`MATRIX_FREE_MAX_ITERS`.
+MATRIX_FREE_TOL = 1e-4
+MATRIX_FREE_MIN_ITERS = 2
+MATRIX_FREE_MAX_ITERS = 40
 
 _GEOMETRY_STREAM_PROBES = 11
 _GEOMETRY_STREAM_SUBSPACE = 12
@@ -169,6 +175,7 @@ def _subspace_size(k: int, d: int, oversample: int | None) -> int:
 
 
 def _default_iters(iters: int | None) -> int:
+    """``iters`` checked; None (adaptive) counts as 4, the typical number, for cost estimates."""
     if iters is None:
         return 4
     if int(iters) < 0:
@@ -307,9 +314,16 @@ def _hutchinson_diag(
 
 
 def _subspace_singular_values(
-    prod: _Products, n: int, d: int, k: int, l: int, iters: int, seed: int, ids: list[int]
+    prod: _Products, n: int, d: int, k: int, l: int, iters: int | None, seed: int, ids: list[int]
 ) -> torch.Tensor:
-    """Top singular values of each sample's J by randomized subspace iteration, (N, l)."""
+    """Top singular values of each sample's J by randomized subspace iteration, (N, l).
+
+    ``iters`` fixed: that many power iterations, then Rayleigh-Ritz. ``iters`` None: adaptive,
+    the Ritz values of ``J q`` (computed from the product every iteration needs anyway) are
+    checked after each iteration and the loop stops once every sample's top-k log-sum has
+    converged to :data:`MATRIX_FREE_TOL`, after at least :data:`MATRIX_FREE_MIN_ITERS` and at
+    most :data:`MATRIX_FREE_MAX_ITERS` iterations.
+    """
     z = prod.z
     shape = prod.latent_shape
     omega = torch.stack([torch.randn(d, l, generator=_generator(seed, i, _GEOMETRY_STREAM_SUBSPACE)) for i in ids])
@@ -324,10 +338,25 @@ def _subspace_singular_values(
         cot = y.transpose(1, 2).reshape(n * l, *prod.image_shape).to(device=z.device, dtype=z.dtype)
         return prod.vjp(rows, cot).reshape(n, l, d).transpose(1, 2).to(torch.float64).cpu()
 
-    for _ in range(iters):
-        y = torch.linalg.qr(apply_j(q)).Q
-        q = torch.linalg.qr(apply_jt(y)).Q
-    return torch.linalg.svdvals(apply_j(q))
+    previous: torch.Tensor | None = None
+    done = 0
+    while True:
+        y = apply_j(q)
+        if iters is not None:
+            if done >= iters:
+                return torch.linalg.svdvals(y)
+        else:
+            sv = torch.linalg.svdvals(y)
+            current = _topk_log_sum(sv, k)
+            if previous is not None and done >= MATRIX_FREE_MIN_ITERS:
+                change = (current - previous).abs() / current.abs().clamp_min(1.0)
+                if bool((change <= MATRIX_FREE_TOL).all()):
+                    return sv
+            if done >= MATRIX_FREE_MAX_ITERS:
+                return sv
+            previous = current
+        q = torch.linalg.qr(apply_jt(torch.linalg.qr(y).Q)).Q
+        done += 1
 
 
 # ----------------------------------------------------------------------------- public API
@@ -386,7 +415,7 @@ def _geometry(
         lv_method = resolve_log_volume_method(log_volume_method, d=d, p=p, k=k, oversample=oversample, iters=iters,
                                               influence_method=infl_method)
     l = _subspace_size(k or 1, d, oversample)
-    n_iters = _default_iters(iters)
+    n_iters = None if iters is None else _default_iters(iters)  # None: adaptive (converged to MATRIX_FREE_TOL)
 
     need_jac = lv_method == "exact"
     lv = torch.empty(n, dtype=torch.float64) if k is not None else None
@@ -446,7 +475,8 @@ def decoder_geometry(
         chunk_size: (sample, direction) pairs per batched decoder call; bounds memory.
             Default: about 4M output values per call, between 4 and 256 directions.
         oversample, iters: subspace size k + oversample and power iterations of the
-            matrix-free path (defaults max(10, k // 2) and 4).
+            matrix-free path (defaults max(10, k // 2), and iterations until the top-k log-sum
+            converges to MATRIX_FREE_TOL, at most MATRIX_FREE_MAX_ITERS).
         progress: called with the number of samples finished after each block.
 
     Returns:
@@ -487,7 +517,8 @@ def log_volume(
             that converge to the exact ones as ``iters`` grows; the tests hold them to a
             relative error of 1e-3 with the defaults.
         chunk_size: (sample, direction) pairs per batched decoder call.
-        oversample, iters: matrix-free settings (defaults max(10, k // 2) and 4).
+        oversample, iters: matrix-free settings (defaults max(10, k // 2), and adaptive
+            iterations converged to MATRIX_FREE_TOL).
         seed, sample_ids: seed the matrix-free start subspace per sample id.
 
     Returns:

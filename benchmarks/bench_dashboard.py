@@ -86,8 +86,13 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_server(run_dir: Path, home: Path, port: int, log_path: Path) -> subprocess.Popen:
-    env = dict(os.environ, LDMINV_RUN=str(run_dir), LDMINV_HOME=str(home))
+def start_server(run_dir: Path | None, home: Path, port: int, log_path: Path) -> subprocess.Popen:
+    """``streamlit run app.py`` on 127.0.0.1:``port`` showing ``run_dir`` (None: no LDMINV_RUN, so a
+    first start on ``home``); returns once the server answers its health check."""
+    env = {k: v for k, v in os.environ.items() if k != "LDMINV_RUN"}
+    env["LDMINV_HOME"] = str(home)
+    if run_dir is not None:
+        env["LDMINV_RUN"] = str(run_dir)
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
            "--server.address", "127.0.0.1", "--server.port", str(port),
            "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none"]
@@ -135,6 +140,18 @@ def metric_text(page) -> str:
     return page.get_by_test_id("stMetric").filter(has=label).get_by_test_id("stMetricValue").inner_text().strip()
 
 
+def slider_step(page, thumb, *, before: str, label: str = METRIC_LABEL, timeout_ms: float = 15_000) -> dict:
+    """Press ArrowRight on the focused slider ``thumb`` and time, inside the page, until the metric
+    ``label`` no longer reads ``before`` and the rerun has finished (see ``_WATCH_JS``): returns
+    {"total_ms", "text_ms" (None when the text did not change), "text", "timeout", "saw_run"}."""
+    thumb.focus()
+    # arm the in-page watcher, then press: the watcher's clock starts first
+    page.evaluate(f"() => {{ window.__ldminvP = ({_WATCH_JS})"
+                  f"([{json.dumps(label)}, {json.dumps(before)}, {float(timeout_ms)}]); return true; }}")
+    thumb.press("ArrowRight")
+    return page.evaluate("() => window.__ldminvP")
+
+
 def measure(run_dir: Path, *, steps: int, shots: Path | None, timeout_ms: float) -> dict:
     from playwright.sync_api import sync_playwright
 
@@ -166,15 +183,8 @@ def measure(run_dir: Path, *, steps: int, shots: Path | None, timeout_ms: float)
                 rows = []
                 for i in range(steps):
                     before = metric_text(page)
-                    thumb.focus()
-                    # arm the in-page watcher, then press: the watcher's clock starts first
-                    handle = page.evaluate_handle(f"() => {{ window.__ldminvP = ({_WATCH_JS})"
-                                                  f"([{json.dumps(METRIC_LABEL)}, {json.dumps(before)}, "
-                                                  f"{float(timeout_ms)}]); return true; }}")
-                    handle.dispose()
                     wall0 = time.perf_counter()
-                    thumb.press("ArrowRight")
-                    res = page.evaluate("() => window.__ldminvP")
+                    res = slider_step(page, thumb, before=before, timeout_ms=timeout_ms)
                     res["wall_ms"] = (time.perf_counter() - wall0) * 1000.0
                     res["step"] = i + 1
                     res["drop"] = start_value + i + 1

@@ -11,6 +11,7 @@ from these cached objects: no model call, no file re-read.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -54,22 +55,32 @@ PAGE_N_BOOT = 200
 # --------------------------------------------------------------------------- keys
 
 
+@functools.lru_cache(maxsize=64)
+def _stamp_of(run_json: str, mtime_ns: int, size: int) -> int:
+    """The stamp of one version of a run.json (parsed once per version, not on every lookup)."""
+    try:
+        with open(run_json, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return 0
+    if isinstance(data, dict) and data.get("status") != "complete":
+        stages = data.get("stages")
+        done = sorted(str(k) for k, v in stages.items() if v is True) if isinstance(stages, dict) else []
+        digest = hashlib.sha256(("partial:" + ",".join(done)).encode()).digest()
+        return -int.from_bytes(digest[:7], "big") - 1  # negative: never equal to an mtime
+    return mtime_ns
+
+
 def run_key(path: str | os.PathLike) -> tuple[str, int]:
     """(resolved path, stamp) of a run folder. The stamp is run.json's mtime_ns for a complete
     run; for an unfinished one it changes only when a stage finishes (its batch counters move
     every few seconds and must not invalidate every cached result); 0 when missing."""
     folder = Path(path).expanduser().resolve()
     try:
-        stamp = (folder / "run.json").stat().st_mtime_ns
-        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        st_ = (folder / "run.json").stat()
+    except OSError:
         return str(folder), 0
-    if isinstance(data, dict) and data.get("status") != "complete":
-        stages = data.get("stages")
-        done = sorted(str(k) for k, v in stages.items() if v is True) if isinstance(stages, dict) else []
-        digest = hashlib.sha256(("partial:" + ",".join(done)).encode()).digest()
-        stamp = -int.from_bytes(digest[:7], "big") - 1  # negative: never equal to an mtime
-    return str(folder), int(stamp)
+    return str(folder), _stamp_of(str(folder / "run.json"), int(st_.st_mtime_ns), int(st_.st_size))
 
 
 # --------------------------------------------------------------------------- resources

@@ -15,6 +15,7 @@ import streamlit as st
 
 from ldminv_core.choices import ATTACK_LABELS, attack_label
 from ldminv_core.errors import LdminvError
+from ldminv_core.report import format_rate, format_rate_ci
 from ldminv_core.runstore import Run, run_status
 
 from . import cache, state
@@ -627,11 +628,12 @@ def verdict_badge(verdict: str) -> str:
 
 def ci_text(ci: tuple[float, float], digits: int = 4, *, signed: bool = True) -> str:
     """"[lo, hi]" of an interval ("[+lo, +hi]" when ``signed``), "–" when undefined."""
+    if not signed:
+        return format_rate_ci(ci, digits)
     lo, hi = ci
     if not (lo == lo and hi == hi):  # NaN
         return "–"
-    sign = "+" if signed else ""
-    return f"[{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
+    return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def _per_fold(values: list, unit: str = "") -> str:
@@ -679,7 +681,7 @@ def arm_metric_caption(arm, metric: str, protocol) -> str:
         parts.append(f"drop {arm_drop_cell(arm)}")
     parts.append(f"95% CI {ci_text(arm.ci[metric], signed=False)}")
     if metric == "tpr_at_1fpr" and arm.realised_fpr_at_1fpr is not None:
-        parts.append(f"realised FPR {arm.realised_fpr_at_1fpr:.4f}")
+        parts.append(f"realised FPR {format_rate(arm.realised_fpr_at_1fpr)}")
     return " · ".join(parts)
 
 

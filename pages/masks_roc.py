@@ -38,16 +38,6 @@ with ui.guard("The Masks & ROC page failed"):
     ROC_POINTS = 200
     RATE_METRICS = ("AUROC", "TPR@1%FPR", "ASR")
 
-    def metric_caption(arm, m: str, proto) -> str:
-        """Where a card's number comes from (protocol, t, drop, 95% interval, realised FPR), rates in %."""
-        parts = [f"{proto.name} · {ui.metric_t_text(arm, m)}"]
-        if arm.drop_text:
-            parts.append(f"drop {ui.arm_drop_cell(arm)}")
-        parts.append(f"95% CI {format_rate_ci(arm.ci[m])}")
-        if m == "tpr_at_1fpr" and arm.realised_fpr_at_1fpr is not None:
-            parts.append(f"realised FPR {format_rate(arm.realised_fpr_at_1fpr)}")
-        return " · ".join(parts)
-
     def show_cautions(ev) -> None:
         """The low-FPR caution (``fpr_support``) beside every TPR@1%FPR shown, when negatives are few."""
         for text in low_fpr_cautions(ev.protocol, n_members=run.n_members, n_heldout=run.n_heldout,
@@ -208,7 +198,7 @@ with ui.guard("The Masks & ROC page failed"):
         for col, (arm, m, label) in zip(st.columns(4), cards):
             col.metric(label, arm.value(m), format="%.4f",  # a 4-decimal fraction, as on every page
                        help=proto.tpr_rule if m == "tpr_at_1fpr" else f"{proto.name} protocol: {proto.description}")
-            col.caption(metric_caption(arm, m, proto))
+            col.caption(ui.arm_metric_caption(arm, m, proto))
         show_cautions(ev)
         f1, f2 = st.columns(2)
         for col, fid in ((f1, "masking_vs_baseline"), (f2, "masking_vs_random")):

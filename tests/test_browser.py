@@ -12,6 +12,7 @@ Chromium is the system one (/usr/bin/chromium); a machine without it fails this 
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -30,6 +31,9 @@ from sklearn.metrics import roc_auc_score
 from test_export import build_fixture_run, masked_scores
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks import bench_dashboard  # noqa: E402 - after the repository root is importable
+
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -135,26 +139,9 @@ def page(server):
 # --------------------------------------------------------------------------- helpers
 
 
-def wait_idle(page: Page, *, quiet_polls: int = 4, poll_ms: int = 200, timeout_s: float = 60) -> None:
-    """Wait until the script has finished: the app reports "notRunning", no "Running…" status
-    widget and no stale element, for ``quiet_polls`` consecutive polls."""
-    deadline = time.monotonic() + timeout_s
-    quiet = 0
-    while quiet < quiet_polls:
-        busy = page.evaluate(
-            """() => {
-                const app = document.querySelector('[data-testid="stApp"]');
-                const state = app ? app.getAttribute('data-test-script-state') : 'initial';
-                return state !== 'notRunning'
-                    || document.querySelector('[data-testid="stStatusWidget"]') !== null
-                    || document.querySelector('[data-stale="true"]') !== null
-                    || document.querySelector('[data-testid="stSpinner"]') !== null;
-            }"""
-        )
-        quiet = 0 if busy else quiet + 1
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the app was still running after {timeout_s} s")
-        page.wait_for_timeout(poll_ms)
+#: Wait until the script has finished: the app reports "notRunning", no "Running…" status widget,
+#: no stale element and no spinner, for ``quiet_polls`` consecutive polls (the benchmark's check).
+wait_idle = functools.partial(bench_dashboard.wait_idle, poll_ms=200, timeout_s=60)
 
 
 def assert_no_exception(page: Page, where: str) -> None:

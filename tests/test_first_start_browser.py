@@ -19,54 +19,12 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, wait_idle
+from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, bench_dashboard as bench, wait_idle
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results.json"
 FIRST_NUMBERS_TIMEOUT_S = 300  # a failure bound on a loaded CI machine, not the goal (30 s)
 STEPS = 5
-
-
-def _watch_js():
-    import sys
-
-    sys.path.insert(0, str(REPO))
-    from benchmarks.bench_dashboard import _WATCH_JS
-
-    return _WATCH_JS
-
-
-def _start(home: Path):
-    import subprocess
-    import sys
-    import urllib.request
-
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "LDMINV_RUN"}
-    env["LDMINV_HOME"] = str(home)
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
-           "--server.fileWatcherType", "none"]
-    log_path = home / "streamlit.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed by the caller
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"streamlit exited with code {proc.returncode}:\n{log_path.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            pytest.fail(f"streamlit did not answer within 90 s:\n{log_path.read_text()}")
-        time.sleep(0.2)
-    return proc, log, url, time.perf_counter() - t0
 
 
 def _metric_text(page, label: str) -> str:
@@ -79,7 +37,11 @@ def test_first_start_shows_numbers_while_partial_then_the_slider_follows(tmp_pat
         pytest.fail(f"Chromium is required at {CHROMIUM} (Debian package 'chromium'; CI installs it)")
     home = tmp_path / "home"
     home.mkdir()
-    proc, log, url, server_s = _start(home)
+    port = _free_port()
+    t_server = time.perf_counter()
+    proc = bench.start_server(None, home, port, home / "streamlit.log")
+    server_s = time.perf_counter() - t_server
+    url = f"http://127.0.0.1:{port}"
     record: dict = {"server_start_s": round(server_s, 2), "cpu_count": os.cpu_count()}
     try:
         with sync_playwright() as pw:
@@ -109,15 +71,11 @@ def test_first_start_shows_numbers_while_partial_then_the_slider_follows(tmp_pat
                 wait_idle(page, timeout_s=180)
                 slider = page.get_by_test_id("stSlider").filter(has_text="Drop percentage")
                 thumb = slider.get_by_role("slider")
-                watch = _watch_js()
                 rows = []
                 for _ in range(STEPS):
                     before = _metric_text(page, "AUROC (masked)")
-                    thumb.focus()
-                    page.evaluate(f"() => {{ window.__ldminvP = ({watch})"
-                                  f"([\"AUROC (masked)\", {json.dumps(before)}, 20000]); return true; }}")
-                    thumb.press("ArrowRight")
-                    rows.append(page.evaluate("() => window.__ldminvP"))
+                    rows.append(bench.slider_step(page, thumb, before=before, label="AUROC (masked)",
+                                                  timeout_ms=20_000))
                     wait_idle(page, quiet_polls=3, poll_ms=100, timeout_s=120)
                 drops = int(slider.get_by_test_id("stSliderThumbValue").inner_text().strip())
                 assert drops == 40 + STEPS
@@ -139,7 +97,6 @@ def test_first_start_shows_numbers_while_partial_then_the_slider_follows(tmp_pat
             proc.wait(timeout=15)
         except Exception:  # noqa: BLE001
             proc.kill()
-        log.close()
     record["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     data["first_start"] = record

@@ -35,7 +35,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .choices import INFLUENCE_METHODS, RESIDUAL_DTYPES  # light: --help does not import torch
+    from .choices import (  # light: --help does not import torch
+        INFLUENCE_METHODS,
+        LATENT_KINDS,
+        LOG_VOLUME_KINDS,
+        PRESETS,
+        RESIDUAL_DTYPES,
+    )
 
     parser = _Parser(
         prog="python -m ldminv_core",
@@ -66,6 +72,24 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--residual-dtype", choices=RESIDUAL_DTYPES, dest="residual_dtype",
         help="dtype of residuals/*.npy (default float32; float16 halves the disk)",
+    )
+    a.add_argument(
+        "--latent", choices=LATENT_KINDS,
+        help="analysed latent: the encoder mean (default) or one posterior sample per image, seeded per sample id "
+        "(the paper's Stable Diffusion code)",
+    )
+    a.add_argument(
+        "--log-volume", choices=LOG_VOLUME_KINDS, dest="log_volume",
+        help="per-sample log-volume: topk (sum of the top-k log singular values, default) or logdet "
+        "(0.5 log det(J^T J): exact when the Jacobian is built anyway, else stochastic Lanczos quadrature)",
+    )
+    preset_help = "; ".join(
+        f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+        for name, values in PRESETS.items()
+    )
+    a.add_argument(
+        "--preset", choices=tuple(PRESETS),
+        help=f"named settings, overridden by explicit options ({preset_help}); recorded in run.json",
     )
     a.add_argument("--force", action="store_true", help="delete an existing run in --out and recompute")
     a.add_argument(
@@ -158,6 +182,10 @@ def _analyze(args: argparse.Namespace) -> int:
     options.pop("force", None)
     options.pop("allow_duplicates", None)
     options.pop("break_lock", None)
+    if args.preset:
+        from .choices import PRESETS
+
+        options = {**PRESETS[args.preset], **options}
     if args.demo:
         from . import demo
 

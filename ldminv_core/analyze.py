@@ -55,6 +55,7 @@ from .loading import (
     load_model,
     resolve_device,
 )
+from .latents import encode_latents
 from .precomputed import PrecomputedGeometry
 from .runstore import RunWriter, delete_run, planned_stages, run_status
 
@@ -66,6 +67,7 @@ __all__ = [
     "estimate_cost",
     "run_analysis",
     "check_config",
+    "preset_config",
     "find_duplicates",
     "config_settings",
     "STAGES",
@@ -74,7 +76,13 @@ __all__ = [
     "RESIDUAL_DTYPES",
 ]
 
-from .choices import INFLUENCE_METHODS, RESIDUAL_DTYPES  # noqa: E402 - shared with the CLI parser
+from .choices import (  # noqa: E402 - shared with the CLI parser
+    INFLUENCE_METHODS,
+    LATENT_KINDS,
+    LOG_VOLUME_KINDS,
+    PRESETS,
+    RESIDUAL_DTYPES,
+)
 STAGES = ("encode", "geometry")  # the attacks' stages come around "geometry": runstore.planned_stages
 _WORK_LOG_VOLUME = "_work/log_volume.npy"
 _MAX_TIMED_BATCH = 128
@@ -105,6 +113,13 @@ class AnalyzeConfig:
         limit: use only the first ``limit`` images (sorted file names) of each folder.
         residual_dtype: "float32" (exact) or "float16" (half the disk) for residuals/*.npy.
         force: delete an existing run in ``out`` and recompute.
+        latent: "mean" (the encoder mean, METHOD.md) or "sample" (one posterior sample per image,
+            seeded per sample id: the paper's Stable Diffusion code); :mod:`ldminv_core.latents`.
+        log_volume: "topk" (sum of the top-k log singular values) or "logdet" (0.5 * log det(J^T J),
+            the whole spectrum: exact when the Jacobian is built anyway, else stochastic Lanczos
+            quadrature, the paper's Stable Diffusion default).
+        preset: the name of the preset the options came from (:data:`ldminv_core.choices.PRESETS`,
+            applied by :func:`preset_config`); recorded in run.json, not compared on resume.
         allow_duplicates: analyze even when the two folders share images, or one holds the
             same image twice (compared by pixels after decoding and resizing:
             :func:`find_duplicates`); the run records a warning in run.json "warnings".
@@ -128,9 +143,25 @@ class AnalyzeConfig:
     seed: int = 0
     limit: int | None = None
     residual_dtype: str = "float32"
+    latent: str = "mean"
+    log_volume: str = "topk"
+    preset: str | None = None
     force: bool = False
     allow_duplicates: bool = False
     break_lock: bool = False
+
+
+def preset_config(name: str, **options: Any) -> AnalyzeConfig:
+    """An :class:`AnalyzeConfig` with the settings of preset ``name`` under ``options`` (explicit
+    options win), e.g. ``preset_config("sd-paper", model=..., members=..., heldout=..., out=...)``.
+
+    Raises:
+        UnknownNameError: ``name`` is not in :data:`ldminv_core.choices.PRESETS`.
+    """
+    if name not in PRESETS:
+        raise UnknownNameError(f"preset: expected one of {tuple(PRESETS)}, got {name!r}")
+    merged = {**PRESETS[name], **{k: v for k, v in options.items() if v is not None}, "preset": name}
+    return AnalyzeConfig(**merged)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -241,6 +272,9 @@ class _Plan:
     force: bool
     allow_duplicates: bool = False
     break_lock: bool = False
+    latent: str = "mean"
+    log_volume: str = "topk"
+    preset: str | None = None
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -257,6 +291,9 @@ class _Plan:
             "batch_size": self.batch_size,
             "seed": self.seed,
             "residual_dtype": self.residual_dtype,
+            # recorded only when not the default, so that runs made before these options resume
+            **({"latent": self.latent} if self.latent != "mean" else {}),
+            **({"log_volume": self.log_volume} if self.log_volume != "topk" else {}),
         }
 
 
@@ -273,6 +310,11 @@ def _plan(config: AnalyzeConfig) -> _Plan:
     if not isinstance(config.device, (str, torch.device)):
         raise LdminvError(f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {_got(config.device)}")
     limit = None if config.limit is None else _as_int(config.limit, "limit", minimum=1)
+    latent = _as_choice(config.latent, "latent", LATENT_KINDS)
+    log_volume_kind = _as_choice(config.log_volume, "log_volume", LOG_VOLUME_KINDS)
+    if log_volume_kind == "logdet" and "logdet" not in getattr(_geometry, "LOG_VOLUME_KINDS", ()):
+        raise UnknownNameError("log_volume: 'logdet' is not available in this build of ldminv_core.geometry")
+    preset = None if config.preset is None else _as_choice(config.preset, "preset", tuple(PRESETS))
     return _Plan(
         model=_model_ref(model),
         members=str(Path(members).expanduser().resolve()),
@@ -291,6 +333,9 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         force=_as_bool(config.force, "force"),
         allow_duplicates=_as_bool(config.allow_duplicates, "allow_duplicates"),
         break_lock=_as_bool(config.break_lock, "break_lock"),
+        latent=latent,
+        log_volume=log_volume_kind,
+        preset=preset,
     )
 
 
@@ -535,8 +580,14 @@ def _geometry_methods(plan: _Plan, model: LoadedModel) -> tuple[str, str]:
     d = math.prod(model.latent_shape)
     pixels = math.prod(model.image_shape)
     infl = _geometry.resolve_influence_method(plan.influence, d)
-    lv = _geometry.resolve_log_volume_method("auto", d=d, p=pixels, k=plan.topk, influence_method=infl)
+    lv = _geometry.resolve_log_volume_method("auto", d=d, p=pixels, k=plan.topk, influence_method=infl,
+                                             **_log_volume_kwargs(plan))
     return infl, lv
+
+
+def _log_volume_kwargs(plan: _Plan) -> dict:
+    """The geometry keyword choosing the whole-spectrum log-volume (none for the default top-k)."""
+    return {"log_volume": plan.log_volume} if plan.log_volume != "topk" else {}
 
 
 # ----------------------------------------------------------------------------- cost estimate
@@ -722,7 +773,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     geo_b = min(2, b)
     geo = lambda m: _geometry.decoder_geometry(
         decode, z[:m], k=plan.topk, influence=infl, log_volume_method=lv, probes=plan.probes,
-        seed=plan.seed, sample_ids=list(range(m)),
+        seed=plan.seed, sample_ids=list(range(m)), **_log_volume_kwargs(plan),
     )
     geo(1)  # warm-up (first calls trace and allocate)
     geo_s = _timed(lambda: geo(geo_b), dev) / geo_b
@@ -887,12 +938,15 @@ def run_analysis(
                 "seeds": {"seed": plan.seed},
                 "batch_size": plan.batch_size,
                 "residual_dtype": plan.residual_dtype,
+                "latent": plan.latent,
+                "preset": plan.preset,
                 "versions": _versions(),
                 "geometry": {
                     "topk": plan.topk,
                     "influence": infl_method,
                     "probes": plan.probes,
                     "log_volume_method": lv_method,
+                    "log_volume": plan.log_volume,
                 },
                 "attacks": {a: _attack_spec(a, plan.timesteps, plan.residual_dtype) for a in plan.attacks},
                 "load_report": {"members": members.report.as_dict(), "heldout": heldout.report.as_dict()},
@@ -945,7 +999,8 @@ def run_analysis(
             stage = _Stage(writer, "encode", n, *stage_args)
             try:
                 for start, stop in stage.batches([latents]):
-                    z = model.encode(images[start:stop]).detach().to("cpu", torch.float32).numpy()
+                    z = encode_latents(model, images[start:stop], latent=plan.latent, seed=plan.seed,
+                                       sample_ids=range(start, stop)).detach().to("cpu", torch.float32).numpy()
                     _check_finite(z, stage="encode", file=str(writer.path / "latents.npy"), start=start,
                                   paths=sample_paths)
                     latents[start:stop] = z
@@ -962,7 +1017,7 @@ def run_analysis(
                 return False
             t0 = time.perf_counter()
             settings_now = {"topk": plan.topk, "influence": infl_method, "probes": plan.probes,
-                            "log_volume_method": lv_method, "seed": plan.seed}
+                            "log_volume_method": lv_method, "seed": plan.seed, **_log_volume_kwargs(plan)}
             try:
                 digest = _precomputed.vae_digest(plan.model)
             except RunError as exc:
@@ -1005,6 +1060,7 @@ def run_analysis(
                         probes=plan.probes,
                         seed=plan.seed,
                         sample_ids=list(range(start, stop)),
+                        **_log_volume_kwargs(plan),
                     )
                     infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
                     lv_b = geo.log_volume.detach().to("cpu", torch.float64).numpy()

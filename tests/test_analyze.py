@@ -155,7 +155,8 @@ def test_unconditional_end_to_end(uncond_run, tiny_uncond_model, tiny_image_dirs
     data = run.settings
     assert data["status"] == "complete"
     assert run.latent_shape == (4, 4, 4) and (run.n_members, run.n_heldout) == (8, 8)
-    assert data["geometry"] == {"topk": 50, "influence": "exact", "probes": 16, "log_volume_method": "exact"}
+    assert data["geometry"] == {"topk": 50, "influence": "exact", "probes": 16, "log_volume_method": "exact",
+                                "log_volume": "topk"}
     assert data["attacks"]["sima"]["timesteps"] == [0, 10, 20] and data["attacks"]["secmi"]["p"] == 2
     assert data["model"] == str(tiny_uncond_model.resolve())
     assert set(data["versions"]) >= {"torch", "diffusers", "numpy", "ldminv"}

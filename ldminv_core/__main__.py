@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -220,25 +221,38 @@ def _analyze(args: argparse.Namespace) -> int:
             f"see: python -m ldminv_core report {out}"
         )
         return 0
+    from .distributed import DistContext
+
+    ctx = DistContext.from_env()  # torchrun / accelerate launch: one of several processes
+    say = (lambda *a, **k: print(*a, **k)) if ctx.is_main else (lambda *a, **k: None)
     status = run_status(out)
     if status in ("unfinished", "running") and not config.force:
-        print(f"resuming the unfinished run in {out}", file=sys.stderr)
+        say(f"resuming the unfinished run in {out}", file=sys.stderr)
 
     _quiet_libraries()
+    import torch
+
     device = resolve_device(config.device)
+    if ctx.active and device.type == "cuda" and config.device in ("auto", "cuda"):
+        device = torch.device(f"cuda:{ctx.local_rank % torch.cuda.device_count()}")
     threads = None
     if device.type == "cpu":
-        import torch
-
         from .loading import idle_cpu_threads
 
-        threads = args.threads if args.threads is not None else idle_cpu_threads()
+        local_procs = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
+        threads = args.threads if args.threads is not None else max(1, idle_cpu_threads() // local_procs)
         torch.set_num_threads(threads)
     model = load_model(config.model, device=device)
-    if threads is not None:
+    if ctx.active:
+        print(f"rank {ctx.rank}/{ctx.world_size}: {device}"
+              + (f", {threads} torch thread(s)" if threads is not None else ""), file=sys.stderr)
+    elif threads is not None:
         print(f"running on cpu with {threads} torch thread(s)", file=sys.stderr)
+    if not ctx.is_main:  # the other ranks fill their batches; rank 0 prints and finishes the run
+        run_analysis(config, model=model)
+        return 0
     precomputed = None
-    if args.demo and not args.recompute_geometry:
+    if args.demo and not args.recompute_geometry and not ctx.active:
         from . import demo
 
         precomputed = demo.demo_precomputed()

@@ -56,6 +56,7 @@ from .loading import (
     resolve_device,
 )
 from .latents import encode_latents
+from .distributed import DistContext, RankLedger
 from .precomputed import PrecomputedGeometry
 from .runstore import RunWriter, delete_run, planned_stages, run_status
 
@@ -818,24 +819,148 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
 # ----------------------------------------------------------------------------- the pipeline
 
 
+def _geometry_rows(plan: _Plan, model: LoadedModel, decode, z_all: np.ndarray, start: int, stop: int,
+                   infl_method: str, lv_method: str, folder: Path, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Influence (B, C, h, w) float32 and log-volume (B,) float64 of samples start..stop-1."""
+    zb = torch.from_numpy(np.array(z_all[start:stop])).to(model.device, model.dtype)
+    geo = _geometry.decoder_geometry(
+        decode, zb, k=plan.topk, influence=infl_method, log_volume_method=lv_method, probes=plan.probes,
+        seed=plan.seed, sample_ids=list(range(start, stop)), **_log_volume_kwargs(plan),
+    )
+    infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
+    lv_b = geo.log_volume.detach().to("cpu", torch.float64).numpy()
+    _check_finite(infl_b, stage="geometry", file=str(folder / "influence.npy"), start=start, paths=paths)
+    _check_finite(lv_b, stage="geometry", file=f"{folder / 'samples.parquet'} (log_volume)", start=start, paths=paths)
+    return infl_b, lv_b
+
+
+def _attack_rows(name: str, plan: _Plan, model: LoadedModel, z_all: np.ndarray, captions: Sequence[str | None],
+                 start: int, stop: int, dtype: np.dtype, file: str, paths: Sequence[str]) -> np.ndarray:
+    """Terms (B, T, C, h, w) or scores (B,) of attack ``name`` for samples start..stop-1, in ``dtype``."""
+    zb = torch.from_numpy(np.array(z_all[start:stop]))
+    caps = list(captions[start:stop]) if model.is_conditional else None
+    ids = np.arange(start, stop)
+    if name in _attacks.MASKABLE_ATTACKS:
+        res = _attacks.attack_terms(
+            name, model.predictor, zb, timesteps=plan.timesteps, captions=caps,
+            sample_ids=ids, seed=plan.seed, batch_size=plan.batch_size,
+        )
+    else:
+        res = _attacks.pfami_scores(
+            model.predictor, zb, captions=caps, sample_ids=ids, seed=plan.seed, batch_size=plan.batch_size,
+        )
+    with np.errstate(over="ignore"):
+        batch = res.detach().cpu().numpy().astype(dtype)
+    _check_finite(batch, stage=name, file=file, start=start, paths=paths)
+    return batch
+
+
+def _stage_arrays(name: str, plan: _Plan, n: int, lat: tuple[int, ...]) -> list[tuple[str, tuple[int, ...], np.dtype]]:
+    """(relpath, shape, dtype) of the arrays stage ``name`` fills."""
+    if name == "geometry":
+        return [("influence.npy", (n, *lat), np.dtype(np.float32)), (_WORK_LOG_VOLUME, (n,), np.dtype(np.float64))]
+    if name in _attacks.MASKABLE_ATTACKS:
+        return [(f"residuals/{name}.npy", (n, len(plan.timesteps), *lat), np.dtype(plan.residual_dtype))]
+    return [(f"scores/{name}.npy", (n,), np.dtype(np.float32))]
+
+
+def _open_existing(folder: Path, relpath: str, shape: tuple[int, ...], dtype: np.dtype) -> np.memmap:
+    """Open an array rank 0 created, to write this rank's rows (RunError when it does not match)."""
+    path = folder / relpath
+    try:
+        arr = np.lib.format.open_memmap(path, mode="r+")
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{path}: cannot be opened to write this rank's rows ({exc})") from exc
+    if arr.shape != tuple(shape) or arr.dtype != dtype:
+        raise RunError(f"{path}: expected shape {tuple(shape)} {dtype}, found {arr.shape} {arr.dtype}")
+    return arr
+
+
+def _run_follower(plan: _Plan, ctx: DistContext, model: LoadedModel | None) -> Path:
+    """A rank other than 0: load the model, wait for rank 0's set-up and encode stage, then fill
+    this rank's batches of every remaining stage (collectives in the order rank 0 makes them)."""
+    import json
+
+    if model is None:
+        model = load_model(plan.model, device=_rank_device(plan, ctx))
+    _check_timesteps_for_model(plan, model)
+    infl_method, lv_method = _geometry_methods(plan, model)
+    ctx.agree()  # rank 0's set-up and encode stage are done
+    data = json.loads((plan.out / "run.json").read_text(encoding="utf-8"))
+    samples = pd.read_parquet(plan.out / "samples.parquet")
+    n, lat = len(samples), tuple(model.latent_shape)
+    captions = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else str(c)
+                for c in samples["caption"].tolist()]
+    paths = samples["path"].tolist()
+    z_all = np.load(plan.out / "latents.npy", mmap_mode="r")
+    ledger = RankLedger(plan.out, ctx, batch_size=plan.batch_size)
+    decode = model.decoder_fn()
+    for name in planned_stages(data)[1:]:
+        if data.get("stages", {}).get(name):
+            continue
+        ctx.agree()  # rank 0 created the stage's arrays
+        arrays = [_open_existing(plan.out, rel, shape, dt) for rel, shape, dt in _stage_arrays(name, plan, n, lat)]
+        stage = _Stage(None, name, n, plan.batch_size, None, None, ledger=ledger,
+                       prefix=int(data.get("progress", {}).get(name, 0)))
+        for start, stop in stage.batches(arrays):
+            if name == "geometry":
+                arrays[0][start:stop], arrays[1][start:stop] = _geometry_rows(
+                    plan, model, decode, z_all, start, stop, infl_method, lv_method, plan.out, paths)
+            else:
+                arrays[0][start:stop] = _attack_rows(name, plan, model, z_all, captions, start, stop, arrays[0].dtype,
+                                                     str(plan.out / _stage_arrays(name, plan, n, lat)[0][0]), paths)
+        del arrays
+        ctx.agree()  # every rank computed its batches
+        ctx.agree()  # rank 0 checked and recorded the stage
+    return plan.out
+
+
+def _rank_device(plan: _Plan, ctx: DistContext) -> torch.device:
+    """cuda:LOCAL_RANK for "auto"/"cuda" on a machine with GPUs under a launcher, else the option."""
+    if ctx.active and plan.device in ("auto", "cuda") and torch.cuda.is_available():
+        return torch.device(f"cuda:{ctx.local_rank % torch.cuda.device_count()}")
+    return resolve_device(plan.device)
+
+
 class _Stage:
-    """Batch loop of one stage with progress records, callbacks and cancellation."""
+    """Batch loop of one stage with progress records, callbacks and cancellation.
+
+    Without a ledger (one process, no rank records in the folder) progress is run.json's
+    prefix counter. With a :class:`~ldminv_core.distributed.RankLedger` the stage's batches not
+    yet recorded by any rank (nor covered by the prefix counter) that belong to this rank are
+    done, each recorded in this rank's file once its rows are flushed.
+    """
 
     def __init__(
         self,
-        writer: RunWriter,
+        writer: RunWriter | None,
         name: str,
         n: int,
         batch_size: int,
         progress: ProgressFn | None,
         should_stop: Callable[[], bool] | None,
+        *,
+        ledger: "RankLedger | None" = None,
+        prefix: int = 0,
     ) -> None:
         self.writer, self.name, self.n, self.batch_size = writer, name, n, batch_size
         self.progress, self.should_stop = progress, should_stop
+        self.ledger, self.prefix = ledger, prefix
+
+    def _cancelled(self, stop: int) -> AnalysisCancelled:
+        where = self.writer.path if self.writer is not None else "the run folder"
+        return AnalysisCancelled(
+            f"analysis of {where} cancelled during stage {self.name!r} after "
+            f"{stop}/{self.n} samples; run it again with the same settings to resume"
+        )
 
     def batches(self, arrays: Sequence[np.memmap]) -> Iterator[tuple[int, int]]:
         """Yield (start, stop) of each batch still to do; after the caller has filled the
         batch's rows, flush ``arrays``, record progress, report it and honour should_stop."""
+        if self.ledger is not None:
+            yield from self._ledger_batches(arrays)
+            return
+        assert self.writer is not None
         done = self.writer.progress(self.name)
         if done % self.batch_size and done != self.n:
             done -= done % self.batch_size  # never happens with a fixed batch size; be safe
@@ -850,10 +975,36 @@ class _Stage:
             if self.progress is not None:
                 self.progress(self.name, stop, self.n)
             if self.should_stop is not None and self.should_stop():
-                raise AnalysisCancelled(
-                    f"analysis of {self.writer.path} cancelled during stage {self.name!r} after "
-                    f"{stop}/{self.n} samples; run it again with the same settings to resume"
-                )
+                raise self._cancelled(stop)
+
+    def missing(self) -> list[int]:
+        """Batches of the stage no rank (and no prefix counter) has recorded yet."""
+        assert self.ledger is not None
+        nb = -(-self.n // self.batch_size)
+        covered = self.ledger.done(self.name) | {b for b in range(nb) if min(self.n, (b + 1) * self.batch_size) <= self.prefix}
+        return [b for b in range(nb) if b not in covered]
+
+    def _ledger_batches(self, arrays: Sequence[np.memmap]) -> Iterator[tuple[int, int]]:
+        ledger = self.ledger
+        assert ledger is not None
+        todo = self.missing()
+        nb = -(-self.n // self.batch_size)
+        mine = [b for b in todo if ledger.ctx.owns(b)]
+        finished = nb - len(todo)
+        world = ledger.ctx.world_size
+        if self.progress is not None:
+            self.progress(self.name, min(self.n, finished * self.batch_size), self.n)
+        for i, b in enumerate(mine):
+            start, stop = b * self.batch_size, min(self.n, (b + 1) * self.batch_size)
+            t0 = time.perf_counter()
+            yield start, stop
+            for arr in arrays:
+                arr.flush()
+            ledger.record(self.name, b, time.perf_counter() - t0)
+            if self.progress is not None:  # all ranks advance at about this rank's pace
+                self.progress(self.name, min(self.n, (finished + (i + 1) * world) * self.batch_size), self.n)
+            if self.should_stop is not None and self.should_stop():
+                raise self._cancelled(stop)
 
 
 def run_analysis(
@@ -897,6 +1048,25 @@ def run_analysis(
     plan = _plan(config)
     if _complete_run_matches(plan):
         return plan.out
+    ctx = DistContext.from_env()
+    if not ctx.active:
+        return _run_main(plan, ctx, progress=progress, should_stop=should_stop, model=model, precomputed=precomputed)
+    ctx.start()
+    try:
+        if ctx.is_main:
+            return _run_main(plan, ctx, progress=progress, should_stop=should_stop, model=model, precomputed=None)
+        return _run_follower(plan, ctx, model)
+    except BaseException as exc:
+        if not ctx.broken:
+            ctx.agree(exc)  # tell the other ranks (re-raises exc)
+        raise
+    finally:
+        ctx.stop()
+
+
+def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, should_stop: Callable[[], bool] | None,
+              model: LoadedModel | None, precomputed: "PrecomputedGeometry | None") -> Path:
+    """Rank 0 (or the only process): everything of :func:`run_analysis` after validation."""
     _preflight(plan, model_given=model is not None)
     status = run_status(plan.out)
     if plan.force and status is not None:
@@ -912,7 +1082,7 @@ def run_analysis(
     try:
         t0 = time.perf_counter()
         if model is None:
-            model = load_model(plan.model, device=resolve_device(plan.device))
+            model = load_model(plan.model, device=_rank_device(plan, ctx))
         _check_timesteps_for_model(plan, model)
         infl_method, lv_method = _geometry_methods(plan, model)
         images: torch.Tensor | None = None
@@ -1010,6 +1180,31 @@ def run_analysis(
             writer.mark_stage_done("encode")
         images = None
         z_all = np.load(writer.path / "latents.npy", mmap_mode="r")
+        # several processes, or a folder one of their sessions worked on: per-rank batch records
+        ledger = RankLedger(writer.path, ctx, batch_size=plan.batch_size) \
+            if ctx.active or RankLedger.present(writer.path) else None
+        if ctx.active:
+            writer.update(distributed={"world_size": ctx.world_size, "backend": "gloo",
+                                       "assignment": "batch b -> rank b % world_size"})
+        ctx.agree()  # set-up and encode done: the other ranks start
+
+        def stage_loop(name: str, arrays: list, fill: Callable[[int, int], None]) -> None:
+            """Fill this rank's batches of ``name``; with a ledger, wait for every rank and check
+            that every batch of the stage is on disk before the caller records it."""
+            ctx.agree()  # the arrays exist: the other ranks open them
+            stage = _Stage(writer, name, n, *stage_args, ledger=ledger, prefix=writer.progress(name))
+            for start, stop in stage.batches(arrays):
+                fill(start, stop)
+            ctx.agree()  # every rank computed its batches
+            if ledger is not None:
+                missing = stage.missing()
+                if missing:
+                    raise RunError(
+                        f"stage {name!r}: batches {missing[:5]}{' ...' if len(missing) > 5 else ''} of "
+                        f"{-(-n // plan.batch_size)} are not recorded by any rank in {writer.path / 'ranks'}; the "
+                        "stage is not marked done (run the same command again to compute them)"
+                    )
+                writer.set_progress(name, n)
 
         def reuse_geometry() -> bool:
             """Write the precomputed geometry when it applies; record the decision either way."""
@@ -1047,29 +1242,13 @@ def run_analysis(
             influence = writer.open_array("influence.npy", (n, *lat), np.float32, stage="geometry")
             log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")
             decode = model.decoder_fn()
-            stage = _Stage(writer, "geometry", n, *stage_args)
+
+            def fill(start: int, stop: int) -> None:
+                influence[start:stop], log_vol[start:stop] = _geometry_rows(
+                    plan, model, decode, z_all, start, stop, infl_method, lv_method, writer.path, sample_paths)
+
             try:
-                for start, stop in stage.batches([influence, log_vol]):
-                    zb = torch.from_numpy(np.array(z_all[start:stop])).to(model.device, model.dtype)
-                    geo = _geometry.decoder_geometry(
-                        decode,
-                        zb,
-                        k=plan.topk,
-                        influence=infl_method,
-                        log_volume_method=lv_method,
-                        probes=plan.probes,
-                        seed=plan.seed,
-                        sample_ids=list(range(start, stop)),
-                        **_log_volume_kwargs(plan),
-                    )
-                    infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
-                    lv_b = geo.log_volume.detach().to("cpu", torch.float64).numpy()
-                    _check_finite(infl_b, stage="geometry", file=str(writer.path / "influence.npy"), start=start,
-                                  paths=sample_paths)
-                    _check_finite(lv_b, stage="geometry", file=f"{writer.path / 'samples.parquet'} (log_volume)",
-                                  start=start, paths=sample_paths)
-                    influence[start:stop] = infl_b
-                    log_vol[start:stop] = lv_b
+                stage_loop("geometry", [influence, log_vol], fill)
             finally:
                 add_time("geometry", time.perf_counter() - t0)
             samples = writer.samples
@@ -1077,6 +1256,7 @@ def run_analysis(
             writer.update_samples(samples)
             del influence, log_vol
             writer.mark_stage_done("geometry")
+            ctx.agree()  # recorded
 
         def attack_stage(name: str) -> None:
             t0 = time.perf_counter()
@@ -1088,30 +1268,18 @@ def run_analysis(
             else:
                 relpath = f"scores/{name}.npy"
                 out = writer.open_array(relpath, (n,), np.float32, stage=name)
-            stage = _Stage(writer, name, n, *stage_args)
+
+            def fill(start: int, stop: int) -> None:
+                out[start:stop] = _attack_rows(name, plan, model, z_all, captions, start, stop, out.dtype,
+                                               str(writer.path / relpath), sample_paths)
+
             try:
-                for start, stop in stage.batches([out]):
-                    zb = torch.from_numpy(np.array(z_all[start:stop]))
-                    caps = captions[start:stop] if model.is_conditional else None
-                    ids = np.arange(start, stop)
-                    if maskable:
-                        res = _attacks.attack_terms(
-                            name, model.predictor, zb, timesteps=plan.timesteps, captions=caps,
-                            sample_ids=ids, seed=plan.seed, batch_size=plan.batch_size,
-                        )
-                    else:
-                        res = _attacks.pfami_scores(
-                            model.predictor, zb, captions=caps, sample_ids=ids, seed=plan.seed,
-                            batch_size=plan.batch_size,
-                        )
-                    with np.errstate(over="ignore"):
-                        batch = res.detach().cpu().numpy().astype(out.dtype)
-                    _check_finite(batch, stage=name, file=str(writer.path / relpath), start=start, paths=sample_paths)
-                    out[start:stop] = batch
+                stage_loop(name, [out], fill)
             finally:
                 add_time(name, time.perf_counter() - t0)
             del out
             writer.mark_stage_done(name)
+            ctx.agree()  # recorded
 
         # 2-4. the attacks with per-coordinate terms, the geometry, the score-only attacks; a
         # precomputed geometry that applies costs nothing, so it lands first
@@ -1126,6 +1294,12 @@ def run_analysis(
                 attack_stage(name)
 
         # 4. finish
+        if ledger is not None and ctx.active:
+            ranks = []
+            for r in range(ctx.world_size):
+                rec = RankLedger(writer.path, DistContext(rank=r, world_size=ctx.world_size), batch_size=plan.batch_size)
+                ranks.append(rec.summary())
+            writer.update(distributed={**writer.data.get("distributed", {}), "ranks": ranks})
         writer.remove("_work")
         add_time("total", time.perf_counter() - session_start)
         return writer.finish()

@@ -190,6 +190,7 @@ class RankLedger:
         if batch_index not in done:
             done.append(int(batch_index))
         self._own["seconds"][stage] = round(float(self._own["seconds"].get(stage, 0.0)) + seconds, 4)
+        self._own["peak_rss_mb"] = round(_peak_rss_mb(), 1)
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.own_path.with_name(f".{self.own_path.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self._own), encoding="utf-8")
@@ -201,4 +202,11 @@ class RankLedger:
         samples = {k: len(v) * self.batch_size for k, v in own["done"].items()}
         return {"rank": self.ctx.rank, "host": own["host"], "pid": own["pid"],
                 "batches": {k: len(v) for k, v in own["done"].items()}, "samples_at_most": samples,
-                "seconds": dict(own["seconds"])}
+                "seconds": dict(own["seconds"]), "peak_rss_mb": own.get("peak_rss_mb")}
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

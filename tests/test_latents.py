@@ -95,7 +95,7 @@ def test_sd_paper_preset_is_one_flag_away(tiny_uncond_model, tiny_image_dirs, tm
     cfg = preset_config("sd-paper", model=str(tiny_uncond_model), members=str(tiny_image_dirs[0]),
                         heldout=str(tiny_image_dirs[1]), out=str(tmp_path / "p"), topk=5)
     assert cfg.topk == 5 and cfg.latent == "sample" and cfg.timesteps == "0:200:10" and cfg.preset == "sd-paper"
-    assert cfg.log_volume == PRESETS["sd-paper"]["log_volume"]
+    assert cfg.log_volume == PRESETS["sd-paper"].get("log_volume", "topk")
     # the CLI: explicit options win over the preset; an unknown preset is a one-line usage error
     assert main(["analyze", "--preset", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err

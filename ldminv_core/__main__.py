@@ -84,6 +84,15 @@ def _parser() -> argparse.ArgumentParser:
         help="per-sample log-volume: topk (sum of the top-k log singular values, default) or logdet "
         "(0.5 log det(J^T J): exact when the Jacobian is built anyway, else stochastic Lanczos quadrature)",
     )
+    a.add_argument(
+        "--lora", action="append", metavar="PATH",
+        help="LoRA adapter (folder with pytorch_lora_weights.safetensors, or a .safetensors file) applied to the "
+        "UNet and text encoder; repeat for several; run.json records each file's SHA-256",
+    )
+    a.add_argument(
+        "--lora-scale", action="append", type=float, dest="lora_scale", metavar="SCALE",
+        help="weight of the LoRA adapters: once for all, or once per --lora in the same order (default 1.0)",
+    )
     preset_help = "; ".join(
         f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
         for name, values in PRESETS.items()
@@ -174,8 +183,8 @@ class _Bars:
 
 
 def _analyze(args: argparse.Namespace) -> int:
-    from .analyze import AnalyzeConfig, check_config, estimate_cost, run_analysis
-    from .loading import load_model, resolve_device
+    from .analyze import AnalyzeConfig, check_config, estimate_cost, load_config_model, run_analysis
+    from .loading import resolve_device
     from .report import build_report, format_report
     from .runstore import run_status
 
@@ -242,7 +251,7 @@ def _analyze(args: argparse.Namespace) -> int:
         local_procs = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", ctx.world_size)))
         threads = args.threads if args.threads is not None else max(1, idle_cpu_threads() // local_procs)
         torch.set_num_threads(threads)
-    model = load_model(config.model, device=device)
+    model = load_config_model(config, device=device)
     if ctx.active:
         print(f"rank {ctx.rank}/{ctx.world_size}: {device}"
               + (f", {threads} torch thread(s)" if threads is not None else ""), file=sys.stderr)
@@ -271,7 +280,8 @@ def _analyze(args: argparse.Namespace) -> int:
     print(estimate, file=sys.stderr, flush=True)
     bars = _Bars()
     try:
-        path = run_analysis(config, progress=bars, model=model, precomputed=precomputed)
+        path = run_analysis(config, progress=bars, model=model, precomputed=precomputed,
+                            geometry_plan=estimate.geometry_plan)
     finally:
         bars.close()
     if precomputed is not None:

@@ -69,6 +69,8 @@ __all__ = [
     "run_analysis",
     "check_config",
     "preset_config",
+    "load_config_model",
+    "describe_geometry_plan",
     "find_duplicates",
     "config_settings",
     "STAGES",
@@ -121,6 +123,11 @@ class AnalyzeConfig:
             quadrature, the paper's Stable Diffusion default).
         preset: the name of the preset the options came from (:data:`ldminv_core.choices.PRESETS`,
             applied by :func:`preset_config`); recorded in run.json, not compared on resume.
+        lora: LoRA adapter paths (a folder with ``pytorch_lora_weights.safetensors`` or a
+            ``.safetensors`` file), applied in order to the UNet (and the text encoder) of
+            ``model`` as ``pipeline.load_lora_weights`` does (:mod:`ldminv_core.lora`).
+        lora_scale: the adapters' weights: empty (1.0 each), one (for every adapter) or one per
+            adapter. run.json "lora" records each adapter's file, SHA-256 and scale.
         allow_duplicates: analyze even when the two folders share images, or one holds the
             same image twice (compared by pixels after decoding and resizing:
             :func:`find_duplicates`); the run records a warning in run.json "warnings".
@@ -147,6 +154,8 @@ class AnalyzeConfig:
     latent: str = "mean"
     log_volume: str = "topk"
     preset: str | None = None
+    lora: Sequence[str] = ()
+    lora_scale: Sequence[float] | float = ()
     force: bool = False
     allow_duplicates: bool = False
     break_lock: bool = False
@@ -276,6 +285,7 @@ class _Plan:
     latent: str = "mean"
     log_volume: str = "topk"
     preset: str | None = None
+    lora: tuple[tuple[str, float], ...] = ()
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -295,7 +305,14 @@ class _Plan:
             # recorded only when not the default, so that runs made before these options resume
             **({"latent": self.latent} if self.latent != "mean" else {}),
             **({"log_volume": self.log_volume} if self.log_volume != "topk" else {}),
+            **({"lora": [{"path": p, "scale": s} for p, s in self.lora]} if self.lora else {}),
         }
+
+    def adapters(self) -> list:
+        """The LoRA adapters as :class:`ldminv_core.lora.LoraAdapter` (empty list when none)."""
+        from .lora import LoraAdapter
+
+        return [LoraAdapter(path, scale=scale) for path, scale in self.lora]
 
 
 def _plan(config: AnalyzeConfig) -> _Plan:
@@ -316,6 +333,7 @@ def _plan(config: AnalyzeConfig) -> _Plan:
     if log_volume_kind == "logdet" and "logdet" not in getattr(_geometry, "LOG_VOLUME_KINDS", ()):
         raise UnknownNameError("log_volume: 'logdet' is not available in this build of ldminv_core.geometry")
     preset = None if config.preset is None else _as_choice(config.preset, "preset", tuple(PRESETS))
+    lora = _normalize_lora(config.lora, config.lora_scale)
     return _Plan(
         model=_model_ref(model),
         members=str(Path(members).expanduser().resolve()),
@@ -337,7 +355,24 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         latent=latent,
         log_volume=log_volume_kind,
         preset=preset,
+        lora=lora,
     )
+
+
+def _normalize_lora(paths: Any, scales: Any) -> tuple[tuple[str, float], ...]:
+    """(absolute path, scale) per adapter, from ``AnalyzeConfig.lora`` / ``lora_scale``."""
+    from .lora import parse_lora_args
+
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if isinstance(scales, (int, float)) and not isinstance(scales, bool):
+        scales = [scales]
+    if not isinstance(paths, Sequence) or not all(isinstance(p, (str, Path)) and str(p) for p in paths):
+        raise LdminvError(f"lora: expected a list of adapter paths, got {_got(paths)}")
+    if not isinstance(scales, Sequence) or isinstance(scales, str):
+        raise LdminvError(f"lora_scale: expected a number or a list of numbers, got {_got(scales)}")
+    adapters = parse_lora_args([str(p) for p in paths], list(scales))
+    return tuple((str(Path(a.path).expanduser().resolve()), float(a.scale)) for a in adapters)
 
 
 def _check_out(out: Path) -> None:
@@ -394,6 +429,10 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
     check_image_folder(plan.heldout, what="heldout: image folder")
     if not model_given:
         check_model(plan.model)
+        if plan.lora:
+            from .lora import check_lora
+
+            check_lora(plan.adapters())
     resolve_device(plan.device)
     _check_out(plan.out)
     if str(plan.out) in (plan.members, plan.heldout):
@@ -431,6 +470,48 @@ def config_settings(config: AnalyzeConfig) -> dict:
     """The validated settings of ``config`` that define its results, as run.json stores them
     under "config" (what a resumed run must match)."""
     return _plan(config).settings()
+
+
+def _check_model_lora(plan: _Plan, model: LoadedModel) -> None:
+    """RunError when a given model does not carry exactly the configured LoRA adapters."""
+    have = [(str(r.get("path")), float(r.get("scale"))) for r in getattr(model, "lora", ())]
+    want = [(p, s) for p, s in plan.lora]
+    if have != want:
+        shown = lambda items: ", ".join(f"{p} (scale {s:g})" for p, s in items) or "none"
+        raise RunError(
+            f"model: the given model carries LoRA adapters {shown(have)} but the configuration asks for "
+            f"{shown(want)}; load it with ldminv_core.analyze.load_config_model(config)"
+        )
+
+
+def _check_lora_hashes(plan: _Plan, model: LoadedModel, recorded: Any) -> None:
+    """RunError when a resumed run's adapter files changed since the run started (by SHA-256)."""
+    if not recorded:
+        return
+    now = {str(r["path"]): r["sha256"] for r in model.lora}
+    for r in recorded:
+        if now.get(str(r.get("path"))) not in (None, r.get("sha256")):
+            raise RunError(
+                f"lora: {r.get('file') or r.get('path')} changed since this run started (SHA-256 "
+                f"{str(r.get('sha256'))[:12]}... recorded, {now[str(r.get('path'))][:12]}... now); the stored "
+                f"terms belong to the old adapter: restore it or pass --force"
+            )
+
+
+def load_config_model(config: AnalyzeConfig, *, device: str | torch.device | None = None) -> LoadedModel:
+    """Load ``config.model`` with the configuration's LoRA adapters applied (what
+    :func:`run_analysis` and :func:`estimate_cost` load when no model is given).
+
+    Args:
+        config: the analysis settings (validated here).
+        device: where to load; ``config.device`` resolved when None.
+
+    Raises:
+        LdminvError subclasses from validation; ModelLoadError for the model or an adapter.
+    """
+    plan = _plan(config)
+    dev = resolve_device(plan.device) if device is None else device
+    return load_model(plan.model, device=dev, lora=plan.adapters() or None)
 
 
 def _check_timesteps_for_model(plan: _Plan, model: LoadedModel) -> None:
@@ -586,6 +667,29 @@ def _geometry_methods(plan: _Plan, model: LoadedModel) -> tuple[str, str]:
     return infl, lv
 
 
+def _make_geometry_plan(plan: _Plan, decode: Callable, z1: torch.Tensor) -> "_geometry.GeometryPlan":
+    """The geometry paths of this analysis, by the cost model timed on one latent ``z1`` (1, C, h, w)."""
+    return _geometry.plan_geometry(decode, z1, k=plan.topk, influence=plan.influence, log_volume=plan.log_volume,
+                                   probes=plan.probes, measure=True)
+
+
+def _plan_fits(gp: Any, plan: _Plan, d: int) -> bool:
+    """True when a given GeometryPlan was made for these settings and this latent size."""
+    return (isinstance(gp, _geometry.GeometryPlan) and gp.k == plan.topk and gp.log_volume_kind == plan.log_volume
+            and gp.d == d and (plan.influence == "auto" or gp.influence_method == plan.influence)
+            and (gp.influence_method != "hutchinson" or gp.probes >= plan.probes))
+
+
+def describe_geometry_plan(gp: "_geometry.GeometryPlan") -> str:
+    """One line: the chosen geometry paths, their products and predicted seconds per sample."""
+    prods = ", ".join(f"{v:,} {k.upper()}s" for k, v in gp.products.items() if v)
+    infl = gp.influence_method + (f" ({gp.probes} probes)" if gp.influence_method == "hutchinson" else "")
+    kind = f"top-{gp.k}" if gp.log_volume_kind == "topk" else "0.5 log det(J^T J)"
+    pred = gp.predicted_seconds_per_sample
+    return (f"geometry: influence {infl}, log-volume {gp.log_volume_method} ({kind}); {prods or 'no products'} per "
+            f"sample at chunk {gp.chunk_size}" + (f", predicted {pred:.3g} s/sample" if pred is not None else ""))
+
+
 def _log_volume_kwargs(plan: _Plan) -> dict:
     """The geometry keyword choosing the whole-spectrum log-volume (none for the default top-k)."""
     return {"log_volume": plan.log_volume} if plan.log_volume != "topk" else {}
@@ -623,6 +727,8 @@ class CostEstimate:
             allow_duplicates, metadata lines naming missing files, ...), as run.json "warnings"
             will hold them.
         skipped: per split ("members", "heldout"), the (file name, reason) of skipped entries.
+        geometry_plan: the :class:`ldminv_core.geometry.GeometryPlan` the cost model picked on
+            this machine (pass it to :func:`run_analysis` as ``geometry_plan`` to run with it).
     """
 
     n_members: int
@@ -636,6 +742,7 @@ class CostEstimate:
     disk_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
+    geometry_plan: Any = None
 
     @property
     def total_seconds(self) -> float:
@@ -673,7 +780,10 @@ class CostEstimate:
             f"(times extrapolated from timing batches of up to {self.timed_batch} sample(s) on this machine; "
             f"the run folder will take about {_fmt_bytes(self.disk_bytes)})"
         )
-        return "\n".join([head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), foot])
+        lines = [head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), foot]
+        if self.geometry_plan is not None:
+            lines.insert(1, describe_geometry_plan(self.geometry_plan))
+        return "\n".join(lines)
 
 
 def format_duration(seconds: float) -> str:
@@ -713,17 +823,6 @@ def _unet_calls_per_sample(name: str, timesteps: list[int]) -> int:
     return len(_attacks.PFAMI_TIMESTEPS) * (1 + len(_attacks.PFAMI_STRENGTHS))
 
 
-def _decoder_products_per_sample(infl: str, lv: str, d: int, probes: int, k: int) -> int:
-    exact = d if (infl == "exact" or lv == "exact") else 0
-    hutch = probes if infl == "hutchinson" else 0
-    if lv == "matrix_free":
-        subspace = min(d, k + max(10, k // 2))
-        mf = subspace * (2 * 4 + 1)  # a typical 4 power iterations (adaptive: until converged)
-    else:
-        mf = 0
-    return exact + hutch + mf
-
-
 def _timed(fn: Callable[[], Any], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -742,7 +841,9 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     (duplicates are refused unless ``allow_duplicates``); times the encoder and one UNet
     forward on a batch of ``batch_size`` samples (at most 128), and the decoder geometry on 2
     latents, each after a warm-up call, then extrapolates linearly to every sample (and every
-    UNet call of each attack). Nothing is written.
+    UNet call of each attack). The geometry paths come from the cost model
+    (:func:`ldminv_core.geometry.plan_geometry`, one JVP and one VJP timed on the first latent):
+    :attr:`CostEstimate.geometry_plan`. Nothing is written.
 
     Returns:
         :class:`CostEstimate`; ``str()`` of it is a readable table.
@@ -751,14 +852,13 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     _preflight(plan, model_given=model is not None)
     t0 = time.perf_counter()
     if model is None:
-        model = load_model(plan.model, device=resolve_device(plan.device))
+        model = load_model(plan.model, device=resolve_device(plan.device), lora=plan.adapters() or None)
     _check_timesteps_for_model(plan, model)
+    _check_model_lora(plan, model)
     members, heldout = _load_images(plan, model)
     run_warnings = _check_duplicates(plan, members, heldout)
     load_seconds = time.perf_counter() - t0
     n = len(members) + len(heldout)
-    d = math.prod(model.latent_shape)
-    infl, lv = _geometry_methods(plan, model)
     dev = model.device
 
     # a batch of the configured size (capped), built by repeating a few real images
@@ -771,11 +871,10 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     z = model.encode(images).float()
 
     decode = model.decoder_fn()
+    gp = _make_geometry_plan(plan, decode, z[:1])
+    infl, lv = gp.influence_method, gp.log_volume_method
     geo_b = min(2, b)
-    geo = lambda m: _geometry.decoder_geometry(
-        decode, z[:m], k=plan.topk, influence=infl, log_volume_method=lv, probes=plan.probes,
-        seed=plan.seed, sample_ids=list(range(m)), **_log_volume_kwargs(plan),
-    )
+    geo = lambda m: _geometry.decoder_geometry(decode, z[:m], plan=gp, seed=plan.seed, sample_ids=list(range(m)))
     geo(1)  # warm-up (first calls trace and allocate)
     geo_s = _timed(lambda: geo(geo_b), dev) / geo_b
 
@@ -788,7 +887,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     call()
     unet_s = _timed(call, dev) / b
 
-    products = _decoder_products_per_sample(infl, lv, d, plan.probes, plan.topk)
+    products = int(sum(gp.products.values()))
     est = CostEstimate(
         n_members=len(members),
         n_heldout=len(heldout),
@@ -799,7 +898,9 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
         timed_batch=b,
         warnings=run_warnings,
         skipped={"members": list(members.report.skipped), "heldout": list(heldout.report.skipped)},
+        geometry_plan=gp,
     )
+    d = math.prod(model.latent_shape)
     itemsize = np.dtype(plan.residual_dtype).itemsize
     n_terms = sum(1 for a in plan.attacks if a in _attacks.MASKABLE_ATTACKS)
     est.disk_bytes = int(n * d * 4 * 2 + n * len(plan.timesteps) * d * itemsize * n_terms + n * 8 * len(plan.attacks))
@@ -820,12 +921,14 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
 
 
 def _geometry_rows(plan: _Plan, model: LoadedModel, decode, z_all: np.ndarray, start: int, stop: int,
-                   infl_method: str, lv_method: str, folder: Path, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Influence (B, C, h, w) float32 and log-volume (B,) float64 of samples start..stop-1."""
+                   methods: dict, folder: Path, paths: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Influence (B, C, h, w) float32 and log-volume (B,) float64 of samples start..stop-1, by the
+    paths in ``methods`` (run.json "geometry": influence, log_volume_method, probes_used)."""
     zb = torch.from_numpy(np.array(z_all[start:stop])).to(model.device, model.dtype)
     geo = _geometry.decoder_geometry(
-        decode, zb, k=plan.topk, influence=infl_method, log_volume_method=lv_method, probes=plan.probes,
-        seed=plan.seed, sample_ids=list(range(start, stop)), **_log_volume_kwargs(plan),
+        decode, zb, k=plan.topk, influence=methods["influence"], log_volume_method=methods["log_volume_method"],
+        probes=int(methods.get("probes_used", plan.probes)), seed=plan.seed, sample_ids=list(range(start, stop)),
+        **_log_volume_kwargs(plan),
     )
     infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
     lv_b = geo.log_volume.detach().to("cpu", torch.float64).numpy()
@@ -882,9 +985,9 @@ def _run_follower(plan: _Plan, ctx: DistContext, model: LoadedModel | None) -> P
     import json
 
     if model is None:
-        model = load_model(plan.model, device=_rank_device(plan, ctx))
+        model = load_model(plan.model, device=_rank_device(plan, ctx), lora=plan.adapters() or None)
     _check_timesteps_for_model(plan, model)
-    infl_method, lv_method = _geometry_methods(plan, model)
+    _check_model_lora(plan, model)
     ctx.agree()  # rank 0's set-up and encode stage are done
     data = json.loads((plan.out / "run.json").read_text(encoding="utf-8"))
     samples = pd.read_parquet(plan.out / "samples.parquet")
@@ -902,10 +1005,13 @@ def _run_follower(plan: _Plan, ctx: DistContext, model: LoadedModel | None) -> P
         arrays = [_open_existing(plan.out, rel, shape, dt) for rel, shape, dt in _stage_arrays(name, plan, n, lat)]
         stage = _Stage(None, name, n, plan.batch_size, None, None, ledger=ledger,
                        prefix=int(data.get("progress", {}).get(name, 0)))
+        methods = {}
+        if name == "geometry":  # rank 0 recorded the paths before creating the arrays
+            methods = json.loads((plan.out / "run.json").read_text(encoding="utf-8"))["geometry"]
         for start, stop in stage.batches(arrays):
             if name == "geometry":
                 arrays[0][start:stop], arrays[1][start:stop] = _geometry_rows(
-                    plan, model, decode, z_all, start, stop, infl_method, lv_method, plan.out, paths)
+                    plan, model, decode, z_all, start, stop, methods, plan.out, paths)
             else:
                 arrays[0][start:stop] = _attack_rows(name, plan, model, z_all, captions, start, stop, arrays[0].dtype,
                                                      str(plan.out / _stage_arrays(name, plan, n, lat)[0][0]), paths)
@@ -1014,6 +1120,7 @@ def run_analysis(
     should_stop: Callable[[], bool] | None = None,
     model: LoadedModel | None = None,
     precomputed: "PrecomputedGeometry | None" = None,
+    geometry_plan: "_geometry.GeometryPlan | None" = None,
 ) -> Path:
     """Run (or resume) an analysis into ``config.out``; returns the run folder.
 
@@ -1027,6 +1134,10 @@ def run_analysis(
         precomputed: a saved geometry stage (:mod:`ldminv_core.precomputed`) used instead of
             computing the geometry when it provably applies (same VAE files, settings, samples
             and latents); run.json "geometry" records whether it was used and why.
+        geometry_plan: the geometry paths to use (:attr:`CostEstimate.geometry_plan`), when it
+            was made for these settings; else the cost model picks them on the first latent.
+            run.json "geometry" records the paths, the plan (products, measured cost of one
+            product, predicted seconds per sample) and, once done, the measured seconds per sample.
 
     Every option, both folders, the model folder and the output folder are validated before
     anything is loaded or deleted (:func:`check_config`). A folder that already holds a
@@ -1050,11 +1161,13 @@ def run_analysis(
         return plan.out
     ctx = DistContext.from_env()
     if not ctx.active:
-        return _run_main(plan, ctx, progress=progress, should_stop=should_stop, model=model, precomputed=precomputed)
+        return _run_main(plan, ctx, progress=progress, should_stop=should_stop, model=model, precomputed=precomputed,
+                         geometry_plan=geometry_plan)
     ctx.start()
     try:
         if ctx.is_main:
-            return _run_main(plan, ctx, progress=progress, should_stop=should_stop, model=model, precomputed=None)
+            return _run_main(plan, ctx, progress=progress, should_stop=should_stop, model=model, precomputed=None,
+                             geometry_plan=geometry_plan)
         return _run_follower(plan, ctx, model)
     except BaseException as exc:
         if not ctx.broken:
@@ -1065,7 +1178,8 @@ def run_analysis(
 
 
 def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, should_stop: Callable[[], bool] | None,
-              model: LoadedModel | None, precomputed: "PrecomputedGeometry | None") -> Path:
+              model: LoadedModel | None, precomputed: "PrecomputedGeometry | None",
+              geometry_plan: "_geometry.GeometryPlan | None" = None) -> Path:
     """Rank 0 (or the only process): everything of :func:`run_analysis` after validation."""
     _preflight(plan, model_given=model is not None)
     status = run_status(plan.out)
@@ -1082,8 +1196,9 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
     try:
         t0 = time.perf_counter()
         if model is None:
-            model = load_model(plan.model, device=_rank_device(plan, ctx))
+            model = load_model(plan.model, device=_rank_device(plan, ctx), lora=plan.adapters() or None)
         _check_timesteps_for_model(plan, model)
+        _check_model_lora(plan, model)
         infl_method, lv_method = _geometry_methods(plan, model)
         images: torch.Tensor | None = None
         if writer is None or not writer.stage_done("encode"):
@@ -1110,6 +1225,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
                 "residual_dtype": plan.residual_dtype,
                 "latent": plan.latent,
                 "preset": plan.preset,
+                "lora": [dict(r) for r in model.lora],
                 "versions": _versions(),
                 "geometry": {
                     "topk": plan.topk,
@@ -1137,6 +1253,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             writer.update(warnings=run_warnings)
         assert writer is not None
         data = writer.data
+        _check_lora_hashes(plan, model, data.get("lora"))
         sessions = list(data.get("sessions", []))
         sessions.append(
             {
@@ -1237,15 +1354,31 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
                 progress("geometry", n, n)
             return True
 
+        def geometry_paths(decode: Callable) -> dict:
+            """The geometry paths of this run: recorded in run.json once (a resumed run keeps them),
+            chosen by the cost model on the first latent (or the given plan when it fits)."""
+            geo_info = dict(writer.data.get("geometry", {}))
+            if "plan" not in geo_info and writer.progress("geometry") == 0:
+                gp = geometry_plan if _plan_fits(geometry_plan, plan, math.prod(lat)) else None
+                if gp is None:
+                    z1 = torch.from_numpy(np.array(z_all[:1])).to(model.device, model.dtype)
+                    gp = _make_geometry_plan(plan, decode, z1)
+                geo_info.update(influence=gp.influence_method, log_volume_method=gp.log_volume_method,
+                                probes_used=gp.probes, plan=gp.as_dict(),
+                                plan_summary=describe_geometry_plan(gp))
+                writer.update(geometry=geo_info)
+            return geo_info  # an older unfinished run without a plan: its recorded paths
+
         def geometry_stage() -> None:
             t0 = time.perf_counter()
+            decode = model.decoder_fn()
+            methods = geometry_paths(decode)
             influence = writer.open_array("influence.npy", (n, *lat), np.float32, stage="geometry")
             log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")
-            decode = model.decoder_fn()
 
             def fill(start: int, stop: int) -> None:
                 influence[start:stop], log_vol[start:stop] = _geometry_rows(
-                    plan, model, decode, z_all, start, stop, infl_method, lv_method, writer.path, sample_paths)
+                    plan, model, decode, z_all, start, stop, methods, writer.path, sample_paths)
 
             try:
                 stage_loop("geometry", [influence, log_vol], fill)
@@ -1255,6 +1388,9 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             samples["log_volume"] = np.asarray(log_vol, dtype=np.float64)
             writer.update_samples(samples)
             del influence, log_vol
+            geo_info = dict(writer.data.get("geometry", {}))
+            geo_info["measured_seconds_per_sample"] = round(float(timings.get("geometry", 0.0)) / max(n, 1), 6)
+            writer.update(geometry=geo_info)
             writer.mark_stage_done("geometry")
             ctx.agree()  # recorded
 

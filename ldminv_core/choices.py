@@ -20,10 +20,10 @@ LOG_VOLUME_KINDS: tuple[str, ...] = ("topk", "logdet")
 #: Named settings one flag away (``analyze --preset NAME``); explicit options override them.
 #: "sd-paper": the paper's Stable Diffusion code (mx-ethan-rao/VAE2Diffusion,
 #: diffusers/src/mia): latents from ``latent_dist.sample()``, timesteps 0:200:10, k = 20
-#: (METHOD.md: k = 20 at Stable Diffusion scale). The paper's log det(J^T J) log-volume (stochastic
-#: Lanczos quadrature) joins the preset once the geometry module offers ``log_volume="logdet"``.
+#: (METHOD.md: k = 20 at Stable Diffusion scale, kept for the top-k views), and the whole-spectrum
+#: log-volume 0.5 * log det(J^T J) (stochastic Lanczos quadrature where J is not built).
 PRESETS: dict[str, dict] = {
-    "sd-paper": {"latent": "sample", "timesteps": "0:200:10", "topk": 20},
+    "sd-paper": {"latent": "sample", "timesteps": "0:200:10", "topk": 20, "log_volume": "logdet"},
 }
 #: Displayed attack names, the same in the CLI report, the HTML export and the dashboard (data:
 #: run.json, CSV ``attack`` columns and report JSON, keep the machine names).

@@ -25,7 +25,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -33,6 +33,9 @@ from PIL import Image, ImageOps
 
 from .attacks import NoisePredictor
 from .errors import DataLoadError, ModelLoadError, ShapeError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .lora import LoraAdapter
 
 __all__ = [
     "LoadedModel",
@@ -81,6 +84,8 @@ class LoadedModel:
         is_conditional: True for text-conditioned UNets.
         source: absolute folder path, or the hub id.
         device, dtype: where and in which precision the modules live.
+        lora: one record per LoRA adapter applied by :func:`ldminv_core.lora.apply_lora`
+            (path, file, sha256, scale, adapter_name, targets, n_tensors, fused); empty when none.
     """
 
     vae: Any
@@ -98,6 +103,7 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     shift_factor: float = 0.0
+    lora: tuple[dict, ...] = ()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -409,7 +415,11 @@ def _sample_size(value: Any) -> int | None:
 
 
 def load_model(
-    source: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    source: str | Path,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    lora: Sequence[LoraAdapter] | None = None,
 ) -> LoadedModel:
     """Load a latent diffusion model from a diffusers pipeline folder or a hub id.
 
@@ -419,6 +429,9 @@ def load_model(
             (local cache first; online download only when huggingface.co is reachable).
         device: "cpu", "cuda", "cuda:i" or "auto".
         dtype: parameter dtype (float32 by default).
+        lora: LoRA adapters (:class:`ldminv_core.lora.LoraAdapter`) fused into the UNet (and
+            the text encoder) after loading, with :func:`ldminv_core.lora.apply_lora`; their
+            records go to ``LoadedModel.lora``.
 
     Returns:
         :class:`LoadedModel`, all modules in eval mode with ``requires_grad`` False.
@@ -426,7 +439,8 @@ def load_model(
     Raises:
         ModelLoadError: missing path; folder missing a sub-folder or file (named); unknown
             VAE/UNet/scheduler class; UNet in_channels != VAE latent_channels; conditional
-            UNet without text_encoder/ or tokenizer/; hub id neither cached nor reachable.
+            UNet without text_encoder/ or tokenizer/; hub id neither cached nor reachable;
+            a LoRA adapter that cannot be applied (see :func:`ldminv_core.lora.apply_lora`).
     """
     from diffusers import AutoencoderKL, SchedulerMixin, UNet2DConditionModel, UNet2DModel
     import diffusers
@@ -438,6 +452,10 @@ def load_model(
         _check_folder_layout(src)
     where = src.describe()
     vae_cfg, unet_cfg, sched_cfg = _read_checked_configs(src)
+    if lora is not None:
+        from .lora import check_lora
+
+        check_lora(lora)  # fail on a bad adapter path before any weights are loaded
 
     vae_class = vae_cfg.get("_class_name", "AutoencoderKL")
     if vae_class != "AutoencoderKL":
@@ -516,7 +534,7 @@ def load_model(
     predictor = NoisePredictor.from_components(
         unet, scheduler, text_encoder=text_encoder, tokenizer=tokenizer, device=dev, dtype=dtype
     )
-    return LoadedModel(
+    model = LoadedModel(
         vae=vae,
         unet=unet,
         scheduler=scheduler,
@@ -533,6 +551,11 @@ def load_model(
         dtype=dtype,
         shift_factor=shift_factor,
     )
+    if lora is not None:
+        from .lora import apply_lora
+
+        apply_lora(model, lora)
+    return model
 
 
 # ----------------------------------------------------------------------------- images

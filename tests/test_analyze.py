@@ -155,8 +155,14 @@ def test_unconditional_end_to_end(uncond_run, tiny_uncond_model, tiny_image_dirs
     data = run.settings
     assert data["status"] == "complete"
     assert run.latent_shape == (4, 4, 4) and (run.n_members, run.n_heldout) == (8, 8)
-    assert data["geometry"] == {"topk": 50, "influence": "exact", "probes": 16, "log_volume_method": "exact",
-                                "log_volume": "topk"}
+    geo = data["geometry"]
+    assert {k: geo[k] for k in ("topk", "influence", "probes", "log_volume_method", "log_volume", "probes_used")} == {
+        "topk": 50, "influence": "exact", "probes": 16, "log_volume_method": "exact", "log_volume": "topk",
+        "probes_used": 16}
+    # the cost model's plan, what it predicted and what the stage measured
+    assert geo["plan"]["influence_method"] == "exact" and geo["plan"]["products"] == {"jvp": 64, "vjp": 0}
+    assert geo["plan"]["predicted_seconds_per_sample"] > 0 and geo["measured_seconds_per_sample"] > 0
+    assert geo["plan_summary"].startswith("geometry: influence exact, log-volume exact (top-50)")
     assert data["attacks"]["sima"]["timesteps"] == [0, 10, 20] and data["attacks"]["secmi"]["p"] == 2
     assert data["model"] == str(tiny_uncond_model.resolve())
     assert set(data["versions"]) >= {"torch", "diffusers", "numpy", "ldminv"}

@@ -95,7 +95,35 @@ def test_sd_paper_preset_is_one_flag_away(tiny_uncond_model, tiny_image_dirs, tm
     cfg = preset_config("sd-paper", model=str(tiny_uncond_model), members=str(tiny_image_dirs[0]),
                         heldout=str(tiny_image_dirs[1]), out=str(tmp_path / "p"), topk=5)
     assert cfg.topk == 5 and cfg.latent == "sample" and cfg.timesteps == "0:200:10" and cfg.preset == "sd-paper"
-    assert cfg.log_volume == PRESETS["sd-paper"].get("log_volume", "topk")
+    assert cfg.log_volume == "logdet"
     # the CLI: explicit options win over the preset; an unknown preset is a one-line usage error
     assert main(["analyze", "--preset", "nope"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_sd_paper_run_records_its_settings_and_the_logdet_log_volume(tiny_uncond_model, tiny_image_dirs, tmp_path,
+                                                                    capsys):
+    """The preset end to end: run.json says what produced the numbers, and the stored log-volume is
+    0.5 * log det(J^T J) of the autograd Jacobian at the stored (posterior-sample) latents."""
+    import pandas as pd
+
+    out = tmp_path / "sd"
+    rc = main(["analyze", "--model", str(tiny_uncond_model), "--members", str(tiny_image_dirs[0]),
+               "--heldout", str(tiny_image_dirs[1]), "--out", str(out), "--preset", "sd-paper",
+               "--timesteps", "0,10", "--limit", "2", "--threads", "1"])
+    assert rc == 0, capsys.readouterr().err
+    data = json.loads((out / "run.json").read_text())
+    assert data["preset"] == "sd-paper" and data["latent"] == "sample"
+    assert data["geometry"]["log_volume"] == "logdet" and data["geometry"]["topk"] == 20
+    assert data["config"]["log_volume"] == "logdet" and data["config"]["timesteps"] == [0, 10]
+    geo = data["geometry"]
+    assert geo["plan"]["log_volume_kind"] == "logdet" and geo["log_volume_method"] == geo["plan"]["log_volume_method"]
+    assert geo["plan"]["predicted_seconds_per_sample"] > 0 and geo["measured_seconds_per_sample"] > 0
+    model = load_model(tiny_uncond_model, device="cpu")
+    decode = model.decoder_fn()
+    z = torch.from_numpy(np.load(out / "latents.npy"))
+    lv = pd.read_parquet(out / "samples.parquet")["log_volume"].to_numpy()
+    for i in range(len(z)):
+        jac = torch.autograd.functional.jacobian(lambda v: decode(v[None]).flatten(), z[i]).reshape(-1, z[i].numel())
+        _, logabsdet = torch.linalg.slogdet(jac.double().T @ jac.double())
+        assert lv[i] == pytest.approx(0.5 * float(logabsdet), rel=1e-3)

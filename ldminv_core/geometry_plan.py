@@ -1,0 +1,219 @@
+"""Cost model of the decoder geometry: which paths "auto" takes, their products and cost.
+
+:func:`plan_geometry` counts the decoder products (forward-mode JVPs, reverse-mode VJPs) each
+combination of an influence path and a log-volume path needs per sample, times one product
+of each kind at the chunk size geometry will use (on ``z[:1]``), and picks the cheapest
+combination that meets the stated accuracy:
+
+- influence: "exact" (d JVPs; rank correlation 1) or Hutchinson with at least
+  :data:`~ldminv_core.geometry.HUTCHINSON_RANK_PROBES` probes (the count measured to keep the
+  median per-sample Spearman correlation with the exact influence >= 0.98) when ``influence``
+  is "auto"; an explicit method keeps the given ``probes``;
+- log-volume: "exact" (d JVPs + a float64 SVD; only when one (P, d) Jacobian fits
+  :data:`~ldminv_core.geometry.EXACT_MAX_JACOBIAN_BYTES`), the block Krylov top-k
+  ("matrix_free", :data:`~ldminv_core.geometry.MATRIX_FREE_TOL`) or SLQ for the log-det.
+
+Sharing: one primal pass per chunk of directions serves all of them; the exact influence and
+the exact log-volume share one Jacobian (d JVPs in all). Hutchinson's VJPs cannot double as
+the Krylov ones: Krylov pulls back J v, Hutchinson needs Gaussian cotangents, so an unbiased
+diag(J^T J) estimate from the Krylov products does not exist without extra products.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from . import geometry as _geo
+
+__all__ = ["GeometryPlan", "plan_geometry"]
+
+
+@dataclass(frozen=True)
+class GeometryPlan:
+    """What :func:`ldminv_core.geometry.decoder_geometry` will do per sample, and its cost.
+
+    Attributes:
+        influence_method: "exact" | "hutchinson".
+        log_volume_method: "exact" | "matrix_free" | "slq".
+        log_volume_kind: "topk" | "logdet".
+        k, probes, slq_probes, slq_steps, chunk_size: the settings to run with (``probes``
+            is the Hutchinson probe count, raised to the rank target under "auto").
+        products: {"jvp": n, "vjp": n} decoder products per sample (matrix-free top-k:
+            the typical adaptive count).
+        jvp_seconds, vjp_seconds: measured seconds of one product at ``chunk_size``
+            (None when not measured).
+        svd_seconds: measured seconds of the float64 SVD of one (P, d) Jacobian (exact
+            log-volume only; else 0).
+        predicted_seconds_per_sample: products x measured cost + SVD (None when not measured).
+        shared: what the chosen paths share.
+        candidates: every combination considered, with its products and predicted seconds.
+    """
+
+    influence_method: str
+    log_volume_method: str
+    log_volume_kind: str
+    k: int
+    probes: int
+    slq_probes: int
+    slq_steps: int
+    chunk_size: int
+    d: int
+    pixels: int
+    products: dict[str, int]
+    jvp_seconds: float | None
+    vjp_seconds: float | None
+    svd_seconds: float
+    predicted_seconds_per_sample: float | None
+    shared: tuple[str, ...]
+    candidates: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (for run.json)."""
+        out = asdict(self)
+        out["shared"] = list(self.shared)
+        out["candidates"] = [dict(c) for c in self.candidates]
+        return out
+
+
+def _time_product(fn: Callable[[], Any], repeats: int = 2) -> float:
+    fn()  # warm-up (allocations, first-call tracing)
+    best = math.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def _measure(decode, z1: torch.Tensor, image_shape: tuple[int, ...], chunk: int, d: int, p: int,
+             need_svd: bool) -> tuple[float, float, float]:
+    """(s per JVP, s per VJP, s per float64 SVD of a (P, d) matrix) at ``chunk`` directions."""
+    prod = _geo._Products(decode, z1, chunk, image_shape)
+    rows = torch.zeros(chunk, dtype=torch.long, device=z1.device)
+    gen = torch.Generator().manual_seed(0)
+    tang = torch.randn(chunk, *z1.shape[1:], generator=gen).to(z1)
+    cot = torch.randn(chunk, *image_shape, generator=gen).to(z1)
+    jvp_s = _time_product(lambda: prod.jvp(rows, tang)) / chunk
+    vjp_s = _time_product(lambda: prod.vjp(rows, cot)) / chunk
+    svd_s = 0.0
+    if need_svd:
+        a = torch.randn(p, d, generator=gen, dtype=torch.float64)
+        svd_s = _time_product(lambda: torch.linalg.svdvals(a), repeats=1)
+    return jvp_s, vjp_s, svd_s
+
+
+def plan_geometry(
+    decode: Callable[[torch.Tensor], torch.Tensor],
+    z: torch.Tensor,
+    *,
+    k: int = 50,
+    influence: str = "auto",
+    log_volume_method: str = "auto",
+    log_volume: str = "topk",
+    probes: int = 16,
+    slq_probes: int = _geo.SLQ_PROBES,
+    slq_steps: int = _geo.SLQ_STEPS,
+    chunk_size: int | None = None,
+    oversample: int | None = None,
+    iters: int | None = None,
+    measure: bool = True,
+) -> GeometryPlan:
+    """Cheapest geometry paths meeting the stated accuracy, with their per-sample cost.
+
+    Args:
+        decode: callable from latents (B, C, h, w) to images (B, *image).
+        z: latents (N, C, h, w); only z[:1] is decoded (shape probe and timing).
+        k, influence, log_volume_method, log_volume, probes, slq_probes, slq_steps,
+        chunk_size, oversample, iters: as in :func:`ldminv_core.geometry.decoder_geometry`.
+        measure: time one JVP and one VJP (and the SVD when the exact log-volume is a
+            candidate) on z[:1]; without it the choice minimises the number of products.
+
+    Returns:
+        :class:`GeometryPlan`; pass it as ``decoder_geometry(..., plan=plan)``.
+    """
+    z = _geo._check_latents(z)
+    kind = _geo._check_kind(log_volume)
+    k = _geo._check_k(k)
+    probes = _geo._check_count(probes, "probes")
+    slq_probes = _geo._check_count(slq_probes, "slq_probes")
+    slq_steps = _geo._check_count(slq_steps, "slq_steps")
+    iters = _geo._check_iters(iters)
+    if influence not in _geo._INFLUENCE_METHODS:
+        raise _geo.UnknownNameError(f"influence: expected one of {_geo._INFLUENCE_METHODS}, got {influence!r}")
+    if log_volume_method not in _geo._LOG_VOLUME_METHODS:
+        raise _geo.UnknownNameError(
+            f"log_volume_method: expected one of {_geo._LOG_VOLUME_METHODS}, got {log_volume_method!r}")
+    d = math.prod(z.shape[1:])
+    image_shape = _geo._probe_decoder(decode, z)
+    p = math.prod(image_shape)
+    chunk = _geo._check_chunk(chunk_size, p)
+    fits = p * d * 4 <= _geo.EXACT_MAX_JACOBIAN_BYTES
+
+    if influence == "auto":
+        infl_options = [("exact", probes), ("hutchinson", max(probes, _geo.HUTCHINSON_RANK_PROBES))]
+    else:
+        infl_options = [(influence, probes)]
+    free = "slq" if kind == "logdet" else "matrix_free"
+    if log_volume_method == "auto":
+        lv_options = (["exact"] if fits or (kind == "topk" and k >= d) else []) + [free]
+    else:
+        lv_options = [_geo.resolve_log_volume_method(log_volume_method, d=d, p=p, k=k, log_volume=kind)]
+
+    need_svd = "exact" in lv_options
+    if measure:
+        jvp_s, vjp_s, svd_s = _measure(decode, z[:1], image_shape, chunk, d, p, need_svd)
+    else:
+        jvp_s = vjp_s = None
+        svd_s = 0.0
+
+    candidates = []
+    for infl, n_probes in infl_options:
+        for lv in lv_options:
+            lv_prod = _geo.log_volume_products(lv, d=d, k=k, log_volume=kind, oversample=oversample, iters=iters,
+                                               slq_probes=slq_probes, slq_steps=slq_steps)
+            jvps, vjps = lv_prod["jvp"], lv_prod["vjp"]
+            shared = ["one primal pass per chunk of directions"]
+            if infl == "exact" and lv == "exact":
+                shared.append("the Jacobian: its d JVP columns give the influence and the log-volume")
+            elif infl == "exact":
+                jvps += d
+            else:
+                vjps += n_probes
+            seconds = None
+            if measure:
+                seconds = jvps * jvp_s + vjps * vjp_s + (svd_s if lv == "exact" else 0.0)
+            candidates.append({
+                "influence_method": infl, "probes": n_probes, "log_volume_method": lv,
+                "products": {"jvp": int(jvps), "vjp": int(vjps)}, "predicted_seconds_per_sample": seconds,
+                "shared": tuple(shared),
+            })
+
+    def cost(c: dict) -> tuple[float, int]:
+        n = c["products"]["jvp"] + c["products"]["vjp"]
+        exact_rank = 0 if (c["log_volume_method"] == "exact", c["influence_method"] == "exact") == (True, True) else 1
+        return (c["predicted_seconds_per_sample"] if measure else float(n), exact_rank)
+
+    best = min(candidates, key=cost)
+    return GeometryPlan(
+        influence_method=best["influence_method"],
+        log_volume_method=best["log_volume_method"],
+        log_volume_kind=kind,
+        k=k,
+        probes=int(best["probes"]),
+        slq_probes=slq_probes,
+        slq_steps=slq_steps,
+        chunk_size=chunk,
+        d=d,
+        pixels=p,
+        products=dict(best["products"]),
+        jvp_seconds=jvp_s,
+        vjp_seconds=vjp_s,
+        svd_seconds=svd_s if best["log_volume_method"] == "exact" else 0.0,
+        predicted_seconds_per_sample=best["predicted_seconds_per_sample"],
+        shared=tuple(best["shared"]),
+        candidates=tuple({**c, "shared": list(c["shared"])} for c in candidates),
+    )

@@ -215,6 +215,12 @@ def resume_config(run_dir: str | Path, *, device: str = "auto"):
                        "this run cannot be resumed, only opened or deleted")
     if isinstance(kwargs.get("attacks"), list):
         kwargs["attacks"] = tuple(kwargs["attacks"])
+    lora = kwargs.pop("lora", None)
+    if lora:  # stored as [{"path": ..., "scale": ...}]
+        if not all(isinstance(a, dict) and "path" in a for a in lora):
+            raise RunError(f"{path}: 'config' lora is not a list of {{path, scale}} records: {lora!r}")
+        kwargs["lora"] = tuple(str(a["path"]) for a in lora)
+        kwargs["lora_scale"] = tuple(float(a.get("scale", 1.0)) for a in lora)
     try:
         return AnalyzeConfig(out=str(Path(run_dir)), device=device, **kwargs)
     except TypeError as exc:

@@ -24,6 +24,7 @@ from ldminv_core import demo
 from ldminv_core.analyze import (
     INFLUENCE_METHODS,
     RESIDUAL_DTYPES,
+    load_config_model,
     AnalysisCancelled,
     AnalyzeConfig,
     estimate_cost,
@@ -31,8 +32,8 @@ from ldminv_core.analyze import (
     run_analysis,
 )
 from ldminv_core.attacks import ATTACKS
+from ldminv_core.choices import LATENT_KINDS, LOG_VOLUME_KINDS
 from ldminv_core.errors import LdminvError, RunError
-from ldminv_core.loading import load_model, resolve_device
 from ldminv_core.runstore import default_runs_root, delete_run, list_runs
 
 from ldminv_app import cache, state, ui
@@ -307,17 +308,48 @@ with ui.guard("The Model & data page failed"):
             if "new_run_name" not in st.session_state:
                 st.session_state["new_run_name"] = "run-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             run_name = e4.text_input("Run name", key="new_run_name", help=f"folder under {runs_root}").strip()
+            f1, f2, f3 = st.columns([1, 1, 2])
+            latent = f1.selectbox("Latent", list(LATENT_KINDS), key="new_latent",
+                                  help="mean: the encoder mean (the paper's small-LDM code); sample: one posterior "
+                                       "draw per image, seeded per sample id (the paper's Stable Diffusion code)")
+            log_volume = f2.selectbox("Log-volume", list(LOG_VOLUME_KINDS), key="new_log_volume",
+                                      help="topk: sum of the top-k log singular values of the decoder Jacobian; "
+                                           "logdet: 0.5 log det(J^T J), by stochastic Lanczos quadrature where J "
+                                           "is not built (the paper's Stable Diffusion default)")
+            lora_text = f3.text_area(
+                "LoRA adapters (one path per line, optional)", key="new_lora", height=68,
+                help="Folders with pytorch_lora_weights.safetensors (or .safetensors files) applied to the UNet "
+                     "and text encoder of the model above; optional ' @ scale' after a path (default 1.0).")
             allow_duplicates = st.checkbox(
                 "Analyze even when the folders share images", value=False, key="new_allow_duplicates",
                 help="Images shared across (or within) the two folders make membership unmeasurable and are "
                      "refused by default (compared by decoded pixels). Checked: the analysis runs anyway and every "
                      "page of the run shows a warning.")
 
+        def lora_lines() -> tuple[list[str], list[float]]:
+            """(paths, scales) from the LoRA box: one adapter per line, 'PATH' or 'PATH @ SCALE'."""
+            paths, scales = [], []
+            for i, line in enumerate(x.strip() for x in (lora_text or "").splitlines()):
+                if not line:
+                    continue
+                path, _, scale = line.rpartition(" @ ") if " @ " in line else (line, "", "1")
+                try:
+                    scales.append(float(scale))
+                except ValueError:
+                    raise LdminvError(f"LoRA adapters, line {i + 1}: expected 'PATH' or 'PATH @ SCALE', got {line!r}")
+                paths.append(path.strip())
+            return paths, scales
+
         def build_config() -> AnalyzeConfig:
             name = run_name or "run"
             if Path(name).name != name:
                 raise LdminvError(f"run name: expected a plain folder name, got {name!r}")
+            lora_paths, lora_scales = lora_lines()
             return AnalyzeConfig(
+                latent=latent,
+                log_volume=log_volume,
+                lora=tuple(lora_paths),
+                lora_scale=tuple(lora_scales),
                 model=model,
                 members=members,
                 heldout=heldout,
@@ -347,7 +379,7 @@ with ui.guard("The Model & data page failed"):
                 if not attacks:
                     raise LdminvError("attacks: expected at least one attack, got none")
                 with st.spinner("Checking the model and the images, timing one batch…"):
-                    loaded = load_model(config.model, device=resolve_device(config.device))
+                    loaded = load_config_model(config)
                     estimate = estimate_cost(config, model=loaded)
                 st.session_state["cost_preview"] = (repr(config), str(estimate), estimate.total_seconds,
                                                     estimate_rows(estimate))
@@ -355,7 +387,7 @@ with ui.guard("The Model & data page failed"):
                     job = AnalysisJob(
                         label=Path(config.out).name,
                         config=config,
-                        target=functools.partial(run_analysis, model=loaded),
+                        target=functools.partial(run_analysis, model=loaded, geometry_plan=estimate.geometry_plan),
                         cancelled_exc=AnalysisCancelled,
                     )
                     registry.start(str(Path(config.out).resolve()), job)
@@ -368,6 +400,8 @@ with ui.guard("The Model & data page failed"):
             lines = cost[1].splitlines()
             st.markdown(f"**Cost preview**: about **{format_duration(cost[2])}** on this machine")
             st.caption(lines[0])  # images, latent shape, device, geometry paths (wraps, never cut)
+            if len(lines) > 1 and lines[1].startswith("geometry:"):
+                st.caption(lines[1])  # the cost model's paths, products and predicted seconds per sample
             if len(cost) > 3:
                 st.dataframe(pd.DataFrame(cost[3]), hide_index=True, key="cost_table")
             else:

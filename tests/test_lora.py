@@ -463,6 +463,12 @@ def test_analyze_lora_records_adapters_and_changes_the_terms(loras, tiny_uncond_
     assert record["scale"] == 0.5 and Path(record["file"]) == weights.resolve() and record["targets"] == ["unet"]
     assert data["config"]["lora"] == [{"path": str(folder.resolve()), "scale": 0.5}]
     assert json.loads((tmp_path / "base" / "run.json").read_text())["lora"] == []
+    # the app resumes a run from its stored settings, adapters included
+    from ldminv_app.jobs import resume_config
+    from ldminv_core.analyze import config_settings
+
+    resumed = resume_config(tmp_path / "lora")
+    assert config_settings(resumed) == data["config"] and resumed.lora == (str(folder.resolve()),)
     terms = {k: np.load(tmp_path / k / "residuals" / "sima.npy") for k in ("base", "zero", "lora")}
     np.testing.assert_array_equal(terms["zero"], terms["base"])
     assert np.abs(terms["lora"] - terms["base"]).max() > 1e-4

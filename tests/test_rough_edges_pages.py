@@ -341,6 +341,29 @@ def test_html_report_cautions_low_fpr_tpr_only_when_negatives_are_few(tmp_path):
 # --------------------------------------------------------------------------- model & data
 
 
+def test_model_page_lora_box_errors_name_the_line_and_the_file(tmp_path, monkeypatch):
+    """The LoRA box of the new-analysis form: a malformed line and a missing adapter are one-line
+    errors naming what is wrong, and the form keeps what the user typed."""
+    from ldminv_core import demo
+
+    if not demo.demo_available():
+        pytest.skip("the demo assets are not in this checkout")
+    monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
+    at = _page("model_data")
+    assert at.selectbox(key="new_latent").value == "mean" and at.selectbox(key="new_log_volume").value == "topk"
+    at.text_area(key="new_lora").input("adapters/style @ strong").run()
+    at.button(key="new_estimate").click().run()
+    assert not at.exception
+    assert any("LoRA adapters, line 1: expected 'PATH' or 'PATH @ SCALE'" in e.value for e in at.error)
+    missing = tmp_path / "no-such-lora"
+    at.text_area(key="new_lora").input(f"{missing} @ 0.5").run()
+    at.button(key="new_estimate").click().run()
+    assert not at.exception
+    assert any(str(missing) in e.value for e in at.error), [e.value for e in at.error]
+    assert at.text_area(key="new_lora").value == f"{missing} @ 0.5"
+    assert "cost_preview" not in at.session_state
+
+
 def test_model_page_defaults_are_quick_and_the_estimate_is_readable(tmp_path, monkeypatch):
     from ldminv_core import demo
 

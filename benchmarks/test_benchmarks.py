@@ -186,3 +186,37 @@ def test_performance_table_flags_missed_targets():
     first = run_all.performance_rows(results(25.0))[0]
     assert first[-1] == "yes" and first[-2] == ">= 20.0"
     assert run_all.performance_rows(results(10.0))[0][-1] == "NO"
+
+
+def test_geometry_paths_bench_counts_products_and_checks_against_the_oracle(tiny_decoder):
+    """bench_geometry_paths building blocks on the tiny decoder: the counted products of each path
+    match the cost model, the reverse-mode oracle matches the finite-difference Jacobian, the
+    floor uses a positive per-product cost, and the report renders."""
+    from benchmarks import bench_geometry_paths as bgp
+
+    decode, z, fd_jac = tiny_decoder
+    jac = bgp.oracle_jacobians(decode, z, chunk=16)
+    assert torch.allclose(jac, fd_jac, atol=1e-4, rtol=1e-3)
+    d = int(z[0].numel())
+    s, g, counts = bgp.timed_geometry(decode, z, 1, **bgp._kw(k=8, influence="exact", log_volume_method="exact"))
+    assert counts == {"jvp": d, "vjp": 0} and s > 0
+    exact_lv = torch.linalg.svdvals(jac)[:, :8].log().sum(1)
+    assert torch.allclose(g.log_volume.double(), exact_lv, rtol=1e-4)
+    _, g2, c2 = bgp.timed_geometry(decode, z, 1, **bgp._kw(kind="logdet", log_volume_method="slq", slq_probes=2,
+                                                            slq_steps=3))
+    assert c2 == geometry.log_volume_products("slq", d=d, k=8, slq_probes=2, slq_steps=3)
+    assert bgp.product_cost(decode, z[:1], "gram", 4, repeats=1, warmup=1) > 0
+    assert bgp.spearman(np.arange(5.0), np.arange(5.0) ** 3) == pytest.approx(1.0)
+    row = {"path": "exact", "products": counts, "floor_s": 1.0, "s_per_sample": s, "ratio_to_floor": s,
+           "loadavg": [0.0, 0.0, 0.0], "rel_err_log_volume": 0.0}
+    text = bgp.markdown({"paths": {"d": d, "pixels": 1, "samples": 2, "threads": 1, "loadavg_before": [0, 0, 0],
+                                   "product_seconds": {"jvp@4": 1e-3}, "rows": [row]}})
+    assert "| exact" in text
+
+
+def test_scaling_worker_paths_mode_extrapolates_from_the_products_it_ran():
+    row = scaling_worker.measure_path(latent_size=2, path="logdet", full=False, seed=0)
+    assert row["products_run"] == geometry.SLQ_PROBES * 2  # 2 Lanczos steps
+    assert row["products_per_sample"] == geometry.SLQ_PROBES * min(geometry.SLQ_STEPS, 16)
+    assert row["s_per_sample"] == pytest.approx(row["s_per_product"] * row["products_per_sample"])
+    assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0

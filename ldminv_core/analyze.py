@@ -682,17 +682,7 @@ def _plan_fits(gp: Any, plan: _Plan, d: int) -> bool:
 
 def describe_geometry_plan(gp: "_geometry.GeometryPlan") -> str:
     """One line: the chosen geometry paths, their products and predicted seconds per sample."""
-    prods = ", ".join(f"{v:,} {k.upper()}s" for k, v in gp.products.items() if v)
-    infl = gp.influence_method + (f" ({gp.probes} probes)" if gp.influence_method == "hutchinson" else "")
-    kind = f"top-{gp.k}" if gp.log_volume_kind == "topk" else "0.5 log det(J^T J)"
-    pred = gp.predicted_seconds_per_sample
-    return (f"geometry: influence {infl}, log-volume {gp.log_volume_method} ({kind}); {prods or 'no products'} per "
-            f"sample at chunk {gp.chunk_size}" + (f", predicted {_per_sample(pred)} per sample" if pred is not None else ""))
-
-
-def _per_sample(seconds: float) -> str:
-    """Seconds per sample for a reader: "0.28 s", "4.10 s", "3 min 20 s"."""
-    return f"{seconds:.2f} s" if seconds < 10 else format_duration(seconds)
+    return f"geometry: {gp.describe()}"
 
 
 def _log_volume_kwargs(plan: _Plan) -> dict:

@@ -162,7 +162,7 @@ def test_unconditional_end_to_end(uncond_run, tiny_uncond_model, tiny_image_dirs
     # the cost model's plan, what it predicted and what the stage measured
     assert geo["plan"]["influence_method"] == "exact" and geo["plan"]["products"] == {"jvp": 64, "vjp": 0}
     assert geo["plan"]["predicted_seconds_per_sample"] > 0 and geo["measured_seconds_per_sample"] > 0
-    assert geo["plan_summary"].startswith("geometry: influence exact, log-volume exact (top-50)")
+    assert geo["plan_summary"].startswith("geometry: influence exact, log-volume exact (topk k=50): 64 JVPs, predicted ")
     assert data["attacks"]["sima"]["timesteps"] == [0, 10, 20] and data["attacks"]["secmi"]["p"] == 2
     assert data["model"] == str(tiny_uncond_model.resolve())
     assert set(data["versions"]) >= {"torch", "diffusers", "numpy", "ldminv"}

@@ -31,6 +31,11 @@ from . import geometry as _geo
 
 __all__ = ["GeometryPlan", "plan_geometry"]
 
+#: A measured plan keeps the candidate with the fewest decoder products unless the measured
+#: cheapest candidate is predicted to cost less than 1 / CHOICE_MARGIN of it: near-equal paths
+#: are then chosen the same way on every machine and load, whatever the timing noise.
+CHOICE_MARGIN = 1.25
+
 
 @dataclass(frozen=True)
 class GeometryPlan:
@@ -167,7 +172,9 @@ def plan_geometry(
         k, influence, log_volume_method, log_volume, probes, slq_probes, slq_steps,
         chunk_size, oversample, iters: as in :func:`ldminv_core.geometry.decoder_geometry`.
         measure: time one JVP and one VJP (and the SVD when the exact log-volume is a
-            candidate) on z[:1]; without it the choice minimises the number of products.
+            candidate) on z[:1] and pick the cheapest predicted combination, unless the one
+            with the fewest products is within :data:`CHOICE_MARGIN` of it (then that one);
+            without it the choice minimises the number of products.
 
     Returns:
         :class:`GeometryPlan`; pass it as ``decoder_geometry(..., plan=plan)``.
@@ -235,6 +242,13 @@ def plan_geometry(
         return (c["predicted_seconds_per_sample"] if measure else float(n), exact_rank)
 
     best = min(candidates, key=cost)
+    if measure:
+        # timing noise must not flip the choice between runs, machines or process counts (the
+        # arrays of two runs compared should come from the same paths): the path with fewer
+        # products stays unless the measured cheapest is clearly cheaper
+        by_count = min(candidates, key=lambda c: (c["products"]["jvp"] + c["products"]["vjp"], cost(c)[1]))
+        if by_count["predicted_seconds_per_sample"] <= CHOICE_MARGIN * best["predicted_seconds_per_sample"]:
+            best = by_count
     return GeometryPlan(
         influence_method=best["influence_method"],
         log_volume_method=best["log_volume_method"],

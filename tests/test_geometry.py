@@ -419,3 +419,30 @@ def test_auto_paths_meet_their_stated_tolerance_against_the_oracle(d1024_decoder
     # Jacobian, so the log-volume is exact too (checked against the oracle above when planned)
     assert geo.resolve_influence_method("auto", 1024) == "exact"
     assert geo.resolve_log_volume_method("auto", d=1024, p=3072, k=50, influence_method="exact") == "exact"
+
+
+def test_measured_plan_keeps_the_fewest_products_unless_clearly_cheaper(d1024_decoder, monkeypatch):
+    """Timing noise cannot flip "auto": with measured costs the fewest-products combination stays
+    unless another is predicted cheaper by more than CHOICE_MARGIN; the costs are set here."""
+    from ldminv_core import geometry_plan as gplan
+
+    decode, z, _ = d1024_decoder
+    by_count = geo.plan_geometry(decode, z, k=50, measure=False)
+    n_count = sum(by_count.products.values())
+
+    def plan_with(jvp_s: float, vjp_s: float) -> geo.GeometryPlan:
+        monkeypatch.setattr(gplan, "_measure", lambda *a, **k: (jvp_s, vjp_s, 0.0))
+        return geo.plan_geometry(decode, z, k=50)
+
+    # VJPs a little dearer than JVPs: some JVP-heavier plan may be cheaper, but not by the margin
+    slight = plan_with(1e-3, 1.1e-3)
+    assert (slight.influence_method, slight.log_volume_method) == (by_count.influence_method,
+                                                                   by_count.log_volume_method)
+    # VJPs 20x dearer: the plan without VJPs (exact: d JVPs, one Jacobian) wins by far
+    costly_vjp = plan_with(1e-3, 2e-2)
+    assert costly_vjp.products["vjp"] == 0 and costly_vjp.influence_method == "exact"
+    predicted = {(c["influence_method"], c["log_volume_method"]): c["predicted_seconds_per_sample"]
+                 for c in costly_vjp.candidates}
+    assert min(predicted.values()) * gplan.CHOICE_MARGIN < predicted[(by_count.influence_method,
+                                                                      by_count.log_volume_method)]
+    assert by_count.products["vjp"] > 0 and n_count < sum(costly_vjp.products.values())

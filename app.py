@@ -8,6 +8,8 @@ figures live in ``ldminv_app``.
 """
 from __future__ import annotations
 
+import importlib
+import threading
 from pathlib import Path
 
 import streamlit as st
@@ -20,6 +22,23 @@ st.set_page_config(
 )
 
 _HERE = Path(__file__).resolve().parent
+
+
+@st.cache_resource(show_spinner=False)
+def _preimport() -> threading.Thread:
+    """Import the heavy modules some pages need (torch, through the geometry module) in the
+    background once per server, so the first visit of such a page does not wait for them."""
+    def work() -> None:
+        try:
+            importlib.import_module("ldminv_core.geometry")
+        except Exception:  # noqa: BLE001 - the page that needs it reports the error
+            pass
+    t = threading.Thread(target=work, name="ldminv-preimport", daemon=True)
+    t.start()
+    return t
+
+
+_preimport()
 PAGES = [
     st.Page("pages/findings.py", title="Findings", icon=":material/fact_check:", default=True),
     st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),

@@ -8,7 +8,9 @@ Usage (from the repository root; the machine is shared, so run it niced):
 
 Sections: geometry (ldminv vs the reference algorithm on the demo VAE, and the matrix-free
 scaling on an SD-layout VAE), scoring (dashboard recomputation after one control change),
-attacks (attack time vs bare UNet forward passes). See benchmarks/README.md.
+attacks (attack time vs bare UNet forward passes), large_run (a synthetic SD-size run, N = 5000,
+d = 16384, T = 20, in the core and the real dashboard; --quick: N = 1000, d = 4096, T = 10).
+See benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -26,7 +28,7 @@ if __package__ in (None, ""):
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("geometry", "scoring", "attacks")
+SECTIONS = ("geometry", "scoring", "attacks", "large_run")
 
 #: Targets of the issue: (section, key, comparison, threshold).
 TARGETS = {
@@ -115,6 +117,26 @@ def performance_rows(results: dict[str, Any]) -> list[list[Any]]:
             f"{common.fmt(1000 * s['sd']['bootstrap_table']['median_s'])}", "ms")
         add("scoring", "DropSweep build (2 sweeps, one-off): demo / SD",
             f"{common.fmt(s['build_s_demo'])} / {common.fmt(s['build_s_sd'])}", "s")
+    lr = results.get("large_run")
+    if lr and "core" in lr:
+        secs = lr["core"]["seconds"]
+        run = lr.get("run", {})
+        where = f"N={run.get('n')}, d={run.get('d')}, T={run.get('t')}"
+        add("large_run", f"first open: grids ({where})", secs.get("first_open_grids"), "s")
+        controls = {k: v for k, v in secs.items() if not k.startswith(("first_open", "open_run"))}
+        if controls:
+            worst = max(controls, key=controls.get)
+            add("large_run", f"slowest control change, core ({worst})", 1000 * controls[worst], "ms",
+                target=("<=", 1000.0))
+        add("large_run", "peak memory, core (RSS / anonymous)",
+            f"{lr['core']['peak']['rss_mb']} / {lr['core']['peak']['anon_mb']}", "MB")
+        b = lr.get("browser")
+        if b and b.get("summary"):
+            worst = max(b["summary"], key=lambda k: b["summary"][k]["max_ms"] or 0)
+            add("large_run", f"slowest control, browser ({worst}, max)", b["summary"][worst]["max_ms"], "ms",
+                target=("<=", 1000.0))
+            add("large_run", "server peak memory (RSS / anonymous)",
+                f"{b['server_peak']['rss_mb']} / {b['server_peak']['anon_mb']}", "MB")
     a = results.get("attacks")
     if a:
         add("attacks", f"worst overhead ratio ({a['overhead_ratio_worst_attack']})", a["overhead_ratio"], "x",
@@ -218,6 +240,14 @@ def main(argv: list[str] | None = None) -> int:
             repeats=cfg["attack_repeats"], log=log,
         )
         results["attacks"].update({"section_s": time.perf_counter() - t0, "run_at": common.now_iso()})
+
+    if "large_run" in only:
+        from benchmarks import bench_large_run
+
+        log("large_run ...")
+        t0 = time.perf_counter()
+        results["large_run"] = bench_large_run.run_large(quick=args.quick, log=log)
+        results["large_run"].update({"section_s": time.perf_counter() - t0, "run_at": common.now_iso()})
 
     for section in only:
         results[section]["mode"] = mode

@@ -16,14 +16,17 @@ import hashlib
 import json
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import streamlit as st
 
+from ldminv_core import masks
 from ldminv_core.errors import RunError
 from ldminv_core.evaluation import Evaluation, make_protocol, tables
+from ldminv_core.evaluation.grids import grid_cache_dir
 from ldminv_core.runstore import Run
 
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
@@ -46,6 +49,12 @@ __all__ = [
     "reconstruction",
     "job_registry",
     "clear_run_caches",
+    "influence_row",
+    "protocol_evaluations",
+    "warm_run",
+    "warm_controls",
+    "warm_dimension_tables",
+    "warmer",
 ]
 
 
@@ -137,6 +146,11 @@ def influence(run: Run) -> np.ndarray:
     return _influence(*run_key(run.path))
 
 
+def influence_row(run: Run, index: int) -> np.ndarray:
+    """(C, h, w) float32 influence of one sample, read off the memory-mapped file alone."""
+    return np.array(run.influence[int(index)], dtype=np.float32)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def _latents(path: str, stamp: int) -> np.ndarray:
     return np.array(_open_run(path, stamp).latents, dtype=np.float32)
@@ -173,7 +187,181 @@ def evaluation(run: Run, attack: str, *, protocol: str | None = None, folds: int
     name = protocol or state.current_protocol()
     k = int(folds if folds is not None else state.current_folds()) if name == "honest" else 5
     nb = PAGE_N_BOOT if n_boot is None else int(n_boot)
-    return _evaluation(*run_key(run.path), attack, name, k, nb)
+    key = run_key(run.path)
+    warmer().foreground()
+    ev = _evaluation(*key, attack, name, k, nb)
+    if not ev.grids_ready():
+        # the one pass over the terms that every masked / random number reads from (shared by the
+        # protocols of this run); a minute or so for a Stable-Diffusion-size run, once per run: a
+        # copy is saved in the run folder, so a later server opens it memory-mapped in a second
+        text = "Summing the attack terms at every drop percentage and timestep (once per run)…"
+        with st.spinner(text):
+            bar = st.progress(0.0, text=text)
+            try:
+                ev.grids(progress=lambda f: bar.progress(min(1.0, float(f)), text=f"{text} {100 * f:.0f} %"))
+            finally:
+                bar.empty()
+        if PAGE_N_BOOT == nb:
+            _first_open_extras(run, attack, ev)
+    return ev
+
+
+_FIRST_OPEN: set = set()
+_FIRST_OPEN_LOCK = threading.Lock()
+
+
+def _first_open_extras(run: Run, attack: str, ev: Evaluation) -> None:
+    """Once per server, run and attack, after the grids: the Dimensions table at the headline
+    timestep (a few seconds for an SD-size run; saved next to the run, so the page opens at once
+    now and in later servers), then the other protocols' default views in the background."""
+    key = (*run_key(run.path), attack)
+    with _FIRST_OPEN_LOCK:
+        if key in _FIRST_OPEN:
+            return
+        _FIRST_OPEN.add(key)
+    if run.is_maskable(attack) and run.has_geometry:
+        with st.spinner("Ranking the latent coordinates for the Dimensions page (once per run)…"):
+            try:
+                _dimension_table(*key[:2], attack, ev.headline_t_index())
+            except Exception:  # noqa: BLE001 - the Dimensions page reports it
+                pass
+    warm_run(run, attack)
+
+
+def protocol_evaluations(run: Run, attack: str, *, n_boot: int | None = None) -> dict[str, Evaluation]:
+    """The cached evaluation of every protocol (honest with the session's folds), created here
+    (cheap: nothing is computed until asked)."""
+    from ldminv_core.evaluation import PROTOCOLS
+
+    from . import state
+
+    key = run_key(run.path)
+    nb = PAGE_N_BOOT if n_boot is None else int(n_boot)
+    return {p: _evaluation(*key, attack, p, int(state.current_folds()) if p == "honest" else 5, nb)
+            for p in PROTOCOLS}
+
+
+# --------------------------------------------------------------------------- background warm-up
+
+
+class Warmer:
+    """One low-priority background thread computing what the next interaction will ask for
+    (other protocols at the current drop, neighbouring timesteps, the Dimensions table), so a
+    control change is a lookup. Tasks are (key, callable); a key is done at most once, the newest
+    request runs first; errors are left for the foreground call to raise."""
+
+    #: Seconds without a foreground request before the next task starts (it yields to the pages).
+    QUIET_S = 0.3
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._todo: list[tuple[object, object]] = []
+        self._done: set = set()
+        self._thread: threading.Thread | None = None
+        self._last_foreground = 0.0
+
+    def foreground(self) -> None:
+        """A page is computing: the next task waits until the pages have been quiet a while."""
+        self._last_foreground = time.monotonic()
+
+    def _wait_quiet(self) -> None:
+        while True:
+            left = self.QUIET_S - (time.monotonic() - self._last_foreground)
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.2))
+
+    def submit(self, tasks, *, front: bool = True) -> None:
+        with self._lock:
+            fresh = [(k, f) for k, f in tasks if k not in self._done and all(k != q for q, _ in self._todo)]
+            self._todo = fresh + self._todo if front else self._todo + fresh
+            if self._todo and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._loop, name="ldminv-warm", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        from ldminv_core.evaluation.evaluator import lower_thread_priority
+
+        lower_thread_priority()
+        while True:
+            self._wait_quiet()
+            with self._lock:
+                if not self._todo:
+                    self._thread = None
+                    return
+                key, fn = self._todo.pop(0)
+                self._done.add(key)
+            try:
+                fn()
+            except Exception:  # noqa: BLE001 - the foreground call shows it
+                pass
+
+    def idle(self, timeout: float | None = None) -> bool:
+        t = self._thread
+        if t is not None:
+            t.join(timeout)
+            return not t.is_alive()
+        return True
+
+
+@st.cache_resource(show_spinner=False)
+def warmer() -> Warmer:
+    """The server-wide :class:`Warmer`."""
+    return Warmer()
+
+
+def _page_parts(ev: Evaluation, drop: float | None, t_index: int) -> None:
+    """What the Findings and Masks & ROC pages ask an evaluation for at one drop and t."""
+    ev.arms(drop)
+    ev.findings(drop)
+    for arm in ("baseline", "masked", "random"):
+        ev.scores(arm, drop)
+    if drop is not None:
+        ev.masked_per_t(drop)
+    ev.drop_curves(t_index, extra=() if drop is None else (drop,))
+
+
+def warm_run(run: Run, attack: str) -> None:
+    """After the first open: every protocol's Findings and default Masks & ROC view, in the
+    background (queued behind what the pages ask for)."""
+    if not run.is_maskable(attack):
+        return
+    key = run_key(run.path)
+    evs = protocol_evaluations(run, attack)
+    tasks = []
+    for name, e in evs.items():
+        tasks.append((("result", key, attack, name), lambda e=e: (e.result(), e.drop_curves(e.headline_t_index()))))
+    for name, e in evs.items():
+        for drop in ((None, 40.0) if name == "honest" else (40.0,)):
+            tasks.append((("page", key, attack, name, drop),
+                          lambda e=e, drop=drop: _page_parts(e, drop, e.headline_t_index())))
+    warmer().submit(tasks, front=False)
+
+
+def warm_controls(run: Run, attack: str, drop: float | None, t_index: int) -> None:
+    """After a Masks & ROC run: the other protocols at this drop and t, and this protocol's
+    neighbouring timesteps, computed in the background."""
+    from . import state
+
+    warmer().foreground()  # the page is still drawing its charts
+    key = run_key(run.path)
+    evs = protocol_evaluations(run, attack)
+    current = state.current_protocol()
+    t_count = len(run.timesteps(attack))
+    tasks = []
+    ev = evs[current]
+    for dt in (1, -1):
+        ti = t_index + dt
+        if 0 <= ti < t_count:
+            tasks.append((("curves", key, attack, current, ti, drop),
+                          lambda ti=ti: ev.drop_curves(ti, extra=() if drop is None else (drop,))))
+    for name, e in evs.items():
+        if name == current:
+            continue
+        drops = (None, drop) if name == "honest" else (drop if drop is not None else 40.0,)
+        for p in drops:
+            tasks.append((("page", key, attack, name, p), lambda e=e, p=p: (_page_parts(e, p, t_index), e.result(p))))
+    warmer().submit(tasks)
 
 
 def baseline_scores(run: Run, attack: str) -> np.ndarray:
@@ -187,17 +375,50 @@ def best_t_index(run: Run, attack: str) -> int:
     return evaluation(run, attack).headline_t_index()
 
 
-@st.cache_data(max_entries=16, show_spinner="Ranking the latent coordinates…")
+@st.cache_resource(max_entries=16, show_spinner=False)
 def _dimension_table(path: str, stamp: int, attack: str, t_index: int) -> pd.DataFrame:
+    """The table, from its copy in the run's cache folder when one matches the files, else
+    computed (coordinate blocks of the terms at one t and of the influence) and saved there."""
     run = _open_run(path, stamp)
-    terms_t = np.asarray(run.terms(attack)[:, int(t_index)], dtype=np.float64)  # one timestep off the memmap
-    return tables.dimension_table(_influence(path, stamp), terms_t, run.labels)
+    terms = run.terms(attack)
+    folder = grid_cache_dir(run)
+    target = None
+    if folder is not None:
+        ident = "|".join(f"{os.path.basename(a.filename)}-{os.stat(a.filename).st_size}-{os.stat(a.filename).st_mtime_ns}"
+                         for a in (terms, run.influence) if getattr(a, "filename", None))
+        digest = hashlib.sha1(f"{ident}|{attack}|{int(t_index)}|v1".encode()).hexdigest()[:16]
+        target = folder / f"dimensions-{digest}.parquet"  # parquet, not pickle: a run folder may come from anyone
+        try:
+            return pd.read_parquet(target)
+        except Exception:  # noqa: BLE001 - missing or unreadable: compute it again
+            pass
+    table = tables.dimension_table(run.influence, masks.read_timestep(terms, int(t_index)), run.labels)
+    if target is not None:
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+            table.to_parquet(tmp, index=False)
+            os.replace(tmp, target)
+        except OSError:
+            pass
+    return table
+
+
+def warm_dimension_tables(run: Run, attack: str, t_indices) -> None:
+    """The Dimensions tables at these timestep indices, computed (and saved) in the background."""
+    key = run_key(run.path)
+    t_count = len(run.timesteps(attack))
+    warmer().foreground()
+    warmer().submit([(("dimensions", key, attack, int(t)), lambda t=int(t): _dimension_table(*key, attack, t))
+                     for t in t_indices if 0 <= int(t) < t_count])
 
 
 def dimension_table(run: Run, attack: str, t_index: int) -> pd.DataFrame:
     """``ldminv_core.evaluation.tables.dimension_table`` of the attack's terms at one timestep
     (descriptive, the same under every protocol), cached."""
-    return _dimension_table(*run_key(run.path), attack, int(t_index))
+    key = run_key(run.path)
+    with st.spinner("Ranking the latent coordinates (once per timestep; saved next to the run)…"):
+        return _dimension_table(*key, attack, int(t_index))
 
 
 # --------------------------------------------------------------------------- images
@@ -293,7 +514,7 @@ def job_registry() -> JobRegistry:
 
 def clear_run_caches() -> None:
     """Drop every cached run-derived object (after a run was deleted or recomputed)."""
-    for fn in (_open_run, _influence, _latents, _evaluation):
+    for fn in (_open_run, _influence, _latents, _evaluation, _dimension_table):
         fn.clear()
-    for fn in (_dimension_table, _reconstruction):
+    for fn in (_reconstruction,):
         fn.clear()

@@ -101,8 +101,12 @@ KNOWN_ATTACKS: tuple[str, ...] = ("sima", "pia", "loss", "secmi", "pfami")
 ATTACK_KINDS: tuple[str, ...] = ("terms", "scores")
 #: Files directly in a run folder that ldminv writes (umap.* by ldminv_core.embedding).
 OWNED_FILES: frozenset[str] = frozenset({RUN_JSON, SAMPLES, LATENTS, INFLUENCE, LOCK, "umap.npy", "umap.json"})
-#: Folders of a run: residuals/<attack>.npy, scores/<attack>.npy, _work/ (analyze's scratch).
-OWNED_DIRS: frozenset[str] = frozenset({"residuals", "scores", "_work"})
+#: Folders of a run: residuals/<attack>.npy, scores/<attack>.npy, _work/ (analyze's scratch),
+#: .ldminv-cache/ (derived arrays the evaluation and the dashboard re-compute when missing).
+CACHE_DIR = ".ldminv-cache"
+OWNED_DIRS: frozenset[str] = frozenset({"residuals", "scores", "_work", CACHE_DIR})
+#: Owned folders whose whole content is ldminv's (no per-file check).
+_SCRATCH_DIRS = frozenset({"_work", CACHE_DIR})
 # temporary files of _atomic_write_bytes / embedding._atomic_write: ".<name>.<random>.tmp"
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 #: seconds a writer retries a lock that is busy (a status probe holds it for microseconds)
@@ -1452,7 +1456,7 @@ def _deletion_plan(folder: Path, *, take_foreign: bool = False) -> tuple[list[Pa
         elif e.is_file(follow_symlinks=False):
             (files.append(p) if owned and e.name not in OWNED_DIRS else take(p, e.name))
         elif e.is_dir(follow_symlinks=False) and e.name in OWNED_DIRS:
-            walk_owned_dir(p, e.name, None if e.name == "_work" else array_name)
+            walk_owned_dir(p, e.name, None if e.name in _SCRATCH_DIRS else array_name)
         else:
             take(p, e.name + ("/" if e.is_dir(follow_symlinks=False) else ""))
     return files, dirs, sorted(foreign)

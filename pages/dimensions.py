@@ -15,6 +15,8 @@ import streamlit as st
 from ldminv_app import cache, figures, state, ui
 
 run = ui.require_run()  # waits for the decoder geometry of a partial run
+#: Largest latent whose every coordinate is an option of the manual-mask picker.
+MAX_PICKER_OPTIONS = 4096
 
 with ui.guard("The Dimensions page failed"):
     attack = state.current_attack(run)
@@ -107,13 +109,20 @@ with ui.guard("The Dimensions page failed"):
 
 
     st.session_state["dim_picked"] = picked
+    # every coordinate as an option for small latents; for large ones (an SD-size latent has
+    # 16384) the picked ones and those shown in the table, so the widget stays light
+    options = (list(range(len(table))) if len(table) <= MAX_PICKER_OPTIONS
+               else sorted(set(picked) | {int(c) for c in view["coord"]}))
     st.multiselect(
         "Coordinates kept by the manual mask",
-        list(range(len(table))),
+        options,
         key="dim_picked",
         format_func=_fmt,
         on_change=_on_pick_change,
-        help="Type to search, e.g. 'ch 0 · y 3' (channel 0, latent row y = 3). Only these coordinates enter the statistic of the manual mask.",
+        help="Type to search, e.g. 'ch 0 · y 3' (channel 0, latent row y = 3). Only these coordinates enter the statistic of the manual mask."
+        + ("" if len(table) <= MAX_PICKER_OPTIONS else
+           f" With {len(table)} coordinates, the options are those the table shows (filter it to reach others) "
+           "and the ones already picked."),
     )
 
     # ---- heatmaps
@@ -136,3 +145,4 @@ with ui.guard("The Dimensions page failed"):
     )
     st.plotly_chart(figures.dimension_scatter(table), key="dim_scatter",
                     config=figures.plotly_config(f"ldminv-influence-vs-auroc-{ui.attack_label(attack)}-t{t}"))
+    cache.warm_dimension_tables(run, attack, (t_index + 1, t_index - 1))  # the next timestep is a lookup

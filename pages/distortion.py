@@ -9,8 +9,6 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ldminv_core.geometry import influence_heatmap
-
 from ldminv_core.evaluation import quartile_edges, rank_of
 
 from ldminv_app import cache, figures, state, ui
@@ -114,7 +112,7 @@ with ui.guard("The Distortion page failed"):
         reduce = st.selectbox("Aggregate channels by", ["mean", "max", "total"], key="dist_reduce")
         opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, step=0.05, key="dist_opacity")
 
-    influence = cache.influence(run)
+    sample_influence = cache.influence_row(run, index)  # one sample off the memory-mapped file
     score_rank = rank_of(scores, index)
     lv_rank = rank_of(log_volume, index)
     m1, m2, m3, m4 = st.columns(4)
@@ -144,13 +142,15 @@ with ui.guard("The Distortion page failed"):
             st.image(recon, caption="reconstruction: decode(stored latent)", width="stretch")
     with v3:
         if image is not None:
-            heat = influence_heatmap(influence[index], size=image.shape[:2], reduce=reduce)
+            from ldminv_core.geometry import influence_heatmap  # torch: imported here, when an image is shown
+
+            heat = influence_heatmap(sample_influence, size=image.shape[:2], reduce=reduce)
             st.plotly_chart(
                 figures.image_with_heatmap(image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
                 key="dist_overlay", theme=None,  # Streamlit's theme would replace the colour scale
             )
     st.plotly_chart(
-        figures.channel_heatmaps(influence[index], title=f"Influence per latent channel, sample #{index}"),
+        figures.channel_heatmaps(sample_influence, title=f"Influence per latent channel, sample #{index}"),
         key="dist_channels", theme=None,
     )
     st.caption(f"{paths[index]}")

@@ -125,7 +125,7 @@ with ui.guard("The Latent map page failed"):
         ch = int(i1.number_input("channel", 0, c_count - 1, 0, key="umap_coord_c"))
         row = int(i2.number_input("row y", 0, h - 1, 0, key="umap_coord_r"))
         col = int(i3.number_input("column x", 0, w - 1, 0, key="umap_coord_w"))
-        color, color_label = cache.influence(run)[:, ch, row, col], f"influence ({figures.coord_label(ch, row, col)})"
+        color, color_label = np.asarray(run.influence[:, ch, row, col], dtype=np.float32), f"influence ({figures.coord_label(ch, row, col)})"
     else:
         color, color_label = log_volume, "log-volume"
 

@@ -187,7 +187,7 @@ with ui.guard("The Masks & ROC page failed"):
         if use_manual:
             if not keep.any():
                 st.warning("The manual mask keeps no coordinate; its statistic is 0 for every sample.")
-            mstat = masks.masked_statistic(ev.terms(), keep)
+            mstat = ev.manual_stat(keep)  # per-channel sums + the few differing coordinates; memoised per mask
             shown.append(ev.custom_arm("manual", mstat))
             roc_scores["manual"] = ev.custom_scores(mstat)
 
@@ -264,6 +264,10 @@ with ui.guard("The Masks & ROC page failed"):
             # the neighbouring drops, computed in the background: the next slider step is a lookup
             near = [float(drop + k) for k in (1, -1, 2, -2, 3, -3) if 0 <= drop + k <= 90]
             ev.prefetch(near, t_index=t_index)
+        if int(n_boot) == cache.PAGE_N_BOOT:
+            # then the other protocols at this drop and the neighbouring timesteps (one low-priority
+            # thread): a protocol or timestep change is a lookup too
+            cache.warm_controls(run, attack, p, t_index)
 
     @st.fragment
     def masks_panel(run, attack: str, t_index: int, labels: np.ndarray, timesteps: list[int]) -> None:

@@ -23,6 +23,7 @@ mean over seeds, its band the spread. An instance is safe to share between threa
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -30,14 +31,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import roc_curve
 from sklearn.model_selection import StratifiedKFold
 
 from .. import masks
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
 from ..runstore import Run
-from .protocols import HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics, make_protocol
+from .grids import AttackGrids, attack_grids, attack_totals, grid_index
+from .protocols import (HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics,
+                        convention_metrics_resampled, make_protocol)
 from .resampling import combine_strata, percentile_interval, resample_index, verdict
 from .results import (
     VERDICT_TEXT,
@@ -118,13 +120,36 @@ def _first_max(values: np.ndarray, keys: Sequence[float] | None = None) -> int:
 
 def _threshold_at_1fpr(scores: np.ndarray, labels: np.ndarray) -> float:
     """Score threshold of the largest-TPR ROC point with FPR <= 1% (members positive; a sample is
-    called a member when its score is >= the threshold; +inf = nobody)."""
-    y = labels.astype(np.int8)
-    if y.min() == y.max():
+    called a member when its score is >= the threshold; +inf = nobody).
+
+    The points of sklearn's ``roc_curve(labels, scores, drop_intermediate=False)`` (one per
+    distinct score, in decreasing order, after the (0, 0) point at +inf), from one sort."""
+    y = np.asarray(labels).astype(bool)
+    s = np.asarray(scores, dtype=np.float64)
+    n_pos = int(np.count_nonzero(y))
+    n_neg = int(y.size - n_pos)
+    if n_pos in (0, y.size):
         return float("inf")
-    fpr, tpr, thr = roc_curve(y, scores, drop_intermediate=False)
+    order = np.argsort(-s, kind="stable")
+    s_sorted = s[order]
+    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])  # end of every tie group
+    tps = np.cumsum(y[order], dtype=np.int64)[last]
+    fps = (last + 1) - tps
+    fpr = np.r_[0.0, fps / fps[-1]] if n_neg else np.r_[0.0, np.zeros(last.size)]
+    tpr = np.r_[0.0, tps / tps[-1]]
+    thr = np.r_[np.inf, s_sorted[last]]
     ok = np.flatnonzero(fpr <= 0.01)
     return float(thr[ok[np.argmax(tpr[ok])]])
+
+
+def lower_thread_priority(niceness: int = 19) -> None:
+    """Give the calling (background) thread the lowest CPU priority, so the foreground (the page
+    being drawn, the browser on the same machine) goes first. Linux applies ``setpriority`` to
+    one thread; elsewhere, or without permission, nothing happens."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
+    except (AttributeError, OSError):
+        pass
 
 
 def _num(x: Any) -> float:
@@ -230,7 +255,7 @@ class Evaluation:
         """(N, T) float64 unmasked statistic; (N, 1) = -stored score for non-maskable attacks."""
         def make() -> np.ndarray:
             if self.maskable:
-                return masks.masked_statistic(self.terms(), None)
+                return attack_totals(self.run, self.attack, terms=self.terms(), seeds=self.seeds)
             return -np.asarray(self.run.stored_scores(self.attack), dtype=np.float64)[:, None]
         return self._cached(("baseline_stat",), make)
 
@@ -249,10 +274,61 @@ class Evaluation:
             return masks.paper_drop_count(self._d(), drop)
         return masks.drop_count(self._d(), drop)
 
+    def grids(self, progress: Callable[[float], None] | None = None) -> AttackGrids:
+        """The attack's drop grids (masked, random and global statistics at drops 0..99 and every
+        timestep; :mod:`.grids`), built once per run object and attack and shared by all its
+        evaluations. The first call reads the terms once (tens of seconds for an SD-size run;
+        ``progress`` is called with the share done) and saves a copy next to the run, which later
+        opens memory-map in about a second."""
+        return self._cached(("grids",), lambda: attack_grids(self.run, self.attack, self.seeds, terms=self.terms(),
+                                                              influence=self.influence(), progress=progress))
+
+    def manual_stat(self, keep: Any) -> np.ndarray:
+        """(N, T) statistic of a shared (C, h, w) keep-mask (a manual mask), memoised per mask.
+
+        From the grids' per-channel statistics and the few coordinates that differ from whole
+        channels when that reads at most 1/8 of the terms
+        (:func:`~ldminv_core.masks.decomposed_statistic`), else one chunked pass over the terms
+        (:func:`~ldminv_core.masks.masked_statistic`). Equal to ``masked_statistic(terms, keep)``
+        up to the order of the float64 additions."""
+        if not self.maskable:
+            raise LdminvError(f"{self.attack} gives one score per sample; it has no per-coordinate terms")
+        k = np.asarray(keep).astype(bool)
+        key = ("manual_stat", k.shape, hashlib.sha1(np.packbits(k).tobytes()).hexdigest())
+
+        def make() -> np.ndarray:
+            out = None
+            if self.run.has_geometry and k.shape == tuple(self.run.latent_shape):
+                out = masks.decomposed_statistic(self.terms(), k, self.grids().channel_totals)
+            if out is None:
+                out = masks.masked_statistic(self.terms(), k)
+            out.setflags(write=False)
+            return out
+        return self._cached(key, make)
+
+    def mean_influence(self) -> np.ndarray:
+        """(C, h, w) float32 mean influence over samples (the global ranking), from the grids."""
+        return np.asarray(self.grids().mean_influence)
+
+    def grids_ready(self) -> bool:
+        """True when :meth:`grids` is computed (or not needed: no terms or no geometry), so the
+        masked / random / global arms at drops 0..99 are lookups."""
+        return ("grids",) in self._memo or not (self.maskable and self.run.has_geometry)
+
+    def _on_grid(self, drop: float) -> int | None:
+        """Grid index of ``drop`` when the grids can serve it (maskable attack, geometry done)."""
+        if not self.maskable or not self.run.has_geometry:
+            return None
+        return grid_index(drop)
+
     def masked_stat(self, drop: float) -> np.ndarray:
         """(N, T) statistic with each sample's lowest-influence coordinates dropped, by the
-        protocol's rule (``paper``: the percentile threshold; else ``round(d * p / 100)``)."""
+        protocol's rule (``paper``: the percentile threshold; else ``round(d * p / 100)``).
+        Integer drops 0..99 are read off :meth:`grids`; others are summed from the terms."""
         drop = self._check_drop(drop)
+        k = self._on_grid(drop)
+        if k is not None:
+            return self.grids().masked(k, "threshold" if self.protocol.name == "paper" else "round")
 
         def make() -> np.ndarray:
             if self.protocol.name == "paper":
@@ -263,8 +339,12 @@ class Evaluation:
         return self._cached(("masked_stat", drop), make)
 
     def random_stat(self, drop: float, seed: int) -> np.ndarray:
-        """(N, T) statistic with the protocol's count of random coordinates dropped (seeded)."""
+        """(N, T) statistic with the protocol's count of random coordinates dropped (seeded);
+        integer drops 0..99 of the evaluation's seeds are read off :meth:`grids`."""
         drop = self._check_drop(drop)
+        k = self._on_grid(drop)
+        if k is not None and int(seed) in self.seeds:
+            return self.grids().random(k, int(seed), "int" if self.protocol.name == "paper" else "round")
 
         def make() -> np.ndarray:
             keep = masks.random_drop_mask(self.influence().shape, drop, seed=int(seed), n_drop=self._random_count(drop))
@@ -349,7 +429,11 @@ class Evaluation:
 
         def make() -> float:
             cal = self.folds() != fold
-            stats = self.sweep(self.fold_t_index(fold)).statistics(list(HONEST_DROPS))  # (K, N)
+            ti = self.fold_t_index(fold)
+            if all(self._on_grid(p) is not None for p in HONEST_DROPS):
+                stats = self.grids().masked_many(list(HONEST_DROPS), "round", ti)  # (K, N)
+            else:
+                stats = self.sweep(ti).statistics(list(HONEST_DROPS))
             aurocs = convention_metrics(-stats[:, cal], self.labels[cal], self.protocol)["auroc"]
             return float(HONEST_DROPS[_first_max(aurocs)])
         return self._cached(("fold_drop", int(fold)), make)
@@ -363,7 +447,7 @@ class Evaluation:
         if arm.startswith("custom:"):
             return self._memo[("custom_stat", arm)][:, t_index]
         if arm == "masked":
-            if self.protocol.name == "paper":
+            if self.protocol.name == "paper" or self._on_grid(drop) is not None:
                 return self.masked_stat(drop)[:, t_index]
             return self.sweep(t_index).statistic(drop)
         return self._random_stat_at(drop, seed, t_index)
@@ -372,6 +456,8 @@ class Evaluation:
         """(N,) = ``random_stat(drop, seed)[:, t_index]``, summing the terms of that t only (the
         arms of ``standard`` / ``honest`` need one t: a drop change costs 1/T of the full sum)."""
         drop = self._check_drop(drop)
+        if self._on_grid(drop) is not None and int(seed) in self.seeds:
+            return self.random_stat(drop, seed)[:, t_index]
         full = self._memo.get(("random_stat", drop, int(seed)))
         if full is not None:
             return full[:, t_index]
@@ -426,9 +512,11 @@ class Evaluation:
         return _Scored({m: s for m in REPORTED_METRICS}, zeros), {m: self._t_value(ti) for m in REPORTED_METRICS}, ()
 
     def _measure(self, scored: _Scored, cols: np.ndarray | None = None,
-                 index: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                 index: np.ndarray | None = None, only: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:
         """Metrics of a scored arm on the rows ``cols`` (bool (N,), None = all), on every
         replicate of ``index`` (B, N) (None = the data itself, B = 1) -> metric -> (B,).
+        ``only``: the metrics wanted (a score vector no wanted metric uses is not measured;
+        the others may come along).
 
         ``honest``: AUROC and ASR = size-weighted mean over folds of the per-fold values (cells
         with one class left out); TPR@1%FPR and ``realised_fpr`` = shares of the pooled
@@ -443,10 +531,12 @@ class Evaluation:
         if scored.thresholds is None:
             out: dict[str, np.ndarray] = {}
             done: dict[int, dict[str, np.ndarray]] = {}
-            for m in REPORTED_METRICS:
+            picked = idx if cols is None else idx[:, rows]
+            for m in (REPORTED_METRICS if only is None else only):
                 key = id(scored.scores[m])
                 if key not in done:
-                    done[key] = convention_metrics(scored.scores[m][idx[:, rows]], lab[rows], self.protocol)
+                    done[key] = (convention_metrics(scored.scores[m][picked], lab[rows], self.protocol)
+                                 if index is None else self._resampled(scored.scores[m], rows, picked))
                 out[m] = done[key][m]
             return out
         score = scored.scores["auroc"]
@@ -454,7 +544,8 @@ class Evaluation:
         sums = {"auroc": np.zeros(b), "asr": np.zeros(b)}
         for f in np.unique(scored.fold[rows]):
             cell = rows[scored.fold[rows] == f]
-            res = convention_metrics(score[idx[:, cell]], lab[cell], self.protocol)
+            res = (convention_metrics(score[idx[:, cell]], lab[cell], self.protocol) if index is None
+                   else self._resampled(score, cell, idx[:, cell]))
             ok = np.isfinite(res["auroc"])
             total += np.where(ok, cell.size, 0)
             for m in sums:
@@ -466,6 +557,21 @@ class Evaluation:
             sel = rows[lab[rows] == cls]
             out[name] = decisions[idx[:, sel]].mean(axis=1) if sel.size else np.full(b, np.nan)
         return out
+
+    def _resampled(self, score: np.ndarray, rows: np.ndarray, picked: np.ndarray) -> dict[str, np.ndarray]:
+        """``convention_metrics_resampled(score, labels[rows], picked)`` for the replicate columns
+        ``picked`` (B, len(rows)) of the rows ``rows``. When every replicate draws from ``rows``
+        only (a design stratified by fold or quartile), the scores are restricted to those rows
+        first: the same numbers (they depend on the drawn scores' order and ties alone) from
+        count tables len(rows) wide instead of N."""
+        lab = self.labels[rows]
+        if rows.size < self.n:
+            pos = np.full(self.n, -1, dtype=np.int64)
+            pos[rows] = np.arange(rows.size)
+            local = pos[picked]
+            if (local >= 0).all():
+                return convention_metrics_resampled(score[rows], lab, local, self.protocol)
+        return convention_metrics_resampled(score, lab, picked, self.protocol)
 
     def _arm_values(self, arm: str, drop: float | None, seed: int | None) -> tuple:
         """(point metrics, replicate metrics or None, best_t, fold choices) of one arm and seed on
@@ -565,6 +671,9 @@ class Evaluation:
         """(N, T) statistic with the coordinates of lowest mean influence (over samples) dropped,
         the same ones for every sample (``round(d * p / 100)`` of them)."""
         drop = self._check_drop(drop)
+        k = self._on_grid(drop)
+        if k is not None:
+            return self.grids().ranking(k)
 
         def make() -> np.ndarray:
             keep = masks.global_drop_mask(self.influence().mean(axis=0), drop, n=1)[0]
@@ -628,6 +737,17 @@ class Evaluation:
             scored, best_t, _ = self._scored("baseline", None)
         return scored, best_t
 
+    def _quartile_measure(self, q: int, boot: bool) -> dict[str, np.ndarray]:
+        """``_measure`` of quartile ``q``'s baseline on its rows (``boot``: on the replicates of the
+        quartile design), memoised: the quartiles table and the quartile finding share it."""
+        def make() -> dict[str, np.ndarray]:
+            scored, _ = self._quartile_scored(q)
+            cols = self.quartile_groups() == q
+            # the replicates serve the AUROC intervals only (under paper each metric has its own t)
+            return self._measure(scored, cols, self._design("quartile") if boot else None,
+                                 only=("auroc",) if boot else None)
+        return self._cached(("quartile_measure", int(q), bool(boot)), make)
+
     def quartiles(self) -> tuple[QuartileResult, ...]:
         """Baseline metrics in each log-volume quartile (``paper``: each metric at the quartile's
         own best t; ``honest``: the folds' choices, per-fold values weighted by cell size)."""
@@ -639,10 +759,10 @@ class Evaluation:
             for q in range(4):
                 cols = groups == q
                 scored, best_t = self._quartile_scored(q)
-                point = self._measure(scored, cols)
+                point = self._quartile_measure(q, False)
                 ci = (float("nan"), float("nan"))
                 if design is not None and cols.any():
-                    ci = percentile_interval(self._measure(scored, cols, design)["auroc"], level=self.level)
+                    ci = percentile_interval(self._quartile_measure(q, True)["auroc"], level=self.level)
                 out.append(QuartileResult(
                     q=q + 1, n=int(cols.sum()), n_members=int(self.labels[cols].sum()),
                     log_volume_min=float(lv[cols].min()) if cols.any() else float("nan"),
@@ -701,7 +821,7 @@ class Evaluation:
     # ------------------------------------------------------------------ findings
 
     def _context(self, arms: dict[str, ArmResult] | None = None) -> str:
-        base = (arms or self.arms())["baseline"]
+        base = arms["baseline"] if arms else self.baseline()  # the baseline arm of every drop
         return f"{self.attack_label}, {self.protocol.name} protocol, {base.t_text}"
 
     def _finding(self, fid: str, est: np.ndarray, reps: np.ndarray | None, details: dict,
@@ -718,9 +838,8 @@ class Evaluation:
         design = self._design("quartile")
         vals, reps = {}, {}
         for q in (0, 3):
-            scored, _ = self._quartile_scored(q)
-            vals[q] = self._measure(scored, groups == q)["auroc"][0]
-            reps[q] = self._measure(scored, groups == q, design)["auroc"] if design is not None else None
+            vals[q] = self._quartile_measure(q, False)["auroc"][0]
+            reps[q] = self._quartile_measure(q, True)["auroc"] if design is not None else None
         est = vals[3] - vals[0]
         rep = None if design is None else reps[3] - reps[0]
         ctx = self._context()
@@ -878,32 +997,39 @@ class Evaluation:
     def _curve_values(self, t_index: int, pcts: tuple[float, ...], nb: int) -> DropCurves:
         """The :class:`DropCurves` of the drops ``pcts`` at one t index (``nb`` replicates)."""
         ti = int(t_index)
-        sweep = self.sweep(ti)
-        if self.protocol.name == "paper":
-            counts = np.stack([masks.threshold_drop_counts(self.influence(), p) for p in pcts])
-            stats = sweep.statistic_at_counts(counts)  # (K, N)
+        paper = self.protocol.name == "paper"
+        on_grid = all(self._on_grid(p) is not None for p in pcts)
+        if on_grid:
+            ks = [grid_index(p) for p in pcts]
+            stats = self.grids().masked_many(ks, "threshold" if paper else "round", ti)  # (K, N)
+        elif paper:
+            counts = masks.threshold_drop_counts_many(self.influence(), pcts)
+            stats = self.sweep(ti).statistic_at_counts(counts)  # (K, N)
         else:
-            stats = sweep.statistics(list(pcts))
+            stats = self.sweep(ti).statistics(list(pcts))
         masked = convention_metrics(-stats, self.labels, self.protocol)
         lo = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
         hi = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
         if nb > 0:
             design = resample_index(combine_strata(self.labels.astype(np.int64)), n_boot=nb, seed=self.seed)
             for k in range(len(pcts)):
-                rep = convention_metrics(-stats[k][design], self.labels, self.protocol)
+                rep = convention_metrics_resampled(-stats[k], self.labels, design, self.protocol)
                 for m in REPORTED_METRICS:
                     lo[m][k], hi[m][k] = percentile_interval(rep[m], level=self.level)
         per_seed = []
         for s in self.seeds:
-            rs = self.random_sweep(ti, s)
-            counts_r = np.array([self._random_count(p) for p in pcts], dtype=np.int64)
-            r_stats = np.stack([rs.statistic_at_counts(int(c)) for c in counts_r])
+            if on_grid:
+                r_stats = self.grids().random_many(ks, s, "int" if paper else "round", ti)
+            else:
+                rs = self.random_sweep(ti, s)
+                counts_r = np.array([self._random_count(p) for p in pcts], dtype=np.int64)
+                r_stats = np.stack([rs.statistic_at_counts(int(c)) for c in counts_r])
             per_seed.append(convention_metrics(-r_stats, self.labels, self.protocol))
         base_scores = -self.baseline_stat()[:, ti]
         base = convention_metrics(base_scores, self.labels, self.protocol)
         base_ci = {m: (float("nan"), float("nan")) for m in REPORTED_METRICS}
         if nb > 0:
-            rep = convention_metrics(base_scores[design], self.labels, self.protocol)
+            rep = convention_metrics_resampled(base_scores, self.labels, design, self.protocol)
             base_ci = {m: percentile_interval(rep[m], level=self.level) for m in REPORTED_METRICS}
         return DropCurves(
             t=self.timesteps[ti], percents=pcts, masked=masked, masked_lo=lo, masked_hi=hi,
@@ -935,6 +1061,7 @@ class Evaluation:
                 self._worker.start()
 
     def _prefetch_loop(self) -> None:
+        lower_thread_priority()
         while True:
             with self._lock:
                 if not self._pending:

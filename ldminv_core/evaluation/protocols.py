@@ -43,6 +43,7 @@ __all__ = [
     "Protocol",
     "make_protocol",
     "convention_metrics",
+    "convention_metrics_resampled",
     "convention_roc",
     "fpr_support",
     "FprSupport",
@@ -175,6 +176,81 @@ def convention_metrics(scores: np.ndarray, labels: np.ndarray, protocol: Protoco
         else:
             res = metrics.evaluate_many(s, y)
     return {m: res[m] for m in REPORTED_METRICS}
+
+
+def convention_metrics_resampled(scores: np.ndarray, labels: np.ndarray, index: np.ndarray,
+                                 protocol: Protocol) -> dict[str, np.ndarray]:
+    """``convention_metrics(scores[index], labels, protocol)`` without sorting every replicate.
+
+    Args:
+        scores: (N,) membership scores (higher = member), finite.
+        labels: (n,) 1 = member: the label of each column of ``index``.
+        index: int (B, n) indices into ``scores`` (e.g. a bootstrap design's columns).
+        protocol: whose ROC convention.
+
+    Returns:
+        {"auroc", "tpr_at_1fpr", "asr"} -> (B,) float64, equal to :func:`convention_metrics` on
+        the gathered (B, n) matrix: the metrics depend only on the order and ties of the scores,
+        so every replicate's ROC points are read off cumulative counts per distinct score of
+        ``scores`` (``numpy.bincount``), O(B * N) instead of B sorts. NaN for a single class.
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    idx = np.asarray(index)
+    if s.ndim != 1 or idx.ndim != 2 or y.shape != (idx.shape[1],) or not np.isfinite(s).all():
+        return convention_metrics(s[idx], labels, protocol)
+    strict = protocol.name == "paper"
+    if strict:
+        s, y = -s, ~y
+    b, n = idx.shape
+    n_pos = int(np.count_nonzero(y))
+    if n_pos in (0, n):
+        return {m: np.full(b, np.nan) for m in REPORTED_METRICS}
+    uniq, inv = np.unique(s, return_inverse=True)
+    g_count = int(uniq.size)
+    # one count per (replicate, class, distinct score in decreasing order): a single bincount
+    key = g_count - 1 - inv.reshape(-1).astype(np.int64)
+    code = np.take(key, idx)
+    code += (2 * g_count) * np.arange(b, dtype=np.int64)[:, None]
+    code += g_count * y.astype(np.int64)[None, :]
+    counts = np.bincount(code.ravel(), minlength=2 * b * g_count).reshape(b, 2, g_count)
+    del code
+    return _resampled_curve_metrics(counts, n_pos, n - n_pos, strict)
+
+
+def _resampled_curve_metrics(counts: np.ndarray, n_pos: int, n_neg: int, strict: bool) -> dict[str, np.ndarray]:
+    """AUROC, TPR@1%FPR and ASR of every replicate from its counts per distinct score.
+
+    ``counts`` int64 (B, 2, G): negatives ([:, 0]) and positives ([:, 1]) scoring at each of
+    G distinct scores, in decreasing order. The same numbers as ``metrics._curve_metrics`` on
+    the cumulative counts (the ROC points): AUROC from the same integer trapezoid sum; the TPR
+    at the last point within the FPR bound (the curve is monotone); ASR's maximum located in
+    integers (``tp * n_neg - fp * n_pos``) and evaluated, at the tied maxima, by the same float
+    expression. It avoids the float (B, G) arrays of the general routine.
+    """
+    b = counts.shape[0]
+    cum = np.cumsum(counts, axis=2)
+    fpc, tpc = counts[:, 0], counts[:, 1]
+    fp, tp = cum[:, 0], cum[:, 1]
+    # AUROC: sum over points of (fp_k - fp_{k-1}) * (tp_k + tp_{k-1}) = fpc * (2 tp - tpc)
+    num = 2 * np.einsum("ij,ij->i", fpc, tp) - np.einsum("ij,ij->i", fpc, tpc)
+    out: dict[str, np.ndarray] = {"auroc": num / (2.0 * n_pos * n_neg)}
+    # TPR at FPR <= 1% (< 1% when strict): largest fp count f with f / n_neg within the bound
+    f_all = np.arange(n_neg + 1) / n_neg
+    within = f_all < 0.01 if strict else f_all <= 0.01
+    f_max = int(np.flatnonzero(within)[-1])
+    exceed = fp > f_max
+    k = np.where(exceed.any(axis=1), np.argmax(exceed, axis=1), fp.shape[1])  # points within: [0, k)
+    rows = np.arange(b)
+    out["tpr_at_1fpr"] = np.where(k > 0, tp[rows, np.maximum(k - 1, 0)] / n_pos, 0.0)
+    # ASR: max over points of (tpr + 1 - fpr) / 2, at least 0.5
+    score = tp * n_neg - fp * n_pos
+    r, c = np.nonzero(score == score.max(axis=1)[:, None])
+    vals = (tp[r, c] / n_pos + 1.0 - fp[r, c] / n_neg) / 2.0
+    best = np.full(b, -np.inf)
+    np.maximum.at(best, r, vals)
+    out["asr"] = np.maximum(best, 0.5)
+    return {m: np.asarray(out[m], dtype=np.float64) for m in REPORTED_METRICS}
 
 
 def convention_roc(scores: np.ndarray, labels: np.ndarray, protocol: Protocol) -> metrics.RocCurve:

@@ -255,6 +255,27 @@ def test_grids_disk_copy_round_trip(small: Run) -> None:
     assert ".ldminv-cache" in OWNED_DIRS and (Path(small.path) / ".ldminv-cache").is_dir()
 
 
+def test_a_rewritten_terms_file_replaces_its_stale_disk_copy(tmp_path) -> None:
+    """New terms (a recomputed attack stage) get new grids, and the copy made from the old file
+    is removed instead of piling up next to the run."""
+    import os
+
+    folder = tmp_path / "run"
+    write_synthetic_run(folder, n=40, latent_shape=(2, 4, 4), timesteps=2, dtype="float16", seed=8)
+    first = Evaluation(Run.open(folder), "sima", "standard", n_boot=0).grids()
+    cache = folder / ".ldminv-cache"
+    copies = lambda: sorted(p.name for p in cache.glob("grids-*"))  # noqa: E731
+    assert len(copies()) == 1 and not first.from_disk
+    terms_file = folder / "residuals" / "sima.npy"
+    arr = np.load(terms_file)
+    np.save(terms_file, arr * 2)
+    os.utime(terms_file, ns=(terms_file.stat().st_atime_ns, terms_file.stat().st_mtime_ns + 10**9))
+    rebuilt = Evaluation(Run.open(folder), "sima", "standard", n_boot=0).grids()
+    assert not rebuilt.from_disk and len(copies()) == 1
+    np.testing.assert_allclose(rebuilt.totals, 2 * np.asarray(first.totals), rtol=1e-12)
+    assert Evaluation(Run.open(folder), "sima", "standard", n_boot=0).grids().from_disk
+
+
 def test_manual_stat_matches_masked_statistic(small: Run) -> None:
     ev = Evaluation(small, "sima", "standard", n_boot=0)
     terms = ev.terms()

@@ -55,6 +55,12 @@ def _file_id(arr: Any) -> str:
     return f"{os.path.basename(name)}-{st.st_size}-{st.st_mtime_ns}"
 
 
+def _source_name(terms: Any) -> str | None:
+    """The terms file a disk copy is made from (its base name), or None for in-memory terms."""
+    name = getattr(terms, "filename", None)
+    return os.path.basename(name) if name else None
+
+
 def _cache_name(terms: Any, influence: Any, seeds: Sequence[int]) -> str:
     """Name of the disk copy of the grids of these terms (file, size, mtime) and influence."""
     key = "|".join([_file_id(terms), _file_id(influence), ",".join(map(str, seeds)), str(tuple(np.shape(terms)))])
@@ -98,6 +104,9 @@ class AttackGrids:
         cache_folder: a folder holding (or to receive) a disk copy of the grids: loaded
             memory-mapped when it is there and complete, written after a build otherwise
             (skipped silently when it cannot be written). None: memory only.
+        cache_source: the base name of the terms file the copy is made from (default: that of
+            ``terms`` when it is a memory map); after a save, older copies from the same file and
+            seeds are removed.
         progress: called with the share of samples done (0..1) during a build.
 
     Attributes:
@@ -108,7 +117,7 @@ class AttackGrids:
 
     def __init__(self, terms: np.ndarray, influence: np.ndarray, seeds: Sequence[int], *,
                  block_samples: int | None = None, cache_folder: str | os.PathLike | None = None,
-                 progress: Callable[[float], None] | None = None) -> None:
+                 cache_source: str | None = None, progress: Callable[[float], None] | None = None) -> None:
         self.percents: tuple[int, ...] = tuple(masks.GRID_PERCENTS)
         self.seeds = tuple(int(s) for s in seeds)
         self.from_disk = False
@@ -136,7 +145,7 @@ class AttackGrids:
         self.mean_influence = ranking
         self._set_nbytes()
         if folder is not None:
-            self._save(folder)
+            self._save(folder, source=cache_source or _source_name(terms))
 
     def _set_nbytes(self) -> None:
         grids = [self._influence, *self._random.values(), self._ranking]
@@ -157,19 +166,34 @@ class AttackGrids:
             out[f"random_{seed}_counts"] = g.counts
         return out
 
-    def _save(self, folder: Path) -> None:
+    def _save(self, folder: Path, *, source: str | None = None) -> None:
+        """Write the disk copy to ``folder`` (atomically), then remove older copies made from
+        the same terms file (``source``) with the same seeds: after a recomputed attack stage
+        the stale grids do not pile up next to the run."""
         tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}-{threading.get_ident()}")
         try:
             tmp.mkdir(parents=True, exist_ok=True)
             for name, arr in self._arrays().items():
                 np.save(tmp / f"{name}.npy", np.ascontiguousarray(arr), allow_pickle=False)
             (tmp / "meta.json").write_text(json.dumps({"version": _CACHE_VERSION, "seeds": list(self.seeds),
-                                                        "t_index": self._influence.t_index}))
+                                                        "t_index": self._influence.t_index, "source": source}))
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
             os.replace(tmp, folder)
         except OSError:  # a read-only run folder: the grids stay in memory only
             shutil.rmtree(tmp, ignore_errors=True)
+            return
+        if source is None:
+            return
+        for other in folder.parent.glob("grids-*"):
+            if other == folder or not other.is_dir() or ".tmp-" in other.name:
+                continue
+            try:
+                meta = json.loads((other / "meta.json").read_text())
+            except (OSError, ValueError):
+                continue
+            if meta.get("source") == source and tuple(meta.get("seeds", ())) == self.seeds:
+                shutil.rmtree(other, ignore_errors=True)
 
     def _load(self, folder: Path) -> bool:
         try:
@@ -248,16 +272,18 @@ def attack_grids(run: Run, attack: str, seeds: Sequence[int], *, terms: np.ndarr
     with slot["lock"]:
         if slot["grids"] is None:
             root = grid_cache_dir(run)
-            folder = None
+            folder = source = None
             if root is not None:
                 try:
-                    folder = root / _cache_name(run.terms(attack), run.influence, key[1])
+                    stored = run.terms(attack)
+                    folder = root / _cache_name(stored, run.influence, key[1])
+                    source = _source_name(stored)
                 except (OSError, LdminvError):
                     folder = None
             slot["grids"] = AttackGrids(
                 run.terms(attack) if terms is None else terms,
                 run.influence if influence is None else influence,
-                key[1], block_samples=block_samples, cache_folder=folder, progress=progress)
+                key[1], block_samples=block_samples, cache_folder=folder, cache_source=source, progress=progress)
         return slot["grids"]
 
 

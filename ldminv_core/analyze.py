@@ -58,7 +58,7 @@ from .loading import (
 from .latents import encode_latents
 from .distributed import DistContext, RankLedger
 from .precomputed import PrecomputedGeometry
-from .runstore import RunWriter, delete_run, planned_stages, run_status
+from .runstore import RunWriter, delete_run, load_npy, planned_stages, run_status
 
 __all__ = [
     "AnalyzeConfig",
@@ -990,7 +990,7 @@ def _run_follower(plan: _Plan, ctx: DistContext, model: LoadedModel | None) -> P
     captions = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else str(c)
                 for c in samples["caption"].tolist()]
     paths = samples["path"].tolist()
-    z_all = np.load(plan.out / "latents.npy", mmap_mode="r")
+    z_all = load_npy(plan.out / "latents.npy", mmap_mode="r")
     ledger = RankLedger(plan.out, ctx, batch_size=plan.batch_size)
     decode = model.decoder_fn()
     for name in planned_stages(data)[1:]:
@@ -1291,7 +1291,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             del latents
             writer.mark_stage_done("encode")
         images = None
-        z_all = np.load(writer.path / "latents.npy", mmap_mode="r")
+        z_all = load_npy(writer.path / "latents.npy", mmap_mode="r")
         # several processes, or a folder one of their sessions worked on: per-rank batch records
         ledger = RankLedger(writer.path, ctx, batch_size=plan.batch_size) \
             if ctx.active or RankLedger.present(writer.path) else None

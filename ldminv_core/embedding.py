@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from .errors import LdminvError, NonFiniteError, RunError, ShapeError
+from .runstore import load_npy
 
 __all__ = [
     "umap_embedding",
@@ -126,7 +127,7 @@ def _read_cached(run_dir: Path, n: int, settings: dict) -> np.ndarray | None:
         return None
     try:
         stored = json.loads(meta_path.read_text())
-        emb = np.load(emb_path, allow_pickle=False)
+        emb = load_npy(emb_path)
     except (OSError, ValueError):
         return None
     if stored != settings or emb.shape != (n, 2):

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from .errors import RunError
+from .runstore import load_npz
 
 __all__ = ["PrecomputedGeometry", "load_precomputed", "save_precomputed", "vae_digest", "LATENT_ATOL"]
 
@@ -120,8 +121,7 @@ def load_precomputed(folder: str | Path) -> PrecomputedGeometry:
     base = Path(folder)
     try:
         manifest = json.loads((base / _MANIFEST).read_text(encoding="utf-8"))
-        with np.load(base / _ARRAYS, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("splits", "names", "latents", "influence", "log_volume")}
+        arrays = load_npz(base / _ARRAYS, ("splits", "names", "latents", "influence", "log_volume"))
     except FileNotFoundError as exc:
         raise RunError(f"{base}: precomputed geometry is missing a file ({exc.filename})") from exc
     except (OSError, ValueError, KeyError) as exc:

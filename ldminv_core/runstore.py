@@ -48,6 +48,7 @@ import shutil
 import socket
 import stat as _stat
 import tempfile
+import threading
 import time
 import weakref
 from dataclasses import dataclass
@@ -70,6 +71,8 @@ class StageNotReadyError(RunError):
 
 __all__ = [
     "RUN_FORMAT",
+    "load_npy",
+    "load_npz",
     "RunWriter",
     "StageNotReadyError",
     "Run",
@@ -84,6 +87,28 @@ __all__ = [
     "OWNED_FILES",
     "OWNED_DIRS",
 ]
+
+_NPY_LOCK = threading.Lock()
+
+
+def load_npy(path: str | os.PathLike, *, mmap_mode: str | None = None) -> np.ndarray:
+    """``np.load`` of one .npy file (no pickles), one thread at a time.
+
+    numpy parses the header with ``ast.literal_eval``, and CPython 3.11's AST builder is not
+    safe when two threads build an AST at once ("AST constructor recursion depth mismatch"):
+    the dashboard's background warm-up and a running analysis both open arrays. With
+    ``mmap_mode`` only the header is read under the lock.
+    """
+    with _NPY_LOCK:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+
+
+def load_npz(path: str | os.PathLike, keys: "list[str] | tuple[str, ...]") -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one .npz file (no pickles), read whole under the lock of
+    :func:`load_npy`. Raises KeyError naming a missing key."""
+    with _NPY_LOCK, np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in keys}
+
 
 RUN_FORMAT = "ldminv-run"
 RUN_FORMAT_VERSION = 1
@@ -836,7 +861,7 @@ class RunWriter:
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        arr = load_npy(path, mmap_mode="r")
     except FileNotFoundError as exc:
         raise RunError(f"{path}: file is missing") from exc
     except (ValueError, OSError, EOFError) as exc:
@@ -1128,14 +1153,14 @@ class Run:
     @property
     def latents(self) -> np.ndarray:
         """(N, C, h, w) float32 scaled encoder means (memory-mapped)."""
-        return np.load(self._file(LATENTS), mmap_mode="r")
+        return load_npy(self._file(LATENTS), mmap_mode="r")
 
     @property
     def influence(self) -> np.ndarray:
         """(N, C, h, w) float32 0.5 * log(G_ii + 1e-12) (memory-mapped; StageNotReadyError
         before "geometry"). Not scanned for NaN: see :meth:`check_finite`."""
         self._require("geometry", "the influence")
-        return np.load(self._file(INFLUENCE), mmap_mode="r")
+        return load_npy(self._file(INFLUENCE), mmap_mode="r")
 
     # -- finiteness ---------------------------------------------------------------------
     def _array_files(self, attack: str | None, *, latents: bool) -> list[str]:
@@ -1150,7 +1175,7 @@ class Run:
     def _nonfinite_rows(self, rel: str) -> np.ndarray:
         bad = self._nonfinite.get(rel)
         if bad is None:
-            bad = self._nonfinite[rel] = _nonfinite_rows(np.load(self._file(rel), mmap_mode="r"))
+            bad = self._nonfinite[rel] = _nonfinite_rows(load_npy(self._file(rel), mmap_mode="r"))
         return bad
 
     def nonfinite_report(self, attack: str | None = None, *, latents: bool = True,
@@ -1228,7 +1253,7 @@ class Run:
         rel = f"residuals/{attack}.npy"
         if validate:
             self._raise_nonfinite(rel)
-        return np.load(self._file(rel), mmap_mode="r")
+        return load_npy(self._file(rel), mmap_mode="r")
 
     def _raise_nonfinite(self, rel: str) -> None:
         bad = self._nonfinite_rows(rel)
@@ -1249,7 +1274,7 @@ class Run:
         rel = f"scores/{attack}.npy"
         if validate:
             self._raise_nonfinite(rel)
-        return np.asarray(np.load(self._file(rel)), dtype=np.float64)
+        return np.asarray(load_npy(self._file(rel)), dtype=np.float64)
 
     def scores(self, attack: str, *, t_index: int | None = None) -> np.ndarray:
         """Membership scores (higher = member): -statistic of the full (unmasked) terms.

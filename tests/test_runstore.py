@@ -197,3 +197,42 @@ def test_bad_samples_table_is_rejected(tmp_path):
         RunWriter(tmp_path / "r", settings={}, samples=bad)
     with pytest.raises(RunError, match="sample_id"):
         RunWriter(tmp_path / "r2", settings={}, samples=_samples().iloc[::-1])
+
+
+def test_load_npy_and_npz_read_arrays_and_refuse_pickles(tmp_path):
+    """The one .npy / .npz reader of the runs (serialised header parsing): memory maps on
+    request, whole arrays otherwise, object (pickled) arrays refused, missing keys named."""
+    import threading
+
+    from ldminv_core.runstore import load_npy, load_npz
+
+    arr = np.arange(12, dtype=np.float32).reshape(3, 4)
+    np.save(tmp_path / "a.npy", arr)
+    mm = load_npy(tmp_path / "a.npy", mmap_mode="r")
+    assert isinstance(mm, np.memmap) and not mm.flags.writeable
+    np.testing.assert_array_equal(mm, arr)
+    np.testing.assert_array_equal(load_npy(tmp_path / "a.npy"), arr)
+    np.save(tmp_path / "obj.npy", np.array([{"x": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="allow_pickle"):
+        load_npy(tmp_path / "obj.npy")
+    np.savez(tmp_path / "b.npz", x=arr, y=arr[0])
+    got = load_npz(tmp_path / "b.npz", ("x", "y"))
+    np.testing.assert_array_equal(got["y"], arr[0])
+    with pytest.raises(KeyError, match="z"):
+        load_npz(tmp_path / "b.npz", ("z",))
+    # many threads at once (the dashboard's warm-up next to a running analysis): all succeed
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for _ in range(50):
+                assert load_npy(tmp_path / "a.npy", mmap_mode="r").shape == (3, 4)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors

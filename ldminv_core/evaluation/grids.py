@@ -32,7 +32,7 @@ import numpy as np
 
 from .. import masks
 from ..errors import LdminvError
-from ..runstore import CACHE_DIR, Run
+from ..runstore import CACHE_DIR, Run, load_npy
 
 __all__ = ["AttackGrids", "attack_grids", "attack_totals", "grid_index", "grid_cache_dir", "RULES", "CACHE_FOLDER"]
 
@@ -200,7 +200,7 @@ class AttackGrids:
             meta = json.loads((folder / "meta.json").read_text())
             if meta.get("version") != _CACHE_VERSION or tuple(meta.get("seeds", ())) != self.seeds:
                 return False
-            ld = lambda name: np.load(folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)  # noqa: E731
+            ld = lambda name: load_npy(folder / f"{name}.npy", mmap_mode="r")  # noqa: E731
             t_index = [int(t) for t in meta["t_index"]]
             self.totals = ld("totals")
             self.channel_totals = ld("channel_totals")

@@ -89,6 +89,10 @@ from .choices import (  # noqa: E402 - shared with the CLI parser
 STAGES = ("encode", "geometry")  # the attacks' stages come around "geometry": runstore.planned_stages
 _WORK_LOG_VOLUME = "_work/log_volume.npy"
 _MAX_TIMED_BATCH = 128
+#: The cost estimate times the geometry on real latents only when the cost model predicts at most
+#: this many seconds for it; beyond (Stable Diffusion scale: minutes per sample) it uses the
+#: prediction, made from one JVP and one VJP timed on this machine.
+_MAX_TIMED_GEOMETRY_S = 20.0
 
 ProgressFn = Callable[[str, int, int], Any]
 
@@ -510,8 +514,12 @@ def load_config_model(config: AnalyzeConfig, *, device: str | torch.device | Non
         LdminvError subclasses from validation; ModelLoadError for the model or an adapter.
     """
     plan = _plan(config)
-    dev = resolve_device(plan.device) if device is None else device
-    return load_model(plan.model, device=dev, lora=plan.adapters() or None)
+    return _load_plan_model(plan, resolve_device(plan.device) if device is None else device)
+
+
+def _load_plan_model(plan: _Plan, device: str | torch.device) -> LoadedModel:
+    """The model of ``plan`` on ``device``, with its LoRA adapters applied."""
+    return load_model(plan.model, device=device, lora=plan.adapters() or None)
 
 
 def _check_timesteps_for_model(plan: _Plan, model: LoadedModel) -> None:
@@ -717,6 +725,8 @@ class CostEstimate:
         device: where the analysis runs.
         stages: one :class:`StageCost` per stage (load, encode, geometry, attacks).
         timed_batch: samples in each timed batch.
+        geometry_timed: the geometry seconds come from timing it on real latents (False: from
+            the cost model's prediction, when timing would take longer than a few seconds).
         disk_bytes: size of the run folder's arrays.
         warnings: problems that do not stop the analysis (duplicates allowed with
             allow_duplicates, metadata lines naming missing files, ...), as run.json "warnings"
@@ -734,6 +744,7 @@ class CostEstimate:
     device: str
     stages: list[StageCost] = field(default_factory=list)
     timed_batch: int = 1
+    geometry_timed: bool = True
     disk_bytes: int = 0
     warnings: list[str] = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
@@ -772,8 +783,9 @@ class CostEstimate:
         line = lambda r: "  ".join(v.ljust(w) if i == 0 else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
         sep = "  ".join("-" * w for w in widths)
         foot = (
-            f"(times extrapolated from timing batches of up to {self.timed_batch} sample(s) on this machine; "
-            f"the run folder will take about {_fmt_bytes(self.disk_bytes)})"
+            f"(times extrapolated from timing batches of up to {self.timed_batch} sample(s) on this machine"
+            + ("" if self.geometry_timed else "; geometry: the cost model's prediction")
+            + f"; the run folder will take about {_fmt_bytes(self.disk_bytes)})"
         )
         lines = [head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), foot]
         if self.geometry_plan is not None:
@@ -835,7 +847,8 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     complete-run comparison), then loads the model (unless given) and both image folders
     (duplicates are refused unless ``allow_duplicates``); times the encoder and one UNet
     forward on a batch of ``batch_size`` samples (at most 128), and the decoder geometry on 2
-    latents, each after a warm-up call, then extrapolates linearly to every sample (and every
+    latents (when the cost model predicts at most a few seconds for that; else its prediction is
+    used), each after a warm-up call, then extrapolates linearly to every sample (and every
     UNet call of each attack). The geometry paths come from the cost model
     (:func:`ldminv_core.geometry.plan_geometry`, one JVP and one VJP timed on the first latent):
     :attr:`CostEstimate.geometry_plan`. Nothing is written.
@@ -847,7 +860,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     _preflight(plan, model_given=model is not None)
     t0 = time.perf_counter()
     if model is None:
-        model = load_model(plan.model, device=resolve_device(plan.device), lora=plan.adapters() or None)
+        model = _load_plan_model(plan, resolve_device(plan.device))
     _check_timesteps_for_model(plan, model)
     _check_model_lora(plan, model)
     members, heldout = _load_images(plan, model)
@@ -869,9 +882,13 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     gp = _make_geometry_plan(plan, decode, z[:1])
     infl, lv = gp.influence_method, gp.log_volume_method
     geo_b = min(2, b)
-    geo = lambda m: _geometry.decoder_geometry(decode, z[:m], plan=gp, seed=plan.seed, sample_ids=list(range(m)))
-    geo(1)  # warm-up (first calls trace and allocate)
-    geo_s = _timed(lambda: geo(geo_b), dev) / geo_b
+    predicted = gp.predicted_seconds_per_sample
+    geometry_timed = predicted is None or predicted * geo_b <= _MAX_TIMED_GEOMETRY_S
+    if geometry_timed:  # the plan's timing calls warmed the decoder products up
+        geo_s = _timed(lambda: _geometry.decoder_geometry(decode, z[:geo_b], plan=gp, seed=plan.seed,
+                                                          sample_ids=list(range(geo_b))), dev) / geo_b
+    else:
+        geo_s = float(predicted)
 
     pred = model.predictor
     cond = None
@@ -894,6 +911,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
         warnings=run_warnings,
         skipped={"members": list(members.report.skipped), "heldout": list(heldout.report.skipped)},
         geometry_plan=gp,
+        geometry_timed=geometry_timed,
     )
     d = math.prod(model.latent_shape)
     itemsize = np.dtype(plan.residual_dtype).itemsize
@@ -980,7 +998,7 @@ def _run_follower(plan: _Plan, ctx: DistContext, model: LoadedModel | None) -> P
     import json
 
     if model is None:
-        model = load_model(plan.model, device=_rank_device(plan, ctx), lora=plan.adapters() or None)
+        model = _load_plan_model(plan, _rank_device(plan, ctx))
     _check_timesteps_for_model(plan, model)
     _check_model_lora(plan, model)
     ctx.agree()  # rank 0's set-up and encode stage are done
@@ -1191,7 +1209,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
     try:
         t0 = time.perf_counter()
         if model is None:
-            model = load_model(plan.model, device=_rank_device(plan, ctx), lora=plan.adapters() or None)
+            model = _load_plan_model(plan, _rank_device(plan, ctx))
         _check_timesteps_for_model(plan, model)
         _check_model_lora(plan, model)
         infl_method, lv_method = _geometry_methods(plan, model)

@@ -386,6 +386,22 @@ def test_estimate_cost_counts_the_work(tiny_uncond_model, tiny_image_dirs, tmp_p
     assert est.disk_bytes >= 16 * 64 * 4 * (2 + 3 * 4)  # latents, influence, 4 x (T=3) residuals
     text = str(est)
     assert "geometry" in text and "1,024" in text and "total" in text
+    assert est.geometry_timed and "cost model's prediction" not in text
+    assert est.geometry_plan is not None and text.splitlines()[1] == f"geometry: {est.geometry_plan.describe()}"
+
+
+def test_estimate_cost_uses_the_plan_when_timing_the_geometry_would_be_slow(tiny_uncond_model, tiny_image_dirs,
+                                                                          tmp_path, monkeypatch):
+    """Past the timing budget (Stable Diffusion scale: minutes per sample) the geometry stage is the
+    cost model's prediction per sample x samples, and the estimate says so."""
+    import ldminv_core.analyze as analyze_mod
+
+    monkeypatch.setattr(analyze_mod, "_MAX_TIMED_GEOMETRY_S", 0.0)
+    est = estimate_cost(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "never"))
+    geo = next(s for s in est.stages if s.stage == "geometry")
+    assert not est.geometry_timed
+    assert geo.seconds == pytest.approx(16 * est.geometry_plan.predicted_seconds_per_sample)
+    assert "geometry: the cost model's prediction" in str(est)
 
 
 # ----------------------------------------------------------------------------- CLI

@@ -40,6 +40,7 @@ from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import slq as _slq
+from . import tangents as _tangents
 from .errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError, UnknownNameError
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "EXACT_MAX_JACOBIAN_BYTES",
     "INFLUENCE_EPS",
     "LOG_VOLUME_KINDS",
+    "ENGINES",
     "MATRIX_FREE_TOL",
     "SLQ_PROBES",
     "SLQ_STEPS",
@@ -117,6 +119,11 @@ _GEOMETRY_STREAM_SLQ = 13
 _INFLUENCE_METHODS = ("auto", "exact", "hutchinson")
 _LOG_VOLUME_METHODS = ("auto", "exact", "matrix_free", "slq")
 
+#: How decoder products are taken: "layerwise" (:mod:`ldminv_core.tangents`, diffusers'
+#: AutoencoderKL decoder), "torch.func" (vmap of jvp / vjp, any callable), "auto" (layerwise
+#: when the decoder has it and it agrees with torch.func at the first latent).
+ENGINES = ("auto", "layerwise", "torch.func")
+
 
 @dataclass(frozen=True)
 class Geometry:
@@ -129,6 +136,7 @@ class Geometry:
         log_volume_method: "exact", "matrix_free" or "slq", the path actually used.
         influence_method: "exact" or "hutchinson", the path actually used.
         log_volume_kind: "topk" or "logdet".
+        engine: how the decoder products were taken, "layerwise" or "torch.func" (:data:`ENGINES`).
         log_volume_error: (N,) float64 error estimate in log-volume units: zeros on the exact
             path; the a-posteriori residual bound of the matrix-free top-k (the estimate is a
             lower bound, the true value lies in [lv, lv + error] unless the start block missed
@@ -142,6 +150,7 @@ class Geometry:
     influence_method: str | None
     log_volume_kind: str = "topk"
     log_volume_error: torch.Tensor | None = None
+    engine: str | None = None
 
 
 # ----------------------------------------------------------------------------- validation
@@ -194,6 +203,12 @@ def _check_count(value: int, name: str, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
         raise LdminvError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _check_engine(engine: str) -> str:
+    if engine not in ENGINES:
+        raise UnknownNameError(f"engine: expected one of {ENGINES}, got {engine!r}")
+    return engine
 
 
 def _check_kind(kind: str, name: str = "log_volume") -> str:
@@ -340,12 +355,21 @@ class _Products:
     evaluated once per chunk, not once per direction).
     """
 
-    def __init__(self, decode: Decode, z: torch.Tensor, chunk_size: int, image_shape: tuple[int, ...]) -> None:
+    def __init__(self, decode: Decode, z: torch.Tensor, chunk_size: int, image_shape: tuple[int, ...],
+                 engine: str = "auto") -> None:
         self.z = z
         self.latent_shape = tuple(z.shape[1:])
         self.image_shape = image_shape
         self.chunk = chunk_size
         self.counts = {"jvp": 0, "vjp": 0}
+        layerwise, self.engine_note = (None, "torch.func asked for") if engine == "torch.func" else \
+            _tangents.engine_for(decode, z[:1])
+        if engine == "layerwise" and layerwise is None:
+            raise UnknownNameError(f"engine: 'layerwise' asked for, but this decoder has no layer-by-layer JVPs: "
+                                   f"{self.engine_note}")
+        self.engine = "layerwise" if layerwise is not None else "torch.func"
+        self._layerwise = layerwise
+        self._lin: tuple[int, object] | None = None
 
         def single(z1: torch.Tensor) -> torch.Tensor:
             return decode(z1.unsqueeze(0)).squeeze(0)
@@ -375,12 +399,29 @@ class _Products:
                 yield s, min(start + count, s + self.chunk), sample
             start += count
 
+    def _linearization(self, sample: int):
+        """The layer-by-layer linearisation at z[sample] (the last one is kept)."""
+        if self._lin is None or self._lin[0] != sample:
+            self._lin = (sample, self._layerwise.linearize(self.z[sample : sample + 1]))
+        return self._lin[1]
+
+    def _layerwise_call(self, kind: str, sample: int, vec: torch.Tensor) -> torch.Tensor:
+        lin = self._linearization(sample)
+        if kind == "jvp":
+            return lin.jvp(vec)
+        if kind == "vjp":
+            return lin.vjp(vec)
+        return lin.vjp(lin.jvp(vec))
+
     def _run(self, kind: str, rows: torch.Tensor, vectors: torch.Tensor, reduce=None) -> torch.Tensor:
         outs = []
         for start, stop, sample in self._chunks(rows):
             vec = vectors[start:stop].contiguous()
-            with sdpa_kernel(SDPBackend.MATH):
-                out = self._shared[kind](self.z[sample].contiguous(), vec).detach()
+            if self._layerwise is not None:
+                out = self._layerwise_call(kind, sample, vec)
+            else:
+                with sdpa_kernel(SDPBackend.MATH):
+                    out = self._shared[kind](self.z[sample].contiguous(), vec).detach()
             outs.append(out if reduce is None else reduce(out))
         m = int(rows.shape[0])
         if kind == "gram":
@@ -603,7 +644,7 @@ def _slq_logdet(
 # ----------------------------------------------------------------------------- public API
 
 
-def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int | None = None) -> torch.Tensor:
+def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int | None = None, engine: str = "auto") -> torch.Tensor:
     """Exact decoder Jacobian of every sample.
 
     Args:
@@ -611,6 +652,7 @@ def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int | None = None) 
         z: latents (N, C, h, w).
         chunk_size: (sample, coordinate) pairs per batched JVP call (default: see
             :func:`decoder_geometry`).
+        engine: how the JVPs are taken (:data:`ENGINES`).
 
     Returns:
         (N, P, d) tensor with P = prod(image), d = C*h*w, in z's dtype and device; column j
@@ -619,7 +661,7 @@ def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int | None = None) 
     z = _check_latents(z)
     image_shape = _probe_decoder(decode, z)
     chunk = _check_chunk(chunk_size, math.prod(image_shape))
-    prod = _Products(decode, z, chunk, image_shape)
+    prod = _Products(decode, z, chunk, image_shape, _check_engine(engine))
     d = math.prod(z.shape[1:])
     return _jacobian_block(prod, z.shape[0], d)
 
@@ -642,10 +684,12 @@ def _geometry(
     iters: int | None,
     progress: Callable[[int], None] | None,
     counts: dict | None = None,
+    engine: str = "auto",
 ) -> Geometry:
     """Shared driver: log-volume when k is given, influence when ``influence`` is given."""
     z = _check_latents(z)
     kind = _check_kind(kind)
+    engine = _check_engine(engine)
     if k is not None:
         k = _check_k(k)
     probes = _check_count(probes, "probes")
@@ -672,9 +716,11 @@ def _geometry(
     lv_err = torch.zeros(n, dtype=torch.float64) if k is not None else None
     diag = torch.empty(n, d, dtype=torch.float64) if infl_method is not None else None
     block = _exact_block_size(n, p, d) if need_jac else max(1, chunk)
+    used_engine = None
     for start in range(0, n, block):
         stop = min(n, start + block)
-        prod = _Products(decode, z[start:stop], chunk, image_shape)
+        prod = _Products(decode, z[start:stop], chunk, image_shape, engine)
+        used_engine = prod.engine
         nb = stop - start
         jac = _jacobian_block(prod, nb, d).to(torch.float64).cpu() if need_jac else None
         if lv_method == "exact":
@@ -696,7 +742,7 @@ def _geometry(
     lv_out = None if lv is None else lv.to(z.dtype)
     infl_out = None if diag is None else (0.5 * torch.log(diag + INFLUENCE_EPS)).reshape(tuple(z.shape)).to(z.dtype)
     return Geometry(log_volume=lv_out, influence=infl_out, log_volume_method=lv_method, influence_method=infl_method,
-                    log_volume_kind=kind, log_volume_error=lv_err)
+                    log_volume_kind=kind, log_volume_error=lv_err, engine=used_engine)
 
 
 def decoder_geometry(
@@ -717,6 +763,7 @@ def decoder_geometry(
     iters: int | None = None,
     progress: Callable[[int], None] | None = None,
     plan: "GeometryPlan | None" = None,
+    engine: str = "auto",
 ) -> Geometry:
     """Log-volume and per-coordinate influence of each latent, sharing work between them.
 
@@ -747,6 +794,10 @@ def decoder_geometry(
         progress: called with the number of samples finished after each block.
         plan: a :class:`GeometryPlan` from :func:`plan_geometry`; its influence and
             log-volume paths, kind, k and probe counts replace the keywords above.
+        engine: how decoder products are taken (:data:`ENGINES`): "auto" uses the
+            layer-by-layer JVPs / VJPs of :mod:`ldminv_core.tangents` for a
+            :class:`~ldminv_core.tangents.VaeDecoder` it knows (checked against torch.func at
+            the first latent), torch.func otherwise; ``Geometry.engine`` says which ran.
 
     Returns:
         :class:`Geometry` with log_volume (N,), log_volume_error (N,) float64 and influence
@@ -760,7 +811,7 @@ def decoder_geometry(
     return _geometry(
         decode, z, k=k, influence=influence, log_volume_method=log_volume_method, kind=log_volume,
         probes=probes, slq_probes=slq_probes, slq_steps=slq_steps, seed=seed, sample_ids=sample_ids,
-        chunk_size=chunk_size, oversample=oversample, iters=iters, progress=progress,
+        chunk_size=chunk_size, oversample=oversample, iters=iters, progress=progress, engine=engine,
     )
 
 

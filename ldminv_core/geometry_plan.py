@@ -56,6 +56,8 @@ class GeometryPlan:
         predicted_seconds_per_sample: products x measured cost + SVD (None when not measured).
         shared: what the chosen paths share.
         candidates: every combination considered, with its products and predicted seconds.
+        engine: how the timed products were taken, "layerwise" (:mod:`ldminv_core.tangents`)
+            or "torch.func" (None when not measured).
     """
 
     influence_method: str
@@ -75,6 +77,7 @@ class GeometryPlan:
     predicted_seconds_per_sample: float | None
     shared: tuple[str, ...]
     candidates: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    engine: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (for run.json): plain str / int / float / None / list / dict values,
@@ -100,6 +103,8 @@ class GeometryPlan:
         prods = " + ".join(f"{v:,} {k.upper()}s" for k, v in self.products.items() if v) or "no products"
         pred = self.predicted_seconds_per_sample
         tail = f", predicted {_per_sample(pred)} per sample" if pred is not None else ""
+        if self.engine is not None:
+            tail += f" ({'layer-by-layer' if self.engine == 'layerwise' else self.engine} products)"
         return f"influence {infl}, log-volume {self.log_volume_method} ({kind}): {prods}{tail}"
 
 
@@ -130,9 +135,10 @@ def _time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 2) -> di
 
 
 def _measure(decode, z1: torch.Tensor, image_shape: tuple[int, ...], chunk: int, d: int, p: int,
-             need_svd: bool, kind: str = "topk") -> tuple[float, float, float]:
-    """(s per JVP, s per VJP, s per float64 SVD of a (P, d) matrix) at ``chunk`` directions:
-    2 warm-up + 4 timed decoder calls of ``chunk`` directions in all (interleaved)."""
+             need_svd: bool, kind: str = "topk") -> tuple[float, float, float, str]:
+    """(s per JVP, s per VJP, s per float64 SVD of a (P, d) matrix, engine) at ``chunk``
+    directions: 2 warm-up + 4 timed decoder calls of ``chunk`` directions in all (interleaved),
+    with the products the geometry will take (``engine``: "layerwise" or "torch.func")."""
     prod = _geo._Products(decode, z1, chunk, image_shape)
     rows = torch.zeros(chunk, dtype=torch.long, device=z1.device)
     gen = torch.Generator().manual_seed(0)
@@ -145,7 +151,7 @@ def _measure(decode, z1: torch.Tensor, image_shape: tuple[int, ...], chunk: int,
         t0 = time.perf_counter()
         _geo._singular_values(a[None], kind, 1)
         svd_s = time.perf_counter() - t0
-    return best["jvp"] / chunk, best["vjp"] / chunk, svd_s
+    return best["jvp"] / chunk, best["vjp"] / chunk, svd_s, prod.engine
 
 
 def plan_geometry(
@@ -209,9 +215,9 @@ def plan_geometry(
 
     need_svd = "exact" in lv_options
     if measure:
-        jvp_s, vjp_s, svd_s = _measure(decode, z[:1], image_shape, chunk, d, p, need_svd, kind)
+        jvp_s, vjp_s, svd_s, engine = _measure(decode, z[:1], image_shape, chunk, d, p, need_svd, kind)
     else:
-        jvp_s = vjp_s = None
+        jvp_s = vjp_s = engine = None
         svd_s = 0.0
 
     candidates = []
@@ -267,4 +273,5 @@ def plan_geometry(
         predicted_seconds_per_sample=best["predicted_seconds_per_sample"],
         shared=tuple(best["shared"]),
         candidates=tuple({**c, "shared": list(c["shared"])} for c in candidates),
+        engine=engine,
     )

@@ -139,11 +139,11 @@ class LoadedModel:
 
     def decoder_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The differentiable decoder of scaled latents, ``z -> vae.decode(z / sf).sample``
-        (plus the VAE's shift_factor when it has one), as :mod:`ldminv_core.geometry` takes it."""
-        vae, sf, shift = self.vae, self.scaling_factor, self.shift_factor
-        if shift:
-            return lambda z: vae.decode(z / sf + shift).sample
-        return lambda z: vae.decode(z / sf).sample
+        (plus the VAE's shift_factor when it has one), as :mod:`ldminv_core.geometry` takes it: a
+        :class:`~ldminv_core.tangents.VaeDecoder`, whose layer-by-layer JVPs the geometry uses."""
+        from .tangents import VaeDecoder
+
+        return VaeDecoder(self.vae, scaling_factor=self.scaling_factor, shift_factor=self.shift_factor)
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -11,6 +11,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ldminv_core import geometry as geo
+from ldminv_core.tangents import VaeDecoder
 from ldminv_core.errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError, UnknownNameError
 
 SCALING = 0.7
@@ -379,7 +380,7 @@ def d1024_decoder():
     (attention mid-block), one latent, and its oracle Jacobian by torch.autograd.functional.jacobian
     (reverse mode, one backward pass per pixel: independent of the library's forward-mode path)."""
     vae = _vae(3, 4, seed=11)
-    decode = lambda z: vae.decode(z / SCALING).sample  # noqa: E731
+    decode = VaeDecoder(vae, scaling_factor=SCALING)  # the layer-by-layer products, as analyze runs
     z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(4))
     assert decode(z).shape == (1, 3, 32, 32)
     return decode, z, _autograd_jacobians(decode, z)
@@ -414,7 +415,8 @@ def test_auto_paths_meet_their_stated_tolerance_against_the_oracle(d1024_decoder
         d = json.loads(json.dumps(plan.as_dict()))
         assert d["predicted_seconds_per_sample"] > 0 and d["description"] == plan.describe()
         assert plan.describe().startswith(f"influence {plan.influence_method}")
-        assert plan.describe().endswith(" s per sample")
+        assert plan.engine == "layerwise" and g.engine == "layerwise"
+        assert plan.describe().endswith(" s per sample (layer-by-layer products)")
     # without a plan, "auto" resolves by product counts: the exact influence's d JVPs build the
     # Jacobian, so the log-volume is exact too (checked against the oracle above when planned)
     assert geo.resolve_influence_method("auto", 1024) == "exact"
@@ -431,7 +433,7 @@ def test_measured_plan_keeps_the_fewest_products_unless_clearly_cheaper(d1024_de
     n_count = sum(by_count.products.values())
 
     def plan_with(jvp_s: float, vjp_s: float) -> geo.GeometryPlan:
-        monkeypatch.setattr(gplan, "_measure", lambda *a, **k: (jvp_s, vjp_s, 0.0))
+        monkeypatch.setattr(gplan, "_measure", lambda *a, **k: (jvp_s, vjp_s, 0.0, "layerwise"))
         return geo.plan_geometry(decode, z, k=50)
 
     # VJPs a little dearer than JVPs: some JVP-heavier plan may be cheaper, but not by the margin

@@ -56,6 +56,7 @@ def run_demo_geometry(
     probes: int = 16,
     chunk_size: int | None = None,
     log: Callable[[str], None] = print,
+    compare_torch_func: bool = True,
 ) -> dict[str, Any]:
     """Time ldminv's exact geometry and the reference algorithm on ``n_samples`` demo latents.
 
@@ -63,28 +64,37 @@ def run_demo_geometry(
     the reference on sample i, ldminv on sample i again (its time is the mean of the two
     runs), which cancels a drift of the load. One untimed ldminv call warms up first.
     Returns a JSON-ready dict; ``speedup_vs_reference`` = total reference time / total
-    ldminv time (wall clock); the same ratio of process CPU time is reported as well.
+    ldminv time (wall clock); the same ratio of process CPU time is reported as well. With
+    ``compare_torch_func`` ldminv's exact path also runs with ``engine="torch.func"`` (its
+    products by torch.func instead of the layer-by-layer ones), interleaved the same way.
     """
     z, z_source = common.demo_latents(model, n_samples)
     decode = model.decode
     latent_shape = tuple(z.shape[1:])
 
-    def ours(i: int) -> geo.Geometry:
+    def ours(i: int, engine: str = "auto") -> geo.Geometry:
         return geo.decoder_geometry(decode, z[i : i + 1], k=k, influence="exact", chunk_size=chunk_size,
-                                    sample_ids=[i])
+                                    sample_ids=[i], engine=engine)
 
     def ref_one(i: int):
         return reference_geometry(decode, z[i : i + 1], k=k, iters=iters, probes=probes, seed=i,
                                   keep_jacobians=True)
 
     ours(0)  # warm-up
+    if compare_torch_func:
+        ours(0, "torch.func")
     log(f"  geometry: ldminv exact path vs reference algorithm, {n_samples} samples, interleaved ...")
-    t_ours = t_ref = c_ours = c_ref = 0.0
+    t_ours = t_ref = c_ours = c_ref = t_tf = 0.0
     lv, infl, ref_lv, ref_infl, jacs = [], [], [], [], []
     for i in range(n_samples):
         (w1, c1), g = _timed(lambda: ours(i))
+        if compare_torch_func:
+            (f1, _), _ = _timed(lambda: ours(i, "torch.func"))
         (w_r, c_r), r = _timed(lambda: ref_one(i))
         (w2, c2), _ = _timed(lambda: ours(i))
+        if compare_torch_func:
+            (f2, _), _ = _timed(lambda: ours(i, "torch.func"))
+            t_tf += 0.5 * (f1 + f2)
         t_ours += 0.5 * (w1 + w2)
         c_ours += 0.5 * (c1 + c2)
         t_ref += w_r
@@ -95,7 +105,7 @@ def run_demo_geometry(
         ref_infl.append(r.influence)
         jacs.append(r.jacobians)
     g = geo.Geometry(log_volume=torch.cat(lv), influence=torch.cat(infl), log_volume_method=g.log_volume_method,
-                     influence_method=g.influence_method)
+                     influence_method=g.influence_method, engine=g.engine)
     ref = ReferenceGeometry(log_volume=torch.cat(ref_lv), influence=torch.cat(ref_infl), jacobians=torch.cat(jacs))
     exact_lv, exact_infl = exact_geometry(ref.jacobians, latent_shape, k=k)
     ours_err = geometry_errors(g.log_volume, g.influence, exact_lv, exact_infl)
@@ -112,7 +122,8 @@ def run_demo_geometry(
         "pixels": pixels,
         "k": k,
         "ours_method": f"decoder_geometry(k={k}, influence='exact') -> log-volume {g.log_volume_method}, "
-        f"influence {g.influence_method}; chunk_size={effective_chunk(chunk_size, pixels)}",
+        f"influence {g.influence_method}; chunk_size={effective_chunk(chunk_size, pixels)}; {g.engine} products",
+        "engine": g.engine,
         "reference_method": f"autograd.functional.jacobian + {iters} QR power iterations on J^T J (k={k}) "
         f"+ {probes} Hutchinson VJPs per sample, sample by sample",
         "ours_s": t_ours,
@@ -123,6 +134,8 @@ def run_demo_geometry(
         "ours_cpu_s_per_sample": c_ours / n_samples,
         "reference_cpu_s_per_sample": c_ref / n_samples,
         "speedup_vs_reference_cpu_time": c_ref / c_ours,
+        **({"torch_func_s_per_sample": t_tf / n_samples, "torch_func_speedup_vs_reference": t_ref / t_tf,
+            "layerwise_speedup_vs_torch_func": t_tf / t_ours} if compare_torch_func else {}),
         **ours_err,
         "reference_max_abs_err_influence": ref_err["max_abs_err_influence"],
         "reference_rel_err_log_volume": ref_err["rel_err_log_volume"],

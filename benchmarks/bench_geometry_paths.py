@@ -22,8 +22,10 @@ Sections (printed as markdown tables, written to ``benchmarks/geometry_paths.jso
 4. ``d16384``: per-sample cost of top-k (matrix-free, k = 50) and log-det (SLQ) at
    d = 16384 (4x64x64 latent, SD-layout decoder to 3x512x512), with peak RSS, in a fresh
    process per path (``benchmarks.scaling_worker --mode paths``).
-5. ``speedups``: what the profile suggested, side by side (threads; torch.compile and
-   channels_last are tried and their failure recorded).
+5. ``engines``: seconds per JVP / VJP of the layer-by-layer products
+   (:mod:`ldminv_core.tangents`) against torch.func's, on both decoders, side by side.
+6. ``speedups``: what the profile suggested, side by side (threads; torch.compile and
+   channels_last under torch.func are tried and their failure recorded).
 
 The machine is shared: every section records ``/proc/loadavg`` before it runs; times are the
 fastest of ``repeats`` runs, per-product costs the fastest of ``repeats`` calls after warm-up.
@@ -72,9 +74,11 @@ def sd1024_decoder(seed: int = 0):
     """(vae, decode) of the d = 1024 benchmark decoder (random weights, ``seed``)."""
     from diffusers import AutoencoderKL
 
+    from ldminv_core.tangents import VaeDecoder
+
     torch.manual_seed(seed)
     vae = AutoencoderKL(**SD1024_VAE).eval().requires_grad_(False)
-    return vae, (lambda z: vae.decode(z).sample)
+    return vae, VaeDecoder(vae, scaling_factor=1.0)
 
 
 def oracle_jacobians(decode, z: torch.Tensor, chunk: int = 128) -> torch.Tensor:
@@ -97,12 +101,14 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 # ----------------------------------------------------------------------------- product costs
 
 
-def product_cost(decode, z1: torch.Tensor, kind: str, chunk: int, *, repeats: int = 3, warmup: int = 2) -> float:
+def product_cost(decode, z1: torch.Tensor, kind: str, chunk: int, *, repeats: int = 3, warmup: int = 2,
+                 engine: str = "auto") -> float:
     """Fastest seconds per direction of one ``kind`` ("jvp" | "vjp" | "gram") call of ``chunk``
-    directions on the single latent z1 (1, C, h, w), after ``warmup`` calls."""
+    directions on the single latent z1 (1, C, h, w), after ``warmup`` calls, with the products of
+    ``engine`` (``geometry.ENGINES``)."""
     with torch.no_grad():
         image_shape = tuple(decode(z1).shape[1:])
-    prod = geo._Products(decode, z1, chunk, image_shape)
+    prod = geo._Products(decode, z1, chunk, image_shape, engine)
     rows = torch.zeros(chunk, dtype=torch.long)
     gen = torch.Generator().manual_seed(0)
     if kind == "vjp":
@@ -276,8 +282,38 @@ def spearman_table(decode, z: torch.Tensor, exact_infl: torch.Tensor, counts=PRO
 # ----------------------------------------------------------------------------- side by side
 
 
+def engine_trials(log: Callable[[str], None]) -> dict[str, Any]:
+    """Seconds per JVP / VJP of the layer-by-layer products against torch.func's, side by side
+    (interleaved, fastest of 3 calls each), on the d = 1024 decoder at 1 and 2 threads and on
+    the demo decoder at 1 thread, each at the chunk size the geometry uses there."""
+    z_sd = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    model = common.load_demo_model()
+    z_demo, _ = common.demo_latents(model, 1)
+    cases = [("sd-1024 (4x16x16 -> 3x32x32)", sd1024_decoder()[1], z_sd, (1, 2)),
+             (f"demo ({model.source}, 4x8x8 -> 1x32x32)", model.decode, z_demo, (1,))]
+    out: dict[str, Any] = {"loadavg_before": loadavg(), "rows": []}
+    before = torch.get_num_threads()
+    for name, decode, z1, threads in cases:
+        with torch.no_grad():
+            chunk = geo._auto_chunk(int(decode(z1)[0].numel()))
+        for t in threads:
+            torch.set_num_threads(t)
+            row = {"decoder": name, "threads": t, "chunk": chunk, "loadavg": loadavg()}
+            for kind in ("jvp", "vjp"):
+                for engine in ("layerwise", "torch.func"):
+                    row[f"{kind}_{engine}_s"] = product_cost(decode, z1, kind, chunk, engine=engine)
+                row[f"{kind}_speedup"] = row[f"{kind}_torch.func_s"] / row[f"{kind}_layerwise_s"]
+            out["rows"].append(row)
+            log(f"    {name}, {t} thread(s), chunk {chunk}: JVP {row['jvp_layerwise_s'] * 1e3:.2f} vs "
+                f"{row['jvp_torch.func_s'] * 1e3:.2f} ms ({row['jvp_speedup']:.2f}x), VJP "
+                f"{row['vjp_layerwise_s'] * 1e3:.2f} vs {row['vjp_torch.func_s'] * 1e3:.2f} ms ({row['vjp_speedup']:.2f}x)")
+    torch.set_num_threads(before)
+    return out
+
+
 def speedup_trials(z1: torch.Tensor, log: Callable[[str], None]) -> dict[str, Any]:
-    """Threads (1 vs 2) for JVP / VJP; torch.compile of the batched JVP; channels_last."""
+    """Threads (1 vs 2) for JVP / VJP; torch.compile of torch.func's batched JVP; channels_last
+    under torch.func (the layer-by-layer products run channels-last already)."""
     from torch.func import jvp, vmap
 
     vae, decode = sd1024_decoder()
@@ -374,10 +410,24 @@ def markdown(results: dict[str, Any]) -> str:
     dm = results.get("demo")
     if dm:
         lines.append(f"Demo decoder ({dm['model']}, d = {dm['d']}), 1 thread, {dm['n_samples']} samples, load "
-                     f"{dm.get('loadavg_before')}: ldminv exact {dm['ours_s_per_sample']:.3f} s/sample, reference "
+                     f"{dm.get('loadavg_before')}: ldminv exact ({dm.get('engine', 'torch.func')} products) "
+                     f"{dm['ours_s_per_sample']:.3f} s/sample, reference "
                      f"{dm['reference_s_per_sample']:.3f} s/sample, speedup {dm['speedup_vs_reference']:.1f}x wall "
                      f"({dm['speedup_vs_reference_cpu_time']:.1f}x CPU time); rel err lv {dm['rel_err_log_volume']:.1e} "
-                     f"(reference {dm['reference_rel_err_log_volume']:.1e})")
+                     f"(reference {dm['reference_rel_err_log_volume']:.1e})"
+                     + (f"; with torch.func products {dm['torch_func_s_per_sample']:.3f} s/sample "
+                        f"({dm['torch_func_speedup_vs_reference']:.1f}x)" if "torch_func_s_per_sample" in dm else ""))
+        lines.append("")
+    en = results.get("engines")
+    if en:
+        hdr = ["decoder", "threads", "chunk", "JVP layer-by-layer ms", "JVP torch.func ms", "x", "VJP layer-by-layer ms",
+               "VJP torch.func ms", "x", "load"]
+        body = [[r["decoder"], r["threads"], r["chunk"], f"{r['jvp_layerwise_s'] * 1e3:.2f}",
+                 f"{r['jvp_torch.func_s'] * 1e3:.2f}", f"{r['jvp_speedup']:.2f}", f"{r['vjp_layerwise_s'] * 1e3:.2f}",
+                 f"{r['vjp_torch.func_s'] * 1e3:.2f}", f"{r['vjp_speedup']:.2f}", r["loadavg"][0]] for r in en["rows"]]
+        lines.append("Seconds per product (per direction), layer-by-layer vs torch.func:")
+        lines.append("")
+        lines.append(common.markdown_table(hdr, body))
         lines.append("")
     big = results.get("d16384")
     if big:
@@ -406,7 +456,7 @@ def markdown(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 samples, 1 repeat, truncated d=16384 runs")
-    ap.add_argument("--sections", default="paths,spearman,demo,d16384,speedups")
+    ap.add_argument("--sections", default="paths,spearman,demo,engines,d16384,speedups")
     ap.add_argument("--samples", type=int, default=None)
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--threads", type=int, default=2, help="torch threads of every section but demo (1 thread)")
@@ -462,6 +512,10 @@ def main(argv: list[str] | None = None) -> int:
         dm["threads"] = 1
         results["demo"] = dm
         common.set_threads(args.threads)
+        save()
+    if "engines" in sections:
+        log("layer-by-layer vs torch.func products ...")
+        results["engines"] = engine_trials(log)
         save()
     if "d16384" in sections:
         log("d = 16384 ...")

@@ -267,8 +267,10 @@ def load_demo_model(*, seed: int = 0) -> DemoModel:
     unet = UNet2DModel(**FALLBACK_DEMO_UNET).eval().requires_grad_(False)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     sf = float(vae.config.scaling_factor)
+    from ldminv_core.tangents import VaeDecoder
+
     return DemoModel(
-        vae=vae, unet=unet, scheduler=scheduler, decode=lambda z: vae.decode(z / sf).sample,
+        vae=vae, unet=unet, scheduler=scheduler, decode=VaeDecoder(vae, scaling_factor=sf),
         scaling_factor=sf, source="random (demo-sized)",
         vae_config=_config_summary(vae), unet_config=_config_summary(unet),
         note=(note or "trained demo model not found; ") + "randomly initialised models of the same kind",

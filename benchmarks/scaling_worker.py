@@ -26,6 +26,7 @@ import torch
 from benchmarks import common
 from benchmarks.bench_geometry import effective_chunk as bench_chunk
 from ldminv_core import geometry as geo
+from ldminv_core.tangents import VaeDecoder
 
 
 def _maxrss_mb() -> float:
@@ -41,10 +42,7 @@ def measure(*, latent_size: int, samples: int, k: int, probes: int, chunk_size: 
     Returns a JSON-ready dict (times in seconds, memory in MiB).
     """
     vae = common.sd_layout_vae(seed=seed)
-    sf = float(vae.config.scaling_factor)
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return vae.decode(z / sf).sample
+    decode = VaeDecoder(vae, scaling_factor=float(vae.config.scaling_factor))
 
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(samples, int(vae.config.latent_channels), latent_size, latent_size, generator=gen)
@@ -93,10 +91,7 @@ def measure_path(*, latent_size: int, path: str, full: bool, seed: int) -> dict:
     (:func:`ldminv_core.geometry.log_volume_products`; top-k: the typical adaptive count).
     """
     vae = common.sd_layout_vae(seed=seed)
-    sf = float(vae.config.scaling_factor)
-
-    def decode(z: torch.Tensor) -> torch.Tensor:
-        return vae.decode(z / sf).sample
+    decode = VaeDecoder(vae, scaling_factor=float(vae.config.scaling_factor))
 
     gen = torch.Generator().manual_seed(seed)
     z = torch.randn(1, int(vae.config.latent_channels), latent_size, latent_size, generator=gen)

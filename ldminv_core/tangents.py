@@ -114,7 +114,8 @@ class _NormAct:
 
     With xhat the normalised input, y = gamma * xhat + beta and s = silu(y) (or y), the
     derivative along t is A * (t - mean_g t) - B * mean_g(t * xhat), where the means run over
-    each group's channels and positions, A = gamma * rstd * silu'(y) and B = A * xhat.
+    each group's channels and positions, A = gamma * rstd * silu'(y) and B = A * xhat. Kept per
+    latent: A and xhat (two activation-sized tensors).
     """
 
     def __init__(self, norm: nn.Module, act: nn.Module | None, where: str) -> None:
@@ -143,12 +144,12 @@ class _NormAct:
             out = y
         # (1, H*W, C) channels-last views of the primal coefficients (batch 1 only).
         a = scale.expand(n, c, h, w)
-        st = tuple(u.permute(0, 2, 3, 1).reshape(n, h * w, c).contiguous() for u in (a, a * xhat, xhat))
+        st = tuple(u.permute(0, 2, 3, 1).reshape(n, h * w, c).contiguous() for u in (a, xhat))
         return out, st
 
     def tangent(self, st: Any, t: torch.Tensor) -> torch.Tensor:
         m, c, h, w = t.shape
-        a, b, xhat = st
+        a, xhat = st
         g = self.groups
         count = float(h * w * (c // g))
         t3 = t.permute(0, 2, 3, 1).reshape(m, h * w, c)  # a view for channels-last t
@@ -156,14 +157,13 @@ class _NormAct:
         nu = (t3 * xhat).sum(1).view(m, g, -1).sum(-1, keepdim=True) / count
         mu = mu.expand(m, g, c // g).reshape(m, 1, c)
         nu = nu.expand(m, g, c // g).reshape(m, 1, c)
-        out = (t3 - mu).mul_(a)
-        out.addcmul_(nu, b, value=-1.0)
+        out = (t3 - mu).addcmul_(nu, xhat, value=-1.0).mul_(a)
         return out.view(m, h, w, c).permute(0, 3, 1, 2)
 
     def adjoint(self, st: Any, g: torch.Tensor) -> torch.Tensor:
         """The transpose: with ag = A * g, ag - mean_g(ag) - xhat * mean_g(ag * xhat)."""
         m, c, h, w = g.shape
-        a, _, xhat = st
+        a, xhat = st
         gr = self.groups
         count = float(h * w * (c // gr))
         ag = g.permute(0, 2, 3, 1).reshape(m, h * w, c) * a

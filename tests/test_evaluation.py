@@ -27,10 +27,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy.interpolate import interp1d
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from ldminv_core import masks, metrics
+from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation import Evaluation, make_protocol
+from ldminv_core.evaluation.calibration import heldout_calibration
 from ldminv_core.evaluation.resampling import resample_index, verdict
 from synthetic_runs import write_run
 
@@ -352,22 +355,31 @@ def honest_oracle(data: dict, folds: np.ndarray) -> dict:
         }
     pooled = {}
     for arm in ("baseline", "masked"):
-        score = np.empty(len(labels))
+        raw = np.empty(len(labels))
+        calibrated = np.empty(len(labels))
         thr = np.empty(len(labels))
-        auroc = asr = 0.0
         for f, c in choices.items():
             own = folds == f
             stat = base if arm == "baseline" else masked_by_p[c["drop"]]
-            score[own] = -stat[own, c["t_index"]]
+            s = -stat[:, c["t_index"]]
+            raw[own] = s[own]
+            calibrated[own] = calibration_oracle(s[own], s[~own & (labels == 0)])
             thr[own] = c[f"{arm}_thr"]
-            m = member_metrics(score[own], labels[own])
-            auroc += m["auroc"] * own.sum() / len(labels)
-            asr += m["asr"] * own.sum() / len(labels)
-        called = score >= thr
-        pooled[arm] = {"auroc": auroc, "asr": asr,
+        m = member_metrics(calibrated, labels)  # one pooled set of out-of-fold scores
+        called = raw >= thr
+        pooled[arm] = {"auroc": m["auroc"], "asr": m["asr"], "calibrated": calibrated,
                        "tpr_at_1fpr": called[labels == 1].mean(),
                        "realised_fpr": called[labels == 0].mean()}  # held-out rows only
     return {"choices": choices, "pooled": pooled}
+
+
+def calibration_oracle(scores: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """METHOD.md section 4's calibration, written independently: scipy's linear interpolant through
+    (distinct held-out score, share of held-out scores strictly below it), extrapolated linearly."""
+    ref = np.sort(reference)
+    knots = np.unique(ref)
+    share = np.searchsorted(ref, knots, side="left") / ref.size
+    return interp1d(knots, share, kind="linear", fill_value="extrapolate", assume_sorted=True)(scores)
 
 
 def as_threshold(x: float | None) -> float:
@@ -467,6 +479,86 @@ def test_honest_realised_fpr_uses_heldout_rows_only(tmp_path, honest_data):
         assert getattr(res, arm).realised_fpr_at_1fpr == pytest.approx(oracle["pooled"][arm]["realised_fpr"],
                                                                        abs=TOL)
         assert getattr(res, arm).tpr_at_1fpr == pytest.approx(oracle["pooled"][arm]["tpr_at_1fpr"], abs=TOL)
+
+
+def test_calibration_map_matches_its_definition():
+    """The calibration of METHOD.md section 4 against an independent scipy oracle, and its properties:
+    share of the reference strictly below at every knot, linear continuation beyond the ends, strictly
+    increasing (no collisions of a fold's different scores, no tie of the top members at 1.0)."""
+    rng = np.random.default_rng(3)
+    reference = rng.integers(0, 12, size=40).astype(np.float64)  # ties among the held-out scores
+    scores = np.r_[rng.normal(6.0, 6.0, size=200), reference, -30.0, 50.0, 51.0, np.nan]
+    got = heldout_calibration(scores, reference=reference)
+    want = calibration_oracle(scores[:-1], reference)
+    np.testing.assert_allclose(got[:-1], want, rtol=0, atol=1e-12)
+    assert np.isnan(got[-1])
+    knots = np.unique(reference)
+    np.testing.assert_allclose(heldout_calibration(knots, reference=reference),
+                               [(reference < u).mean() for u in knots], atol=1e-15)
+    order = np.argsort(scores[:-1])
+    s_sorted, c_sorted = scores[:-1][order], got[:-1][order]
+    distinct = np.diff(s_sorted) > 0
+    assert (np.diff(c_sorted)[distinct] > 0).all() and (np.diff(c_sorted)[~distinct] == 0).all()
+    assert got[-3] > 1.0 - 1e-12 and got[-2] > got[-3]  # two members beyond every held-out score differ
+    # one distinct reference value: still strictly increasing, anchored at share 0
+    one = heldout_calibration(np.array([1.0, 2.0, 3.0]), reference=np.full(4, 2.0))
+    assert one[1] == 0.0 and one[0] < one[1] < one[2]
+    with pytest.raises(LdminvError, match="reference"):
+        heldout_calibration(scores, reference=np.array([]))
+
+
+def test_honest_scores_are_pooled_calibrated_out_of_fold_scores(honest_run, honest_data):
+    """ev.scores() under honest = each fold's raw scores at its own t, calibrated on the other folds'
+    held-out scores; AUROC / ASR of every arm and every quartile = sklearn on those pooled scores."""
+    ev = Evaluation(honest_run, "sima", make_protocol("honest", folds=3, seed=1), n_boot=0)
+    oracle = honest_oracle(honest_data, ev.folds())
+    labels = honest_data["labels"]
+    res = ev.result()
+    for arm in ("baseline", "masked"):
+        calibrated = oracle["pooled"][arm]["calibrated"]
+        np.testing.assert_allclose(ev.scores(arm), calibrated, atol=1e-12)
+        assert getattr(res, arm).auroc == pytest.approx(roc_auc_score(labels, calibrated), abs=TOL)
+        assert getattr(res, arm).asr == pytest.approx(member_metrics(calibrated, labels)["asr"], abs=TOL)
+    calibrated = oracle["pooled"]["baseline"]["calibrated"]
+    groups = ev.quartile_groups()
+    for q in res.quartiles:
+        rows = groups == q.q - 1
+        assert q.auroc == pytest.approx(roc_auc_score(labels[rows], calibrated[rows]), abs=TOL)
+    f = res.finding("distortion_quartiles")
+    assert f.estimate == pytest.approx(res.quartiles[3].auroc - res.quartiles[0].auroc, abs=TOL)
+    rows = np.flatnonzero(honest_data["log_volume"] > 0.3)  # a selection cutting across folds
+    sel = ev.selection(rows)
+    assert sel["auroc"] == pytest.approx(roc_auc_score(labels[rows], calibrated[rows]), abs=TOL)
+    raw_called = np.empty(len(labels), dtype=bool)
+    for c in res.baseline.folds:
+        own = np.isin(np.arange(len(labels)), c.sample_ids)
+        raw_called[own] = -direct_stat(honest_data["terms"])[own, ev.timesteps.index(c.t)] >= as_threshold(c.threshold)
+    sub = labels[rows]
+    assert sel["tpr_at_1fpr"] == pytest.approx(raw_called[rows][sub == 1].mean(), abs=TOL)
+    assert sel["realised_fpr_at_1fpr"] == pytest.approx(raw_called[rows][sub == 0].mean(), abs=TOL)
+
+
+def test_honest_subgroup_intervals_are_not_narrower_than_standard(tmp_path):
+    """On data without any effect (members and held-out drawn alike), the honest protocol's quartile
+    intervals and distortion-quartile finding are as wide as the standard protocol's: over 8 runs of
+    60 + 60 images, the mean width ratio is at least 0.95 and no quartile interval is below 0.75x.
+    (Averaging per-fold AUROCs over split x fold x quartile cells of ~3 images, or resampling within
+    such cells, gave ratios near 0.8: intervals that overclaim.)"""
+    widths = {"standard": [], "honest": []}
+    finding_widths = {"standard": [], "honest": []}
+    verdicts = []
+    for seed in range(8):
+        run = continuous_run(tmp_path / f"null{seed}", np.random.default_rng(100 + seed), 120)
+        for proto in ("standard", "honest"):
+            ev = Evaluation(run, "sima", proto, n_boot=400)
+            widths[proto].append([q.auroc_ci[1] - q.auroc_ci[0] for q in ev.quartiles()])
+            f = ev.findings(40.0)[0]
+            finding_widths[proto].append(f.ci[1] - f.ci[0])
+            verdicts.append((proto, f.verdict))
+    w_std, w_hon = np.array(widths["standard"]), np.array(widths["honest"])
+    assert w_hon.mean() >= 0.95 * w_std.mean(), (w_hon.mean(), w_std.mean())
+    assert (w_hon / w_std).min() >= 0.75
+    assert np.mean(finding_widths["honest"]) >= 0.95 * np.mean(finding_widths["standard"])
 
 
 # =========================================================================== 3. findings

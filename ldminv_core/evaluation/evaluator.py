@@ -37,6 +37,7 @@ from .. import masks
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
 from ..runstore import Run
+from .calibration import heldout_calibration
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
 from .protocols import (HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics,
                         convention_metrics_resampled, make_protocol)
@@ -96,11 +97,13 @@ def quartile_index(log_volume: np.ndarray, *, rule: str = "split") -> np.ndarray
 @dataclass
 class _Scored:
     """Scores of one arm as evaluated: metric -> (N,) membership scores, fold id (N,) and, for
-    ``honest``, the transferred threshold of every fold (K,)."""
+    ``honest``, the transferred threshold of every fold (K,) and the decisions (N,) bool "score >=
+    its fold's threshold" (the scores are then the calibrated out-of-fold scores)."""
 
     scores: dict[str, np.ndarray]
     fold: np.ndarray
     thresholds: np.ndarray | None = None
+    decisions: np.ndarray | None = None
 
 
 def _first_max(values: np.ndarray, keys: Sequence[float] | None = None) -> int:
@@ -475,8 +478,12 @@ class Evaluation:
         """
         zeros = np.zeros(self.n, dtype=np.int64)
         if self.protocol.name == "honest":
+            # every fold scored with the other folds' choices, then calibrated on the other folds'
+            # held-out scores (same t, same mask) so that the folds pool (METHOD.md section 4)
             folds = self.folds()
             score = np.empty(self.n, dtype=np.float64)
+            decisions = np.zeros(self.n, dtype=bool)
+            heldout = self.labels == 0
             thresholds = []
             choices = []
             for f in self._fold_ids():
@@ -484,15 +491,16 @@ class Evaluation:
                 p = self.fold_drop(f, drop) if arm in ("masked", "random") else None
                 s = -self._arm_stat_at(arm, ti, p, seed)
                 own = folds == f
-                score[own] = s[own]
+                score[own] = heldout_calibration(s[own], reference=s[~own & heldout])
                 thr = _threshold_at_1fpr(s[~own], self.labels[~own])
+                decisions[own] = s[own] >= thr
                 thresholds.append(thr)
                 choices.append(FoldChoice(
                     fold=f, t=self._t_value(ti), drop_percent=p,
                     threshold=thr if np.isfinite(thr) else None,
                     sample_ids=tuple(int(i) for i in self.sample_ids[own]),
                 ))
-            scored = _Scored({m: score for m in REPORTED_METRICS}, folds, np.asarray(thresholds))
+            scored = _Scored({m: score for m in REPORTED_METRICS}, folds, np.asarray(thresholds), decisions)
             return scored, {m: None for m in REPORTED_METRICS}, tuple(choices)
         if self.protocol.name == "paper":
             if arm == "baseline":
@@ -518,9 +526,10 @@ class Evaluation:
         ``only``: the metrics wanted (a score vector no wanted metric uses is not measured;
         the others may come along).
 
-        ``honest``: AUROC and ASR = size-weighted mean over folds of the per-fold values (cells
-        with one class left out); TPR@1%FPR and ``realised_fpr`` = shares of the pooled
-        decisions ``score >= the fold's threshold``.
+        ``honest``: AUROC and ASR of the pooled calibrated out-of-fold scores (like any other
+        scores: never averages of per-fold values); TPR@1%FPR and ``realised_fpr`` = shares of the
+        pooled decisions ``score >= the fold's transferred threshold`` among the members and the
+        held-out images of the rows.
         """
         rows = np.arange(self.n) if cols is None else np.flatnonzero(cols)
         idx = np.arange(self.n)[None, :] if index is None else index
@@ -528,34 +537,19 @@ class Evaluation:
         lab = self.labels
         if rows.size == 0:
             return {m: np.full(b, np.nan) for m in (*REPORTED_METRICS, "realised_fpr")}
-        if scored.thresholds is None:
-            out: dict[str, np.ndarray] = {}
-            done: dict[int, dict[str, np.ndarray]] = {}
-            picked = idx if cols is None else idx[:, rows]
-            for m in (REPORTED_METRICS if only is None else only):
-                key = id(scored.scores[m])
-                if key not in done:
-                    done[key] = (convention_metrics(scored.scores[m][picked], lab[rows], self.protocol)
-                                 if index is None else self._resampled(scored.scores[m], rows, picked))
-                out[m] = done[key][m]
-            return out
-        score = scored.scores["auroc"]
-        total = np.zeros(b)
-        sums = {"auroc": np.zeros(b), "asr": np.zeros(b)}
-        for f in np.unique(scored.fold[rows]):
-            cell = rows[scored.fold[rows] == f]
-            res = (convention_metrics(score[idx[:, cell]], lab[cell], self.protocol) if index is None
-                   else self._resampled(score, cell, idx[:, cell]))
-            ok = np.isfinite(res["auroc"])
-            total += np.where(ok, cell.size, 0)
-            for m in sums:
-                sums[m] += np.where(ok, res[m] * cell.size, 0.0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out = {m: np.where(total > 0, v / np.where(total > 0, total, 1), np.nan) for m, v in sums.items()}
-        decisions = score >= scored.thresholds[scored.fold]
-        for name, cls in (("tpr_at_1fpr", 1), ("realised_fpr", 0)):
-            sel = rows[lab[rows] == cls]
-            out[name] = decisions[idx[:, sel]].mean(axis=1) if sel.size else np.full(b, np.nan)
+        out: dict[str, np.ndarray] = {}
+        done: dict[int, dict[str, np.ndarray]] = {}
+        picked = idx if cols is None else idx[:, rows]
+        for m in (REPORTED_METRICS if only is None else only):
+            key = id(scored.scores[m])
+            if key not in done:
+                done[key] = (convention_metrics(scored.scores[m][picked], lab[rows], self.protocol)
+                             if index is None else self._resampled(scored.scores[m], rows, picked))
+            out[m] = done[key][m]
+        if scored.decisions is not None:
+            for name, cls in (("tpr_at_1fpr", 1), ("realised_fpr", 0)):
+                sel = rows[lab[rows] == cls]
+                out[name] = scored.decisions[idx[:, sel]].mean(axis=1) if sel.size else np.full(b, np.nan)
         return out
 
     def _resampled(self, score: np.ndarray, rows: np.ndarray, picked: np.ndarray) -> dict[str, np.ndarray]:
@@ -585,13 +579,24 @@ class Evaluation:
         return self._cached(("arm_values", arm, drop, seed), make)
 
     def _design(self, *keys: str) -> np.ndarray | None:
-        """The bootstrap index matrix stratified by split and the given keys ("fold",
-        "quartile", "class", "class_quartile"), or None without replicates."""
+        """The bootstrap index matrix, or None without replicates.
+
+        Without ``keys`` (the whole-run arms and the masking findings): stratified by split and,
+        under ``honest``, by fold (each fold keeps its size; its choices and calibration stay
+        fixed). With subgroup keys ("quartile", "class", "class_quartile"): stratified by split
+        and the subgroup only. A split x fold x subgroup cell of a few hundred images holds a
+        handful of them (about 3 in a quartile of a 60 + 60 run with 5 folds), and resampling
+        within a cell of m images shrinks its bootstrap variance by (m - 1) / m (a third at m = 3):
+        the intervals would be narrower under ``honest`` than under ``standard``. The pooled
+        calibrated scores are one sample of out-of-fold scores, so the subgroup is resampled like
+        any other sample."""
         if self.n_boot == 0:
             return None
 
         def make() -> np.ndarray:
-            parts = [self.labels.astype(np.int64), self.folds()]
+            parts = [self.labels.astype(np.int64)]
+            if not keys:
+                parts.append(self.folds())
             for k in keys:
                 parts.append({"quartile": lambda: self.quartile_groups(),
                               "class": lambda: self._classes()[0],
@@ -710,10 +715,39 @@ class Evaluation:
 
     def scores(self, arm: str, drop: float | None = None, seed: int | None = None) -> np.ndarray:
         """(N,) membership scores of an arm as the protocol evaluates its AUROC (for ROC curves):
-        at the AUROC's t; under ``honest`` every sample at its fold's t (and drop)."""
+        at the AUROC's t; under ``honest`` every sample's calibrated out-of-fold score (its fold's t
+        and drop, mapped through the other folds' held-out scores: :mod:`.calibration`)."""
         p = self._drop_arg(drop) if arm in ("masked", "random") else None
         s = self.seeds[0] if (arm == "random" and seed is None) else seed
         return self._scored(arm, p, s)[0].scores["auroc"]
+
+    def selection(self, rows: Sequence[int]) -> dict[str, float]:
+        """Baseline metrics of a selection of samples (a latent-map lasso, say), scored as the
+        protocol scores the baseline arm: at the headline t (``standard``), at the AUROC's best t
+        on all samples (``paper``), or the pooled calibrated out-of-fold scores with the folds'
+        transferred thresholds (``honest``: nothing chosen on the selection or its fold).
+
+        Args:
+            rows: (M,) row indices of the selection.
+
+        Returns:
+            {"n", "n_members", "n_heldout", "auroc", "tpr_at_1fpr", "asr", "realised_fpr_at_1fpr"}
+            (the last NaN unless ``honest``); metrics NaN when the selection holds one class.
+        """
+        idx = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < 0 or idx.max() >= self.n):
+            raise LdminvError(f"rows: expected indices in 0..{self.n - 1}, got {int(idx.min())}..{int(idx.max())}")
+        cols = np.zeros(self.n, dtype=bool)
+        cols[idx] = True
+        scored, _, _ = self._scored("baseline", None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            res = self._measure(scored, cols)
+        n_mem = int(self.labels[cols].sum())
+        out: dict[str, float] = {"n": int(cols.sum()), "n_members": n_mem, "n_heldout": int(cols.sum()) - n_mem}
+        out.update({m: float(res[m][0]) for m in REPORTED_METRICS})
+        out["realised_fpr_at_1fpr"] = float(res["realised_fpr"][0]) if "realised_fpr" in res else float("nan")
+        return out
 
     # ------------------------------------------------------------------ quartiles
 
@@ -750,7 +784,7 @@ class Evaluation:
 
     def quartiles(self) -> tuple[QuartileResult, ...]:
         """Baseline metrics in each log-volume quartile (``paper``: each metric at the quartile's
-        own best t; ``honest``: the folds' choices, per-fold values weighted by cell size)."""
+        own best t; ``honest``: the pooled calibrated out-of-fold scores of the quartile)."""
         def make() -> tuple[QuartileResult, ...]:
             groups = self.quartile_groups()
             lv = np.asarray(self.run.log_volume, dtype=np.float64)

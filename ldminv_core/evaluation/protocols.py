@@ -15,8 +15,10 @@ Three protocols are defined, ``standard`` being the default:
   coordinates; quartiles are cut at pooled ``np.percentile(log_volume, [25, 50, 75])``.
 - ``honest``: seeded, stratified K-fold cross-fitting. Every choice (t, drop percentage,
   the score threshold of the 1% FPR operating point) is made on the other folds and
-  applied to the fold's own samples; TPR@1%FPR is realised with the transferred thresholds
-  and reported with the realised FPR beside it.
+  applied to the fold's own samples, whose scores are then calibrated on the other folds'
+  held-out scores (:mod:`.calibration`) so that all folds pool into one set of out-of-fold
+  scores; every metric and subgroup is computed on the pooled scores; TPR@1%FPR is realised
+  with the transferred thresholds and reported with the realised FPR beside it.
 
 AUROC and ASR are the same under ``standard`` and ``paper`` (they do not depend on which
 class is called positive); TPR@1%FPR is not.
@@ -124,7 +126,11 @@ class Protocol:
                        "step 5 (ties: smallest)",
                        drop_rule="round(d * p / 100)", random_count="round(d * p / 100)",
                        quartiles="stable sort, numpy.array_split",
-                       pooling="AUROC and ASR: size-weighted mean of per-fold values; TPR: pooled decisions")
+                       calibration="each fold's scores mapped to the share of the other folds' held-out "
+                       "scores below them (same t and mask; linear between them, continued linearly beyond)",
+                       pooling="every metric and subgroup (quartiles, classes, selections) on the pooled "
+                       "calibrated out-of-fold scores; TPR and FPR: pooled decisions at the transferred "
+                       "thresholds")
         return out
 
 

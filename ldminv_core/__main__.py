@@ -35,8 +35,22 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
+def _probes_option(text: str) -> int | str:
+    """``--probes``: "auto" or a whole number (its range is checked with the other options)."""
+    from .choices import PROBES_AUTO
+
+    if text.strip().lower() == PROBES_AUTO:
+        return PROBES_AUTO
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     from .choices import (  # light: --help does not import torch
+        DEFAULT_N_BOOT,
+        HUTCHINSON_RANK_PROBES,
         INFLUENCE_METHODS,
         LATENT_KINDS,
         LOG_VOLUME_KINDS,
@@ -65,7 +79,13 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--timesteps", help="timesteps 'start:stop:step' or '0,10,50' (default 0:300:10)")
     a.add_argument("--topk", type=int, help="k of the decoder log-volume (default 50)")
     a.add_argument("--influence", choices=INFLUENCE_METHODS, help="per-coordinate influence path (default auto)")
-    a.add_argument("--probes", type=int, help="Hutchinson probes per sample (default 16)")
+    a.add_argument(
+        "--probes", type=_probes_option, metavar="auto|N",
+        help=f"Hutchinson probes per sample, used only where the influence is estimated rather than exact: auto "
+        f"(default) takes {HUTCHINSON_RANK_PROBES}, the count measured to keep the median rank correlation with the "
+        "exact influence >= 0.98; a number is used as given. run.json geometry records the request, the count "
+        "used and why",
+    )
     a.add_argument("--device", help="auto | cpu | cuda | cuda:i (default auto)")
     a.add_argument("--batch-size", type=int, dest="batch_size", help="samples per batch (default 32)")
     a.add_argument("--seed", type=int, help="seed of noise and probes (default 0)")
@@ -137,7 +157,8 @@ def _parser() -> argparse.ArgumentParser:
         help="percent of coordinates dropped per sample (default 40; honest: chosen on the other folds)",
     )
     r.add_argument("--seed", type=int, default=0, help="seed of the random-drop control, bootstrap and folds")
-    r.add_argument("--n-boot", type=int, default=1000, dest="n_boot", help="bootstrap replicates (default 1000)")
+    r.add_argument("--n-boot", type=int, default=DEFAULT_N_BOOT, dest="n_boot",
+                   help=f"bootstrap replicates of every interval (default {DEFAULT_N_BOOT}, as the dashboard and export)")
     return parser
 
 

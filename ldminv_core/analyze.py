@@ -84,6 +84,7 @@ from .choices import (  # noqa: E402 - shared with the CLI parser
     LATENT_KINDS,
     LOG_VOLUME_KINDS,
     PRESETS,
+    PROBES_AUTO,
     RESIDUAL_DTYPES,
 )
 STAGES = ("encode", "geometry")  # the attacks' stages come around "geometry": runstore.planned_stages
@@ -113,7 +114,11 @@ class AnalyzeConfig:
         timesteps: timestep spec of the maskable attacks, "start:stop:step" or "0,10,50".
         topk: k of the log-volume (sum of the top-k log singular values).
         influence: "auto" | "exact" | "hutchinson" path of the per-coordinate influence.
-        probes: Hutchinson probes per sample.
+        probes: Hutchinson probes per sample when the influence is estimated: "auto" (the
+            geometry plan's choice, :data:`ldminv_core.geometry.HUTCHINSON_RANK_PROBES`, the count
+            that keeps the median rank correlation with the exact influence >= 0.98) or a number,
+            used as given. run.json "geometry" records the request (``probes_requested``), the
+            count used (``probes``, None when the influence is exact) and why (``probes_reason``).
         device: "auto" | "cpu" | "cuda" | "cuda:i".
         batch_size: samples per batch in every stage (also the resume granularity).
         seed: seed of every random draw (noise, probes), keyed per sample id.
@@ -149,7 +154,7 @@ class AnalyzeConfig:
     timesteps: str | Sequence[int] = "0:300:10"
     topk: int = 50
     influence: str = "auto"
-    probes: int = 16
+    probes: int | str = "auto"
     device: str = "auto"
     batch_size: int = 32
     seed: int = 0
@@ -188,6 +193,15 @@ def _got(value: Any) -> str:
 def _as_int(value: Any, name: str, *, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
         raise LdminvError(f"{name}: expected an integer >= {minimum}, got {_got(value)}")
+    return int(value)
+
+
+def _as_probes(value: Any) -> int | None:
+    """None for "auto", else the probe count (an integer >= 1)."""
+    if isinstance(value, str) and value.strip().lower() == PROBES_AUTO:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < 1:
+        raise LdminvError(f"probes: expected 'auto' or an integer >= 1 (Hutchinson probes per sample), got {_got(value)}")
     return int(value)
 
 
@@ -277,7 +291,7 @@ class _Plan:
     timesteps: list[int]
     topk: int
     influence: str
-    probes: int
+    probes: int | None  # None: "auto"
     device: str
     batch_size: int
     seed: int
@@ -302,7 +316,7 @@ class _Plan:
             "timesteps": list(self.timesteps),
             "topk": self.topk,
             "influence": self.influence,
-            "probes": self.probes,
+            "probes": PROBES_AUTO if self.probes is None else self.probes,
             "batch_size": self.batch_size,
             "seed": self.seed,
             "residual_dtype": self.residual_dtype,
@@ -347,7 +361,7 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         timesteps=_normalize_timesteps(config.timesteps),
         topk=_as_int(config.topk, "topk", minimum=1),
         influence=influence,
-        probes=_as_int(config.probes, "probes", minimum=1),
+        probes=_as_probes(config.probes),
         device=str(config.device),
         batch_size=_as_int(config.batch_size, "batch_size", minimum=1),
         seed=_as_int(config.seed, "seed", minimum=0),
@@ -379,26 +393,135 @@ def _normalize_lora(paths: Any, scales: Any) -> tuple[tuple[str, float], ...]:
     return tuple((str(Path(a.path).expanduser().resolve()), float(a.scale)) for a in adapters)
 
 
+#: File systems that hold no ordinary files (kernel interfaces): a run folder there is refused
+#: before anything is created (a folder made in a cgroup file system would even create a cgroup).
+PSEUDO_FILESYSTEMS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "pstore",
+    "bpf", "configfs", "fusectl", "mqueue", "hugetlbfs", "autofs", "binfmt_misc", "efivarfs", "selinuxfs",
+    "rpc_pipefs", "nsfs",
+})
+_OUT_EXPECTED = "a folder where a run can be written (created if missing)"
+
+
+def _unescape_mount_field(text: str) -> str:
+    """A /proc/mounts field with its octal escapes (space = \\040, ...) decoded."""
+    import re
+
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def _filesystem_type(path: Path) -> str | None:
+    """The type of the file system ``path`` (an absolute path) would live on, from the longest
+    mount point above it in /proc/self/mounts; None where that table cannot be read."""
+    try:
+        lines = Path("/proc/self/mounts").read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    best, best_type = -1, None
+    for line in lines:
+        fields_ = line.split()
+        if len(fields_) < 3:
+            continue
+        point = _unescape_mount_field(fields_[1])
+        inside = path == Path(point) or Path(point) in path.parents
+        if inside and len(point) >= best:  # later entries shadow earlier ones on the same point
+            best, best_type = len(point), fields_[2]
+    return best_type
+
+
+def _probe_write(folder: Path) -> None:
+    """Create ``folder`` (with its missing parents), write and delete a small file in it, then
+    remove again the folders this call created. OSError when any step fails."""
+    import tempfile
+
+    created = []
+    for p in [folder, *folder.parents]:
+        if p.exists() or p.is_symlink():
+            break
+        created.append(p)
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, name = tempfile.mkstemp(prefix=".ldminv-write-test-", dir=folder)
+        try:
+            os.write(fd, b"ldminv")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+            os.unlink(name)
+    finally:
+        for p in created:  # deepest first; a folder someone else filled meanwhile stays
+            try:
+                p.rmdir()
+            except OSError:
+                break
+
+
 def _check_out(out: Path) -> None:
-    """RunError naming ``out`` when a run folder cannot be created or written there."""
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise RunError(f"out: {out} is a file (or not a folder); expected a run folder to write")
-        if not os.access(out, os.W_OK | os.X_OK):
-            raise RunError(f"out: run folder {out} is not writable (permission denied)")
-        return
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise RunError(f"out: cannot create the run folder {out}: {parent} is a file, not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise RunError(f"out: cannot create the run folder {out}: {parent} is not writable (permission denied)")
+    """RunError naming ``out`` (``--out``) unless a run folder can be created and written there:
+    the path and its nearest existing parent are folders, not on a pseudo file system (/proc,
+    /sys, ...), and a probe actually creates the missing folders, writes a file and deletes both
+    again (so read-only mounts, full disks and permissions are all caught before anything loads)."""
+    where = f"out (--out): expected {_OUT_EXPECTED}, got {out}"
+    try:
+        if out.is_symlink() and not out.exists():
+            raise RunError(f"{where}: a symbolic link to {os.readlink(out)}, which does not exist")
+        if out.exists():
+            if not out.is_dir():
+                raise RunError(f"{where}: it is a file (or not a folder)")
+            if not os.access(out, os.W_OK | os.X_OK):
+                raise RunError(f"{where}: the folder is not writable (permission denied)")
+        else:
+            parent = out.parent
+            while not (parent.exists() or parent.is_symlink()) and parent != parent.parent:
+                parent = parent.parent
+            if not parent.is_dir():
+                raise RunError(f"{where}: cannot create it because {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise RunError(f"{where}: cannot create it because {parent} is not writable (permission denied)")
+    except OSError as exc:  # e.g. a parent folder that may not be listed
+        raise RunError(f"{where}: it cannot be examined ({exc.strerror or exc})") from exc
+    fs = _filesystem_type(out)
+    if fs in PSEUDO_FILESYSTEMS:
+        raise RunError(f"{where}: it is on a '{fs}' file system (a kernel interface, not storage); choose a folder "
+                       "on a disk")
+    try:
+        _probe_write(out)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        culprit = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise RunError(f"{where}: creating it and writing a test file there failed: {reason}{culprit}") from exc
 
 
 def _settings_diff(old: dict, new: dict) -> list[str]:
     return [f"{k}: {old.get(k)!r} there, {new.get(k)!r} now"
             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+
+
+def _settings_against(plan: _Plan, stored: dict) -> dict:
+    """``plan.settings()`` as compared with the run.json ``stored`` of an existing run. Runs made
+    before ``probes`` could be "auto" stored a number that "auto" influence raised to the rank
+    target anyway (:data:`ldminv_core.geometry.HUTCHINSON_RANK_PROBES`): such a number counts as
+    "auto", so those runs still resume and still match."""
+    settings = plan.settings()
+    config = stored.get("config") if isinstance(stored.get("config"), dict) else {}
+    geometry = stored.get("geometry") if isinstance(stored.get("geometry"), dict) else {}
+    old = config.get("probes")
+    legacy = "probes_requested" not in geometry and "geometry" in stored
+    if (legacy and plan.probes is None and plan.influence == "auto" and config.get("influence") == "auto"
+            and isinstance(old, int) and not isinstance(old, bool) and 1 <= old <= _geometry.HUTCHINSON_RANK_PROBES):
+        settings["probes"] = old
+    return settings
+
+
+def _read_stored_run(folder: Path) -> dict:
+    """run.json of ``folder`` as a dict ({} when there is none or it cannot be read)."""
+    import json
+
+    try:
+        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _complete_run_matches(plan: _Plan) -> bool:
@@ -412,7 +535,7 @@ def _complete_run_matches(plan: _Plan) -> bool:
         stored = json.loads((plan.out / "run.json").read_text(encoding="utf-8")).get("config", {})
     except (OSError, ValueError) as exc:
         raise RunError(f"{plan.out / 'run.json'}: cannot be read ({exc})") from exc
-    diff = _settings_diff(stored if isinstance(stored, dict) else {}, plan.settings())
+    diff = _settings_diff(stored if isinstance(stored, dict) else {}, _settings_against(plan, _read_stored_run(plan.out)))
     if not diff:
         return True
     raise RunError(
@@ -685,7 +808,32 @@ def _plan_fits(gp: Any, plan: _Plan, d: int) -> bool:
     """True when a given GeometryPlan was made for these settings and this latent size."""
     return (isinstance(gp, _geometry.GeometryPlan) and gp.k == plan.topk and gp.log_volume_kind == plan.log_volume
             and gp.d == d and (plan.influence == "auto" or gp.influence_method == plan.influence)
-            and (gp.influence_method != "hutchinson" or gp.probes >= plan.probes))
+            and gp.probes_requested == plan.probes)
+
+
+def _requested_probes(plan: _Plan) -> int | str:
+    return PROBES_AUTO if plan.probes is None else plan.probes
+
+
+def _probes_record(plan: _Plan, influence_method: str) -> dict:
+    """run.json "geometry" probe fields before the plan is made (the plan's own replace them):
+    what was requested, what the influence path uses (None when exact) and why."""
+    from .geometry_plan import probes_reason
+
+    n = _geometry.HUTCHINSON_RANK_PROBES if plan.probes is None else plan.probes
+    used = n if influence_method == "hutchinson" else None
+    return {"probes_requested": _requested_probes(plan), "probes": used, "probes_used": used,
+            "probes_reason": probes_reason(influence_method=influence_method, probes_requested=plan.probes,
+                                           probes_used=used)}
+
+
+def _probes_to_run(plan: _Plan, methods: dict) -> int:
+    """The probe count the geometry rows take: run.json's recorded ``probes_used`` (a resumed run
+    keeps its own), else the requested count or the automatic one. Unused by the exact influence."""
+    used = methods.get("probes_used")
+    if isinstance(used, int) and not isinstance(used, bool) and used >= 1:
+        return used
+    return _geometry.HUTCHINSON_RANK_PROBES if plan.probes is None else plan.probes
 
 
 def describe_geometry_plan(gp: "_geometry.GeometryPlan") -> str:
@@ -790,6 +938,9 @@ class CostEstimate:
         lines = [head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), foot]
         if self.geometry_plan is not None:
             lines.insert(1, describe_geometry_plan(self.geometry_plan))
+            gp = self.geometry_plan
+            if gp.probes_used is not None or gp.probes_requested is not None:
+                lines.insert(2, f"Hutchinson probes: {gp.probes_reason()}")
         return "\n".join(lines)
 
 
@@ -940,7 +1091,7 @@ def _geometry_rows(plan: _Plan, model: LoadedModel, decode, z_all: np.ndarray, s
     zb = torch.from_numpy(np.array(z_all[start:stop])).to(model.device, model.dtype)
     geo = _geometry.decoder_geometry(
         decode, zb, k=plan.topk, influence=methods["influence"], log_volume_method=methods["log_volume_method"],
-        probes=int(methods.get("probes_used", plan.probes)), seed=plan.seed, sample_ids=list(range(start, stop)),
+        probes=_probes_to_run(plan, methods), seed=plan.seed, sample_ids=list(range(start, stop)),
         **_log_volume_kwargs(plan),
     )
     infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
@@ -1199,7 +1350,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
     if plan.force and status is not None:
         delete_run(plan.out, foreign="delete")  # --force: an explicit start over
         status = None
-    settings = plan.settings()
+    settings = _settings_against(plan, _read_stored_run(plan.out)) if status is not None else plan.settings()
     session_start = time.perf_counter()
 
     writer: RunWriter | None = None
@@ -1243,7 +1394,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
                 "geometry": {
                     "topk": plan.topk,
                     "influence": infl_method,
-                    "probes": plan.probes,
+                    **_probes_record(plan, infl_method),
                     "log_volume_method": lv_method,
                     "log_volume": plan.log_volume,
                 },
@@ -1341,7 +1492,8 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             if precomputed is None:
                 return False
             t0 = time.perf_counter()
-            settings_now = {"topk": plan.topk, "influence": infl_method, "probes": plan.probes,
+            settings_now = {"topk": plan.topk, "influence": infl_method,
+                            "probes": _probes_record(plan, infl_method)["probes"],
                             "log_volume_method": lv_method, "seed": plan.seed, **_log_volume_kwargs(plan)}
             try:
                 digest = _precomputed.vae_digest(plan.model)
@@ -1377,7 +1529,8 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
                     z1 = torch.from_numpy(np.array(z_all[:1])).to(model.device, model.dtype)
                     gp = _make_geometry_plan(plan, decode, z1)
                 geo_info.update(influence=gp.influence_method, log_volume_method=gp.log_volume_method,
-                                probes_used=gp.probes, plan=gp.as_dict(),
+                                probes_requested=_requested_probes(plan), probes=gp.probes_used,
+                                probes_used=gp.probes_used, probes_reason=gp.probes_reason(), plan=gp.as_dict(),
                                 plan_summary=describe_geometry_plan(gp))
                 writer.update(geometry=geo_info)
             return geo_info  # an older unfinished run without a plan: its recorded paths

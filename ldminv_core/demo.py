@@ -43,7 +43,7 @@ DEMO_ANALYZE_DEFAULTS: dict = {
     "timesteps": "0:300:10",
     "topk": 50,
     "influence": "auto",
-    "probes": 16,
+    "probes": "auto",  # unused: the demo's influence is exact (d = 256)
     "batch_size": 100,  # larger UNet batches: SimA, the first result, about 20% sooner
     "seed": 0,
     "limit": 300,

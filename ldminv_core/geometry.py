@@ -40,6 +40,7 @@ from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from . import slq as _slq
+from .choices import HUTCHINSON_RANK_PROBES as _HUTCHINSON_RANK_PROBES
 from . import tangents as _tangents
 from .errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError, UnknownNameError
 
@@ -109,9 +110,9 @@ SLQ_STEPS = 50
 SLQ_RTOL = 1e-1
 #: Hutchinson probes that keep the median per-sample Spearman rank correlation between
 #: estimated and exact influence >= 0.98 on the benchmark decoders (table in
-#: benchmarks/README.md); what :func:`plan_geometry` uses when it picks Hutchinson to meet the
-#: rank target.
-HUTCHINSON_RANK_PROBES = 256
+#: benchmarks/README.md); what :func:`plan_geometry` uses for ``probes="auto"`` (defined in
+#: :mod:`ldminv_core.choices`, so that ``analyze --help`` can state it without importing torch).
+HUTCHINSON_RANK_PROBES = _HUTCHINSON_RANK_PROBES
 
 _GEOMETRY_STREAM_PROBES = 11
 _GEOMETRY_STREAM_SUBSPACE = 12

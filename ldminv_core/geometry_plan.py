@@ -5,10 +5,11 @@ combination of an influence path and a log-volume path needs per sample, times o
 of each kind at the chunk size geometry will use (on ``z[:1]``), and picks the cheapest
 combination that meets the stated accuracy:
 
-- influence: "exact" (d JVPs; rank correlation 1) or Hutchinson with at least
-  :data:`~ldminv_core.geometry.HUTCHINSON_RANK_PROBES` probes (the count measured to keep the
-  median per-sample Spearman correlation with the exact influence >= 0.98) when ``influence``
-  is "auto"; an explicit method keeps the given ``probes``;
+- influence: "exact" (d JVPs; rank correlation 1) or Hutchinson; its probe count is
+  :data:`~ldminv_core.geometry.HUTCHINSON_RANK_PROBES` (the count measured to keep the median
+  per-sample Spearman correlation with the exact influence >= 0.98) when ``probes`` is None
+  ("auto"), and an explicit ``probes`` is used as given (:func:`probes_reason` says which, in
+  words, for run.json and the dashboard);
 - log-volume: "exact" (d JVPs + a float64 SVD; only when one (P, d) Jacobian fits
   :data:`~ldminv_core.geometry.EXACT_MAX_JACOBIAN_BYTES`), the block Krylov top-k
   ("matrix_free", :data:`~ldminv_core.geometry.MATRIX_FREE_TOL`) or SLQ for the log-det.
@@ -29,7 +30,7 @@ import torch
 
 from . import geometry as _geo
 
-__all__ = ["GeometryPlan", "plan_geometry"]
+__all__ = ["GeometryPlan", "plan_geometry", "probes_reason"]
 
 #: A measured plan keeps the candidate with the fewest decoder products unless the measured
 #: cheapest candidate is predicted to cost less than 1 / CHOICE_MARGIN of it: near-equal paths
@@ -46,7 +47,8 @@ class GeometryPlan:
         log_volume_method: "exact" | "matrix_free" | "slq".
         log_volume_kind: "topk" | "logdet".
         k, probes, slq_probes, slq_steps, chunk_size: the settings to run with (``probes``
-            is the Hutchinson probe count, raised to the rank target under "auto").
+            is the Hutchinson probe count: the rank target when ``probes_requested`` is None,
+            else the requested count).
         products: {"jvp": n, "vjp": n} decoder products per sample (matrix-free top-k:
             the typical adaptive count).
         jvp_seconds, vjp_seconds: measured seconds of one product at ``chunk_size``
@@ -58,6 +60,7 @@ class GeometryPlan:
         candidates: every combination considered, with its products and predicted seconds.
         engine: how the timed products were taken, "layerwise" (:mod:`ldminv_core.tangents`)
             or "torch.func" (None when not measured).
+        probes_requested: the Hutchinson probe count asked for (None: "auto", the plan's choice).
     """
 
     influence_method: str
@@ -78,6 +81,17 @@ class GeometryPlan:
     shared: tuple[str, ...]
     candidates: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     engine: str | None = None
+    probes_requested: int | None = None
+
+    @property
+    def probes_used(self) -> int | None:
+        """Hutchinson probes per sample the geometry takes (None when the influence is exact)."""
+        return self.probes if self.influence_method == "hutchinson" else None
+
+    def probes_reason(self) -> str:
+        """Why :attr:`probes_used` is what it is, in words (:func:`probes_reason`)."""
+        return probes_reason(influence_method=self.influence_method, probes_requested=self.probes_requested,
+                             probes_used=self.probes_used)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dict (for run.json): plain str / int / float / None / list / dict values,
@@ -90,12 +104,16 @@ class GeometryPlan:
             for c in self.candidates
         ]
         out["description"] = self.describe()
+        out["probes_used"] = self.probes_used
+        out["probes_reason"] = self.probes_reason()
         return out
 
     def describe(self) -> str:
         """One-line summary, e.g. "influence exact, log-volume exact (topk k=50): 1,024 JVPs,
         predicted 2.1 s/sample"."""
-        infl = self.influence_method + (f" ({self.probes} probes)" if self.influence_method == "hutchinson" else "")
+        infl = self.influence_method
+        if self.influence_method == "hutchinson":
+            infl += f" ({self.probes} probes{', auto' if self.probes_requested is None else ''})"
         if self.log_volume_kind == "topk":
             kind = f"topk k={self.k}"
         else:
@@ -162,7 +180,7 @@ def plan_geometry(
     influence: str = "auto",
     log_volume_method: str = "auto",
     log_volume: str = "topk",
-    probes: int = 16,
+    probes: int | None = None,
     slq_probes: int = _geo.SLQ_PROBES,
     slq_steps: int = _geo.SLQ_STEPS,
     chunk_size: int | None = None,
@@ -175,8 +193,11 @@ def plan_geometry(
     Args:
         decode: callable from latents (B, C, h, w) to images (B, *image).
         z: latents (N, C, h, w); only z[:1] is decoded (shape probe and timing).
-        k, influence, log_volume_method, log_volume, probes, slq_probes, slq_steps,
-        chunk_size, oversample, iters: as in :func:`ldminv_core.geometry.decoder_geometry`.
+        k, influence, log_volume_method, log_volume, slq_probes, slq_steps, chunk_size,
+        oversample, iters: as in :func:`ldminv_core.geometry.decoder_geometry`.
+        probes: Hutchinson probes per sample, used as given; None ("auto"):
+            :data:`~ldminv_core.geometry.HUTCHINSON_RANK_PROBES`, the count that meets the
+            influence rank target.
         measure: time one JVP and one VJP (and the SVD when the exact log-volume is a
             candidate) on z[:1] and pick the cheapest predicted combination, unless the one
             with the fewest products is within :data:`CHOICE_MARGIN` of it (then that one);
@@ -188,7 +209,8 @@ def plan_geometry(
     z = _geo._check_latents(z)
     kind = _geo._check_kind(log_volume)
     k = _geo._check_k(k)
-    probes = _geo._check_count(probes, "probes")
+    requested = None if probes is None else _geo._check_count(probes, "probes")
+    probes = _geo.HUTCHINSON_RANK_PROBES if requested is None else requested
     slq_probes = _geo._check_count(slq_probes, "slq_probes")
     slq_steps = _geo._check_count(slq_steps, "slq_steps")
     iters = _geo._check_iters(iters)
@@ -204,7 +226,7 @@ def plan_geometry(
     fits = p * d * 4 <= _geo.EXACT_MAX_JACOBIAN_BYTES
 
     if influence == "auto":
-        infl_options = [("exact", probes), ("hutchinson", max(probes, _geo.HUTCHINSON_RANK_PROBES))]
+        infl_options = [("exact", probes), ("hutchinson", probes)]
     else:
         infl_options = [(influence, probes)]
     free = "slq" if kind == "logdet" else "matrix_free"
@@ -274,4 +296,21 @@ def plan_geometry(
         shared=tuple(best["shared"]),
         candidates=tuple({**c, "shared": list(c["shared"])} for c in candidates),
         engine=engine,
+        probes_requested=requested,
     )
+
+
+def probes_reason(*, influence_method: str, probes_requested: int | None, probes_used: int | None) -> str:
+    """The Hutchinson probe count of a geometry and why, in one sentence (run.json
+    ``geometry.probes_reason``, the dashboard and the command line)."""
+    target = _geo.HUTCHINSON_RANK_PROBES
+    if influence_method != "hutchinson" or probes_used is None:
+        unused = "" if probes_requested is None else f"; the {probes_requested} requested are not used"
+        return f"no Hutchinson probes: the influence is exact (one decoder JVP per latent coordinate){unused}"
+    if probes_requested is None:
+        return (f"{probes_used} probes, chosen automatically: the count measured to keep the median per-sample rank "
+                f"correlation with the exact influence >= 0.98")
+    if probes_requested < target:
+        return (f"{probes_used} probes as requested (fewer than the {target} that keep the median rank correlation "
+                f"with the exact influence >= 0.98: a noisier influence ranking)")
+    return f"{probes_used} probes as requested"

@@ -9,7 +9,8 @@ log-volume, with the geometry settings and a SHA-256 of the VAE's files.
 
 ``run_analysis(config, precomputed=bundle)`` uses it in place of computing the geometry
 stage only when :meth:`PrecomputedGeometry.check` finds everything equal: the same VAE
-files, the same geometry settings (top-k, influence and log-volume methods, probes, seed),
+files, the same geometry settings (top-k, influence and log-volume methods, seed, and the probe
+count when the influence is a Hutchinson estimate),
 the same samples in the same order (split and file name) and latents encoded on this
 machine within :data:`LATENT_ATOL` of the stored ones. Otherwise the geometry is computed
 as usual; either way run.json's "geometry" records which happened and why.
@@ -94,7 +95,10 @@ class PrecomputedGeometry:
         """
         if vae_sha256 != self.vae_sha256:
             return False, "the VAE files differ from the ones it was computed with"
-        diff = [k for k in SETTING_KEYS if settings.get(k) != self.settings.get(k)]
+        # the probe count matters only to an estimated (Hutchinson) influence
+        keys = [k for k in SETTING_KEYS if k != "probes" or "hutchinson" in (settings.get("influence"),
+                                                                            self.settings.get("influence"))]
+        diff = [k for k in keys if settings.get(k) != self.settings.get(k)]
         if diff:
             return False, "geometry settings differ: " + ", ".join(
                 f"{k} {self.settings.get(k)!r} there, {settings.get(k)!r} here" for k in diff)

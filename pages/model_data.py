@@ -32,7 +32,7 @@ from ldminv_core.analyze import (
     run_analysis,
 )
 from ldminv_core.attacks import ATTACKS
-from ldminv_core.choices import LATENT_KINDS, LOG_VOLUME_KINDS
+from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME_KINDS, PROBES_AUTO
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.runstore import default_runs_root, delete_run, list_runs
 
@@ -298,7 +298,12 @@ with ui.guard("The Model & data page failed"):
             topk = int(e2.number_input("Top-k singular values", 1, 4096, 50, key="new_topk"))
             influence = e2.selectbox("Influence method", list(INFLUENCE_METHODS), key="new_influence",
                                      help="auto: exact for small latents, Hutchinson estimate for large ones")
-            probes = int(e2.number_input("Hutchinson probes", 1, 1024, 16, key="new_probes"))
+            probes = int(e2.number_input(
+                "Hutchinson probes (0 = auto)", 0, 4096, 0, key="new_probes",
+                help=f"Used only where the influence is estimated rather than exact. 0 = auto: "
+                     f"{HUTCHINSON_RANK_PROBES} probes, the count measured to keep the median rank correlation with "
+                     "the exact influence >= 0.98. A number is used as given (fewer: faster, noisier ranking). "
+                     "The cost preview and run.json say what is used and why."))
             batch_size = int(e3.number_input("Batch size", 1, 4096, 50, key="new_batch"))
             limit = int(e3.number_input("Limit per folder (0 = all)", 0, 10**7, QUICK_LIMIT, key="new_limit",
                                         help="The first images of each folder; 0 analyzes all of them."))
@@ -358,7 +363,7 @@ with ui.guard("The Model & data page failed"):
                 timesteps=timesteps,
                 topk=topk,
                 influence=influence,
-                probes=probes,
+                probes=probes or PROBES_AUTO,
                 device=device,
                 batch_size=batch_size,
                 seed=seed,

@@ -38,7 +38,7 @@ def _from_run(folder: Path) -> Path:
     settings = {"topk": geo["topk"], "influence": geo["influence"], "probes": geo["probes"],
                 "log_volume_method": geo["log_volume_method"], "seed": run.settings["seeds"]["seed"]}
     want = demo.DEMO_ANALYZE_DEFAULTS
-    if (run.settings.get("limit"), geo["topk"], geo["probes"], settings["seed"]) != (
+    if (run.settings.get("limit"), geo["topk"], run.settings.get("config", {}).get("probes"), settings["seed"]) != (
             want["limit"], want["topk"], want["probes"], want["seed"]):
         raise SystemExit(f"{folder}: not analyzed with the demo's settings {want}")
     if Path(run.settings["model"]).resolve() != demo.DEMO_MODEL_DIR.resolve():

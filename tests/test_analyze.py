@@ -156,9 +156,10 @@ def test_unconditional_end_to_end(uncond_run, tiny_uncond_model, tiny_image_dirs
     assert data["status"] == "complete"
     assert run.latent_shape == (4, 4, 4) and (run.n_members, run.n_heldout) == (8, 8)
     geo = data["geometry"]
-    assert {k: geo[k] for k in ("topk", "influence", "probes", "log_volume_method", "log_volume", "probes_used")} == {
-        "topk": 50, "influence": "exact", "probes": 16, "log_volume_method": "exact", "log_volume": "topk",
-        "probes_used": 16}
+    assert {k: geo[k] for k in ("topk", "influence", "probes", "log_volume_method", "log_volume", "probes_used",
+                                "probes_requested")} == {
+        "topk": 50, "influence": "exact", "probes": None, "log_volume_method": "exact", "log_volume": "topk",
+        "probes_used": None, "probes_requested": "auto"}  # the exact influence uses no Hutchinson probes
     # the cost model's plan, what it predicted and what the stage measured
     assert geo["plan"]["influence_method"] == "exact" and geo["plan"]["products"] == {"jvp": 64, "vjp": 0}
     assert geo["plan"]["predicted_seconds_per_sample"] > 0 and geo["measured_seconds_per_sample"] > 0

@@ -25,7 +25,7 @@ import streamlit as st
 
 from ldminv_core import masks
 from ldminv_core.errors import RunError
-from ldminv_core.evaluation import Evaluation, make_protocol, tables
+from ldminv_core.evaluation import DEFAULT_N_BOOT, Evaluation, make_protocol, tables
 from ldminv_core.evaluation.grids import grid_cache_dir
 from ldminv_core.runstore import Run
 
@@ -41,6 +41,7 @@ __all__ = [
     "terms",
     "evaluation",
     "PAGE_N_BOOT",
+    "PREVIEW_N_BOOT",
     "baseline_scores",
     "best_t_index",
     "dimension_table",
@@ -58,8 +59,12 @@ __all__ = [
 ]
 
 
-#: Bootstrap replicates of the intervals on the pages (the CLI and the HTML export use 1000).
-PAGE_N_BOOT = 200
+#: Bootstrap replicates of the intervals on the pages: the evaluation layer's one default, as the CLI
+#: report and the HTML export (one finding has the same interval everywhere).
+PAGE_N_BOOT = DEFAULT_N_BOOT
+#: The faster choice the Masks & ROC page offers while tuning (labelled there; the Export page
+#: follows whichever that page shows).
+PREVIEW_N_BOOT = 200
 
 # --------------------------------------------------------------------------- keys
 

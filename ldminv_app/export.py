@@ -1,12 +1,13 @@
 """Export of a run's findings: a self-contained HTML report and a CSV of per-sample scores.
 
 :func:`build_html_report` writes one HTML file that opens offline in any browser. It opens with
-the findings under the chosen protocol, then the run's settings and provenance, the settings that
-produced the numbers (protocol, attack, t, drop percentage, random seeds, masks), the metrics of
-every arm with bootstrap intervals and the t / drop that produced them (the folds' choices under
-``honest``), ROC curves, metrics against drop percentage and timestep, the distortion figures, the
-mean influence heatmap and the report JSON of the method reference. plotly.js is inlined once,
-with the first figure; every later figure reuses it.
+the findings under the chosen protocol (each under its title, with a one-line summary), then the
+run's settings and provenance, the settings that produced the numbers (protocol, attack, t, drop
+percentage, random seeds, masks), the metrics of every arm with bootstrap intervals and the t / drop
+that produced them (the folds' choices under ``honest``), ROC curves, metrics against drop
+percentage and timestep, the distortion figures, the mean influence heatmap and a link that saves
+the report JSON of the method reference (embedded as a ``data:`` URL, not printed in the page).
+plotly.js is inlined once, with the first figure; every later figure reuses it.
 
 :func:`per_sample_csv` gives one row per sample with its split, caption, log-volume, distortion
 quartile, fold and baseline / masked / random-drop scores at the chosen timestep.
@@ -19,6 +20,7 @@ on screen and in ``report --json``. Conventions: labels 1 = member; scores highe
 """
 from __future__ import annotations
 
+import base64
 import datetime as _dt
 import html
 import json
@@ -38,13 +40,19 @@ from ldminv_core import masks, metrics
 from ldminv_core.choices import ATTACK_LABELS, attack_label  # noqa: F401 - re-exported
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
 from ldminv_core.evaluation import (
+    DEFAULT_N_BOOT,
     REPORTED_METRICS,
     ArmResult,
     AttackEvaluation,
     Evaluation,
     convention_roc,
+    effect_sentence,
+    finding_title,
+    findings_summary,
     fpr_support,
     make_protocol,
+    tiny_note,
+    verdict_words,
 )
 from ldminv_core.report import report_from_results
 from ldminv_core.runstore import Run
@@ -58,10 +66,12 @@ __all__ = [
     "DEFAULT_SEED",
     "build_html_report",
     "arms_table",
+    "random_seed_table",
     "folds_table",
     "per_sample_table",
     "per_sample_csv",
     "report_filename",
+    "report_json_filename",
     "scores_filename",
     "dimensions_filename",
     "dimension_csv",
@@ -89,6 +99,9 @@ SECTIONS: dict[str, str] = {
     "influence": "Mean influence heatmap",
     "report-json": "Report JSON",
 }
+
+#: The ROC curve of the random control is drawn for one seed (the first); its legend says so.
+RANDOM_CURVE_LABEL = "random, seed {seed}"
 
 #: Columns of :func:`per_sample_table` / :func:`per_sample_csv`, in order.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -317,6 +330,11 @@ def report_filename(run: Run | str | Path, attack: str | None = None) -> str:
     return f"ldminv-report-{_safe_name(run)}{_attack_suffix(attack)}.html"
 
 
+def report_json_filename(run: Run | str | Path, attack: str | None = None) -> str:
+    """``ldminv-report-<run folder name>[-<attack>].json`` (the report JSON the HTML report embeds)."""
+    return f"ldminv-report-{_safe_name(run)}{_attack_suffix(attack)}.json"
+
+
 def scores_filename(run: Run | str | Path, attack: str | None = None) -> str:
     """``ldminv-scores-<run folder name>[-<attack>].csv``."""
     return f"ldminv-scores-{_safe_name(run)}{_attack_suffix(attack)}.csv"
@@ -347,6 +365,12 @@ table.ldminv td.num, table.ldminv td:not(:first-child) { font-variant-numeric: t
 .note { color: #666; font-size: .9rem; }
 pre { background: #f7f7f7; border: 1px solid #e3e3e3; padding: .8rem; overflow-x: auto; font-size: .8rem; }
 details > summary { cursor: pointer; color: #335; margin: .4rem 0; }
+.finding-title { font-weight: 600; }
+#findings-table td:nth-child(2), #findings-table td:nth-child(3), #findings-table td:nth-child(4) { white-space: nowrap; }
+.finding-id { display: block; color: #888; font-size: .75rem; font-family: monospace; }
+.summary { font-size: 1.05rem; margin: .6rem 0; }
+a.download { display: inline-block; padding: .35rem .8rem; border: 1px solid #0072B2; border-radius: .3rem;
+             color: #0072B2; text-decoration: none; }
 """
 
 
@@ -399,6 +423,8 @@ def _row(*parts: str) -> str:
 
 def _timesteps_text(ts: Sequence[int]) -> str:
     ts = [int(t) for t in ts]
+    if not ts:
+        return "none"
     if len(ts) >= 4:
         steps = np.diff(ts)
         if (steps == steps[0]).all():
@@ -432,8 +458,9 @@ def _run_rows(run: Run) -> list[tuple[str, Any]]:
         if spec.get("kind", "terms") == "terms":
             rows.append((f"attack {name}", f"timesteps {_timesteps_text(spec.get('timesteps', []))}; p = {spec.get('p')}"))
         else:
-            rows.append((f"attack {name}", f"one score per sample (not maskable); timesteps "
-                                           f"{_timesteps_text(spec.get('timesteps', []))}"))
+            ts = spec.get("timesteps") or []
+            rows.append((f"attack {name}", "one score per sample (not maskable)"
+                         + (f"; timesteps {_timesteps_text(ts)}" if ts else "")))
     rows += [
         ("device / dtype", f"{s.get('device', '?')} / {s.get('dtype', '?')}"),
         ("created", s.get("created")),
@@ -487,15 +514,33 @@ def folds_table(arms: Sequence[ArmResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, drop: float | None) -> str:
-    proto = res.protocol
-    out = [f'<p class="lead" id="protocol-line">Protocol <b>{_esc(proto.name)}</b>: {_esc(proto.description)}. '
-           f"TPR@1%FPR = {_esc(proto.tpr_rule)}.</p>"]
+def _findings_table(res: AttackEvaluation) -> str:
+    """The findings as a table: each under its title (the id beneath, small), its estimate, interval,
+    verdict (a tiny effect named as such) and the statement of the evaluation layer."""
+    level = int(CI_LEVEL * 100)
+    head = (f"<tr><th>finding</th><th>estimate</th><th>{level}% CI</th><th>verdict</th>"
+            "<th>statement</th></tr>")
     rows = []
     for f in res.findings:
-        rows.append({"finding": f.id, "estimate": f"{f.estimate:+.4f}" if math.isfinite(f.estimate) else "–",
-                     "95% CI": _ci_text(f.ci).replace("[", "[").strip(), "verdict": f.verdict, "statement": f.statement})
-    out.append(_table(pd.DataFrame(rows), table_id="findings-table"))
+        est = f"{f.estimate:+.4f}" if math.isfinite(f.estimate) else "–"
+        rows.append(
+            f'<tr data-finding="{_esc(f.id)}"><td><span class="finding-title">{_esc(finding_title(f.id))}</span>'
+            f'<span class="finding-id">{_esc(f.id)}</span></td><td>{est}</td><td>{_esc(_ci_text(f.ci))}</td>'
+            f"<td>{_esc(verdict_words(f.verdict, f.estimate, metric=f.metric))}</td><td>{_esc(f.statement)}</td></tr>"
+        )
+    return ('<table class="ldminv" id="findings-table">\n<thead>' + head + "</thead>\n<tbody>\n"
+            + "\n".join(rows) + "\n</tbody>\n</table>")
+
+
+def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, drop: float | None) -> str:
+    proto = res.protocol
+    context = f"the {proto.name} protocol, {attack_label(res.attack)} ({res.baseline.t_text})"
+    out = [f'<p class="summary" id="findings-summary"><b>{_esc(findings_summary(res.findings, context=context))}</b></p>',
+           f'<p class="lead" id="protocol-line">Protocol <b>{_esc(proto.name)}</b>: {_esc(proto.description)}. '
+           f"TPR@1%FPR = {_esc(proto.tpr_rule)}. Intervals: {_esc(_boot_text(res.n_boot, paired=True))}.</p>",
+           _findings_table(res)]
+    if any(effect_sentence(f) for f in res.findings):
+        out.append(f'<p class="note" id="tiny-note">{_esc(tiny_note())}</p>')
     charts = [fig(figures.quartile_auroc_bars(
         np.array([q.auroc for q in res.quartiles]), ci=[q.auroc_ci for q in res.quartiles],
         edges=np.array([res.quartiles[0].log_volume_min] + [q.log_volume_max for q in res.quartiles]),
@@ -521,22 +566,57 @@ def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, dr
     return "\n".join(out)
 
 
-def _roc_figures(curves_scores: dict[str, np.ndarray], labels: np.ndarray, protocol, fig: _FigureWriter,
-                 note: str) -> str:
-    """ROC curves of the arms under the protocol's convention (``paper``: held-out positive)."""
-    curves, aurocs = {}, {}
+def _boot_text(n_boot: int, *, paired: bool = False) -> str:
+    """How the intervals were made, in words: "95% CI, 1000 stratified bootstrap replicates"."""
+    if not n_boot:
+        return "none (no bootstrap replicates)"
+    return (f"{int(CI_LEVEL * 100)}% CI, {n_boot} {'paired ' if paired else ''}stratified bootstrap replicates")
+
+
+def random_seed_table(arm: ArmResult) -> pd.DataFrame:
+    """The random control's metrics per seed (the metrics table reports their mean): one row per
+    seed, each metric to 4 decimals, from the evaluation layer's ``per_seed`` values."""
+    rows = [{"seed": seed, **{_METRIC_LABELS[m]: _fmt(arm.per_seed[m][i]) for m in REPORTED_METRICS}}
+            for i, seed in enumerate(arm.seeds)]
+    rows.append({"seed": "mean", **{_METRIC_LABELS[m]: _fmt(arm.value(m)) for m in REPORTED_METRICS}})
+    return pd.DataFrame(rows)
+
+
+def _roc_figures(curves_scores: dict[str, np.ndarray], arms: dict[str, ArmResult], run: Run, protocol,
+                 fig: _FigureWriter, note: str) -> str:
+    """ROC curves of the arms under the protocol's convention (``paper``: held-out positive). Each
+    legend's AUROC is the evaluation layer's number of that arm; the random control is drawn for
+    its first seed, labelled so, with that seed's AUROC (the metrics table's random row is the mean
+    over seeds; the per-seed table lists each)."""
+    labels = run.labels
+    curves, aurocs, names = {}, {}, {}
     for name, s in curves_scores.items():
         c = convention_roc(s, labels, protocol)
         curves[name] = (c.fpr, c.tpr)
-        aurocs[name] = metrics.auroc(s, labels)  # the same in both conventions
-    if protocol.name == "paper":
+        arm = arms[name]
+        if name == "random":
+            aurocs[name] = arm.per_seed["auroc"][0]
+            names[name] = RANDOM_CURVE_LABEL.format(seed=arm.seeds[0])
+        else:
+            aurocs[name] = arm.auroc
+    if protocol.positive_class == "heldout":
         axes = dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
+        n_neg, n_pos = run.n_members, run.n_heldout
     else:
         axes = dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)")
-    return _row(
-        fig(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC ({note})", **axes)),
-        fig(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log ({note})", **axes)),
+        n_neg, n_pos = run.n_heldout, run.n_members
+    body = _row(
+        fig(figures.roc_curves(curves, aurocs=aurocs, labels=names, title=f"ROC ({note})", **axes)),
+        fig(figures.roc_curves(curves, aurocs=aurocs, labels=names, log_scale=True, n_negatives=n_neg,
+                               n_positives=n_pos, title=f"ROC, log-log ({note})", **axes)),
     )
+    text = (f"The log-log axes start at the smallest rates the data resolve: FPR 1/{n_neg}, TPR 1/{n_pos}.")
+    if "random" in arms and "random" in curves:
+        rand = arms["random"]
+        text = (f"The random curve is seed {rand.seeds[0]} alone (AUROC {_fmt(rand.per_seed['auroc'][0])}); the "
+                f"metrics table's random row is the mean over seeds {', '.join(map(str, rand.seeds))} "
+                f"(AUROC {_fmt(rand.auroc)}), each seed listed below the table. " + text)
+    return body + f'<p class="note" id="roc-note">{_esc(text)}</p>'
 
 
 def _cautions_html(cautions: dict[str, str], *, element_id: str) -> str:
@@ -566,7 +646,7 @@ def build_html_report(
     random_seed: int = DEFAULT_SEED,
     manual_mask: np.ndarray | None = None,
     include_global: bool = False,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     title: str | None = None,
 ) -> str:
     """A self-contained HTML report of one attack of a run under one protocol (works offline).
@@ -574,7 +654,7 @@ def build_html_report(
     It opens with the findings (the same :class:`~ldminv_core.evaluation.Evaluation` numbers as
     the dashboard's Findings page and ``report --json``), then the metrics of every arm with the
     t and drop that produced them, ROC curves, curves against drop percentage and timestep, the
-    distortion figures and the report JSON.
+    distortion figures and a link saving the report JSON (a ``data:`` URL: nothing printed).
 
     Args:
         run: a finished :class:`~ldminv_core.runstore.Run` or its folder.
@@ -586,14 +666,16 @@ def build_html_report(
         random_seed: first seed of the random control, seed of the bootstrap and the folds.
         manual_mask: optional bool (C, h, w) keep-mask, added as the "manual" arm.
         include_global: add the "global" arm (one mean-influence ranking for all samples).
-        n_boot: stratified bootstrap replicates of the 95% intervals (0 = none).
+        n_boot: stratified bootstrap replicates of the 95% intervals (0 = none; default: the
+            evaluation layer's ``DEFAULT_N_BOOT``, as the CLI report and the dashboard).
         title: heading of the report (default: the run folder's name).
 
     Returns:
         The HTML document as a string; the sections are :data:`SECTIONS` (element ids) and the
         tables carry the ids ``findings-table``, ``run-settings-table``, ``figure-settings-table``,
-        ``metrics-table``, ``quartile-table`` (``folds-table`` under honest, ``timestep-table``
-        for maskable attacks).
+        ``metrics-table``, ``quartile-table`` (``folds-table`` under honest, ``timestep-table`` and
+        ``random-seeds-table`` for maskable attacks); the findings table's rows carry
+        ``data-finding`` (the id); the JSON link is ``a#report-json-link``.
 
     Raises:
         RunError (run folder), UnknownNameError (attack, t, protocol), ShapeError (manual_mask),
@@ -675,11 +757,15 @@ def build_html_report(
         f'<p class="note">{_esc(attack_label(attack))}, protocol {_esc(res.protocol.name)}; {run.n_members} members, '
         f"{run.n_heldout} held-out. TPR@1%FPR = {_esc(res.protocol.tpr_rule)}; ASR = max over thresholds of "
         "(TPR + 1 − FPR) / 2. With few held-out samples the low-FPR metrics rest on a handful of images: "
-        "read them with their intervals.</p>"
+        f"read them with their intervals. Intervals: {_esc(_boot_text(n_boot))}.</p>"
         + _table(arms_table(arms, honest=honest), table_id="metrics-table")
         + _cautions_html(low_fpr_cautions(res.protocol, n_members=run.n_members, n_heldout=run.n_heldout),
                          element_id="metrics-fpr-caution")
     )
+    if res.random is not None:
+        metrics_body += (f'<p class="note">The random control per seed (its row above is the mean over the '
+                         f"{len(res.random.seeds)} seeds):</p>"
+                         + _table(random_seed_table(res.random), table_id="random-seeds-table"))
     if honest:
         metrics_body += ("<p class=\"note\">The choices of every fold, made on the other folds only:</p>"
                          + _table(folds_table(arms), table_id="folds-table"))
@@ -687,7 +773,8 @@ def build_html_report(
 
     # ---- ROC
     roc_note = res.baseline.t_text + (", pooled over folds" if honest else "")
-    parts.append(_section("roc", _roc_figures(roc_scores, labels, res.protocol, fig, roc_note)))
+    parts.append(_section("roc", _roc_figures(roc_scores, {a.arm: a for a in arms}, run, res.protocol, fig,
+                                              roc_note)))
 
     # ---- drop sweep
     if maskable:
@@ -786,14 +873,17 @@ def build_html_report(
         "The masked variant drops each sample's own lowest-influence coordinates.</p>",
     ))
 
-    # ---- report JSON
+    # ---- report JSON: a link that saves it (embedded as a data: URL), not a dump in the page
     report = report_from_results(run, {attack: res}, drop=drop)
+    payload = base64.b64encode(json.dumps(report, indent=2).encode("utf-8")).decode("ascii")
+    json_name = report_json_filename(run, attack)
     parts.append(_section(
         "report-json",
+        f'<p><a class="download" id="report-json-link" download="{_esc(json_name)}" '
+        f'href="data:application/json;base64,{payload}">Save {_esc(json_name)}</a></p>'
         '<p class="note">The report of <code>python -m ldminv_core report RUN --json</code> for this attack '
         f"(protocol {_esc(res.protocol.name)}, drop {'chosen per fold' if drop is None else f'{drop:g} %'}, "
-        f"seed {seed}, {n_boot} bootstrap replicates).</p>"
-        f'<pre id="report-json-text">{_esc(json.dumps(report, indent=2))}</pre>',
+        f"seed {seed}, {n_boot} bootstrap replicates), embedded in this file: the link saves it.</p>",
     ))
 
     heading = title or f"Membership-leakage report: {name}"

@@ -27,6 +27,8 @@ __all__ = [
     "image_with_heatmap",
     "roc_curves",
     "thin_curve",
+    "log_ticks",
+    "rate_tick_text",
     "metric_vs_drop",
     "drop_curves_with_bands",
     "attack_overview",
@@ -457,6 +459,31 @@ def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int, *, log_scale: bool
     return x[idx], y[idx]
 
 
+def _resolvable_rate(count: int | None, fallback: float, name: str) -> float:
+    """1 / count, the smallest non-zero rate ``count`` samples can show; ``fallback`` for None."""
+    if count is None:
+        return float(fallback)
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1:
+        raise LdminvError(f"{name}: expected a positive integer (a class size), got {count!r}")
+    return 1.0 / int(count)
+
+
+def log_ticks(low: float) -> list[float]:
+    """Tick values of a log rate axis from ``low`` to 1: the decades (0.001, 0.01, 0.1, 1) inside
+    the range, with 2 and 5 times each decade added when fewer than three decades fit."""
+    first = int(np.ceil(np.log10(low) - 1e-12))
+    decades = [10.0 ** k for k in range(first, 1)]
+    if len(decades) >= 3:
+        return decades
+    extra = [m * 10.0 ** k for k in range(first - 1, 0) for m in (2.0, 5.0)]
+    return sorted(v for v in {*decades, *extra} if low * (1 - 1e-9) <= v <= 1.0)
+
+
+def rate_tick_text(value: float) -> str:
+    """A rate as a plain tick label: 0.001, 0.02, 0.5, 1 (no SI prefixes such as "100µ")."""
+    return np.format_float_positional(float(value), precision=6, trim="-")
+
+
 def roc_curves(
     curves: Mapping[str, tuple[np.ndarray, np.ndarray]],
     *,
@@ -468,19 +495,30 @@ def roc_curves(
     ylabel: str = "true-positive rate",
     height: int = 400,
     max_points: int | None = None,
+    n_negatives: int | None = None,
+    n_positives: int | None = None,
+    labels: Mapping[str, str] | None = None,
 ) -> go.Figure:
     """ROC curves of several score variants.
 
     Args:
         curves: name -> (fpr (L,), tpr (L,)) arrays, e.g. from ``metrics.roc``.
-        log_scale: log-log axes (rates are clipped to ``min_rate`` so that zero stays visible).
+        log_scale: log-log axes (rates are clipped to the axis minimum so that zero stays visible).
         aurocs: optional name -> AUROC shown in the legend.
+        min_rate: log axes' minimum when the class sizes are not given.
         xlabel, ylabel: axis titles (e.g. which class is positive).
         max_points: draw at most about this many points per curve (:func:`thin_curve`; a live
             page redraws faster); None draws every point.
+        n_negatives, n_positives: class sizes of the ROC's convention: the log x axis starts at
+            the smallest FPR they can resolve, 1 / n_negatives (the y axis at 1 / n_positives),
+            instead of ``min_rate``.
+        labels: optional name -> legend text (e.g. "random, seed 0"), before the AUROC.
 
-    The legend sits inside the lower-right corner, which a ROC curve never reaches.
+    The legend sits inside the lower-right corner, which a ROC curve never reaches. Log axes
+    carry plain tick labels (0.001, 0.01, 0.1, 1; with 2 and 5 between decades on short axes).
     """
+    x_min = _resolvable_rate(n_negatives, min_rate, "n_negatives")
+    y_min = _resolvable_rate(n_positives, min_rate, "n_positives")
     fig = go.Figure()
     for i, (name, (fpr, tpr)) in enumerate(curves.items()):
         x = np.asarray(fpr, dtype=np.float64)
@@ -488,11 +526,13 @@ def roc_curves(
         if x.shape != y.shape or x.ndim != 1:
             raise ShapeError(f"curves[{name!r}]: expected two 1-D arrays of equal length, got {x.shape} and {y.shape}")
         if max_points is not None:
-            x, y = thin_curve(x, y, max_points, log_scale=log_scale, min_rate=min_rate)
+            x, y = thin_curve(x, y, max_points, log_scale=log_scale, min_rate=min(x_min, y_min))
         if log_scale:
-            x = np.clip(x, min_rate, 1.0)
-            y = np.clip(y, min_rate, 1.0)
-        label = name if not aurocs or name not in aurocs else f"{name} (AUROC {aurocs[name]:.4f})"
+            x = np.clip(x, x_min, 1.0)
+            y = np.clip(y, y_min, 1.0)
+        label = (labels or {}).get(name, name)
+        if aurocs and name in aurocs:
+            label = f"{label} (AUROC {aurocs[name]:.4f})"
         fig.add_trace(
             go.Scatter(
                 x=x,
@@ -503,16 +543,19 @@ def roc_curves(
                 hovertemplate="FPR %{x:.4g}<br>TPR %{y:.4g}<extra>" + name + "</extra>",
             )
         )
-    chance = np.array([min_rate, 1.0]) if log_scale else np.array([0.0, 1.0])
+    chance = np.array([max(x_min, y_min), 1.0]) if log_scale else np.array([0.0, 1.0])
     fig.add_trace(
         go.Scatter(x=chance, y=chance, mode="lines", name="chance", line=dict(color="#bbbbbb", dash="dot"),
                    hoverinfo="skip")
     )
     if log_scale:
-        fig.update_xaxes(type="log", range=[np.log10(min_rate), 0])
-        fig.update_yaxes(type="log", range=[np.log10(min_rate), 0])
-        fig.add_vline(x=0.01, line_dash="dash", line_color="#999999", annotation_text="1% FPR",
-                      annotation_position="top left", annotation_font_size=11)
+        for axis, low in ((fig.update_xaxes, x_min), (fig.update_yaxes, y_min)):
+            ticks = log_ticks(low)
+            axis(type="log", range=[np.log10(low), 0], tickmode="array", tickvals=ticks,
+                 ticktext=[rate_tick_text(v) for v in ticks])
+        if x_min <= 0.01:
+            fig.add_vline(x=0.01, line_dash="dash", line_color="#999999", annotation_text="1% FPR",
+                          annotation_position="top left", annotation_font_size=11)
     else:
         fig.update_xaxes(range=[0, 1])
         fig.update_yaxes(range=[0, 1.01])

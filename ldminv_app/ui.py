@@ -15,6 +15,7 @@ import streamlit as st
 
 from ldminv_core.choices import ATTACK_LABELS, attack_label
 from ldminv_core.errors import LdminvError
+from ldminv_core.evaluation import FINDING_TITLES, effect_sentence, verdict_words
 from ldminv_core.report import format_rate, format_rate_ci
 from ldminv_core.runstore import Run, run_status
 
@@ -606,12 +607,7 @@ def require_run(*, needs_geometry: bool = True) -> Run:
 # --------------------------------------------------------------------------- findings
 
 VERDICT_COLORS = {"supported": "green", "contradicted": "red", "inconclusive": "gray", "undefined": "gray"}
-FINDING_TITLES = {
-    "distortion_quartiles": "Are the most distorted samples memorized more?",
-    "distortion_quartiles_within_class": "Within each class, are distorted samples memorized more?",
-    "masking_vs_baseline": "Does dropping low-influence coordinates beat the unmasked statistic?",
-    "masking_vs_random": "Does dropping low-influence coordinates beat dropping random ones?",
-}
+# FINDING_TITLES: the evaluation layer's (ldminv_core.evaluation.wording), shared with the export
 FINDING_LABELS = {
     "distortion_quartiles": "AUROC(Q4) − AUROC(Q1)",
     "distortion_quartiles_within_class": "mean within-class AUROC(Q4) − AUROC(Q1)",
@@ -686,15 +682,23 @@ def arm_metric_caption(arm, metric: str, protocol) -> str:
 
 
 def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str | None = None,
-                 table=None, table_key: str | None = None, table_config: dict | None = None) -> None:
-    """One finding in a bordered card: question, verdict badge, estimate with its interval, the
-    statement computed from the data, an optional note (caption), an optional plotly chart and an
-    optional small table (a DataFrame or dict of columns)."""
+                 table=None, table_key: str | None = None, table_config: dict | None = None,
+                 n_boot: int | None = None) -> None:
+    """One finding in a bordered card: question, verdict badge (a tiny effect named as such),
+    estimate with its interval (and its ``n_boot`` bootstrap replicates when given), the statement
+    computed from the data, an optional note (caption), an optional plotly chart and an optional
+    small table (a DataFrame or dict of columns)."""
     with st.container(border=True):
-        st.markdown(f"**{FINDING_TITLES.get(finding.id, finding.id)}** {verdict_badge(finding.verdict)}")
+        words = verdict_words(finding.verdict, finding.estimate, metric=finding.metric)
+        st.markdown(f"**{FINDING_TITLES.get(finding.id, finding.id)}** {verdict_badge(finding.verdict)}"
+                    + (f" *{words[len(finding.verdict):].strip()}*" if words != finding.verdict else ""))
         est = "–" if finding.estimate != finding.estimate else f"{finding.estimate:+.4f}"
         label = FINDING_LABELS.get(finding.id, finding.metric)
-        st.markdown(f"{label}: **{est}**, 95% CI {ci_text(finding.ci)}")
+        st.markdown(f"{label}: **{est}**, 95% CI {ci_text(finding.ci)}"
+                    + (f" ({n_boot} bootstrap replicates)" if n_boot else ""))
+        size = effect_sentence(finding)
+        if size:
+            st.caption(size)
         for sec in finding.secondary:
             s_est = "–" if sec["estimate"] != sec["estimate"] else f"{sec['estimate']:+.4f}"
             name = METRIC_LABELS.get(sec["metric"], sec["metric"])

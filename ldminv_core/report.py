@@ -25,13 +25,19 @@ from typing import Any
 
 from .errors import LdminvError, UnknownNameError
 from .evaluation import (
+    DEFAULT_N_BOOT,
     DEFAULT_PROTOCOL,
     ArmResult,
     AttackEvaluation,
     Evaluation,
     Finding,
+    effect_sentence,
+    finding_title,
+    findings_summary,
     fpr_support,
     make_protocol,
+    tiny_note,
+    verdict_words,
 )
 from .runstore import Run
 
@@ -39,7 +45,8 @@ __all__ = ["build_report", "evaluate_run", "report_from_results", "format_report
            "low_fpr_cautions", "CI_LEVEL", "N_BOOT"]
 
 CI_LEVEL = 0.95
-N_BOOT = 1000
+#: Bootstrap replicates of the report's intervals: the evaluation layer's one default.
+N_BOOT = DEFAULT_N_BOOT
 #: FPR bound of each TPR-at-low-FPR metric.
 LOW_FPR_METRICS = {"tpr_at_1fpr": 0.01, "tpr_at_01fpr": 0.001}
 
@@ -295,22 +302,38 @@ def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int) -> li
     return [fmt(header), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
 
 
+def _t_key(protocol: str) -> str:
+    """What the t (and drop) column of the readable table means under ``protocol``."""
+    if protocol == "honest":
+        return ("Key: t \"folds a/b/...\" = the timestep each fold chose on the other folds (fold 1, 2, ...); "
+                "drop \"folds a/b/...\" likewise; realised FPR = the FPR of the transferred 1% thresholds.")
+    if protocol == "paper":
+        return ("Key: t = the timestep of the row's metrics; \"a/b/c\" = each metric at its own best t: "
+                "a for AUROC, b for TPR@1%FPR, c for ASR (the paper's code convention).")
+    return "Key: t = the timestep of every metric of the row (the best baseline AUROC on these samples: optimistic)."
+
+
 def format_report(report: dict) -> str:
     """A readable text table of :func:`build_report`'s dict: the protocol in one line, the metrics
-    of every arm with the t and drop that produced them, quartiles, and one line per finding."""
+    of every arm with the t and drop that produced them (and a key to the t column), quartiles,
+    and one line per finding (its title, verdict with a tiny effect named, statement), each attack's
+    findings summarised in one line. Rates are fractions in [0, 1], as in the JSON."""
     proto = report["protocol"]
     name = proto["name"]
     lat = "x".join(map(str, report["latent_shape"]))
+    n_boot = report["n_boot"]
+    level = int(100 * report["ci_level"])
     lines = [
         f"run {report.get('run', '')}",
-        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; rates in % (JSON: fractions)",
+        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; "
+        "AUROC, ASR, TPR and FPR as fractions in [0, 1] (0.5 = chance AUROC)",
         f"protocol {name}: {proto['description']}",
-        f"TPR@1%FPR = {proto['tpr_at_1fpr']}; intervals: {report['n_boot']} stratified bootstrap replicates, "
-        f"{int(100 * report['ci_level'])}%",
+        f"TPR@1%FPR = {proto['tpr_at_1fpr']}; intervals: {level}% CI, {n_boot} stratified bootstrap replicates",
         "",
     ]
     honest = name == "honest"
-    header = ("attack", "arm", "t", "drop", "AUROC", "95% CI", "ASR", "TPR@1%FPR", *(("realised FPR",) if honest else ()))
+    header = ("attack", "arm", "t", "drop", "AUROC", f"{level}% CI", "ASR", "TPR@1%FPR",
+              *(("realised FPR",) if honest else ()))
     rows: list[tuple[str, ...]] = []
     for attack, a in report["attacks"].items():
         for key in ("baseline", "masked", "random"):
@@ -327,16 +350,24 @@ def format_report(report: dict) -> str:
                 row = (*row, _pct(arm.get("realised_fpr_at_1fpr")))
             rows.append(row)
     lines += _grid(header, rows, left=4)
+    lines.append(_t_key(name))
     for c in report.get("cautions", []):
         if c["scope"] == "all samples":
             lines.append(f"Caution (TPR@1%FPR): {c['text']}")
-    lines += ["", "AUROC (%) by decoder log-volume quartile (Q1 = least distorted):"]
+    lines += ["", "Baseline AUROC (fraction) by decoder log-volume quartile (Q1 = least distorted):"]
     qrows = [(attack, *[_pct(q["auroc"]) for q in a["quartiles"]]) for attack, a in report["attacks"].items()]
     lines += _grid(("attack", "Q1", "Q2", "Q3", "Q4"), qrows, left=1)
     for c in report.get("cautions", []):
         if c["scope"] != "all samples":
             lines.append(f"Caution (TPR@1%FPR of {c['scope']}, in the JSON): {c['text']}")
-    lines += ["", "Findings (95% paired bootstrap intervals):"]
+    lines += ["", f"Findings ({level}% paired bootstrap intervals, {n_boot} replicates):"]
+    for attack in report["attacks"]:
+        mine = [f for f in report["findings"] if f.get("attack") == attack]
+        if mine:
+            lines.append(f"[{attack}] {findings_summary(mine, context=f'the {name} protocol')}")
     for f in report["findings"]:
-        lines.append(f"- [{f['attack']}] {f['id']}: {f['verdict']}. {f['statement']}")
+        verdict = verdict_words(f["verdict"], f["estimate"], metric=f.get("metric", "auroc"))
+        lines.append(f"- [{f['attack']}] {finding_title(f['id'])} ({f['id']}): {verdict}. {f['statement']}")
+    if any(effect_sentence(f) for f in report["findings"]):
+        lines.append(tiny_note())
     return "\n".join(lines)

@@ -3,8 +3,10 @@ a CSV of per-sample scores and a CSV of the dimension table, for sharing finding
 
 The attack and timestep are the shared ones of the sidebar; the drop percentage, random seed,
 global-ranking and manual masks start from the Masks & ROC page's controls (when that page was
-just used) and can be adjusted here. Both files are generated only when "Build report" is
-clicked, and cached per settings.
+just used) and can be adjusted here. The intervals use the bootstrap replicates the dashboard shows:
+the one default of the evaluation layer (as the Findings page and the CLI report), or the faster
+preview when it is chosen on the Masks & ROC page, never a count of this page's own. The files are
+generated only when "Build report" is clicked, and cached per settings.
 """
 from __future__ import annotations
 
@@ -23,13 +25,11 @@ _FROM_MASKS = {
     "drop_percent": "export_drop",
     "random_seed": "export_seed",
     "use_global": "export_global",
-    "n_boot": "export_n_boot",
 }
 _DEFAULTS = {
     "export_drop": int(export.DEFAULT_DROP_PERCENT),
     "export_seed": export.DEFAULT_SEED,
     "export_global": False,
-    "export_n_boot": 1000,
     "export_manual": False,
 }
 # Persistent copy of this page's settings (widget keys are dropped when the page is left).
@@ -38,7 +38,6 @@ _REMEMBERED = "_export_settings"
 _MANUAL_SPEC = "_export_manual_spec"
 # Settings key of the last report built in this session.
 _BUILT = "_export_built"
-_BOOT_CHOICES = [0, 200, 1000, 2000]
 
 
 @st.cache_data(max_entries=4, show_spinner=False)
@@ -92,8 +91,16 @@ def _init_settings() -> None:
         st.session_state["export_manual"] = use
     elif "export_manual" not in st.session_state:
         st.session_state["export_manual"] = remembered.get("export_manual", False)
-    if st.session_state["export_n_boot"] not in _BOOT_CHOICES:
-        st.session_state["export_n_boot"] = 1000
+
+
+def _n_boot() -> tuple[int, str]:
+    """(bootstrap replicates, where that count comes from): the count the Masks & ROC page shows
+    when it was used (its faster preview, say), else the pages' default (the CLI report's)."""
+    chosen = state.mask_settings().get("n_boot")
+    if chosen is None or int(chosen) == cache.PAGE_N_BOOT:
+        return cache.PAGE_N_BOOT, "as on the Findings page and in the CLI report"
+    return int(chosen), (f"the faster preview chosen on the Masks & ROC page; choose {cache.PAGE_N_BOOT} there "
+                         "for the intervals of the Findings page and the CLI report")
 
 
 def _manual_keep(run) -> np.ndarray:
@@ -157,9 +164,10 @@ with k1:
 with k2:
     seed = int(st.number_input("Random seed (random-drop control)", 0, 2**31 - 1, step=1, key="export_seed",
                                disabled=not maskable))
+n_boot, boot_source = _n_boot()
 with k3:
-    n_boot = st.selectbox("Bootstrap replicates", _BOOT_CHOICES, key="export_n_boot",
-                          help="Replicates of the 95% intervals in the metrics table.")
+    st.markdown(f"**Intervals**  \n95% CI, {n_boot} bootstrap replicates")
+    st.caption(boot_source)
 o1, o2 = st.columns(2)
 with o1:
     include_global = st.checkbox("Include the global ranking mask", key="export_global", disabled=not maskable,
@@ -200,10 +208,10 @@ with st.expander("What will be exported", expanded=True):
         f"- **{html_name}**: the findings under the {protocol} protocol (estimates, intervals, verdicts); run "
         "settings and provenance (model, data folders, latent shape, geometry, "
         f"attacks, package versions); the settings ({settings_text}); the metrics table "
-        f"({', '.join(variants)}; AUROC, TPR@1%FPR, ASR with {n_boot} bootstrap replicates, each with its t); "
-        "ROC curves (linear and log-log); AUROC and TPR@1%FPR vs drop percentage; metrics vs timestep; "
-        "log-volume of members vs held-out; AUROC by distortion quartile; the mean influence heatmap; "
-        "and the report JSON.\n"
+        f"({', '.join(variants)}; AUROC, TPR@1%FPR, ASR with 95% CI from {n_boot} bootstrap replicates, each "
+        "with its t); ROC curves (linear and log-log); AUROC and TPR@1%FPR vs drop percentage; metrics vs "
+        "timestep; log-volume of members vs held-out; AUROC by distortion quartile; the mean influence "
+        "heatmap; and a link inside the report that saves the report JSON.\n"
         f"- **{csv_name}**: {len(run)} rows ({', '.join(export.CSV_COLUMNS)})."
         + (f"\n- **{dims_name}**: the Dimensions page's table of all {d} latent coordinates ({label} at t = {t}: "
            "mean and spread of influence, member / held-out gap, AUROC of each coordinate alone)."
@@ -252,4 +260,4 @@ if built is not None and built == settings_key:
 elif built is not None:
     st.info("The settings changed since the last report was built: click “Build report” again.")
 else:
-    st.info("Click “Build report” to generate both files (it takes a moment).")
+    st.info("Click “Build report” to generate the report and the CSV files (it takes a moment).")

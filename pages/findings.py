@@ -1,6 +1,7 @@
 """Findings page (the landing page): what this run shows about the paper's claims, under the
-protocol chosen in the sidebar, each claim an estimate with its 95% interval and a verdict; then
-every attack's baseline AUROC and TPR@1%FPR side by side. All numbers come from the cached
+protocol chosen in the sidebar: a one-line summary, each claim an estimate with its 95% interval
+and a verdict, a table of every attack's verdicts on every claim, then every attack's baseline
+AUROC and TPR@1%FPR side by side. All numbers come from the cached
 ``Evaluation`` objects (``ldminv_app.cache.evaluation``); the page only lays them out.
 """
 from __future__ import annotations
@@ -10,7 +11,14 @@ import pandas as pd
 import streamlit as st
 
 from ldminv_app import cache, figures, state, ui
-from ldminv_core.evaluation import convention_roc, fpr_support
+from ldminv_core.evaluation import (
+    convention_roc,
+    finding_title,
+    findings_summary,
+    fpr_support,
+    tiny_note,
+    verdict_words,
+)
 
 run = ui.page_frame()
 
@@ -29,6 +37,10 @@ with ui.guard("The Findings page failed"):
         f"{ev.n_boot} paired stratified bootstrap replicates (95%); a verdict is *supported* when the "
         "interval lies above 0, *contradicted* below 0, *inconclusive* otherwise."
     )
+    if res is not None:
+        st.markdown("**" + findings_summary(res.findings, context=f"the {proto.name} protocol, "
+                                            f"{ui.attack_label(attack)} ({ui.arm_t_cell(base)})") + "**"
+                    + (" Every attack's verdicts: see the table below the findings." if len(run.attacks) > 1 else ""))
 
     # ---- the headline: the selected attack's baseline numbers and ROC curve (no geometry needed)
     support = fpr_support(proto, n_members=run.n_members, n_heldout=run.n_heldout, fpr=0.01)
@@ -43,9 +55,11 @@ with ui.guard("The Findings page failed"):
     if support.warning():
         m2.warning(support.warning(), icon=":material/warning:")
     curve = convention_roc(ev.scores("baseline"), run.labels, proto)
-    axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
-            if proto.name == "paper" else
-            dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)"))
+    axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)",
+                 n_negatives=run.n_members, n_positives=run.n_heldout)
+            if proto.positive_class == "heldout" else
+            dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)",
+                 n_negatives=run.n_heldout, n_positives=run.n_members))
     roc_col.plotly_chart(
         figures.roc_curves({"baseline": (curve.fpr, curve.tpr)}, log_scale=True, height=300,
                            title=f"{ui.attack_label(attack)} baseline ROC, log-log ({proto.name}, "
@@ -140,13 +154,35 @@ with ui.guard("The Findings page failed"):
         cols = st.columns(2)
         for col, (f, kw) in zip(cols, cards[row_start:row_start + 2]):
             with col:
-                ui.finding_card(f, chart_key=f"finding_{f.id}", **kw)
+                ui.finding_card(f, chart_key=f"finding_{f.id}", n_boot=ev.n_boot, **kw)
     if res is not None and not any(f.id == "distortion_quartiles_within_class" for f in res.findings):
         st.caption("No within-class control: the data carry fewer than two caption classes with at least 16 "
                    "images of both splits.")
     if res is not None and not res.maskable:
         st.caption(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked, so the masking "
                    "findings are not defined for it. Choose a maskable attack in the sidebar to see them.")
+
+    # ---- every attack's verdict on every finding, under the same protocol
+    if res is not None:
+        st.subheader("Every attack, every finding")
+        verdict_rows, shown = [], []
+        for name in run.attacks:
+            for f in (res.findings if name == attack else cache.evaluation(run, name).findings()):
+                shown.append(f)
+                verdict_rows.append({
+                    "attack": ui.attack_label(name), "finding": finding_title(f.id, short=True),
+                    "estimate": f.estimate, "95% CI": ui.ci_text(f.ci),
+                    "verdict": verdict_words(f.verdict, f.estimate, metric=f.metric),
+                })
+        st.dataframe(
+            pd.DataFrame(verdict_rows), hide_index=True, key="findings_every_attack",
+            column_config={"estimate": st.column_config.NumberColumn("estimate", format="%+.4f"),
+                           "finding": st.column_config.TextColumn("finding", width="medium")},
+        )
+        st.caption(f"{proto.name} protocol; estimates are AUROC differences with {ev.n_boot}-replicate 95% "
+                   "paired bootstrap intervals; each attack at its own t (as in the table of all attacks below). "
+                   + (tiny_note() if any(verdict_words(f.verdict, f.estimate, metric=f.metric) != f.verdict
+                                         for f in shown) else ""))
 
     # ---- attack overview: every attack's baseline under the same protocol
     st.subheader("All attacks")

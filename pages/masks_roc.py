@@ -147,9 +147,11 @@ with ui.guard("The Masks & ROC page failed"):
             use_global = st.toggle("Global ranking mask", value=False, key="use_global",
                                    help="Drop the same coordinates for every sample: those of lowest mean influence.")
         with k3:
-            n_boot = st.select_slider("Bootstrap replicates", [cache.PAGE_N_BOOT, 1000], value=cache.PAGE_N_BOOT,
-                                      key="n_boot",
-                                      help="200 keeps the page live; choose 1000 for the intervals you report.")
+            n_boot = st.select_slider("Bootstrap replicates", [cache.PREVIEW_N_BOOT, cache.PAGE_N_BOOT],
+                                      value=cache.PAGE_N_BOOT, key="n_boot",
+                                      help=f"{cache.PAGE_N_BOOT}: the replicates of every interval on the Findings "
+                                           f"page, in the CLI report and in the export; {cache.PREVIEW_N_BOOT}: a "
+                                           "faster preview while tuning (the Export page follows this choice).")
 
         picked = state.manual_coords(run)
         with st.expander("Manual mask (channels, positions, picked coordinates)", expanded=False):

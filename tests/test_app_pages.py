@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from ldminv_core import metrics
 from ldminv_core.analyze import AnalysisCancelled, AnalyzeConfig, run_analysis
+from ldminv_core.evaluation import DEFAULT_N_BOOT
 from ldminv_core.masks import DropSweep, manual_mask, masked_statistic, percentile_drop_mask
 from ldminv_core.runstore import Run, run_status
 
@@ -564,7 +565,7 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
     folds = 2 if protocol == "honest" else 5
     proto = make_protocol(protocol, folds=folds)
     run = Run.open(env["run"])
-    ev = Evaluation(run, "sima", proto, n_boot=200)
+    ev = Evaluation(run, "sima", proto, n_boot=DEFAULT_N_BOOT)
     res = ev.result()
     # the caption names the protocol with its description
     captions = "\n".join(c.value for c in at.caption)
@@ -612,7 +613,7 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
     assert [tr["name"] for tr in overview["data"]] == ["AUROC", "TPR@1%FPR"]
     table = _dataframe_with(at, "TPR@1%FPR 95% CI").set_index("attack")
     for i, name in enumerate(("sima", "pfami")):
-        arm = Evaluation(run, name, proto, n_boot=200).arms()["baseline"]
+        arm = Evaluation(run, name, proto, n_boot=DEFAULT_N_BOOT).arms()["baseline"]
         assert _arr(overview["data"][0]["y"]).astype(float)[i] == pytest.approx(arm.auroc, abs=1e-12)
         assert _arr(overview["data"][1]["y"]).astype(float)[i] == pytest.approx(arm.tpr_at_1fpr, abs=1e-12)
         label = {"sima": "SimA", "pfami": "PFAMI"}[name]
@@ -629,7 +630,7 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
     # the caption names the t of every attack
     overview_caption = next(c.value for c in at.caption if c.value.startswith(f"{protocol} protocol; TPR@1%FPR"))
     for name in ("sima", "pfami"):
-        arm = Evaluation(run, name, proto, n_boot=200).arms()["baseline"]
+        arm = Evaluation(run, name, proto, n_boot=DEFAULT_N_BOOT).arms()["baseline"]
         ts = [f.t for f in arm.folds]
         if protocol != "honest":
             t_words = arm.t_text
@@ -672,7 +673,7 @@ def test_protocol_selector_changes_the_numbers_on_the_findings_page(env):
     for protocol in ("standard", "paper", "honest"):
         _select_protocol(at, protocol)
         arm = Evaluation(run, "sima", make_protocol(protocol, folds=2 if protocol == "honest" else 5),
-                         n_boot=200).arms()["baseline"]
+                         n_boot=DEFAULT_N_BOOT).arms()["baseline"]
         values[protocol] = shown()
         assert values[protocol] == (pytest.approx(arm.tpr_at_1fpr, abs=1e-12), pytest.approx(arm.auroc, abs=1e-12))
     # paper's TPR is held-out TPR at member FPR < 1%; honest's AUROC is a mean over folds
@@ -681,7 +682,7 @@ def test_protocol_selector_changes_the_numbers_on_the_findings_page(env):
     # more folds change the honest numbers again
     at.number_input(key="sidebar_folds").set_value(3).run()
     _no_exception(at)
-    arm3 = Evaluation(run, "sima", make_protocol("honest", folds=3), n_boot=200).arms()["baseline"]
+    arm3 = Evaluation(run, "sima", make_protocol("honest", folds=3), n_boot=DEFAULT_N_BOOT).arms()["baseline"]
     assert shown() == (pytest.approx(arm3.tpr_at_1fpr, abs=1e-12), pytest.approx(arm3.auroc, abs=1e-12))
 
 
@@ -695,7 +696,7 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
     # no bare deltas on the metric cards; every card names its protocol, t and interval
     assert all(m.proto.delta == "" for m in at.metric), [m.proto.delta for m in at.metric]
     run = Run.open(env["run"])
-    std = Evaluation(run, "sima", "standard", n_boot=200).arms()
+    std = Evaluation(run, "sima", "standard", n_boot=DEFAULT_N_BOOT).arms()
     tpr_standard = _metric(at, "TPR@1%FPR (baseline)")
     assert tpr_standard == pytest.approx(std["baseline"].tpr_at_1fpr)
     captions = "\n".join(c.value for c in at.caption)
@@ -703,7 +704,7 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
     assert f"standard · {std['masked'].t_text} · drop 40 % · 95% CI {format_rate_ci(ci)}" in captions  # rates as 4-decimal fractions
     # the masking differences with their intervals and verdicts (from the findings)
     lines = _finding_lines(at)
-    for f in Evaluation(run, "sima", "standard", n_boot=200).findings(40.0):
+    for f in Evaluation(run, "sima", "standard", n_boot=DEFAULT_N_BOOT).findings(40.0):
         if f.id.startswith("masking"):
             assert any(f"**{f.estimate:+.4f}**, 95% CI [{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in v for v in lines.values())
     # the random control's spread over its seeds
@@ -712,7 +713,7 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
             in captions)
 
     _select_protocol(at, "paper")
-    paper = Evaluation(run, "sima", "paper", n_boot=200).arms()
+    paper = Evaluation(run, "sima", "paper", n_boot=DEFAULT_N_BOOT).arms()
     tpr_paper = _metric(at, "TPR@1%FPR (baseline)")
     assert tpr_paper == pytest.approx(paper["baseline"].tpr_at_1fpr)
     assert tpr_paper != pytest.approx(tpr_standard)
@@ -723,7 +724,7 @@ def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env
             assert f"paper · t = {arm.best_t[m]} ·" in captions
 
     _select_protocol(at, "honest", folds=2)
-    honest = Evaluation(run, "sima", make_protocol("honest", folds=2), n_boot=200)
+    honest = Evaluation(run, "sima", make_protocol("honest", folds=2), n_boot=DEFAULT_N_BOOT)
     arms = honest.arms()
     assert _metric(at, "AUROC (baseline)") == pytest.approx(arms["baseline"].auroc)
     assert _metric(at, "TPR@1%FPR (masked)") == pytest.approx(arms["masked"].tpr_at_1fpr)
@@ -759,7 +760,7 @@ def test_findings_page_for_an_attack_without_timesteps(env, protocol):
     at.selectbox(key="sidebar_attack").select("pfami").run()
     _no_exception(at)
     assert not at.error, [e.value for e in at.error]
-    res = Evaluation(Run.open(env["run"]), "pfami", make_protocol(protocol, folds=2), n_boot=200).result()
+    res = Evaluation(Run.open(env["run"]), "pfami", make_protocol(protocol, folds=2), n_boot=DEFAULT_N_BOOT).result()
     assert [f.id for f in res.findings] == ["distortion_quartiles"]
     text = "\n".join(m.value for m in at.markdown)
     assert res.findings[0].statement in text

@@ -212,7 +212,7 @@ def test_every_page_in_chromium(server, page, fixture_run):
             from ldminv_core.evaluation import Evaluation
             from ldminv_core.runstore import Run
 
-            finding = Evaluation(Run.open(fixture_run), "sima", "standard", n_boot=200).result().finding(
+            finding = Evaluation(Run.open(fixture_run), "sima", "standard").result().finding(  # the default replicates
                 "masking_vs_random")
             shown = page.get_by_test_id("stMarkdown").filter(has_text="AUROC masked − random:")
             expect(shown).to_have_count(1)

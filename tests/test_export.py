@@ -21,6 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 from ldminv_core.analyze import AnalyzeConfig, run_analysis
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
+from ldminv_core.evaluation import DEFAULT_N_BOOT, finding_title, verdict_words
 from ldminv_core.masks import random_drop_mask
 from ldminv_core.report import build_report
 from ldminv_core.runstore import Run, run_status
@@ -114,12 +115,19 @@ def sk_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 
 class _Doc(HTMLParser):
-    """Collects what the tests check: element ids, tables (by id), scripts, h2 texts, <pre>."""
+    """Collects what the tests check: element ids, tables (by id) with each row's ``data-finding``,
+    scripts, links, anchors, headings (h1-h6 and table header cells), <pre>."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.ids: list[str] = []
         self.tables: dict[str, list[list[str]]] = {}
+        self.row_keys: dict[str, list[str | None]] = {}
+        self.anchors: list[dict] = []
+        self.headings: list[str] = []
+        self.finding_titles: list[str] = []
+        self._heading: list[str] | None = None
+        self._title: list[str] | None = None
         self.scripts: list[dict] = []
         self.links: list[dict] = []
         self.h2: list[str] = []
@@ -141,8 +149,10 @@ class _Doc(HTMLParser):
         if tag == "table":
             self._table = a.get("id", f"table-{len(self.tables)}")
             self.tables[self._table] = []
+            self.row_keys[self._table] = []
         elif tag == "tr" and self._table is not None:
             self._row = []
+            self.row_keys[self._table].append(a.get("data-finding"))
         elif tag in ("td", "th") and self._row is not None:
             self._cell = []
         elif tag == "script":
@@ -153,8 +163,20 @@ class _Doc(HTMLParser):
             self._h2 = []
         elif tag == "pre":
             self._pre = (a.get("id", ""), [])
+        elif tag == "a":
+            self.anchors.append(a)
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6", "th"):
+            self._heading = []
+        if tag == "span" and "finding-title" in (a.get("class") or "").split():
+            self._title = []
 
     def handle_endtag(self, tag):
+        if tag in ("h1", "h2", "h3", "h4", "h5", "h6", "th") and self._heading is not None:
+            self.headings.append("".join(self._heading).strip())
+            self._heading = None
+        if tag == "span" and self._title is not None:
+            self.finding_titles.append("".join(self._title).strip())
+            self._title = None
         if tag in ("td", "th") and self._cell is not None:
             self._row.append("".join(self._cell).strip())
             self._cell = None
@@ -175,7 +197,7 @@ class _Doc(HTMLParser):
             self._pre = None
 
     def handle_data(self, data):
-        for buf in (self._cell, self._h2):
+        for buf in (self._cell, self._h2, self._heading, self._title):
             if buf is not None:
                 buf.append(data)
         if self._script is not None:
@@ -195,6 +217,22 @@ def table_dict(rows: list[list[str]]) -> dict[str, dict[str, str]]:
     """{first cell: {header: cell}} of a parsed table."""
     header = rows[0]
     return {r[0]: dict(zip(header, r)) for r in rows[1:]}
+
+
+def findings_rows(p: _Doc) -> dict[str, dict[str, str]]:
+    """{finding id (the row's data-finding): {header: cell}} of the report's findings table."""
+    rows, keys = p.tables["findings-table"], p.row_keys["findings-table"]
+    return {k: dict(zip(rows[0], r)) for k, r in zip(keys[1:], rows[1:])}
+
+
+def report_json(p: _Doc) -> dict:
+    """The report JSON the HTML report embeds in its save link (a base64 data: URL)."""
+    import base64
+
+    link = next(a for a in p.anchors if a.get("id") == "report-json-link")
+    head, payload = link["href"].split(",", 1)
+    assert head == "data:application/json;base64"
+    return json.loads(base64.b64decode(payload).decode("utf-8"))
 
 
 # --------------------------------------------------------------------------- HTML report
@@ -291,12 +329,13 @@ def test_report_metrics_equal_sklearn_on_recomputed_scores(sima_report, arrays, 
 def test_report_opens_with_the_findings_of_build_report(sima_report, run_dir):
     doc, p = sima_report
     assert doc.index('id="findings"') < doc.index('id="run-settings"')
-    rows = table_dict(p.tables["findings-table"])
+    rows = findings_rows(p)
     report = build_report(Run.open(run_dir), attack="sima", drop=DROP, seed=SEED, n_boot=N_BOOT)
     assert list(rows) == [f["id"] for f in report["findings"]]
     for f in report["findings"]:
         row = rows[f["id"]]
-        assert row["verdict"] == f["verdict"] and row["statement"] == f["statement"]
+        assert row["verdict"] == verdict_words(f["verdict"], f["estimate"]) and row["statement"] == f["statement"]
+        assert row["finding"] == finding_title(f["id"]) + f["id"]  # the title, the id beneath it
         assert row["estimate"] == f"{f['estimate']:+.4f}"
         assert row["95% CI"] == f"[{f['ci'][0]:.4f}, {f['ci'][1]:.4f}]"
     assert '<p class="lead" id="protocol-line">Protocol <b>standard</b>' in doc
@@ -336,8 +375,9 @@ def test_report_run_settings_quartiles_and_json(sima_report, arrays, run_dir):
         s = -arrays["terms"][:, i].sum(axis=(1, 2, 3))
         assert t_rows[str(t)]["AUROC (baseline)"] == f"{roc_auc_score(labels, s):.4f}"
 
-    # the report JSON is build_report's, unchanged
-    shown = json.loads(p.pre["report-json-text"])
+    # the report JSON is build_report's, unchanged (saved by a link, not printed in the page)
+    assert not p.pre
+    shown = report_json(p)
     assert shown == json.loads(json.dumps(build_report(Run.open(run_dir), attack="sima", drop=DROP, seed=SEED,
                                                        n_boot=N_BOOT)))
 
@@ -358,14 +398,14 @@ def test_report_under_the_paper_and_honest_protocols(run_dir, arrays):
     per_t = np.array(per_t)
     for k, metric in enumerate(("AUROC", "TPR@1%FPR", "ASR")):
         assert table["baseline"][metric] == f"{per_t[:, k].max():.4f}", metric
-    assert json.loads(p.pre["report-json-text"])["protocol"]["name"] == "paper"
+    assert report_json(p)["protocol"]["name"] == "paper"
     # honest: folds table with every fold's own choices, realised FPR beside TPR
     doc = export.build_html_report(run, attack="sima", protocol="honest", folds=2, drop_percent=None, n_boot=0)
     p = parse(doc)
     table = table_dict(p.tables["metrics-table"])
     assert "realised FPR" in table["baseline"]
     folds = p.tables["folds-table"]
-    report = json.loads(p.pre["report-json-text"])
+    report = report_json(p)
     assert len(folds) - 1 == 2 * 3  # 2 folds x (baseline, masked, random)
     assert sum(len(f["sample_ids"]) for f in report["attacks"]["sima"]["baseline"]["folds"]) == 2 * N_PER_SPLIT
     assert report["drop_percent"] is None
@@ -514,20 +554,22 @@ def test_export_page_with_an_unmaskable_attack(run_dir, monkeypatch):
 
 @pytest.mark.parametrize("protocol", ["paper", "honest"])
 def test_cli_html_and_findings_page_show_the_same_numbers(run_dir, monkeypatch, capsys, protocol):
-    """The CLI report, the HTML export and the Findings page, for the same settings, print the same
-    findings (estimate, interval, verdict) and the same baseline metrics."""
+    """The CLI report, the HTML export and the Findings page, each with its default bootstrap
+    replicates, print the same findings (estimate, interval, verdict) and the same baseline metrics:
+    one replicate count everywhere."""
     from ldminv_core.__main__ import main
 
     extra = ["--folds", "2"] if protocol == "honest" else []
-    assert main(["report", str(run_dir), "--json", "--attack", "sima", "--protocol", protocol, "--n-boot", "200",
-                 *extra]) == 0
+    assert main(["report", str(run_dir), "--json", "--attack", "sima", "--protocol", protocol, *extra]) == 0
     cli = json.loads(capsys.readouterr().out)
+    assert cli["n_boot"] == DEFAULT_N_BOOT
     folds = 2 if protocol == "honest" else None
-    doc = export.build_html_report(run_dir, attack="sima", protocol=protocol, folds=folds, n_boot=200,
+    doc = export.build_html_report(run_dir, attack="sima", protocol=protocol, folds=folds,
                                    drop_percent=None if protocol == "honest" else 40, random_seed=0)
     p = parse(doc)
-    html_rows = table_dict(p.tables["findings-table"])
+    html_rows = findings_rows(p)
     html_metrics = table_dict(p.tables["metrics-table"])
+    assert f"{DEFAULT_N_BOOT} stratified replicates" in table_dict(p.tables["figure-settings-table"])["bootstrap"]["value"]
 
     monkeypatch.setenv("LDMINV_RUN", str(run_dir))
     monkeypatch.setenv("LDMINV_HOME", str(run_dir.parent.parent))
@@ -545,7 +587,7 @@ def test_cli_html_and_findings_page_show_the_same_numbers(run_dir, monkeypatch, 
         assert html_rows[f["id"]]["95% CI"] == f"[{lo:.4f}, {hi:.4f}]"
         assert html_rows[f["id"]]["statement"] == f["statement"]
         assert f["statement"] in page_text
-        assert f"**{est:+.4f}**, 95% CI [{lo:+.4f}, {hi:+.4f}]" in page_text
+        assert f"**{est:+.4f}**, 95% CI [{lo:+.4f}, {hi:+.4f}] ({DEFAULT_N_BOOT} bootstrap replicates)" in page_text
     base = cli["attacks"]["sima"]["baseline"]
     for metric, label in (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"), ("asr", "ASR")):
         assert html_metrics["baseline"][label] == f"{base[metric]:.4f}"

@@ -6,7 +6,9 @@
 - :mod:`.results`: the typed results (arms, quartiles, findings, curves);
 - :mod:`.evaluator`: :class:`Evaluation`, one attack of a run under one protocol, with
   memoised parts;
-- :mod:`.tables`: descriptive per-coordinate and per-subset tables of the dashboard.
+- :mod:`.tables`: descriptive per-coordinate and per-subset tables of the dashboard;
+- :mod:`.wording`: how the findings are said (titles, verdicts with tiny effects named, a summary
+  line), shared by every surface.
 
 The CLI report, the HTML export and the dashboard pages only format what this layer returns.
 """
@@ -27,7 +29,7 @@ from .protocols import (
     make_protocol,
 )
 from .tables import dimension_table, quartile_edges, rank_of, subset_metrics
-from .resampling import combine_strata, percentile_interval, resample_index, verdict
+from .resampling import DEFAULT_N_BOOT, combine_strata, percentile_interval, resample_index, verdict
 from .results import (
     VERDICT_TEXT,
     ArmResult,
@@ -37,6 +39,17 @@ from .results import (
     Finding,
     FoldChoice,
     QuartileResult,
+)
+from .wording import (
+    FINDING_SHORT_TITLES,
+    FINDING_TITLES,
+    PRACTICAL_AUROC,
+    effect_sentence,
+    finding_title,
+    findings_summary,
+    is_tiny,
+    tiny_note,
+    verdict_words,
 )
 
 __all__ = [
@@ -56,6 +69,7 @@ __all__ = [
     "convention_metrics",
     "convention_roc",
     "make_protocol",
+    "DEFAULT_N_BOOT",
     "combine_strata",
     "percentile_interval",
     "resample_index",
@@ -72,4 +86,13 @@ __all__ = [
     "quartile_edges",
     "rank_of",
     "subset_metrics",
+    "FINDING_TITLES",
+    "FINDING_SHORT_TITLES",
+    "PRACTICAL_AUROC",
+    "effect_sentence",
+    "finding_title",
+    "findings_summary",
+    "is_tiny",
+    "tiny_note",
+    "verdict_words",
 ]

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import DEFAULT_N_BOOT  # the one default count of replicates (defined where the CLI can read it cheaply)
 from ..errors import LdminvError, ShapeError
 
-__all__ = ["resample_index", "combine_strata", "percentile_interval", "verdict"]
+__all__ = ["DEFAULT_N_BOOT", "resample_index", "combine_strata", "percentile_interval", "verdict"]
 
 
 def combine_strata(*keys: np.ndarray) -> np.ndarray:

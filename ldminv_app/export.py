@@ -772,7 +772,10 @@ def build_html_report(
     parts.append(_section("metrics", metrics_body))
 
     # ---- ROC
-    roc_note = res.baseline.t_text + (", pooled over folds" if honest else "")
+    if res.protocol.name == "paper" and maskable:  # each metric has its own t: the curves are at the AUROC's
+        roc_note = "AUROC's t: " + ", ".join(f"{a.arm} {a.best_t['auroc']}" for a in arms)
+    else:
+        roc_note = res.baseline.t_text + (", pooled calibrated out-of-fold scores" if honest else "")
     parts.append(_section("roc", _roc_figures(roc_scores, {a.arm: a for a in arms}, run, res.protocol, fig,
                                               roc_note)))
 

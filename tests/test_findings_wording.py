@@ -332,6 +332,9 @@ def test_html_report_titles_random_legend_log_axes_and_json_link(run3, protocol)
     assert seeds["mean"]["AUROC"] == metrics_rows["random"]["AUROC"]
     rocs = [f for f in _figures(doc) if str(f["layout"]["title"]["text"]).startswith("ROC")]
     assert len(rocs) == 2
+    if protocol == "paper":  # each metric has its own t: the curves say they are at the AUROC's
+        t_words = ", ".join(f"{a} {getattr(res, a).best_t['auroc']}" for a in ("baseline", "masked", "random"))
+        assert all(f"(AUROC's t: {t_words})" in f["layout"]["title"]["text"] for f in rocs)
     n_neg, n_pos = (run3.n_members, run3.n_heldout) if protocol == "paper" else (run3.n_heldout, run3.n_members)
     for fig in rocs:
         by_name = {tr["name"]: tr for tr in fig["data"]}

@@ -85,13 +85,13 @@ def verdict_words(verdict: str, estimate: float | None, *, metric: str = "auroc"
 def effect_sentence(finding: Any) -> str | None:
     """One sentence on the size of a supported or contradicted effect that is tiny (a
     :class:`Finding` or a report-JSON finding), or None when there is nothing to say:
-    "Statistically supported but tiny: +0.0015 AUROC, below the 0.01 AUROC this report treats as
-    a practically relevant difference."."""
+    "Statistically supported but tiny: +0.0015 AUROC, below the 0.01 AUROC (one point) that counts
+    as a practically relevant difference."."""
     verdict, estimate, metric = _field(finding, "verdict"), _field(finding, "estimate"), _field(finding, "metric")
     if verdict not in ("supported", "contradicted") or not is_tiny(estimate, metric=metric):
         return None
     return (f"Statistically {verdict} but tiny: {float(estimate):+.4f} {_METRIC_WORDS.get(metric, metric)}, below the "
-            f"{PRACTICAL_AUROC:g} AUROC this report treats as a practically relevant difference.")
+            f"{PRACTICAL_AUROC:g} AUROC (one point) that counts as a practically relevant difference.")
 
 
 def tiny_note() -> str:

@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from ldminv_core import masks
+from ldminv_core import embedding, masks
 from ldminv_core.errors import RunError
 from ldminv_core.evaluation import DEFAULT_N_BOOT, Evaluation, make_protocol, tables
 from ldminv_core.evaluation.grids import grid_cache_dir
 from ldminv_core.runstore import Run
+from ldminv_core.shift import heldout_member_shift
 
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
 from .jobs import AnalysisJob
@@ -38,6 +39,8 @@ __all__ = [
     "get_model",
     "influence",
     "latents",
+    "stored_umap",
+    "compute_umap",
     "terms",
     "evaluation",
     "PAGE_N_BOOT",
@@ -164,6 +167,37 @@ def _latents(path: str, stamp: int) -> np.ndarray:
 def latents(run: Run) -> np.ndarray:
     """(N, C, h, w) float32 latents, in memory (read once per run)."""
     return _latents(*run_key(run.path))
+
+
+@st.cache_resource(show_spinner=False)
+def _umap_store() -> dict[tuple, np.ndarray]:
+    """Embeddings this server computed, by (run path, stamp, N, seed, neighbours): only those
+    that could not be saved in their run folder (a read-only folder) are looked up here."""
+    return {}
+
+
+def stored_umap(run: Run, *, seed: int, n_neighbors: int) -> np.ndarray | None:
+    """The run's UMAP for these settings when it was computed before, else None: the copy saved
+    in the run folder (``embedding.read_cached_umap``, one file per setting), or the one this
+    server kept when the folder could not be written. Both are keyed by the same settings."""
+    n = len(run)
+    xy = embedding.read_cached_umap(run.path, n, seed=int(seed), n_neighbors=int(n_neighbors))
+    if xy is None:
+        xy = _umap_store().get((*run_key(run.path), n, int(seed), int(n_neighbors)))
+    return xy
+
+
+def compute_umap(run: Run, *, seed: int, n_neighbors: int) -> tuple[np.ndarray, str | None]:
+    """Compute the run's UMAP for these settings and save it in the run folder next to those of
+    other settings. Returns (the (N, 2) embedding, None), or (the embedding, the reason it could
+    not be saved) when the folder is not writable: it is then kept for this server's lifetime."""
+    xy = embedding.umap_embedding(latents(run), seed=int(seed), n_neighbors=int(n_neighbors))
+    try:
+        embedding.store_umap(run.path, xy, seed=int(seed), n_neighbors=int(n_neighbors))
+    except RunError as exc:
+        _umap_store()[(*run_key(run.path), len(run), int(seed), int(n_neighbors))] = xy
+        return xy, str(exc)
+    return xy, None
 
 
 def terms(run: Run, attack: str) -> np.ndarray:
@@ -380,6 +414,20 @@ def best_t_index(run: Run, attack: str) -> int:
     return evaluation(run, attack).headline_t_index()
 
 
+def _term_shift(terms_t: np.ndarray, labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """The table's ``shift`` column (``ldminv_core.shift.heldout_member_shift``: median held-out
+    minus member term over all pairs, never of the other sign than ``auroc`` - 0.5), in the
+    table's row order; NaN when a class is missing."""
+    lab = np.asarray(labels)
+    if not ((lab == 1).any() and (lab != 1).any()):
+        return np.full(len(table), np.nan)
+    coords = table["coord"].to_numpy()
+    by_coord = np.empty(len(table))
+    by_coord[coords] = table["auroc"].to_numpy()
+    values, _ = heldout_member_shift(terms_t.reshape(terms_t.shape[0], -1), lab, auroc=by_coord)
+    return values[coords]
+
+
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _dimension_table(path: str, stamp: int, attack: str, t_index: int) -> pd.DataFrame:
     """The table, from its copy in the run's cache folder when one matches the files, else
@@ -391,13 +439,15 @@ def _dimension_table(path: str, stamp: int, attack: str, t_index: int) -> pd.Dat
     if folder is not None:
         ident = "|".join(f"{os.path.basename(a.filename)}-{os.stat(a.filename).st_size}-{os.stat(a.filename).st_mtime_ns}"
                          for a in (terms, run.influence) if getattr(a, "filename", None))
-        digest = hashlib.sha1(f"{ident}|{attack}|{int(t_index)}|v1".encode()).hexdigest()[:16]
+        digest = hashlib.sha1(f"{ident}|{attack}|{int(t_index)}|v2".encode()).hexdigest()[:16]
         target = folder / f"dimensions-{digest}.parquet"  # parquet, not pickle: a run folder may come from anyone
         try:
             return pd.read_parquet(target)
         except Exception:  # noqa: BLE001 - missing or unreadable: compute it again
             pass
-    table = tables.dimension_table(run.influence, masks.read_timestep(terms, int(t_index)), run.labels)
+    terms_t = masks.read_timestep(terms, int(t_index))
+    table = tables.dimension_table(run.influence, terms_t, run.labels)
+    table["shift"] = _term_shift(terms_t, run.labels, table)
     if target is not None:
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -420,7 +470,8 @@ def warm_dimension_tables(run: Run, attack: str, t_indices) -> None:
 
 def dimension_table(run: Run, attack: str, t_index: int) -> pd.DataFrame:
     """``ldminv_core.evaluation.tables.dimension_table`` of the attack's terms at one timestep
-    (descriptive, the same under every protocol), cached."""
+    (descriptive, the same under every protocol) with a ``shift`` column (the Hodges-Lehmann
+    shift of the term, held-out minus member: of the sign of ``auroc`` - 0.5), cached."""
     key = run_key(run.path)
     with st.spinner("Ranking the latent coordinates (once per timestep; saved next to the run)…"):
         return _dimension_table(*key, attack, int(t_index))

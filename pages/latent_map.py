@@ -1,8 +1,8 @@
 """Latent map page: a UMAP of the latents, coloured by distortion, split, score or a coordinate's
 influence; a box / lasso selection shows its images and that subset's ROC and metrics.
 
-The embedding is computed on request and stored in the run folder (umap.npy), so it is
-computed once per run.
+Each embedding is computed on request and stored in the run folder under its settings
+(``ldminv_app.cache.compute_umap``), so every setting is computed once and stays available.
 """
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import streamlit as st
 
 from ldminv_core import metrics
 from ldminv_core.analyze import format_duration
-from ldminv_core.embedding import cached_umap_embedding, read_cached_umap
 from ldminv_core.evaluation import fpr_support, subset_metrics
 
 from ldminv_app import cache, figures, state, ui
@@ -49,14 +48,6 @@ def selected_rows(selection, n: int) -> list[int]:
     return sorted(set(r for r in rows if 0 <= r < n))
 
 
-@st.cache_data(max_entries=8, show_spinner=False)
-def _umap(path: str, stamp: int, seed: int, n_neighbors: int) -> np.ndarray:
-    """The run's UMAP for these settings (computed once, stored in the run folder; ``stamp`` keys
-    the cache to run.json's mtime)."""
-    run = cache.open_run(path)
-    return cached_umap_embedding(path, cache.latents(run), seed=seed, n_neighbors=n_neighbors)
-
-
 run = ui.require_run()  # waits for the decoder geometry of a partial run
 
 with ui.guard("The Latent map page failed"):
@@ -76,7 +67,7 @@ with ui.guard("The Latent map page failed"):
     with o2:
         umap_seed = int(st.number_input("UMAP seed", 0, 2**31 - 1, 0, step=1, key="umap_seed"))
 
-    xy = read_cached_umap(run.path, n, seed=umap_seed, n_neighbors=n_neighbors)
+    xy = cache.stored_umap(run, seed=umap_seed, n_neighbors=n_neighbors)
     if xy is None:
         notice = st.empty()  # the notice and its button go as soon as the embedding exists
         with notice.container():
@@ -91,13 +82,15 @@ with ui.guard("The Latent map page failed"):
                          "of a session also compiles umap-learn's numba code (about half a minute).")
                 t0 = time.perf_counter()
                 try:
-                    xy = _umap(*cache.run_key(run.path), umap_seed, n_neighbors)
+                    xy, not_saved = cache.compute_umap(run, seed=umap_seed, n_neighbors=n_neighbors)
                 except Exception as exc:  # noqa: BLE001
                     status.update(label="UMAP failed", state="error")
                     ui.show_error(exc, what="UMAP failed")
                 else:
                     status.update(label=f"UMAP of {n} latents computed in {format_duration(time.perf_counter() - t0)}",
                                   state="complete", expanded=False)
+                    if not_saved:
+                        st.warning(f"Kept until the dashboard restarts, not saved with the run: {not_saved}")
         if xy is None:
             st.stop()
 

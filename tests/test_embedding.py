@@ -76,15 +76,11 @@ def test_cached_embedding_written_once_and_reused(tmp_path, latents, monkeypatch
     first = embedding.cached_umap_embedding(tmp_path, latents, seed=1, n_neighbors=5)
     direct = embedding.umap_embedding(latents, seed=1, n_neighbors=5)
     np.testing.assert_array_equal(first, direct)
-    stored = np.load(tmp_path / embedding.UMAP_FILE)
-    np.testing.assert_array_equal(stored, first)
-    assert json.loads((tmp_path / embedding.UMAP_SETTINGS_FILE).read_text()) == {
-        "seed": 1,
-        "n_neighbors": 5,
-        "n": latents.shape[0],
-    }
-    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    mtime = (tmp_path / embedding.UMAP_FILE).stat().st_mtime_ns
+    stored_at = embedding.umap_file(tmp_path, latents.shape[0], seed=1, n_neighbors=5)
+    assert stored_at.parent == tmp_path / ".ldminv-cache" / "umap"
+    np.testing.assert_array_equal(np.load(stored_at), first)
+    assert not [p for p in stored_at.parent.iterdir() if p.name.endswith(".tmp")]
+    mtime = stored_at.stat().st_mtime_ns
 
     def fail(*args, **kwargs):
         raise AssertionError("the cached embedding should have been reused")
@@ -92,11 +88,57 @@ def test_cached_embedding_written_once_and_reused(tmp_path, latents, monkeypatch
     monkeypatch.setattr(embedding, "umap_embedding", fail)
     second = embedding.cached_umap_embedding(tmp_path, latents, seed=1, n_neighbors=5)
     np.testing.assert_array_equal(second, first)
-    assert (tmp_path / embedding.UMAP_FILE).stat().st_mtime_ns == mtime
+    assert stored_at.stat().st_mtime_ns == mtime
 
     # other settings are not served from the cache
     with pytest.raises(AssertionError, match="reused"):
         embedding.cached_umap_embedding(tmp_path, latents, seed=2, n_neighbors=5)
+
+
+def test_every_setting_is_kept_and_read_back_by_its_own_settings(tmp_path, latents, monkeypatch):
+    """Seed 0, then seed 1, then seed 0 again: both stay stored, each read back by its settings
+    (a single file holding the last setting lost seed 0 when seed 1 was computed)."""
+    calls = []
+
+    def fake(arr, *, seed=0, n_neighbors=15, progress=None):
+        calls.append((seed, n_neighbors))
+        return np.random.default_rng([seed, n_neighbors]).normal(size=(arr.shape[0], 2)).astype(np.float32)
+
+    monkeypatch.setattr(embedding, "umap_embedding", fake)
+    n = latents.shape[0]
+    e0 = embedding.cached_umap_embedding(tmp_path, latents, seed=0, n_neighbors=5)
+    e1 = embedding.cached_umap_embedding(tmp_path, latents, seed=1, n_neighbors=5)
+    e0_again = embedding.cached_umap_embedding(tmp_path, latents, seed=0, n_neighbors=5)
+    e0_k7 = embedding.cached_umap_embedding(tmp_path, latents, seed=0, n_neighbors=7)
+    assert calls == [(0, 5), (1, 5), (0, 7)]
+    np.testing.assert_array_equal(e0_again, e0)
+    assert not np.array_equal(e0, e1) and not np.array_equal(e0, e0_k7)
+    for seed, k, want in ((0, 5, e0), (1, 5, e1), (0, 7, e0_k7)):
+        np.testing.assert_array_equal(embedding.read_cached_umap(tmp_path, n, seed=seed, n_neighbors=k), want)
+    assert embedding.read_cached_umap(tmp_path, n, seed=2, n_neighbors=5) is None
+    assert embedding.read_cached_umap(tmp_path, n + 1, seed=0, n_neighbors=5) is None  # other samples
+
+
+def test_reads_the_single_file_of_earlier_versions_when_its_settings_match(tmp_path):
+    xy = np.arange(20, dtype=np.float32).reshape(10, 2)
+    np.save(tmp_path / embedding.UMAP_FILE, xy)
+    (tmp_path / embedding.UMAP_SETTINGS_FILE).write_text(json.dumps({"seed": 3, "n_neighbors": 15, "n": 10}))
+    np.testing.assert_array_equal(embedding.read_cached_umap(tmp_path, 10, seed=3, n_neighbors=15), xy)
+    assert embedding.read_cached_umap(tmp_path, 10, seed=0, n_neighbors=15) is None
+    # a stored file of the same settings wins over it
+    newer = -xy
+    embedding.store_umap(tmp_path, newer, seed=3, n_neighbors=15)
+    np.testing.assert_array_equal(embedding.read_cached_umap(tmp_path, 10, seed=3, n_neighbors=15), newer)
+
+
+def test_store_errors_are_clear(tmp_path):
+    with pytest.raises(ShapeError, match=r"emb: expected an array of shape \(N, 2\)"):
+        embedding.store_umap(tmp_path, np.zeros((4, 3)), seed=0, n_neighbors=5)
+    with pytest.raises(RunError, match="run_dir"):
+        embedding.store_umap(tmp_path / "missing", np.zeros((4, 2)), seed=0, n_neighbors=5)
+    (tmp_path / ".ldminv-cache").write_text("a file where the cache folder goes")
+    with pytest.raises(RunError, match=r"could not store the UMAP in .*umap-n4-neighbours5-seed0\.npy"):
+        embedding.store_umap(tmp_path, np.zeros((4, 2)), seed=0, n_neighbors=5)
 
 
 def test_cached_embedding_needs_a_folder(tmp_path, latents):

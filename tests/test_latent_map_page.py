@@ -1,0 +1,133 @@
+"""The Latent map page keeps every UMAP it computed, and its thumbnails are a balanced, labelled
+sample of the selection.
+
+Runs are synthetic (``synthetic_runs.write_run``); umap-learn is replaced by a seeded stand-in
+(no numba compile), counted so that a recomputation shows.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.proto.WidgetStates_pb2 import WidgetStates
+from streamlit.testing.v1 import AppTest
+
+from ldminv_core import embedding
+from ldminv_core.runstore import Run
+
+from synthetic_runs import write_run
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+TIMEOUT = 120
+SHAPE = (2, 4, 4)
+TIMESTEPS = [0, 10, 20]
+
+
+def _make_run(folder: Path, *, n_members: int, n_heldout: int, images: bool = True) -> Run:
+    rng = np.random.default_rng(0)
+    n = n_members + n_heldout
+    labels = np.r_[np.ones(n_members, dtype=np.int8), np.zeros(n_heldout, dtype=np.int8)]
+    terms = rng.gamma(2.0, 1.0, size=(n, len(TIMESTEPS), *SHAPE)).astype(np.float32)
+    run = write_run(folder, terms=terms, influence=rng.normal(size=(n, *SHAPE)).astype(np.float32),
+                    log_volume=rng.normal(size=n), labels=labels, timesteps=TIMESTEPS)
+    # latents that differ per sample (write_run stores zeros)
+    np.save(Path(run.path) / "latents.npy", rng.normal(size=(n, *SHAPE)).astype(np.float32))
+    if images:
+        for p in run.samples["path"]:
+            Image.fromarray(rng.integers(0, 255, size=(16, 16), dtype=np.uint8), mode="L").save(p)
+    return Run.open(run.path)
+
+
+@pytest.fixture
+def fake_umap(monkeypatch):
+    """umap-learn replaced by a seeded stand-in; the list records every computation."""
+    calls: list[tuple[int, int]] = []
+
+    def fake(latents, *, seed=0, n_neighbors=15, progress=None):
+        calls.append((int(seed), int(n_neighbors)))
+        return np.random.default_rng([seed, n_neighbors]).normal(size=(latents.shape[0], 2)).astype(np.float32)
+
+    monkeypatch.setattr(embedding, "umap_embedding", fake)
+    return calls
+
+
+def _use(run: Run, monkeypatch, home: Path) -> None:
+    monkeypatch.setenv("LDMINV_HOME", str(home))
+    monkeypatch.setenv("LDMINV_RUN", str(run.path))
+
+
+def _page() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.switch_page("pages/latent_map.py").run()
+    _ok(at)
+    return at
+
+
+def _ok(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def _umap_x(at: AppTest) -> np.ndarray | None:
+    """x coordinates of the map's points, or None when no map is drawn."""
+    for el in at.get("plotly_chart"):
+        if el.proto.id.endswith("umap_chart"):
+            x = json.loads(el.proto.spec)["data"][0]["x"]
+            if isinstance(x, dict):  # a base64 typed array
+                import base64
+                return np.frombuffer(base64.b64decode(x["bdata"]), dtype=np.dtype(x["dtype"]))
+            return np.asarray(x, dtype=np.float64)
+    return None
+
+
+def _no_umap_notice(at: AppTest) -> bool:
+    return any(i.value.startswith("No UMAP with these settings yet") for i in at.info)
+
+
+def _expected(n: int, seed: int, n_neighbors: int = 15) -> np.ndarray:
+    return np.random.default_rng([seed, n_neighbors]).normal(size=(n, 2)).astype(np.float32)
+
+
+def test_every_computed_umap_stays_available(tmp_path, monkeypatch, fake_umap):
+    run = _make_run(tmp_path / "runs" / "r", n_members=10, n_heldout=10, images=False)
+    _use(run, monkeypatch, tmp_path)
+    n = len(run)
+    at = _page()
+    assert _no_umap_notice(at) and _umap_x(at) is None
+
+    at.button(key="umap_compute").click().run()  # seed 0
+    _ok(at)
+    np.testing.assert_allclose(_umap_x(at), _expected(n, 0)[:, 0], rtol=1e-6)
+
+    at.number_input(key="umap_seed").set_value(1).run()
+    _ok(at)
+    assert _no_umap_notice(at)
+    at.button(key="umap_compute").click().run()  # seed 1
+    _ok(at)
+    np.testing.assert_allclose(_umap_x(at), _expected(n, 1)[:, 0], rtol=1e-6)
+
+    at.number_input(key="umap_seed").set_value(0).run()  # back to seed 0: shown at once
+    _ok(at)
+    assert not _no_umap_notice(at) and not [b for b in at.button if b.key == "umap_compute"]
+    np.testing.assert_allclose(_umap_x(at), _expected(n, 0)[:, 0], rtol=1e-6)
+
+    at.selectbox(key="umap_color").select("split").run()  # the next control change keeps it
+    _ok(at)
+    assert not _no_umap_notice(at)
+    np.testing.assert_allclose(_umap_x(at), _expected(n, 0)[:, 0], rtol=1e-6)
+    assert fake_umap == [(0, 15), (1, 15)]  # each setting computed once
+
+    # both embeddings are on disk: a new session (fresh memory) reads either back
+    for seed in (0, 1):
+        stored = embedding.read_cached_umap(run.path, n, seed=seed, n_neighbors=15)
+        np.testing.assert_array_equal(stored, _expected(n, seed))
+    fresh = _page()
+    fresh.number_input(key="umap_seed").set_value(1).run()
+    _ok(fresh)
+    assert not _no_umap_notice(fresh)
+    np.testing.assert_allclose(_umap_x(fresh), _expected(n, 1)[:, 0], rtol=1e-6)
+    assert len(fake_umap) == 2

@@ -554,6 +554,7 @@ def _findings_body(res: AttackEvaluation, ev: Evaluation, fig: _FigureWriter, dr
             masked_band=(curves.masked_lo["auroc"], curves.masked_hi["auroc"]),
             random_mean=curves.random_mean["auroc"], random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
             baseline=curves.baseline["auroc"], baseline_ci=curves.baseline_ci["auroc"], n_seeds=len(curves.seeds),
+            n_boot=curves.n_boot,
             current=drop, title=f"AUROC vs drop %, t = {curves.t} (all samples, {proto.name})",
         )))
     out.append(_row(*charts))

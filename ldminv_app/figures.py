@@ -609,6 +609,7 @@ def drop_curves_with_bands(
     baseline: float,
     baseline_ci: tuple[float, float] | None,
     n_seeds: int,
+    n_boot: int | None = None,
     ylabel: str = "AUROC",
     current: float | None = None,
     title: str | None = None,
@@ -622,6 +623,7 @@ def drop_curves_with_bands(
         random_mean: (K,) mean over the control's seeds; ``random_band``: (min (K,), max (K,)) over seeds.
         baseline: the unmasked metric (a horizontal line); ``baseline_ci``: its interval (a band).
         n_seeds: number of seeds of the random control (named in the legend).
+        n_boot: bootstrap replicates behind the masked and baseline bands (named under the axis).
     """
     x = np.asarray(percents, dtype=np.float64)
     fig = go.Figure()
@@ -655,8 +657,9 @@ def drop_curves_with_bands(
                                  marker=dict(color=VARIANT_COLORS["masked"], size=12, symbol="diamond",
                                              line=dict(color="#ffffff", width=1.5)),
                                  showlegend=False, hovertemplate="drop %{x:g}%<br>%{y:.4f}<extra>in use</extra>"))
-    fig.update_layout(xaxis_title="dropped coordinates (%)<br><sup>shaded: 95% CI of masked and baseline, "
-                      f"range of random over {n_seeds} seeds</sup>", yaxis_title=ylabel)
+    reps = f" ({n_boot} bootstrap replicates)" if n_boot else ""
+    fig.update_layout(xaxis_title="dropped coordinates (%)<br><sup>shaded: 95% CI of masked and baseline"
+                      f"{reps}, range of random over {n_seeds} seeds</sup>", yaxis_title=ylabel)
     _layout(fig, title=title or f"{ylabel} vs drop percentage", height=height)
     fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.36, xanchor="left", x=0),
                       margin=dict(b=110))

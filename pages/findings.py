@@ -89,7 +89,8 @@ with ui.guard("The Findings page failed"):
             random_mean=curves.random_mean["auroc"],
             random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
             baseline=curves.baseline["auroc"], baseline_ci=curves.baseline_ci["auroc"],
-            n_seeds=len(curves.seeds), current=res.masked.drop_percent,  # None: chosen per fold (honest)
+            n_seeds=len(curves.seeds), n_boot=curves.n_boot,
+            current=res.masked.drop_percent,  # None: chosen per fold (honest)
             title=f"AUROC vs drop %, t = {curves.t}<br><sup>{scope}</sup>",
         )
 

@@ -218,3 +218,17 @@ def test_marker_at_a_non_grid_drop_lies_on_the_plotted_curve(app_env):
     # ROC curves are thinned to about 200 points
     roc = next(v for k, v in charts.items() if k.startswith("ROC ("))
     assert all(len(_arr(tr["x"])) <= 202 for tr in roc["data"])
+
+
+def test_drop_curve_bands_name_their_replicates(run):
+    """The shaded bands of the drop curves say how many bootstrap replicates they rest on."""
+    ev = Evaluation(run, "sima", "standard", n_boot=120)
+    curves = ev.drop_curves(ev.headline_t_index())
+    assert curves.n_boot == 120
+    assert ev.drop_curves(ev.headline_t_index(), n_boot=0).n_boot == 0
+    fig = figures.drop_curves_with_bands(
+        curves.percents, masked=curves.masked["auroc"], masked_band=(curves.masked_lo["auroc"], curves.masked_hi["auroc"]),
+        random_mean=curves.random_mean["auroc"], random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
+        baseline=curves.baseline["auroc"], baseline_ci=curves.baseline_ci["auroc"], n_seeds=len(curves.seeds),
+        n_boot=curves.n_boot)
+    assert "95% CI of masked and baseline (120 bootstrap replicates)" in fig.layout.xaxis.title.text

@@ -41,7 +41,7 @@ from .calibration import heldout_calibration
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
 from .protocols import (HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics,
                         convention_metrics_resampled, make_protocol)
-from .resampling import combine_strata, percentile_interval, resample_index, verdict
+from .resampling import DEFAULT_N_BOOT, combine_strata, percentile_interval, resample_index, verdict
 from .results import (
     VERDICT_TEXT,
     ArmResult,
@@ -183,7 +183,7 @@ class Evaluation:
         attack: str,
         protocol: Protocol | str = "standard",
         *,
-        n_boot: int = 1000,
+        n_boot: int = DEFAULT_N_BOOT,
         level: float = 0.95,
         seed: int = 0,
         random_seeds: int = DEFAULT_RANDOM_SEEDS,
@@ -1071,6 +1071,7 @@ class Evaluation:
             random_lo={m: np.min([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
             random_hi={m: np.max([r[m] for r in per_seed], axis=0) for m in REPORTED_METRICS},
             baseline={m: float(base[m]) for m in REPORTED_METRICS}, baseline_ci=base_ci, seeds=self.seeds,
+            n_boot=int(nb),
         )
 
     # ------------------------------------------------------------------ background prefetch

@@ -173,7 +173,7 @@ class DropCurves:
     ``percents`` (K,); ``masked`` / ``random_mean`` / ``random_lo`` / ``random_hi``: metric ->
     (K,) (the random band is the spread over the control's seeds); ``masked_lo`` / ``masked_hi``:
     metric -> (K,) bootstrap band of the masked arm; ``baseline``: metric -> value and
-    ``baseline_ci``: metric -> (lo, hi). Computed on every sample, under the protocol's ROC
+    ``baseline_ci``: metric -> (lo, hi), from ``n_boot`` replicates. Computed on every sample, under the protocol's ROC
     convention (for ``honest`` this is descriptive: nothing is cross-fitted here).
     """
 
@@ -188,6 +188,8 @@ class DropCurves:
     baseline: dict[str, float]
     baseline_ci: dict[str, tuple[float, float]]
     seeds: tuple[int, ...]
+    #: bootstrap replicates behind the bands (0: no bands)
+    n_boot: int = 0
 
 
 @dataclass(frozen=True)

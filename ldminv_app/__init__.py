@@ -5,9 +5,10 @@
 - :mod:`ldminv_app.jobs`     background analyses with progress and cancellation;
 - :mod:`ldminv_app.uploads`  uploaded images / zips -> an image folder;
 - :mod:`ldminv_app.export`   the HTML report and the per-sample CSV;
+- :mod:`ldminv_app.selections` typed coordinate queries, balanced samples of a selection;
 - :mod:`ldminv_app.cache`    Streamlit caches of runs, models and derived arrays;
 - :mod:`ldminv_app.state`    session-state keys (active run, attack, timestep, manual mask);
 - :mod:`ldminv_app.ui`       shared page frame: start-up run, sidebar, errors, progress.
 
-The first five never import Streamlit, so reports and scripts can reuse them.
+The first six never import Streamlit, so reports and scripts can reuse them.
 """

@@ -1,9 +1,9 @@
 """Dimensions page: which latent coordinates carry the membership signal?
 
-Every coordinate (channel, row, col) with its mean and spread of influence, the member vs
-held-out gap of its attack term at the timestep in use, and its own AUROC; a filterable table
-whose selected rows go into the manual mask used on the Masks & ROC page, and heatmaps of mean
-influence and per-coordinate AUROC.
+Every coordinate (channel, row, col) with its mean and spread of influence, the held-out minus
+member shift of its attack term at the timestep in use, and its own AUROC; a filterable table
+whose selected rows go into the manual mask used on the Masks & ROC page (or found by a typed
+coordinate query), and heatmaps of mean influence and per-coordinate AUROC.
 """
 from __future__ import annotations
 
@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ldminv_app import cache, figures, state, ui
+from ldminv_core.errors import LdminvError
+from ldminv_core.shift import shift_is_exact
+
+from ldminv_app import cache, figures, selections, state, ui
 
 run = ui.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
@@ -26,8 +29,11 @@ with ui.guard("The Dimensions page failed"):
     st.title("Dimensions")
     st.caption(
         "Influence of coordinate i = ½·log‖∂D/∂z_i‖² (how much the image moves when z_i moves). "
-        "Gap = mean held-out term − mean member term of the attack at the selected timestep "
-        "(positive: members have smaller terms there); AUROC uses −term of that coordinate alone."
+        "AUROC uses −term of that coordinate alone. Shift = the median, over every (held-out, member) "
+        "pair, of held-out term − member term at the selected timestep (positive: members have smaller "
+        "terms there). It always has the sign of AUROC − 0.5: both count pairs. A difference of mean "
+        "terms would not: the terms are powers of noise residuals (|ε|⁴ for SimA), skewed and "
+        "heavy-tailed, so a few large terms can pull a mean against most pairs."
     )
     if t_index is None:
         st.info(
@@ -58,9 +64,14 @@ with ui.guard("The Dimensions page failed"):
         f"{len(view)} of {len(table)} coordinates shown, sorted by mean influence; click a column "
         f"header to sort. {ui.attack_label(attack)} at t = {t}."
     )
+    if not shift_is_exact(run.n_members, run.n_heldout, len(table)):
+        st.caption("With this many samples and coordinates the shift is estimated from quantiles of each "
+                   "split (its sign is exact).")
     event = st.dataframe(
         view,
         key="dim_table",
+        column_order=("coord", "channel", "row", "col", "influence_mean", "influence_std", "shift", "auroc",
+                      "influence_rank"),
         on_select="rerun",
         selection_mode="multi-row",
         hide_index=True,
@@ -72,8 +83,10 @@ with ui.guard("The Dimensions page failed"):
             "col": st.column_config.NumberColumn("column x", help="latent column x (0 = left)"),
             "influence_mean": st.column_config.NumberColumn("influence mean", format="%.4f"),
             "influence_std": st.column_config.NumberColumn("influence std", format="%.4f"),
-            "gap": st.column_config.NumberColumn("gap (held-out − member)", format="%.4g"),
-            "gap_std": st.column_config.NumberColumn("gap / pooled std", format="%.3f"),
+            "shift": st.column_config.NumberColumn(
+                "shift (held-out − member)", format="%.3e",
+                help="median over (held-out, member) pairs of the difference of their terms; "
+                     "same sign as AUROC − 0.5"),
             "auroc": st.column_config.NumberColumn("AUROC (−term)", format="%.4f"),
             "influence_rank": st.column_config.NumberColumn("influence rank"),
         },
@@ -103,6 +116,30 @@ with ui.guard("The Dimensions page failed"):
         state.set_manual_coords(run, [])
         st.rerun()
 
+    query_text = st.text_input(
+        "Find coordinates", key="dim_find", placeholder="ch 0 · y 3 · x 1,  ch 0,  ch 0 · y 3,  #25",
+        help="Fields as in the coordinate labels, in any order; a field left out matches all its values: "
+             "'ch 0' is every coordinate of channel 0, 'ch 0 · y 3' every column of its row 3, "
+             "'ch 0 · y 3 · x 1' one coordinate. '#25' is the flat index shown in the table.",
+    )
+    if query_text.strip():
+        try:
+            query = selections.parse_coordinate_query(query_text, shape=run.latent_shape)
+        except LdminvError as exc:
+            st.warning(str(exc))
+        else:
+            found = [int(c) for c in query.coordinates(shape=run.latent_shape)]
+            new = [c for c in found if c not in set(picked)]
+            listed = ", ".join(_fmt(c) for c in found[:6]) + (", …" if len(found) > 6 else "")
+            already = f" ({len(found) - len(new)} already in the manual mask)" if len(new) < len(found) else ""
+            st.caption(f"{len(found)} coordinate{'' if len(found) == 1 else 's'} with {query.describe()}: "
+                       f"{listed}{already}")
+            label = (f"Add {query.describe()}" if query.exact
+                     else f"Add {len(new)} coordinate{'' if len(new) == 1 else 's'} with {query.describe()}")
+            if st.button(label, disabled=not new, key="dim_find_add"):
+                state.set_manual_coords(run, picked + new)
+                st.rerun()
+
 
     def _on_pick_change() -> None:
         state.set_manual_coords(run, st.session_state["dim_picked"])
@@ -119,7 +156,10 @@ with ui.guard("The Dimensions page failed"):
         key="dim_picked",
         format_func=_fmt,
         on_change=_on_pick_change,
-        help="Type to search, e.g. 'ch 0 · y 3' (channel 0, latent row y = 3). Only these coordinates enter the statistic of the manual mask."
+        filter_mode="contains",
+        select_all=False,  # one option at a time: a typed filter never adds its matches at once
+        help="Only these coordinates enter the statistic of the manual mask. Typing filters the options "
+             "by the text in their labels; 'Find coordinates' above reads a coordinate query exactly."
         + ("" if len(table) <= MAX_PICKER_OPTIONS else
            f" With {len(table)} coordinates, the options are those the table shows (filter it to reach others) "
            "and the ones already picked."),

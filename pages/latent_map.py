@@ -16,7 +16,7 @@ from ldminv_core import metrics
 from ldminv_core.analyze import format_duration
 from ldminv_core.evaluation import fpr_support, subset_metrics
 
-from ldminv_app import cache, figures, state, ui
+from ldminv_app import cache, figures, selections, state, ui
 
 #: Session-state key of the point selection: {resolved run path: sorted row indices}. Kept here
 #: (not only in the chart's widget state) because a new colouring is a new chart whose own
@@ -24,6 +24,10 @@ from ldminv_app import cache, figures, state, ui
 SELECTION = "_umap_selection"
 #: Session-state key of the chart (its widget state holds plotly's latest selection event).
 CHART_KEY = "umap_chart"
+#: Most thumbnails shown for a selection (half per split where both have that many).
+MAX_THUMBNAILS = 48
+#: Session-state key of the seed of the thumbnails' sample ("Show other images" moves it on).
+THUMB_SEED = "_umap_thumb_seed"
 
 
 def selected_rows(selection, n: int) -> list[int]:
@@ -188,16 +192,29 @@ with ui.guard("The Latent map page failed"):
             st.info("The selection holds only one class: no ROC.")
     with right:
         paths = run.samples["path"].tolist()
-        shown = rows[:48]
+        sample_seed = int(st.session_state.get(THUMB_SEED, 0))
+        shown = selections.balanced_sample(rows, labels, limit=MAX_THUMBNAILS, seed=sample_seed)
         per_row = 4  # ~120 px per thumbnail column: "held-out #1234" fits on one line
-        st.markdown(f"**Images** ({len(shown)} of {len(rows)} shown)")
-        for start in range(0, len(shown), per_row):
-            cols = st.columns(per_row)
-            for j, i in enumerate(shown[start:start + per_row]):
-                thumb = cache.thumbnail(paths[i], size=80)
-                with cols[j]:
-                    if thumb is None:
-                        st.caption("(image missing)")
-                    else:
-                        st.image(thumb, width=80)
-                    st.caption(f"{split_names[i]} #{sample_ids[i]}  \nlog-vol {log_volume[i]:.2f}")
+        st.markdown("**Images**")
+        if len(shown) < len(rows):
+            st.caption(f"A random sample (seed {sample_seed}) of at most {MAX_THUMBNAILS // 2} per split where "
+                       "both have that many.")
+            if st.button("Show other images", key="umap_thumb_resample"):
+                st.session_state[THUMB_SEED] = sample_seed + 1
+                st.rerun()
+        for split_value, split_title in ((1, "Members"), (0, "Held-out")):
+            part = [i for i in shown if (labels[i] == 1) == (split_value == 1)]
+            total = int(np.sum((labels[rows] == 1) == (split_value == 1)))
+            if not total:
+                continue
+            st.markdown(f"{split_title}: {len(part)} of {total} shown")
+            for start in range(0, len(part), per_row):
+                cols = st.columns(per_row)
+                for j, i in enumerate(part[start:start + per_row]):
+                    thumb = cache.thumbnail(paths[i], size=80)
+                    with cols[j]:
+                        if thumb is None:
+                            st.caption("(image missing)")
+                        else:
+                            st.image(thumb, width=80)
+                        st.caption(f"{split_names[i]} #{sample_ids[i]}  \nlog-vol {log_volume[i]:.2f}")

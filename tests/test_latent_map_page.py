@@ -1,5 +1,5 @@
-"""The Latent map page keeps every UMAP it computed, and its thumbnails are a balanced, labelled
-sample of the selection.
+"""The Latent map page keeps every UMAP it computed (also when the run folder is read-only), and
+its thumbnails are a balanced, labelled, seeded sample of the selection.
 
 Runs are synthetic (``synthetic_runs.write_run``); umap-learn is replaced by a seeded stand-in
 (no numba compile), counted so that a recomputation shows.
@@ -17,7 +17,10 @@ from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
 from ldminv_core import embedding
+from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.runstore import Run
+
+from ldminv_app import selections
 
 from synthetic_runs import write_run
 
@@ -131,3 +134,101 @@ def test_every_computed_umap_stays_available(tmp_path, monkeypatch, fake_umap):
     assert not _no_umap_notice(fresh)
     np.testing.assert_allclose(_umap_x(fresh), _expected(n, 1)[:, 0], rtol=1e-6)
     assert len(fake_umap) == 2
+
+
+def test_a_read_only_run_folder_keeps_the_umap_for_the_server(tmp_path, monkeypatch, fake_umap):
+    run = _make_run(tmp_path / "runs" / "ro", n_members=6, n_heldout=6, images=False)
+    _use(run, monkeypatch, tmp_path)
+
+    def refuse(run_dir, emb, *, seed=0, n_neighbors=15):
+        raise RunError(f"could not store the UMAP in {run_dir}: Read-only file system")
+
+    monkeypatch.setattr(embedding, "store_umap", refuse)
+    at = _page()
+    at.button(key="umap_compute").click().run()
+    _ok(at)
+    assert [w.value for w in at.warning] == [
+        f"Kept until the dashboard restarts, not saved with the run: could not store the UMAP in {run.path}: "
+        "Read-only file system"]
+    at.selectbox(key="umap_color").select("split").run()
+    _ok(at)
+    assert not _no_umap_notice(at)
+    np.testing.assert_allclose(_umap_x(at), _expected(len(run), 0)[:, 0], rtol=1e-6)
+    assert fake_umap == [(0, 15)]
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+
+def _select(at: AppTest, rows: list[int]) -> AppTest:
+    """What the browser sends after a box selection of ``rows`` (the chart's widget state)."""
+    chart = next(el for el in at.get("plotly_chart") if el.proto.id.endswith("umap_chart"))
+    states = at._tree.get_widget_states()
+    w = states.widgets.add()
+    w.id = chart.proto.id
+    points = [{"curve_number": 0, "point_number": r, "point_index": r, "customdata": [r, r]} for r in rows]
+    w.string_value = json.dumps({"selection": {"points": points, "point_indices": rows, "box": [], "lasso": []}})
+    return at._run(WidgetStates(widgets=list(states.widgets)))
+
+
+def _thumbnails(at: AppTest) -> list[tuple[str, int]]:
+    """(split as captioned, sample id) of every thumbnail caption, in page order."""
+    out = []
+    for c in at.caption:
+        m = re.fullmatch(r"(member|held-out) #(\d+)  \nlog-vol -?\d+\.\d\d", c.value)
+        if m:
+            out.append((m[1], int(m[2])))
+    return out
+
+
+def test_thumbnails_are_a_balanced_labelled_sample_of_the_selection(tmp_path, monkeypatch, fake_umap):
+    run = _make_run(tmp_path / "runs" / "big", n_members=147, n_heldout=144)
+    _use(run, monkeypatch, tmp_path)
+    embedding.store_umap(run.path, _expected(len(run), 0), seed=0, n_neighbors=15)
+    split_of = {int(i): ("member" if s == "member" else "held-out")
+                for i, s in zip(run.samples["sample_id"], run.samples["split"])}
+    at = _page()
+    _select(at, list(range(len(run))))  # every sample: the first 48 rows are all members
+    _ok(at)
+    shown = _thumbnails(at)
+    assert len(shown) == len(at.get("image")) == 48
+    assert [s for s, _ in shown].count("member") == 24 and [s for s, _ in shown].count("held-out") == 24
+    assert all(split_of[i] == s for s, i in shown)  # each caption names the sample's own split
+    assert len({i for _, i in shown}) == 48
+    assert sorted(i for s, i in shown if s == "member") != list(range(24))  # drawn, not the first rows
+    headings = [m.value for m in at.markdown]
+    assert "Members: 24 of 147 shown" in headings and "Held-out: 24 of 144 shown" in headings
+    assert any(c.value.startswith("A random sample (seed 0)") for c in at.caption)
+
+    at.run()  # the same sample on the next run (seeded)
+    assert _thumbnails(at) == shown
+    at.button(key="umap_thumb_resample").click().run()
+    _ok(at)
+    other = _thumbnails(at)
+    assert any(c.value.startswith("A random sample (seed 1)") for c in at.caption)
+    assert len(other) == 48 and set(other) != set(shown)
+    assert [s for s, _ in other].count("member") == 24
+
+    # 10 members and 100 held-out selected: all 10 members, held-out fill the other places
+    rows = list(range(10)) + list(range(147, 247))
+    _select(at, rows)
+    _ok(at)
+    shown = _thumbnails(at)
+    assert sorted(i for s, i in shown if s == "member") == list(range(10))
+    assert len([i for s, i in shown if s == "held-out"]) == 38
+    assert all(147 <= i < 247 for s, i in shown if s == "held-out")
+
+
+def test_balanced_sample_unit():
+    labels = np.r_[np.ones(147, dtype=np.int8), np.zeros(144, dtype=np.int8)]
+    rows = list(range(291))
+    a = selections.balanced_sample(rows, labels, limit=48, seed=3)
+    assert a == selections.balanced_sample(rows[::-1], labels, limit=48, seed=3)  # order of rows does not matter
+    assert len(a) == 48 and labels[a].sum() == 24 and a[:24] == sorted(a[:24]) and a[24:] == sorted(a[24:])
+    assert a != selections.balanced_sample(rows, labels, limit=48, seed=4)
+    assert selections.balanced_sample([5, 3, 3, 200], labels, limit=48) == [3, 5, 200]  # few: all, members first
+    assert labels[selections.balanced_sample(rows, labels, limit=7)].sum() == 3  # odd limit: 3 + 4
+    with pytest.raises(LdminvError, match="limit"):
+        selections.balanced_sample(rows, labels, limit=0)
+    with pytest.raises(LdminvError, match="rows: expected indices from 0 to 290"):
+        selections.balanced_sample([0, 291], labels)

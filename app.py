@@ -14,6 +14,8 @@ from pathlib import Path
 
 import streamlit as st
 
+from ldminv_app import shutdown
+
 st.set_page_config(
     page_title="ldminv · latent diffusion membership audit",
     page_icon=":material/policy:",
@@ -35,6 +37,7 @@ def _preimport() -> threading.Thread:
             pass
     t = threading.Thread(target=work, name="ldminv-preimport", daemon=True)
     t.start()
+    shutdown.register_thread(t, "the import of torch")  # a stop mid-import must not abort the process
     return t
 
 

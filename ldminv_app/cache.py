@@ -31,6 +31,7 @@ from ldminv_core.runstore import Run
 from ldminv_core.shift import heldout_member_shift
 
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
+from . import shutdown
 from .jobs import AnalysisJob
 
 __all__ = [
@@ -544,7 +545,11 @@ class JobRegistry:
             if current is not None and current.running:
                 return current
             self._jobs[job_id] = job
-        return job.start()
+        job.start()
+        # stopped after its current batch and waited for at interpreter exit: a thread still
+        # inside torch then aborts the process (ldminv_app.shutdown)
+        shutdown.register(f"the analysis {job.label!r}", wait=job.wait, stop=job.cancel)
+        return job
 
     def for_run(self, path: str | os.PathLike) -> AnalysisJob | None:
         """The job writing the run folder ``path`` (its config's ``out``), if any."""

@@ -1,9 +1,12 @@
 """Analyses running in the background while the dashboard stays responsive.
 
 An :class:`AnalysisJob` runs ``ldminv_core.analyze.run_analysis`` in a daemon thread and
-records its progress (stage, done, total) from the ``progress`` callback. Cancelling sets an
-event that the job's ``should_stop`` callback reports, so the analysis stops after its current
-batch and leaves a resumable folder. Pages poll the job (no Streamlit call ever happens in the
+records its progress (stage, done, total) from the ``progress`` callback. Its
+:class:`JobState` is the one progress record every view formats (the sidebar and the page
+alike): the stages in the order this job meets them, the current stage, its samples done (a
+float inside a geometry batch), a rate averaged over the stage up to the last report, and the
+time left from that rate. Cancelling sets an event that the job's ``should_stop`` callback
+reports, so the analysis stops after its current batch and leaves a resumable folder. Pages poll the job (no Streamlit call ever happens in the
 worker thread). No Streamlit import here: the registry that shares jobs between reruns and
 sessions lives in ``ldminv_app.cache``.
 """
@@ -19,16 +22,46 @@ from typing import Any, Callable
 
 from ldminv_core.errors import RunError
 
-__all__ = ["AnalysisJob", "JobState", "resume_config"]
+__all__ = ["AnalysisJob", "JobState", "resume_config", "planned_stage_order"]
+
+
+def planned_stage_order(config: Any) -> list[str]:
+    """The stages of an analysis of ``config`` in the order ``run_analysis`` computes them
+    (``ldminv_core.runstore.planned_stages``)."""
+    from ldminv_core.attacks import MASKABLE_ATTACKS
+    from ldminv_core.runstore import planned_stages
+
+    attacks = getattr(config, "attacks", ())
+    if isinstance(attacks, str):
+        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
+    names = [str(a).lower() for a in attacks]
+    return list(planned_stages({"attacks": {a: {"kind": "terms" if a in MASKABLE_ATTACKS else "scores"}
+                                            for a in names}}))
+
+
+def _stages_done(out: Any) -> list[str]:
+    """The stages run.json in ``out`` records as done (none when there is no readable run.json)."""
+    try:
+        data = json.loads((Path(out) / "run.json").read_text(encoding="utf-8"))
+        stages = data.get("stages", {})
+        return [str(k) for k, v in stages.items() if v] if isinstance(stages, dict) else []
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
 
 
 @dataclass
 class JobState:
-    """A snapshot of a job: ``status`` is "running", "done", "cancelled" or "error"."""
+    """A snapshot of a job: ``status`` is "running", "done", "cancelled" or "error".
+
+    ``stages`` is the order this job meets the stages in: those done before it started (a
+    resumed run), then those it reported, then the rest in the planned order (a reused decoder
+    geometry lands before the attacks). ``done`` is a float inside a geometry batch.
+    ``updated`` is when the last report came.
+    """
 
     status: str
     stage: str
-    done: int
+    done: float
     total: int
     stages_seen: list[str]
     result: Path | None
@@ -37,8 +70,10 @@ class JobState:
     started: float
     finished: float | None
     stage_started: float = 0.0
-    stage_first_done: int = 0
+    stage_first_done: float = 0
     threads: int | None = None
+    stages: list[str] = field(default_factory=list)
+    updated: float = 0.0
 
     @property
     def fraction(self) -> float:
@@ -47,18 +82,31 @@ class JobState:
 
     @property
     def rate(self) -> float | None:
-        """Samples per second of the current stage so far (None before its first batch)."""
+        """Samples per second of the current stage: the samples moved since the stage began over
+        the time to the last report (so it holds still between reports instead of sinking as the
+        clock runs); None before the stage has moved."""
         moved = self.done - self.stage_first_done
-        spent = (self.finished or time.time()) - self.stage_started
+        spent = self.updated - self.stage_started
         if moved <= 0 or spent <= 0 or not self.stage_started:
             return None
         return moved / spent
 
     @property
     def stage_eta(self) -> float | None:
-        """Seconds left in the current stage at its rate so far (None before its first batch)."""
+        """Seconds left in the current stage at :attr:`rate`, counted down from the last report
+        (None before the stage has moved)."""
         r = self.rate
-        return None if r is None else max(0.0, (self.total - self.done) / r)
+        if r is None:
+            return None
+        since = (self.finished or time.time()) - self.updated
+        return max(0.0, (self.total - self.done) / r - since)
+
+    @property
+    def stage_number(self) -> tuple[int, int] | None:
+        """(k, n): the current stage is the k-th of the job's n stages (None before the first)."""
+        if self.stage not in self.stages:
+            return None
+        return self.stages.index(self.stage) + 1, len(self.stages)
 
 
 @dataclass
@@ -82,7 +130,7 @@ class AnalysisJob:
     _thread: threading.Thread | None = field(default=None, repr=False)
     _status: str = "pending"
     _stage: str = "starting"
-    _done: int = 0
+    _done: float = 0
     _total: int = 0
     _stages: list[str] = field(default_factory=list)
     _result: Path | None = None
@@ -91,29 +139,47 @@ class AnalysisJob:
     _started: float = 0.0
     _finished: float | None = None
     _stage_started: float = 0.0
-    _stage_first_done: int = 0
+    _stage_first_done: float = 0
     _threads: int | None = None
+    _updated: float = 0.0
+    _planned: list[str] = field(default_factory=list)
+    _done_before: list[str] = field(default_factory=list)
 
     def start(self) -> "AnalysisJob":
         """Start the worker thread (once); returns self."""
+        try:
+            planned = planned_stage_order(self.config)
+        except Exception:  # noqa: BLE001 - a config that cannot be planned fails in the worker
+            planned = []
+        before = _stages_done(getattr(self.config, "out", None)) if planned else []
         with self._lock:
             if self._thread is not None:
                 return self
+            self._planned = planned
+            self._done_before = [s for s in planned if s in before]
             self._status = "running"
             self._started = time.time()
             self._thread = threading.Thread(target=self._work, name=f"ldminv-analysis:{self.label}", daemon=True)
         self._thread.start()
         return self
 
-    def _progress(self, stage: str, done: int, total: int) -> None:
+    def _progress(self, stage: str, done: float, total: int) -> None:
+        now = time.time()
         with self._lock:
             if str(stage) != self._stage:
-                self._stage_started, self._stage_first_done = time.time(), int(done)
+                self._stage_started, self._stage_first_done = now, float(done)
             self._stage = str(stage)
-            self._done = int(done)
+            self._done = float(done)
             self._total = int(total)
+            self._updated = now
             if not self._stages or self._stages[-1] != self._stage:
                 self._stages.append(self._stage)
+
+    def _order(self) -> list[str]:
+        """The job's stage order (see :class:`JobState`); the lock is held by the caller."""
+        order = list(self._done_before)
+        order += [s for s in self._stages if s not in order and s in self._planned]
+        return order + [s for s in self._planned if s not in order]
 
     def _set_threads(self) -> None:
         """On CPU, use the idle cores only: intra-op threads competing with other processes
@@ -186,6 +252,8 @@ class AnalysisJob:
                 stage_started=self._stage_started,
                 stage_first_done=self._stage_first_done,
                 threads=self._threads,
+                stages=self._order(),
+                updated=self._updated,
             )
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "stage_label",
     "follow_job",
     "job_progress_text",
+    "live_job_progress",
     "live_analysis_status",
     "partial_banner",
     "pending_text",
@@ -175,12 +176,9 @@ def demo_pending() -> bool:
 
 def stage_order(config: Any) -> list[str]:
     """The stages of an analysis of ``config`` in the order ``run_analysis`` computes them."""
-    from ldminv_core.attacks import MASKABLE_ATTACKS
-    from ldminv_core.runstore import planned_stages
+    from .jobs import planned_stage_order
 
-    names = _attack_names(config)
-    return list(planned_stages({"attacks": {a: {"kind": "terms" if a in MASKABLE_ATTACKS else "scores"}
-                                            for a in names}}))
+    return planned_stage_order(config)
 
 
 def start_demo_job() -> AnalysisJob:
@@ -209,16 +207,22 @@ def first_results(path: str | Path) -> Run | None:
     return run if run.attacks else None
 
 
+#: What the first start says while the demo is analysed. It promises no duration: that depends on
+#: the machine and its load, so the progress bar under it gives the rate and the time left.
+DEMO_INTRO = (
+    "The built-in demo (a small latent diffusion model trained on Fashion-MNIST members) is analysed "
+    "on this machine and cached on disk. The bar below shows the stage, its rate and the time left at that "
+    "rate (it depends on this machine and its load); the findings open as soon as the first attack has "
+    "finished and the other attacks fill in while you read. Later starts open the cached run at once."
+)
+
+
 def prepare_demo() -> None:
     """Start the demo analysis (once per server) and open its run as soon as the first attack
     has finished: the pages then show what exists, labelled as partial, and refresh as the
     other stages land (:func:`live_analysis_status`)."""
     st.title("Preparing the demo")
-    st.write(
-        "The built-in demo (a small latent diffusion model trained on Fashion-MNIST members) is analysed "
-        "on this machine and cached on disk; the first numbers appear in about half a minute and the other "
-        "attacks fill in while you read. Later starts open it at once."
-    )
+    st.write(DEMO_INTRO)
     try:
         config = demo_config()
         job = start_demo_job()
@@ -227,7 +231,7 @@ def prepare_demo() -> None:
         show_error(exc, what="The demo is not available")
         return
     out = config.out
-    final = follow_job(job, stages=stage_order(config), until=lambda: first_results(out) is not None)
+    final = follow_job(job, until=lambda: first_results(out) is not None)
     ready = first_results(out)
     if ready is not None:
         st.session_state[_DEMO_PENDING] = False
@@ -243,31 +247,61 @@ def prepare_demo() -> None:
     st.info("Open or compute another run on the Model & data page.")
 
 
-def _attack_names(config: Any) -> list[str]:
-    attacks = config.attacks
-    if isinstance(attacks, str):
-        attacks = [a.strip() for a in attacks.split(",") if a.strip()]
-    return [str(a).lower() for a in attacks]
+def _samples_text(done: float) -> str:
+    """Samples done for a reader: whole numbers as such, a sample under way to one decimal."""
+    return f"{done:.0f}" if float(done).is_integer() else f"{done:.1f}"
 
 
-def job_progress_text(snap: JobState, stages: list[str] | None) -> tuple[float, str]:
-    """(overall fraction, one line) for a job snapshot: stage k/n, its name, samples done, rate
-    and the time left in the stage."""
+def _rate_text(rate: float) -> str:
+    """Samples per second, or seconds per sample when a sample takes longer than one second."""
+    return f"{rate:.1f} samples/s" if rate >= 1 else f"{1 / rate:.1f} s per sample"
+
+
+def job_progress_text(snap: JobState) -> tuple[float, str]:
+    """(overall fraction, one line) of a job's progress record: stage k/n in the job's own stage
+    order, its name, samples done, rate and the time left in the stage. The sidebar and the pages
+    both show this line, from the same record (:class:`~ldminv_app.jobs.JobState`)."""
     stage = snap.stage
-    if not stages or stage not in stages:
+    number = snap.stage_number
+    if number is None:
         return 0.0, stage_label(stage) + "…"
-    k, total = stages.index(stage), len(stages)
-    text = f"Stage {k + 1}/{total} · {stage_label(stage)} · {snap.done}/{snap.total} samples"
+    k, total = number
+    text = f"Stage {k}/{total} · {stage_label(stage)} · {_samples_text(snap.done)}/{snap.total} samples"
     rate, eta = snap.rate, snap.stage_eta
     if rate is not None and eta is not None and snap.done < snap.total:
         from ldminv_core.analyze import format_duration
 
-        text += f" · {rate:.1f}/s · about {format_duration(eta)} left in this stage"
-    return min(max((k + snap.fraction) / total, 0.0), 1.0), text
+        text += f" · {_rate_text(rate)} · about {format_duration(eta)} left in this stage"
+    return min(max((k - 1 + snap.fraction) / total, 0.0), 1.0), text
 
 
-def follow_job(job: AnalysisJob, *, stages: list[str] | None = None, poll_s: float = 0.25,
-               until: Any = None) -> JobState:
+def _job_detail(job: AnalysisJob, snap: JobState) -> str:
+    """The caption under a job's progress bar: elapsed time, threads, finished stages."""
+    elapsed = (snap.finished or time.time()) - snap.started if snap.started else 0.0
+    done_stages = ", ".join(stage_label(s) for s in snap.stages_seen[:-1])
+    threads = f" · {snap.threads} CPU thread(s)" if snap.threads else ""
+    return (f"{elapsed:.0f} s elapsed{threads}" + (f" · finished: {done_stages}" if done_stages else "")
+            + (" · stopping after the current batch…" if job.cancel_requested and snap.status == "running" else ""))
+
+
+def live_job_progress(job: AnalysisJob, *, rerun_when: Any = None, every_s: float = 1.0) -> None:
+    """The job's progress bar and caption, refreshed every ``every_s`` seconds in a fragment (so
+    the page and the sidebar both keep moving; nothing blocks the script). The whole page reruns
+    when the job ends, or when ``rerun_when()`` turns true (e.g. "the first results are readable")."""
+
+    @st.fragment(run_every=every_s)
+    def progress() -> None:
+        snap = job.state()
+        overall, text = job_progress_text(snap)
+        st.progress(overall, text=text)
+        st.caption(_job_detail(job, snap))
+        if snap.status not in ("pending", "running") or (rerun_when is not None and rerun_when()):
+            st.rerun(scope="app")
+
+    progress()
+
+
+def follow_job(job: AnalysisJob, *, poll_s: float = 0.25, until: Any = None) -> JobState:
     """Show the job's progress (st.progress with the stage, samples, rate and time left) until
     it ends, or until ``until()`` is true (checked every poll; e.g. "the first results are
     readable"); returns the last state. A widget interaction interrupts the wait (the job keeps
@@ -276,15 +310,9 @@ def follow_job(job: AnalysisJob, *, stages: list[str] | None = None, poll_s: flo
     detail = st.empty()
     while True:
         snap = job.state()
-        overall, text = job_progress_text(snap, stages)
+        overall, text = job_progress_text(snap)
         bar.progress(overall, text=text)
-        elapsed = (snap.finished or time.time()) - snap.started if snap.started else 0.0
-        done_stages = ", ".join(stage_label(s) for s in snap.stages_seen[:-1])
-        threads = f" · {snap.threads} CPU thread(s)" if snap.threads else ""
-        detail.caption(
-            f"{elapsed:.0f} s elapsed{threads}" + (f" · finished: {done_stages}" if done_stages else "")
-            + (" · stopping after the current batch…" if job.cancel_requested and snap.status == "running" else "")
-        )
+        detail.caption(_job_detail(job, snap))
         if snap.status not in ("pending", "running"):
             if snap.status == "done":
                 bar.progress(1.0, text="Done")
@@ -332,7 +360,7 @@ def live_analysis_status(run: Run) -> None:
         job = cache.job_registry().for_run(path)
         snap = job.state() if job is not None else None
         if snap is not None and snap.status in ("pending", "running"):
-            overall, text = job_progress_text(snap, list(run.stages_done) + list(run.pending_stages))
+            overall, text = job_progress_text(snap)  # the record the page's own bar formats too
             st.progress(overall, text=text)
             st.caption(f"Still computing: {pending_text(run)}. Pages refresh as each stage lands.")
             return
@@ -524,7 +552,7 @@ def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
                 st.error(err)
             if demo_pending():
                 st.info("The built-in demo is being prepared (first start only): its findings open here as "
-                        "soon as the analysis finishes.")
+                        "soon as its first attack has finished.")
             else:
                 st.info("No run open. Use the Model & data page to open or compute one.")
             return None, None

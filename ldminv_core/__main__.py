@@ -181,21 +181,25 @@ def _quiet_libraries() -> None:
 
 
 class _Bars:
-    """tqdm progress bars, one per stage, fed by run_analysis' progress callback."""
+    """tqdm progress bars, one per stage, fed by run_analysis' progress callback (whole samples
+    after each batch; inside a geometry batch, fractions of samples, shown to one decimal)."""
 
     def __init__(self) -> None:
         self.stage: str | None = None
         self.bar = None
 
-    def __call__(self, stage: str, done: int, total: int) -> None:
+    def __call__(self, stage: str, done: float, total: int) -> None:
         from tqdm.auto import tqdm
 
+        shown = int(done) if float(done).is_integer() else round(float(done), 1)
         if stage != self.stage:
             self.close()
             self.stage = stage
-            self.bar = tqdm(total=total, initial=done, desc=f"{stage:>8}", unit="img", file=sys.stderr)
+            self.bar = tqdm(total=total, initial=shown, desc=f"{stage:>8}", unit="img", file=sys.stderr)
             return
-        self.bar.update(done - self.bar.n)
+        if shown != self.bar.n:
+            self.bar.n = shown  # set, not added: no drift from summing fractions
+            self.bar.refresh()
 
     def close(self) -> None:
         if self.bar is not None:

@@ -371,6 +371,8 @@ class _Products:
         self.engine = "layerwise" if layerwise is not None else "torch.func"
         self._layerwise = layerwise
         self._lin: tuple[int, object] | None = None
+        #: called with the number of decoder products of each chunk once it is done (progress)
+        self.on_chunk: Callable[[int], None] | None = None
 
         def single(z1: torch.Tensor) -> torch.Tensor:
             return decode(z1.unsqueeze(0)).squeeze(0)
@@ -424,6 +426,8 @@ class _Products:
                 with sdpa_kernel(SDPBackend.MATH):
                     out = self._shared[kind](self.z[sample].contiguous(), vec).detach()
             outs.append(out if reduce is None else reduce(out))
+            if self.on_chunk is not None:
+                self.on_chunk((stop - start) * (2 if kind == "gram" else 1))
         m = int(rows.shape[0])
         if kind == "gram":
             self.counts["jvp"] += m
@@ -683,7 +687,7 @@ def _geometry(
     chunk_size: int | None,
     oversample: int | None,
     iters: int | None,
-    progress: Callable[[int], None] | None,
+    progress: Callable[[float], None] | None,
     counts: dict | None = None,
     engine: str = "auto",
 ) -> Geometry:
@@ -718,11 +722,15 @@ def _geometry(
     diag = torch.empty(n, d, dtype=torch.float64) if infl_method is not None else None
     block = _exact_block_size(n, p, d) if need_jac else max(1, chunk)
     used_engine = None
+    per_sample = _products_per_sample(lv_method, infl_method, d=d, k=k, kind=kind, probes=probes,
+                                      oversample=oversample, iters=n_iters, slq_probes=slq_probes, slq_steps=slq_steps)
     for start in range(0, n, block):
         stop = min(n, start + block)
         prod = _Products(decode, z[start:stop], chunk, image_shape, engine)
         used_engine = prod.engine
         nb = stop - start
+        if progress is not None:
+            prod.on_chunk = _block_progress(progress, start=start, samples=nb, products=per_sample * nb)
         jac = _jacobian_block(prod, nb, d).to(torch.float64).cpu() if need_jac else None
         if lv_method == "exact":
             sv = _singular_values(jac, "logdet" if kind == "logdet" or k >= d else "topk", k)
@@ -746,6 +754,37 @@ def _geometry(
                     log_volume_kind=kind, log_volume_error=lv_err, engine=used_engine)
 
 
+def _products_per_sample(lv_method: str | None, infl_method: str | None, *, d: int, k: int | None, kind: str,
+                         probes: int, oversample: int | None, iters: int | None, slq_probes: int,
+                         slq_steps: int) -> int:
+    """Decoder products (JVPs + VJPs) one sample is expected to take on these paths (the
+    matrix-free top-k: its typical adaptive count), for progress within a block."""
+    total = 0
+    if lv_method is not None:
+        counts = log_volume_products(lv_method, d=d, k=k, log_volume=kind, oversample=oversample, iters=iters,
+                                     slq_probes=slq_probes, slq_steps=slq_steps)
+        total += counts["jvp"] + counts["vjp"]
+    if infl_method == "exact" and lv_method != "exact":
+        total += d
+    elif infl_method == "hutchinson":
+        total += probes
+    return max(1, total)
+
+
+def _block_progress(progress: Callable[[float], None], *, start: int, samples: int,
+                    products: int) -> Callable[[int], None]:
+    """A chunk callback reporting ``start`` + the block's samples finished, estimated from the
+    decoder products done so far (kept below the whole block until it has returned)."""
+    done = 0
+
+    def on_chunk(m: int) -> None:
+        nonlocal done
+        done += m
+        progress(start + samples * min(done / products, 0.99))
+
+    return on_chunk
+
+
 def decoder_geometry(
     decode: Decode,
     z: torch.Tensor,
@@ -762,7 +801,7 @@ def decoder_geometry(
     chunk_size: int | None = None,
     oversample: int | None = None,
     iters: int | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[float], None] | None = None,
     plan: "GeometryPlan | None" = None,
     engine: str = "auto",
 ) -> Geometry:
@@ -792,7 +831,9 @@ def decoder_geometry(
         oversample, iters: matrix-free top-k: Krylov block width k + oversample (default
             max(8, ceil(k / 2))) and number of blocks after the start block (default:
             adaptive, until the residual bound meets MATRIX_FREE_TOL).
-        progress: called with the number of samples finished after each block.
+        progress: called with the number of samples finished (a float): after every decoder
+            call, fractional while a block of samples is under way (estimated from the decoder
+            products done against the paths' expected count), whole at the end of each block.
         plan: a :class:`GeometryPlan` from :func:`plan_geometry`; its influence and
             log-volume paths, kind, k and probe counts replace the keywords above.
         engine: how decoder products are taken (:data:`ENGINES`): "auto" uses the

@@ -29,6 +29,8 @@ from ldminv_core.analyze import (
     AnalyzeConfig,
     estimate_cost,
     format_duration,
+    format_per_image,
+    format_percent,
     run_analysis,
 )
 from ldminv_core.attacks import ATTACKS
@@ -40,8 +42,9 @@ from ldminv_app import cache, state, ui
 from ldminv_app.jobs import AnalysisJob, resume_config
 from ldminv_app.uploads import save_uploads, upload_digest
 
-#: Defaults of a new analysis: a quick look that the cost estimate puts at a few minutes for the
-#: demo data on a 2-core machine (the full grid, all images and all five attacks take hours there).
+#: Defaults of a new analysis: a quick first look (100 images per folder, two attacks, every 30th
+#: timestep). How long it takes depends on the model: the decoder geometry grows with the latent
+#: size, so "Estimate cost" times every stage on this machine before anything is started.
 QUICK_ATTACKS = ("sima", "pia")
 QUICK_TIMESTEPS = "0:300:30"
 QUICK_LIMIT = 100
@@ -49,13 +52,15 @@ QUICK_LIMIT = 100
 
 
 def estimate_rows(estimate) -> list[dict]:
-    """The cost estimate's stages as table rows, times in hours / minutes (``format_duration``)."""
+    """The cost estimate's stages as table rows, in the order they run: the work, the predicted
+    seconds per image, the stage's time (``format_duration``) and its share of the total."""
     count = lambda v: f"{int(v):,}" if v else "–"  # noqa: E731
-    rows = [{"stage": s.stage, "images": count(s.images), "encoder calls": count(s.encoder_calls),
+    rows = [{"stage": s.stage, "what": s.label, "images": count(s.images), "encoder calls": count(s.encoder_calls),
              "decoder JVP/VJP": count(s.decoder_products), "UNet calls": count(s.unet_calls),
-             "est. time": format_duration(s.seconds)} for s in estimate.stages]
-    rows.append({"stage": "total", "images": "", "encoder calls": "", "decoder JVP/VJP": "", "UNet calls": "",
-                 "est. time": format_duration(estimate.total_seconds)})
+             "per image": format_per_image(s.seconds_per_image), "est. time": format_duration(s.seconds),
+             "share": format_percent(estimate.share(s))} for s in estimate.stages]
+    rows.append({"stage": "total", "what": "", "images": "", "encoder calls": "", "decoder JVP/VJP": "",
+                 "UNet calls": "", "per image": "", "est. time": format_duration(estimate.total_seconds), "share": ""})
     return rows
 
 
@@ -120,7 +125,9 @@ with ui.guard("The Model & data page failed"):
     if active is not None:
         st.caption(f"Active run: **{ui.run_title(active)}** ({active.path})")
 
-    tab_runs, tab_new = st.tabs(["Runs", "New analysis"])
+    # keyed and tracked: the tab the user is on stays open through reruns (a job's progress, a
+    # stage landing), instead of falling back to the first one
+    tab_runs, tab_new = st.tabs(["Runs", "New analysis"], key="model_data_tab", on_change="rerun")
 
     # =========================================================================== runs
     with tab_runs:
@@ -283,11 +290,12 @@ with ui.guard("The Model & data page failed"):
             heldout = data_source("Held-out", "heldout", default_heldout)
 
         with st.expander("Options", expanded=True):
-            st.caption(f"The defaults are a quick first look (about {QUICK_LIMIT} images per folder, "
+            st.caption(f"The defaults are a quick first look: {QUICK_LIMIT} images per folder, "
                        f"{', '.join(ui.attack_label(a) for a in QUICK_ATTACKS)}, every "
-                       f"{QUICK_TIMESTEPS.rsplit(':', 1)[-1]}th timestep): a few minutes on a small CPU machine. "
-                       "Raise the limit (0 = all images), add attacks or refine the timesteps for the full audit; "
-                       "“Estimate cost” times it on this machine first.")
+                       f"{QUICK_TIMESTEPS.rsplit(':', 1)[-1]}th timestep. How long that takes depends on the model "
+                       "(the decoder geometry grows with the latent size and usually dominates): “Estimate cost” "
+                       "times every stage on this machine and shows each one's share before anything starts. "
+                       "Raise the limit (0 = all images), add attacks or refine the timesteps for the full audit.")
             # a row of its own: the chips of all five attacks fit without being cut
             attacks = st.multiselect("Attacks", list(ATTACKS), default=list(QUICK_ATTACKS), key="new_attacks",
                                      format_func=ui.attack_label)
@@ -387,7 +395,7 @@ with ui.guard("The Model & data page failed"):
                     loaded = load_config_model(config)
                     estimate = estimate_cost(config, model=loaded)
                 st.session_state["cost_preview"] = (repr(config), str(estimate), estimate.total_seconds,
-                                                    estimate_rows(estimate))
+                                                    estimate_rows(estimate), estimate.breakdown())
                 if start:
                     job = AnalysisJob(
                         label=Path(config.out).name,
@@ -404,9 +412,12 @@ with ui.guard("The Model & data page failed"):
         if cost is not None:
             lines = cost[1].splitlines()
             st.markdown(f"**Cost preview**: about **{format_duration(cost[2])}** on this machine")
+            if len(cost) > 4:
+                st.markdown(f"Where the time goes: {cost[4]}.")  # the costliest stage and every share
             st.caption(lines[0])  # images, latent shape, device, geometry paths (wraps, never cut)
-            if len(lines) > 1 and lines[1].startswith("geometry:"):
-                st.caption(lines[1])  # the cost model's paths, products and predicted seconds per sample
+            for extra in lines[1:3]:  # the cost model's paths and predicted seconds per sample; the probes
+                if extra.startswith(("geometry:", "Hutchinson probes:")):
+                    st.caption(extra)
             if len(cost) > 3:
                 st.dataframe(pd.DataFrame(cost[3]), hide_index=True, key="cost_table")
             else:
@@ -430,8 +441,7 @@ with ui.guard("The Model & data page failed"):
             def first_results() -> bool:
                 return not opened and ui.first_results(out) is not None
 
-            snap = ui.follow_job(job, stages=ui.stage_order(job.config), until=first_results)
-            if snap.status in ("pending", "running") and first_results():
+            if first_results():
                 # the first attack has landed: open the partial run now, the rest fills in
                 st.session_state["_partial_opened"] = job_id
                 try:
@@ -441,6 +451,8 @@ with ui.guard("The Model & data page failed"):
                 except Exception as exc:  # noqa: BLE001
                     state.notify("error", f"The partial run cannot be opened: {exc}")
                 st.rerun()
+            # refreshed in place; the sidebar shows the same line from the same record
+            ui.live_job_progress(job, rerun_when=first_results)
         if snap.status == "done":
             registry.remove(job_id)
             st.session_state[state.JOB_ID] = None

@@ -378,7 +378,7 @@ def test_model_page_defaults_are_quick_and_the_estimate_is_readable(tmp_path, mo
     assert at.text_input(key="new_timesteps").value == "0:300:30"
     at.button(key="new_estimate").click().run()
     _ok(at)
-    config_repr, text, seconds, rows = at.session_state["cost_preview"]
+    config_repr, text, seconds, rows, *_ = at.session_state["cost_preview"]
     assert "limit=100" in config_repr and "attacks=('sima', 'pia')" in config_repr
     # the work is fixed by the defaults: 200 images, 256 JVPs each, 10 timesteps of SimA and PIA
     table = next(df.value for df in at.dataframe if "est. time" in df.value.columns)

@@ -6,9 +6,9 @@ records its progress (stage, done, total) from the ``progress`` callback. Its
 alike): the stages in the order this job meets them, the current stage, its samples done (a
 float inside a geometry batch), a rate averaged over the stage up to the last report, and the
 time left from that rate. Cancelling sets an event that the job's ``should_stop`` callback
-reports, so the analysis stops after its current batch and leaves a resumable folder. Pages poll the job (no Streamlit call ever happens in the
-worker thread). No Streamlit import here: the registry that shares jobs between reruns and
-sessions lives in ``ldminv_app.cache``.
+reports, so the analysis stops after its current batch and leaves a resumable folder. Pages
+poll the job (no Streamlit call ever happens in the worker thread). No Streamlit import here:
+the registry that shares jobs between reruns and sessions lives in ``ldminv_app.cache``.
 """
 from __future__ import annotations
 

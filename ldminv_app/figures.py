@@ -108,12 +108,18 @@ def _rgba(hex_color: str, alpha: float) -> str:
     return f"rgba({int(h[0:2], 16)}, {int(h[2:4], 16)}, {int(h[4:6], 16)}, {alpha})"
 
 
+#: Height (px) of the strip kept free at the top of a titled chart for plotly's toolbar (shown at
+#: the top right while the pointer is over the chart): the title sits under it, so the toolbar
+#: never covers the end of a long title in a narrow column.
+TOOLBAR_STRIP = 34
+
+
 def _layout(fig: go.Figure, *, title: str | None, height: int) -> go.Figure:
     fig.update_layout(
         template=TEMPLATE,
-        title=title,
+        title=dict(text=title, yref="container", y=1 - TOOLBAR_STRIP / height, yanchor="top") if title else title,
         height=height,
-        margin=dict(l=50, r=20, t=50 if title else 20, b=45),
+        margin=dict(l=50, r=20, t=TOOLBAR_STRIP + 42 if title else 20, b=45),
     )
     # the legend goes under the plot: above it, it would sit under plotly's toolbar and the title
     return _legend_below(fig)

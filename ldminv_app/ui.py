@@ -4,6 +4,8 @@ background analysis with a progress bar.
 """
 from __future__ import annotations
 
+import html
+import re
 import time
 import traceback
 from collections.abc import Iterator
@@ -51,6 +53,7 @@ __all__ = [
     "job_progress_text",
     "live_job_progress",
     "live_analysis_status",
+    "path_html",
     "partial_banner",
     "pending_text",
     "require_geometry",
@@ -539,6 +542,19 @@ def protocol_selector(*, container: Any = None) -> str:
     return state.current_protocol()
 
 
+def path_html(path: Any, *, keep: int = 2) -> str:
+    """A file path for the narrow sidebar, as HTML: its last ``keep`` components after "…/" when
+    it has more, with line breaks allowed after each separator (``/ \\ - _ .``) rather than
+    inside a name, and the whole path as the tooltip."""
+    text = str(path)
+    parts = [p for p in re.split(r"(?<=[/\\])", text) if p]  # each component with its separator
+    shown = text if len(parts) <= keep + 1 else "…/" + "".join(parts[-keep:])
+    body = re.sub(r"([/\\_.-])", r"\1<wbr>", html.escape(shown, quote=False))
+    body = re.sub(r"[\\`*_$\[\]~|]", lambda m: f"&#{ord(m.group())};", body)  # literal, not Markdown
+    return (f'<code title="{html.escape(text, quote=True)}" style="white-space: normal; word-break: normal; '
+            f'overflow-wrap: anywhere">{body}</code>')
+
+
 def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
     """The active run's summary and the shared attack and timestep selectors.
 
@@ -560,11 +576,12 @@ def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
         c, h, w = run.latent_shape
         st.markdown(f"**{run_title(run)}**")
         st.markdown(
-            f"- model: `{s.get('model', '?')}`\n"
-            f"- members: `{s.get('members', '?')}`\n"
-            f"- held-out: `{s.get('heldout', '?')}`\n"
+            f"- model: {path_html(s.get('model', '?'))}\n"
+            f"- members: {path_html(s.get('members', '?'))}\n"
+            f"- held-out: {path_html(s.get('heldout', '?'))}\n"
             f"- {run.n_members} members / {run.n_heldout} held-out\n"
-            f"- latent {c}×{h}×{w} (d = {c * h * w})"
+            f"- latent {c}×{h}×{w} (d = {c * h * w})",
+            unsafe_allow_html=True,
         )
         live_analysis_status(run)
         protocol_selector()

@@ -542,13 +542,14 @@ def protocol_selector(*, container: Any = None) -> str:
     return state.current_protocol()
 
 
-def path_html(path: Any, *, keep: int = 2) -> str:
-    """A file path for the narrow sidebar, as HTML: its last ``keep`` components after "…/" when
-    it has more, with line breaks allowed after each separator (``/ \\ - _ .``) rather than
-    inside a name, and the whole path as the tooltip."""
+def path_html(path: Any, *, keep: int = 2, max_chars: int = 40) -> str:
+    """A file path for the narrow sidebar, as HTML: a path longer than ``max_chars`` characters
+    shows its last ``keep`` components after "…/"; line breaks are allowed after each separator
+    (``/ \\ - _ .``) rather than inside a name; the whole path is the tooltip."""
     text = str(path)
     parts = [p for p in re.split(r"(?<=[/\\])", text) if p]  # each component with its separator
-    shown = text if len(parts) <= keep + 1 else "…/" + "".join(parts[-keep:])
+    short = len(text) <= max_chars or len(parts) <= keep + 1
+    shown = text if short else "…/" + "".join(parts[-keep:])
     body = re.sub(r"([/\\_.-])", r"\1<wbr>", html.escape(shown, quote=False))
     body = re.sub(r"[\\`*_$\[\]~|]", lambda m: f"&#{ord(m.group())};", body)  # literal, not Markdown
     return (f'<code title="{html.escape(text, quote=True)}" style="white-space: normal; word-break: normal; '

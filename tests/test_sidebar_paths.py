@@ -31,13 +31,13 @@ def test_a_long_path_shows_its_end_and_keeps_the_whole_path_as_tooltip():
 
 def test_short_paths_and_hub_ids_are_shown_whole():
     assert _shown(path_html("runwayml/stable-diffusion-v1-5")) == "runwayml/stable-diffusion-v1-5"
-    assert _shown(path_html("/data/model")) == "/data/model"
+    assert _shown(path_html("/work/main/assets/demo/model")) == "/work/main/assets/demo/model"  # fits
     assert _shown(path_html("?")) == "?"
 
 
 def test_markdown_and_html_characters_stay_literal():
     full = r"C:\runs\my_run*1\$x_[a]~b|c\<img src=x>"
-    markup = path_html(full, keep=10)
+    markup = path_html(full, max_chars=100)
     assert _shown(markup) == full and _title(markup) == full
     assert "<img" not in markup
     body = re.sub(r"<code[^>]*>|</code>|<wbr>", "", markup)

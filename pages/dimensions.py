@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from ldminv_core.errors import LdminvError
-from ldminv_core.shift import shift_is_exact
+from ldminv_core.pair_shift import shift_is_exact
 
 from ldminv_app import cache, figures, selections, state, ui
 

@@ -157,13 +157,25 @@ with ui.guard("The Latent map page failed"):
         st.rerun()
 
     # ---- the selection
-    proto = cache.evaluation(run, attack).protocol  # the sidebar's protocol (its ROC convention)
-    sub = subset_metrics(scores, labels, rows, protocol=proto)
-    all_m = subset_metrics(scores, labels, list(range(n)), protocol=proto)
-    t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"
-    st.subheader(f"Selection: {sub['n']} samples ({sub['n_members']} members, {sub['n_heldout']} held-out)")
-    st.caption(f"Baseline {ui.attack_label(attack)} scores{t_text}, {proto.name} protocol's ROC convention "
-               f"(TPR@1%FPR = {proto.tpr_rule}); in-sample, descriptive. Difference: selection − all samples.")
+    ev = cache.evaluation(run, attack)
+    proto = ev.protocol  # the sidebar's protocol (its ROC convention)
+    st.subheader(f"Selection: {len(rows)} samples ({int(labels[rows].sum())} members, "
+                 f"{len(rows) - int(labels[rows].sum())} held-out)")
+    if proto.name == "honest":
+        # nothing chosen on the selection: the pooled calibrated out-of-fold scores and the folds' thresholds
+        metric_scores = ev.scores("baseline")
+        sub, all_m = ev.selection(rows), ev.selection(np.arange(n))
+        st.caption(f"Baseline {ui.attack_label(attack)}, honest protocol: pooled calibrated out-of-fold scores "
+                   f"({ui.arm_t_cell(ev.baseline())}, chosen on the other folds); TPR@1%FPR realised "
+                   f"at the folds' transferred thresholds (realised FPR in the selection "
+                   f"{sub['realised_fpr_at_1fpr']:.4f}). Difference: selection − all samples.")
+    else:
+        metric_scores = scores
+        sub = subset_metrics(scores, labels, rows, protocol=proto)
+        all_m = subset_metrics(scores, labels, list(range(n)), protocol=proto)
+        t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]} (sidebar)"
+        st.caption(f"Baseline {ui.attack_label(attack)} scores{t_text}, {proto.name} protocol's ROC convention "
+                   f"(TPR@1%FPR = {proto.tpr_rule}); in-sample, descriptive. Difference: selection − all samples.")
     m1, m2, m3 = st.columns(3)
     for col, (m, name) in zip((m1, m2, m3), (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"), ("asr", "ASR"))):
         value = sub[m]
@@ -180,8 +192,8 @@ with ui.guard("The Latent map page failed"):
     with left:
         sel_labels = labels[rows]
         if 0 < sel_labels.sum() < len(rows):
-            curve_sel = metrics.roc(scores[rows], sel_labels)
-            curve_all = metrics.roc(scores, labels)
+            curve_sel = metrics.roc(metric_scores[rows], sel_labels)
+            curve_all = metrics.roc(metric_scores, labels)
             st.plotly_chart(
                 figures.roc_curves({"selection": (curve_sel.fpr, curve_sel.tpr), "all": (curve_all.fpr, curve_all.tpr)},
                                    aurocs={"selection": sub["auroc"], "all": all_m["auroc"]},

@@ -232,3 +232,39 @@ def test_balanced_sample_unit():
         selections.balanced_sample(rows, labels, limit=0)
     with pytest.raises(LdminvError, match="rows: expected indices from 0 to 290"):
         selections.balanced_sample([0, 291], labels)
+
+
+def test_selection_metrics_follow_the_honest_protocol(tmp_path, monkeypatch, fake_umap):
+    """Under honest the selection's AUROC is that of the pooled calibrated out-of-fold scores
+    (Evaluation.selection), not an in-sample AUROC at the sidebar's t."""
+    from ldminv_core.evaluation import Evaluation
+    from sklearn.metrics import roc_auc_score
+
+    run = _make_run(tmp_path / "runs" / "honest", n_members=40, n_heldout=40, images=False)
+    _use(run, monkeypatch, tmp_path)
+    embedding.store_umap(run.path, _expected(len(run), 0), seed=0, n_neighbors=15)
+    at = _page()
+    at.session_state["protocol"] = "honest"
+    rows = list(range(0, 80, 3))
+    _select(at, rows)
+    _ok(at)
+    ev = Evaluation(run, "sima", "honest", n_boot=0)
+    want = ev.selection(rows)
+    pooled = ev.scores("baseline")
+    labels = np.asarray(run.labels)
+    assert want["auroc"] == pytest.approx(roc_auc_score(labels[rows], pooled[rows]), abs=1e-12)
+    shown = {m.label: m.value for m in at.metric}
+    assert float(shown["AUROC (selection)"]) == pytest.approx(want["auroc"], abs=1e-12)
+    assert float(shown["TPR@1%FPR (selection)"]) == pytest.approx(want["tpr_at_1fpr"], abs=1e-12)
+    raw = cache_free_raw_auroc(run, rows)
+    assert want["auroc"] != pytest.approx(raw, abs=1e-6)  # precondition: in-sample at one t differs
+    assert any("pooled calibrated out-of-fold scores" in c.value for c in at.caption)
+
+
+def cache_free_raw_auroc(run: Run, rows: list[int]) -> float:
+    """In-sample AUROC of the selection's raw baseline scores at the first timestep (what the page
+    showed under every protocol before)."""
+    from sklearn.metrics import roc_auc_score
+    terms = np.load(Path(run.path) / "residuals" / "sima.npy")
+    score = -terms[:, 0].reshape(len(run), -1).astype(np.float64).sum(axis=1)
+    return float(roc_auc_score(np.asarray(run.labels)[rows], score[rows]))

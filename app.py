@@ -18,7 +18,9 @@ from ldminv_app import shutdown
 
 st.set_page_config(
     page_title="ldminv · latent diffusion membership audit",
-    page_icon=":material/policy:",
+    # an emoji: the browser draws it itself (a data: URL). A ":material/...:" icon is fetched from
+    # Google's font host on every page load (fails offline, tells a third party who audits what).
+    page_icon="🛡️",
     layout="wide",
     initial_sidebar_state="expanded",
 )

@@ -76,7 +76,7 @@ with ui.guard("The Distortion page failed"):
     n_show = st.slider("Images per gallery", 4, 24, 8, step=4, key="dist_gallery_n")
     order = np.argsort(log_volume, kind="stable")
     paths = run.samples["path"].tolist()
-    splits = run.samples["split"].tolist()
+    splits = [figures.split_label(s) for s in run.samples["split"]]  # "held-out" as everywhere on screen
 
 
     def gallery(indices, title: str) -> None:

@@ -815,3 +815,16 @@ def test_partial_run_pages_show_what_exists_and_say_so(world, partial_run, monke
     at.switch_page("pages/export.py").run()
     _no_exception(at)
     assert any("once the analysis is complete" in i.value for i in at.info)
+
+
+def test_distortion_page_names_the_split_held_out(env):
+    """The galleries and the sample viewer say "held-out" like the rest of the app, never the
+    stored split value "heldout"."""
+    at = _app().run()
+    at.switch_page("pages/distortion.py").run()
+    _no_exception(at)
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert captions and not any("heldout" in c for c in captions), captions
+    assert any("· held-out ·" in c for c in captions)  # the galleries do show held-out images
+    split = next(m for m in at.metric if m.label == "Split")
+    assert split.value in ("member", "held-out")

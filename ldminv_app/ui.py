@@ -5,6 +5,7 @@ background analysis with a progress bar.
 from __future__ import annotations
 
 import html
+import math
 import re
 import time
 import traceback
@@ -251,8 +252,11 @@ def prepare_demo() -> None:
 
 
 def _samples_text(done: float) -> str:
-    """Samples done for a reader: whole numbers as such, a sample under way to one decimal."""
-    return f"{done:.0f}" if float(done).is_integer() else f"{done:.1f}"
+    """Samples done for a reader: whole numbers as such, a sample under way to one decimal,
+    rounded down (2.97 is "2.9", never a "3.0" that reads as three finished samples)."""
+    if float(done).is_integer():
+        return f"{done:.0f}"
+    return f"{math.floor(float(done) * 10 + 1e-9) / 10:.1f}"
 
 
 def _rate_text(rate: float) -> str:

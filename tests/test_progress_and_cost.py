@@ -121,6 +121,8 @@ def test_rate_holds_still_between_reports_and_the_time_left_counts_down():
     fraction, text = ui.job_progress_text(snap)
     assert text.startswith("Stage 3/3 · Decoder geometry (log-volume and influence) · 10/110 samples")
     assert "1.0 samples/s" in text and "left in this stage" in text
+    almost = JobState(**{**snap.__dict__, "done": 2.97, "updated": now})
+    assert "· 2.9/110 samples" in ui.job_progress_text(almost)[1]  # rounded down: the third is not done
     slow = JobState(**{**snap.__dict__, "done": 2.5, "updated": now})
     assert "2.5/110 samples" in ui.job_progress_text(slow)[1] and "8.0 s per sample" in ui.job_progress_text(slow)[1]  # 2.5 in 20 s
 

@@ -464,6 +464,7 @@ def _check_out(out: Path) -> None:
     /sys, ...), and a probe actually creates the missing folders, writes a file and deletes both
     again (so read-only mounts, full disks and permissions are all caught before anything loads)."""
     where = f"out (--out): expected {_OUT_EXPECTED}, got {out}"
+    # 1. what is on the path: a writable folder, or a writable folder to create it in
     try:
         if out.is_symlink() and not out.exists():
             raise RunError(f"{where}: a symbolic link to {os.readlink(out)}, which does not exist")
@@ -482,10 +483,12 @@ def _check_out(out: Path) -> None:
                 raise RunError(f"{where}: cannot create it because {parent} is not writable (permission denied)")
     except OSError as exc:  # e.g. a parent folder that may not be listed
         raise RunError(f"{where}: it cannot be examined ({exc.strerror or exc})") from exc
+    # 2. where it would live: not a kernel interface (/proc, /sys, cgroups, ...)
     fs = _filesystem_type(out)
     if fs in PSEUDO_FILESYSTEMS:
         raise RunError(f"{where}: it is on a '{fs}' file system (a kernel interface, not storage); choose a folder "
                        "on a disk")
+    # 3. a real write: read-only mounts, full disks and refusing file systems answer here
     try:
         _probe_write(out)
     except OSError as exc:

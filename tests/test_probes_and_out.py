@@ -252,3 +252,27 @@ def test_the_probe_leaves_no_trace(tmp_path, tiny_uncond_model, tiny_image_dirs)
     finally:
         analyze_mod._probe_write = real
     assert calls == [target]
+
+
+def test_model_page_probe_control_says_auto_and_passes_what_was_chosen(tmp_path, monkeypatch):
+    """The form's control: 0 = auto (the plan's 256, said in its help), a number passed as given."""
+    from streamlit.testing.v1 import AppTest
+
+    from test_progress_and_cost import _fake_estimate
+
+    seen = []
+    monkeypatch.setattr(analyze_mod, "load_config_model", lambda config, **kw: object())
+    monkeypatch.setattr(analyze_mod, "estimate_cost",
+                        lambda config, *, model=None: (seen.append(config), _fake_estimate())[1])
+    monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LDMINV_RUN", raising=False)
+    page = str(Path(__file__).resolve().parents[1] / "pages" / "model_data.py")
+    at = AppTest.from_file(page, default_timeout=120).run()
+    control = at.number_input(key="new_probes")
+    assert control.value == 0 and "0 = auto" in control.label
+    assert f"{HUTCHINSON_RANK_PROBES} probes" in control.help and "used as given" in control.help
+    at.button(key="new_estimate").click().run()
+    assert not at.exception and seen[-1].probes == "auto"
+    at.number_input(key="new_probes").set_value(24).run()
+    at.button(key="new_estimate").click().run()
+    assert not at.exception and seen[-1].probes == 24

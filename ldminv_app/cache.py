@@ -318,6 +318,13 @@ class Warmer:
             if self._todo and (self._thread is None or not self._thread.is_alive()):
                 self._thread = threading.Thread(target=self._loop, name="ldminv-warm", daemon=True)
                 self._thread.start()
+                # a task still inside numpy's C++ code at interpreter exit aborts the process
+                shutdown.register_thread(self._thread, "the background warm-up", stop=self.stop)
+
+    def stop(self) -> None:
+        """Drop the tasks not started yet: the thread ends after its current task."""
+        with self._lock:
+            self._todo = []
 
     def _loop(self) -> None:
         from ldminv_core.evaluation.evaluator import lower_thread_priority

@@ -8,10 +8,12 @@ frame on the way and the C++ runtime aborts the whole process: "terminate called
 active exception", exit by SIGABRT, whenever ``streamlit run`` is stopped (Ctrl-C, SIGTERM)
 while an analysis computes.
 
-Every such thread is registered here with a way to ask it to stop; at interpreter exit
-(``atexit`` handlers run before finalization) each is asked to stop and waited for, for at most
-:data:`WAIT_S` seconds in all. An analysis stops after its current batch and stays resumable.
-This module never imports Streamlit.
+The same holds for numpy's C++ code (``np.unique`` inside ``np.quantile``, say) in the
+background warm-up. Every such thread is registered here with a way to ask it to stop; at
+interpreter exit (``atexit`` handlers run before finalization) each is asked to stop and waited
+for, as are the project's other threads (named "ldminv-..."), for at most :data:`WAIT_S` seconds
+in all. An analysis stops after its current batch and stays resumable. This module never imports
+Streamlit.
 """
 from __future__ import annotations
 
@@ -54,26 +56,39 @@ def register_thread(thread: threading.Thread, what: str, *, stop: Callable[[], N
     register(what, wait=wait, stop=stop)
 
 
-def stop_all(timeout: float = WAIT_S) -> list[str]:
-    """Ask every registered task to stop, then wait for them (``timeout`` seconds in all);
-    returns the tasks still running after that."""
+def _named_threads() -> list[threading.Thread]:
+    """Other running threads of this project (named "ldminv-..."), e.g. an evaluation's prefetch:
+    they end by themselves after a few computations."""
+    me = threading.current_thread()
+    return [t for t in threading.enumerate() if t.name.startswith("ldminv-") and t.is_alive() and t is not me]
+
+
+def stop_all(timeout: float = WAIT_S, *, quiet_s: float = 1.0) -> list[str]:
+    """Ask every registered task to stop, then wait for them and for the other "ldminv-..."
+    threads (``timeout`` seconds in all; a line on stderr after ``quiet_s``); returns what is
+    still running after that."""
     with _lock:
         tasks = list(_tasks)
     running = [t for t in tasks if not t[2](0)]
-    if not running:
-        return []
-    print(f"ldminv: waiting for {', '.join(w for w, _, _ in running)} to stop (at most {timeout:g} s; "
-          "an analysis stops after its current batch and can be resumed)", file=sys.stderr, flush=True)
     for _, stop, _ in running:
         if stop is not None:
             try:
                 stop()
             except Exception:  # noqa: BLE001 - one task's failure must not keep the others running
                 pass
-    deadline = time.monotonic() + timeout
+    waits = [(what, wait) for what, _, wait in running]
+    waits += [(f"the thread {t.name}", lambda timeout, t=t: (t.join(timeout), not t.is_alive())[1])
+              for t in _named_threads()]
+    start = time.monotonic()
+    said = False
     left = []
-    for what, _, wait in running:
-        if not wait(max(0.0, deadline - time.monotonic())):
+    for what, wait in waits:
+        if not said and not wait(max(0.0, quiet_s - (time.monotonic() - start))):
+            names = [w for w, _, _ in running] or [w for w, _ in waits]
+            print(f"ldminv: waiting for {', '.join(names)} to stop (at most {timeout:g} s; an analysis stops "
+                  "after its current batch and can be resumed)", file=sys.stderr, flush=True)
+            said = True
+        if not wait(max(0.0, timeout - (time.monotonic() - start))):
             left.append(what)
     if left:
         print(f"ldminv: still running after {timeout:g} s: {', '.join(left)}", file=sys.stderr, flush=True)

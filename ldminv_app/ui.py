@@ -40,6 +40,9 @@ __all__ = [
     "protocol_selector",
     "PROTOCOL_LABELS",
     "headline_t_caption",
+    "protocol_t_text",
+    "sidebar_t_agrees",
+    "t_scope_text",
     "finding_card",
     "verdict_badge",
     "ci_text",
@@ -498,10 +501,20 @@ def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", containe
             key=key,
             on_change=_sync_t,
             args=(run, attack, key),
-            help="Timestep of the attack statistic; defaults to the best baseline AUROC.",
+            help="Timestep of the per-timestep views: the charts and tables that name a t (AUROC against the "
+            "drop %, the dimension ranking, AUROC by quartile at one t, per-sample scores). The protocol's "
+            "numbers (metric cards, findings, ROC curves, metrics tables) keep the t the protocol chooses. "
+            "Defaults to the best baseline AUROC.",
         )
     ev = cache.evaluation(run, attack)
-    where.caption(f"t = {timesteps[t_index]} for the curves and tables of the pages. " + headline_t_caption(ev))
+    t = timesteps[t_index]
+    if sidebar_t_agrees(ev, t_index):
+        lead = f"t = {t}: the per-timestep views and the protocol's numbers use the same t. "
+    else:
+        lead = (f":orange[**Sidebar t = {t}; the protocol's numbers: {protocol_t_text(ev)}.**] t = {t} sets the "
+                "per-timestep views (the charts and tables that name it); the metric cards, findings, ROC curves "
+                f"and metrics tables stay at the protocol's {protocol_t_text(ev)}. ")
+    where.caption(lead + headline_t_caption(ev))
     return t_index
 
 
@@ -523,6 +536,46 @@ def headline_t_caption(ev) -> str:
     fold_ts = [ts[ev.fold_t_index(f)] for f in sorted(set(int(x) for x in ev.folds()))]
     return (f"Headline t chosen by the honest protocol on the other folds ({ev.protocol.folds} folds): t per fold "
             f"{', '.join(map(str, fold_ts))}. Best baseline AUROC on all samples (descriptive): t = {ts[best]}.")
+
+
+def _protocol_ts(ev) -> list[int]:
+    """The t's of the protocol's baseline numbers: one (standard), one per metric (paper: AUROC,
+    TPR@1%FPR, ASR), one per fold (honest)."""
+    ts = ev.timesteps
+    if ev.protocol.name == "paper":
+        picks = ev.best_t("baseline")
+        return [picks[m] for m in ("auroc", "tpr_at_1fpr", "asr")]
+    if ev.protocol.name == "honest":
+        return [ts[ev.fold_t_index(f)] for f in sorted(set(int(x) for x in ev.folds()))]
+    return [ts[ev.headline_t_index()]]
+
+
+def protocol_t_text(ev) -> str:
+    """The t of the protocol's headline numbers in a few words: "t = 60" (standard), "t: AUROC 60,
+    TPR@1%FPR 40, ASR 60" (paper; the baseline's, every arm picks its own), "t = 60 in every fold"
+    or "t per fold: 60, 50, 60" (honest)."""
+    picks = _protocol_ts(ev)
+    if ev.protocol.name == "paper" and len(set(picks)) > 1:
+        return "t: " + ", ".join(f"{METRIC_LABELS[m]} {t}" for m, t in zip(("auroc", "tpr_at_1fpr", "asr"), picks))
+    if ev.protocol.name == "honest":
+        return f"t = {picks[0]} in every fold" if len(set(picks)) == 1 else "t per fold: " + ", ".join(map(str, picks))
+    return f"t = {picks[0]}"
+
+
+def sidebar_t_agrees(ev, t_index: int) -> bool:
+    """True when every t of the protocol's baseline numbers is the sidebar's t."""
+    return set(_protocol_ts(ev)) == {ev.timesteps[t_index]}
+
+
+def t_scope_text(ev, t_index: int, *, fixed: str, follows: str) -> str:
+    """Which numbers of a page keep the protocol's t (``fixed``) and which follow the sidebar's
+    (``follows``), naming both t's where they differ: "cards ... at the standard protocol's t = 60 ·
+    drop curves at the sidebar's t = 100", or "... all at t = 60" when they agree."""
+    t = ev.timesteps[t_index]
+    name = ev.protocol.name
+    if sidebar_t_agrees(ev, t_index):
+        return f"{fixed} and {follows} all at t = {t} (the {name} protocol's t and the sidebar's)"
+    return f"{fixed} at the {name} protocol's {protocol_t_text(ev)} · {follows} at the sidebar's t = {t}"
 
 
 PROTOCOL_LABELS = {"standard": "standard", "paper": "paper", "honest": "honest (cross-fitted)"}

@@ -144,7 +144,9 @@ _init_settings()
 protocol, folds = state.current_protocol(), state.current_folds()
 st.markdown(
     f"**{ui.attack_label(attack)}**, protocol **{protocol}**"
-    + (f", curves at t = {t}" if maskable else " (one score per sample: no timestep, no masks)")
+    + (" · " + ui.t_scope_text(cache.evaluation(run, attack), t_index, fixed="findings, ROC curves and metrics table",
+                               follows="the curves against the drop %")
+       if maskable else " (one score per sample: no timestep, no masks)")
     + f" · run `{ui.run_title(run)}` · {run.n_members} members / {run.n_heldout} held-out  \n"
     "Change the protocol, the attack and the timestep in the sidebar."
 )

@@ -44,8 +44,9 @@ with ui.guard("The Masks & ROC page failed"):
                                      metrics_shown=("tpr_at_1fpr",)).values():
             st.caption(f":orange[Caution:] {text}")
 
-    def roc_panel(ev, scores: dict) -> None:
-        """ROC curves of the arms' scores in the protocol's convention (``paper``: held-out positive)."""
+    def roc_panel(ev, scores: dict, arms: dict) -> None:
+        """ROC curves of the arms' scores in the protocol's convention (``paper``: held-out positive);
+        ``arms``: curve name -> its ``ArmResult`` (which t each curve and each card is at)."""
         proto = ev.protocol
         paper = proto.name == "paper"
         curves, aurocs = {}, {}
@@ -56,6 +57,8 @@ with ui.guard("The Masks & ROC page failed"):
         base = ev.arms()["baseline"]
         if proto.name == "honest":
             note, aurocs = f"(honest)<br><sup>pooled cross-fitted scores, {ui.arm_t_cell(base)}</sup>", None
+        elif paper and len({a.best_t.get("auroc") for a in arms.values()}) > 1:
+            note = "(paper, each curve at its arm's AUROC t)"
         else:
             note = f"({proto.name}, {ui.metric_t_text(base, 'auroc')})"
         axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)") if paper
@@ -70,13 +73,24 @@ with ui.guard("The Masks & ROC page failed"):
                        "folds (descriptive). The table's AUROC is the size-weighted mean of per-fold AUROCs and its "
                        "TPR@1%FPR the realised rate of the thresholds chosen on the other folds.")
         elif paper:
-            st.caption("Paper convention: held-out images are the positive class and the statistic is the score; "
-                       "curves at the AUROC's best t (each metric in the table has its own).")
+            curve_ts = {name: a.best_t.get("auroc") for name, a in arms.items()}
+            card_ts = {name: a.best_t.get("tpr_at_1fpr") for name, a in arms.items() if name in ("baseline", "masked")}
+            apart = [name for name, t in card_ts.items() if t != curve_ts[name]]
+            st.caption(
+                "Paper convention: held-out images are the positive class and the statistic is the score. Each "
+                "metric has its own best t: the curves are at the AUROC's ("
+                + ", ".join(f"{name} t = {t}" for name, t in curve_ts.items()) + "); the TPR@1%FPR cards at "
+                "TPR's own (" + ", ".join(f"{name} t = {t}" for name, t in card_ts.items()) + ")"
+                + (f", so the {' and '.join(apart)} TPR@1%FPR cannot be read off these curves." if apart else ".")
+            )
 
-    def arms_frame(arms: list, honest: bool):
+    def arms_frame(arms: list, honest: bool, custom_drop: dict | None = None):
         """The report's arms table (``export.arms_table``); under ``honest`` the t and drop of every
-        fold in short columns ("60 (all)" when the folds agree), so the table fits the page."""
+        fold in short columns ("60 (all)" when the folds agree), so the table fits the page;
+        ``custom_drop``: arm name -> what a global or manual mask drops (they have no drop of their own)."""
         frame = export.arms_table(arms, honest=honest)
+        if custom_drop:
+            frame["drop"] = [custom_drop.get(a.arm, value) for a, value in zip(arms, frame["drop"])]
         # rates as numbers shown in % (column_config below), intervals in %: the cards' convention
         for m, label in zip(("auroc", "tpr_at_1fpr", "asr"), RATE_METRICS):
             frame[label] = [a.value(m) for a in arms]
@@ -89,7 +103,8 @@ with ui.guard("The Masks & ROC page failed"):
                     return "–"
                 return f"{values[0]} (all)" if len(set(values)) == 1 else ", ".join(map(str, values))
             frame["t"] = [per_fold([f.t for f in a.folds if f.t is not None]) for a in arms]
-            frame["drop"] = [per_fold([f"{f.drop_percent:g}" for f in a.folds if f.drop_percent is not None])
+            frame["drop"] = [(custom_drop or {}).get(a.arm) or
+                             per_fold([f"{f.drop_percent:g}" for f in a.folds if f.drop_percent is not None])
                              for a in arms]
             frame = frame.rename(columns={"t": "t (per fold)", "drop": "drop % (per fold)"})
         return frame.set_index("variant")
@@ -103,7 +118,7 @@ with ui.guard("The Masks & ROC page failed"):
         base = ev.arms()["baseline"]
         st.info(f"{ui.attack_label(attack)} gives one score per sample: it cannot be masked. Its ROC and metrics "
                 f"({ev.protocol.name} protocol, {ev.n_boot} bootstrap replicates):")
-        roc_panel(ev, {"baseline": ev.scores("baseline")})
+        roc_panel(ev, {"baseline": ev.scores("baseline")}, {"baseline": base})
         st.dataframe(arms_frame([base], ev.protocol.name == "honest"), key="masks_metrics_table",
                      column_config=RATE_COLUMNS)
         show_cautions(ev)
@@ -115,7 +130,10 @@ with ui.guard("The Masks & ROC page failed"):
     with head2:
         st.markdown(
             f"**{ui.attack_label(attack)}** · {run.n_members} members / {run.n_heldout} held-out · "
-            f"protocol **{state.current_protocol()}** (sidebar) · curves at t = {timesteps[t_index]}"
+            f"protocol **{state.current_protocol()}** (sidebar)  \n"
+            + ui.t_scope_text(cache.evaluation(run, attack), t_index,
+                              fixed="cards, findings, ROC curves and metrics table",
+                              follows="the curves against the drop %")
         )
 
     def masks_body(run, attack: str, t_index: int, labels: np.ndarray, timesteps: list[int]) -> None:
@@ -156,14 +174,14 @@ with ui.guard("The Masks & ROC page failed"):
         picked = state.manual_coords(run)
         with st.expander("Manual mask (channels, positions, picked coordinates)", expanded=False):
             use_manual = st.toggle("Use the manual mask", value=False, key="use_manual")
-            m1, m2, m3 = st.columns(3)
+            m1, m2 = st.columns(2)
             keep_channels = m1.multiselect("Keep channels", list(range(c_count)), default=list(range(c_count)),
                                            key="manual_channels")
             positions = [(r, c) for r in range(h) for c in range(w)]
             keep_positions = m2.multiselect("Keep positions (row, col)", positions, default=[], key="manual_positions",
                                             format_func=lambda p: f"({p[0]}, {p[1]})",
                                             help="Empty = every position.")
-            use_picked = m3.checkbox(f"Only the {len(picked)} coordinates picked on the Dimensions page",
+            use_picked = st.checkbox(f"Only the {len(picked)} coordinates picked on the Dimensions page",
                                      value=bool(picked), key="manual_use_picked", disabled=not picked)
             keep = masks.manual_mask(
                 run.latent_shape,
@@ -182,16 +200,22 @@ with ui.guard("The Masks & ROC page failed"):
         random_label = f"random (seed {rand.seeds[0]})"
         roc_scores = {"baseline": ev.scores("baseline"), "masked": ev.scores("masked", p),
                       random_label: ev.scores("random", p, rand.seeds[0])}
+        roc_arms = {"baseline": base, "masked": masked, random_label: rand}
+        custom_drop = {}  # what a global / manual mask drops, for the table's drop column
         if use_global:
             gstat = ev.global_stat(float(drop))
-            shown.append(ev.custom_arm("global", gstat))
+            roc_arms["global"] = ev.custom_arm("global", gstat)
+            shown.append(roc_arms["global"])
             roc_scores["global"] = ev.custom_scores(gstat)
+            custom_drop["global"] = f"{drop} % (global ranking)"
         if use_manual:
             if not keep.any():
                 st.warning("The manual mask keeps no coordinate; its statistic is 0 for every sample.")
             mstat = ev.manual_stat(keep)  # per-channel sums + the few differing coordinates; memoised per mask
-            shown.append(ev.custom_arm("manual", mstat))
+            roc_arms["manual"] = ev.custom_arm("manual", mstat)
+            shown.append(roc_arms["manual"])
             roc_scores["manual"] = ev.custom_scores(mstat)
+            custom_drop["manual"] = f"keeps {int(keep.sum())} of {d} (manual)"
 
         # ---- headline cards: every value names its protocol, t (and drop) and interval; no bare deltas
         proto = ev.protocol
@@ -209,12 +233,12 @@ with ui.guard("The Masks & ROC page failed"):
                 ui.finding_card(f)
 
         # ---- ROC curves
-        roc_panel(ev, roc_scores)
+        roc_panel(ev, roc_scores, roc_arms)
 
         # ---- metrics table with bootstrap intervals
         st.markdown(f"**Metrics, {ev.protocol.name} protocol** (intervals: {ev.n_boot} stratified bootstrap "
                     f"replicates; random = mean of seeds {', '.join(map(str, rand.seeds))})")
-        st.dataframe(arms_frame(shown, honest), key="masks_metrics_table", column_config=RATE_COLUMNS)
+        st.dataframe(arms_frame(shown, honest, custom_drop), key="masks_metrics_table", column_config=RATE_COLUMNS)
         spread = " · ".join(
             f"{ui.METRIC_LABELS[m]} {format_rate(min(rand.per_seed[m]))} to {format_rate(max(rand.per_seed[m]))}"
             for m in ("auroc", "tpr_at_1fpr", "asr") if rand.per_seed.get(m)

@@ -221,8 +221,9 @@ def test_every_page_in_chromium(server, page, fixture_run):
             expect(page.get_by_text(finding.statement, exact=True)).to_have_count(1)
 
         if name == "masks_roc":
-            header = page.get_by_test_id("stMarkdown").filter(has_text="curves at t =")
-            t = int(re.search(r"curves at t = (\d+)", header.first.inner_text()).group(1))
+            # the cards' t: the protocol's (the header names it, and the sidebar's t when they differ)
+            header = page.get_by_test_id("stMarkdown").filter(has_text="(sidebar)")
+            t = int(re.search(r"(?:all at|protocol's) t = (\d+)", header.first.inner_text()).group(1))
             ti = timesteps.index(t)
             value = metric_value(page, "AUROC (masked)")
             slider = slider_thumb(page, "Drop percentage")

@@ -570,11 +570,11 @@ def sidebar_t_agrees(ev, t_index: int) -> bool:
 def t_scope_text(ev, t_index: int, *, fixed: str, follows: str) -> str:
     """Which numbers of a page keep the protocol's t (``fixed``) and which follow the sidebar's
     (``follows``), naming both t's where they differ: "cards ... at the standard protocol's t = 60 ·
-    drop curves at the sidebar's t = 100", or "... all at t = 60" when they agree."""
+    drop curves at the sidebar's t = 100", or "numbers and curves all at t = 60 ..." when they agree."""
     t = ev.timesteps[t_index]
     name = ev.protocol.name
     if sidebar_t_agrees(ev, t_index):
-        return f"{fixed} and {follows} all at t = {t} (the {name} protocol's t and the sidebar's)"
+        return f"numbers and curves all at t = {t} (the {name} protocol's t and the sidebar's)"
     return f"{fixed} at the {name} protocol's {protocol_t_text(ev)} · {follows} at the sidebar's t = {t}"
 
 

@@ -40,3 +40,18 @@ def test_streamlit_reads_these_settings():
     assert out.returncode == 0, out.stderr
     text = out.stdout
     assert 'address = "127.0.0.1"' in text
+
+
+def test_forward_message_cache_is_off():
+    """No element is cacheable, so the server never sends a reference to one the browser may have
+    dropped meanwhile (fast input killed the session with "Cached ForwardMsg MISS"; see the comment
+    in config.toml and tests/test_masks_roc_fast_input.py)."""
+    import subprocess
+    import sys
+
+    assert float(_config()["global"]["minCachedMessageSize"]) >= 1e15
+    code = ("from streamlit import config; config.get_config_options(force_reparse=True); "
+            "print(config.get_option('global.minCachedMessageSize'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout.strip()) >= 1e15

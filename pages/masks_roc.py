@@ -56,7 +56,7 @@ with ui.guard("The Masks & ROC page failed"):
             aurocs[name] = metrics.auroc(s, labels)  # the same in both conventions
         base = ev.arms()["baseline"]
         if proto.name == "honest":
-            note, aurocs = f"(honest)<br><sup>pooled cross-fitted scores, {ui.arm_t_cell(base)}</sup>", None
+            note = f"(honest)<br><sup>pooled calibrated out-of-fold scores, {ui.arm_t_cell(base)}</sup>"
         elif paper and len({a.best_t.get("auroc") for a in arms.values()}) > 1:
             note = "(paper, each curve at its arm's AUROC t)"
         else:
@@ -69,9 +69,10 @@ with ui.guard("The Masks & ROC page failed"):
         r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
                                            max_points=ROC_POINTS, **axes), key="masks_roc_log")
         if proto.name == "honest":
-            st.caption("Honest protocol: every sample is scored at its fold's t (and drop); the curves pool the "
-                       "folds (descriptive). The table's AUROC is the size-weighted mean of per-fold AUROCs and its "
-                       "TPR@1%FPR the realised rate of the thresholds chosen on the other folds.")
+            st.caption("Honest protocol: every sample is scored at its fold's t (and drop), then calibrated on the "
+                       "other folds' held-out scores, so the folds pool into one set of out-of-fold scores: the "
+                       "curves, their AUROC and the table's AUROC are of those pooled scores; TPR@1%FPR is the "
+                       "realised rate of the thresholds chosen on the other folds.")
         elif paper:
             curve_ts = {name: a.best_t.get("auroc") for name, a in arms.items()}
             card_ts = {name: a.best_t.get("tpr_at_1fpr") for name, a in arms.items() if name in ("baseline", "masked")}
@@ -262,6 +263,7 @@ with ui.guard("The Masks & ROC page failed"):
                     curves.percents, masked=curves.masked[m], masked_band=(curves.masked_lo[m], curves.masked_hi[m]),
                     random_mean=curves.random_mean[m], random_band=(curves.random_lo[m], curves.random_hi[m]),
                     baseline=curves.baseline[m], baseline_ci=curves.baseline_ci[m], n_seeds=len(curves.seeds),
+                    n_boot=curves.n_boot,
                     ylabel=name, current=current,
                     title=f"{name} vs drop %, t = {curves.t}<br><sup>all samples, "
                     + ("in-sample (descriptive)" if honest else f"{ev.protocol.name} convention") + "</sup>",

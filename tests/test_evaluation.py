@@ -780,3 +780,19 @@ def test_convention_roc_and_cheap_best_t(tied_run, tied_data, protocol):
     np.testing.assert_allclose(curve.tpr, tpr)
     for arm in ("baseline", "masked"):
         assert ev.best_t(arm, 40) == ev.arms(None if protocol == "honest" else 40)[arm].best_t
+
+
+@pytest.mark.parametrize("protocol", ["standard", "honest"])
+def test_custom_arm_has_no_empty_drop_text(plain_run, protocol):
+    """A manual or global mask has no drop percentage: its drop text is empty, never a bare
+    "per fold:"; the masked arm's is its percentage (or the folds' under honest)."""
+    ev = Evaluation(plain_run, "sima", protocol, n_boot=0)
+    keep = np.ones(LATENT, dtype=bool)
+    keep[0] = False
+    arm = ev.custom_arm("manual", ev.manual_stat(keep))
+    assert arm.drop_text == ""
+    masked = ev.arms()["masked"]
+    if protocol == "honest":
+        assert masked.drop_text.startswith("per fold: ") and masked.drop_text != "per fold: "
+    else:
+        assert masked.drop_text == "40 %"

@@ -101,12 +101,14 @@ class ArmResult:
 
     @property
     def drop_text(self) -> str:
-        """The drop percentage in words ("40 %", "per fold: 40, 35, ...", "" for the baseline)."""
+        """The drop percentage in words ("40 %", "per fold: 40, 35, ..."); "" for the baseline and for
+        an arm with no drop percentage (a manual or global mask: its name says what it keeps)."""
         if self.arm == "baseline":
             return ""
         if self.drop_percent is not None:
             return f"{self.drop_percent:g} %"
-        return "per fold: " + ", ".join(f"{f.drop_percent:g}" for f in self.folds if f.drop_percent is not None)
+        drops = [f"{f.drop_percent:g}" for f in self.folds if f.drop_percent is not None]
+        return "per fold: " + ", ".join(drops) if drops else ""
 
 
 @dataclass(frozen=True)

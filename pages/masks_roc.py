@@ -63,11 +63,14 @@ with ui.guard("The Masks & ROC page failed"):
             note = f"({proto.name}, {ui.metric_t_text(base, 'auroc')})"
         axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)") if paper
                 else dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)"))
+        # the log axes start at the smallest rate the negatives / positives can resolve
+        n_neg, n_pos = (run.n_members, run.n_heldout) if paper else (run.n_heldout, run.n_members)
         r1, r2 = st.columns(2)
         r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", max_points=ROC_POINTS, **axes),
                         key="masks_roc_lin")
         r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
-                                           max_points=ROC_POINTS, **axes), key="masks_roc_log")
+                                           max_points=ROC_POINTS, n_negatives=n_neg, n_positives=n_pos, **axes),
+                        key="masks_roc_log")
         if proto.name == "honest":
             st.caption("Honest protocol: every sample is scored at its fold's t (and drop), then calibrated on the "
                        "other folds' held-out scores, so the folds pool into one set of out-of-fold scores: the "

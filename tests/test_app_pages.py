@@ -828,3 +828,17 @@ def test_distortion_page_names_the_split_held_out(env):
     assert any("· held-out ·" in c for c in captions)  # the galleries do show held-out images
     split = next(m for m in at.metric if m.label == "Split")
     assert split.value in ("member", "held-out")
+
+
+def test_masks_roc_log_axes_start_at_the_resolvable_rate(env, arrays):
+    """The log-log ROC's FPR axis starts at 1 / n_negatives (held-out images under standard), the
+    smallest false-positive rate the data can show, and its TPR axis at 1 / n_positives."""
+    at = _app().run()
+    at.switch_page("pages/masks_roc.py").run()
+    _no_exception(at)
+    fig = next(v for k, v in _charts(at).items() if k.startswith("ROC, log-log"))
+    labels = arrays["labels"]
+    n_pos, n_neg = int(labels.sum()), int(labels.size - labels.sum())
+    assert fig["layout"]["xaxis"]["type"] == "log"
+    assert fig["layout"]["xaxis"]["range"][0] == pytest.approx(np.log10(1.0 / n_neg), abs=0.05)
+    assert fig["layout"]["yaxis"]["range"][0] == pytest.approx(np.log10(1.0 / n_pos), abs=0.05)

@@ -36,7 +36,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 import ldminv_core
-from ldminv_core import masks, metrics
+from ldminv_core import masks
 from ldminv_core.choices import ATTACK_LABELS, attack_label  # noqa: F401 - re-exported
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
 from ldminv_core.evaluation import (

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.metrics import roc_auc_score
 from streamlit.testing.v1 import AppTest
 
 from ldminv_app import cache, export, figures

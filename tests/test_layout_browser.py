@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +22,9 @@ from synthetic_runs import write_run
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from benchmarks.bench_dashboard import wait_idle  # noqa: E402 - after the repository root is importable
+from benchmarks.bench_dashboard import start_server, wait_idle  # noqa: E402 - after the repository root is importable
+from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-SERVER_START_S = 90
 LONG_PATHS = {
     "model": "/home/researcher/models/stable-diffusion/checkpoints/sd15-pokemon-finetune-lora-r16-step-12000",
     "members": "/home/researcher/datasets/pokemon-blip-captions/train-split-members-833-images",
@@ -60,12 +56,6 @@ _LINE_BREAKS_JS = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def long_path_run(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
@@ -89,47 +79,29 @@ def page(long_path_run, tmp_path_factory):
         pytest.fail(f"Chromium is required at {CHROMIUM} (Debian package 'chromium'); this test never downloads one.")
     home = tmp_path_factory.mktemp("layout-home")
     port = _free_port()
-    env = dict(os.environ, LDMINV_RUN=str(long_path_run), LDMINV_HOME=str(home), OMP_NUM_THREADS="1")
-    log_path = home / "streamlit.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.address", "127.0.0.1",
-             "--server.port", str(port), "--server.headless", "true", "--server.fileWatcherType", "none"],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + SERVER_START_S
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"streamlit exited with code {proc.returncode}:\n{log_path.read_text()}")
-                try:
-                    with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                        if resp.status == 200:
-                            break
-                except OSError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"streamlit did not answer within {SERVER_START_S} s:\n{log_path.read_text()}")
-                time.sleep(0.25)
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                             args=["--no-sandbox", "--disable-gpu"])
-                try:
-                    pg = browser.new_page(viewport={"width": 1400, "height": 900})
-                    pg.set_default_timeout(90_000)
-                    pg.goto(url + "/")
-                    pg.get_by_test_id("stSidebar").get_by_text("held-out:").wait_for()
-                    wait_idle(pg)
-                    yield pg
-                finally:
-                    browser.close()
-        finally:
-            proc.terminate()
+    try:
+        proc = start_server(long_path_run, home, port, home / "streamlit.log")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=15)
+                pg = browser.new_page(viewport={"width": 1400, "height": 900})
+                pg.set_default_timeout(90_000)
+                pg.goto(f"http://127.0.0.1:{port}/")
+                pg.get_by_test_id("stSidebar").get_by_text("held-out:").wait_for()
+                wait_idle(pg)
+                yield pg
+            finally:
+                browser.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=15)
 
 
 def test_sidebar_paths_wrap_after_separators_and_keep_the_full_path(page):

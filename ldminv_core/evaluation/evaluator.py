@@ -868,7 +868,6 @@ class Evaluation:
                        statement=describe(estimate, ci, v), details=details, secondary=secondary)
 
     def _quartile_finding(self) -> Finding:
-        groups = self.quartile_groups()
         design = self._design("quartile")
         vals, reps = {}, {}
         for q in (0, 3):

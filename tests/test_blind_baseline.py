@@ -1,0 +1,137 @@
+"""The blind baseline's features and cross-fitted classifier (METHOD.md section 6): features read
+from real image files, out-of-fold scores equal to sklearn's own cross-fitting with the same folds,
+and folders that differ only in format or brightness are told apart without any model, while
+folders drawn alike are not."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import sparse
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import PredefinedSplit, StratifiedKFold, cross_val_predict
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ldminv_core.blind_features import blind_features, jpeg_quality
+from ldminv_core.errors import LdminvError
+from ldminv_core.evaluation.blind import cross_fitted_blind_scores
+
+
+def write_images(folder: Path, n: int, *, seed: int, fmt: str = "PNG", brightness: float = 0.0,
+                 quality: int = 90) -> list[Path]:
+    """n noisy RGB images of random sizes; ``brightness`` shifts every pixel."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        h, w = rng.integers(24, 40, size=2)
+        pixels = np.clip(rng.normal(120 + brightness, 40, size=(h, w, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"img_{i:03d}.{'jpg' if fmt == 'JPEG' else fmt.lower()}"
+        Image.fromarray(pixels, mode="RGB").save(path, format=fmt, **({"quality": quality} if fmt == "JPEG" else {}))
+        paths.append(path)
+    return paths
+
+
+def folds_of(labels: np.ndarray, k: int = 5, seed: int = 0) -> np.ndarray:
+    out = np.zeros(labels.size, dtype=np.int64)
+    for f, (_, test) in enumerate(StratifiedKFold(k, shuffle=True, random_state=seed).split(labels, labels)):
+        out[test] = f
+    return out
+
+
+def two_folders(tmp_path: Path, **held_kw) -> tuple[list[Path], np.ndarray]:
+    members = write_images(tmp_path / "members", 40, seed=1)
+    heldout = write_images(tmp_path / "heldout", 40, seed=2, **held_kw)
+    return members + heldout, np.r_[np.ones(40, dtype=np.int64), np.zeros(40, dtype=np.int64)]
+
+
+def test_features_are_read_from_the_files(tmp_path):
+    paths = write_images(tmp_path / "a", 3, seed=0) + write_images(tmp_path / "b", 2, seed=0, fmt="JPEG", quality=75)
+    feats = blind_features(paths, captions=["a red shoe", "", "two words", "x", None])
+    meta, names = feats.groups["meta"], feats.names["meta"]
+    assert meta.shape == (5, len(names)) and feats.groups["pixels"].shape[0] == 5
+    col = {n: i for i, n in enumerate(names)}
+    np.testing.assert_array_equal(meta[:, col["format_png"]], [1, 1, 1, 0, 0])
+    np.testing.assert_array_equal(meta[:, col["format_jpeg"]], [0, 0, 0, 1, 1])
+    with Image.open(paths[3]) as im:
+        w, h = im.size
+        assert jpeg_quality(im) == 75  # Pillow writes the IJG tables
+    assert meta[3, col["log_width"]] == pytest.approx(np.log(w)) and meta[3, col["log_height"]] == pytest.approx(np.log(h))
+    assert meta[3, col["bytes_per_pixel"]] == pytest.approx(paths[3].stat().st_size / (w * h))
+    assert (meta[:3, col["jpeg_quality"]] == 0).all()
+    np.testing.assert_array_equal(feats.groups["caption"][:, 0], [3, 0, 2, 1, 0])
+    with Image.open(paths[0]) as im:
+        rgb = np.asarray(im.convert("RGB").resize((64, 64), Image.Resampling.BILINEAR), dtype=np.float64) / 255
+    px = {n: i for i, n in enumerate(feats.names["pixels"])}
+    assert feats.groups["pixels"][0, px["mean_g"]] == pytest.approx(rgb[..., 1].mean())
+    with pytest.raises(LdminvError, match="captions"):
+        blind_features(paths, captions=["one"])
+    bad = tmp_path / "not_an_image.png"
+    bad.write_bytes(b"plain text")
+    with pytest.raises(LdminvError, match="not_an_image.png"):
+        blind_features([bad])
+
+
+def test_out_of_fold_scores_equal_sklearn_cross_fitting(tmp_path):
+    paths, labels = two_folders(tmp_path, brightness=8.0)
+    feats = blind_features(paths)
+    folds = folds_of(labels)
+    got = cross_fitted_blind_scores(feats, labels, folds, seed=0)
+    assert set(got.scores) == {"meta", "pixels", "all"}
+    for group, x in (("pixels", feats.groups["pixels"]),
+                     ("all", np.hstack([feats.groups["meta"], feats.groups["pixels"]]))):
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=0))
+        want = cross_val_predict(model, x, labels, cv=PredefinedSplit(folds), method="predict_proba")[:, 1]
+        np.testing.assert_allclose(got.scores[group], want, atol=1e-6)
+
+
+def test_caption_words_are_learnt_within_folds(tmp_path):
+    paths, labels = two_folders(tmp_path)
+    captions = [f"a photo of item {i}" if y else f"studio shot number {i}" for i, y in enumerate(labels)]
+    feats = blind_features(paths, captions=captions)
+    folds = folds_of(labels)
+    got = cross_fitted_blind_scores(feats, labels, folds, groups=["caption"])
+    assert roc_auc_score(labels, got.scores["caption"]) > 0.95  # caption style alone gives the folders away
+    # the oracle: TF-IDF vocabulary and scaling learnt on the other folds only
+    want = np.empty(labels.size)
+    texts = np.asarray(captions, dtype=object)
+    words = feats.groups["caption"]
+    for f in np.unique(folds):
+        te, tr = folds == f, folds != f
+        tfidf = TfidfVectorizer().fit(texts[tr])
+        sc = StandardScaler().fit(words[tr])
+        x_tr = sparse.hstack([sparse.csr_matrix(sc.transform(words[tr])), tfidf.transform(texts[tr])]).tocsr()
+        x_te = sparse.hstack([sparse.csr_matrix(sc.transform(words[te])), tfidf.transform(texts[te])]).tocsr()
+        want[te] = LogisticRegression(max_iter=5000, random_state=0).fit(x_tr, labels[tr]).predict_proba(x_te)[:, 1]
+    np.testing.assert_allclose(got.scores["caption"], want, atol=1e-6)
+
+
+@pytest.mark.parametrize("held_kw,group", [({"fmt": "JPEG", "quality": 70}, "meta"), ({"brightness": 25.0}, "pixels")])
+def test_folders_that_differ_without_the_model_are_told_apart(tmp_path, held_kw, group):
+    paths, labels = two_folders(tmp_path, **held_kw)
+    got = cross_fitted_blind_scores(blind_features(paths), labels, folds_of(labels))
+    assert roc_auc_score(labels, got.scores[group]) > 0.9
+    assert roc_auc_score(labels, got.scores["all"]) > 0.9
+
+
+def test_folders_drawn_alike_are_not_told_apart(tmp_path):
+    paths, labels = two_folders(tmp_path)  # members and held-out from the same generator
+    aurocs = [roc_auc_score(labels, cross_fitted_blind_scores(blind_features(paths), labels,
+                                                              folds_of(labels, seed=s)).scores["all"])
+              for s in range(3)]
+    assert abs(np.mean(aurocs) - 0.5) < 0.15, aurocs
+
+
+def test_errors_name_the_argument(tmp_path):
+    paths, labels = two_folders(tmp_path)
+    feats = blind_features(paths[:10] + paths[-10:])
+    lab = np.r_[np.ones(10), np.zeros(10)]
+    with pytest.raises(LdminvError, match="groups"):
+        cross_fitted_blind_scores(feats, lab, folds_of(lab), groups=["encoder"])
+    with pytest.raises(LdminvError, match="fold 0"):
+        cross_fitted_blind_scores(feats, lab, np.r_[np.zeros(10), np.ones(10)].astype(int))

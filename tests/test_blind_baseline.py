@@ -19,7 +19,9 @@ from sklearn.preprocessing import StandardScaler
 
 from ldminv_core.blind_features import blind_features, jpeg_quality
 from ldminv_core.errors import LdminvError
-from ldminv_core.evaluation.blind import cross_fitted_blind_scores
+from ldminv_core.evaluation.blind import (attack_vs_blind_finding, blind_baseline_finding, blind_strata,
+                                         cross_fitted_blind_scores, within_blind_strata_finding)
+from ldminv_core.evaluation.resampling import resample_index
 
 
 def write_images(folder: Path, n: int, *, seed: int, fmt: str = "PNG", brightness: float = 0.0,
@@ -135,3 +137,44 @@ def test_errors_name_the_argument(tmp_path):
         cross_fitted_blind_scores(feats, lab, folds_of(lab), groups=["encoder"])
     with pytest.raises(LdminvError, match="fold 0"):
         cross_fitted_blind_scores(feats, lab, np.r_[np.zeros(10), np.ones(10)].astype(int))
+
+
+def test_blind_findings_against_sklearn():
+    """The three findings of METHOD.md section 6 on scores with a known structure: the estimates equal
+    sklearn's AUROCs, the interval of the paired difference is of the paired replicates, strata with
+    one split are left out and named."""
+    rng = np.random.default_rng(7)
+    n = 200
+    labels = np.r_[np.ones(n // 2, dtype=np.int64), np.zeros(n // 2, dtype=np.int64)]
+    shift = rng.normal(size=n) + 1.2 * labels  # the folders differ: the blind score sees it
+    attack = shift + 0.2 * rng.normal(size=n)  # an attack that reads the same difference
+    index = resample_index(labels, n_boot=300, seed=0)
+
+    f = blind_baseline_finding(shift, labels, index)
+    assert f.id == "blind_baseline" and f.estimate == pytest.approx(roc_auc_score(labels, shift) - 0.5, abs=1e-12)
+    assert f.verdict == "supported" and "without the model" in f.statement
+
+    g = attack_vs_blind_finding(attack, shift, labels, index, context="SimA, standard protocol, t = 0")
+    assert g.estimate == pytest.approx(roc_auc_score(labels, attack) - roc_auc_score(labels, shift), abs=1e-12)
+    paired = [roc_auc_score(labels, attack[r]) - roc_auc_score(labels, shift[r]) for r in index[:50]]
+    unpaired_spread = np.std([roc_auc_score(labels, attack[r]) for r in index[:50]])
+    assert np.std(paired) < unpaired_spread  # pairing removes the shared variation
+    assert g.ci[0] <= g.estimate <= g.ci[1]
+
+    h = within_blind_strata_finding(attack, shift, labels, n_boot=300, level=0.95, context="SimA")
+    strata = blind_strata(shift)
+    want, total = 0.0, 0
+    for k in range(5):
+        rows = strata == k
+        if 0 < labels[rows].sum() < rows.sum():
+            want += roc_auc_score(labels[rows], attack[rows]) * rows.sum()
+            total += rows.sum()
+    assert h.estimate == pytest.approx(want / total - 0.5, abs=1e-12)
+    assert h.estimate < g.details["attack_auroc"] - 0.5  # holding the shift fixed removes most of the signal
+
+    # folders told apart perfectly by the files: every stratum holds one split, no membership claim
+    lab = np.r_[np.ones(120, dtype=np.int64), np.zeros(80, dtype=np.int64)]  # the 40-image strata split at 80
+    perfect = lab + 0.01 * rng.random(n)
+    none = within_blind_strata_finding(attack, perfect, lab, n_boot=100)
+    assert none.verdict == "undefined" and np.isnan(none.estimate) and "no membership claim" in none.statement
+    assert none.details["strata_left_out"] == [1, 2, 3, 4, 5]

@@ -21,13 +21,20 @@ from sklearn.preprocessing import StandardScaler
 
 from ..blind_features import BlindFeatures
 from ..errors import LdminvError, ShapeError
+from .protocols import Protocol, convention_metrics, convention_metrics_resampled
+from .resampling import combine_strata, percentile_interval, resample_index, verdict
+from .results import Finding
 
-__all__ = ["BlindScores", "cross_fitted_blind_scores", "ALL_GROUPS"]
+__all__ = ["BlindScores", "cross_fitted_blind_scores", "ALL_GROUPS", "BLIND_STRATA", "blind_strata",
+           "blind_baseline_finding", "attack_vs_blind_finding", "within_blind_strata_finding"]
 
 #: The name of the classifier that sees every feature group at once.
 ALL_GROUPS = "all"
 #: Inverse L2 strength of the logistic regression (sklearn's default).
 C = 1.0
+#: Strata of the shift-controlled attack (pooled quintiles of the out-of-fold blind score).
+BLIND_STRATA = 5
+_MEMBERS_POSITIVE = Protocol()  # AUROC does not depend on the convention
 
 
 @dataclass(frozen=True)
@@ -110,3 +117,136 @@ def cross_fitted_blind_scores(features: BlindFeatures, labels: np.ndarray, folds
             score[test] = model.predict_proba(x_te)[:, 1]
         out[name] = score
     return BlindScores(scores=out, folds=fold)
+
+
+def _auroc(score: np.ndarray, labels: np.ndarray, index: np.ndarray | None) -> np.ndarray:
+    """AUROC (members positive) of ``score`` (N,) on the data (index None: shape (1,)) or on every
+    replicate of ``index`` (B, N)."""
+    if index is None:
+        return np.atleast_1d(convention_metrics(score, labels, _MEMBERS_POSITIVE)["auroc"])
+    return convention_metrics_resampled(score, labels, index, _MEMBERS_POSITIVE)["auroc"]
+
+
+def _finding(fid: str, est: float, reps: np.ndarray | None, level: float, details: dict, statement) -> Finding:
+    ci = percentile_interval(reps, level=level) if reps is not None else (float("nan"), float("nan"))
+    v = verdict(ci) if np.isfinite(est) else "undefined"
+    return Finding(id=fid, metric="auroc", estimate=float(est), ci=ci, verdict=v, statement=statement(est, ci, v),
+                   details=details)
+
+
+def blind_baseline_finding(blind_score: np.ndarray, labels: np.ndarray, index: np.ndarray | None, *,
+                           level: float = 0.95) -> Finding:
+    """``blind_baseline``: AUROC of the out-of-fold blind scores - 0.5.
+
+    Args:
+        blind_score: (N,) out-of-fold blind scores (higher = member).
+        labels: (N,) 1 = member.
+        index: (B, N) bootstrap design (e.g. stratified by split and fold), or None (no interval).
+        level: interval level.
+
+    Returns:
+        The finding; "supported" = the folders can be told apart without the model.
+    """
+    y = np.asarray(labels).astype(np.int8)
+    est = float(_auroc(blind_score, y, None)[0]) - 0.5
+    reps = None if index is None else _auroc(blind_score, y, index) - 0.5
+
+    def statement(e: float, ci: tuple[float, float], v: str) -> str:
+        meaning = {
+            "supported": "the two folders can be told apart from the files alone, without the model: an attack's "
+                         "AUROC on them may be distribution shift, not membership",
+            "contradicted": "the blind classifier does worse than chance",
+            "inconclusive": "the files alone do not tell the two folders apart on this run",
+            "undefined": "undefined on this run",
+        }[v]
+        return (f"Blind baseline (a classifier of the files' format, pixels and captions, cross-fitted, never "
+                f"seeing the model): AUROC {e + 0.5:.3f}, {e:+.3f} over chance, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]; "
+                f"{v}: {meaning}.")
+    return _finding("blind_baseline", est, reps, level, {"blind_auroc": est + 0.5}, statement)
+
+
+def attack_vs_blind_finding(attack_score: np.ndarray, blind_score: np.ndarray, labels: np.ndarray,
+                            index: np.ndarray | None, *, level: float = 0.95, context: str = "") -> Finding:
+    """``attack_vs_blind``: attack AUROC - blind AUROC, paired (both on every replicate of ``index``).
+
+    Args:
+        attack_score, blind_score: (N,) scores of the same samples (higher = member).
+        labels: (N,) 1 = member. index: (B, N) bootstrap design or None. context: the attack,
+            protocol and t, for the statement.
+    """
+    y = np.asarray(labels).astype(np.int8)
+    a, b = float(_auroc(attack_score, y, None)[0]), float(_auroc(blind_score, y, None)[0])
+    reps = None if index is None else _auroc(attack_score, y, index) - _auroc(blind_score, y, index)
+
+    def statement(e: float, ci: tuple[float, float], v: str) -> str:
+        meaning = {
+            "supported": "the attack separates the folders better than the files alone do",
+            "contradicted": "the files alone separate the folders better than the attack: its AUROC is no "
+                            "evidence of membership",
+            "inconclusive": "the attack does not separate the folders clearly better than the files alone",
+            "undefined": "undefined on this run",
+        }[v]
+        return (f"Attack AUROC {a:.3f} against the blind baseline's {b:.3f} ({context}): difference {e:+.3f}, "
+                f"95% paired CI [{ci[0]:+.3f}, {ci[1]:+.3f}]; {v}: {meaning}.")
+    return _finding("attack_vs_blind", a - b, reps, level, {"attack_auroc": a, "blind_auroc": b}, statement)
+
+
+def blind_strata(blind_score: np.ndarray, *, n_strata: int = BLIND_STRATA) -> np.ndarray:
+    """Stratum of every sample, int64 (N,) in 0..n_strata-1: the samples sorted by their out-of-fold
+    blind score (stable sort) and split into near-equal parts (``numpy.array_split``)."""
+    s = np.asarray(blind_score, dtype=np.float64)
+    out = np.empty(s.shape[0], dtype=np.int64)
+    for k, rows in enumerate(np.array_split(np.argsort(s, kind="stable"), n_strata)):
+        out[rows] = k
+    return out
+
+
+def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarray, labels: np.ndarray, *,
+                                n_boot: int, seed: int = 0, level: float = 0.95, context: str = "") -> Finding:
+    """``attack_within_blind_strata``: the attack's AUROC within strata of equal blind score.
+
+    The samples are cut into :data:`BLIND_STRATA` strata by their out-of-fold blind score
+    (:func:`blind_strata`); the attack's AUROC is computed within every stratum that holds both
+    splits, and the estimate is their size-weighted mean - 0.5, with a bootstrap interval
+    resampling within split x stratum (``n_boot`` replicates, 0 = none). A stratum with one split
+    only is named in the details and left out; when none remains the estimate is NaN ("undefined").
+    """
+    y = np.asarray(labels).astype(np.int8)
+    strata = blind_strata(blind_score)
+    kept = [k for k in range(BLIND_STRATA) if 0 < y[strata == k].sum() < (strata == k).sum()]
+    dropped = [k + 1 for k in range(BLIND_STRATA) if k not in kept]
+    index = (resample_index(combine_strata(y.astype(np.int64), strata), n_boot=n_boot, seed=seed)
+             if n_boot else None)
+
+    def weighted(idx: np.ndarray | None) -> np.ndarray:
+        total = sum(int((strata == k).sum()) for k in kept)
+        acc = 0.0
+        for k in kept:
+            rows = np.flatnonzero(strata == k)
+            if idx is None:
+                auc = _auroc(attack_score[rows], y[rows], None)
+            else:  # the design keeps every replicate's column inside its stratum: restrict to it
+                pos = np.full(y.size, -1, dtype=np.int64)
+                pos[rows] = np.arange(rows.size)
+                auc = _auroc(np.asarray(attack_score, dtype=np.float64)[rows], y[rows], pos[idx[:, rows]])
+            acc = acc + auc * rows.size / total
+        return np.atleast_1d(acc)
+
+    est = float(weighted(None)[0]) - 0.5 if kept else float("nan")
+    reps = weighted(index) - 0.5 if (kept and index is not None) else None
+
+    def statement(e: float, ci: tuple[float, float], v: str) -> str:
+        if not kept:
+            return ("Attack within blind strata: every stratum of equal blind score holds one split only: the "
+                    "folders are separable without the model, and no membership claim can be made on this run.")
+        left = f"; strata left out (one split only): {dropped}" if dropped else ""
+        meaning = {
+            "supported": "among images the files alone cannot tell apart, the attack still identifies members",
+            "contradicted": "within strata of equal blind score the attack does worse than chance",
+            "inconclusive": "once the folders' difference is held fixed, the attack shows no clear membership signal",
+            "undefined": "undefined on this run",
+        }[v]
+        return (f"Attack AUROC within {len(kept)} strata of equal blind score ({context}): size-weighted mean "
+                f"{e + 0.5:.3f}, {e:+.3f} over chance, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]{left}; {v}: {meaning}.")
+    return _finding("attack_within_blind_strata", est, reps, level,
+                    {"strata_kept": [k + 1 for k in kept], "strata_left_out": dropped}, statement)

@@ -147,8 +147,9 @@ class Finding:
     """A claim of the paper stated on the user's run.
 
     Attributes:
-        id: "distortion_quartiles", "distortion_quartiles_within_class", "masking_vs_baseline"
-            or "masking_vs_random".
+        id: "distortion_quartiles", "distortion_quartiles_within_class", "masking_vs_baseline",
+            "masking_vs_random", or the blind-baseline findings "blind_baseline", "attack_vs_blind",
+            "attack_within_blind_strata" (:mod:`.blind`).
         metric: the metric of ``estimate`` ("auroc").
         estimate: the difference (e.g. AUROC(Q4) - AUROC(Q1)).
         ci: its 95% paired bootstrap interval.

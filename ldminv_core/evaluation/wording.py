@@ -40,6 +40,9 @@ FINDING_TITLES: dict[str, str] = {
     "distortion_quartiles_within_class": "Within each class, are distorted samples memorized more?",
     "masking_vs_baseline": "Does dropping low-influence coordinates beat the unmasked statistic?",
     "masking_vs_random": "Does dropping low-influence coordinates beat dropping random ones?",
+    "blind_baseline": "Can the files alone, without the model, tell the two folders apart?",
+    "attack_vs_blind": "Does the attack separate the folders better than the files alone?",
+    "attack_within_blind_strata": "Among images the files cannot tell apart, does the attack still find members?",
 }
 
 #: Short titles for compact tables (one row per attack and finding).
@@ -48,6 +51,9 @@ FINDING_SHORT_TITLES: dict[str, str] = {
     "distortion_quartiles_within_class": "Distortion quartiles within class",
     "masking_vs_baseline": "Masking vs unmasked",
     "masking_vs_random": "Masking vs random masks",
+    "blind_baseline": "Blind baseline (files only)",
+    "attack_vs_blind": "Attack vs blind baseline",
+    "attack_within_blind_strata": "Attack within blind strata",
 }
 
 _METRIC_WORDS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "asr": "ASR"}

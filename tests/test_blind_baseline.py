@@ -19,9 +19,11 @@ from sklearn.preprocessing import StandardScaler
 
 from ldminv_core.blind_features import blind_features, jpeg_quality
 from ldminv_core.errors import LdminvError
+from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.blind import (attack_vs_blind_finding, blind_baseline_finding, blind_strata,
                                          cross_fitted_blind_scores, within_blind_strata_finding)
 from ldminv_core.evaluation.resampling import resample_index
+from synthetic_runs import write_run
 
 
 def write_images(folder: Path, n: int, *, seed: int, fmt: str = "PNG", brightness: float = 0.0,
@@ -178,3 +180,33 @@ def test_blind_findings_against_sklearn():
     none = within_blind_strata_finding(attack, perfect, lab, n_boot=100)
     assert none.verdict == "undefined" and np.isnan(none.estimate) and "no membership claim" in none.statement
     assert none.details["strata_left_out"] == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("protocol", ["standard", "honest"])
+def test_evaluation_blind_findings_on_a_run(tmp_path, protocol):
+    """Evaluation.blind_findings on a run whose held-out images are brighter files: the blind
+    baseline is supported, attack_vs_blind pairs the attack's baseline arm (as the protocol scores
+    it) with the blind scores, and the blind folds are the honest protocol's."""
+    rng = np.random.default_rng(3)
+    n = 80
+    labels = np.r_[np.ones(40, dtype=np.int64), np.zeros(40, dtype=np.int64)]
+    terms = rng.exponential(1.0, size=(n, 2, 2, 3, 3)).astype(np.float32)
+    terms[labels == 1] *= 0.8
+    run = write_run(tmp_path / "run", terms=terms, influence=rng.normal(size=(n, 2, 3, 3)).astype(np.float32),
+                    log_volume=rng.normal(size=n), labels=labels, timesteps=[0, 10])
+    for path, y in zip(run.samples["path"], labels):
+        pixels = np.clip(rng.normal(110 + 30 * (1 - y), 30, size=(24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="RGB").save(path)
+    ev = Evaluation(run, "sima", protocol, n_boot=200)
+    folds = ev.blind_folds()
+    np.testing.assert_array_equal(folds, Evaluation(run, "sima", "honest", n_boot=0).folds())
+    blind = cross_fitted_blind_scores(blind_features(list(run.samples["path"])), labels, folds)
+    base, vs, within = ev.blind_findings(blind)
+    assert (base.id, vs.id, within.id) == ("blind_baseline", "attack_vs_blind", "attack_within_blind_strata")
+    assert base.verdict == "supported"
+    attack = ev.scores("baseline")
+    assert vs.estimate == pytest.approx(roc_auc_score(labels, attack) - roc_auc_score(labels, blind.scores["all"]),
+                                        abs=1e-12)
+    assert protocol in vs.statement
+    with pytest.raises(LdminvError, match="group"):
+        ev.blind_findings(blind, group="encoder")

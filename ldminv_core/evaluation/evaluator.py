@@ -37,6 +37,8 @@ from .. import masks
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
 from ..runstore import Run
+from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding,
+                    within_blind_strata_finding)
 from .calibration import heldout_calibration
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
 from .protocols import (HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics,
@@ -969,6 +971,40 @@ class Evaluation:
             details={"masked_auroc": ma.auroc, f"{other}_auroc": oa.auroc,
                      "masked_tpr_at_1fpr": ma.tpr_at_1fpr, f"{other}_tpr_at_1fpr": oa.tpr_at_1fpr},
             secondary=({"metric": "tpr_at_1fpr", "estimate": e_t, "ci": ci_t, "verdict": v_t},),
+        )
+
+    def blind_folds(self) -> np.ndarray:
+        """Fold id of every sample for the blind baseline, int64 (N,): the ``honest`` protocol's
+        seeded stratified folds (its K and seed; the defaults under the other protocols)."""
+        proto = self.protocol if self.protocol.name == "honest" else make_protocol("honest")
+        if proto is self.protocol:
+            return self.folds()
+        return Evaluation(self.run, self.attack, proto, n_boot=0).folds()
+
+    def blind_findings(self, blind: BlindScores, *, group: str = ALL_GROUPS) -> tuple[Finding, ...]:
+        """The blind-baseline findings of METHOD.md section 6 on this attack: ``blind_baseline``,
+        ``attack_vs_blind`` (paired with the attack's baseline arm as this protocol scores it) and
+        ``attack_within_blind_strata``.
+
+        Args:
+            blind: out-of-fold blind scores of this run's samples, cross-fitted on
+                :meth:`blind_folds` (:func:`~ldminv_core.evaluation.blind.cross_fitted_blind_scores`).
+            group: which classifier's scores ("all" = every feature group).
+        """
+        if group not in blind.scores:
+            raise UnknownNameError(f"group: {group!r} is not among the blind scores {tuple(blind.scores)}")
+        b = np.asarray(blind.scores[group], dtype=np.float64)
+        if b.shape != (self.n,):
+            raise LdminvError(f"blind.scores[{group!r}]: expected shape ({self.n},) (one per sample), got {b.shape}")
+        scored, _, _ = self._scored("baseline", None)
+        attack_score = scored.scores["auroc"]
+        design = self._design()
+        ctx = self._context()
+        return (
+            blind_baseline_finding(b, self.labels, design, level=self.level),
+            attack_vs_blind_finding(attack_score, b, self.labels, design, level=self.level, context=ctx),
+            within_blind_strata_finding(attack_score, b, self.labels, n_boot=self.n_boot, seed=self.seed,
+                                        level=self.level, context=ctx),
         )
 
     def findings(self, drop: float | None = None) -> tuple[Finding, ...]:

@@ -74,7 +74,7 @@ _STAGE_LABELS = {
 }
 _STARTUP_DONE = "_startup_done"
 _DEMO_PENDING = "_demo_pending"
-DEMO_JOB_ID = "demo"
+DEMO_JOB_ID = "demo"  # job ids of the demo analysis: "demo:<its run folder>"
 
 
 def stage_label(stage: str) -> str:
@@ -196,13 +196,14 @@ def start_demo_job() -> AnalysisJob:
     from ldminv_core.analyze import AnalysisCancelled, run_analysis
 
     registry = cache.job_registry()
-    job = registry.get(DEMO_JOB_ID)
+    config = demo_config()
+    job_id = f"{DEMO_JOB_ID}:{Path(config.out).resolve()}"  # one job per demo folder (per LDMINV_HOME)
+    job = registry.get(job_id)
     if job is not None and job.state().status not in ("error", "cancelled"):
         return job
-    config = demo_config()
     target = functools.partial(run_analysis, precomputed=_demo_module().demo_precomputed())
     return registry.start(
-        DEMO_JOB_ID, AnalysisJob(label="demo", config=config, target=target, cancelled_exc=AnalysisCancelled))
+        job_id, AnalysisJob(label="demo", config=config, target=target, cancelled_exc=AnalysisCancelled))
 
 
 def first_results(path: str | Path) -> Run | None:

@@ -537,10 +537,12 @@ def _complete_run_matches(plan: _Plan) -> bool:
     import json
 
     try:
-        stored = json.loads((plan.out / "run.json").read_text(encoding="utf-8")).get("config", {})
+        data = json.loads((plan.out / "run.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise RunError(f"{plan.out / 'run.json'}: cannot be read ({exc})") from exc
-    diff = _settings_diff(stored if isinstance(stored, dict) else {}, _settings_against(plan, _read_stored_run(plan.out)))
+    data = data if isinstance(data, dict) else {}
+    stored = data.get("config", {})
+    diff = _settings_diff(stored if isinstance(stored, dict) else {}, _settings_against(plan, data))
     if not diff:
         return True
     raise RunError(

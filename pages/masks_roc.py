@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ldminv_core import masks, metrics
+from ldminv_core import masks
 from ldminv_core.evaluation import convention_roc
 from ldminv_core.report import format_rate, format_rate_ci, low_fpr_cautions
 
@@ -53,7 +53,8 @@ with ui.guard("The Masks & ROC page failed"):
         for name, s in scores.items():
             c = convention_roc(s, labels, proto)
             curves[name] = (c.fpr, c.tpr)
-            aurocs[name] = metrics.auroc(s, labels)  # the same in both conventions
+            arm = arms[name]  # the legend's AUROC is the evaluation's: the arm's (the random curve: its seed's)
+            aurocs[name] = arm.per_seed["auroc"][0] if arm.per_seed else arm.auroc
         base = ev.arms()["baseline"]
         if proto.name == "honest":
             note = f"(honest)<br><sup>pooled calibrated out-of-fold scores, {ui.arm_t_cell(base)}</sup>"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -842,3 +843,10 @@ def test_masks_roc_log_axes_start_at_the_resolvable_rate(env, arrays):
     assert fig["layout"]["xaxis"]["type"] == "log"
     assert fig["layout"]["xaxis"]["range"][0] == pytest.approx(np.log10(1.0 / n_neg), abs=0.05)
     assert fig["layout"]["yaxis"]["range"][0] == pytest.approx(np.log10(1.0 / n_pos), abs=0.05)
+    # the legend's AUROC of each curve is the AUROC of the curve drawn (sklearn on its scores at the page's t)
+    stat = arrays["terms"].astype(np.float64).sum(axis=(2, 3, 4))
+    t = int(re.search(r"t = (\d+)", fig["layout"]["title"]["text"])[1])
+    base = next(tr for tr in fig["data"] if str(tr.get("name", "")).startswith("baseline"))
+    shown = float(re.search(r"AUROC (\d\.\d+)", base["name"])[1])
+    want = roc_auc_score(labels, -stat[:, arrays["timesteps"].index(t)])
+    assert shown == pytest.approx(want, abs=5e-5)

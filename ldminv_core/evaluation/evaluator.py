@@ -96,6 +96,28 @@ def quartile_index(log_volume: np.ndarray, *, rule: str = "split") -> np.ndarray
     return out
 
 
+def stratified_folds(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
+    """Fold id of every sample, int64 (N,): ``StratifiedKFold(folds, shuffle=True,
+    random_state=seed)`` over the split (labels (N,), 1 = member); the folds of the ``honest``
+    protocol and of the blind baseline.
+
+    Raises:
+        LdminvError: fewer than ``folds`` members or held-out images.
+    """
+    y = np.asarray(labels).astype(np.int8)
+    n, n_mem = int(y.size), int(y.sum())
+    if min(n_mem, n - n_mem) < folds:
+        raise LdminvError(
+            f"protocol honest: {folds} folds need at least {folds} members and {folds} held-out images; "
+            f"the run has {n_mem} and {n - n_mem} (use fewer --folds)"
+        )
+    out = np.zeros(n, dtype=np.int64)
+    for f, (_, test) in enumerate(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(
+            np.zeros(n), y)):
+        out[test] = f
+    return out
+
+
 @dataclass
 class _Scored:
     """Scores of one arm as evaluated: metric -> (N,) membership scores, fold id (N,) and, for
@@ -397,22 +419,11 @@ class Evaluation:
 
     def folds(self) -> np.ndarray:
         """Fold id of every sample, int64 (N,): all 0 unless the protocol is ``honest``
-        (``StratifiedKFold(folds, shuffle=True, random_state=protocol.seed)`` over the split)."""
+        (:func:`stratified_folds` with the protocol's K and seed)."""
         def make() -> np.ndarray:
-            out = np.zeros(self.n, dtype=np.int64)
             if self.protocol.name != "honest":
-                return out
-            k = self.protocol.folds
-            n_min = int(min(self.labels.sum(), self.n - self.labels.sum()))
-            if n_min < k:
-                raise LdminvError(
-                    f"protocol honest: {k} folds need at least {k} members and {k} held-out images; "
-                    f"the run has {int(self.labels.sum())} and {int(self.n - self.labels.sum())} (use fewer --folds)"
-                )
-            splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=self.protocol.seed)
-            for f, (_, test) in enumerate(splitter.split(np.zeros(self.n), self.labels)):
-                out[test] = f
-            return out
+                return np.zeros(self.n, dtype=np.int64)
+            return stratified_folds(self.labels, folds=self.protocol.folds, seed=self.protocol.seed)
         return self._cached(("folds",), make)
 
     def _fold_ids(self) -> list[int]:
@@ -976,10 +987,11 @@ class Evaluation:
     def blind_folds(self) -> np.ndarray:
         """Fold id of every sample for the blind baseline, int64 (N,): the ``honest`` protocol's
         seeded stratified folds (its K and seed; the defaults under the other protocols)."""
-        proto = self.protocol if self.protocol.name == "honest" else make_protocol("honest")
-        if proto is self.protocol:
+        if self.protocol.name == "honest":
             return self.folds()
-        return Evaluation(self.run, self.attack, proto, n_boot=0).folds()
+        default = make_protocol("honest")
+        return self._cached(("blind_folds",), lambda: stratified_folds(self.labels, folds=default.folds,
+                                                                      seed=default.seed))
 
     def blind_findings(self, blind: BlindScores, *, group: str = ALL_GROUPS) -> tuple[Finding, ...]:
         """The blind-baseline findings of METHOD.md section 6 on this attack: ``blind_baseline``,

@@ -36,7 +36,7 @@ def planned_stage_order(config: Any) -> list[str]:
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     names = [str(a).lower() for a in attacks]
     return list(planned_stages({"attacks": {a: {"kind": "terms" if a in MASKABLE_ATTACKS else "scores"}
-                                            for a in names}}))
+                                            for a in names}, "blind": {}}))
 
 
 def _stages_done(out: Any) -> list[str]:

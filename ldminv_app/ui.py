@@ -70,6 +70,7 @@ __all__ = [
 _STAGE_LABELS = {
     "starting": "Loading the model and the images",
     "encode": "Encoding the images",
+    "blind": "Blind baseline features (the files alone)",
     "geometry": "Decoder geometry (log-volume and influence)",
 }
 _STARTUP_DONE = "_startup_done"

@@ -58,6 +58,7 @@ from .loading import (
 from .latents import encode_latents
 from .distributed import DistContext, RankLedger
 from .precomputed import PrecomputedGeometry
+from .blind_features import BLIND_FILE, blind_features, store_blind_features
 from .runstore import RunWriter, delete_run, load_npy, planned_stages, run_status
 
 __all__ = [
@@ -878,7 +879,8 @@ class StageCost:
         """The stage in words: "loading", "encoding", "decoder geometry", or the attack's name."""
         from .choices import attack_label
 
-        return {"load": "loading", "encode": "encoding", "geometry": "decoder geometry"}.get(
+        return {"load": "loading", "encode": "encoding", "geometry": "decoder geometry",
+                "blind": "blind features"}.get(
             self.stage, attack_label(self.stage))
 
 
@@ -1130,9 +1132,13 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     est.stages.append(StageCost("load", n, seconds=load_seconds))
     est.stages.append(StageCost("encode", n, encoder_calls=n, seconds=enc_s * n))
     order = planned_stages({"attacks": {a: {"kind": "terms" if a in _attacks.MASKABLE_ATTACKS else "scores"}
-                                        for a in plan.attacks}})
+                                        for a in plan.attacks}, "blind": {}})
     for name in order[1:]:  # in the order run_analysis computes them
-        if name == "geometry":
+        if name == "blind":  # reads the files only: timed on four real ones
+            files = [*members.paths[:2], *heldout.paths[:2]]
+            blind_s = _timed(lambda: blind_features(files), dev) / max(len(files), 1)
+            est.stages.append(StageCost("blind", n, seconds=blind_s * n))
+        elif name == "geometry":
             est.stages.append(StageCost("geometry", n, decoder_products=products * n, seconds=geo_s * n))
         else:
             calls = _unet_calls_per_sample(name, plan.timesteps) * n
@@ -1426,6 +1432,31 @@ def run_analysis(
         ctx.stop()
 
 
+def blind_stage(writer: RunWriter, captions: Sequence[str | None], paths: Sequence[str], *,
+                progress: ProgressFn | None, add_time: Callable[[str, float], None]) -> None:
+    """The "blind" stage: model-free features of every image file (:mod:`ldminv_core.blind_features`)
+    written to ``blind_features.npz`` in the run folder, their groups recorded in run.json. Reads
+    the files only (no model): a few milliseconds per image."""
+    n = len(paths)
+    t0 = time.perf_counter()
+    if progress is not None:
+        progress("blind", 0, n)
+    texts = ["" if c is None else str(c) for c in captions]
+    try:
+        features = blind_features(paths, captions=texts if any(t.strip() for t in texts) else None)
+        store_blind_features(writer.path / BLIND_FILE, features)
+    finally:
+        add_time("blind", time.perf_counter() - t0)
+    info = dict(writer.data.get("blind", {}))
+    info.update(file=BLIND_FILE, groups=list(features.groups),
+                features={g: len(v) for g, v in features.names.items()})
+    writer.update(blind=info)
+    writer.set_progress("blind", n)
+    writer.mark_stage_done("blind")
+    if progress is not None:
+        progress("blind", n, n)
+
+
 def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, should_stop: Callable[[], bool] | None,
               model: LoadedModel | None, precomputed: "PrecomputedGeometry | None",
               geometry_plan: "_geometry.GeometryPlan | None" = None) -> Path:
@@ -1486,6 +1517,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
                 "attacks": {a: _attack_spec(a, plan.timesteps, plan.residual_dtype) for a in plan.attacks},
                 "load_report": {"members": members.report.as_dict(), "heldout": heldout.report.as_dict()},
                 "allow_duplicates": allowed,
+                "blind": {"file": BLIND_FILE, "groups": []},
                 "timings": {},
                 "sessions": [],
             }
@@ -1545,6 +1577,10 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             del latents
             writer.mark_stage_done("encode")
         images = None
+
+        # 2. blind features: what the files alone show (METHOD.md section 6), before the model's stages
+        if "blind" in planned_stages(writer.data) and not writer.stage_done("blind"):
+            blind_stage(writer, captions, sample_paths, progress=progress, add_time=add_time)
         z_all = load_npy(writer.path / "latents.npy", mmap_mode="r")
         # several processes, or a folder one of their sessions worked on: per-rank batch records
         ledger = RankLedger(writer.path, ctx, batch_size=plan.batch_size) \
@@ -1673,7 +1709,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             writer.mark_stage_done(name)
             ctx.agree()  # recorded
 
-        # 2-4. the attacks with per-coordinate terms, the geometry, the score-only attacks; a
+        # 3-5. the attacks with per-coordinate terms, the geometry, the score-only attacks; a
         # precomputed geometry that applies costs nothing, so it lands first
         if precomputed is not None and not writer.stage_done("geometry"):
             reuse_geometry()
@@ -1685,7 +1721,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             else:
                 attack_stage(name)
 
-        # 4. finish
+        # 6. finish
         if ledger is not None and ctx.active:
             ranks = []
             for r in range(ctx.world_size):

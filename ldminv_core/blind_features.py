@@ -19,20 +19,31 @@ Feature groups (fixed names):
 """
 from __future__ import annotations
 
+import io
 import math
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from .errors import LdminvError
+from .errors import LdminvError, RunError
 
-__all__ = ["BLIND_GROUPS", "BlindFeatures", "blind_features", "jpeg_quality"]
+if TYPE_CHECKING:  # the reader of run folders; imported lazily where used
+    from .runstore import Run
 
-#: The feature groups computed from files, in order.
-BLIND_GROUPS: tuple[str, ...] = ("meta", "pixels", "caption")
+__all__ = ["BLIND_GROUPS", "BLIND_FILE", "BlindFeatures", "blind_features", "jpeg_quality",
+           "store_blind_features", "read_blind_features", "run_blind_features"]
+
+#: The feature groups computed from files, in order (``encoder`` only when an image model is named).
+BLIND_GROUPS: tuple[str, ...] = ("meta", "pixels", "caption", "encoder")
+#: The features' file: in the run folder (``analyze``'s "blind" stage), or, for a run analysed
+#: before that stage existed, in its ``.ldminv-cache/`` (computed on demand from the image paths).
+BLIND_FILE = "blind_features.npz"
 _FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 _MODES = ("L", "RGB", "RGBA", "P")
 _SIDE = 64
@@ -157,3 +168,121 @@ def blind_features(paths: Sequence[str | os.PathLike], *, captions: Sequence[str
         groups["caption"] = np.asarray([[len(t.split())] for t in texts], dtype=np.float64).reshape(len(files), 1)
         names["caption"] = ("word_count",)
     return BlindFeatures(groups=groups, names=names, captions=texts)
+
+
+# ---------------------------------------------------------------------------------------------
+# stored features
+
+
+def store_blind_features(path: str | os.PathLike, features: BlindFeatures) -> Path:
+    """Write ``features`` to ``path`` (an ``.npz``: one float64 matrix per group, its feature
+    names as ``names:<group>``, the captions as ``captions``), atomically (temporary file +
+    ``os.replace``). Returns the path.
+
+    Raises:
+        RunError: the file cannot be written (named, with the reason).
+    """
+    target = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    for g, x in features.groups.items():
+        arrays[g] = np.ascontiguousarray(x, dtype=np.float64)
+        arrays[f"names:{g}"] = np.asarray(features.names.get(g, ()), dtype=np.str_)
+    if features.captions is not None:
+        arrays["captions"] = np.asarray(features.captions, dtype=np.str_)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buf.getvalue())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        raise RunError(f"could not store the blind features in {target}: {exc.strerror or exc}") from exc
+    return target
+
+
+def read_blind_features(path: str | os.PathLike, *, n: int) -> BlindFeatures:
+    """Read features written by :func:`store_blind_features`, checking that every group has
+    ``n`` rows and its names match its columns.
+
+    Raises:
+        RunError: missing or unreadable file, or a group of the wrong shape (file, group and both
+            shapes named).
+    """
+    file = Path(path)
+    try:
+        with np.load(file, allow_pickle=False) as data:
+            stored = {k: data[k] for k in data.files}
+    except (OSError, ValueError) as exc:
+        raise RunError(f"{file}: cannot read the blind features ({exc})") from exc
+    groups: dict[str, np.ndarray] = {}
+    names: dict[str, tuple[str, ...]] = {}
+    for g in BLIND_GROUPS:
+        if g not in stored:
+            continue
+        x = np.asarray(stored[g], dtype=np.float64)
+        cols = tuple(str(v) for v in stored.get(f"names:{g}", np.asarray([], dtype=np.str_)).tolist())
+        if x.ndim != 2 or x.shape[0] != n or len(cols) != x.shape[1]:
+            raise RunError(f"{file}: group {g!r} has shape {x.shape} and {len(cols)} names; expected {n} rows "
+                           "(one per sample) and one name per column")
+        groups[g], names[g] = x, cols
+    if "meta" not in groups or "pixels" not in groups:
+        raise RunError(f"{file}: the groups 'meta' and 'pixels' are missing (found {sorted(groups)})")
+    captions = None
+    if "captions" in stored:
+        captions = tuple(str(v) for v in stored["captions"].tolist())
+        if len(captions) != n:
+            raise RunError(f"{file}: {len(captions)} captions stored, expected {n}")
+    return BlindFeatures(groups=groups, names=names, captions=captions)
+
+
+def _run_captions(run: "Run") -> list[str] | None:
+    """The run's captions ("" for a sample without one), or None when no sample has one."""
+    raw = run.samples["caption"].tolist() if "caption" in run.samples.columns else []
+    texts = ["" if (c is None or (isinstance(c, float) and math.isnan(c))) else str(c) for c in raw]
+    return texts if any(t.strip() for t in texts) else None
+
+
+def run_blind_features(run: "Run") -> BlindFeatures:
+    """The blind features of a run's samples, in sample order.
+
+    Read from the run folder when ``analyze`` computed them (its "blind" stage); for a run made
+    before that stage existed, computed once from the image paths in ``samples.parquet`` and kept
+    in ``<run>/.ldminv-cache/blind_features.npz`` (when the folder is writable; otherwise they are
+    computed again next time). The cached file is used only when it has one row per sample.
+
+    Raises:
+        LdminvError: the run has no stored features and some image files are missing or
+            unreadable (the count and the first paths named: the run folder outlived its images).
+    """
+    from .runstore import CACHE_DIR  # the run reader does not need this module
+
+    n = len(run.samples)
+    stored = run.path / BLIND_FILE
+    if "blind" in run.stages_done and stored.is_file():
+        return read_blind_features(stored, n=n)
+    cached = run.path / CACHE_DIR / BLIND_FILE
+    if cached.is_file():
+        try:
+            return read_blind_features(cached, n=n)
+        except RunError:
+            pass  # stale or damaged: computed again below
+    paths = [str(p) for p in run.samples["path"].tolist()]
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise LdminvError(
+            f"blind baseline: {len(missing)} of {n} image files of run {run.path} are missing (first: "
+            f"{', '.join(missing[:3])}); the run was analysed before blind features were stored, and they are "
+            "computed from the files. Re-run analyze on the image folders (or restore them) to get the blind baseline")
+    features = blind_features(paths, captions=_run_captions(run))
+    try:
+        store_blind_features(cached, features)
+    except RunError:
+        pass  # a read-only run folder: computed again next time
+    return features

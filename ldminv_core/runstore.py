@@ -125,7 +125,8 @@ KNOWN_ATTACKS: tuple[str, ...] = ("sima", "pia", "loss", "secmi", "pfami")
 #: ``attacks.<name>.kind`` values: per-coordinate terms (residuals/) or stored scores (scores/).
 ATTACK_KINDS: tuple[str, ...] = ("terms", "scores")
 #: Files directly in a run folder that ldminv writes (umap.* by ldminv_core.embedding).
-OWNED_FILES: frozenset[str] = frozenset({RUN_JSON, SAMPLES, LATENTS, INFLUENCE, LOCK, "umap.npy", "umap.json"})
+OWNED_FILES: frozenset[str] = frozenset({RUN_JSON, SAMPLES, LATENTS, INFLUENCE, LOCK, "umap.npy", "umap.json",
+                                        "blind_features.npz"})
 #: Folders of a run: residuals/<attack>.npy, scores/<attack>.npy, _work/ (analyze's scratch),
 #: .ldminv-cache/ (derived arrays the evaluation and the dashboard re-compute when missing).
 CACHE_DIR = ".ldminv-cache"
@@ -968,15 +969,18 @@ def _nonfinite_rows(arr: np.ndarray, chunk_bytes: int = 1 << 26) -> np.ndarray:
 
 
 def planned_stages(settings: dict) -> tuple[str, ...]:
-    """The stages of a run in the order ``analyze`` computes them: "encode", the attacks that
-    store per-coordinate terms, "geometry", then the attacks that store scores (cheap results
-    first, so a partial run has AUROC and ROC curves as early as possible)."""
+    """The stages of a run in the order ``analyze`` computes them: "encode", "blind" (the blind
+    baseline's model-free features of the files; runs whose run.json has a "blind" entry, i.e.
+    every run analysed since the stage exists), the attacks that store per-coordinate terms,
+    "geometry", then the attacks that store scores (cheap results first, so a partial run has
+    AUROC and ROC curves as early as possible)."""
     attacks = settings.get("attacks", {})
     if not isinstance(attacks, dict):
         attacks = {str(a): {} for a in attacks}
     terms = [a for a, spec in attacks.items() if (spec or {}).get("kind", "terms") == "terms"]
     scored = [a for a in attacks if a not in terms]
-    return ("encode", *terms, "geometry", *scored)
+    blind = ("blind",) if "blind" in settings else ()
+    return ("encode", *blind, *terms, "geometry", *scored)
 
 
 class Run:

@@ -264,17 +264,17 @@ def test_cancel_mid_attack_and_mid_geometry_then_resume(tmp_path, uncond_run, ti
     # stages run cheap-first: encode, the maskable attacks, geometry, then PFAMI
     with pytest.raises(AnalysisCancelled, match="loss"):
         run_analysis(cfg, progress=progress, should_stop=should_stop)
-    assert [s for s, d, _ in seen if d == 0] == ["encode", "sima", "pia", "loss"]
+    assert [s for s, d, _ in seen if d == 0] == ["encode", "blind", "sima", "pia", "loss"]
     data = json.loads((tmp_path / "resumed" / "run.json").read_text())
     assert data["status"] == "running" and data["progress"]["loss"] == BATCH
-    assert data["stages"] == {"encode": True, "sima": True, "pia": True}
+    assert data["stages"] == {"encode": True, "blind": True, "sima": True, "pia": True}
     assert run_status(tmp_path / "resumed") == "unfinished"
     with pytest.raises(RunError, match="unfinished"):
         Run.open(tmp_path / "resumed")
 
     # the partial run opens with exactly its finished stages; the half-written loss array is invisible
     part = Run.open(tmp_path / "resumed", partial=True)
-    assert part.partial and part.stages_done == ("encode", "sima", "pia")
+    assert part.partial and part.stages_done == ("encode", "blind", "sima", "pia")
     assert part.attacks == ["sima", "pia"] and part.pending_attacks == ["loss", "secmi", "pfami"]
     assert part.pending_stages == ("loss", "secmi", "geometry", "pfami") and not part.has_geometry
     for stage_output in (lambda: part.influence, lambda: part.log_volume, lambda: part.terms("loss")):
@@ -376,7 +376,7 @@ def test_estimate_cost_counts_the_work(tiny_uncond_model, tiny_image_dirs, tmp_p
     est = estimate_cost(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "never"))
     assert not (tmp_path / "never").exists()
     stages = {s.stage: s for s in est.stages}
-    assert list(stages) == ["load", "encode", "sima", "pia", "loss", "secmi", "geometry", "pfami"]  # run order
+    assert list(stages) == ["load", "encode", "blind", "sima", "pia", "loss", "secmi", "geometry", "pfami"]  # run order
     assert (est.n_members, est.n_heldout) == (8, 8) and est.influence_method == "exact"
     assert stages["encode"].encoder_calls == 16
     assert stages["geometry"].decoder_products == 16 * 64  # one JVP per latent coordinate

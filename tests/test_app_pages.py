@@ -408,7 +408,7 @@ def test_analysis_job_cancel_and_resume(world, tmp_path):
     done = resumed.state()
     assert done.status == "done", done.error_details
     assert done.result == (tmp_path / "job_run").resolve()
-    assert done.stages_seen == ["encode", "sima", "geometry"]  # cheap stages first
+    assert done.stages_seen == ["encode", "blind", "sima", "geometry"]  # cheap stages first
     assert (done.done, done.total) == (4, 4)
     assert len(Run.open(done.result)) == 4
 

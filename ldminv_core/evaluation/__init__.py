@@ -7,6 +7,9 @@
 - :mod:`.evaluator`: :class:`Evaluation`, one attack of a run under one protocol, with
   memoised parts;
 - :mod:`.tables`: descriptive per-coordinate and per-subset tables of the dashboard;
+- :mod:`.blind`: the blind baseline (METHOD.md section 6): a cross-fitted classifier of the files
+  alone, its findings, and whether the folders differ without the model;
+- :mod:`.low_fpr`: the counts behind a TPR at 1% FPR and their exact (Clopper-Pearson) interval;
 - :mod:`.wording`: how the findings are said (titles, verdicts with tiny effects named, a summary
   line), shared by every surface.
 
@@ -34,13 +37,22 @@ from .results import (
     VERDICT_TEXT,
     ArmResult,
     AttackEvaluation,
+    BlindGroupResult,
+    BlindResult,
     ClassQuartiles,
     DropCurves,
     Finding,
     FoldChoice,
     QuartileResult,
 )
+from .blind import CLASSIFIER as BLIND_CLASSIFIER
+from .low_fpr import LowFprCount, clopper_pearson, low_fpr_count, threshold_at_1fpr
 from .wording import (
+    BLIND_GROUP_WORDS,
+    CONFOUNDED_WORDS,
+    below_chance_text,
+    shift_advice,
+    shift_headline,
     FINDING_SHORT_TITLES,
     FINDING_TITLES,
     PRACTICAL_AUROC,
@@ -54,6 +66,18 @@ from .wording import (
 
 __all__ = [
     "Evaluation",
+    "BLIND_CLASSIFIER",
+    "BLIND_GROUP_WORDS",
+    "CONFOUNDED_WORDS",
+    "BlindGroupResult",
+    "BlindResult",
+    "LowFprCount",
+    "clopper_pearson",
+    "low_fpr_count",
+    "threshold_at_1fpr",
+    "below_chance_text",
+    "shift_advice",
+    "shift_headline",
     "FprSupport",
     "fpr_support",
     "DEFAULT_DROP",

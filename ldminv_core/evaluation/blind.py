@@ -21,17 +21,23 @@ from sklearn.preprocessing import StandardScaler
 
 from ..blind_features import BlindFeatures
 from ..errors import LdminvError, ShapeError
-from .protocols import Protocol, convention_metrics, convention_metrics_resampled
+from .low_fpr import low_fpr_count, threshold_at_1fpr
+from .protocols import REPORTED_METRICS, Protocol, convention_metrics, convention_metrics_resampled
 from .resampling import combine_strata, percentile_interval, resample_index, verdict
-from .results import Finding
+from .results import BlindGroupResult, BlindResult, Finding
 
 __all__ = ["BlindScores", "cross_fitted_blind_scores", "ALL_GROUPS", "BLIND_STRATA", "blind_strata",
-           "blind_baseline_finding", "attack_vs_blind_finding", "within_blind_strata_finding"]
+           "blind_baseline_finding", "attack_vs_blind_finding", "within_blind_strata_finding",
+           "evaluate_blind", "CLASSIFIER"]
 
 #: The name of the classifier that sees every feature group at once.
 ALL_GROUPS = "all"
 #: Inverse L2 strength of the logistic regression (sklearn's default).
 C = 1.0
+#: The classifier in words, for every surface that names it.
+CLASSIFIER = "logistic regression on standardised features (captions: TF-IDF of words), cross-fitted"
+#: Features named per group as the ones that weigh most.
+TOP_FEATURES = 5
 #: Strata of the shift-controlled attack (pooled quintiles of the out-of-fold blind score).
 BLIND_STRATA = 5
 _MEMBERS_POSITIVE = Protocol()  # AUROC does not depend on the convention
@@ -250,3 +256,79 @@ def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarra
                 f"{e + 0.5:.3f}, {e:+.3f} over chance, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]{left}; {v}: {meaning}.")
     return _finding("attack_within_blind_strata", est, reps, level,
                     {"strata_kept": [k + 1 for k in kept], "strata_left_out": dropped}, statement)
+
+
+def _top_features(features: BlindFeatures, group: str, labels: np.ndarray, seed: int) -> tuple[int, tuple]:
+    """(number of columns, the :data:`TOP_FEATURES` largest standardised coefficients as (name,
+    coefficient)) of the group's classifier fitted on every sample (descriptive only)."""
+    members = tuple(features.groups) if group == ALL_GROUPS else (group,)
+    everyone = np.ones(labels.shape[0], dtype=bool)
+    x, _ = _design(features, members, everyone, everyone)
+    names: list[str] = []
+    for g in members:
+        names += [f"{g}:{v}" for v in features.names[g]]
+        if g == "caption" and features.captions is not None and any(t.strip() for t in features.captions):
+            names += [f"caption word:{w}" for w in TfidfVectorizer().fit(features.captions).get_feature_names_out()]
+    if len(np.unique(labels)) < 2 or x.shape[1] != len(names):
+        return x.shape[1], ()
+    coef = LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(x, labels).coef_[0]
+    order = np.argsort(-np.abs(coef), kind="stable")[:TOP_FEATURES]
+    return x.shape[1], tuple((names[i], float(coef[i])) for i in order if abs(coef[i]) > 1e-6)
+
+
+def evaluate_blind(features: BlindFeatures, labels: np.ndarray, folds: np.ndarray, protocol: Protocol,
+                   design: np.ndarray | None, *, level: float = 0.95, seed: int = 0,
+                   fold_seed: int = 0) -> BlindResult:
+    """The blind baseline of a run under a protocol: out-of-fold scores per feature group and for
+    all (:func:`cross_fitted_blind_scores` on ``folds``), measured like any arm.
+
+    Args:
+        features: the run's blind features (N samples).
+        labels: (N,) 1 = member.
+        folds: (N,) the ``honest`` protocol's fold of every sample (the cross-fitting folds).
+        protocol: its ROC convention, and for ``honest`` the TPR@1%FPR at thresholds transferred
+            between folds (each fold's threshold from the other folds' out-of-fold scores).
+        design: (B, N) bootstrap design (stratified by split, and by fold under ``honest``), or
+            None (no intervals).
+        level: interval level. seed: the classifier's ``random_state``. fold_seed: the folds'
+            seed (recorded).
+
+    Returns:
+        :class:`~.results.BlindResult` with ``finding`` = ``blind_baseline`` on all groups.
+    """
+    y = np.asarray(labels).astype(np.int8)
+    fold = np.asarray(folds).astype(np.int64)
+    # 1. out-of-fold scores of every group and of all together
+    blind = cross_fitted_blind_scores(features, y, fold, seed=seed)
+    # 2. every group measured like an arm
+    honest = protocol.name == "honest"
+    members, heldout = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
+    out = []
+    for group, score in blind.scores.items():
+        point = {m: float(v[0]) for m, v in convention_metrics(score[None, :], y, protocol).items()}
+        reps = convention_metrics_resampled(score, y, design, protocol) if design is not None else None
+        decisions = None
+        realised = None
+        if honest:
+            decisions = np.zeros(y.size, dtype=bool)
+            for f in np.unique(fold):
+                own = fold == f
+                decisions[own] = score[own] >= threshold_at_1fpr(score[~own], y[~own])
+            point["tpr_at_1fpr"] = float(decisions[members].mean())
+            realised = float(decisions[heldout].mean())
+            if reps is not None:
+                picked = design[:, members]
+                reps["tpr_at_1fpr"] = decisions[picked].mean(axis=1)
+        ci = {m: percentile_interval(reps[m], level=level) if reps is not None else (float("nan"), float("nan"))
+              for m in REPORTED_METRICS}
+        n_features, top = _top_features(features, group, y, seed)
+        auroc_reps = None if reps is None else reps["auroc"] - 0.5
+        v = verdict(percentile_interval(auroc_reps, level=level)) if auroc_reps is not None else "undefined"
+        out.append(BlindGroupResult(
+            group=group, n_features=n_features, auroc=point["auroc"], tpr_at_1fpr=point["tpr_at_1fpr"], ci=ci,
+            low_fpr=low_fpr_count(score, y, protocol, decisions=decisions, level=level), verdict=v,
+            top_features=top, realised_fpr_at_1fpr=realised))
+    # 3. the finding on all groups
+    finding = blind_baseline_finding(blind.scores[ALL_GROUPS], y, design, level=level)
+    return BlindResult(available=True, classifier=CLASSIFIER, folds=int(np.unique(fold).size),
+                       fold_seed=int(fold_seed), groups=tuple(out), finding=finding, scores=dict(blind.scores))

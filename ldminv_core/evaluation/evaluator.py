@@ -37,8 +37,10 @@ from .. import masks
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
 from ..runstore import Run
-from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding,
+from ..blind_features import run_blind_features
+from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding, evaluate_blind,
                     within_blind_strata_finding)
+from .low_fpr import low_fpr_count, threshold_at_1fpr
 from .calibration import heldout_calibration
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
 from .protocols import (HONEST_DROPS, REPORTED_METRICS, Protocol, convention_metrics,
@@ -48,6 +50,7 @@ from .results import (
     VERDICT_TEXT,
     ArmResult,
     AttackEvaluation,
+    BlindResult,
     ClassQuartiles,
     DropCurves,
     Finding,
@@ -146,27 +149,8 @@ def _first_max(values: np.ndarray, keys: Sequence[float] | None = None) -> int:
 
 
 def _threshold_at_1fpr(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Score threshold of the largest-TPR ROC point with FPR <= 1% (members positive; a sample is
-    called a member when its score is >= the threshold; +inf = nobody).
-
-    The points of sklearn's ``roc_curve(labels, scores, drop_intermediate=False)`` (one per
-    distinct score, in decreasing order, after the (0, 0) point at +inf), from one sort."""
-    y = np.asarray(labels).astype(bool)
-    s = np.asarray(scores, dtype=np.float64)
-    n_pos = int(np.count_nonzero(y))
-    n_neg = int(y.size - n_pos)
-    if n_pos in (0, y.size):
-        return float("inf")
-    order = np.argsort(-s, kind="stable")
-    s_sorted = s[order]
-    last = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])  # end of every tie group
-    tps = np.cumsum(y[order], dtype=np.int64)[last]
-    fps = (last + 1) - tps
-    fpr = np.r_[0.0, fps / fps[-1]] if n_neg else np.r_[0.0, np.zeros(last.size)]
-    tpr = np.r_[0.0, tps / tps[-1]]
-    thr = np.r_[np.inf, s_sorted[last]]
-    ok = np.flatnonzero(fpr <= 0.01)
-    return float(thr[ok[np.argmax(tpr[ok])]])
+    """:func:`~.low_fpr.threshold_at_1fpr` (members positive, FPR <= 1%)."""
+    return threshold_at_1fpr(scores, labels)
 
 
 def lower_thread_priority(niceness: int = 19) -> None:
@@ -581,14 +565,16 @@ class Evaluation:
         return convention_metrics_resampled(score, lab, picked, self.protocol)
 
     def _arm_values(self, arm: str, drop: float | None, seed: int | None) -> tuple:
-        """(point metrics, replicate metrics or None, best_t, fold choices) of one arm and seed on
-        all samples, memoised (the arms and the masking findings share them)."""
+        """(point metrics, replicate metrics or None, best_t, fold choices, low-FPR counts) of one
+        arm and seed on all samples, memoised (the arms and the masking findings share them)."""
         def make() -> tuple:
             scored, best_t, choices = self._scored(arm, drop, seed)
             design = self._design()
             point = self._measure(scored)
             reps = self._measure(scored, index=design) if design is not None else None
-            return point, reps, best_t, choices
+            low = low_fpr_count(scored.scores["tpr_at_1fpr"], self.labels, self.protocol,
+                                decisions=scored.decisions, level=self.level)
+            return point, reps, best_t, choices, low
         return self._cached(("arm_values", arm, drop, seed), make)
 
     def _design(self, *keys: str) -> np.ndarray | None:
@@ -627,7 +613,7 @@ class Evaluation:
         best_t: dict[str, int | None] = {}
         seed_thresholds: list[tuple] = []
         for s in seeds:
-            point, rep, best_t, ch = self._arm_values(arm, drop, s)
+            point, rep, best_t, ch, low = self._arm_values(arm, drop, s)
             if not choices:
                 choices = ch
             seed_thresholds.append(tuple(c.threshold for c in ch))
@@ -658,6 +644,7 @@ class Evaluation:
             folds=choices,
             seeds=tuple(self.seeds) if arm == "random" else (),
             per_seed={m: tuple(values[m]) for m in REPORTED_METRICS} if arm == "random" else {},
+            low_fpr=None if arm == "random" else low,
         )
 
     def _drop_arg(self, drop: float | None) -> float | None:
@@ -894,15 +881,19 @@ class Evaluation:
             ctx = (f"{self.attack_label}, paper protocol, each quartile's AUROC at its own best t: "
                    f"Q1 t = {q_t[0]}, Q4 t = {q_t[3]}")
 
+        shifted = self.shifted()
+
         def describe(e: float, ci: tuple[float, float], v: str) -> str:
             if v == "undefined":
                 return (f"Distortion quartiles ({ctx}): the AUROC of the least or most distorted quartile is "
                         "undefined on this run (a quartile holds one class, or log-volume is missing).")
             meaning = {
                 "supported": "the most distorted samples are easier to identify as members on this run, "
-                             "as the paper reports",
+                             "as the paper reports" if not shifted else
+                             "the most distorted samples are easier to tell apart on this run",
                 "contradicted": "the least distorted samples are easier to identify on this run, the opposite "
-                                "of the paper's claim",
+                                "of the paper's claim" if not shifted else
+                                "the least distorted samples are easier to tell apart on this run",
                 "inconclusive": "this run neither supports nor contradicts the claim that distorted samples "
                                 "are memorized more",
             }[v]
@@ -954,7 +945,7 @@ class Evaluation:
         arms = self.arms(drop)
         p = self._drop_arg(drop)
         seeds = self.seeds if other == "random" else (None,)
-        masked_point, masked_rep, _, _ = self._arm_values("masked", p, None)
+        masked_point, masked_rep = self._arm_values("masked", p, None)[:2]
         others = [self._arm_values(other, p if other == "random" else None, s) for s in seeds]
         other_points = [o[0] for o in others]
         other_reps = [o[1] for o in others] if masked_rep is not None else None
@@ -993,16 +984,58 @@ class Evaluation:
         return self._cached(("blind_folds",), lambda: stratified_folds(self.labels, folds=default.folds,
                                                                       seed=default.seed))
 
-    def blind_findings(self, blind: BlindScores, *, group: str = ALL_GROUPS) -> tuple[Finding, ...]:
+    def blind(self) -> BlindResult:
+        """The run's blind baseline under this protocol (METHOD.md section 6): the files' features
+        (stored by ``analyze``, or computed from the image paths of an older run), cross-fitted on
+        :meth:`blind_folds`, measured per feature group and all together with this protocol's
+        convention and bootstrap design. ``available`` is False, with the reason, when the
+        features cannot be had (e.g. the images of an old run are gone) or the folds do not fit."""
+        def make() -> BlindResult:
+            try:
+                features = run_blind_features(self.run)
+                folds = self.blind_folds()
+                return evaluate_blind(features, self.labels, folds, self.protocol, self._design(), level=self.level,
+                                      seed=0, fold_seed=self._blind_fold_seed())
+            except LdminvError as exc:
+                return BlindResult(available=False, reason=str(exc))
+        return self._cached(("blind",), make)
+
+    def _blind_fold_seed(self) -> int:
+        return self.protocol.seed if self.protocol.name == "honest" else make_protocol("honest").seed
+
+    def shifted(self) -> bool:
+        """True when the blind baseline separates the folders without the model (then every
+        membership or geometry finding carries a caveat)."""
+        return self.blind().separable
+
+    def _shift_caveat(self, what: str) -> str:
+        """The caveat of a finding on folders the blind baseline separates ("" when it does not)."""
+        b = self.blind()
+        if not b.separable:
+            return ""
+        g = b.group(ALL_GROUPS)
+        lo, hi = g.ci["auroc"]
+        by = ", ".join(b.separating_groups) or "all feature groups together"
+        return (f"The files alone separate these folders without the model (blind AUROC {g.auroc:.3f}, 95% CI "
+                f"[{lo:.3f}, {hi:.3f}]; separating: {by}): {what} cannot be separated from the folders' difference "
+                "(distribution shift) and is not evidence of membership.")
+
+    def blind_findings(self, blind: BlindScores | None = None, *, group: str = ALL_GROUPS) -> tuple[Finding, ...]:
         """The blind-baseline findings of METHOD.md section 6 on this attack: ``blind_baseline``,
         ``attack_vs_blind`` (paired with the attack's baseline arm as this protocol scores it) and
-        ``attack_within_blind_strata``.
+        ``attack_within_blind_strata``; empty when the blind baseline is unavailable.
 
         Args:
             blind: out-of-fold blind scores of this run's samples, cross-fitted on
-                :meth:`blind_folds` (:func:`~ldminv_core.evaluation.blind.cross_fitted_blind_scores`).
+                :meth:`blind_folds` (:func:`~ldminv_core.evaluation.blind.cross_fitted_blind_scores`);
+                None: :meth:`blind`'s.
             group: which classifier's scores ("all" = every feature group).
         """
+        if blind is None:
+            result = self.blind()
+            if not result.available:
+                return ()
+            blind = BlindScores(scores=result.scores, folds=self.blind_folds())
         if group not in blind.scores:
             raise UnknownNameError(f"group: {group!r} is not among the blind scores {tuple(blind.scores)}")
         b = np.asarray(blind.scores[group], dtype=np.float64)
@@ -1031,7 +1064,15 @@ class Evaluation:
             if self.maskable:
                 out.append(self._masking_finding("baseline", p))
                 out.append(self._masking_finding("random", p))
-            return tuple(out)
+            if self.shifted():  # a membership or geometry claim on folders the files alone separate
+                what = {"distortion_quartiles": "this difference between distortion quartiles",
+                        "distortion_quartiles_within_class": "this within-class difference",
+                        "masking_vs_baseline": "this masking effect",
+                        "masking_vs_random": "this masking effect"}
+                out = [replace(f, caveat=(c := self._shift_caveat(what.get(f.id, "this finding"))),
+                               statement=f"{f.statement} {c}") for f in out]
+            blind = self._cached(("blind_findings",), lambda: self.blind_findings())
+            return (*blind, *out)
         return self._cached(("findings", p), make)
 
     # ------------------------------------------------------------------ curves
@@ -1186,5 +1227,5 @@ class Evaluation:
             if self.maskable else {},
             baseline=arms["baseline"], masked=arms.get("masked"), random=arms.get("random"),
             quartiles=self.quartiles(), findings=self.findings(drop), classes=self.class_quartiles(),
-            n_boot=self.n_boot, level=self.level,
+            n_boot=self.n_boot, level=self.level, blind=self.blind(),
         )

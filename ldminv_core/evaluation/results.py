@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .low_fpr import LowFprCount
 from .protocols import Protocol
 
 __all__ = [
@@ -18,6 +19,8 @@ __all__ = [
     "Finding",
     "DropCurves",
     "AttackEvaluation",
+    "BlindGroupResult",
+    "BlindResult",
     "VERDICT_TEXT",
 ]
 
@@ -64,6 +67,8 @@ class ArmResult:
         realised_fpr_at_1fpr: ``honest``: the FPR realised by the transferred thresholds.
         folds: ``honest``: the choices of every fold.
         seeds: ``random``: the control's seeds; ``per_seed``: metric -> value per seed.
+        low_fpr: the counts behind ``tpr_at_1fpr`` and its exact interval (None for the random
+            arm, a mean over seeds).
     """
 
     arm: str
@@ -77,6 +82,13 @@ class ArmResult:
     folds: tuple[FoldChoice, ...] = ()
     seeds: tuple[int, ...] = ()
     per_seed: dict[str, tuple[float, ...]] = field(default_factory=dict)
+    low_fpr: LowFprCount | None = None
+
+    @property
+    def below_chance(self) -> bool:
+        """True when the AUROC's whole interval lies below 0.5: held-out images look more
+        member-like than members (distribution shift, or the folders swapped)."""
+        return bool(np.isfinite(self.ci["auroc"][1]) and self.ci["auroc"][1] < 0.5)
 
     def value(self, metric: str) -> float:
         """The headline value of ``metric`` ("auroc", "tpr_at_1fpr" or "asr")."""
@@ -157,6 +169,8 @@ class Finding:
         statement: one sentence computed from the data, naming protocol, t and drop.
         details: the numbers the difference is made of.
         secondary: the same difference for other metrics: [{"metric", "estimate", "ci", "verdict"}].
+        caveat: non-empty when the finding claims membership or a geometry effect on folders the
+            blind baseline separates without the model: what it cannot be told apart from.
     """
 
     id: str
@@ -167,6 +181,13 @@ class Finding:
     statement: str
     details: dict = field(default_factory=dict)
     secondary: tuple[dict, ...] = ()
+    caveat: str = ""
+
+    @property
+    def confounded(self) -> bool:
+        """True when the blind baseline separates the folders and this finding cannot be told
+        apart from that difference (see ``caveat``)."""
+        return bool(self.caveat)
 
 
 @dataclass(frozen=True)
@@ -220,7 +241,85 @@ class AttackEvaluation:
     classes: tuple[ClassQuartiles, ...]
     n_boot: int
     level: float
+    blind: "BlindResult | None" = None
+
+    @property
+    def shifted(self) -> bool:
+        """True when the blind baseline separates the two folders without the model."""
+        return bool(self.blind is not None and self.blind.separable)
 
     def finding(self, finding_id: str) -> Finding | None:
         """The finding with this id, or None."""
         return next((f for f in self.findings if f.id == finding_id), None)
+
+
+@dataclass(frozen=True)
+class BlindGroupResult:
+    """The blind baseline of one feature group (or ``"all"`` of them) under a protocol.
+
+    Attributes:
+        group: "meta", "pixels", "caption", "encoder" or "all".
+        n_features: columns of the group (captions: plus their TF-IDF words, fitted within folds).
+        auroc, tpr_at_1fpr: metrics of the out-of-fold scores (members positive; ``paper``: its
+            convention); ``honest`` TPR: pooled decisions at thresholds transferred between folds.
+        ci: metric -> bootstrap interval (the protocol's design).
+        realised_fpr_at_1fpr: ``honest``: the FPR those thresholds realised.
+        low_fpr: the counts behind ``tpr_at_1fpr`` and their exact interval.
+        verdict: of AUROC - 0.5 ("supported" = this group alone separates the folders).
+        top_features: the features that weigh most in the group's classifier fitted on every
+            sample (descriptive): (name, standardised coefficient), largest magnitude first; a
+            positive coefficient means higher values look like members.
+    """
+
+    group: str
+    n_features: int
+    auroc: float
+    tpr_at_1fpr: float
+    ci: dict[str, tuple[float, float]]
+    low_fpr: LowFprCount | None
+    verdict: str
+    top_features: tuple[tuple[str, float], ...] = ()
+    realised_fpr_at_1fpr: float | None = None
+
+    @property
+    def below_chance(self) -> bool:
+        return bool(np.isfinite(self.ci["auroc"][1]) and self.ci["auroc"][1] < 0.5)
+
+
+@dataclass(frozen=True)
+class BlindResult:
+    """The blind baseline of a run (METHOD.md section 6): a classifier of the files alone,
+    cross-fitted on the ``honest`` folds, per feature group and all together.
+
+    Attributes:
+        available: False when the features could not be had (``reason`` says why).
+        reason: why the blind baseline is unavailable ("" when available).
+        classifier: the classifier in words.
+        folds, fold_seed: the cross-fitting folds.
+        groups: one :class:`BlindGroupResult` per feature group, then ``"all"``.
+        finding: ``blind_baseline`` on ``"all"`` (blind AUROC - 0.5).
+        scores: feature group -> (N,) out-of-fold member probabilities.
+    """
+
+    available: bool
+    reason: str = ""
+    classifier: str = ""
+    folds: int = 0
+    fold_seed: int = 0
+    groups: tuple[BlindGroupResult, ...] = ()
+    finding: Finding | None = None
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def group(self, name: str) -> BlindGroupResult | None:
+        return next((g for g in self.groups if g.group == name), None)
+
+    @property
+    def separable(self) -> bool:
+        """True when the files alone separate the folders: ``blind_baseline`` supported."""
+        return bool(self.available and self.finding is not None and self.finding.verdict == "supported")
+
+    @property
+    def separating_groups(self) -> tuple[str, ...]:
+        """The single feature groups whose AUROC interval lies above 0.5, highest AUROC first."""
+        hits = [g for g in self.groups if g.group != "all" and g.verdict == "supported"]
+        return tuple(g.group for g in sorted(hits, key=lambda g: -g.auroc))

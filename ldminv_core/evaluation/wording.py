@@ -10,7 +10,11 @@ this module adds is how they are said:
   contradicted AUROC difference is smaller than :data:`PRACTICAL_AUROC` ("supported but tiny
   (+0.0015 AUROC)"): an interval can exclude 0 and still hold only differences nobody would act on;
 - :func:`findings_summary`: one line counting the verdicts of a run's findings; :func:`tiny_note`
-  says what "tiny" means.
+  says what "tiny" means;
+- shift (METHOD.md section 6): :func:`verdict_words` with ``confounded`` (a membership or geometry
+  finding on folders the files alone separate), :func:`below_chance_text` (an AUROC whose interval
+  lies below 0.5, never shown as a plain number), :func:`shift_headline` and :func:`shift_advice`
+  (the blind baseline's verdict and what to do, for the Findings page, the report and the export).
 """
 from __future__ import annotations
 
@@ -28,7 +32,25 @@ __all__ = [
     "effect_sentence",
     "tiny_note",
     "findings_summary",
+    "CONFOUNDED_WORDS",
+    "below_chance_text",
+    "shift_headline",
+    "shift_advice",
+    "BLIND_GROUP_WORDS",
 ]
+
+#: What the verdict of a membership or geometry finding becomes on folders the blind baseline
+#: separates: the statistic's verdict stands, but it is not evidence of membership.
+CONFOUNDED_WORDS = "not separable from the folders' difference"
+
+#: Each blind feature group in words.
+BLIND_GROUP_WORDS: dict[str, str] = {
+    "meta": "file format and metadata (format, size, bytes per pixel, JPEG quality, EXIF)",
+    "pixels": "pixel statistics (colour, histograms, thumbnail, sharpness)",
+    "caption": "captions (length and words)",
+    "encoder": "embeddings of a pretrained image model",
+    "all": "all feature groups together",
+}
 
 #: Smallest AUROC difference called practically relevant: one point of AUROC (0.01). A finding
 #: whose interval excludes 0 but whose estimate is smaller than this in magnitude is "tiny".
@@ -79,13 +101,91 @@ def is_tiny(estimate: float | None, *, metric: str = "auroc", threshold: float =
     return math.isfinite(v) and abs(v) < threshold
 
 
-def verdict_words(verdict: str, estimate: float | None, *, metric: str = "auroc") -> str:
+def verdict_words(verdict: str, estimate: float | None, *, metric: str = "auroc", confounded: bool = False) -> str:
     """The verdict as every surface prints it: "supported", "contradicted", "inconclusive",
     "undefined"; a supported or contradicted AUROC difference smaller than
-    :data:`PRACTICAL_AUROC` in magnitude reads "supported but tiny (+0.0015 AUROC)"."""
+    :data:`PRACTICAL_AUROC` in magnitude reads "supported but tiny (+0.0015 AUROC)". With
+    ``confounded`` (the finding's ``caveat`` is set: the blind baseline separates the folders), a
+    supported or contradicted verdict reads "supported on these folders, not separable from the
+    folders' difference"."""
+    words = verdict
     if verdict in ("supported", "contradicted") and is_tiny(estimate, metric=metric):
-        return f"{verdict} but tiny ({float(estimate):+.4f} {_METRIC_WORDS.get(metric, metric)})"
-    return verdict
+        words = f"{verdict} but tiny ({float(estimate):+.4f} {_METRIC_WORDS.get(metric, metric)})"
+    if confounded and verdict in ("supported", "contradicted"):
+        words = f"{words} on these folders, {CONFOUNDED_WORDS}"
+    return words
+
+
+def below_chance_text(auroc: float | None, ci: Any) -> str | None:
+    """For an AUROC whose whole interval lies below 0.5, what it means (None otherwise): "below
+    chance (95% CI [0.290, 0.449]): held-out images look more member-like than members, a sign of
+    distribution shift or of swapped folders, not a weak attack"."""
+    if auroc is None or ci is None:
+        return None
+    lo, hi = (float(ci[0]), float(ci[1]))
+    if not (math.isfinite(hi) and hi < 0.5):
+        return None
+    return (f"below chance (95% CI [{lo:.3f}, {hi:.3f}]): held-out images look more member-like than members, a sign "
+            "of distribution shift or of swapped folders, not a weak attack")
+
+
+def _blind_field(blind: Any, name: str, default: Any = None) -> Any:
+    if isinstance(blind, Mapping):
+        return blind.get(name, default)
+    return getattr(blind, name, default)
+
+
+def _groups(blind: Any) -> list:
+    return list(_blind_field(blind, "groups", ()) or ())
+
+
+def shift_headline(blind: Any) -> str:
+    """The blind baseline's verdict in one sentence (a :class:`~.results.BlindResult` or the report
+    JSON's ``blind`` entry): separable (shift), not separable, or unavailable (with the reason)."""
+    if not _blind_field(blind, "available", False):
+        return f"Blind baseline unavailable: {_blind_field(blind, 'reason', '') or 'no features'}."
+    all_group = next((g for g in _groups(blind) if _field(g, "group") == "all"), None)
+    if all_group is None:
+        return "Blind baseline: no result."
+    auroc = float(_field(all_group, "auroc"))
+    lo, hi = (float(v) for v in _field(all_group, "ci")["auroc"])
+    v = _field(all_group, "verdict")
+    tail = f"blind AUROC {auroc:.3f}, 95% CI [{lo:.3f}, {hi:.3f}]"
+    if v == "supported":
+        return ("Distribution shift: the files alone, without the model, tell members from held-out images "
+                f"({tail}). An attack's AUROC on these folders is not evidence of membership.")
+    if v == "contradicted":
+        return (f"The files alone separate the folders the wrong way round ({tail}): held-out images look more "
+                "member-like than members without the model; check that the folders are not swapped.")
+    if v == "undefined":
+        return f"Blind baseline undefined on this run ({tail})."
+    return (f"No shift detected: the files alone do not tell members from held-out images ({tail}): no difference "
+            "in format, pixel statistics or captions was detected that could stand in for membership.")
+
+
+def shift_advice(blind: Any) -> str:
+    """What to do when the blind baseline separates the folders: which feature groups separate
+    them (their strongest features) and how to build a matched held-out set; "" otherwise."""
+    if not _blind_field(blind, "available", False):
+        return ""
+    groups = _groups(blind)
+    hits = sorted((g for g in groups if _field(g, "group") != "all" and _field(g, "verdict") == "supported"),
+                  key=lambda g: -float(_field(g, "auroc")))
+    all_group = next((g for g in groups if _field(g, "group") == "all"), None)
+    if all_group is None or _field(all_group, "verdict") != "supported":
+        return ""
+    parts = []
+    for g in hits:
+        name = _field(g, "group")
+        top = [str(t[0]).split(":", 1)[-1] for t in (_field(g, "top_features") or ())[:3]]
+        feats = f" (strongest: {', '.join(top)})" if top else ""
+        parts.append(f"{name}: {BLIND_GROUP_WORDS.get(name, name)}, AUROC {float(_field(g, 'auroc')):.3f}{feats}")
+    which = ("Separating: " + "; ".join(parts) + ". ") if parts else \
+        "No single feature group separates the folders; only all of them together. "
+    return (which + "Build a held-out set that matches the members in what separates them: images from the same "
+            "source and collection, the same format and compression (re-save both folders the same way), the same "
+            "resolution, and captions written the same way; then check that the blind AUROC interval contains 0.5 "
+            "before reading any attack's AUROC as membership.")
 
 
 def effect_sentence(finding: Any) -> str | None:
@@ -106,7 +206,7 @@ def tiny_note() -> str:
             f"{PRACTICAL_AUROC:g} (one point of AUROC), too small to matter in practice.")
 
 
-def findings_summary(findings: Iterable[Any], *, context: str = "") -> str:
+def findings_summary(findings: Iterable[Any], *, context: str = "") -> str:  # noqa: C901
     """One line counting the verdicts of ``findings`` (:class:`Finding` objects or report-JSON
     entries): "3 of 4 findings supported (1 of them tiny), 1 inconclusive" plus
     ", under <context>" when given; "No findings" for none."""
@@ -133,4 +233,7 @@ def findings_summary(findings: Iterable[Any], *, context: str = "") -> str:
     first = f"{counts['supported']} of {n} finding{'s' if n != 1 else ''} supported{tiny_note('supported')}"
     rest = [f"{counts[v]} {v}{tiny_note(v)}" for v in _VERDICT_ORDER[1:] if counts.get(v)]
     rest += [f"{c} {v}" for v, c in counts.items() if v not in _VERDICT_ORDER and c]
-    return ", ".join([first, *rest]) + tail + "."
+    confounded = sum(1 for f in items if (f.get("caveat") if isinstance(f, Mapping) else getattr(f, "caveat", "")))
+    more = (f"; {confounded} of them on folders the files alone separate (not evidence of membership)"
+            if confounded else "")
+    return ", ".join([first, *rest]) + tail + more + "."

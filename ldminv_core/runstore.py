@@ -1011,6 +1011,8 @@ class Run:
         self.pending_stages: tuple[str, ...] = tuple(s for s in planned if s not in self.stages_done)
         self._files: dict[str, Path] = {}  # relative path -> checked real path
         self._nonfinite: dict[str, np.ndarray] = {}  # relative path -> (N,) bool, once scanned
+        self._derived: dict[tuple, Any] = {}  # see derived()
+        self._derived_lock = threading.Lock()
 
     @property
     def has_geometry(self) -> bool:
@@ -1135,6 +1137,15 @@ class Run:
                     raise RunError(f"{folder / rel}: dtype {dtype} does not match run.json's "
                                    f"'attacks.{rel[10:-4]}.dtype' {dtype_name!r}")
         return run
+
+    def derived(self, key: tuple, make: "Any") -> Any:
+        """``make()`` computed once per opened run and ``key``: results that depend on the run's
+        data alone, not on the attack (e.g. the blind baseline under one protocol, which every
+        attack's evaluation shares). ``make`` is a callable without arguments."""
+        with self._derived_lock:
+            if key not in self._derived:
+                self._derived[key] = make()
+            return self._derived[key]
 
     # -- samples ------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -210,3 +210,69 @@ def test_evaluation_blind_findings_on_a_run(tmp_path, protocol):
     assert protocol in vs.statement
     with pytest.raises(LdminvError, match="group"):
         ev.blind_findings(blind, group="encoder")
+
+
+def _old_run_with_images(tmp_path: Path, *, shift: float) -> tuple:
+    """A run written without the "blind" stage (as before it existed) whose image files exist;
+    the held-out files are ``shift`` grey levels brighter."""
+    rng = np.random.default_rng(5)
+    n = 80
+    labels = np.r_[np.ones(40, dtype=np.int64), np.zeros(40, dtype=np.int64)]
+    terms = rng.exponential(1.0, size=(n, 2, 2, 3, 3)).astype(np.float32)
+    run = write_run(tmp_path / "run", terms=terms, influence=rng.normal(size=(n, 2, 3, 3)).astype(np.float32),
+                    log_volume=rng.normal(size=n), labels=labels, timesteps=[0, 10])
+    for path, y in zip(run.samples["path"], labels):
+        pixels = np.clip(rng.normal(110 + shift * (1 - y), 30, size=(24, 24, 3)), 0, 255).astype(np.uint8)
+        Image.fromarray(pixels, mode="RGB").save(path)
+    return run, labels
+
+
+def test_an_old_run_gets_its_blind_baseline_from_the_image_paths(tmp_path):
+    """A run analysed before the blind stage existed: the features are computed from its image
+    paths, kept in .ldminv-cache, and the evaluation's blind AUROC is sklearn's on the same
+    out-of-fold scores; every membership / geometry finding then carries the shift caveat."""
+    from ldminv_core.blind_features import BLIND_FILE, read_blind_features
+    from ldminv_core.runstore import CACHE_DIR, Run
+
+    run, labels = _old_run_with_images(tmp_path, shift=40.0)
+    assert "blind" not in run.stages_done
+    ev = Evaluation(run, "sima", "honest", n_boot=200)
+    blind = ev.blind()
+    assert blind.available and blind.separable and "pixels" in blind.separating_groups
+    cached = run.path / CACHE_DIR / BLIND_FILE
+    assert cached.is_file()
+    np.testing.assert_array_equal(read_blind_features(cached, n=80).groups["pixels"],
+                                  blind_features(list(run.samples["path"])).groups["pixels"])
+    for g in blind.groups:
+        assert g.auroc == pytest.approx(roc_auc_score(labels, blind.scores[g.group]), abs=1e-12)
+    findings = ev.findings()
+    assert [f.id for f in findings[:3]] == ["blind_baseline", "attack_vs_blind", "attack_within_blind_strata"]
+    rest = findings[3:]
+    assert rest and all(f.confounded and "distribution shift" in f.caveat for f in rest)
+    assert all("as the paper reports" not in f.statement for f in findings)
+    # another evaluation of the same opened run shares the blind result (computed once per run)
+    assert Evaluation(run, "sima", "honest", n_boot=200).blind() is blind
+    # a fresh open reads the cached features back: same scores
+    again = Evaluation(Run.open(run.path), "sima", "honest", n_boot=200).blind()
+    np.testing.assert_array_equal(again.scores["all"], blind.scores["all"])
+
+
+def test_folders_alike_leave_the_findings_unqualified(tmp_path):
+    run, _ = _old_run_with_images(tmp_path, shift=0.0)
+    ev = Evaluation(run, "sima", "standard", n_boot=200)
+    b = ev.blind()
+    assert b.available and not b.separable
+    lo, hi = b.group("all").ci["auroc"]
+    assert lo <= 0.5 <= hi
+    assert not any(f.caveat for f in ev.findings())
+
+
+def test_missing_images_make_the_blind_baseline_unavailable_with_the_reason(tmp_path):
+    run, _ = _old_run_with_images(tmp_path, shift=40.0)
+    for path in list(run.samples["path"])[:3]:
+        Path(path).unlink()
+    ev = Evaluation(run, "sima", "standard", n_boot=50)
+    b = ev.blind()
+    assert not b.available and "3 of 80 image files" in b.reason and "missing" in b.reason
+    assert [f.id for f in ev.findings()][0] == "distortion_quartiles"  # no blind findings, no caveats
+    assert not any(f.caveat for f in ev.findings())

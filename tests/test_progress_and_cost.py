@@ -129,11 +129,12 @@ def test_rate_holds_still_between_reports_and_the_time_left_counts_down():
 
 def test_job_order_puts_a_reused_geometry_where_it_ran(tmp_path):
     """A demo-like job whose precomputed geometry lands right after encoding: the stage numbers
-    follow the order the job met the stages, so PIA is stage 4 of 5 wherever it is shown."""
+    follow the order the job met the stages, so PIA is stage 5 of 6 wherever it is shown."""
     release = threading.Event()
 
     def target(config, *, progress, should_stop):
         progress("encode", 8, 8)
+        progress("blind", 8, 8)
         progress("geometry", 8, 8)
         progress("sima", 8, 8)
         progress("pia", 4, 8)
@@ -147,8 +148,8 @@ def test_job_order_puts_a_reused_geometry_where_it_ran(tmp_path):
         while job.state().stage != "pia" and time.monotonic() < deadline:
             time.sleep(0.01)
         snap = job.state()
-        assert snap.stages == ["encode", "geometry", "sima", "pia", "pfami"]
-        assert ui.job_progress_text(snap)[1].startswith("Stage 4/5 · Attack PIA · 4/8 samples")
+        assert snap.stages == ["encode", "blind", "geometry", "sima", "pia", "pfami"]
+        assert ui.job_progress_text(snap)[1].startswith("Stage 5/6 · Attack PIA · 4/8 samples")
     finally:
         release.set()
         job.wait(10)
@@ -218,7 +219,7 @@ def test_sidebar_and_page_show_the_same_stage_line(partial_with_reused_geometry,
         assert len(main) == 1 and len(side) == 1, (main, side)
         head = lambda text: text.split(" · about ")[0]  # noqa: E731 - the time left counts down between the two
         assert head(main[0]) == head(side[0])
-        assert head(main[0]).startswith("Stage 4/5 · Attack PIA · 4/8 samples · ")  # encode, geometry, SimA done
+        assert head(main[0]).startswith("Stage 5/6 · Attack PIA · 4/8 samples · ")  # encode, blind, geometry, SimA done
         assert "left in this stage" in main[0] and "left in this stage" in side[0]
     finally:
         release.set()

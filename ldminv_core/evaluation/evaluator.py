@@ -998,7 +998,9 @@ class Evaluation:
                                       seed=0, fold_seed=self._blind_fold_seed())
             except LdminvError as exc:
                 return BlindResult(available=False, reason=str(exc))
-        return self._cached(("blind",), make)
+        # the same for every attack of the run: computed once per run, protocol and design
+        key = ("blind", self.protocol.name, self.protocol.folds, self.protocol.seed, self.n_boot, self.level, self.seed)
+        return self._cached(("blind",), lambda: self.run.derived(key, make))
 
     def _blind_fold_seed(self) -> int:
         return self.protocol.seed if self.protocol.name == "honest" else make_protocol("honest").seed

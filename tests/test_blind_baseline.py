@@ -276,3 +276,27 @@ def test_missing_images_make_the_blind_baseline_unavailable_with_the_reason(tmp_
     assert not b.available and "3 of 80 image files" in b.reason and "missing" in b.reason
     assert [f.id for f in ev.findings()][0] == "distortion_quartiles"  # no blind findings, no caveats
     assert not any(f.caveat for f in ev.findings())
+
+
+def test_a_stratum_the_blind_score_still_separates_is_left_out():
+    """With perfectly separating blind scores the middle quintile holds both splits, yet the
+    files still tell its images apart: it is left out (named), and no membership claim remains,
+    even for an attack that separates that stratum's images."""
+    lab = np.r_[np.ones(100, dtype=np.int8), np.zeros(100, dtype=np.int8)]
+    blind = np.r_[np.linspace(0.6, 1.0, 100), np.linspace(0.0, 0.4, 100)]
+    strata = blind_strata(blind)
+    middle = strata == 2
+    assert 0 < lab[middle].sum() < middle.sum()  # both splits in the middle stratum
+    attack = lab + np.random.default_rng(0).normal(0, 0.3, 200)  # a strong attack
+    f = within_blind_strata_finding(attack, blind, lab, n_boot=50)
+    assert f.verdict == "undefined" and f.details["strata_separated"] == [3]
+    assert f.details["strata_left_out"] == [1, 2, 4, 5] and "no membership claim" in f.statement
+    # overlapping blind scores inside the stratum: kept, and the AUROC is the stratum's own
+    blind2 = blind.copy()
+    blind2[np.flatnonzero(middle & (lab == 1))[:3]] = blind[middle & (lab == 0)].min()
+    f2 = within_blind_strata_finding(attack, blind2, lab, n_boot=0)
+    kept = f2.details["strata_kept"]
+    assert kept and 3 in kept
+    rows = [np.flatnonzero(blind_strata(blind2) == k - 1) for k in kept]
+    expect = sum(roc_auc_score(lab[r], attack[r]) * r.size for r in rows) / sum(r.size for r in rows) - 0.5
+    assert f2.estimate == pytest.approx(expect, abs=1e-12)

@@ -215,12 +215,25 @@ def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarra
     (:func:`blind_strata`); the attack's AUROC is computed within every stratum that holds both
     splits, and the estimate is their size-weighted mean - 0.5, with a bootstrap interval
     resampling within split x stratum (``n_boot`` replicates, 0 = none). A stratum with one split
-    only is named in the details and left out; when none remains the estimate is NaN ("undefined").
+    only is named in the details and left out; so is a stratum whose members and held-out images
+    the blind score still separates completely (no overlap of their blind scores): it does not
+    hold the folders' difference fixed. When none remains the estimate is NaN ("undefined") and
+    the statement says that no membership claim can be made.
     """
     y = np.asarray(labels).astype(np.int8)
-    strata = blind_strata(blind_score)
-    kept = [k for k in range(BLIND_STRATA) if 0 < y[strata == k].sum() < (strata == k).sum()]
-    dropped = [k + 1 for k in range(BLIND_STRATA) if k not in kept]
+    b = np.asarray(blind_score, dtype=np.float64)
+    strata = blind_strata(b)
+    kept, dropped, separated = [], [], []
+    for k in range(BLIND_STRATA):
+        rows = strata == k
+        if not 0 < y[rows].sum() < rows.sum():
+            dropped.append(k + 1)
+        elif b[rows & (y == 1)].min() > b[rows & (y == 0)].max() or b[rows & (y == 1)].max() < b[rows & (y == 0)].min():
+            # both splits, but the blind score still separates them within the stratum: the files
+            # tell these images apart too, so the stratum does not hold the folders' difference fixed
+            separated.append(k + 1)
+        else:
+            kept.append(k)
     index = (resample_index(combine_strata(y.astype(np.int64), strata), n_boot=n_boot, seed=seed)
              if n_boot else None)
 
@@ -243,19 +256,25 @@ def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarra
 
     def statement(e: float, ci: tuple[float, float], v: str) -> str:
         if not kept:
-            return ("Attack within blind strata: every stratum of equal blind score holds one split only: the "
-                    "folders are separable without the model, and no membership claim can be made on this run.")
+            return ("Attack within blind strata: no stratum of equal blind score holds members and held-out images "
+                    "that the files alone cannot tell apart (one split only: "
+                    f"{dropped or 'none'}; separated by the blind score within the stratum: {separated or 'none'}): "
+                    "the folders are separable without the model, and no membership claim can be made on this run.")
         left = f"; strata left out (one split only): {dropped}" if dropped else ""
+        left += (f"; strata left out (the blind score still separates the splits within them): {separated}"
+                 if separated else "")
         meaning = {
             "supported": "among images the files alone cannot tell apart, the attack still identifies members",
             "contradicted": "within strata of equal blind score the attack does worse than chance",
             "inconclusive": "once the folders' difference is held fixed, the attack shows no clear membership signal",
             "undefined": "undefined on this run",
         }[v]
-        return (f"Attack AUROC within {len(kept)} strata of equal blind score ({context}): size-weighted mean "
+        strata_words = "stratum" if len(kept) == 1 else "strata"
+        return (f"Attack AUROC within {len(kept)} {strata_words} of equal blind score ({context}): size-weighted mean "
                 f"{e + 0.5:.3f}, {e:+.3f} over chance, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]{left}; {v}: {meaning}.")
     return _finding("attack_within_blind_strata", est, reps, level,
-                    {"strata_kept": [k + 1 for k in kept], "strata_left_out": dropped}, statement)
+                    {"strata_kept": [k + 1 for k in kept], "strata_left_out": dropped,
+                     "strata_separated": separated}, statement)
 
 
 def _top_features(features: BlindFeatures, group: str, labels: np.ndarray, seed: int) -> tuple[int, tuple]:

@@ -1,11 +1,17 @@
 """Export of a run's findings: a self-contained HTML report and a CSV of per-sample scores.
 
 :func:`build_html_report` writes one HTML file that opens offline in any browser. It opens with
-the findings under the chosen protocol (each under its title, with a one-line summary), then the
+the shift check (METHOD.md section 6: can the files alone, without the model, tell the folders
+apart? The blind baseline per feature group, its chart, and what to do when they can), then the
+findings under the chosen protocol (each under its title, with a one-line summary; a finding on
+folders the files alone separate says so in its verdict and caveat), then the
 run's settings and provenance, the settings that produced the numbers (protocol, attack, t, drop
 percentage, random seeds, masks), the metrics of every arm with bootstrap intervals and the t / drop
 that produced them (the folds' choices under ``honest``), ROC curves, metrics against drop
-percentage and timestep, the distortion figures, the mean influence heatmap and a link that saves
+percentage and timestep (every TPR@1%FPR with the exact Clopper-Pearson interval of its count and
+the number of held-out images its 1% rests on; an AUROC whose interval lies below 0.5 named as
+below chance; the blind baseline's ROC dashed beside the attack's), the distortion figures, the
+mean influence heatmap and a link that saves
 the report JSON of the method reference (embedded as a ``data:`` URL, not printed in the page).
 plotly.js is inlined once, with the first figure; every later figure reuses it.
 
@@ -44,16 +50,21 @@ from ldminv_core.evaluation import (
     REPORTED_METRICS,
     ArmResult,
     AttackEvaluation,
+    BlindResult,
     Evaluation,
+    below_chance_text,
     convention_roc,
     effect_sentence,
     finding_title,
     findings_summary,
     fpr_support,
     make_protocol,
+    shift_advice,
+    shift_headline,
     tiny_note,
     verdict_words,
 )
+from ldminv_core.evaluation.wording import BLIND_GROUP_WORDS
 from ldminv_core.report import report_from_results
 from ldminv_core.runstore import Run
 
@@ -66,6 +77,7 @@ __all__ = [
     "DEFAULT_SEED",
     "build_html_report",
     "arms_table",
+    "blind_table",
     "random_seed_table",
     "folds_table",
     "per_sample_table",
@@ -87,6 +99,7 @@ CI_LEVEL = 0.95
 
 #: Sections of the HTML report: element id -> heading, in document order.
 SECTIONS: dict[str, str] = {
+    "shift": "Shift check: membership or distribution shift?",
     "findings": "Findings",
     "run-settings": "Run settings",
     "figure-settings": "Settings",
@@ -102,6 +115,8 @@ SECTIONS: dict[str, str] = {
 
 #: The ROC curve of the random control is drawn for one seed (the first); its legend says so.
 RANDOM_CURVE_LABEL = "random, seed {seed}"
+#: Legend of the blind baseline's ROC curve (all feature groups, out-of-fold scores), drawn dashed.
+BLIND_CURVE_LABEL = "blind baseline (files only, no model)"
 
 #: Columns of :func:`per_sample_table` / :func:`per_sample_csv`, in order.
 CSV_COLUMNS: tuple[str, ...] = (
@@ -369,6 +384,10 @@ details > summary { cursor: pointer; color: #335; margin: .4rem 0; }
 #findings-table td:nth-child(2), #findings-table td:nth-child(3), #findings-table td:nth-child(4) { white-space: nowrap; }
 .finding-id { display: block; color: #888; font-size: .75rem; font-family: monospace; }
 .summary { font-size: 1.05rem; margin: .6rem 0; }
+#findings-table tr.confounded td:nth-child(4) { white-space: normal; min-width: 11rem; }
+.caveat { display: block; margin-top: .3rem; color: #8a4b00; }
+.shift-box { border-left: 4px solid #bbb; padding: .2rem .9rem; background: #fafafa; }
+.shift-box.shifted { border-left-color: #D55E00; background: #fff6ef; }
 a.download { display: inline-block; padding: .35rem .8rem; border: 1px solid #0072B2; border-radius: .3rem;
              color: #0072B2; text-decoration: none; }
 """
@@ -487,15 +506,34 @@ def _ci_text(ci: tuple[float, float]) -> str:
     return "–" if not (math.isfinite(lo) and math.isfinite(hi)) else f"[{lo:.4f}, {hi:.4f}]"
 
 
-def arms_table(arms: Sequence[ArmResult], *, honest: bool) -> pd.DataFrame:
+def _count_text(count) -> str:
+    """"4 of 60 members" flagged at the TPR@1%FPR threshold ("–" without a count)."""
+    if count is None:
+        return "–"
+    pos = "held-out images" if count.positive_class == "heldout" else "members"
+    return f"{count.true_positives} of {count.n_positives} {pos}"
+
+
+def arms_table(arms: Sequence[ArmResult], *, honest: bool, counts: bool = False) -> pd.DataFrame:
     """One row per arm (the report's and the Masks & ROC page's metrics table): the t and drop that
-    produced it, each metric with its interval (4 decimals), the realised FPR under ``honest``."""
+    produced it, each metric with its interval (4 decimals), the realised FPR under ``honest``.
+
+    With ``counts`` (the HTML report), also the exact Clopper-Pearson interval of every TPR@1%FPR
+    and the count it is made of ("4 of 60 members"; "–" for the random arm, a mean over seeds), and
+    an AUROC whose interval lies below 0.5 reads "0.3690 (below chance)"."""
     rows = []
     for arm in arms:
         row: dict[str, Any] = {"variant": arm.arm, "t": arm.t_text, "drop": arm.drop_text or "–"}
         for m in REPORTED_METRICS:
             row[_METRIC_LABELS[m]] = _fmt(arm.value(m))
             row[f"{_METRIC_LABELS[m]} {int(CI_LEVEL * 100)}% CI"] = _ci_text(arm.ci[m])
+            if counts and m == "auroc" and arm.below_chance:
+                row[_METRIC_LABELS[m]] += " (below chance)"
+            if counts and m == "tpr_at_1fpr":
+                lf = arm.low_fpr
+                exact = "–" if lf is None else _ci_text(lf.exact_ci)
+                row[f"{_METRIC_LABELS[m]} exact {int(CI_LEVEL * 100)}% CI"] = exact
+                row[f"{_METRIC_LABELS[m]} flagged"] = _count_text(lf)
         if honest:
             row["realised FPR"] = _fmt(arm.realised_fpr_at_1fpr)
         rows.append(row)
@@ -514,6 +552,91 @@ def folds_table(arms: Sequence[ArmResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def blind_table(blind: BlindResult, *, honest: bool) -> pd.DataFrame:
+    """One row per feature group of the blind baseline, then "all": what the group reads, its
+    columns, the blind AUROC (named "below chance" when its interval lies below 0.5) with its
+    interval, TPR@1%FPR with the bootstrap and the exact Clopper-Pearson intervals and the count it
+    is made of, the realised FPR under ``honest``, the verdict of AUROC - 0.5 and the features that
+    weigh most (standardised coefficients: positive = member-like). Empty when unavailable."""
+    level = int(CI_LEVEL * 100)
+    rows = []
+    for g in blind.groups:
+        lf = g.low_fpr
+        row: dict[str, Any] = {
+            "feature group": g.group,
+            "what it reads": BLIND_GROUP_WORDS.get(g.group, g.group),
+            "features": g.n_features,
+            "blind AUROC": _fmt(g.auroc) + (" (below chance)" if g.below_chance else ""),
+            f"AUROC {level}% CI": _ci_text(g.ci["auroc"]),
+            "TPR@1%FPR": _fmt(g.tpr_at_1fpr),
+            f"TPR@1%FPR {level}% CI": _ci_text(g.ci["tpr_at_1fpr"]),
+            f"TPR@1%FPR exact {level}% CI": "–" if lf is None else _ci_text(lf.exact_ci),
+            "TPR@1%FPR flagged": _count_text(lf),
+        }
+        if honest:
+            row["realised FPR"] = _fmt(g.realised_fpr_at_1fpr)
+        row["verdict"] = g.verdict
+        row["strongest features"] = ", ".join(f"{name} ({coef:+.2f})" for name, coef in g.top_features[:3]) or "–"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _blind_bars(blind: BlindResult, *, title: str) -> go.Figure:
+    """Bars of the blind AUROC per feature group (and all together) with their intervals; a group
+    whose interval lies above 0.5 in orange (it separates the folders), below 0.5 in blue."""
+    groups = list(blind.groups)
+    vals = np.array([g.auroc for g in groups], dtype=np.float64)
+    lo = np.array([g.ci["auroc"][0] for g in groups], dtype=np.float64)
+    hi = np.array([g.ci["auroc"][1] for g in groups], dtype=np.float64)
+    colors = ["#D55E00" if g.verdict == "supported" else "#0072B2" if g.verdict == "contradicted" else "#999999"
+              for g in groups]
+    fig = go.Figure(go.Bar(
+        x=[g.group for g in groups], y=vals, marker_color=colors,
+        error_y=dict(type="data", symmetric=False, array=hi - vals, arrayminus=vals - lo),
+        text=[f"{v:.3f}" for v in vals], textposition="inside", insidetextanchor="start",
+        hovertext=[f"{g.group}: AUROC {g.auroc:.4f} {_ci_text(g.ci['auroc'])}, {g.verdict}" for g in groups],
+        hoverinfo="text",
+    ))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#888888", annotation_text="chance",
+                  annotation_position="bottom right")
+    fig.update_layout(template=figures.TEMPLATE, title=title, height=340, showlegend=False,
+                      xaxis_title="feature group", yaxis_title="blind AUROC (files only)", yaxis_range=[0, 1.05],
+                      margin=dict(l=50, r=20, t=60, b=45))
+    return fig
+
+
+def _shift_body(res: AttackEvaluation, fig: _FigureWriter) -> str:
+    """The shift check: the blind baseline's verdict in words, its table and chart per feature
+    group, what its TPR@1%FPR rests on, and what to do when the files alone separate the folders."""
+    blind = res.blind
+    if blind is None or not blind.available:
+        text = shift_headline(blind) if blind is not None else "Blind baseline unavailable: it was not evaluated."
+        return (f'<div class="shift-box" id="shift-box"><p class="summary" id="shift-headline"><b>{_esc(text)}</b>'
+                "</p></div>")
+    honest = res.protocol.name == "honest"
+    klass = "shift-box shifted" if blind.separable else "shift-box"
+    out = [f'<div class="{klass}" id="shift-box"><p class="summary" id="shift-headline">'
+           f"<b>{_esc(shift_headline(blind))}</b></p>"]
+    advice = shift_advice(blind)
+    if advice:
+        out.append(f'<p id="shift-advice"><b>What to do:</b> {_esc(advice)}</p>')
+    out.append("</div>")
+    out.append(f'<p class="note">Blind baseline: {_esc(blind.classifier)} on {blind.folds} folds (seed '
+               f"{blind.fold_seed}, the honest protocol's); it sees the image files and captions only, never the "
+               f"model. Measured under the {_esc(res.protocol.name)} protocol; intervals: "
+               f"{_esc(_boot_text(res.n_boot))}.</p>")
+    out.append(_table(blind_table(blind, honest=honest), table_id="blind-table"))
+    notes = [f"{g.group}: AUROC {_fmt(g.auroc)} is {text}" for g in blind.groups
+             if (text := below_chance_text(g.auroc, g.ci["auroc"]))]
+    lf = blind.group("all").low_fpr if blind.group("all") is not None else None
+    if lf is not None:
+        notes.append(f"TPR@1%FPR: {lf.rests_on()}; beside the bootstrap interval, the exact interval is the "
+                     "Clopper-Pearson interval of the flagged count.")
+    out += [f'<p class="note" id="blind-notes">{"<br>".join(_esc(n) for n in notes)}</p>'] if notes else []
+    out.append(fig(_blind_bars(blind, title=f"Blind AUROC per feature group ({res.protocol.name})")))
+    return "\n".join(out)
+
+
 def _findings_table(res: AttackEvaluation) -> str:
     """The findings as a table: each under its title (the id beneath, small), its estimate, interval,
     verdict (a tiny effect named as such) and the statement of the evaluation layer."""
@@ -523,10 +646,17 @@ def _findings_table(res: AttackEvaluation) -> str:
     rows = []
     for f in res.findings:
         est = f"{f.estimate:+.4f}" if math.isfinite(f.estimate) else "–"
+        statement = f.statement
+        if f.caveat and statement.endswith(f.caveat):  # the caveat gets its own line in the cell
+            statement = statement[: -len(f.caveat)].rstrip()
+        caveat = f'<span class="caveat">⚠ {_esc(f.caveat)}</span>' if f.caveat else ""
+        klass = ' class="confounded"' if f.confounded else ""
         rows.append(
-            f'<tr data-finding="{_esc(f.id)}"><td><span class="finding-title">{_esc(finding_title(f.id))}</span>'
+            f'<tr data-finding="{_esc(f.id)}"{klass}>'
+            f'<td><span class="finding-title">{_esc(finding_title(f.id))}</span>'
             f'<span class="finding-id">{_esc(f.id)}</span></td><td>{est}</td><td>{_esc(_ci_text(f.ci))}</td>'
-            f"<td>{_esc(verdict_words(f.verdict, f.estimate, metric=f.metric))}</td><td>{_esc(f.statement)}</td></tr>"
+            f"<td>{_esc(verdict_words(f.verdict, f.estimate, metric=f.metric, confounded=f.confounded))}</td>"
+            f"<td>{_esc(statement)}{caveat}</td></tr>"
         )
     return ('<table class="ldminv" id="findings-table">\n<thead>' + head + "</thead>\n<tbody>\n"
             + "\n".join(rows) + "\n</tbody>\n</table>")
@@ -584,13 +714,15 @@ def random_seed_table(arm: ArmResult) -> pd.DataFrame:
 
 
 def _roc_figures(curves_scores: dict[str, np.ndarray], arms: dict[str, ArmResult], run: Run, protocol,
-                 fig: _FigureWriter, note: str) -> str:
+                 fig: _FigureWriter, note: str, blind: BlindResult | None = None) -> str:
     """ROC curves of the arms under the protocol's convention (``paper``: held-out positive). Each
     legend's AUROC is the evaluation layer's number of that arm; the random control is drawn for
     its first seed, labelled so, with that seed's AUROC (the metrics table's random row is the mean
-    over seeds; the per-seed table lists each)."""
+    over seeds; the per-seed table lists each). With an available ``blind`` baseline, its curve (all
+    feature groups, out-of-fold scores) is drawn dashed, with its AUROC."""
     labels = run.labels
     curves, aurocs, names = {}, {}, {}
+    blind_all = blind.group("all") if blind is not None and blind.available else None
     for name, s in curves_scores.items():
         c = convention_roc(s, labels, protocol)
         curves[name] = (c.fpr, c.tpr)
@@ -600,24 +732,59 @@ def _roc_figures(curves_scores: dict[str, np.ndarray], arms: dict[str, ArmResult
             names[name] = RANDOM_CURVE_LABEL.format(seed=arm.seeds[0])
         else:
             aurocs[name] = arm.auroc
+    if blind_all is not None and "all" in blind.scores:
+        c = convention_roc(blind.scores["all"], labels, protocol)
+        curves["blind"] = (c.fpr, c.tpr)
+        aurocs["blind"] = blind_all.auroc
+        names["blind"] = BLIND_CURVE_LABEL
     if protocol.positive_class == "heldout":
         axes = dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
         n_neg, n_pos = run.n_members, run.n_heldout
     else:
         axes = dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)")
         n_neg, n_pos = run.n_heldout, run.n_members
+    def dashed(f: go.Figure) -> go.Figure:
+        if "blind" in curves:
+            f.update_traces(line_dash="dash", selector=lambda t: str(t.name).startswith(BLIND_CURVE_LABEL))
+        return f
+
     body = _row(
-        fig(figures.roc_curves(curves, aurocs=aurocs, labels=names, title=f"ROC ({note})", **axes)),
-        fig(figures.roc_curves(curves, aurocs=aurocs, labels=names, log_scale=True, n_negatives=n_neg,
-                               n_positives=n_pos, title=f"ROC, log-log ({note})", **axes)),
+        fig(dashed(figures.roc_curves(curves, aurocs=aurocs, labels=names, title=f"ROC ({note})", **axes))),
+        fig(dashed(figures.roc_curves(curves, aurocs=aurocs, labels=names, log_scale=True, n_negatives=n_neg,
+                                      n_positives=n_pos, title=f"ROC, log-log ({note})", **axes))),
     )
     text = (f"The log-log axes start at the smallest rates the data resolve: FPR 1/{n_neg}, TPR 1/{n_pos}.")
+    if "blind" in curves:
+        lo, hi = blind_all.ci["auroc"]
+        text = (f"Dashed: the blind baseline (all feature groups; out-of-fold scores of a classifier that sees the "
+                f"files only, never the model), AUROC {_fmt(blind_all.auroc)} {_ci_text((lo, hi))}: where the "
+                "attack's curve runs close to it, the files alone explain the attack's separation. " + text)
     if "random" in arms and "random" in curves:
         rand = arms["random"]
         text = (f"The random curve is seed {rand.seeds[0]} alone (AUROC {_fmt(rand.per_seed['auroc'][0])}); the "
                 f"metrics table's random row is the mean over seeds {', '.join(map(str, rand.seeds))} "
                 f"(AUROC {_fmt(rand.auroc)}), each seed listed below the table. " + text)
     return body + f'<p class="note" id="roc-note">{_esc(text)}</p>'
+
+
+def _arm_notes(arms: Sequence[ArmResult]) -> str:
+    """Under the metrics table: what every TPR@1%FPR rests on (how many held-out images the 1% is,
+    the count behind the rate, the exact interval) and each below-chance AUROC in words."""
+    notes = []
+    rests = list(dict.fromkeys(a.low_fpr.rests_on() for a in arms if a.low_fpr is not None))
+    if rests:
+        fixed = {a.low_fpr.threshold_fixed for a in arms if a.low_fpr is not None}
+        when = ("at the thresholds transferred from the other folds" if fixed == {True} else
+                "at the threshold chosen on these samples (the exact interval is conditional on that choice)")
+        pos = {"held-out images" if a.low_fpr.positive_class == "heldout" else "members"
+               for a in arms if a.low_fpr is not None}.pop()
+        notes.append(f"TPR@1%FPR rests on {'; '.join(rests)}. “flagged” counts the {pos} flagged {when}; "
+                     "the exact interval is the Clopper-Pearson interval of that count, beside the bootstrap one"
+                     + ("; the random row is a mean over seeds (no single count)."
+                        if any(a.low_fpr is None for a in arms) else "."))
+    notes += [f"{a.arm}: AUROC {_fmt(a.auroc)} is {text}" for a in arms
+              if (text := below_chance_text(a.auroc, a.ci["auroc"]))]
+    return (f'<p class="note" id="metrics-low-fpr">{"<br>".join(_esc(n) for n in notes)}</p>' if notes else "")
 
 
 def _cautions_html(cautions: dict[str, str], *, element_id: str) -> str:
@@ -652,10 +819,13 @@ def build_html_report(
 ) -> str:
     """A self-contained HTML report of one attack of a run under one protocol (works offline).
 
-    It opens with the findings (the same :class:`~ldminv_core.evaluation.Evaluation` numbers as
-    the dashboard's Findings page and ``report --json``), then the metrics of every arm with the
-    t and drop that produced them, ROC curves, curves against drop percentage and timestep, the
-    distortion figures and a link saving the report JSON (a ``data:`` URL: nothing printed).
+    It opens with the shift check (the blind baseline per feature group: can the files alone tell
+    the folders apart, and what to do when they can) and the findings (the same
+    :class:`~ldminv_core.evaluation.Evaluation` numbers as the dashboard's Findings page and
+    ``report --json``; a finding on folders the files alone separate carries its caveat), then
+    the metrics of every arm with the t and drop that produced them (every TPR@1%FPR with its exact
+    interval and count), ROC curves (the blind baseline's dashed), curves against drop percentage
+    and timestep, the distortion figures and a link saving the report JSON (a ``data:`` URL).
 
     Args:
         run: a finished :class:`~ldminv_core.runstore.Run` or its folder.
@@ -673,10 +843,13 @@ def build_html_report(
 
     Returns:
         The HTML document as a string; the sections are :data:`SECTIONS` (element ids) and the
-        tables carry the ids ``findings-table``, ``run-settings-table``, ``figure-settings-table``,
-        ``metrics-table``, ``quartile-table`` (``folds-table`` under honest, ``timestep-table`` and
+        tables carry the ids ``blind-table`` (when the blind baseline is available),
+        ``findings-table``, ``run-settings-table``, ``figure-settings-table``, ``metrics-table``,
+        ``quartile-table`` (``folds-table`` under honest, ``timestep-table`` and
         ``random-seeds-table`` for maskable attacks); the findings table's rows carry
-        ``data-finding`` (the id); the JSON link is ``a#report-json-link``.
+        ``data-finding`` (the id) and, when the finding is confounded by the folders' difference,
+        ``class="confounded"``; the shift headline is ``#shift-headline``, the advice
+        ``#shift-advice``; the JSON link is ``a#report-json-link``.
 
     Raises:
         RunError (run folder), UnknownNameError (attack, t, protocol), ShapeError (manual_mask),
@@ -707,7 +880,8 @@ def build_html_report(
     t_fig = timesteps[t_index] if maskable else None
     curve_drop = DEFAULT_DROP_PERCENT if drop is None else drop
 
-    # ---- findings first
+    # ---- shift check, then the findings
+    parts.append(_section("shift", _shift_body(res, fig)))
     parts.append(_section("findings", _findings_body(res, ev, fig, curve_drop)))
 
     # ---- run settings
@@ -759,7 +933,8 @@ def build_html_report(
         f"{run.n_heldout} held-out. TPR@1%FPR = {_esc(res.protocol.tpr_rule)}; ASR = max over thresholds of "
         "(TPR + 1 − FPR) / 2. With few held-out samples the low-FPR metrics rest on a handful of images: "
         f"read them with their intervals. Intervals: {_esc(_boot_text(n_boot))}.</p>"
-        + _table(arms_table(arms, honest=honest), table_id="metrics-table")
+        + _table(arms_table(arms, honest=honest, counts=True), table_id="metrics-table")
+        + _arm_notes(arms)
         + _cautions_html(low_fpr_cautions(res.protocol, n_members=run.n_members, n_heldout=run.n_heldout),
                          element_id="metrics-fpr-caution")
     )
@@ -778,7 +953,7 @@ def build_html_report(
     else:
         roc_note = res.baseline.t_text + (", pooled calibrated out-of-fold scores" if honest else "")
     parts.append(_section("roc", _roc_figures(roc_scores, {a.arm: a for a in arms}, run, res.protocol, fig,
-                                              roc_note)))
+                                              roc_note, blind=res.blind)))
 
     # ---- drop sweep
     if maskable:
@@ -849,7 +1024,8 @@ def build_html_report(
         "members": [q.n_members for q in res.quartiles],
         "log-volume range": [f"{_fmt(q.log_volume_min, 3)} .. {_fmt(q.log_volume_max, 3)}" if q.n else "–"
                              for q in res.quartiles],
-        "AUROC (baseline)": [_fmt(q.auroc) for q in res.quartiles],
+        "AUROC (baseline)": [_fmt(q.auroc) + (" (below chance)" if below_chance_text(q.auroc, q.auroc_ci) else "")
+                             for q in res.quartiles],
         "AUROC 95% CI": [_ci_text(q.auroc_ci) for q in res.quartiles],
         "TPR@1%FPR": [_fmt(q.tpr_at_1fpr) + (" ⚠" if q_cautions[i] else "") for i, q in enumerate(res.quartiles)],
         "ASR": [_fmt(q.asr) for q in res.quartiles],

@@ -275,8 +275,9 @@ def test_report_has_every_section_and_is_offline(sima_report):
     # the bundle comes before the first figure's Plotly.newPlot call, and every figure is drawn
     first_plot = doc.index("Plotly.newPlot")
     assert doc.index("plotly.js v") < first_plot
-    # findings (quartile bars, AUROC vs drop), 2 ROC, 2 drop, 2 timestep, log-volume, quartiles vs t, influence
-    assert len(p.plot_divs) == 11
+    # shift check (blind AUROC bars), findings (quartile bars, AUROC vs drop), 2 ROC, 2 drop, 2 timestep,
+    # log-volume, quartiles vs t, influence
+    assert len(p.plot_divs) == 12
     for div_id in p.plot_divs:
         assert len(re.findall(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + '"', doc)) == 1
 
@@ -366,6 +367,9 @@ def test_report_run_settings_quartiles_and_json(sima_report, arrays, run_dir):
         row = q_rows[f"Q{q}"]
         assert int(row["n"]) == len(idx) and int(row["members"]) == int(y.sum())
         want = f"{roc_auc_score(y, base[idx]):.4f}" if 0 < y.sum() < len(y) else "–"
+        ci = row["AUROC 95% CI"]
+        if ci != "–" and float(ci.strip("[]").split(",")[1]) < 0.5:  # never a plain number below chance
+            want += " (below chance)"
         assert row["AUROC (baseline)"] == want, q
         assert row["t"] == f"t = {TIMESTEPS[ti]}"
 
@@ -423,7 +427,7 @@ def test_report_of_an_unmaskable_attack(run_dir, arrays):
     assert table["baseline"]["AUROC 95% CI"] == "–"
     assert "cannot be masked" in doc
     assert doc.count("plotly.js v") == 1
-    assert len(p.plot_divs) == 5  # findings quartile bars, 2 ROC, log-volume, influence heatmap
+    assert len(p.plot_divs) == 6  # blind AUROC bars, findings quartile bars, 2 ROC, log-volume, influence heatmap
 
 
 # --------------------------------------------------------------------------- CSV

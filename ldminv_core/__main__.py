@@ -113,6 +113,12 @@ def _parser() -> argparse.ArgumentParser:
         "--lora-scale", action="append", type=float, dest="lora_scale", metavar="SCALE",
         help="weight of the LoRA adapters: once for all, or once per --lora in the same order (default 1.0)",
     )
+    a.add_argument(
+        "--blind-encoder", dest="blind_encoder", metavar="PATH_OR_ID",
+        help="image model (transformers folder, or a hub id already in the local Hugging Face cache; nothing is "
+        "downloaded) whose embeddings add the 'encoder' feature group to the blind baseline, e.g. a CLIP vision "
+        "tower or DINOv2; safetensors weights only; run.json records the model",
+    )
     preset_help = "; ".join(
         f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
         for name, values in PRESETS.items()

@@ -58,7 +58,7 @@ from .loading import (
 from .latents import encode_latents
 from .distributed import DistContext, RankLedger
 from .precomputed import PrecomputedGeometry
-from .blind_features import BLIND_FILE, blind_features, store_blind_features
+from .blind_features import BLIND_FILE, blind_features, load_image_encoder, resolve_image_encoder, store_blind_features
 from .runstore import RunWriter, delete_run, load_npy, planned_stages, run_status
 
 __all__ = [
@@ -147,6 +147,10 @@ class AnalyzeConfig:
         break_lock: take over a run folder whose lock another writer holds (only when that
             writer is known to be gone, e.g. crashed on another host sharing the folder; a live
             writer would keep writing). Not part of the compared settings.
+        blind_encoder: an image model (folder, or hub id in the local Hugging Face cache; nothing
+            is downloaded) whose embeddings add the ``encoder`` feature group to the blind
+            baseline (:func:`ldminv_core.blind_features.load_image_encoder`); None: no such group.
+            Compared on resume; run.json "blind" "encoder" records the model that made them.
     """
 
     model: str
@@ -171,6 +175,7 @@ class AnalyzeConfig:
     force: bool = False
     allow_duplicates: bool = False
     break_lock: bool = False
+    blind_encoder: str | None = None
 
 
 def preset_config(name: str, **options: Any) -> AnalyzeConfig:
@@ -307,6 +312,7 @@ class _Plan:
     log_volume: str = "topk"
     preset: str | None = None
     lora: tuple[tuple[str, float], ...] = ()
+    blind_encoder: str | None = None  # absolute folder, or a hub id
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -327,6 +333,7 @@ class _Plan:
             **({"latent": self.latent} if self.latent != "mean" else {}),
             **({"log_volume": self.log_volume} if self.log_volume != "topk" else {}),
             **({"lora": [{"path": p, "scale": s} for p, s in self.lora]} if self.lora else {}),
+            **({"blind_encoder": self.blind_encoder} if self.blind_encoder is not None else {}),
         }
 
     def adapters(self) -> list:
@@ -355,6 +362,8 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         raise UnknownNameError("log_volume: 'logdet' is not available in this build of ldminv_core.geometry")
     preset = None if config.preset is None else _as_choice(config.preset, "preset", tuple(PRESETS))
     lora = _normalize_lora(config.lora, config.lora_scale)
+    blind_encoder = None if config.blind_encoder is None else _model_ref(
+        _as_path_text(config.blind_encoder, "blind_encoder (--blind-encoder)", hub=True))
     return _Plan(
         model=_model_ref(model),
         members=str(Path(members).expanduser().resolve()),
@@ -377,6 +386,7 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         log_volume=log_volume_kind,
         preset=preset,
         lora=lora,
+        blind_encoder=blind_encoder,
     )
 
 
@@ -568,6 +578,8 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
             from .lora import check_lora
 
             check_lora(plan.adapters())
+    if plan.blind_encoder is not None:
+        resolve_image_encoder(plan.blind_encoder)  # found locally (reads no weights)
     resolve_device(plan.device)
     _check_out(plan.out)
     if str(plan.out) in (plan.members, plan.heldout):
@@ -1134,10 +1146,14 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     order = planned_stages({"attacks": {a: {"kind": "terms" if a in _attacks.MASKABLE_ATTACKS else "scores"}
                                         for a in plan.attacks}, "blind": {}})
     for name in order[1:]:  # in the order run_analysis computes them
-        if name == "blind":  # reads the files only: timed on four real ones
+        if name == "blind":  # reads the files (and runs a named image model): timed on four real ones
             files = [*members.paths[:2], *heldout.paths[:2]]
-            blind_s = _timed(lambda: blind_features(files), dev) / max(len(files), 1)
-            est.stages.append(StageCost("blind", n, seconds=blind_s * n))
+            t_enc = time.perf_counter()
+            encoder = load_image_encoder(plan.blind_encoder, device=dev) if plan.blind_encoder is not None else None
+            enc_load_s = time.perf_counter() - t_enc
+            blind_s = _timed(lambda: blind_features(files, encoder=encoder), dev) / max(len(files), 1)
+            est.stages.append(StageCost("blind", n, seconds=enc_load_s + blind_s * n))
+            del encoder
         elif name == "geometry":
             est.stages.append(StageCost("geometry", n, decoder_products=products * n, seconds=geo_s * n))
         else:
@@ -1433,23 +1449,28 @@ def run_analysis(
 
 
 def blind_stage(writer: RunWriter, captions: Sequence[str | None], paths: Sequence[str], *,
-                progress: ProgressFn | None, add_time: Callable[[str, float], None]) -> None:
+                progress: ProgressFn | None, add_time: Callable[[str, float], None],
+                encoder: str | None = None, device: "str | torch.device" = "cpu") -> None:
     """The "blind" stage: model-free features of every image file (:mod:`ldminv_core.blind_features`)
     written to ``blind_features.npz`` in the run folder, their groups recorded in run.json. Reads
-    the files only (no model): a few milliseconds per image."""
+    the files only (no audited model): a few milliseconds per image. With ``encoder`` (a folder or
+    a cached hub id) the ``encoder`` group of that image model's embeddings, computed on
+    ``device``, is added and run.json "blind" "encoder" records the model (name, path, class,
+    output, dim, preprocessing, device); without it "encoder" is None."""
     n = len(paths)
     t0 = time.perf_counter()
     if progress is not None:
         progress("blind", 0, n)
     texts = ["" if c is None else str(c) for c in captions]
     try:
-        features = blind_features(paths, captions=texts if any(t.strip() for t in texts) else None)
+        features = blind_features(paths, captions=texts if any(t.strip() for t in texts) else None,
+                                  encoder=encoder, device=device)
         store_blind_features(writer.path / BLIND_FILE, features)
     finally:
         add_time("blind", time.perf_counter() - t0)
     info = dict(writer.data.get("blind", {}))
     info.update(file=BLIND_FILE, groups=list(features.groups),
-                features={g: len(v) for g, v in features.names.items()})
+                features={g: len(v) for g, v in features.names.items()}, encoder=features.encoder)
     writer.update(blind=info)
     writer.set_progress("blind", n)
     writer.mark_stage_done("blind")
@@ -1580,7 +1601,8 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
 
         # 2. blind features: what the files alone show (METHOD.md section 6), before the model's stages
         if "blind" in planned_stages(writer.data) and not writer.stage_done("blind"):
-            blind_stage(writer, captions, sample_paths, progress=progress, add_time=add_time)
+            blind_stage(writer, captions, sample_paths, progress=progress, add_time=add_time,
+                        encoder=plan.blind_encoder, device=model.device)
         z_all = load_npy(writer.path / "latents.npy", mmap_mode="r")
         # several processes, or a folder one of their sessions worked on: per-rank batch records
         ledger = RankLedger(writer.path, ctx, batch_size=plan.batch_size) \

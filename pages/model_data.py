@@ -333,6 +333,13 @@ with ui.guard("The Model & data page failed"):
                 "LoRA adapters (one path per line, optional)", key="new_lora", height=68,
                 help="Folders with pytorch_lora_weights.safetensors (or .safetensors files) applied to the UNet "
                      "and text encoder of the model above; optional ' @ scale' after a path (default 1.0).")
+            blind_encoder = st.text_input(
+                "Blind baseline encoder (optional)", key="new_blind_encoder",
+                placeholder="/path/to/image-model or owner/name",
+                help="An image model (a transformers folder, or a hub id already in the local Hugging Face cache; "
+                     "nothing is downloaded), e.g. a CLIP vision tower or DINOv2: its embeddings add the 'encoder' "
+                     "feature group to the blind baseline, which tells the folders apart without the audited model. "
+                     "Empty: no such group.").strip()
             allow_duplicates = st.checkbox(
                 "Analyze even when the folders share images", value=False, key="new_allow_duplicates",
                 help="Images shared across (or within) the two folders make membership unmeasurable and are "
@@ -378,6 +385,7 @@ with ui.guard("The Model & data page failed"):
                 limit=limit or None,
                 residual_dtype=residual_dtype,
                 allow_duplicates=bool(allow_duplicates),
+                blind_encoder=blind_encoder or None,
             )
 
         current_job = registry.get(st.session_state.get(state.JOB_ID))

@@ -2,7 +2,10 @@
 
 analyze   run (or resume) a membership-leakage analysis into a run folder, printing the cost
           estimate first and a progress bar per stage; ``--demo`` analyzes the bundled demo (reusing
-          its shipped decoder geometry when it applies; ``--recompute-geometry`` computes it).
+          its shipped decoder geometry when it applies; ``--recompute-geometry`` computes it);
+          ``--demo shift`` analyzes the shift demo: two folders of images the demo model never saw,
+          footwear as "members" and clothes as "held-out" (pure distribution shift, no member at
+          all; :func:`ldminv_core.demo.build_shift_demo_data` builds them under $LDMINV_HOME).
 report    print the report of a finished run under an evaluation protocol (``--protocol
           standard|paper|honest``) as a table, or as the JSON object of the method reference
           (``--json``).
@@ -73,8 +76,16 @@ def _parser() -> argparse.ArgumentParser:
     a.add_argument("--model", help="diffusers pipeline folder (vae/, unet/, scheduler/) or hub id")
     a.add_argument("--members", help="folder of member (training) images")
     a.add_argument("--heldout", help="folder of held-out images")
-    a.add_argument("--out", help="run folder to write (default for --demo: the demo run folder)")
-    a.add_argument("--demo", action="store_true", help="analyze the bundled demo model and images")
+    a.add_argument("--out", help="run folder to write (default for --demo: the runs folder's demo, for --demo shift: "
+                   "demo-shift)")
+    a.add_argument(
+        "--demo", nargs="?", const="membership", choices=("membership", "shift"), metavar="membership|shift",
+        help="analyze the bundled demo: 'membership' (the default when --demo stands alone: the model's training "
+        "images against images it never saw) or 'shift' (pure distribution shift: held-out footwear images as "
+        "'members' against held-out clothes, no member at all; the folders are built under $LDMINV_HOME/"
+        "demo-shift-data, the run goes to the runs folder's demo-shift; the decoder geometry is computed; about as "
+        "long as the demo). The shift demo's report states that the files alone separate the folders",
+    )
     a.add_argument("--attacks", help="comma list of sima,pia,loss,secmi,pfami (default sima)")
     a.add_argument("--timesteps", help="timesteps 'start:stop:step' or '0,10,50' (default 0:300:10)")
     a.add_argument("--topk", type=int, help="k of the decoder log-volume (default 50)")
@@ -237,10 +248,20 @@ def _analyze(args: argparse.Namespace) -> int:
                 f"--demo: the demo assets are missing under {demo.DEMO_DIR} (expected model/, members/, "
                 "heldout/); create them with: python scripts/train_demo.py"
             )
-        merged = dict(demo.DEMO_ANALYZE_DEFAULTS)
+        if args.demo == "shift":  # two folders of non-members, built from the demo's held-out images
+            members_dir, heldout_dir = demo.build_shift_demo_data()
+            print(f"shift demo: 'members' = held-out footwear images ({members_dir}), 'held-out' = held-out "
+                  f"clothes images ({heldout_dir}); the model was trained on neither: no membership signal exists",
+                  file=sys.stderr)
+            merged = dict(demo.SHIFT_DEMO_ANALYZE_DEFAULTS)
+            default_out = demo.shift_demo_run_dir()
+        else:
+            members_dir, heldout_dir = demo.DEMO_MEMBERS_DIR, demo.DEMO_HELDOUT_DIR
+            merged = dict(demo.DEMO_ANALYZE_DEFAULTS)
+            default_out = demo.demo_run_dir()
         merged.update(options)
-        merged.update(model=str(demo.DEMO_MODEL_DIR), members=str(demo.DEMO_MEMBERS_DIR), heldout=str(demo.DEMO_HELDOUT_DIR))
-        merged.setdefault("out", str(demo.demo_run_dir()))
+        merged.update(model=str(demo.DEMO_MODEL_DIR), members=str(members_dir), heldout=str(heldout_dir))
+        merged.setdefault("out", str(default_out))
         options = merged
     else:
         missing = [f"--{k}" for k in ("model", "members", "heldout", "out") if not options.get(k)]
@@ -296,7 +317,10 @@ def _analyze(args: argparse.Namespace) -> int:
         from . import demo
 
         precomputed = demo.demo_precomputed()
-        if precomputed is not None:
+        if precomputed is not None and args.demo == "shift":
+            print(f"decoder geometry: {precomputed.folder} holds the membership demo's images, not these; it is "
+                  "checked, and the geometry is computed", file=sys.stderr)
+        elif precomputed is not None:
             print(f"decoder geometry: reusing {precomputed.folder} if it applies to this machine's latents "
                   "(--recompute-geometry computes it)", file=sys.stderr)
     estimate = estimate_cost(config, model=model)

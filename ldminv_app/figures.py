@@ -32,6 +32,7 @@ __all__ = [
     "metric_vs_drop",
     "drop_curves_with_bands",
     "attack_overview",
+    "blind_group_aurocs",
     "metric_vs_timestep",
     "dimension_scatter",
     "latent_scatter",
@@ -51,6 +52,7 @@ VARIANT_COLORS = {
     "random": "#56B4E9",
     "global": "#009E73",
     "manual": "#CC79A7",
+    "blind": "#666666",  # the blind baseline (files only): a dashed grey reference curve
 }
 #: Axis titles of the dimension table's columns.
 COLUMN_LABELS = {
@@ -504,6 +506,7 @@ def roc_curves(
     n_negatives: int | None = None,
     n_positives: int | None = None,
     labels: Mapping[str, str] | None = None,
+    dashed: Sequence[str] = (),
 ) -> go.Figure:
     """ROC curves of several score variants.
 
@@ -519,6 +522,7 @@ def roc_curves(
             the smallest FPR they can resolve, 1 / n_negatives (the y axis at 1 / n_positives),
             instead of ``min_rate``.
         labels: optional name -> legend text (e.g. "random, seed 0"), before the AUROC.
+        dashed: names of curves drawn dashed (a reference such as the blind baseline).
 
     The legend sits inside the lower-right corner, which a ROC curve never reaches. Log axes
     carry plain tick labels (0.001, 0.01, 0.1, 1; with 2 and 5 between decades on short axes).
@@ -545,7 +549,7 @@ def roc_curves(
                 y=y,
                 mode="lines",
                 name=label,
-                line=dict(color=_color(name, i), shape="hv", width=2),
+                line=dict(color=_color(name, i), shape="hv", width=2, dash="dash" if name in dashed else "solid"),
                 hovertemplate="FPR %{x:.4g}<br>TPR %{y:.4g}<extra>" + name + "</extra>",
             )
         )
@@ -703,6 +707,61 @@ def attack_overview(
     fig.update_layout(barmode="group", yaxis_title="baseline metric", yaxis_range=[0, 1.08],
                       xaxis_title="dotted line: chance AUROC (0.5)",
                       uniformtext=dict(minsize=9, mode="hide"))  # a label that does not fit its bar is hidden
+    return _layout(fig, title=title, height=height)
+
+
+#: Bar colours of the blind baseline's feature groups by verdict: a group that separates the
+#: folders (interval above 0.5) in vermillion, one below chance in blue, the others grey.
+BLIND_VERDICT_COLORS = {"supported": "#D55E00", "contradicted": "#0072B2"}
+
+
+def blind_group_aurocs(
+    groups: Sequence[str],
+    *,
+    auroc: Sequence[float],
+    ci: Sequence[tuple[float, float]],
+    verdicts: Sequence[str],
+    n_features: Sequence[int] | None = None,
+    title: str | None = None,
+    height: int = 320,
+) -> go.Figure:
+    """The blind baseline's AUROC per feature group (and all groups together) with 95% intervals
+    as error bars and a dotted chance line at 0.5.
+
+    Args:
+        groups: (G,) group names ("meta", "pixels", "caption", "encoder", "all").
+        auroc: (G,) out-of-fold AUROC of each group's classifier.
+        ci: G (lo, hi) intervals.
+        verdicts: (G,) verdict of AUROC - 0.5 per group: "supported" bars (the group alone
+            separates the folders) are vermillion, "contradicted" blue, the others grey.
+        n_features: optional (G,) feature counts, shown under the group names.
+    """
+    v = np.asarray(auroc, dtype=np.float64)
+    if v.shape != (len(groups),) or len(ci) != len(groups) or len(verdicts) != len(groups):
+        raise ShapeError(f"auroc, ci, verdicts: expected {len(groups)} of each (one per group), got shape {v.shape}, "
+                         f"{len(ci)} intervals and {len(verdicts)} verdicts")
+    if n_features is not None and len(n_features) != len(groups):
+        raise ShapeError(f"n_features: expected {len(groups)} counts, got {len(n_features)}")
+    lo = np.array([c[0] for c in ci], dtype=np.float64)
+    hi = np.array([c[1] for c in ci], dtype=np.float64)
+    names = ["all groups" if g == "all" else str(g) for g in groups]
+    ticks = (names if n_features is None else
+             [f"{n}<br><sup>{int(k)} features</sup>" for n, k in zip(names, n_features)])
+    colors = [BLIND_VERDICT_COLORS.get(str(x), "#999999") for x in verdicts]
+    hover = [f"{n}: AUROC {v[i]:.3f}, 95% CI [{lo[i]:.3f}, {hi[i]:.3f}], {verdicts[i]}" for i, n in enumerate(names)]
+    outline = dict(color=["#000000" if g == "all" else c for g, c in zip(groups, colors)],
+                   width=[2 if g == "all" else 0 for g in groups])  # "all groups" outlined in black
+    fig = go.Figure(go.Bar(
+        x=ticks, y=v, marker_color=colors, marker_line=outline,
+        error_y=dict(type="data", symmetric=False, array=np.nan_to_num(hi - v), arrayminus=np.nan_to_num(v - lo),
+                     color="#333333"),
+        text=[f"{a:.3f}" for a in v], textposition="inside", insidetextanchor="start",
+        hovertext=hover, hoverinfo="text", showlegend=False,
+    ))
+    fig.add_hline(y=0.5, line_dash="dot", line_color="#888888")  # chance AUROC (named in the axis title)
+    fig.update_layout(yaxis_title="blind AUROC (files only)", yaxis_range=[0, 1.08],
+                      xaxis_title="dotted line: chance AUROC (0.5)",
+                      uniformtext=dict(minsize=9, mode="hide"), bargap=0.35)
     return _layout(fig, title=title, height=height)
 
 

@@ -18,7 +18,8 @@ import streamlit as st
 
 from ldminv_core.choices import ATTACK_LABELS, attack_label
 from ldminv_core.errors import LdminvError
-from ldminv_core.evaluation import FINDING_TITLES, effect_sentence, verdict_words
+from ldminv_core.evaluation import (FINDING_TITLES, below_chance_text, convention_roc, effect_sentence,
+                                    verdict_words)
 from ldminv_core.report import format_rate, format_rate_ci
 from ldminv_core.runstore import Run, run_status
 
@@ -45,11 +46,19 @@ __all__ = [
     "t_scope_text",
     "finding_card",
     "verdict_badge",
+    "statement_text",
     "ci_text",
     "metric_t_text",
     "arm_t_cell",
     "arm_drop_cell",
     "arm_metric_caption",
+    "auroc_note",
+    "low_fpr_text",
+    "below_chance_captions",
+    "blind_result",
+    "BLIND_CURVE",
+    "blind_curve",
+    "shift_note",
     "page_frame",
     "require_run",
     "stage_label",
@@ -718,13 +727,19 @@ FINDING_LABELS = {
     "distortion_quartiles_within_class": "mean within-class AUROC(Q4) − AUROC(Q1)",
     "masking_vs_baseline": "AUROC masked − baseline",
     "masking_vs_random": "AUROC masked − random",
+    "blind_baseline": "blind AUROC − 0.5",
+    "attack_vs_blind": "attack AUROC − blind AUROC",
+    "attack_within_blind_strata": "AUROC within blind strata − 0.5",
 }
 METRIC_LABELS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "asr": "ASR"}
 
 
-def verdict_badge(verdict: str) -> str:
-    """Markdown of a coloured verdict badge (supported green, contradicted red, else grey)."""
-    return f":{VERDICT_COLORS.get(verdict, 'gray')}-badge[{verdict}]"
+def verdict_badge(verdict: str, *, confounded: bool = False) -> str:
+    """Markdown of a coloured verdict badge (supported green, contradicted red, else grey); a
+    supported or contradicted verdict that is ``confounded`` (the finding's ``caveat``: the files
+    alone separate the folders) is orange: the statistic holds, it is not evidence of membership."""
+    color = "orange" if confounded and verdict in ("supported", "contradicted") else VERDICT_COLORS.get(verdict, "gray")
+    return f":{color}-badge[{verdict}]"
 
 
 def ci_text(ci: tuple[float, float], digits: int = 4, *, signed: bool = True) -> str:
@@ -783,7 +798,78 @@ def arm_metric_caption(arm, metric: str, protocol) -> str:
     parts.append(f"95% CI {ci_text(arm.ci[metric], signed=False)}")
     if metric == "tpr_at_1fpr" and arm.realised_fpr_at_1fpr is not None:
         parts.append(f"realised FPR {format_rate(arm.realised_fpr_at_1fpr)}")
+    if metric == "tpr_at_1fpr" and getattr(arm, "low_fpr", None) is not None:
+        parts.append(low_fpr_text(arm.low_fpr))
+    if metric == "auroc" and auroc_note(arm):
+        parts.append(f":material/warning: AUROC {auroc_note(arm)}")
     return " · ".join(parts)
+
+
+def auroc_note(arm) -> str | None:
+    """For an arm (or blind group) whose AUROC interval lies below 0.5, what that means
+    (``below_chance_text``: shift or swapped folders, not a weak attack); None otherwise."""
+    return below_chance_text(arm.auroc, arm.ci["auroc"]) if getattr(arm, "below_chance", False) else None
+
+
+def low_fpr_text(low) -> str:
+    """What a TPR@1%FPR rests on and its exact interval, from a ``LowFprCount``: "1% FPR = 3 of 300
+    held-out images · exact 95% CI [0.0120, 0.0800] (Clopper-Pearson, 12 of 300 members)"."""
+    pos = "held-out images" if low.positive_class == "heldout" else "members"
+    return (f"{low.rests_on()} · exact {low.level:.0%} CI {ci_text(low.exact_ci, signed=False)} "
+            f"(Clopper-Pearson, {low.true_positives} of {low.n_positives} {pos})")
+
+
+def below_chance_captions(named_arms) -> list[str]:
+    """One line per (name, arm) pair whose AUROC lies below chance, for beside a table or a chart
+    that shows the AUROC as a plain number: "baseline: AUROC 0.3450, below chance (95% CI ...): ..."."""
+    return [f":material/warning: **{name}**: AUROC {format_rate(arm.auroc)}, {auroc_note(arm)}."
+            for name, arm in named_arms if auroc_note(arm)]
+
+
+#: Legend name of the blind baseline's ROC curve (drawn dashed beside the attack's).
+BLIND_CURVE = "blind baseline, files only"
+
+
+def blind_result(ev):
+    """``ev.blind()`` (an ``Evaluation``'s :class:`BlindResult`, computed once per run and protocol),
+    fitted with the BLAS thread pool at one thread: its logistic fits are tiny, and on a busy
+    2-core machine OpenBLAS' own threads made them over ten times slower (0.7 s against 5 to 12 s)."""
+    from threadpoolctl import threadpool_limits
+
+    with st.spinner("Fitting the blind baseline on the files alone (once per run)…"), \
+            threadpool_limits(limits=1, user_api="blas"):
+        return ev.blind()
+
+
+def blind_curve(ev):
+    """The blind baseline's ROC curve (all feature groups) in ``ev``'s protocol convention, the
+    same as the attack curves (``convention_roc``), with its AUROC: (RocCurve, auroc), or None
+    when the blind baseline is unavailable."""
+    blind = blind_result(ev)
+    if not blind.available or "all" not in blind.scores:
+        return None
+    return convention_roc(blind.scores["all"], ev.labels, ev.protocol), float(blind.group("all").auroc)
+
+
+def shift_note(ev) -> str | None:
+    """One line for beside an attack's ROC when the files alone separate the folders (None when
+    they do not): the blind AUROC and that the attack's curve is then no evidence of membership."""
+    blind = blind_result(ev)
+    if not blind.separable:
+        return None
+    g = blind.group("all")
+    by = ", ".join(blind.separating_groups) or "all feature groups together"
+    return (f":orange[**Distribution shift.**] The files alone separate these folders (blind AUROC "
+            f"{format_rate(g.auroc, 3)}, 95% CI {ci_text(g.ci['auroc'], 3, signed=False)}; separating: {by}): the "
+            "attack's curve on them is not evidence of membership. See the shift check on the Findings page.")
+
+
+def statement_text(finding) -> str:
+    """A finding's statement without its shift caveat at the end (the pages show the caveat
+    on its own, as a warning)."""
+    caveat = getattr(finding, "caveat", "")
+    text = finding.statement
+    return text[: -len(caveat)].rstrip() if caveat and text.endswith(caveat) else text
 
 
 def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str | None = None,
@@ -791,11 +877,16 @@ def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str
                  n_boot: int | None = None) -> None:
     """One finding in a bordered card: question, verdict badge (a tiny effect named as such),
     estimate with its interval (and its ``n_boot`` bootstrap replicates when given), the statement
-    computed from the data, an optional note (caption), an optional plotly chart and an optional
-    small table (a DataFrame or dict of columns)."""
+    computed from the data, its shift caveat as a warning when it has one (the badge then orange,
+    the verdict words "... not separable from the folders' difference"), an optional note
+    (caption), an optional plotly chart and an optional small table (a DataFrame or dict of columns)."""
+    confounded = bool(getattr(finding, "caveat", ""))
+    # a supported blind baseline is a warning (the folders differ without the model), not good news
+    alarm = confounded or (finding.id == "blind_baseline" and finding.verdict == "supported")
     with st.container(border=True):
-        words = verdict_words(finding.verdict, finding.estimate, metric=finding.metric)
-        st.markdown(f"**{FINDING_TITLES.get(finding.id, finding.id)}** {verdict_badge(finding.verdict)}"
+        words = verdict_words(finding.verdict, finding.estimate, metric=finding.metric, confounded=confounded)
+        st.markdown(f"**{FINDING_TITLES.get(finding.id, finding.id)}** "
+                    f"{verdict_badge(finding.verdict, confounded=alarm)}"
                     + (f" *{words[len(finding.verdict):].strip()}*" if words != finding.verdict else ""))
         est = "–" if finding.estimate != finding.estimate else f"{finding.estimate:+.4f}"
         label = FINDING_LABELS.get(finding.id, finding.metric)
@@ -808,7 +899,9 @@ def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str
             s_est = "–" if sec["estimate"] != sec["estimate"] else f"{sec['estimate']:+.4f}"
             name = METRIC_LABELS.get(sec["metric"], sec["metric"])
             st.caption(f"{name} difference: {s_est}, 95% CI {ci_text(sec['ci'])}, {sec['verdict']}")
-        st.write(finding.statement)
+        st.write(statement_text(finding))
+        if confounded:
+            st.warning(finding.caveat, icon=":material/warning:")
         if note:
             st.caption(note)
         if chart is not None:

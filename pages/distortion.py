@@ -1,15 +1,16 @@
 """Distortion page: is memorization stronger where the decoder distorts latent space most?
 
 Per-sample log-volume of members vs held-out, attack AUROC by log-volume quartile (at the
-timestep in use and across timesteps), galleries of the least / most distorted images, and a
-per-sample viewer (image, reconstruction, influence heatmaps, score and rank).
+timestep in use and across timesteps), the attack's ROC beside the blind baseline's (the files
+alone, never the model: METHOD.md section 6), galleries of the least / most distorted images, and
+a per-sample viewer (image, reconstruction, influence heatmaps, score and rank).
 """
 from __future__ import annotations
 
 import numpy as np
 import streamlit as st
 
-from ldminv_core.evaluation import quartile_edges, rank_of
+from ldminv_core.evaluation import convention_roc, quartile_edges, rank_of, verdict_words
 
 from ldminv_app import cache, figures, state, ui
 
@@ -29,7 +30,12 @@ with ui.guard("The Distortion page failed"):
         "Log-volume = sum of the top-k log singular values of the decoder Jacobian at the sample's "
         "latent: how much the decoder stretches space there."
     )
-    st.markdown(f"{ui.verdict_badge(finding.verdict)} {finding.statement}")
+    words = verdict_words(finding.verdict, finding.estimate, metric=finding.metric, confounded=finding.confounded)
+    st.markdown(f"{ui.verdict_badge(finding.verdict, confounded=finding.confounded)} "
+                + (f"*{words[len(finding.verdict):].strip()}* " if words != finding.verdict else "")
+                + ui.statement_text(finding))
+    if finding.confounded:
+        st.warning(finding.caveat, icon=":material/warning:")
 
     # ---- distribution and quartiles
     left, right = st.columns(2)
@@ -70,6 +76,39 @@ with ui.guard("The Distortion page failed"):
             ),
             key="dist_quartile_t",
         )
+
+    # ---- the attack's ROC beside the files alone (the blind baseline), same convention
+    proto, base = ev.protocol, ev.baseline()
+    curve = convention_roc(ev.scores("baseline"), labels, proto)
+    roc, aurocs = {"baseline": (curve.fpr, curve.tpr)}, {"baseline": base.auroc}
+    blind = ui.blind_curve(ev)
+    if blind is not None:
+        roc[ui.BLIND_CURVE] = (blind[0].fpr, blind[0].tpr)
+        aurocs[ui.BLIND_CURVE] = blind[1]
+    paper = proto.name == "paper"
+    roc_col, roc_text = st.columns([3, 2])
+    roc_col.plotly_chart(
+        figures.roc_curves(roc, aurocs=aurocs, dashed=(ui.BLIND_CURVE,), height=340, max_points=200,
+                           title=f"{ui.attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
+                                 f"protocol, {ui.metric_t_text(base, 'auroc')}</sup>",
+                           **(dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
+                              if paper else dict(xlabel="false-positive rate (held-out)",
+                                                 ylabel="true-positive rate (members)"))),
+        key="dist_blind_roc", config=figures.plotly_config(f"ldminv-{attack}-roc-vs-blind"),
+    )
+    with roc_text:
+        st.markdown("**Is the distortion effect membership or the folders' difference?**")
+        st.caption(f"Solid: {ui.attack_label(attack)}'s baseline, the scores the quartiles above split. Dashed: the "
+                   f"{ui.BLIND_CURVE}, a classifier of the images' format, pixels and captions, cross-fitted and never "
+                   "seeing the model. If the dashed curve lies as high as the solid one, the files alone separate the "
+                   "folders as well as the attack does, and the quartile differences above cannot be read as "
+                   "memorization." if blind is not None else
+                   f"The blind baseline is unavailable: {ui.blind_result(ev).reason}")
+        shift = ui.shift_note(ev)
+        if shift:
+            st.caption(shift)
+        for line in ui.below_chance_captions([("baseline", base)]):
+            st.caption(line)
 
     # ---- galleries
     st.subheader("Least and most distorted images")

@@ -1,6 +1,8 @@
 """Findings page (the landing page): what this run shows about the paper's claims, under the
-protocol chosen in the sidebar: a one-line summary, each claim an estimate with its 95% interval
-and a verdict, a table of every attack's verdicts on every claim, then every attack's baseline
+protocol chosen in the sidebar: a one-line summary, the shift check (can the files alone, without
+the model, tell the folders apart? METHOD.md section 6), each claim an estimate with its 95%
+interval and a verdict (a caveat beside every membership or geometry claim on folders the files
+alone separate), a table of every attack's verdicts on every claim, then every attack's baseline
 AUROC and TPR@1%FPR side by side. All numbers come from the cached
 ``Evaluation`` objects (``ldminv_app.cache.evaluation``); the page only lays them out.
 """
@@ -12,15 +14,22 @@ import streamlit as st
 
 from ldminv_app import cache, figures, state, ui
 from ldminv_core.evaluation import (
+    BLIND_GROUP_WORDS,
     convention_roc,
     finding_title,
     findings_summary,
     fpr_support,
+    shift_advice,
+    shift_headline,
     tiny_note,
     verdict_words,
 )
 
 run = ui.page_frame()
+#: A blind group's verdict (of AUROC - 0.5) said of the folders.
+SEPARABLE_WORDS = {"supported": "separable without the model (interval above 0.5)",
+                   "contradicted": "below chance (interval below 0.5)",
+                   "inconclusive": "not separable (interval contains 0.5)", "undefined": "undefined"}
 
 with ui.guard("The Findings page failed"):
     attack = state.current_attack(run)
@@ -28,6 +37,7 @@ with ui.guard("The Findings page failed"):
     proto = ev.protocol
     honest = proto.name == "honest"
     base = ev.baseline()
+    blind = ui.blind_result(ev)  # first: the findings ask for it too
     res = ev.result() if run.has_geometry else None
 
     st.title("Findings")
@@ -42,14 +52,70 @@ with ui.guard("The Findings page failed"):
                                             f"{ui.attack_label(attack)} ({ui.arm_t_cell(base)})") + "**"
                     + (" Every attack's verdicts: see the table below the findings." if len(run.attacks) > 1 else ""))
 
+    # ---- the shift check: can the files alone, without the model, tell the two folders apart?
+    with st.container(border=True, key="shift_check"):
+        st.markdown("#### :material/compare: Shift check: membership or distribution shift?")
+        if blind.finding is not None and blind.finding.verdict in ("supported", "contradicted"):
+            st.warning(shift_headline(blind), icon=":material/warning:")  # separable, or the wrong way round
+        else:
+            st.info(shift_headline(blind), icon=":material/info:")
+        if blind.available:
+            groups = list(blind.groups)
+            everything = blind.group("all")
+            chart_col, num_col = st.columns([3, 2])
+            chart_col.plotly_chart(
+                figures.blind_group_aurocs(
+                    [g.group for g in groups], auroc=[g.auroc for g in groups], ci=[g.ci["auroc"] for g in groups],
+                    verdicts=[g.verdict for g in groups], n_features=[g.n_features for g in groups],
+                    height=380,
+                    title=f"Blind AUROC per feature group ({proto.name} protocol)<br><sup>files only, never the "
+                          "model; error bars: 95% CI; vermillion: the group alone separates the folders</sup>"),
+                key="findings_blind_groups", config=figures.plotly_config("ldminv-blind-baseline"),
+            )
+            with num_col:
+                st.metric("Blind AUROC (all groups)", f"{everything.auroc:.4f}",
+                          help=f"{proto.name} protocol; out-of-fold scores of {blind.classifier}")
+                below_note = ui.auroc_note(everything)
+                st.caption(f"95% CI {ui.ci_text(everything.ci['auroc'], signed=False)} · "
+                           + SEPARABLE_WORDS.get(everything.verdict, everything.verdict)
+                           + (f" · :material/warning: {below_note}" if below_note else ""))
+                st.metric("Blind TPR@1%FPR (all groups)", f"{everything.tpr_at_1fpr:.4f}", help=proto.tpr_rule)
+                st.caption(f"95% CI {ui.ci_text(everything.ci['tpr_at_1fpr'], signed=False)} (bootstrap)"
+                           + (f" · realised FPR {everything.realised_fpr_at_1fpr:.4f}"
+                              if everything.realised_fpr_at_1fpr is not None else "")
+                           + (f" · {ui.low_fpr_text(everything.low_fpr)}" if everything.low_fpr else ""))
+                st.caption(f"Classifier: {blind.classifier} on {blind.folds} seeded stratified folds (seed "
+                           f"{blind.fold_seed}, the honest protocol's): every image is scored by a classifier that "
+                           "never saw it, and none sees the model.")
+            advice = shift_advice(blind)
+            if advice:
+                st.markdown(f"**What to do.** {advice}")
+            with st.expander("Every feature group: numbers and strongest features"):
+                st.dataframe(pd.DataFrame([{
+                    "group": g.group, "what it sees": BLIND_GROUP_WORDS.get(g.group, g.group),
+                    "features": g.n_features, "AUROC": g.auroc,
+                    "AUROC interval": ui.ci_text(g.ci["auroc"], signed=False), "TPR@1%FPR": g.tpr_at_1fpr,
+                    "TPR interval (bootstrap)": ui.ci_text(g.ci["tpr_at_1fpr"], signed=False),
+                    "TPR exact interval": ui.ci_text(g.low_fpr.exact_ci, signed=False) if g.low_fpr else "–",
+                    "the folders": SEPARABLE_WORDS.get(g.verdict, g.verdict),
+                    "strongest features": ", ".join(f"{name.split(':', 1)[-1]} ({w:+.2f})"
+                                                    for name, w in g.top_features[:3]) or "–",
+                } for g in groups]), hide_index=True, key="findings_blind_table",
+                    column_config={m: st.column_config.NumberColumn(m, format="%.4f") for m in ("AUROC", "TPR@1%FPR")})
+                st.caption("Intervals: 95%, the protocol's bootstrap; exact: Clopper-Pearson of the count behind the "
+                           "TPR. Strongest features: standardised coefficients of the group's classifier fitted on "
+                           "every image (descriptive); positive = higher values look like members.")
+
     # ---- the headline: the selected attack's baseline numbers and ROC curve (no geometry needed)
     support = fpr_support(proto, n_members=run.n_members, n_heldout=run.n_heldout, fpr=0.01)
     m1, m2, m3, roc_col = st.columns([1, 1, 1, 3])
     m1.metric(f"{ui.attack_label(attack)} AUROC", f"{base.auroc:.4f}", help=ui.arm_metric_caption(base, "auroc", proto))
-    m1.caption(f"{ui.metric_t_text(base, 'auroc')} · 95% CI " + ui.ci_text(base.ci["auroc"], signed=False))
+    m1.caption(f"{ui.metric_t_text(base, 'auroc')} · 95% CI " + ui.ci_text(base.ci["auroc"], signed=False)
+               + (f" · :material/warning: {ui.auroc_note(base)}" if ui.auroc_note(base) else ""))
     m2.metric("TPR@1%FPR", f"{base.tpr_at_1fpr:.4f}", help=ui.arm_metric_caption(base, "tpr_at_1fpr", proto))
     m2.caption(f"{ui.metric_t_text(base, 'tpr_at_1fpr')} · 95% CI " + ui.ci_text(base.ci["tpr_at_1fpr"], signed=False)
-               + (f" · realised FPR {base.realised_fpr_at_1fpr:.4f}" if honest else ""))
+               + (f" · realised FPR {base.realised_fpr_at_1fpr:.4f}" if honest else "")
+               + (f" · {ui.low_fpr_text(base.low_fpr)}" if base.low_fpr is not None else ""))
     m3.metric("ASR", f"{base.asr:.4f}", help=ui.arm_metric_caption(base, "asr", proto))
     m3.caption(f"{ui.metric_t_text(base, 'asr')} · 95% CI " + ui.ci_text(base.ci["asr"], signed=False))
     if support.warning():  # below the cards, across the page (a card's column is a sixth of it)
@@ -60,8 +126,12 @@ with ui.guard("The Findings page failed"):
             if proto.positive_class == "heldout" else
             dict(xlabel="false-positive rate (held-out)", ylabel="true-positive rate (members)",
                  n_negatives=run.n_heldout, n_positives=run.n_members))
+    roc = {"baseline": (curve.fpr, curve.tpr)}
+    blind_roc = ui.blind_curve(ev)
+    if blind_roc is not None:
+        roc[ui.BLIND_CURVE] = (blind_roc[0].fpr, blind_roc[0].tpr)
     roc_col.plotly_chart(
-        figures.roc_curves({"baseline": (curve.fpr, curve.tpr)}, log_scale=True, height=300,
+        figures.roc_curves(roc, log_scale=True, height=300, dashed=(ui.BLIND_CURVE,),
                            title=f"{ui.attack_label(attack)} baseline ROC, log-log ({proto.name}, "
                                  f"{ui.metric_t_text(base, 'auroc')})", **axes),
         key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),
@@ -134,7 +204,7 @@ with ui.guard("The Findings page failed"):
             icon=":material/hourglass_top:",
         )
     cards = []
-    for f in (res.findings if res is not None else ()):
+    for f in (res.findings if res is not None else ev.blind_findings()):  # the blind ones need no geometry
         kw: dict = {}
         if f.id == "distortion_quartiles":
             kw["chart"] = quartile_chart()
@@ -173,12 +243,13 @@ with ui.guard("The Findings page failed"):
                 verdict_rows.append({
                     "attack": ui.attack_label(name), "finding": finding_title(f.id, short=True),
                     "estimate": f.estimate, "95% CI": ui.ci_text(f.ci),
-                    "verdict": verdict_words(f.verdict, f.estimate, metric=f.metric),
+                    "verdict": verdict_words(f.verdict, f.estimate, metric=f.metric, confounded=f.confounded),
                 })
         st.dataframe(
             pd.DataFrame(verdict_rows), hide_index=True, key="findings_every_attack",
             column_config={"estimate": st.column_config.NumberColumn("estimate", format="%+.4f"),
-                           "finding": st.column_config.TextColumn("finding", width="medium")},
+                           "finding": st.column_config.TextColumn("finding", width="medium"),
+                           "verdict": st.column_config.TextColumn("verdict", width="large")},
         )
         st.caption(f"{proto.name} protocol; estimates are AUROC differences with {ev.n_boot}-replicate 95% "
                    "paired bootstrap intervals; each attack at its own t (as in the table of all attacks below). "
@@ -187,7 +258,7 @@ with ui.guard("The Findings page failed"):
 
     # ---- attack overview: every attack's baseline under the same protocol
     st.subheader("All attacks")
-    names, auroc, auroc_ci, tpr, tpr_ci, where, rows = [], [], [], [], [], [], []
+    names, auroc, auroc_ci, tpr, tpr_ci, where, rows, below = [], [], [], [], [], [], [], []
     for name in run.attacks:
         arm = cache.evaluation(run, name).baseline()
         names.append(ui.attack_label(name))
@@ -196,9 +267,13 @@ with ui.guard("The Findings page failed"):
         tpr.append(arm.tpr_at_1fpr)
         tpr_ci.append(arm.ci["tpr_at_1fpr"])
         where.append(f"{ui.attack_label(name)}: {ui.arm_t_cell(arm)}")
+        below.append((ui.attack_label(name), arm))
         row = {"attack": ui.attack_label(name), "t": ui.arm_t_cell(arm), "AUROC": arm.auroc,
                "AUROC 95% CI": ui.ci_text(arm.ci["auroc"], signed=False), "TPR@1%FPR": arm.tpr_at_1fpr,
-               "TPR@1%FPR 95% CI": ui.ci_text(arm.ci["tpr_at_1fpr"], signed=False)}
+               "TPR@1%FPR 95% CI": ui.ci_text(arm.ci["tpr_at_1fpr"], signed=False),
+               "1% FPR rests on": (arm.low_fpr.rests_on().removeprefix("1% FPR = ").removesuffix(" images")
+                                   if arm.low_fpr else "–"),
+               "TPR exact 95% CI": ui.ci_text(arm.low_fpr.exact_ci, signed=False) if arm.low_fpr else "–"}
         if honest:
             row["realised FPR"] = arm.realised_fpr_at_1fpr
         rows.append(row)
@@ -209,15 +284,20 @@ with ui.guard("The Findings page failed"):
     )
     st.caption(f"{proto.name} protocol; TPR@1%FPR = {proto.tpr_rule}. Timesteps: " + " · ".join(where)
                + ". Error bars: 95% stratified bootstrap intervals"
-               + ("; realised FPR: the FPR the transferred thresholds give on each fold's own samples." if honest else ".")
+               + ("; realised FPR: the FPR the transferred thresholds give on each fold's own samples."
+                  if honest else ".")
+               + " Table: how many false positives the 1% FPR admits on how many negatives, and the exact "
+               "(Clopper-Pearson) interval of the TPR's count at its threshold."
                + (f" Still computing: {', '.join(ui.attack_label(a) for a in run.pending_attacks)}."
                   if run.pending_attacks else ""))
     st.dataframe(
         pd.DataFrame(rows), hide_index=True, key="findings_attacks_table",
-        column_config={"t": st.column_config.TextColumn("t", width="large"),
+        column_config={"t": st.column_config.TextColumn("t", width="medium"),
                        **{m: st.column_config.NumberColumn(m, format="%.4f")
                           for m in ("AUROC", "TPR@1%FPR", "realised FPR")}},
     )
+    for line in ui.below_chance_captions(below):
+        st.caption(line)
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)

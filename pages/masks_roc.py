@@ -4,7 +4,9 @@ Per-sample drop (each sample drops its own lowest-influence p %), the random-dro
 the same percentage (several seeds: a band), a global ranking mask and manual channel / position /
 coordinate masks; the masking findings with their paired intervals, ROC curves, a metrics table
 that names the protocol, t and drop of every number, metrics against the drop percentage and the
-timestep. Every control recomputes inside a fragment from the cached ``Evaluation`` only.
+timestep. The ROC curves carry the blind baseline's (the files alone, never the model; METHOD.md
+section 6) dashed beside the attack's, with a one-line shift note when the files alone separate the
+folders. Every control recomputes inside a fragment from the cached ``Evaluation`` only.
 
 Live: the drop slider reruns the fragment alone; the headline numbers come first (``st.metric``),
 the ROC curves are thinned to about 200 points, and after each run the neighbouring drops are
@@ -55,6 +57,10 @@ with ui.guard("The Masks & ROC page failed"):
             curves[name] = (c.fpr, c.tpr)
             arm = arms[name]  # the legend's AUROC is the evaluation's: the arm's (the random curve: its seed's)
             aurocs[name] = arm.per_seed["auroc"][0] if arm.per_seed else arm.auroc
+        blind = ui.blind_curve(ev)  # the files alone, same convention: dashed beside the attack's curves
+        if blind is not None:
+            curves[ui.BLIND_CURVE] = (blind[0].fpr, blind[0].tpr)
+            aurocs[ui.BLIND_CURVE] = blind[1]
         base = ev.arms()["baseline"]
         if proto.name == "honest":
             note = f"(honest)<br><sup>pooled calibrated out-of-fold scores, {ui.arm_t_cell(base)}</sup>"
@@ -67,11 +73,22 @@ with ui.guard("The Masks & ROC page failed"):
         # the log axes start at the smallest rate the negatives / positives can resolve
         n_neg, n_pos = (run.n_members, run.n_heldout) if paper else (run.n_heldout, run.n_members)
         r1, r2 = st.columns(2)
-        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", max_points=ROC_POINTS, **axes),
+        dashed = (ui.BLIND_CURVE,)
+        r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", max_points=ROC_POINTS,
+                                           dashed=dashed, **axes),
                         key="masks_roc_lin")
         r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
-                                           max_points=ROC_POINTS, n_negatives=n_neg, n_positives=n_pos, **axes),
+                                           max_points=ROC_POINTS, n_negatives=n_neg, n_positives=n_pos, dashed=dashed,
+                                           **axes),
                         key="masks_roc_log")
+        if blind is not None:
+            st.caption(f"Dashed: the {ui.BLIND_CURVE} (a classifier of the images' format, pixels and captions, "
+                       "cross-fitted, never seeing the model), in the same convention as the attack's curves.")
+        shift = ui.shift_note(ev)
+        if shift:
+            st.caption(shift)
+        for line in ui.below_chance_captions((name, arms[name]) for name in scores):
+            st.caption(line)
         if proto.name == "honest":
             st.caption("Honest protocol: every sample is scored at its fold's t (and drop), then calibrated on the "
                        "other folds' held-out scores, so the folds pool into one set of out-of-fold scores: the "

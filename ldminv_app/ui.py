@@ -831,13 +831,9 @@ BLIND_CURVE = "blind baseline, files only"
 
 
 def blind_result(ev):
-    """``ev.blind()`` (an ``Evaluation``'s :class:`BlindResult`, computed once per run and protocol),
-    fitted with the BLAS thread pool at one thread: its logistic fits are tiny, and on a busy
-    2-core machine OpenBLAS' own threads made them over ten times slower (0.7 s against 5 to 12 s)."""
-    from threadpoolctl import threadpool_limits
-
-    with st.spinner("Fitting the blind baseline on the files alone (once per run)…"), \
-            threadpool_limits(limits=1, user_api="blas"):
+    """``ev.blind()`` (an ``Evaluation``'s :class:`BlindResult`, computed once per run and protocol;
+    its fits run with the BLAS thread pool at one thread), with a spinner while it is fitted."""
+    with st.spinner("Fitting the blind baseline on the files alone (once per run)…"):
         return ev.blind()
 
 

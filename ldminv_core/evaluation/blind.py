@@ -141,8 +141,18 @@ def _finding(fid: str, est: float, reps: np.ndarray | None, level: float, detail
                    details=details)
 
 
+_GROUP_SHORT = {"meta": "format and metadata", "pixels": "pixels", "caption": "captions",
+                "encoder": "image-model embeddings"}
+
+
+def _group_list(groups: Sequence[str]) -> str:
+    """"format and metadata, pixels and captions": the feature groups in words."""
+    words = [_GROUP_SHORT.get(g, g) for g in groups if g != ALL_GROUPS]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1] if words else "features"
+
+
 def blind_baseline_finding(blind_score: np.ndarray, labels: np.ndarray, index: np.ndarray | None, *,
-                           level: float = 0.95) -> Finding:
+                           level: float = 0.95, groups: Sequence[str] = ("meta", "pixels", "caption")) -> Finding:
     """``blind_baseline``: AUROC of the out-of-fold blind scores - 0.5.
 
     Args:
@@ -166,7 +176,7 @@ def blind_baseline_finding(blind_score: np.ndarray, labels: np.ndarray, index: n
             "inconclusive": "the files alone do not tell the two folders apart on this run",
             "undefined": "undefined on this run",
         }[v]
-        return (f"Blind baseline (a classifier of the files' format, pixels and captions, cross-fitted, never "
+        return (f"Blind baseline (a classifier of the files' {_group_list(groups)}, cross-fitted, never "
                 f"seeing the model): AUROC {e + 0.5:.3f}, {e:+.3f} over chance, 95% CI [{ci[0]:+.3f}, {ci[1]:+.3f}]; "
                 f"{v}: {meaning}.")
     return _finding("blind_baseline", est, reps, level, {"blind_auroc": est + 0.5}, statement)
@@ -355,6 +365,6 @@ def _evaluate_blind(features: BlindFeatures, labels: np.ndarray, folds: np.ndarr
             low_fpr=low_fpr_count(score, y, protocol, decisions=decisions, level=level), verdict=v,
             top_features=top, realised_fpr_at_1fpr=realised))
     # 3. the finding on all groups
-    finding = blind_baseline_finding(blind.scores[ALL_GROUPS], y, design, level=level)
+    finding = blind_baseline_finding(blind.scores[ALL_GROUPS], y, design, level=level, groups=tuple(features.groups))
     return BlindResult(available=True, classifier=CLASSIFIER, folds=int(np.unique(fold).size),
                        fold_seed=int(fold_seed), groups=tuple(out), finding=finding, scores=dict(blind.scores))

@@ -1048,7 +1048,8 @@ class Evaluation:
         design = self._design()
         ctx = self._context()
         return (
-            blind_baseline_finding(b, self.labels, design, level=self.level),
+            blind_baseline_finding(b, self.labels, design, level=self.level,
+                                   groups=[g for g in blind.scores if g != ALL_GROUPS]),
             attack_vs_blind_finding(attack_score, b, self.labels, design, level=self.level, context=ctx),
             within_blind_strata_finding(attack_score, b, self.labels, n_boot=self.n_boot, seed=self.seed,
                                         level=self.level, context=ctx),

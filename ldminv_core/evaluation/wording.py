@@ -163,9 +163,19 @@ def shift_headline(blind: Any) -> str:
             "in format, pixel statistics or captions was detected that could stand in for membership.")
 
 
+#: What to change in the held-out set when a feature group separates the folders.
+_GROUP_FIX: dict[str, str] = {
+    "meta": "re-save both folders the same way (one format, one JPEG quality, EXIF stripped) at one resolution",
+    "pixels": "draw the held-out images from the members' own source and collection (same cameras or generator, "
+              "same processing, same period), so that colour, contrast and sharpness match",
+    "caption": "caption both folders the same way (the same captioner or writers, the same length and style)",
+    "encoder": "match the image content: the same subjects and scenes in both folders",
+}
+
+
 def shift_advice(blind: Any) -> str:
     """What to do when the blind baseline separates the folders: which feature groups separate
-    them (their strongest features) and how to build a matched held-out set; "" otherwise."""
+    them (their strongest features), what to change for each, and the check to repeat; "" otherwise."""
     if not _blind_field(blind, "available", False):
         return ""
     groups = _groups(blind)
@@ -174,19 +184,21 @@ def shift_advice(blind: Any) -> str:
     all_group = next((g for g in groups if _field(g, "group") == "all"), None)
     if all_group is None or _field(all_group, "verdict") != "supported":
         return ""
-    parts = []
+    parts, fixes = [], []
     for g in hits:
         name = _field(g, "group")
         top = [str(t[0]).split(":", 1)[-1] for t in (_field(g, "top_features") or ())[:3]]
         feats = f" (strongest: {', '.join(top)})" if top else ""
         parts.append(f"{name}: {BLIND_GROUP_WORDS.get(name, name)}, AUROC {float(_field(g, 'auroc')):.3f}{feats}")
+        if name in _GROUP_FIX:
+            fixes.append(_GROUP_FIX[name])
     which = ("Separating: " + "; ".join(parts) + ". ") if parts else \
         "No single feature group separates the folders; only all of them together. "
-    return (which + "Build a held-out set that matches the members in what separates them: images from the same "
-            "source and collection, the same format and compression (re-save both folders the same way), the same "
-            "resolution, and captions written the same way; then check that the blind AUROC interval contains 0.5 "
-            "before reading any attack's AUROC as membership.")
-
+    if not fixes:
+        fixes = [_GROUP_FIX["pixels"], _GROUP_FIX["meta"]]
+    return (which + "Build a held-out set that matches the members in what separates them: " + "; ".join(fixes)
+            + ". Then analyze again and check that the blind AUROC interval contains 0.5 before reading any "
+            "attack's AUROC as membership; meanwhile only attack_within_blind_strata speaks to membership.")
 
 def effect_sentence(finding: Any) -> str | None:
     """One sentence on the size of a supported or contradicted effect that is tiny (a

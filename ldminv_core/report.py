@@ -183,6 +183,8 @@ def _blind(blind: BlindResult | None) -> dict:
         "available": blind.available,
         "reason": blind.reason,
         "classifier": blind.classifier,
+        "encoder": blind.encoder,
+        "encoder_text": blind.encoder_text,
         "folds": blind.folds,
         "fold_seed": blind.fold_seed,
         "groups": [
@@ -437,7 +439,8 @@ def _shift_lines(report: dict, level: int) -> list[str]:
     if not blind.get("available"):
         return [f"Shift check (membership or distribution shift?): {shift['headline']}", ""]
     lines = [f"Shift check (membership or distribution shift?): blind baseline = {blind['classifier']} on "
-             f"{blind['folds']} folds (seed {blind['fold_seed']}); it sees the files only, never the model.",
+             f"{blind['folds']} folds (seed {blind['fold_seed']}); it sees the files only, never the model"
+             + (f"; {blind['encoder_text']}" if blind.get("encoder_text") else "") + ".",
              shift["headline"]]
     honest = report["protocol"]["name"] == "honest"
     header = ("group", "features", "blind AUROC", f"{level}% CI", "TPR@1%FPR", "TPR CI (bootstrap)", "exact CI",

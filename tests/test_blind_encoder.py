@@ -225,6 +225,11 @@ def test_analyze_stores_the_encoder_group_and_records_the_model(tiny_uncond_mode
     enc = blind.group("encoder")
     assert enc is not None and enc.n_features == 32
     assert enc.auroc == pytest.approx(roc_auc_score(run.samples["split"] == "member", blind.scores["encoder"]))
+    # the report says which model made the group
+    from ldminv_core.report import build_report, format_report
+    report = build_report(run, protocol="honest", n_boot=50)
+    assert report["blind"]["encoder"] == record and "CLIPVisionModel" in report["blind"]["encoder_text"]
+    assert "encoder group: embeddings of" in format_report(report)
     # a run made with one encoder is not taken for a run with another, or with none
     for other in (str(dino_dir), None):
         with pytest.raises(RunError, match="blind_encoder"):

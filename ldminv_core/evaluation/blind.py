@@ -367,4 +367,4 @@ def _evaluate_blind(features: BlindFeatures, labels: np.ndarray, folds: np.ndarr
     # 3. the finding on all groups
     finding = blind_baseline_finding(blind.scores[ALL_GROUPS], y, design, level=level, groups=tuple(features.groups))
     return BlindResult(available=True, classifier=CLASSIFIER, folds=int(np.unique(fold).size),
-                       fold_seed=int(fold_seed), groups=tuple(out), finding=finding, scores=dict(blind.scores))
+                       fold_seed=int(fold_seed), groups=tuple(out), encoder=features.encoder, finding=finding, scores=dict(blind.scores))

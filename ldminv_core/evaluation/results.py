@@ -309,6 +309,19 @@ class BlindResult:
     groups: tuple[BlindGroupResult, ...] = ()
     finding: Finding | None = None
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    #: which image model made the ``encoder`` group (name, path, class, output, dim, ...), or None
+    encoder: dict | None = None
+
+    @property
+    def encoder_text(self) -> str:
+        """"encoder group: embeddings of <name> (<class>, <dim> dimensions)", or "" without one."""
+        if not self.encoder:
+            return ""
+        e = self.encoder
+        name = e.get("name") or e.get("path") or "an image model"
+        bits = [str(b) for b in (e.get("class"), f"{e['dim']} dimensions" if e.get("dim") else None,
+                                 e.get("output")) if b]
+        return f"encoder group: embeddings of {name}" + (f" ({', '.join(bits)})" if bits else "")
 
     def group(self, name: str) -> BlindGroupResult | None:
         return next((g for g in self.groups if g.group == name), None)

@@ -220,3 +220,40 @@ def test_scaling_worker_paths_mode_extrapolates_from_the_products_it_ran():
     assert row["products_per_sample"] == geometry.SLQ_PROBES * min(geometry.SLQ_STEPS, 16)
     assert row["s_per_sample"] == pytest.approx(row["s_per_product"] * row["products_per_sample"])
     assert row["peak_rss_mb"] >= row["baseline_rss_mb"] > 0
+
+
+def test_blind_bench_cross_fits_like_the_evaluation_layer(tmp_path):
+    """bench_blind's logistic cross-fitting is the evaluation layer's (same out-of-fold scores);
+    its gradient boosting is out of fold too (shuffling one fold's labels leaves that fold's scores
+    unchanged), and its AUROC is sklearn's."""
+    from PIL import Image
+
+    from benchmarks import bench_blind
+    from ldminv_core.blind_features import blind_features
+    from ldminv_core.evaluation.blind import cross_fitted_blind_scores
+    from ldminv_core.evaluation.evaluator import stratified_folds
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(40):
+        pixels = np.clip(rng.normal(110 + 25 * (i < 20), 30, size=(16, 16)), 0, 255).astype(np.uint8)
+        paths.append(tmp_path / f"img_{i:02d}.png")
+        Image.fromarray(pixels, mode="L").save(paths[-1])
+    labels = np.r_[np.ones(20, dtype=np.int64), np.zeros(20, dtype=np.int64)]
+    feats = blind_features(paths, captions=[f"a {'bright' if i < 20 else 'dark'} square" for i in range(40)])
+    folds = stratified_folds(labels, folds=5, seed=0)
+    ours, seconds = bench_blind.cross_fit(feats, labels, folds, "logistic")
+    theirs = cross_fitted_blind_scores(feats, labels, folds)
+    assert ours.keys() == theirs.scores.keys() == seconds.keys()
+    for g in ours:
+        np.testing.assert_allclose(ours[g], theirs.scores[g], rtol=0, atol=1e-12)
+    hgb, _ = bench_blind.cross_fit(feats, labels, folds, "hist_gradient_boosting")
+    shuffled = labels.copy()
+    own = folds == 0
+    shuffled[own] = shuffled[own][::-1]
+    again, _ = bench_blind.cross_fit(feats, shuffled, folds, "hist_gradient_boosting")
+    for g in hgb:
+        assert np.all((hgb[g] >= 0) & (hgb[g] <= 1))
+        np.testing.assert_array_equal(hgb[g][own], again[g][own])
+    auroc, lo, hi = bench_blind.auroc_interval(ours["all"], labels, folds, n_boot=200)
+    assert auroc == pytest.approx(roc_auc_score(labels, ours["all"]), abs=1e-12) and lo <= auroc <= hi

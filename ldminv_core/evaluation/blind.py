@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
+from scipy import sparse, stats
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -218,6 +218,22 @@ def blind_strata(blind_score: np.ndarray, *, n_strata: int = BLIND_STRATA) -> np
     return out
 
 
+#: A stratum whose members and held-out images differ in blind score at this two-sided level
+#: (Mann-Whitney U) is left out of ``attack_within_blind_strata``.
+STRATUM_ALPHA = 0.05
+
+
+def _still_separated(member_scores: np.ndarray, heldout_scores: np.ndarray) -> bool:
+    """True when the blind scores of a stratum's members and held-out images differ: no overlap
+    at all, or a two-sided Mann-Whitney U test at :data:`STRATUM_ALPHA` (the strata are quintiles
+    of the score, so with well-separated folders the middle one still spans the whole range)."""
+    if member_scores.min() > heldout_scores.max() or member_scores.max() < heldout_scores.min():
+        return True
+    if member_scores.size < 2 or heldout_scores.size < 2:
+        return False
+    return bool(stats.mannwhitneyu(member_scores, heldout_scores, alternative="two-sided").pvalue < STRATUM_ALPHA)
+
+
 def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarray, labels: np.ndarray, *,
                                 n_boot: int, seed: int = 0, level: float = 0.95, context: str = "") -> Finding:
     """``attack_within_blind_strata``: the attack's AUROC within strata of equal blind score.
@@ -227,8 +243,8 @@ def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarra
     splits, and the estimate is their size-weighted mean - 0.5, with a bootstrap interval
     resampling within split x stratum (``n_boot`` replicates, 0 = none). A stratum with one split
     only is named in the details and left out; so is a stratum whose members and held-out images
-    the blind score still separates completely (no overlap of their blind scores): it does not
-    hold the folders' difference fixed. When none remains the estimate is NaN ("undefined") and
+    the blind score still separates (no overlap of their blind scores, or a Mann-Whitney U test
+    at :data:`STRATUM_ALPHA`): it does not hold the folders' difference fixed. When none remains the estimate is NaN ("undefined") and
     the statement says that no membership claim can be made.
     """
     y = np.asarray(labels).astype(np.int8)
@@ -239,7 +255,7 @@ def within_blind_strata_finding(attack_score: np.ndarray, blind_score: np.ndarra
         rows = strata == k
         if not 0 < y[rows].sum() < rows.sum():
             dropped.append(k + 1)
-        elif b[rows & (y == 1)].min() > b[rows & (y == 0)].max() or b[rows & (y == 1)].max() < b[rows & (y == 0)].min():
+        elif _still_separated(b[rows & (y == 1)], b[rows & (y == 0)]):
             # both splits, but the blind score still separates them within the stratum: the files
             # tell these images apart too, so the stratum does not hold the folders' difference fixed
             separated.append(k + 1)

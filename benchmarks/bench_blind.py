@@ -57,11 +57,9 @@ N_BOOT = 1000
 
 
 def _fit_logistic(x_tr, y_tr, x_te, seed: int) -> np.ndarray:
-    from sklearn.linear_model import LogisticRegression
+    from ldminv_core.evaluation.blind import _fit_predict  # the classifier the evaluation layer fits
 
-    from ldminv_core.evaluation.blind import C
-
-    return LogisticRegression(C=C, max_iter=5000, random_state=seed).fit(x_tr, y_tr).predict_proba(x_te)[:, 1]
+    return _fit_predict(x_tr, y_tr, x_te, seed)
 
 
 def _fit_hgb(x_tr, y_tr, x_te, seed: int) -> np.ndarray:

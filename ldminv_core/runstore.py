@@ -1013,6 +1013,7 @@ class Run:
         self._nonfinite: dict[str, np.ndarray] = {}  # relative path -> (N,) bool, once scanned
         self._derived: dict[tuple, Any] = {}  # see derived()
         self._derived_lock = threading.Lock()
+        self._derived_locks: dict[tuple, threading.RLock] = {}
 
     @property
     def has_geometry(self) -> bool:
@@ -1142,7 +1143,13 @@ class Run:
         """``make()`` computed once per opened run and ``key``: results that depend on the run's
         data alone, not on the attack (e.g. the blind baseline under one protocol, which every
         attack's evaluation shares). ``make`` is a callable without arguments."""
-        with self._derived_lock:
+        try:
+            return self._derived[key]
+        except KeyError:
+            pass
+        with self._derived_lock:  # one lock per key: a part may ask for another part while it is made
+            lock = self._derived_locks.setdefault(key, threading.RLock())
+        with lock:
             if key not in self._derived:
                 self._derived[key] = make()
             return self._derived[key]

@@ -89,7 +89,7 @@ def test_out_of_fold_scores_equal_sklearn_cross_fitting(tmp_path):
     assert set(got.scores) == {"meta", "pixels", "all"}
     for group, x in (("pixels", feats.groups["pixels"]),
                      ("all", np.hstack([feats.groups["meta"], feats.groups["pixels"]]))):
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000, random_state=0))
+        model = make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=1000, random_state=0))
         want = cross_val_predict(model, x, labels, cv=PredefinedSplit(folds), method="predict_proba")[:, 1]
         np.testing.assert_allclose(got.scores[group], want, atol=1e-6)
 
@@ -111,7 +111,7 @@ def test_caption_words_are_learnt_within_folds(tmp_path):
         sc = StandardScaler().fit(words[tr])
         x_tr = sparse.hstack([sparse.csr_matrix(sc.transform(words[tr])), tfidf.transform(texts[tr])]).tocsr()
         x_te = sparse.hstack([sparse.csr_matrix(sc.transform(words[te])), tfidf.transform(texts[te])]).tocsr()
-        want[te] = LogisticRegression(max_iter=5000, random_state=0).fit(x_tr, labels[tr]).predict_proba(x_te)[:, 1]
+        want[te] = LogisticRegression(solver="newton-cholesky", max_iter=1000, random_state=0).fit(x_tr, labels[tr]).predict_proba(x_te)[:, 1]
     np.testing.assert_allclose(got.scores["caption"], want, atol=1e-6)
 
 
@@ -304,3 +304,90 @@ def test_a_stratum_the_blind_score_still_separates_is_left_out():
     rows = [np.flatnonzero(blind_strata(blind2) == k - 1) for k in kept]
     expect = sum(roc_auc_score(lab[r], attack[r]) * r.size for r in rows) / sum(r.size for r in rows) - 0.5
     assert f2.estimate == pytest.approx(expect, abs=1e-12)
+
+
+def test_mann_whitney_null_variance_matches_permuted_aurocs():
+    from ldminv_core.evaluation.blind import mann_whitney_null_variance
+
+    rng = np.random.default_rng(0)
+    score = rng.normal(size=50)
+    lab = np.r_[np.ones(20, dtype=int), np.zeros(30, dtype=int)]
+    aurocs = [roc_auc_score(rng.permutation(lab), score) for _ in range(3000)]
+    assert np.var(aurocs) == pytest.approx(mann_whitney_null_variance(20, 30), rel=0.08)
+
+
+def test_fitting_variance_is_the_permutation_spread_of_refitted_out_of_fold_aurocs():
+    """The cross-fitting's own variance: labels permuted within folds (the same draws), the
+    classifier refitted per fold with sklearn's pipeline, the out-of-fold AUROC's spread minus
+    a fixed score's Mann-Whitney variance."""
+    from ldminv_core.blind_features import BlindFeatures
+    from ldminv_core.evaluation.blind import fitting_variance, mann_whitney_null_variance
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(60, 12))
+    feats = BlindFeatures(groups={"pixels": x}, names={"pixels": tuple(f"p{j}" for j in range(12))})
+    lab = np.r_[np.ones(30, dtype=int), np.zeros(30, dtype=int)]
+    folds = folds_of(lab)
+    extra, sd = fitting_variance(feats, lab, folds, n_perm=6, seed=4)
+    draw = np.random.default_rng(4)
+    aurocs = []
+    for _ in range(6):
+        yp = lab.copy()
+        for f in np.unique(folds):
+            rows = np.flatnonzero(folds == f)
+            yp[rows] = draw.permutation(lab[rows])
+        model = make_pipeline(StandardScaler(), LogisticRegression(solver="newton-cholesky", max_iter=1000))
+        oof = cross_val_predict(model, x, yp, cv=PredefinedSplit(folds), method="predict_proba")[:, 1]
+        aurocs.append(roc_auc_score(yp, oof))
+    assert sd == pytest.approx(np.std(aurocs, ddof=1), abs=1e-6)
+    assert extra == pytest.approx(max(0.0, sd ** 2 - mann_whitney_null_variance(30, 30)), abs=1e-12)
+
+
+def test_blind_intervals_add_the_cross_fitting_variance(tmp_path):
+    """Every blind AUROC interval is the bootstrap percentile interval widened about the estimate
+    by sqrt(1 + extra / var(replicates)); the blind_baseline finding's interval is the same one
+    shifted by 0.5."""
+    from ldminv_core.evaluation.blind import NULL_PERMUTATIONS, evaluate_blind, fitting_null, widened_interval
+    from ldminv_core.evaluation.protocols import make_protocol
+    from ldminv_core.evaluation.resampling import combine_strata, percentile_interval
+
+    paths, labels = two_folders(tmp_path)
+    feats = blind_features(paths)
+    folds = folds_of(labels)
+    design = resample_index(combine_strata(labels), n_boot=300, seed=0)
+    res = evaluate_blind(feats, labels, folds, make_protocol("standard"), design)
+    null = fitting_null(feats, labels, folds)
+    assert res.fitting_permutations == NULL_PERMUTATIONS == null.permutations
+    assert (res.fitting_variance, res.fitting_bias) == pytest.approx((null.extra_variance, null.bias), abs=1e-12)
+    for g in res.groups:
+        reps = np.array([roc_auc_score(labels[row], res.scores[g.group][row]) for row in design])
+        raw = percentile_interval(reps)
+        k = np.sqrt(1 + res.fitting_variance / np.var(reps))
+        lo_w, hi_w = g.auroc - k * (g.auroc - raw[0]), g.auroc + k * (raw[1] - g.auroc)
+        want = [float(np.clip(min(lo_w, lo_w - res.fitting_bias), 0, 1)),
+                float(np.clip(max(hi_w, hi_w - res.fitting_bias), 0, 1))]
+        assert want[0] <= g.auroc <= want[1]
+        assert g.ci["auroc"] == pytest.approx(tuple(want), abs=1e-9)
+    all_ci = res.group("all").ci["auroc"]
+    assert res.finding.ci == pytest.approx((all_ci[0] - 0.5, all_ci[1] - 0.5), abs=1e-9)
+    assert widened_interval(0.6, (0.5, 0.7), np.array([0.5, 0.7]), 0.03) == pytest.approx(
+        (0.6 - 0.1 * np.sqrt(1 + 0.03 / 0.01), 0.6 + 0.1 * np.sqrt(1 + 0.03 / 0.01)))
+    # extended by a bias on its side and clipped: never outside the bounds, always holding the estimate
+    assert widened_interval(1.0, (1.0, 1.0), np.array([1.0, 1.0]), 0.01, bounds=(0.0, 1.0), shift=0.02) == (1.0, 1.0)
+    assert widened_interval(0.6, (0.5, 0.7), np.array([0.6, 0.6]), 0.0, shift=-0.05) == pytest.approx((0.45, 0.7))
+
+
+def test_the_permutation_null_is_stored_and_read_back(tmp_path):
+    from ldminv_core.evaluation.blind import cached_fitting_null, null_file_name
+
+    paths, labels = two_folders(tmp_path)
+    feats = blind_features(paths)
+    folds = folds_of(labels)
+    first = cached_fitting_null(tmp_path / "cache", feats, labels, folds)
+    stored = tmp_path / "cache" / null_file_name(labels, folds)
+    np.testing.assert_array_equal(np.load(stored), first.aurocs)
+    stored.write_bytes(np.lib.format.header_data_from_array_1_0(np.zeros(3)).__repr__().encode())  # damaged
+    again = cached_fitting_null(tmp_path / "cache", feats, labels, folds)
+    np.testing.assert_array_equal(again.aurocs, first.aurocs)  # recomputed alike (seeded)
+    other = folds_of(labels, seed=1)
+    assert null_file_name(labels, other) != null_file_name(labels, folds)

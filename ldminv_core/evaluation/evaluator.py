@@ -32,14 +32,15 @@ from typing import Any
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
+from threadpoolctl import threadpool_limits
 
 from .. import masks
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
-from ..runstore import Run
+from ..runstore import CACHE_DIR, Run
 from ..blind_features import run_blind_features
-from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding, evaluate_blind,
-                    within_blind_strata_finding)
+from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding, cached_fitting_null,
+                    cross_fitted_blind_scores, evaluate_blind, null_file_name, within_blind_strata_finding)
 from .low_fpr import low_fpr_count, threshold_at_1fpr
 from .calibration import heldout_calibration
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
@@ -988,19 +989,34 @@ class Evaluation:
         """The run's blind baseline under this protocol (METHOD.md section 6): the files' features
         (stored by ``analyze``, or computed from the image paths of an older run), cross-fitted on
         :meth:`blind_folds`, measured per feature group and all together with this protocol's
-        convention and bootstrap design. ``available`` is False, with the reason, when the
+        convention and bootstrap design, its intervals widened and bias-corrected by the
+        cross-fitting's permutation null. ``available`` is False, with the reason, when the
         features cannot be had (e.g. the images of an old run are gone) or the folds do not fit."""
         def make() -> BlindResult:
             try:
-                features = run_blind_features(self.run)
-                folds = self.blind_folds()
-                return evaluate_blind(features, self.labels, folds, self.protocol, self._design(), level=self.level,
-                                      seed=0, fold_seed=self._blind_fold_seed())
+                features, scores, null = self._blind_fit()
+                return evaluate_blind(features, self.labels, self.blind_folds(), self.protocol, self._design(),
+                                      level=self.level, seed=0, fold_seed=self._blind_fold_seed(), scores=scores,
+                                      null=null)
             except LdminvError as exc:
                 return BlindResult(available=False, reason=str(exc))
         # the same for every attack of the run: computed once per run, protocol and design
         key = ("blind", self.protocol.name, self.protocol.folds, self.protocol.seed, self.n_boot, self.level, self.seed)
         return self._cached(("blind",), lambda: self.run.derived(key, make))
+
+    def _blind_fit(self) -> tuple:
+        """(features, cross-fitted scores, permutation null) on :meth:`blind_folds`: they depend on
+        the run and the folds only, so every protocol and attack shares them (once per opened run;
+        the null is kept in the run's ``.ldminv-cache``, where ``analyze`` leaves the default folds')."""
+        folds = self.blind_folds()
+
+        def make() -> tuple:
+            features = run_blind_features(self.run)
+            with threadpool_limits(limits=1, user_api="blas"):
+                scores = cross_fitted_blind_scores(features, self.labels, folds)
+            null = cached_fitting_null(self.run.path / CACHE_DIR, features, self.labels, folds)
+            return features, scores, null
+        return self.run.derived(("blind_fit", null_file_name(self.labels, folds)), make)
 
     def _blind_fold_seed(self) -> int:
         return self.protocol.seed if self.protocol.name == "honest" else make_protocol("honest").seed
@@ -1033,11 +1049,13 @@ class Evaluation:
                 None: :meth:`blind`'s.
             group: which classifier's scores ("all" = every feature group).
         """
+        null = None
         if blind is None:
             result = self.blind()
             if not result.available:
                 return ()
             blind = BlindScores(scores=result.scores, folds=self.blind_folds())
+            null = self._blind_fit()[2]
         if group not in blind.scores:
             raise UnknownNameError(f"group: {group!r} is not among the blind scores {tuple(blind.scores)}")
         b = np.asarray(blind.scores[group], dtype=np.float64)
@@ -1049,8 +1067,9 @@ class Evaluation:
         ctx = self._context()
         return (
             blind_baseline_finding(b, self.labels, design, level=self.level,
-                                   groups=[g for g in blind.scores if g != ALL_GROUPS]),
-            attack_vs_blind_finding(attack_score, b, self.labels, design, level=self.level, context=ctx),
+                                   groups=[g for g in blind.scores if g != ALL_GROUPS], null=null),
+            attack_vs_blind_finding(attack_score, b, self.labels, design, level=self.level, context=ctx,
+                                    null=null),
             within_blind_strata_finding(attack_score, b, self.labels, n_boot=self.n_boot, seed=self.seed,
                                         level=self.level, context=ctx),
         )

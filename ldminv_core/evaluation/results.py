@@ -311,6 +311,23 @@ class BlindResult:
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     #: which image model made the ``encoder`` group (name, path, class, output, dim, ...), or None
     encoder: dict | None = None
+    #: the cross-fitting's own variance of the AUROC, added to every blind AUROC interval and to
+    #: the blind findings' (0 without intervals), and the permutation spread it came from
+    fitting_variance: float = 0.0
+    fitting_sd: float = float("nan")
+    fitting_permutations: int = 0
+    #: mean out-of-fold AUROC under permuted labels - 0.5: the intervals are extended by minus this
+    fitting_bias: float = 0.0
+
+    @property
+    def interval_text(self) -> str:
+        """How the blind AUROC intervals are made, in words."""
+        if not self.fitting_permutations:
+            return "no intervals"
+        return (f"bootstrap of the out-of-fold scores, widened by the cross-fitting's own variance and extended by "
+                f"its bias under no signal (the classifier refitted on {self.fitting_permutations} label permutations "
+                f"within folds: AUROC {0.5 + self.fitting_bias:.3f} on average, spread {self.fitting_sd:.3f}, "
+                f"{np.sqrt(self.fitting_variance):.3f} beyond a fixed score's)")
 
     @property
     def encoder_text(self) -> str:

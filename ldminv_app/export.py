@@ -934,6 +934,9 @@ def build_html_report(
         f"{run.n_heldout} held-out. TPR@1%FPR = {_esc(res.protocol.tpr_rule)}; ASR = max over thresholds of "
         "(TPR + 1 − FPR) / 2. With few held-out samples the low-FPR metrics rest on a handful of images: "
         f"read them with their intervals. Intervals: {_esc(_boot_text(n_boot))}.</p>"
+        + ('<p class="note" id="metrics-shifted"><b>Shifted folders:</b> these arms separate two folders that differ '
+           "without the model; their AUROCs and TPRs are not evidence of membership (see the shift check).</p>"
+           if res.shifted else "")
         + _table(arms_table(arms, honest=honest, counts=True), table_id="metrics-table")
         + _arm_notes(arms)
         + _cautions_html(low_fpr_cautions(res.protocol, n_members=run.n_members, n_heldout=run.n_heldout),

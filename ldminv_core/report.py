@@ -516,6 +516,9 @@ def format_report(report: dict) -> str:
             rows.append(row)
             if text := _below_chance(arm):
                 below.append(f"{attack} {key} AUROC {format_rate(arm['auroc'])}: {text}")
+    if (report.get("shift") or {}).get("separable"):
+        lines.append("Shifted folders: the attacks below separate two folders that differ without the model; their "
+                     "AUROCs and TPRs are not evidence of membership (see the shift check above).")
     lines += _grid(header, rows, left=4)
     lines += below
     lines.append(_t_key(name))

@@ -182,6 +182,7 @@ def test_text_report_opens_with_the_shift_check(reports, protocol):
     attack_table = next(i for i, line in enumerate(lines) if line.startswith("attack  arm"))
     assert lines.index(headline) < attack_table  # before the attacks
     assert f"What to do: {report['shift']['advice']}" in lines
+    assert lines[attack_table - 1].startswith("Shifted folders: the attacks below")  # the arms are qualified too
     # the per-group table: blind AUROC [CI], bootstrap and exact TPR intervals, the count
     for g in report["blind"]["groups"]:
         row = next(line for line in lines[:attack_table] if line.strip().startswith(g["group"] + " "))
@@ -215,6 +216,7 @@ def test_text_report_of_folders_alike_reads_as_before(reports):
     text = format_report(report)
     assert report["shift"]["headline"].startswith("No shift detected") and report["shift"]["headline"] in text
     assert "What to do:" not in text and "Caveat:" not in text and CONFOUNDED_WORDS not in text
+    assert "Shifted folders" not in text
     assert "as the paper reports" in text  # the supported geometry claim stands unqualified
     assert "files alone separate" not in text
 
@@ -280,7 +282,9 @@ def test_html_export_opens_with_the_shift_check(runs):
             assert export._esc(f["caveat"]) in row
             if f["verdict"] in ("supported", "contradicted"):
                 assert export._esc(CONFOUNDED_WORDS) in row
-    # metrics: the exact interval and the count beside every TPR@1%FPR
+    # metrics: qualified on shifted folders; the exact interval and the count beside every TPR@1%FPR
+    metrics = doc[doc.index('id="metrics"'):]
+    assert metrics.index('id="metrics-shifted"') < metrics.index('id="metrics-table"')
     base = report["attacks"]["sima"]["baseline"]
     elo, ehi = base["low_fpr"]["exact_ci"]
     assert f"<td>[{elo:.4f}, {ehi:.4f}]</td>" in doc[doc.index('id="metrics"'):doc.index('id="roc"')]
@@ -302,7 +306,7 @@ def test_html_export_of_folders_alike_and_of_a_swapped_attack(runs):
     doc = export.build_html_report(runs["alike"], attack="sima", n_boot=N_BOOT)
     shift = doc[doc.index('id="shift"'):doc.index('id="findings"')]
     assert "No shift detected" in shift and 'id="shift-advice"' not in shift and "shift-box shifted" not in shift
-    assert 'class="confounded"' not in doc and 'class="caveat"' not in doc
+    assert 'class="confounded"' not in doc and 'class="caveat"' not in doc and "metrics-shifted" not in doc
     assert "as the paper reports" in doc
     doc = export.build_html_report(runs["swap"], attack="sima", n_boot=N_BOOT)
     report = build_report(runs["swap"], attack="sima", drop=40.0, n_boot=N_BOOT)

@@ -240,7 +240,8 @@ with ui.guard("The Model & data page failed"):
         """A folder path typed in, or uploaded images / zips saved to a folder; returns the path."""
         mode = st.radio(f"{label} images", ["Folder", "Upload"], key=f"new_{role}_mode", horizontal=True)
         if mode == "Folder":
-            return st.text_input(f"{label} folder", value=default, key=f"new_{role}_path").strip()
+            st.session_state.setdefault(f"new_{role}_path", default)
+            return st.text_input(f"{label} folder", key=f"new_{role}_path").strip()
         files = st.file_uploader(
             f"{label} images or a zip of them",
             type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "zip", "jsonl", "csv"],
@@ -268,12 +269,23 @@ with ui.guard("The Model & data page failed"):
 
     with tab_new:
         kind = st.radio(
-            "Model", ["Built-in demo", "Local folder", "Hub id"], key="new_model_kind", horizontal=True
-        )
+            "Model", ["Built-in demo", "Shift demo", "Local folder", "Hub id"], key="new_model_kind", horizontal=True,
+            help="Shift demo: the demo model on two folders of images it never saw (held-out footwear as "
+                 "'members', held-out clothes as 'held-out'): pure distribution shift, no member at all, to see "
+                 "what the shift check says when the folders differ without the model.")
         if kind == "Built-in demo":
             model = str(demo.DEMO_MODEL_DIR)
             st.caption(f"Demo model: {model}")
             default_members, default_heldout = str(demo.DEMO_MEMBERS_DIR), str(demo.DEMO_HELDOUT_DIR)
+        elif kind == "Shift demo":
+            model = str(demo.DEMO_MODEL_DIR)
+            default_members = default_heldout = ""
+            with ui.guard("Shift demo folders"):
+                shift_members, shift_heldout = demo.build_shift_demo_data()
+                default_members, default_heldout = str(shift_members), str(shift_heldout)
+                st.caption(f"Demo model: {model}. Both folders hold images the model never saw (footwear against "
+                           "clothes): every difference the attacks find is distribution shift, which the Findings "
+                           "page's shift check names. `python -m ldminv_core analyze --demo shift` runs the same.")
         elif kind == "Local folder":
             model = st.text_input(
                 "Model folder", key="new_model_path", placeholder="diffusers pipeline folder with vae/, unet/, scheduler/"
@@ -283,6 +295,11 @@ with ui.guard("The Model & data page failed"):
             model = st.text_input("Hub id", key="new_model_hub", placeholder="CompVis/stable-diffusion-v1-4").strip()
             default_members = default_heldout = ""
 
+        if st.session_state.get("_new_model_kind_shown") != kind:  # a demo fills in its own folders
+            st.session_state["_new_model_kind_shown"] = kind
+            for role, default in (("members", default_members), ("heldout", default_heldout)):
+                if default or kind in ("Built-in demo", "Shift demo"):
+                    st.session_state[f"new_{role}_path"] = default
         d1, d2 = st.columns(2)
         with d1:
             members = data_source("Members", "members", default_members)

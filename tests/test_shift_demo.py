@@ -21,10 +21,6 @@ from ldminv_core.__main__ import _parser, main
 from ldminv_core.errors import LdminvError
 from ldminv_core.runstore import Run
 
-pytestmark = pytest.mark.skipif(not (demo.DEMO_HELDOUT_DIR / "metadata.jsonl").is_file(),
-                                reason="the demo's held-out images (assets/demo/heldout) are not in this checkout")
-
-
 def _pixels(path: Path) -> str:
     with Image.open(path) as im:
         return hashlib.sha256(np.asarray(im.convert("L")).tobytes()).hexdigest()
@@ -130,3 +126,24 @@ def test_cli_shift_demo_analyzes_and_reports_the_shift(tmp_path, monkeypatch, ca
     text = capsys.readouterr().out
     assert "Distribution shift: the files alone, without the model, tell members from held-out images" in text
     assert "as the paper reports" not in text
+
+
+def test_model_page_offers_the_shift_demo(tmp_path, monkeypatch):
+    """Model & data: "Shift demo" builds the folders under LDMINV_HOME and fills them in, with the
+    demo model; switching back gives the membership demo's folders again."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("LDMINV_RUN", raising=False)
+    page = Path(__file__).resolve().parent.parent / "pages" / "model_data.py"
+    at = AppTest.from_file(str(page), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    at.radio(key="new_model_kind").set_value("Shift demo").run()
+    assert not at.exception, [e.value for e in at.exception]
+    members, heldout = demo.build_shift_demo_data()
+    assert members.parent == tmp_path / "home" / "demo-shift-data"
+    assert at.text_input(key="new_members_path").value == str(members)
+    assert at.text_input(key="new_heldout_path").value == str(heldout)
+    assert any("never saw" in c.value for c in at.caption)
+    at.radio(key="new_model_kind").set_value("Built-in demo").run()
+    assert at.text_input(key="new_members_path").value == str(demo.DEMO_MEMBERS_DIR)

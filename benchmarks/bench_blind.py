@@ -2,8 +2,8 @@
 
 Usage (from the repository root; the machine is shared, so run it niced):
 
-    nice -n 5 python -m benchmarks.bench_blind                       # about 5-10 min on 2 cores
-    nice -n 5 python -m benchmarks.bench_blind --quick               # about 1-2 min
+    nice -n 5 python -m benchmarks.bench_blind                       # about 15-25 min on 2 cores
+    nice -n 5 python -m benchmarks.bench_blind --quick               # about 4 min (estimated)
     nice -n 5 python -m benchmarks.bench_blind --demo-run RUN ...    # also: the blind stage's share
 
 The blind classifier sees only the files, never the model, so the comparison needs no analysis:
@@ -23,10 +23,27 @@ scores cross-fitted on the ``honest`` protocol's folds (5 stratified folds, seed
 For every case and classifier: the out-of-fold AUROC of each feature group and of all together,
 with the 95% bootstrap interval of the ``honest`` protocol (stratified by split and fold, 1000
 replicates; the classifier is not refitted), and the fit time of the cross-fitting (5 fits per
-group). ``null``: the false-alarm rate of the blind verdict: R random splits of the demo's 1000
-held-out images into n + n (one distribution, so every "supported" verdict is a false alarm),
-the fraction whose interval lies above 0.5 (and below), per classifier. With ``--demo-run`` the
-blind stage's seconds as a share of that run's analysis (run.json ``timings``) are recorded too.
+group).
+
+``null``: false alarms of the blind verdict on one distribution. R random splits of the demo's
+1000 held-out images into n + n (seeded draws, the same for both classifiers), so every
+"supported" or "contradicted" verdict on them is a false alarm (nominal 2.5% each side). Per
+draw, on the standard protocol's design (``resample_index(combine_strata(y), n_boot=1000,
+seed=0)``) and the ``honest`` folds (``stratified_folds(y, folds=5, seed=0)``):
+
+- ``plain``: the percentile interval of the bootstrap of fixed out-of-fold scores (the
+  classifier is not refitted), for both classifiers;
+- ``reported`` (logistic regression only): the interval the tool reports,
+  ``evaluate_blind(...).group("all")`` (the bootstrap widened by the cross-fitting's own variance
+  and extended by its bias under no signal, both from :func:`~ldminv_core.evaluation.blind.fitting_null`:
+  the classifier refitted on 40 label permutations within folds). Gradient boosting gets no
+  permutation null (40 refits per draw: too slow for what it would tell).
+
+Every rate comes with its count, the number of draws and the exact (Clopper-Pearson) binomial
+95% interval (``scipy.stats.binomtest``). With ``--demo-run`` the blind stage's seconds as a
+share of that run's analysis (run.json ``timings``) are recorded, and beside them what the
+stage costs now (features plus the permutation null on the default folds, timed here on the
+demo case); the load averages at start and end are recorded too.
 
 Gradient boosting is scikit-learn's ``HistGradientBoostingClassifier`` (default settings,
 ``random_state`` 0) on the same design (standardised groups, TF-IDF of the captions, densified).
@@ -185,50 +202,155 @@ def compare(cases: dict[str, tuple], *, log: Callable[[str], None]) -> dict[str,
     return out
 
 
-def null_rate(*, sizes: tuple[int, ...], repeats: int, classifiers: tuple[str, ...] = CLASSIFIERS,
-              log: Callable[[str], None]) -> dict[str, Any]:
-    """False alarms of the blind verdict on one distribution: ``repeats`` random disjoint n + n
-    draws from the demo's 1000 held-out images per n; the fraction whose "all" interval lies above
-    0.5 (``above``), below 0.5 (``below``), and the spread of the AUROC."""
-    from ldminv_core import demo
-    from ldminv_core.blind_features import BlindFeatures, blind_features
-    from ldminv_core.evaluation.evaluator import stratified_folds
+def rate(count: int, draws: int) -> dict[str, Any]:
+    """``count`` of ``draws`` as {"count", "draws", "rate", "ci"}: ``ci`` the exact (Clopper-Pearson)
+    binomial 95% interval (:func:`scipy.stats.binomtest`)."""
+    from scipy.stats import binomtest
 
-    rows = _rows(demo.DEMO_HELDOUT_DIR)
-    feats = blind_features([demo.DEMO_HELDOUT_DIR / r["file_name"] for r in rows], captions=[r["text"] for r in rows])
-    out: dict[str, Any] = {"pool": len(rows), "repeats": repeats, "sizes": {}}
+    ci = binomtest(int(count), int(draws)).proportion_ci(confidence_level=0.95, method="exact")
+    return {"count": int(count), "draws": int(draws), "rate": count / draws, "ci": [float(ci.low), float(ci.high)]}
+
+
+def null_draw(features, labels: np.ndarray, classifier: str, *, n_boot: int = N_BOOT, seed: int = 0
+              ) -> dict[str, Any]:
+    """One draw of the null study: the "all" AUROC of ``classifier`` cross-fitted on the ``honest``
+    folds (``stratified_folds(labels, folds=5, seed=0)``), its ``plain`` interval (percentile of the
+    bootstrap of the fixed out-of-fold scores on the standard design
+    ``resample_index(combine_strata(labels), n_boot=n_boot, seed=seed)``) and verdict, and for
+    ``"logistic"`` the ``reported`` interval and verdict of
+    :func:`~ldminv_core.evaluation.blind.evaluate_blind` on the same folds and design, with its
+    permutation null's sd and bias. Seconds: ``fit_s`` the cross-fitting, ``report_s`` the whole
+    ``evaluate_blind`` (its own cross-fitting and the 40-permutation null)."""
+    from ldminv_core.evaluation import Protocol, combine_strata, convention_metrics, percentile_interval, resample_index
+    from ldminv_core.evaluation.blind import evaluate_blind
+    from ldminv_core.evaluation.evaluator import stratified_folds
+    from ldminv_core.evaluation.protocols import convention_metrics_resampled, make_protocol
+    from ldminv_core.evaluation.resampling import verdict
+
+    y = np.asarray(labels).astype(np.int64)
+    folds = stratified_folds(y, folds=5, seed=0)
+    design = resample_index(combine_strata(y), n_boot=n_boot, seed=seed)
+    t0 = time.perf_counter()
+    scores, _ = cross_fit(features, y, folds, classifier)
+    fit_s = time.perf_counter() - t0
+    auroc = float(convention_metrics(scores["all"][None, :], y.astype(np.int8), Protocol())["auroc"][0])
+    reps = convention_metrics_resampled(scores["all"], y.astype(np.int8), design, Protocol())["auroc"]
+    lo, hi = percentile_interval(reps)
+    out: dict[str, Any] = {"auroc": auroc, "plain_ci": [float(lo), float(hi)],
+                           "plain_verdict": verdict((lo - 0.5, hi - 0.5)), "fit_s": fit_s}
+    if classifier == "logistic":
+        t0 = time.perf_counter()
+        res = evaluate_blind(features, y, folds, make_protocol("standard"), design)
+        out["report_s"] = time.perf_counter() - t0
+        g = res.group("all")
+        if abs(g.auroc - auroc) > 1e-9:  # the bench's cross-fitting is the tool's (tested): a guard
+            raise RuntimeError(f"evaluate_blind's AUROC {g.auroc} differs from the bench's {auroc}")
+        out.update(reported_ci=[float(g.ci["auroc"][0]), float(g.ci["auroc"][1])], reported_verdict=g.verdict,
+                   fitting_sd=float(res.fitting_sd), fitting_bias=float(res.fitting_bias),
+                   fitting_permutations=int(res.fitting_permutations))
+    return out
+
+
+def _summary(draws: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Counts of supported / contradicted / either among the draws' ``<key>_verdict``, with rates,
+    exact intervals and the mean interval width."""
+    verdicts = [d[f"{key}_verdict"] for d in draws]
+    s, c = verdicts.count("supported"), verdicts.count("contradicted")
+    return {"supported": rate(s, len(draws)), "contradicted": rate(c, len(draws)),
+            "false_alarm": rate(s + c, len(draws)), "undefined": verdicts.count("undefined"),
+            "mean_width": float(np.mean([d[f"{key}_ci"][1] - d[f"{key}_ci"][0] for d in draws]))}
+
+
+NULL_REPEATS = {40: 80, 150: 80, 300: 40}
+
+
+def null_rate(*, sizes: tuple[int, ...], repeats: dict[int, int], classifiers: tuple[str, ...] = CLASSIFIERS,
+              pool=None, log: Callable[[str], None]) -> dict[str, Any]:
+    """False alarms of the blind verdict on one distribution: ``repeats[n]`` random disjoint n + n
+    draws (draw r: the first 2n of ``numpy.random.default_rng(1000 + r).permutation(pool size)``,
+    members the first n) from ``pool`` (BlindFeatures; default the demo's 1000 held-out images),
+    the same draws for every classifier; per size and classifier :func:`null_draw` summarised:
+    the ``plain`` (and for logistic the ``reported``) supported / contradicted counts with exact
+    binomial intervals, and the spread of the AUROC."""
+    from ldminv_core.blind_features import BlindFeatures, blind_features
+
+    if pool is None:
+        from ldminv_core import demo
+
+        rows = _rows(demo.DEMO_HELDOUT_DIR)
+        pool = blind_features([demo.DEMO_HELDOUT_DIR / r["file_name"] for r in rows],
+                              captions=[r["text"] for r in rows])
+    size = next(iter(pool.groups.values())).shape[0]
+    caps = None if pool.captions is None else np.asarray(pool.captions, dtype=object)
+    out: dict[str, Any] = {"pool": size, "n_boot": N_BOOT, "design": "standard: resample_index(combine_strata(y), "
+                           "n_boot=1000, seed=0); folds: stratified_folds(y, folds=5, seed=0)", "sizes": {}}
     for n in sizes:
         per: dict[str, Any] = {}
+        picks = [np.random.default_rng(1000 + r).permutation(size)[: 2 * n] for r in range(repeats[n])]
+        labels = np.r_[np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)]
         for clf in classifiers:
-            aurocs, above, below, secs = [], 0, 0, 0.0
-            for r in range(repeats):
-                pick = np.random.default_rng(1000 + r).permutation(len(rows))[: 2 * n]
-                sub = BlindFeatures(groups={g: x[pick] for g, x in feats.groups.items()}, names=feats.names,
-                                    captions=tuple(np.asarray(feats.captions, dtype=object)[pick]))
-                labels = np.r_[np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)]
-                folds = stratified_folds(labels, folds=5, seed=0)
-                t0 = time.perf_counter()
-                scores, _ = cross_fit(sub, labels, folds, clf)
-                secs += time.perf_counter() - t0
-                a, lo, hi = auroc_interval(scores["all"], labels, folds, n_boot=500)
-                aurocs.append(a)
-                above += lo > 0.5
-                below += hi < 0.5
-            per[clf] = {"above": above / repeats, "below": below / repeats, "auroc_mean": float(np.mean(aurocs)),
-                        "auroc_sd": float(np.std(aurocs, ddof=1)), "auroc_min": float(np.min(aurocs)),
-                        "auroc_max": float(np.max(aurocs)), "seconds": secs}
-            log(f"  null n={n} {clf}: above {above}/{repeats}, below {below}/{repeats}, AUROC mean "
-                f"{np.mean(aurocs):.3f} sd {np.std(aurocs, ddof=1):.3f}")
+            draws = []
+            for pick in picks:
+                sub = BlindFeatures(groups={g: x[pick] for g, x in pool.groups.items()}, names=pool.names,
+                                    captions=None if caps is None else tuple(caps[pick]))
+                draws.append(null_draw(sub, labels, clf))
+            aurocs = np.array([d["auroc"] for d in draws])
+            entry: dict[str, Any] = {
+                "draws": len(draws), "plain": _summary(draws, "plain"), "auroc_mean": float(aurocs.mean()),
+                "auroc_sd": float(aurocs.std(ddof=1)) if aurocs.size > 1 else float("nan"),
+                "auroc_min": float(aurocs.min()), "auroc_max": float(aurocs.max()),
+                "fit_seconds": float(sum(d["fit_s"] for d in draws))}
+            if clf == "logistic":
+                entry["reported"] = _summary(draws, "reported")
+                entry["reported_contains_plain"] = all(
+                    d["reported_ci"][0] <= d["plain_ci"][0] + 1e-12 and d["reported_ci"][1] >= d["plain_ci"][1] - 1e-12
+                    for d in draws)
+                entry["fitting_sd_mean"] = float(np.mean([d["fitting_sd"] for d in draws]))
+                entry["fitting_bias_mean"] = float(np.mean([d["fitting_bias"] for d in draws]))
+                entry["report_seconds"] = float(sum(d["report_s"] for d in draws))
+            entry["per_draw"] = [{k: v for k, v in d.items() if not k.endswith("_s")} for d in draws]
+            per[clf] = entry
+            msg = (f"  null n={n} {clf} ({len(draws)} draws): plain {entry['plain']['supported']['count']} supported, "
+                   f"{entry['plain']['contradicted']['count']} contradicted")
+            if "reported" in entry:
+                msg += (f"; reported {entry['reported']['supported']['count']} supported, "
+                        f"{entry['reported']['contradicted']['count']} contradicted")
+            log(msg + f"; AUROC mean {entry['auroc_mean']:.3f} sd {entry['auroc_sd']:.3f}")
         out["sizes"][str(n)] = per
     return out
 
 
-def blind_share(run: Path) -> dict[str, Any]:
-    """The blind stage's seconds against the run's total analysis time (run.json ``timings``)."""
+def blind_stage_now(feats, labels: np.ndarray, feature_s: float) -> dict[str, Any]:
+    """What analyze's blind stage costs now on this case: the features' seconds (measured when the
+    case was built) plus :func:`~ldminv_core.evaluation.blind.fitting_null` on the default folds
+    (what the stage adds since the intervals account for cross-fitting)."""
+    from ldminv_core.evaluation.blind import fitting_null
+    from ldminv_core.evaluation.evaluator import stratified_folds
+
+    folds = stratified_folds(labels, folds=5, seed=0)
+    t0 = time.perf_counter()
+    null = fitting_null(feats, labels, folds)
+    null_s = time.perf_counter() - t0
+    return {"images": int(labels.size), "feature_s": feature_s, "null_s": null_s, "permutations": null.permutations,
+            "blind_s": feature_s + null_s}
+
+
+def blind_share(run: Path, now: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The blind stage's seconds against the run's total analysis time (run.json ``timings``);
+    with ``now`` (:func:`blind_stage_now` of the same images) also the share the stage would have
+    with its current cost in place of the recorded one."""
     timings = json.loads((run / "run.json").read_text(encoding="utf-8")).get("timings", {})
     total = timings.get("total") or sum(v for k, v in timings.items() if k != "total")
-    return {"run": str(run), "blind_s": timings.get("blind"), "total_s": total,
-            "share": (timings.get("blind") or 0.0) / total if total else None, "timings": timings}
+    out = {"run": str(run), "blind_s": timings.get("blind"), "total_s": total,
+           "share": (timings.get("blind") or 0.0) / total if total else None, "timings": timings}
+    if now is not None and total:
+        total_now = total - (timings.get("blind") or 0.0) + now["blind_s"]
+        out.update(blind_s_now=now["blind_s"], total_s_now=total_now, share_now=now["blind_s"] / total_now)
+    return out
+
+
+def _rate_cell(r: dict[str, Any]) -> str:
+    return f"{r['count']}/{r['draws']} = {r['rate']:.3f} [{r['ci'][0]:.3f}, {r['ci'][1]:.3f}]"
 
 
 def render(results: dict[str, Any]) -> str:
@@ -244,16 +366,41 @@ def render(results: dict[str, Any]) -> str:
     null = results.get("null")
     if null:
         lines.append("")
-        lines.append(f"False alarms on one distribution ({null['repeats']} random n + n splits of the demo's "
-                     f"{null['pool']} held-out images; 'all' interval above / below 0.5):")
-        rows = [[n, c, f"{v['above']:.2f}", f"{v['below']:.2f}", f"{v['auroc_mean']:.3f} ± {v['auroc_sd']:.3f}",
-                 f"[{v['auroc_min']:.3f}, {v['auroc_max']:.3f}]", f"{v['seconds']:.1f}"]
-                for n, per in null["sizes"].items() for c, v in per.items()]
-        lines.append(common.markdown_table(["n per folder", "classifier", "above", "below", "AUROC mean ± sd",
-                                            "range", "seconds"], rows))
+        lines.append(f"False alarms on one distribution (random n + n splits of the demo's {null['pool']} held-out "
+                     "images; 'all' interval; count/draws = rate [exact 95% CI]; nominal 0.025 each side):")
+        rows = []
+        for n, per in null["sizes"].items():
+            for c, v in per.items():
+                kinds = [("plain bootstrap", v["plain"])] + ([("reported", v["reported"])] if "reported" in v else [])
+                for kind, summ in kinds:
+                    rows.append([n, c, kind, _rate_cell(summ["supported"]), _rate_cell(summ["contradicted"]),
+                                 _rate_cell(summ["false_alarm"]), f"{summ['mean_width']:.3f}"])
+        lines.append(common.markdown_table(["n per folder", "classifier", "interval", "supported", "contradicted",
+                                            "either", "mean width"], rows))
+        lines.append("")
+        rows = []
+        for n, per in null["sizes"].items():
+            for c, v in per.items():
+                extra = (f"{v['fitting_sd_mean']:.3f}", f"{v['fitting_bias_mean']:+.3f}",
+                         f"{v['report_seconds']:.1f}") if "reported" in v else ("-", "-", "-")
+                rows.append([n, c, v["draws"], f"{v['auroc_mean']:.3f} ± {v['auroc_sd']:.3f}",
+                             f"[{v['auroc_min']:.3f}, {v['auroc_max']:.3f}]", *extra, f"{v['fit_seconds']:.1f}"])
+        lines.append(common.markdown_table(["n per folder", "classifier", "draws", "AUROC mean ± sd", "range",
+                                            "permutation sd (mean)", "permutation bias (mean)",
+                                            "evaluate_blind s", "cross-fit s"], rows))
+    now = results.get("blind_stage_now")
+    if now:
+        lines.append(f"\nblind stage now on {now['images']} images: features {now['feature_s']:.2f} s + permutation "
+                     f"null ({now['permutations']} x 5 fits) {now['null_s']:.2f} s = {now['blind_s']:.2f} s")
     for s in results.get("blind_share", []):
-        lines.append(f"\nblind stage of {s['run']}: {s['blind_s']} s of {s['total_s']} s = "
-                     f"{100 * s['share']:.2f} % of the analysis")
+        line = (f"\nblind stage of {s['run']}: {s['blind_s']} s of {s['total_s']} s = "
+                f"{100 * s['share']:.2f} % of the analysis")
+        if "share_now" in s:
+            line += f"; at its current cost {s['blind_s_now']:.2f} s = {100 * s['share_now']:.2f} %"
+        lines.append(line)
+    load = results.get("load_average")
+    if load:
+        lines.append(f"\nload average (1, 5, 15 min): start {load['start']}, end {load['end']}")
     return "\n".join(lines)
 
 
@@ -261,26 +408,31 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer null repeats and sizes")
     ap.add_argument("--demo-run", type=Path, action="append", default=[],
-                    help="a finished run folder whose blind stage's share of the analysis time is recorded "
-                    "(repeatable)")
+                    help="a finished run folder of the demo (300 + 300) whose blind stage's share of the analysis "
+                    "time is recorded (repeatable)")
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args(argv)
     common.set_threads(1)
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     results: dict[str, Any] = {"date": common.now_iso(), "machine": common.machine_info(),
-                               "mode": "quick" if args.quick else "full"}
+                               "mode": "quick" if args.quick else "full",
+                               "load_average": {"start": [round(v, 2) for v in os.getloadavg()]}}
     t_start = time.perf_counter()
     tmp = Path(tempfile.mkdtemp(prefix="ldminv-bench-blind-"))
     try:
         log("cases ...")
-        results["cases"] = compare(build_cases(tmp), log=log)
+        cases = build_cases(tmp)
+        results["cases"] = compare(cases, log=log)
+        feats, labels, feature_s = cases["demo"]
+        results["blind_stage_now"] = blind_stage_now(feats, labels, feature_s)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log("null ...")
-    results["null"] = null_rate(sizes=(40, 150) if args.quick else (40, 150, 300),
-                                repeats=10 if args.quick else 40, log=log)
-    results["blind_share"] = [blind_share(r) for r in args.demo_run]
-    results["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    sizes = (40, 150) if args.quick else (40, 150, 300)
+    repeats = {n: 10 for n in sizes} if args.quick else NULL_REPEATS
+    results["null"] = null_rate(sizes=sizes, repeats=repeats, log=log)
+    results["blind_share"] = [blind_share(r, results["blind_stage_now"]) for r in args.demo_run]
+    results["load_average"]["end"] = [round(v, 2) for v in os.getloadavg()]
     results["total_s"] = time.perf_counter() - t_start
     args.out.parent.mkdir(parents=True, exist_ok=True)
     part = args.out.with_suffix(".json.tmp")

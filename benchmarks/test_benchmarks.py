@@ -257,3 +257,65 @@ def test_blind_bench_cross_fits_like_the_evaluation_layer(tmp_path):
         np.testing.assert_array_equal(hgb[g][own], again[g][own])
     auroc, lo, hi = bench_blind.auroc_interval(ours["all"], labels, folds, n_boot=200)
     assert auroc == pytest.approx(roc_auc_score(labels, ours["all"]), abs=1e-12) and lo <= auroc <= hi
+
+
+def test_blind_bench_null_study_reports_the_tools_verdict(tmp_path):
+    """bench_blind's null study: each draw's plain interval is the percentile interval of sklearn's
+    AUROC over the standard design's replicates of the fixed out-of-fold scores, its reported
+    verdict and interval are evaluate_blind's (standard design, honest folds), the reported
+    interval contains the plain one, the counts are the draws' verdicts and their intervals
+    scipy's exact binomial ones; gradient boosting gets the plain interval only."""
+    from PIL import Image
+    from scipy.stats import beta, binomtest, rankdata
+
+    from benchmarks import bench_blind
+    from ldminv_core.blind_features import BlindFeatures, blind_features
+    from ldminv_core.evaluation import combine_strata, make_protocol, resample_index
+    from ldminv_core.evaluation.blind import cross_fitted_blind_scores, evaluate_blind
+    from ldminv_core.evaluation.evaluator import stratified_folds
+
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(40):  # one distribution: every supported / contradicted verdict is a false alarm
+        pixels = np.clip(rng.normal(120, 30, size=(16, 16)), 0, 255).astype(np.uint8)
+        paths.append(tmp_path / f"img_{i:02d}.png")
+        Image.fromarray(pixels, mode="L").save(paths[-1])
+    pool = blind_features(paths, captions=[f"a square number {i % 3}" for i in range(40)])
+    n, draws = 10, 2
+    res = bench_blind.null_rate(sizes=(n,), repeats={n: draws}, pool=pool, log=lambda _: None)
+    assert res["pool"] == 40
+    per = res["sizes"][str(n)]
+    assert "reported" in per["logistic"] and "reported" not in per["hist_gradient_boosting"]
+    labels = np.r_[np.ones(n, dtype=np.int64), np.zeros(n, dtype=np.int64)]
+    folds = stratified_folds(labels, folds=5, seed=0)
+    design = resample_index(combine_strata(labels), n_boot=1000, seed=0)
+    for r, d in enumerate(per["logistic"]["per_draw"]):
+        pick = np.random.default_rng(1000 + r).permutation(40)[: 2 * n]
+        sub = BlindFeatures(groups={g: x[pick] for g, x in pool.groups.items()}, names=pool.names,
+                            captions=tuple(np.asarray(pool.captions, dtype=object)[pick]))
+        score = cross_fitted_blind_scores(sub, labels, folds).scores["all"]
+        assert d["auroc"] == pytest.approx(roc_auc_score(labels, score), abs=1e-12)
+        assert (labels[design[:, :n]] == 1).all() and (labels[design[:, n:]] == 0).all()  # columns keep their split
+        ranks = rankdata(score[design], axis=1)  # the Mann-Whitney AUROC of every replicate
+        reps = (ranks[:, :n].sum(axis=1) - n * (n + 1) / 2) / (n * n)
+        for b in range(5):
+            assert roc_auc_score(labels[design[b]], score[design[b]]) == pytest.approx(reps[b], abs=1e-12)
+        np.testing.assert_allclose(d["plain_ci"], np.percentile(reps, [2.5, 97.5]), rtol=0, atol=1e-9)
+        tool = evaluate_blind(sub, labels, folds, make_protocol("standard"), design).group("all")
+        assert d["reported_verdict"] == tool.verdict
+        np.testing.assert_allclose(d["reported_ci"], tool.ci["auroc"], rtol=0, atol=1e-12)
+        assert d["reported_ci"][0] <= d["plain_ci"][0] and d["reported_ci"][1] >= d["plain_ci"][1]
+        assert d["fitting_permutations"] == 40
+    for clf, entry in per.items():
+        for kind in ("plain", "reported") if clf == "logistic" else ("plain",):
+            verdicts = [d[f"{kind}_verdict"] for d in entry["per_draw"]]
+            for key, count in (("supported", verdicts.count("supported")),
+                               ("contradicted", verdicts.count("contradicted")),
+                               ("false_alarm", verdicts.count("supported") + verdicts.count("contradicted"))):
+                got = entry[kind][key]
+                ci = binomtest(count, draws).proportion_ci(confidence_level=0.95, method="exact")
+                assert (got["count"], got["draws"]) == (count, draws)
+                np.testing.assert_allclose(got["ci"], [ci.low, ci.high], rtol=0, atol=1e-12)
+    six = bench_blind.rate(6, 80)  # Clopper-Pearson from the beta quantiles
+    assert six["rate"] == 0.075
+    np.testing.assert_allclose(six["ci"], [beta.ppf(0.025, 6, 75), beta.ppf(0.975, 7, 74)], rtol=1e-9)

@@ -13,12 +13,14 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy import sparse, stats
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
@@ -142,7 +144,9 @@ def _fit_predict(x_tr: sparse.csr_matrix, y_tr: np.ndarray, x_te: sparse.csr_mat
     (dense newton-cholesky up to :data:`DENSE_MAX_COLUMNS` columns, else sparse lbfgs)."""
     if x_tr.shape[1] <= DENSE_MAX_COLUMNS:
         model = LogisticRegression(C=C, solver="newton-cholesky", max_iter=1000, random_state=seed)
-        return model.fit(x_tr.toarray(), y_tr).predict_proba(x_te.toarray())[:, 1]
+        with warnings.catch_warnings():  # a failed Newton line search falls back to lbfgs by itself
+            warnings.filterwarnings("ignore", message=".*Newton solver.*resort to lbfgs", category=ConvergenceWarning)
+            return model.fit(x_tr.toarray(), y_tr).predict_proba(x_te.toarray())[:, 1]
     model = LogisticRegression(C=C, max_iter=5000, random_state=seed)
     return model.fit(x_tr, y_tr).predict_proba(x_te)[:, 1]
 

@@ -624,7 +624,7 @@ def _shift_body(res: AttackEvaluation, fig: _FigureWriter) -> str:
     out.append(f'<p class="note">Blind baseline: {_esc(blind.classifier)} on {blind.folds} folds (seed '
                f"{blind.fold_seed}, the honest protocol's); it sees the image files and captions only, never the "
                f"model{_esc('; ' + blind.encoder_text if blind.encoder_text else '')}. Measured under the "
-               f"{_esc(res.protocol.name)} protocol; intervals: "
+               f"{_esc(res.protocol.name)} protocol; AUROC intervals: {_esc(blind.interval_text)}; other intervals: "
                f"{_esc(_boot_text(res.n_boot))}.</p>")
     out.append(_table(blind_table(blind, honest=honest), table_id="blind-table"))
     notes = [f"{g.group}: AUROC {_fmt(g.auroc)} is {text}" for g in blind.groups

@@ -185,6 +185,7 @@ def _blind(blind: BlindResult | None) -> dict:
         "classifier": blind.classifier,
         "encoder": blind.encoder,
         "encoder_text": blind.encoder_text,
+        "intervals": blind.interval_text,
         "folds": blind.folds,
         "fold_seed": blind.fold_seed,
         "groups": [
@@ -440,7 +441,8 @@ def _shift_lines(report: dict, level: int) -> list[str]:
         return [f"Shift check (membership or distribution shift?): {shift['headline']}", ""]
     lines = [f"Shift check (membership or distribution shift?): blind baseline = {blind['classifier']} on "
              f"{blind['folds']} folds (seed {blind['fold_seed']}); it sees the files only, never the model"
-             + (f"; {blind['encoder_text']}" if blind.get("encoder_text") else "") + ".",
+             + (f"; {blind['encoder_text']}" if blind.get("encoder_text") else "") + "."
+             + (f" AUROC intervals: {blind['intervals']}." if blind.get("intervals") else ""),
              shift["headline"]]
     honest = report["protocol"]["name"] == "honest"
     header = ("group", "features", "blind AUROC", f"{level}% CI", "TPR@1%FPR", "TPR CI (bootstrap)", "exact CI",

@@ -86,7 +86,7 @@ with ui.guard("The Findings page failed"):
                            + (f" · {ui.low_fpr_text(everything.low_fpr)}" if everything.low_fpr else ""))
                 st.caption(f"Classifier: {blind.classifier} on {blind.folds} seeded stratified folds (seed "
                            f"{blind.fold_seed}, the honest protocol's): every image is scored by a classifier that "
-                           "never saw it, and none sees the model."
+                           "never saw it, and none sees the model. Intervals: " + blind.interval_text + "."
                            + (f" The {blind.encoder_text}." if blind.encoder_text else ""))
             advice = shift_advice(blind)
             if advice:

@@ -183,6 +183,8 @@ def test_text_report_opens_with_the_shift_check(reports, protocol):
     assert lines.index(headline) < attack_table  # before the attacks
     assert f"What to do: {report['shift']['advice']}" in lines
     assert lines[attack_table - 1].startswith("Shifted folders: the attacks below")  # the arms are qualified too
+    assert "40 label permutations" in report["blind"]["intervals"]  # how the blind intervals are made, said
+    assert f"AUROC intervals: {report['blind']['intervals']}." in text
     # the per-group table: blind AUROC [CI], bootstrap and exact TPR intervals, the count
     for g in report["blind"]["groups"]:
         row = next(line for line in lines[:attack_table] if line.strip().startswith(g["group"] + " "))

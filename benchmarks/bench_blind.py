@@ -16,7 +16,7 @@ scores cross-fitted on the ``honest`` protocol's folds (5 stratified folds, seed
   Fashion-MNIST training-split images, drawn alike);
 - ``shift_demo``: ``analyze --demo shift``'s folders, first 150 + 150 (held-out footwear against
   held-out clothes: pure class shift);
-- ``pure_shift``, ``no_shift``, ``format_shift``: the cases of ``tests/test_shift_cases.py``, 40 + 40
+- ``pure_shift``, ``no_shift``, ``format_shift``: the cases of ``tests/core/evaluation/test_shift_cases.py``, 40 + 40
   (the shift demo's folders; a random split of 80 held-out images; alternate held-out images,
   members PNG and held-out re-saved as JPEG quality 75).
 

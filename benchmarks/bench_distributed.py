@@ -6,7 +6,7 @@ a decoder-geometry stage plus SimA), once as one process with 2 torch threads an
 run folders, and reports samples per second of each, the speed-up, and the peak resident
 memory (of the one process, and of each rank from run.json ``distributed.ranks``). It also
 checks that both runs hold the same arrays up to the float32 rounding that a different torch
-thread count causes (the max |difference| is reported; tests/test_distributed.py compares at
+thread count causes (the max |difference| is reported; tests/core/pipeline/test_distributed.py compares at
 equal thread counts to rtol 1e-5).
 
     nice -n 5 python benchmarks/bench_distributed.py [--limit 64] [--json out.json]

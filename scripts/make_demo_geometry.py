@@ -6,7 +6,7 @@ every machine for the same VAE and images. This script computes it once with the
 settings (``ldminv_core.demo.DEMO_ANALYZE_DEFAULTS``) through ``run_analysis`` and saves
 influence, log-volume and the latents they came from. ``run_analysis(...,
 precomputed=...)`` reuses it only after checking the VAE files, the settings, the samples
-and this machine's latents (see ``ldminv_core/precomputed.py``); tests/test_demo_assets.py
+and this machine's latents (see ``ldminv_core/precomputed.py``); tests/core/test_demo_assets.py
 recomputes a subset and compares.
 
     python scripts/make_demo_geometry.py                    # compute (about 3-6 minutes)

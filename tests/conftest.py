@@ -15,7 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+# Test modules in one folder import helpers from test modules in another (shared fixtures);
+# every test folder is importable by module name.
+for _folder in sorted({p.parent for p in TESTS.rglob("test_*.py")} - {TESTS}):
+    sys.path.insert(1, str(_folder))
 
 import tiny_models  # noqa: E402
 

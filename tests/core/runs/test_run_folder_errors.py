@@ -444,7 +444,7 @@ time.sleep(60)
 
 
 def _holder(folder: Path) -> subprocess.Popen:
-    code = _HOLD.format(tests=str(Path(__file__).parent), root=str(Path(__file__).parent.parent), folder=str(folder))
+    code = _HOLD.format(tests=str(Path(__file__).resolve().parents[2]), root=str(Path(__file__).resolve().parents[3]), folder=str(folder))
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc

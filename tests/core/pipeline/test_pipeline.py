@@ -31,7 +31,7 @@ from ldminv_core.masks import random_drop_mask
 from ldminv_core.report import build_report, format_report
 from ldminv_core.runstore import Run, StageNotReadyError, run_status
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ALL_ATTACKS = "sima,pia,loss,secmi,pfami"
 TIMESTEPS = "0:30:10"
 BATCH = 8
@@ -500,7 +500,7 @@ def test_cli_help_does_not_import_torch():
         "print('HEAVY', sorted(m for m in ('torch', 'diffusers', 'pandas', 'sklearn') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
-                         cwd=str(Path(__file__).resolve().parents[1]))
+                         cwd=str(Path(__file__).resolve().parents[3]))
     assert out.returncode == 0, out.stderr
     assert "--protocol {standard,paper,honest}" in out.stdout
     assert "HEAVY []" in out.stdout

@@ -27,7 +27,7 @@ from ldminv_app.uploads import save_uploads
 from synthetic_runs import write_run
 from test_app_pages import PAGES as APP_PAGES
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120
 SHAPE = (2, 4, 4)
 TIMESTEPS = [0, 10, 20]

@@ -23,7 +23,7 @@ from ldminv_app import figures
 from ldminv_app.selections import parse_coordinate_query
 from synthetic_runs import write_run
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120
 SHAPE = (2, 4, 4)  # d = 32
 TIMESTEPS = [0, 10, 20]

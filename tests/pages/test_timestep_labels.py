@@ -25,7 +25,7 @@ from ldminv_core.evaluation import Evaluation, make_protocol
 
 from synthetic_runs import write_run
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMESTEPS = [20, 40, 60, 80, 100]
 SIDEBAR_T = 100
 

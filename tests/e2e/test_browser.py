@@ -1,7 +1,7 @@
 """Real-browser test of the dashboard: ``streamlit run app.py`` driven by Debian's Chromium.
 
 The server runs as a subprocess on 127.0.0.1 (a free port) with LDMINV_RUN pointing at the
-small run of ``tests/test_export.py``. Every page is opened through the sidebar, must finish
+small run of ``tests/app/test_export.py``. Every page is opened through the sidebar, must finish
 running without an exception box, and is saved as a full-page screenshot under
 ``test-artifacts/``. The Findings landing page must show the core's masking finding (estimate,
 interval, statement). On the Masks & ROC page the drop slider is moved with the keyboard and the
@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 from test_export import build_fixture_run, masked_scores
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from benchmarks import bench_dashboard  # noqa: E402 - after the repository root is importable
 

@@ -27,7 +27,7 @@ from synthetic_runs import write_run
 from test_app_pages import _arr, _build_model, _charts
 from tiny_models import TINY_RESOLUTION
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120
 N_PER_FOLDER = 20
 #: Grey levels added to every held-out pixel of the shifted run: the files differ, the model is not needed.

@@ -25,7 +25,7 @@ from ldminv_core.runstore import run_status
 
 from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVER_START_S = 90
 EXIT_S = 120
 

@@ -29,7 +29,7 @@ from ldminv_core.runstore import Run, run_status
 
 from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 PAGES = (
     "pages/findings.py",
     "pages/model_data.py",

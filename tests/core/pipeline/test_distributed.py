@@ -23,7 +23,7 @@ from ldminv_core.distributed import RANKS_DIR, DistContext, RankLedger
 from ldminv_core.errors import RunError
 from ldminv_core.runstore import Run, run_status
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 ARGS = ["--attacks", "sima,pia,pfami", "--timesteps", "0:30:10", "--batch-size", "2", "--device", "cpu",
         "--influence", "hutchinson", "--probes", "4"]
 RTOL, ATOL = 1e-5, 1e-6

@@ -21,7 +21,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, bench_dashboard as bench, wait_idle
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results.json"
 FIRST_NUMBERS_TIMEOUT_S = 300  # a failure bound on a loaded CI machine, not the goal (30 s)
 STEPS = 5

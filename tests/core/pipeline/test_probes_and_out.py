@@ -266,7 +266,7 @@ def test_model_page_probe_control_says_auto_and_passes_what_was_chosen(tmp_path,
                         lambda config, *, model=None: (seen.append(config), _fake_estimate())[1])
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LDMINV_RUN", raising=False)
-    page = str(Path(__file__).resolve().parents[1] / "pages" / "model_data.py")
+    page = str(Path(__file__).resolve().parents[3] / "pages" / "model_data.py")
     at = AppTest.from_file(page, default_timeout=120).run()
     control = at.number_input(key="new_probes")
     assert control.value == 0 and "0 = auto" in control.label

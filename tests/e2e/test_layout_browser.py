@@ -20,7 +20,7 @@ from playwright.sync_api import sync_playwright
 
 from synthetic_runs import write_run
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_dashboard import start_server, wait_idle  # noqa: E402 - after the repository root is importable
 from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / ".streamlit" / "config.toml"
 
 
@@ -45,7 +45,7 @@ def test_streamlit_reads_these_settings():
 def test_forward_message_cache_is_off():
     """No element is cacheable, so the server never sends a reference to one the browser may have
     dropped meanwhile (fast input killed the session with "Cached ForwardMsg MISS"; see the comment
-    in config.toml and tests/test_masks_roc_fast_input.py)."""
+    in config.toml and tests/e2e/test_masks_roc_fast_input.py)."""
     import subprocess
     import sys
 

@@ -19,7 +19,7 @@ from ldminv_core.report import build_report, format_rate, format_rate_ci, format
 
 from synthetic_runs import write_run
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 
 @pytest.fixture(scope="module")

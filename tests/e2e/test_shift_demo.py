@@ -135,7 +135,7 @@ def test_model_page_offers_the_shift_demo(tmp_path, monkeypatch):
 
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LDMINV_RUN", raising=False)
-    page = Path(__file__).resolve().parent.parent / "pages" / "model_data.py"
+    page = Path(__file__).resolve().parents[2] / "pages" / "model_data.py"
     at = AppTest.from_file(str(page), default_timeout=120).run()
     assert not at.exception, [e.value for e in at.exception]
     at.radio(key="new_model_kind").set_value("Shift demo").run()

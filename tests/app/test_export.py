@@ -29,7 +29,7 @@ from ldminv_core.runstore import Run, run_status
 from ldminv_app import export
 from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
 N_PER_SPLIT = 10
 TIMESTEPS = (0, 10, 20)
 

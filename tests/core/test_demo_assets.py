@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from ldminv_core.errors import DataLoadError, ShapeError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 ASSETS = REPO / "assets"
 DEMO = ASSETS / "demo"
 MODEL = DEMO / "model"

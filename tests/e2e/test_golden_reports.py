@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-GOLDEN = Path(__file__).resolve().parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
 _spec = importlib.util.spec_from_file_location("golden_record", GOLDEN / "record.py")
 record = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(record)

@@ -29,7 +29,7 @@ from ldminv_core.loading import LoadedModel
 from ldminv_app import cache, ui
 from ldminv_app.jobs import AnalysisJob, JobState
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 APP = str(REPO / "app.py")
 TIMEOUT = 120
 

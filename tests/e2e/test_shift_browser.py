@@ -1,5 +1,5 @@
 """The Findings page's shift check in a real browser (Debian's Chromium): ``streamlit run app.py``
-on a run whose held-out images are brighter files than the members (tests/test_shift_pages.py's
+on a run whose held-out images are brighter files than the members (tests/pages/test_shift_pages.py's
 shifted run). The page must open with the shift check card, show its verdict, the chart of blind
 AUROC per feature group and what to do, without an exception box; the card and the whole page are
 saved as screenshots under ``test-artifacts/`` (shift_check_card.png, findings_shift.png).
@@ -19,7 +19,7 @@ from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _fre
 from test_shift_pages import SHIFT_BRIGHTNESS, analyze
 from test_app_pages import _build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 from benchmarks.bench_dashboard import start_server, wait_idle  # noqa: E402 - after the repository root is importable
 

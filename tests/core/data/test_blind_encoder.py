@@ -329,7 +329,7 @@ def test_model_page_blind_encoder_field_reaches_the_configuration(clip_dir, tmp_
                        influence=rng.normal(size=(8, 1, 2, 2)).astype(np.float32), log_volume=rng.normal(size=8),
                        labels=np.r_[np.ones(4), np.zeros(4)], timesteps=[0, 10])
     monkeypatch.setenv("LDMINV_RUN", str(opened.path))
-    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=120).run()
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[3] / "app.py"), default_timeout=120).run()
     at.switch_page("pages/model_data.py").run()
     assert not at.exception and at.text_input(key="new_blind_encoder").value == ""
     at.number_input(key="new_limit").set_value(4).run()  # a quick estimate: 4 + 4 demo images

@@ -14,13 +14,17 @@ this module adds is how they are said:
 - shift (METHOD.md section 6): :func:`verdict_words` with ``confounded`` (a membership or geometry
   finding on folders the files alone separate), :func:`below_chance_text` (an AUROC whose interval
   lies below 0.5, never shown as a plain number), :func:`shift_headline` and :func:`shift_advice`
-  (the blind baseline's verdict and what to do, for the Findings page, the report and the export).
+  (the blind baseline's verdict and what to do, for the Findings page, the report and the export);
+- :func:`low_fpr_cautions`: the caution of each TPR at a low FPR whose negatives are too few (the
+  report, the export and the Masks & ROC page).
 """
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from .protocols import Protocol, fpr_support, make_protocol
 
 __all__ = [
     "PRACTICAL_AUROC",
@@ -37,7 +41,12 @@ __all__ = [
     "shift_headline",
     "shift_advice",
     "BLIND_GROUP_WORDS",
+    "LOW_FPR_METRICS",
+    "low_fpr_cautions",
 ]
+
+#: FPR bound of each TPR-at-low-FPR metric.
+LOW_FPR_METRICS: dict[str, float] = {"tpr_at_1fpr": 0.01, "tpr_at_01fpr": 0.001}
 
 #: What the verdict of a membership or geometry finding becomes on folders the blind baseline
 #: separates: the statistic's verdict stands, but it is not evidence of membership.
@@ -249,3 +258,25 @@ def findings_summary(findings: Iterable[Any], *, context: str = "") -> str:  # n
     more = (f"; {confounded} of them on folders the files alone separate (not evidence of membership)"
             if confounded else "")
     return ", ".join([first, *rest]) + tail + more + "."
+
+
+def low_fpr_cautions(protocol: Protocol | str, *, n_members: int, n_heldout: int,
+                     metrics_shown: Iterable[str] = tuple(LOW_FPR_METRICS)) -> dict[str, str]:
+    """metric -> the caution of :func:`~ldminv_core.evaluation.fpr_support` for each TPR at a low
+    FPR (:data:`LOW_FPR_METRICS`) in ``metrics_shown`` whose negatives are too few (empty when they
+    are enough), in the order of ``metrics_shown``; other metrics are skipped.
+
+    Args:
+        protocol: a :class:`~ldminv_core.evaluation.Protocol` or its name.
+        n_members / n_heldout: the samples the rates are measured on.
+        metrics_shown: the metrics on display (default: both low-FPR metrics).
+    """
+    proto = make_protocol(protocol) if isinstance(protocol, str) else protocol
+    out = {}
+    for m in metrics_shown:
+        if m in LOW_FPR_METRICS:
+            text = fpr_support(proto, n_members=int(n_members), n_heldout=int(n_heldout),
+                               fpr=LOW_FPR_METRICS[m]).warning()
+            if text:
+                out[m] = text
+    return out

@@ -1,5 +1,6 @@
-"""The membership-inference report of a finished run: the JSON of the method reference (sections 3
-and 4) and a readable text table, both formatted from :mod:`ldminv_core.evaluation`.
+"""The membership-inference report of a finished run as the JSON object of the method reference
+(sections 3 and 4), written from :mod:`ldminv_core.evaluation` (the readable text is
+:mod:`ldminv_core.report.report_text`).
 
 :func:`build_report` evaluates every attack of the run (or the one asked for) under one protocol
 with :class:`~ldminv_core.evaluation.Evaluation` and writes what it returns, nothing more:
@@ -37,8 +38,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .errors import LdminvError, UnknownNameError
-from .evaluation import (
+from .._validation import check_percent
+from ..errors import LdminvError, UnknownNameError
+from ..evaluation import (
     DEFAULT_N_BOOT,
     DEFAULT_PROTOCOL,
     ArmResult,
@@ -48,60 +50,18 @@ from .evaluation import (
     Finding,
     LowFprCount,
     below_chance_text,
-    effect_sentence,
-    finding_title,
-    findings_summary,
-    fpr_support,
     make_protocol,
     shift_advice,
     shift_headline,
-    tiny_note,
-    verdict_words,
 )
-from .evaluation.wording import BLIND_GROUP_WORDS
-from .runstore import Run
+from ..evaluation.wording import BLIND_GROUP_WORDS, LOW_FPR_METRICS, low_fpr_cautions
+from ..runstore import Run
 
-__all__ = ["build_report", "evaluate_run", "report_from_results", "format_report", "format_rate", "format_rate_ci",
-           "low_fpr_cautions", "CI_LEVEL", "N_BOOT"]
+__all__ = ["build_report", "evaluate_run", "report_from_results", "CI_LEVEL", "N_BOOT", "LOW_FPR_METRICS"]
 
 CI_LEVEL = 0.95
 #: Bootstrap replicates of the report's intervals: the evaluation layer's one default.
 N_BOOT = DEFAULT_N_BOOT
-#: FPR bound of each TPR-at-low-FPR metric.
-LOW_FPR_METRICS = {"tpr_at_1fpr": 0.01, "tpr_at_01fpr": 0.001}
-
-
-def format_rate(x: float | None, digits: int = 4) -> str:
-    """A rate (AUROC, TPR, ASR, FPR) as every display shows it, the text report, the HTML export
-    and the dashboard alike: a fraction in [0, 1] with ``digits`` decimals, "0.8105"; "–" for
-    None / NaN (JSON keeps full precision)."""
-    if x is None:
-        return "–"
-    v = float(x)
-    return f"{v:.{digits}f}" if math.isfinite(v) else "–"
-
-
-def format_rate_ci(ci: tuple[float | None, float | None], digits: int = 4) -> str:
-    """An interval of rates as "[0.7778, 0.8400]"; "–" when a bound is undefined."""
-    lo, hi = ci
-    if lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-        return "–"
-    return f"[{format_rate(lo, digits)}, {format_rate(hi, digits)}]"
-
-
-def low_fpr_cautions(protocol, *, n_members: int, n_heldout: int,
-                     metrics_shown=tuple(LOW_FPR_METRICS)) -> dict[str, str]:
-    """metric -> the caution of :func:`~ldminv_core.evaluation.fpr_support` for each TPR at a low
-    FPR in ``metrics_shown`` whose negatives are too few (empty when they are enough)."""
-    proto = protocol if not isinstance(protocol, str) else make_protocol(protocol)
-    out = {}
-    for m in metrics_shown:
-        if m in LOW_FPR_METRICS:
-            text = fpr_support(proto, n_members=int(n_members), n_heldout=int(n_heldout),
-                               fpr=LOW_FPR_METRICS[m]).warning()
-            if text:
-                out[m] = text
-    return out
 
 
 def _num(x: Any) -> float | None:
@@ -253,8 +213,8 @@ def evaluate_run(
     if not isinstance(run, Run):
         run = Run.open(run)
     proto = make_protocol(protocol, folds=folds, seed=seed)
-    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= float(drop) < 100):
-        raise LdminvError(f"drop: expected a percentage in [0, 100), got {drop!r}")
+    if drop is not None:
+        check_percent(drop, "drop")
     names = run.attacks
     if attack is not None:
         if attack not in names:
@@ -344,211 +304,3 @@ def build_report(
     run, results = evaluate_run(run, attack=attack, protocol=protocol, folds=folds, drop=drop, seed=seed,
                                 n_boot=n_boot)
     return report_from_results(run, results, drop=drop)
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else format_rate(x)
-
-
-def _t_of(arm: dict, protocol: str) -> str:
-    if protocol == "honest":
-        ts = [f["t"] for f in arm.get("folds", [])]
-        return "-" if not ts or all(t is None for t in ts) else "folds " + "/".join(str(t) for t in ts)
-    bt = arm.get("best_t") or {}
-    values = [v for v in bt.values()]
-    if not values or all(v is None for v in values):
-        return "-"
-    if len(set(values)) == 1:
-        return str(values[0])
-    return "/".join(str(bt[m]) for m in ("auroc", "tpr_at_1fpr", "asr"))
-
-
-def _drop_of(arm: dict, protocol: str) -> str:
-    if arm.get("drop_percent") is not None:
-        return f"{arm['drop_percent']:g}%"
-    drops = [f["drop_percent"] for f in arm.get("folds", []) if f.get("drop_percent") is not None]
-    return "folds " + "/".join(f"{d:g}" for d in drops) if drops else "-"
-
-
-def _grid(header: tuple[str, ...], rows: list[tuple[str, ...]], left: int) -> list[str]:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-
-    def fmt(r: tuple[str, ...]) -> str:
-        return "  ".join(v.ljust(w) if i < left else v.rjust(w) for i, (v, w) in enumerate(zip(r, widths)))
-    return [fmt(header), "  ".join("-" * w for w in widths), *[fmt(r) for r in rows]]
-
-
-def _t_key(protocol: str) -> str:
-    """What the t (and drop) column of the readable table means under ``protocol``."""
-    if protocol == "honest":
-        return ("Key: t \"folds a/b/...\" = the timestep each fold chose on the other folds (fold 1, 2, ...); "
-                "drop \"folds a/b/...\" likewise; realised FPR = the FPR of the transferred 1% thresholds.")
-    if protocol == "paper":
-        return ("Key: t = the timestep of the row's metrics; \"a/b/c\" = each metric at its own best t: "
-                "a for AUROC, b for TPR@1%FPR, c for ASR (the paper's code convention).")
-    return "Key: t = the timestep of every metric of the row (the best baseline AUROC on these samples: optimistic)."
-
-
-def _ci_ok(ci: Any) -> bool:
-    return ci is not None and len(ci) == 2 and None not in ci
-
-
-def _below_chance(entry: dict) -> str | None:
-    """:func:`~ldminv_core.evaluation.below_chance_text` of an arm / group / quartile entry."""
-    ci = entry.get("auroc_ci")
-    return below_chance_text(entry.get("auroc"), ci) if _ci_ok(ci) else None
-
-
-def _auroc_cell(entry: dict) -> str:
-    """An AUROC as the table shows it: never a plain number when its interval lies below 0.5."""
-    return _pct(entry.get("auroc")) + (" (below chance)" if _below_chance(entry) else "")
-
-
-def _tpr_cells(entry: dict) -> tuple[str, str, str, str]:
-    """(TPR@1%FPR, its bootstrap CI, the exact Clopper-Pearson CI of its count, "k/n" flagged)."""
-    boot = (entry.get("ci") or {}).get("tpr_at_1fpr")
-    lf = entry.get("low_fpr")
-    exact = format_rate_ci(lf["exact_ci"]) if lf and _ci_ok(lf.get("exact_ci")) else "-"
-    flagged = f"{lf['true_positives']}/{lf['n_positives']}" if lf else "-"
-    return (_pct(entry.get("tpr_at_1fpr")), format_rate_ci(boot) if _ci_ok(boot) else "-", exact, flagged)
-
-
-def _tpr_key(entries: list[dict]) -> str | None:
-    """What the TPR@1%FPR columns rest on, in one line (None when no entry has counts)."""
-    counts = [e["low_fpr"] for e in entries if e.get("low_fpr")]
-    if not counts:
-        return None
-    rests = list(dict.fromkeys(c["rests_on"] for c in counts))
-    pos = "held-out images" if counts[0]["positive_class"] == "heldout" else "members"
-    fixed = {bool(c["threshold_fixed"]) for c in counts}
-    when = ("at thresholds transferred from the other folds" if fixed == {True} else
-            "at the threshold chosen on these samples (the exact interval is conditional on that choice)"
-            if fixed == {False} else "at each row's threshold")
-    return (f"TPR@1%FPR rests on {'; '.join(rests)}. flagged = {pos} flagged {when}, k/n; beside the bootstrap "
-            "95% CI, the exact 95% CI is the Clopper-Pearson interval of k/n"
-            + ("; the random arm is a mean over seeds (no single count)." if any(not e.get("low_fpr") for e in entries)
-               else "."))
-
-
-def _shift_lines(report: dict, level: int) -> list[str]:
-    """The shift check block: the blind baseline's headline, its table per feature group, what the
-    TPR rests on, below-chance AUROCs named, and what to do when the folders are separable."""
-    blind = report.get("blind")
-    shift = report.get("shift")
-    if blind is None or shift is None:
-        return []
-    if not blind.get("available"):
-        return [f"Shift check (membership or distribution shift?): {shift['headline']}", ""]
-    lines = [f"Shift check (membership or distribution shift?): blind baseline = {blind['classifier']} on "
-             f"{blind['folds']} folds (seed {blind['fold_seed']}); it sees the files only, never the model"
-             + (f"; {blind['encoder_text']}" if blind.get("encoder_text") else "") + "."
-             + (f" AUROC intervals: {blind['intervals']}." if blind.get("intervals") else ""),
-             shift["headline"]]
-    honest = report["protocol"]["name"] == "honest"
-    header = ("group", "features", "blind AUROC", f"{level}% CI", "TPR@1%FPR", "TPR CI (bootstrap)", "exact CI",
-              "flagged", *(("realised FPR",) if honest else ()), "verdict")
-    rows = []
-    for g in blind["groups"]:
-        ci = g.get("auroc_ci")
-        row = (g["group"], str(g["n_features"]), _auroc_cell(g), format_rate_ci(ci) if _ci_ok(ci) else "-",
-               *_tpr_cells(g), *((_pct(g.get("realised_fpr_at_1fpr")),) if honest else ()), g["verdict"])
-        rows.append(row)
-    lines += ["  " + line for line in _grid(header, rows, left=1)]
-    lines += [f"  blind {g['group']} AUROC {format_rate(g['auroc'])}: {text}"
-              for g in blind["groups"] if (text := _below_chance(g))]
-    key = _tpr_key(blind["groups"])
-    if key:
-        lines.append("  " + key)
-    if shift.get("advice"):
-        lines.append(f"What to do: {shift['advice']}")
-    return [*lines, ""]
-
-
-def _statement_text(f: dict) -> str:
-    """A finding's statement without its caveat (printed on its own line)."""
-    statement, caveat = f["statement"], f.get("caveat") or ""
-    if caveat and statement.endswith(caveat):
-        statement = statement[: -len(caveat)].rstrip()
-    return statement
-
-
-def format_report(report: dict) -> str:
-    """A readable text table of :func:`build_report`'s dict: the protocol in one line, the shift
-    check (the blind baseline's verdict, a table per feature group, what to do when the files alone
-    separate the folders), the metrics of every arm with the t and drop that produced them (and a
-    key to the t column), every TPR@1%FPR with its bootstrap and exact Clopper-Pearson intervals,
-    the count it rests on and how many held-out images the 1% is, quartiles, and one line per
-    finding (its title, verdict with a tiny or confounded effect named, statement, and its caveat
-    on the next line), each attack's findings summarised in one line. An AUROC whose interval lies
-    below 0.5 is named as below chance. Rates are fractions in [0, 1], as in the JSON."""
-    proto = report["protocol"]
-    name = proto["name"]
-    lat = "x".join(map(str, report["latent_shape"]))
-    n_boot = report["n_boot"]
-    level = int(100 * report["ci_level"])
-    lines = [
-        f"run {report.get('run', '')}",
-        f"{report['n_members']} members, {report['n_heldout']} held-out, latents {lat}; "
-        "AUROC, ASR, TPR and FPR as fractions in [0, 1] (0.5 = chance AUROC)",
-        f"protocol {name}: {proto['description']}",
-        f"TPR@1%FPR = {proto['tpr_at_1fpr']}; intervals: {level}% CI, {n_boot} stratified bootstrap replicates",
-        "",
-    ]
-    lines += _shift_lines(report, level)
-    honest = name == "honest"
-    header = ("attack", "arm", "t", "drop", "AUROC", f"{level}% CI", "ASR", "TPR@1%FPR", "TPR CI (bootstrap)",
-              "exact CI", "flagged", *(("realised FPR",) if honest else ()))
-    rows: list[tuple[str, ...]] = []
-    shown: list[dict] = []
-    below: list[str] = []
-    for attack, a in report["attacks"].items():
-        for key in ("baseline", "masked", "random"):
-            arm = a.get(key)
-            if arm is None:
-                continue
-            shown.append(arm)
-            ci = arm.get("auroc_ci") or [None, None]
-            ci_text = "-" if None in ci else format_rate_ci(ci)
-            label = key if key != "random" else f"random ({len(arm.get('seeds', []))} seeds)"
-            row = (attack if key == "baseline" else "", label, _t_of(arm, name),
-                   "" if key == "baseline" else _drop_of(arm, name),
-                   _auroc_cell(arm), ci_text, _pct(arm["asr"]), *_tpr_cells(arm))
-            if honest:
-                row = (*row, _pct(arm.get("realised_fpr_at_1fpr")))
-            rows.append(row)
-            if text := _below_chance(arm):
-                below.append(f"{attack} {key} AUROC {format_rate(arm['auroc'])}: {text}")
-    if (report.get("shift") or {}).get("separable"):
-        lines.append("Shifted folders: the attacks below separate two folders that differ without the model; their "
-                     "AUROCs and TPRs are not evidence of membership (see the shift check above).")
-    lines += _grid(header, rows, left=4)
-    lines += below
-    lines.append(_t_key(name))
-    key = _tpr_key(shown)
-    if key:
-        lines.append(key)
-    for c in report.get("cautions", []):
-        if c["scope"] == "all samples":
-            lines.append(f"Caution (TPR@1%FPR): {c['text']}")
-    lines += ["", "Baseline AUROC (fraction) by decoder log-volume quartile (Q1 = least distorted):"]
-    qrows = [(attack, *[_auroc_cell(q) for q in a["quartiles"]]) for attack, a in report["attacks"].items()]
-    lines += _grid(("attack", "Q1", "Q2", "Q3", "Q4"), qrows, left=1)
-    lines += [f"{attack} Q{q['q']} AUROC {format_rate(q['auroc'])}: {text}"
-              for attack, a in report["attacks"].items() for q in a["quartiles"] if (text := _below_chance(q))]
-    for c in report.get("cautions", []):
-        if c["scope"] != "all samples":
-            lines.append(f"Caution (TPR@1%FPR of {c['scope']}, in the JSON): {c['text']}")
-    lines += ["", f"Findings ({level}% paired bootstrap intervals, {n_boot} replicates):"]
-    for attack in report["attacks"]:
-        mine = [f for f in report["findings"] if f.get("attack") == attack]
-        if mine:
-            lines.append(f"[{attack}] {findings_summary(mine, context=f'the {name} protocol')}")
-    for f in report["findings"]:
-        verdict = verdict_words(f["verdict"], f["estimate"], metric=f.get("metric", "auroc"),
-                                confounded=bool(f.get("confounded")))
-        lines.append(f"- [{f['attack']}] {finding_title(f['id'])} ({f['id']}): {verdict}. {_statement_text(f)}")
-        if f.get("caveat"):
-            lines.append(f"    Caveat: {f['caveat']}")
-    if any(effect_sentence(f) for f in report["findings"]):
-        lines.append(tiny_note())
-    return "\n".join(lines)

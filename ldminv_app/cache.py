@@ -283,78 +283,8 @@ def protocol_evaluations(run: Run, attack: str, *, n_boot: int | None = None) ->
 
 # --------------------------------------------------------------------------- background warm-up
 
-
-class Warmer:
-    """One low-priority background thread computing what the next interaction will ask for
-    (other protocols at the current drop, neighbouring timesteps, the Dimensions table), so a
-    control change is a lookup. Tasks are (key, callable); a key is done at most once, the newest
-    request runs first; errors are left for the foreground call to raise."""
-
-    #: Seconds without a foreground request before the next task starts (it yields to the pages).
-    QUIET_S = 0.3
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._todo: list[tuple[object, object]] = []
-        self._done: set = set()
-        self._thread: threading.Thread | None = None
-        self._last_foreground = 0.0
-
-    def foreground(self) -> None:
-        """A page is computing: the next task waits until the pages have been quiet a while."""
-        self._last_foreground = time.monotonic()
-
-    def _wait_quiet(self) -> None:
-        while True:
-            left = self.QUIET_S - (time.monotonic() - self._last_foreground)
-            if left <= 0:
-                return
-            time.sleep(min(left, 0.2))
-
-    def submit(self, tasks, *, front: bool = True) -> None:
-        with self._lock:
-            fresh = [(k, f) for k, f in tasks if k not in self._done and all(k != q for q, _ in self._todo)]
-            self._todo = fresh + self._todo if front else self._todo + fresh
-            if self._todo and (self._thread is None or not self._thread.is_alive()):
-                self._thread = threading.Thread(target=self._loop, name="ldminv-warm", daemon=True)
-                self._thread.start()
-                # a task still inside numpy's C++ code at interpreter exit aborts the process
-                shutdown.register_thread(self._thread, "the background warm-up", stop=self.stop)
-
-    def stop(self) -> None:
-        """Drop the tasks not started yet: the thread ends after its current task."""
-        with self._lock:
-            self._todo = []
-
-    def _loop(self) -> None:
-        from ldminv_core.evaluation.evaluator import lower_thread_priority
-
-        lower_thread_priority()
-        while True:
-            self._wait_quiet()
-            with self._lock:
-                if not self._todo:
-                    self._thread = None
-                    return
-                key, fn = self._todo.pop(0)
-                self._done.add(key)
-            try:
-                fn()
-            except Exception:  # noqa: BLE001 - the foreground call shows it
-                pass
-
-    def idle(self, timeout: float | None = None) -> bool:
-        t = self._thread
-        if t is not None:
-            t.join(timeout)
-            return not t.is_alive()
-        return True
-
-
-@st.cache_resource(show_spinner=False)
-def warmer() -> Warmer:
-    """The server-wide :class:`Warmer`."""
-    return Warmer()
+# the one background prefetcher lives in warm.py
+from .warm import Warmer, warmer  # noqa: E402,F401
 
 
 def _page_parts(ev: Evaluation, drop: float | None, t_index: int) -> None:

@@ -10,7 +10,7 @@ folders. Every control recomputes inside a fragment from the cached ``Evaluation
 
 Live: the drop slider reruns the fragment alone; the headline numbers come first (``st.metric``),
 the ROC curves are thinned to about 200 points, and after each run the neighbouring drops are
-computed in the background (``Evaluation.prefetch``) so that one slider step is a lookup.
+computed in the background (``ldminv_app.warm.prefetch_drops``) so that one slider step is a lookup.
 """
 from __future__ import annotations
 
@@ -312,7 +312,9 @@ with ui.guard("The Masks & ROC page failed"):
         if not per_fold:
             # the neighbouring drops, computed in the background: the next slider step is a lookup
             near = [float(drop + k) for k in (1, -1, 2, -2, 3, -3) if 0 <= drop + k <= 90]
-            ev.prefetch(near, t_index=t_index)
+            from ldminv_app import warm
+
+            warm.prefetch_drops(ev, near, t_index=t_index)
         if int(n_boot) == cache.PAGE_N_BOOT:
             # then the other protocols at this drop and the neighbouring timesteps (one low-priority
             # thread): a protocol or timestep change is a lookup too

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = [
     "INFLUENCE_METHODS", "PROBES_AUTO", "HUTCHINSON_RANK_PROBES", "RESIDUAL_DTYPES", "LATENT_KINDS", "LOG_VOLUME_KINDS", "PRESETS", "ATTACK_LABELS",
+    "ATTACK_NAMES",
     "DEFAULT_N_BOOT",
     "attack_label",
 ]
@@ -41,6 +42,9 @@ PRESETS: dict[str, dict] = {
 #: Displayed attack names, the same in the CLI report, the HTML export and the dashboard (data:
 #: run.json, CSV ``attack`` columns and report JSON, keep the machine names).
 ATTACK_LABELS: dict[str, str] = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
+#: The attacks' machine names, in the order the attacks are offered (``ldminv_core.attacks.ATTACKS``
+#: holds the same names, checked by a test); the names a run.json may hold.
+ATTACK_NAMES: tuple[str, ...] = tuple(ATTACK_LABELS)
 
 
 def attack_label(name: str) -> str:

@@ -1,4 +1,4 @@
-"""Tests of ldminv_core.runstore: the run folder contract, atomic writes, resume and refusal."""
+"""Tests of ldminv_core.runs: the run folder contract, atomic writes, resume and refusal."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from ldminv_core.errors import RunError, UnknownNameError
-from ldminv_core.runstore import Run, RunWriter, default_runs_root, delete_run, list_runs, run_status
+from ldminv_core.runs import Run, RunWriter, default_runs_root, delete_run, list_runs, run_status
 
 LAT = (2, 3, 3)
 TIMESTEPS = [0, 10]
@@ -204,7 +204,7 @@ def test_load_npy_and_npz_read_arrays_and_refuse_pickles(tmp_path):
     request, whole arrays otherwise, object (pickled) arrays refused, missing keys named."""
     import threading
 
-    from ldminv_core.runstore import load_npy, load_npz
+    from ldminv_core.runs import load_npy, load_npz
 
     arr = np.arange(12, dtype=np.float32).reshape(3, 4)
     np.save(tmp_path / "a.npy", arr)

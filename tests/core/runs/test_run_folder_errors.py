@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ldminv_core import runstore
+from ldminv_core.runs import layout as run_layout
+from ldminv_core.runs import lock as run_lock
 from ldminv_core.errors import NonFiniteError, NonFiniteRunError, RunError
-from ldminv_core.runstore import Run, RunWriter, delete_run, list_runs, run_status
+from ldminv_core.runs import Run, RunWriter, delete_run, list_runs, run_status
 
 from synthetic_runs import write_run
 
@@ -73,7 +74,7 @@ def _set_samples(folder: Path, **columns) -> None:
 def test_known_attacks_match_the_attacks_module():
     from ldminv_core.attacks import ATTACKS
 
-    assert runstore.KNOWN_ATTACKS == tuple(ATTACKS)
+    assert run_layout.KNOWN_ATTACKS == tuple(ATTACKS)
 
 
 # ----------------------------------------------------------------------------- run.json fields
@@ -370,8 +371,8 @@ def _dead_pid() -> int:
 
 
 def _write_lock(folder: Path, **info) -> None:
-    base = {"pid": os.getpid(), "host": socket.gethostname(), "start_time": runstore._proc_start_time(os.getpid()),
-            "boot_id": runstore._boot_id(), "since": "2020-01-01T00:00:00+00:00"}
+    base = {"pid": os.getpid(), "host": socket.gethostname(), "start_time": run_lock._proc_start_time(os.getpid()),
+            "boot_id": run_lock._boot_id(), "since": "2020-01-01T00:00:00+00:00"}
     (folder / "run.lock").write_text(json.dumps({**base, **info}))
 
 
@@ -392,8 +393,8 @@ def test_lock_with_a_reused_pid(tmp_path):
         # a live unrelated process whose pid the lock records, with another start time
         _write_lock(folder, pid=live.pid, start_time="1")
         info = json.loads((folder / "run.lock").read_text())
-        assert not runstore._lock_info_alive(info)
-        assert runstore._lock_info_alive({**info, "start_time": runstore._proc_start_time(live.pid)})
+        assert not run_lock._lock_info_alive(info)
+        assert run_lock._lock_info_alive({**info, "start_time": run_lock._proc_start_time(live.pid)})
         assert run_status(folder) == "unfinished"
         RunWriter(folder, settings={"a": 1}).close()
     finally:
@@ -403,7 +404,7 @@ def test_lock_with_a_reused_pid(tmp_path):
 
 def test_lock_fallback_without_flock(tmp_path, monkeypatch):
     folder = _unfinished(tmp_path / "r")
-    monkeypatch.setattr(runstore, "_fcntl", None)
+    monkeypatch.setattr(run_lock, "_fcntl", None)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         _write_lock(folder, pid=live.pid, start_time="1")  # reused pid: stale
@@ -411,7 +412,7 @@ def test_lock_fallback_without_flock(tmp_path, monkeypatch):
         w = RunWriter(folder, settings={"a": 1})
         assert run_status(folder) == "running"
         w.close()
-        _write_lock(folder, pid=live.pid, start_time=runstore._proc_start_time(live.pid))  # really live
+        _write_lock(folder, pid=live.pid, start_time=run_lock._proc_start_time(live.pid))  # really live
         assert run_status(folder) == "running"
         with pytest.raises(RunError) as err:
             RunWriter(folder, settings={"a": 1})
@@ -436,7 +437,7 @@ def test_lock_file_is_a_symlink(tmp_path):
 _HOLD = """
 import sys, time
 sys.path.insert(0, {tests!r}); sys.path.insert(0, {root!r})
-from ldminv_core.runstore import RunWriter
+from ldminv_core.runs import RunWriter
 w = RunWriter({folder!r}, settings={{"a": 1}})
 print("held", flush=True)
 time.sleep(60)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from ldminv_core.errors import RunError, UnknownNameError
+from ldminv_core.evaluation.run_scores import run_scores
 from ldminv_core.runs import Run, RunWriter, default_runs_root, delete_run, list_runs, run_status
 
 LAT = (2, 3, 3)
@@ -79,10 +80,17 @@ def test_complete_run_round_trip(tmp_path):
     assert run.timesteps("sima") == TIMESTEPS
     assert isinstance(run.terms("sima"), np.memmap)
     terms = arrays["residuals/sima.npy"].astype(np.float64)
-    np.testing.assert_allclose(run.scores("sima"), -terms.sum(axis=(2, 3, 4)))
-    np.testing.assert_allclose(run.scores("sima", t_index=1), -terms[:, 1].sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(run_scores(run, "sima"), -terms.sum(axis=(2, 3, 4)))
+    np.testing.assert_allclose(run_scores(run, "sima", t_index=1), -terms[:, 1].sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(run_scores(run, "sima", t_index=-1), -terms[:, -1].sum(axis=(1, 2, 3)))
+    with pytest.raises(UnknownNameError, match=r"t_index: expected an index into 2 timesteps, got 2"):
+        run_scores(run, "sima", t_index=2)
     np.testing.assert_allclose(run.pfami_scores(), arrays["scores/pfami.npy"])
-    np.testing.assert_allclose(run.scores("pfami"), arrays["scores/pfami.npy"])
+    np.testing.assert_allclose(run_scores(run, "pfami"), arrays["scores/pfami.npy"])
+    # Run.scores: the same numbers, kept for its callers
+    np.testing.assert_array_equal(run.scores("sima"), run_scores(run, "sima"))
+    np.testing.assert_array_equal(run.scores("sima", t_index=1), run_scores(run, "sima", t_index=1))
+    np.testing.assert_array_equal(run.scores("pfami"), run_scores(run, "pfami"))
     with pytest.raises(UnknownNameError, match="'pia'"):
         run.timesteps("pia")
     data = json.loads((tmp_path / "run" / "run.json").read_text())
@@ -94,7 +102,7 @@ def test_float16_residuals(tmp_path):
     arrays = _write_complete(tmp_path / "run", residual_dtype="float16")
     run = Run.open(tmp_path / "run")
     assert run.terms("sima").dtype == np.float16
-    np.testing.assert_allclose(run.scores("sima"), -arrays["residuals/sima.npy"].astype(np.float64).sum(axis=(2, 3, 4)))
+    np.testing.assert_allclose(run_scores(run, "sima"), -arrays["residuals/sima.npy"].astype(np.float64).sum(axis=(2, 3, 4)))
 
 
 def test_unfinished_run_is_refused_and_resumable(tmp_path):

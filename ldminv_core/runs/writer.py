@@ -290,6 +290,7 @@ class RunWriter:
         return bool(self._data["stages"].get(name, False))
 
     def mark_stage_done(self, name: str) -> None:
+        """Record stage ``name`` as finished (call only after all its arrays are flushed)."""
         self._data["stages"][name] = True
         self._save()
 

@@ -72,9 +72,12 @@ def _set_samples(folder: Path, **columns) -> None:
 
 
 def test_known_attacks_match_the_attacks_module():
+    from ldminv_core import runstore
     from ldminv_core.attacks import ATTACKS
+    from ldminv_core.choices import ATTACK_NAMES
 
-    assert run_layout.KNOWN_ATTACKS == tuple(ATTACKS)
+    assert run_layout.KNOWN_ATTACKS == tuple(ATTACKS) == ATTACK_NAMES
+    assert runstore.KNOWN_ATTACKS is run_layout.KNOWN_ATTACKS  # the old path re-exports the one definition
 
 
 # ----------------------------------------------------------------------------- run.json fields
@@ -603,6 +606,12 @@ def test_delete_refuses_foreign_files_and_names_them(run_dir):
     assert Run.open(run_dir).latents.shape == (N, *LAT)
     delete_run(run_dir, foreign="delete")
     assert not run_dir.exists()
+
+
+def test_delete_names_a_bad_foreign_option(run_dir):
+    with pytest.raises(RunError, match=r"^foreign: expected one of \('refuse', 'delete'\), got 'maybe' \(str\)$"):
+        delete_run(run_dir, foreign="maybe")
+    assert Run.open(run_dir).latents.shape == (N, *LAT)
 
 
 def test_delete_unlinks_symlinks_never_following_them(tmp_path, run_dir):

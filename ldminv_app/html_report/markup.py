@@ -19,8 +19,8 @@ from .. import figures
 __all__ = ["CI_LEVEL", "SECTIONS", "METRIC_LABELS", "RANDOM_CURVE_LABEL", "BLIND_CURVE_LABEL", "CSS", "FigureWriter",
            "esc", "html_table", "kv_table", "section", "figure_row", "boot_text", "cautions_html", "not_maskable"]
 
+#: Level of every interval of the export.
 CI_LEVEL = 0.95
-
 
 #: Sections of the HTML report: element id -> heading, in document order.
 SECTIONS: dict[str, str] = {
@@ -38,15 +38,13 @@ SECTIONS: dict[str, str] = {
     "report-json": "Report JSON",
 }
 
-
 #: The ROC curve of the random control is drawn for one seed (the first); its legend says so.
 RANDOM_CURVE_LABEL = "random, seed {seed}"
-
 
 #: Legend of the blind baseline's ROC curve (all feature groups, out-of-fold scores), drawn dashed.
 BLIND_CURVE_LABEL = "blind baseline (files only, no model)"
 
-
+#: Each metric as the tables' headers name it.
 METRIC_LABELS = {"auroc": "AUROC", "tpr_at_1fpr": "TPR@1%FPR", "tpr_at_01fpr": "TPR@0.1%FPR", "asr": "ASR"}
 
 
@@ -88,6 +86,7 @@ class FigureWriter:
         self._count = 0
 
     def __call__(self, fig: go.Figure) -> str:
+        """The figure as ``<div class="figure">`` (its layout height, full width, responsive)."""
         height = fig.layout.height or 420
         div = fig.to_html(
             full_html=False,
@@ -101,23 +100,28 @@ class FigureWriter:
 
 
 def esc(value: Any) -> str:
+    """``str(value)`` escaped for HTML text and attribute values."""
     return html.escape(str(value), quote=True)
 
 
 def html_table(df: pd.DataFrame, *, table_id: str, index: bool = False) -> str:
+    """``df`` as an escaped HTML table with id ``table_id`` (missing values "–")."""
     return df.to_html(index=index, table_id=table_id, classes="ldminv", border=0, escape=True, na_rep="–")
 
 
 def kv_table(rows: Sequence[tuple[str, Any]], *, table_id: str) -> str:
+    """(setting, value) rows as a two-column table (None reads "–")."""
     df = pd.DataFrame([(k, "–" if v is None else str(v)) for k, v in rows], columns=["setting", "value"])
     return html_table(df, table_id=table_id)
 
 
 def section(sid: str, body: str) -> str:
+    """The section ``sid`` (a key of :data:`SECTIONS`) with its heading and ``body``."""
     return f'<section id="{sid}">\n<h2>{esc(SECTIONS[sid])}</h2>\n{body}\n</section>'
 
 
 def figure_row(*parts: str) -> str:
+    """Figures side by side (two columns; one on narrow screens)."""
     return '<div class="row">' + "".join(parts) + "</div>"
 
 
@@ -137,5 +141,6 @@ def cautions_html(cautions: dict[str, str], *, element_id: str) -> str:
 
 
 def not_maskable(attack: str) -> str:
+    """The note standing for a section an attack with one score per sample cannot have."""
     return (f'<p class="note">{esc(attack_label(attack))} gives one score per sample: it has no timestep axis and no '
             "per-coordinate terms, so it cannot be masked.</p>")

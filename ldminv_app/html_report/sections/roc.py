@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from ldminv_core.evaluation import ArmResult, BlindResult, convention_roc
+from ldminv_core.evaluation import ArmResult, BlindResult, Protocol, convention_roc
 from ldminv_core.formatting import format_rate, format_rate_ci
 from ldminv_core.runstore import Run
 
@@ -17,13 +17,16 @@ from ..markup import BLIND_CURVE_LABEL, RANDOM_CURVE_LABEL, FigureWriter, esc, f
 __all__ = ["roc_figures", "roc_body"]
 
 
-def roc_figures(curves_scores: dict[str, np.ndarray], arms: dict[str, ArmResult], run: Run, protocol,
+def roc_figures(curves_scores: dict[str, np.ndarray], arms: dict[str, ArmResult], run: Run, protocol: Protocol,
                  fig: FigureWriter, note: str, blind: BlindResult | None = None) -> str:
     """ROC curves of the arms under the protocol's convention (``paper``: held-out positive). Each
     legend's AUROC is the evaluation layer's number of that arm; the random control is drawn for
     its first seed, labelled so, with that seed's AUROC (the metrics table's random row is the mean
     over seeds; the per-seed table lists each). With an available ``blind`` baseline, its curve (all
-    feature groups, out-of-fold scores) is drawn dashed, with its AUROC."""
+    feature groups, out-of-fold scores) is drawn dashed, with its AUROC.
+
+    ``curves_scores``: arm -> scores (N,) in run order, higher = member; ``arms``: arm ->
+    :class:`~ldminv_core.evaluation.ArmResult`; ``note``: what the titles say of the t."""
     labels = run.labels
     curves, aurocs, names = {}, {}, {}
     blind_all = blind.group("all") if blind is not None and blind.available else None

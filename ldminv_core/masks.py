@@ -17,29 +17,32 @@ sample is a uniformly random permutation drawn from ``numpy.random.default_rng(s
 (the argsort of one row of ``rng.random((N, d))``); :func:`random_drop_mask` and
 :meth:`DropSweep.random` share it, so the two agree for the same seed.
 
-``terms`` may be a float16 or float32 ``np.memmap`` larger than memory: it is read
-in blocks of samples and converted to float64 one block at a time (the pages of a block that
-was read are released from this process's mapping again, so the resident memory stays near one
-block, not the whole file).
-
-Two sweeps: :class:`DropSweep` keeps the statistic at *every* drop count (N * T * (d + 1)
-float64: fine for small latents, 13 GB at N = 5000, T = 20, d = 16384); :class:`DropGrid` keeps
-it at a fixed set of per-sample drop counts (e.g. 0..99 percent under each counting rule) for
-several orders at once (influence, seeded random, a shared ranking), built in one chunked pass
-over the terms: memory K * N * T float64 for K settings, never proportional to d.
+``terms`` may be a float16 or float32 ``np.memmap`` larger than memory: it is read in blocks
+of samples (:mod:`ldminv_core.term_blocks`). :class:`DropSweep` keeps the statistic at *every*
+drop count (N * T * (d + 1) float64: fine for small latents, 13 GB at N = 5000, T = 20,
+d = 16384); the drop grids of :mod:`ldminv_core.evaluation.grid_engine` keep it at fixed drop
+counts only, never in proportion to d.
 """
 from __future__ import annotations
 
-import math
-import mmap as _mmap
+import importlib
 import numbers
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
-from .errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError
+from ._validation import check_int, check_percent
+from .errors import EmptyInputError, LdminvError, ShapeError
+from .term_blocks import (  # noqa: F401  (read_timestep, gathered_statistic: re-exported)
+    _as_real_array,
+    _block_size,
+    _check_finite,
+    _check_terms,
+    _read_block,
+    gathered_statistic,
+    read_timestep,
+)
 
 __all__ = [
     "drop_count",
@@ -62,33 +65,8 @@ __all__ = [
     "build_drop_grids",
 ]
 
-# float64 elements of one block of terms (64 MiB).
-_BLOCK_ELEMENTS = 8 * 1024 * 1024
-
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _block_size(per_sample: int) -> int:
-    """Number of samples per block so that one float64 block stays near 64 MiB."""
-    return max(1, _BLOCK_ELEMENTS // max(1, per_sample))
-
-
-def _check_percent(drop_percent: Any) -> float:
-    if isinstance(drop_percent, bool) or not isinstance(drop_percent, numbers.Real):
-        raise LdminvError(f"drop_percent must be a number in [0, 100); got {drop_percent!r}")
-    p = float(drop_percent)
-    if not (math.isfinite(p) and 0.0 <= p < 100.0):
-        raise LdminvError(f"drop_percent must be in [0, 100); got {drop_percent!r}")
-    return p
-
-
-def _check_int(value: Any, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise LdminvError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    if int(value) < minimum:
-        raise LdminvError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 def _check_latent_shape(shape: Any, name: str) -> tuple[int, int, int]:
@@ -101,29 +79,6 @@ def _check_latent_shape(shape: Any, name: str) -> tuple[int, int, int]:
     ):
         raise ShapeError(f"{name} must be three positive integers (C, h, w); got {shape!r}")
     return tuple(int(v) for v in dims)  # type: ignore[return-value]
-
-
-def _as_real_array(x: Any, name: str, *, ndim: int, layout: str) -> np.ndarray:
-    """``np.asarray`` (no copy for numpy arrays and memmaps) with dtype and ndim checks."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    arr = np.asarray(x)
-    if arr.ndim != ndim:
-        raise ShapeError(f"{name} must be {ndim}-D {layout}; got shape {arr.shape}")
-    if arr.dtype.kind not in "iuf":
-        raise LdminvError(f"{name} must hold real numbers; got dtype {arr.dtype}")
-    if arr.size == 0:
-        raise EmptyInputError(f"{name} must not be empty; got shape {arr.shape}")
-    return arr
-
-
-def _check_terms(terms: Any) -> np.ndarray:
-    return _as_real_array(terms, "terms", ndim=5, layout="(N, T, C, h, w)")
-
-
-def _check_finite(arr: np.ndarray, name: str) -> None:
-    if not np.isfinite(arr).all():
-        raise NonFiniteError(f"{name} must be finite; it holds NaN or infinite values")
 
 
 def _stable_order(values2d: np.ndarray) -> np.ndarray:
@@ -175,8 +130,8 @@ def drop_count(d: int, drop_percent: float) -> int:
     Python's round-half-to-even is used (e.g. d = 10, p = 25 -> 2). ``drop_percent``
     must be in [0, 100), else :class:`LdminvError`.
     """
-    d = _check_int(d, "d", minimum=1)
-    p = _check_percent(drop_percent)
+    d = check_int(d, "d", minimum=1)
+    p = check_percent(drop_percent)
     return int(round(d * p / 100.0))
 
 
@@ -201,8 +156,8 @@ def paper_drop_count(d: int, drop_percent: float) -> int:
     Differs from :func:`drop_count` (rounding) when ``d * p / 100`` has a fractional part of
     one half or more, e.g. d = 10, p = 25: 2 here and 2 there, d = 10, p = 35: 3 here, 4 there.
     """
-    d = _check_int(d, "d", minimum=1)
-    p = _check_percent(drop_percent)
+    d = check_int(d, "d", minimum=1)
+    p = check_percent(drop_percent)
     return int(d * p / 100.0)
 
 
@@ -219,7 +174,7 @@ def threshold_drop_counts(influence: Any, drop_percent: float) -> np.ndarray:
     counts equals ``masked_statistic(terms, percentile_threshold_mask(influence, p))``.
     """
     inf = _as_real_array(influence, "influence", ndim=4, layout="(N, C, h, w)")
-    p = _check_percent(drop_percent)
+    p = check_percent(drop_percent)
     flat = inf.reshape(inf.shape[0], -1)
     _check_finite(flat, "influence")
     if p == 0.0:
@@ -235,7 +190,7 @@ def threshold_drop_counts_many(influence: Any, percents: Sequence[float]) -> np.
     sorted once (in blocks of samples), so K percentages cost about one sort, not K partitions.
     """
     inf = _as_real_array(influence, "influence", ndim=4, layout="(N, C, h, w)")
-    ps = [_check_percent(p) for p in percents]
+    ps = [check_percent(p) for p in percents]
     if not ps:
         raise EmptyInputError("percents must hold at least one drop percentage; got none")
     n = inf.shape[0]
@@ -263,7 +218,7 @@ def percentile_threshold_mask(influence: Any, drop_percent: float) -> np.ndarray
     the sample's ``np.percentile(..., drop_percent)``; all True for ``drop_percent == 0``.
     """
     inf = _as_real_array(influence, "influence", ndim=4, layout="(N, C, h, w)")
-    p = _check_percent(drop_percent)
+    p = check_percent(drop_percent)
     flat = inf.reshape(inf.shape[0], -1)
     _check_finite(flat, "influence")
     if p == 0.0:
@@ -288,16 +243,16 @@ def random_drop_mask(
         raise ShapeError(f"shape must be (N, C, h, w); got {shape!r}") from exc
     if len(dims) != 4:
         raise ShapeError(f"shape must be (N, C, h, w); got {shape!r}")
-    n = _check_int(dims[0], "shape[0] (number of samples N)", minimum=1)
+    n = check_int(dims[0], "shape[0] (number of samples N)", minimum=1)
     latent = _check_latent_shape(dims[1:], "shape[1:] (latent shape)")
     d = int(np.prod(latent))
     if n_drop is None:
         n_drop = drop_count(d, drop_percent)
     else:
-        n_drop = _check_int(n_drop, "n_drop", minimum=0)
+        n_drop = check_int(n_drop, "n_drop", minimum=0)
         if n_drop > d:
             raise LdminvError(f"n_drop must be at most d = {d}; got {n_drop}")
-    seed = _check_int(seed, "seed", minimum=0)
+    seed = check_int(seed, "seed", minimum=0)
     return _keep_from_orders(_random_orders(n, d, seed), n, d, n_drop).reshape((n, *latent))
 
 
@@ -312,7 +267,7 @@ def global_drop_mask(ranking: Any, drop_percent: float, *, n: int) -> np.ndarray
     r = _as_real_array(ranking, "ranking", ndim=3, layout="(C, h, w)")
     order = _ranking_order(r)
     latent = r.shape
-    n = _check_int(n, "n", minimum=1)
+    n = check_int(n, "n", minimum=1)
     d = order.shape[0]
     keep = np.ones(d, dtype=bool)
     keep[order[: drop_count(d, drop_percent)]] = False
@@ -392,48 +347,6 @@ def _check_mask(mask: Any, terms_shape: tuple[int, ...]) -> np.ndarray:
         if m.dtype.kind not in "iuf" or not ((m == 0) | (m == 1)).all():
             raise LdminvError(f"mask must be boolean (or 0/1); got dtype {m.dtype} with other values")
     return flat.astype(np.float64)
-
-
-def _release_pages(arr: np.ndarray, view: np.ndarray) -> None:
-    """Drop the pages of ``view`` (a slice of the read-only memmap ``arr``) from this process's
-    mapping (``madvise(MADV_DONTNEED)``): they stay in the page cache, but no longer count in the
-    resident memory of the process. A no-op for anything but a read-only np.memmap."""
-    mm = None
-    obj: Any = arr
-    for _ in range(8):  # np.asarray(memmap) and slices keep the mmap at the end of their .base chain
-        if isinstance(obj, _mmap.mmap):
-            mm = obj
-            break
-        obj = getattr(obj, "base", None)
-        if obj is None:
-            break
-    if mm is None or not hasattr(mm, "madvise"):
-        return
-    try:
-        if not mm.closed and getattr(mm, "access", None) is not None and arr.flags.writeable:
-            return  # a writable mapping: its dirty pages must not be dropped
-    except AttributeError:
-        pass
-    try:
-        base = np.frombuffer(mm, dtype=np.uint8).__array_interface__["data"][0]
-        start = view.__array_interface__["data"][0] - base
-        length = view.nbytes
-        page = _mmap.PAGESIZE
-        lo = (start // page) * page
-        hi = min(len(mm), -(-(start + length) // page) * page)
-        if 0 <= lo < hi:
-            mm.madvise(_mmap.MADV_DONTNEED, lo, hi - lo)
-    except (AttributeError, ValueError, OSError, TypeError):  # pragma: no cover - platform without madvise
-        pass
-
-
-def _read_block(arr: np.ndarray, start: int, stop: int, index: Any = None, *, dtype: Any = None) -> np.ndarray:
-    """``np.array(arr[start:stop][index], dtype)`` (a copy), releasing the memmap pages read."""
-    view = arr[start:stop]
-    out = np.array(view if index is None else view[index], dtype=dtype if dtype is not None else view.dtype)
-    if view.flags.c_contiguous:
-        _release_pages(arr, view)
-    return out
 
 
 def masked_statistic(terms: Any, mask: Any = None) -> np.ndarray:
@@ -588,7 +501,7 @@ class DropSweep:
         ``masked_statistic(terms, random_drop_mask((N, C, h, w), p, seed=seed))``.
         """
         t_arr = _check_terms(terms)
-        seed = _check_int(seed, "seed", minimum=0)
+        seed = check_int(seed, "seed", minimum=0)
         d = int(np.prod(t_arr.shape[2:]))
         return cls._from_orders(t_arr, _random_orders(t_arr.shape[0], d, seed), t_index)
 
@@ -654,370 +567,17 @@ class DropSweep:
         return np.ascontiguousarray(out[:, :, 0] if self._squeeze else out)
 
 
-# --------------------------------------------------------------------------- grid of drop settings
 
-#: The drop percentages a :class:`DropGrid` of the evaluation layer holds: 0, 1, ..., 99.
-GRID_PERCENTS: tuple[int, ...] = tuple(range(100))
+# --------------------------------------------------------------------------- moved names
 
-_ORDER_KINDS = ("influence", "random", "ranking")
-
-
-@dataclass(frozen=True)
-class OrderSpec:
-    """One drop order of :func:`build_drop_grids` and the drop counts to evaluate it at.
-
-    Attributes:
-        kind: ``"influence"`` (``values`` (N, C, h, w): each sample drops its lowest values
-            first, ties by flat index, as :func:`percentile_drop_mask`), ``"random"`` (each sample
-            a uniformly random order from ``numpy.random.default_rng(seed)``, the same sets as
-            :func:`random_drop_mask` with that seed) or ``"ranking"`` (``values`` (C, h, w): one
-            order shared by every sample, as :func:`global_drop_mask`).
-        counts: int (K,) (the same counts for every sample) or (K, N) (per sample, e.g.
-            :func:`threshold_drop_counts` rows): setting k drops ``counts[k, n]`` coordinates
-            of sample n, 0 <= count <= d.
-        values: the influence or ranking (None for ``"random"``).
-        seed: the seed of ``"random"``.
-    """
-
-    kind: str
-    counts: Any
-    values: Any = None
-    seed: int = 0
+#: The drop-grid engine and the statistics decomposed from its per-channel sums moved to
+#: :mod:`ldminv_core.evaluation.grid_engine`; these names are re-exported from there for one release. Looked up on first use (PEP 562), because the
+#: evaluation layer imports this module: a module-level import would make a cycle.
+_GRID_ENGINE_NAMES = ("GRID_PERCENTS", "OrderSpec", "DropGrid", "build_drop_grids", "decomposed_statistic",
+                      "SPARSE_SHARE")
 
 
-class DropGrid:
-    """Attack statistics at K fixed drop settings of one order: float64 (K, N, T_selected).
-
-    ``stats[k, n, j]`` = ``masked_statistic(terms, keep_k)[n, t_index[j]]`` where ``keep_k``
-    drops the first ``counts[k, n]`` coordinates of sample n's order. Built by
-    :func:`build_drop_grids` in one chunked pass over the terms (several orders at once), so
-    it holds K * N * T_selected numbers, never N * T * d (compare :class:`DropSweep`).
-
-    Attributes:
-        stats: float64 (K, N, T_selected).
-        counts: int64 (K, N), the drop counts of every setting and sample.
-        t_index: the timestep indices of the last axis.
-        kind, seed: of the order (see :class:`OrderSpec`).
-    """
-
-    def __init__(self, stats: np.ndarray, counts: np.ndarray, t_index: list[int], kind: str, seed: int) -> None:
-        self.stats = stats
-        self.counts = counts
-        self.t_index = list(t_index)
-        self.kind = kind
-        self.seed = int(seed)
-
-    @property
-    def nbytes(self) -> int:
-        return int(self.stats.nbytes)
-
-    def statistic(self, k: int) -> np.ndarray:
-        """(N, T_selected) statistic of setting ``k`` (a view; do not modify)."""
-        if not 0 <= int(k) < self.stats.shape[0]:
-            raise LdminvError(f"setting index must be 0..{self.stats.shape[0] - 1}; got {k!r}")
-        return self.stats[int(k)]
-
-    def at(self, k: int, t_index: int) -> np.ndarray:
-        """(N,) statistic of setting ``k`` at the timestep index ``t_index`` (an index into T)."""
-        if int(t_index) not in self.t_index:
-            raise LdminvError(f"t_index {t_index!r} is not in this grid's timesteps {self.t_index}")
-        return self.statistic(k)[:, self.t_index.index(int(t_index))]
-
-
-def _spec_counts(spec: OrderSpec, n: int, d: int) -> np.ndarray:
-    c = np.asarray(spec.counts)
-    if c.dtype.kind not in "iu":
-        raise LdminvError(f"counts must be integers; got dtype {c.dtype}")
-    if c.ndim == 1:
-        c = np.broadcast_to(c[:, None], (c.shape[0], n))
-    if c.ndim != 2 or c.shape[1] != n or c.shape[0] == 0:
-        raise ShapeError(f"counts must have shape (K,) or (K, N) with N = {n}; got {np.shape(spec.counts)}")
-    if c.min() < 0 or c.max() > d:
-        raise LdminvError(f"counts must lie in 0..{d}; got values from {int(c.min())} to {int(c.max())}")
-    return np.ascontiguousarray(c, dtype=np.int64)
-
-
-class _Segmenter:
-    """Bucket of every coordinate of a block of samples under one order and its drop counts."""
-
-    def __init__(self, spec: OrderSpec, terms_shape: tuple[int, ...]) -> None:
-        if spec.kind not in _ORDER_KINDS:
-            raise LdminvError(f"kind must be one of {_ORDER_KINDS}; got {spec.kind!r}")
-        n = terms_shape[0]
-        latent = terms_shape[2:]
-        self.d = d = int(np.prod(latent))
-        self.kind = spec.kind
-        self.seed = 0
-        self.counts = _spec_counts(spec, n, d)
-        if spec.kind == "influence":
-            inf = _as_real_array(spec.values, "influence", ndim=4, layout="(N, C, h, w)")
-            if inf.shape != (n, *latent):
-                raise ShapeError(f"influence must have shape {(n, *latent)} to match terms of shape {terms_shape}; "
-                                 f"got influence of shape {inf.shape}")
-            self.values = inf.reshape(n, d)
-            _check_finite(self.values, "influence")
-        elif spec.kind == "ranking":
-            r = _as_real_array(spec.values, "ranking", ndim=3, layout="(C, h, w)")
-            if r.shape != tuple(latent):
-                raise ShapeError(f"ranking must have shape {tuple(latent)}; got {r.shape}")
-            self.values = r.reshape(1, d)
-            _check_finite(self.values, "ranking")
-        else:
-            self.seed = _check_int(spec.seed, "seed", minimum=0)
-            self.rng = np.random.default_rng(self.seed)
-            self.values = None
-        # per-sample bucket starts: 0, then the distinct counts strictly between 0 and d
-        self.shared = bool((self.counts == self.counts[:, :1]).all())
-        self._shared_seg: np.ndarray | None = None
-        uniq = [np.unique(self.counts[:, i]) for i in (range(1) if self.shared else range(n))]
-        self.n_buckets = max(int(((u > 0) & (u < d)).sum()) + 1 for u in uniq)
-
-    def _inner(self, counts_row: np.ndarray) -> np.ndarray:
-        u = np.unique(counts_row)
-        return u[(u > 0) & (u < self.d)]
-
-    def _row_seg(self, v: np.ndarray, srt: np.ndarray, inner: np.ndarray) -> np.ndarray:
-        if inner.size and (srt[inner - 1] == srt[inner]).any():
-            order = np.argsort(v, kind="stable")  # a tie at a bucket edge: ranks by flat index
-            rank = np.empty(self.d, dtype=np.int64)
-            rank[order] = np.arange(self.d)
-            return np.searchsorted(inner, rank, side="right")
-        return np.searchsorted(srt[inner], v, side="right")
-
-    def block(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-        """(bucket (b, d) int64 in 0..n_buckets-1, position (K, b) of every setting's first kept
-        bucket; n_buckets = nothing kept)."""
-        b = stop - start
-        counts = self.counts[:, start:stop]
-        pos = np.empty(counts.shape, dtype=np.int64)
-        if self.kind == "ranking":
-            if self._shared_seg is None or not self.shared:
-                srt = np.sort(self.values[0])
-                self._ranking_sorted = srt
-            seg = np.empty((b, self.d), dtype=np.int64)
-            for i in range(b):
-                inner = self._inner(counts[:, i])
-                if self.shared and self._shared_seg is not None:
-                    seg[i] = self._shared_seg
-                else:
-                    seg[i] = self._row_seg(self.values[0], self._ranking_sorted, inner)
-                    if self.shared:
-                        self._shared_seg = seg[i].copy()
-                pos[:, i] = self._positions(counts[:, i], inner)
-            return seg, pos
-        values = self.rng.random((b, self.d)) if self.kind == "random" else np.asarray(self.values[start:stop])
-        # an unstable (fast) sort gives the ranks; a row with a tie across a bucket edge, where
-        # the flat-index rule decides, is ranked again by a stable sort
-        order = np.argsort(values, axis=1)
-        srt = np.take_along_axis(values, order, axis=1)
-        seg = np.empty((b, self.d), dtype=np.int64)
-        ranks = np.arange(self.d)
-        inner_shared = self._inner(counts[:, 0]) if self.shared else None
-        bucket_shared = np.searchsorted(inner_shared, ranks, side="right") if self.shared else None
-        rows = np.arange(b)
-        for i in range(b):
-            inner = inner_shared if inner_shared is not None else self._inner(counts[:, i])
-            if inner.size and (srt[i, inner - 1] == srt[i, inner]).any():
-                order[i] = np.argsort(values[i], kind="stable")
-            bucket = bucket_shared if bucket_shared is not None else np.searchsorted(inner, ranks, side="right")
-            seg[i, order[i]] = bucket
-            pos[:, i] = self._positions(counts[:, i], inner)
-        del rows
-        return seg, pos
-
-    def _positions(self, counts_col: np.ndarray, inner: np.ndarray) -> np.ndarray:
-        starts = np.concatenate([[0], inner])
-        p = np.searchsorted(starts, counts_col, side="left")
-        return np.where(counts_col >= self.d, self.n_buckets, p)
-
-
-def build_drop_grids(
-    terms: Any,
-    specs: Sequence[OrderSpec],
-    *,
-    t_index: int | Sequence[int] | None = None,
-    block_samples: int | None = None,
-    totals: bool = False,
-    channel_totals: bool = False,
-    progress: Any = None,
-) -> list[DropGrid] | tuple:
-    """Statistics of several drop orders at fixed drop counts, in one chunked pass over ``terms``.
-
-    Args:
-        terms: (N, T, C, h, w) float16/32/64, e.g. a memory-mapped run array: read once, one
-            block of ``block_samples`` samples at a time (default: about 64 MiB as float64).
-        specs: the orders and their counts (:class:`OrderSpec`).
-        t_index: timesteps to evaluate (None = all, an int or a list of indices into T).
-        block_samples: samples per block (a memory knob; results do not depend on it).
-        totals: also return the unmasked statistic (N, T_selected), the same numbers as
-            ``masked_statistic(terms)`` at those timesteps.
-        channel_totals: also return the statistic of every latent channel alone, float64
-            (N, T_selected, C) (``masked_statistic`` of a mask keeping channel c, up to the order
-            of the additions): what :func:`decomposed_statistic` builds channel masks from.
-        progress: optional callable, called with the share of samples done after each block.
-
-    Returns:
-        One :class:`DropGrid` per spec, in order (and the totals when asked). Memory: the
-        results (sum of K * N * T_selected float64) plus one block; the terms are summed in
-        float64 by bucket of the order (``numpy.bincount``), so ``grid.stats[k]`` equals
-        ``masked_statistic(terms, keep_k)`` up to the order of the float64 additions.
-
-    Raises:
-        ShapeError, LdminvError, NonFiniteError: bad shapes, counts, kinds or NaN values.
-    """
-    t_arr = _check_terms(terms)
-    if not specs:
-        raise EmptyInputError("specs must hold at least one OrderSpec; got none")
-    n, t_count = t_arr.shape[:2]
-    d = int(np.prod(t_arr.shape[2:]))
-    t_sel, _ = _check_t_index(t_index, t_count)
-    ts = len(t_sel)
-    segs = [_Segmenter(spec, t_arr.shape) for spec in specs]
-    if block_samples is None:
-        block = _block_size(ts * d)
-    else:
-        block = _check_int(block_samples, "block_samples", minimum=1)
-    outs = [np.empty((sg.counts.shape[0], n, ts), dtype=np.float64) for sg in segs]
-    total = np.empty((n, ts), dtype=np.float64) if totals else None
-    c_count = int(t_arr.shape[2])
-    chan = np.empty((n, ts, c_count), dtype=np.float64) if channel_totals else None
-    contiguous = t_sel == list(range(t_sel[0], t_sel[0] + ts))
-    t_pick: Any = slice(t_sel[0], t_sel[0] + ts) if contiguous else t_sel
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        b = stop - start
-        raw = _read_block(t_arr, start, stop, (slice(None), t_pick))
-        # (T_sel, b, d) float64: one contiguous row of weights per timestep for bincount
-        chunk = np.ascontiguousarray(raw.reshape(b, ts, d).transpose(1, 0, 2), dtype=np.float64)
-        del raw
-        _check_finite(chunk, f"terms (samples {start}..{stop - 1})")
-        if total is not None:
-            total[start:stop] = chunk.sum(axis=2).T
-        if chan is not None:
-            chan[start:stop] = chunk.reshape(ts, b, c_count, d // c_count).sum(axis=3).transpose(1, 0, 2)
-        for sg, out in zip(segs, outs):
-            seg, pos = sg.block(start, stop)
-            nb = sg.n_buckets
-            idx = (seg + nb * np.arange(b, dtype=np.int64)[:, None]).ravel()
-            buckets = np.empty((ts, b, nb), dtype=np.float64)
-            for j in range(ts):
-                buckets[j] = np.bincount(idx, weights=chunk[j].ravel(), minlength=b * nb).reshape(b, nb)
-            # suffix sums over buckets (from the end: nothing cancels when most is dropped), then 0
-            suffix = np.zeros((ts, b, nb + 1), dtype=np.float64)
-            np.cumsum(buckets[:, :, ::-1], axis=2, out=suffix[:, :, nb - 1 :: -1])
-            picked = np.take_along_axis(suffix, np.broadcast_to(pos.T[None], (ts, b, pos.shape[0])), axis=2)
-            out[:, start:stop, :] = picked.transpose(2, 1, 0)
-        if progress is not None:
-            progress(stop / n)
-    grids = [DropGrid(out, sg.counts, t_sel, sg.kind, sg.seed) for sg, out in zip(segs, outs)]
-    extra = tuple(x for x, want in ((total, totals), (chan, channel_totals)) if want)
-    return (grids, *extra) if extra else grids
-
-
-# --------------------------------------------------------------------------- sparse and decomposed masks
-
-#: A mask is summed from gathered coordinates when it touches at most this share of d.
-SPARSE_SHARE = 0.125
-#: Coordinates closer than this (flat index) are read as one slice by :func:`gathered_statistic`.
-_GATHER_GAP = 64
-
-
-def gathered_statistic(terms: Any, coords: Any, weights: Any = None, *, block_samples: int | None = None) -> np.ndarray:
-    """``sum_j weights[j] * terms[n, t, coords[j]]`` -> float64 (N, T), reading only those
-    coordinates (flat indices into C*h*w) of a memory-mapped ``terms``, block by block of samples.
-
-    The cost is in proportion to ``len(coords)``, not d: a manual mask of a few coordinates (or
-    the complement of one) is summed without reading the whole array. ``weights`` default 1."""
-    t_arr = _check_terms(terms)
-    n, t_count = t_arr.shape[:2]
-    d = int(np.prod(t_arr.shape[2:]))
-    idx = np.asarray(coords, dtype=np.int64).reshape(-1)
-    if idx.size and (idx.min() < 0 or idx.max() >= d):
-        raise LdminvError(f"coords must lie in 0..{d - 1}")
-    w = np.ones(idx.size) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
-    if w.shape != idx.shape:
-        raise ShapeError(f"weights must have shape {idx.shape} like coords; got {w.shape}")
-    out = np.zeros((n, t_count), dtype=np.float64)
-    if idx.size == 0:
-        return out
-    order = np.argsort(idx, kind="stable")
-    idx, w = idx[order], w[order]
-    flat = t_arr.reshape(n * t_count, d)
-    # runs of nearby coordinates are copied as one slice of every row (a memcpy per row, the same
-    # pages a gather would touch), then picked in memory: much faster than a gather off the map
-    cut = np.flatnonzero(np.diff(idx) > _GATHER_GAP) + 1
-    spans = [(int(g[0]), int(g[-1]) + 1, g - g[0], wg) for g, wg in zip(np.split(idx, cut), np.split(w, cut))]
-    width = sum(hi - lo for lo, hi, _, _ in spans)
-    rows = max(1, _BLOCK_ELEMENTS // max(1, 8 * width)) * t_count if block_samples is None else \
-        _check_int(block_samples, "block_samples", minimum=1) * t_count
-    flat_out = out.reshape(-1)
-    for start in range(0, n * t_count, rows):
-        stop = min(n * t_count, start + rows)
-        for lo, hi, local, wg in spans:
-            part = np.asarray(np.array(flat[start:stop, lo:hi])[:, local], dtype=np.float64)
-            _check_finite(part, f"terms (rows {start}..{stop - 1})")
-            flat_out[start:stop] += part @ wg
-        if flat.flags.c_contiguous:
-            _release_pages(t_arr, flat[start:stop])  # the kernel maps whole neighbourhoods of pages
-    return out
-
-
-def read_timestep(terms: Any, t_index: int) -> np.ndarray:
-    """``terms[:, t_index]`` (N, C, h, w) as an in-memory copy in the stored dtype, read in blocks of
-    samples and releasing the memory-mapped pages read (the process keeps 1/T of the file, not
-    the neighbourhoods of pages the kernel maps around each read)."""
-    t_arr = _check_terms(terms)
-    ti = _check_int(t_index, "t_index", minimum=0)
-    if ti >= t_arr.shape[1]:
-        raise LdminvError(f"t_index must be 0..{t_arr.shape[1] - 1}; got {t_index!r}")
-    n = t_arr.shape[0]
-    out = np.empty((n, *t_arr.shape[2:]), dtype=t_arr.dtype)
-    block = _block_size(int(np.prod(t_arr.shape[1:])) // 4)
-    for start in range(0, n, block):
-        stop = min(n, start + block)
-        view = t_arr[start:stop]
-        out[start:stop] = view[:, ti]
-        if view.flags.c_contiguous:
-            _release_pages(t_arr, view)
-    return out
-
-
-def decomposed_statistic(terms: Any, mask: Any, channel_totals: np.ndarray, *,
-                         sparse_share: float = SPARSE_SHARE) -> np.ndarray | None:
-    """``masked_statistic(terms, mask)`` for a shared (C, h, w) ``mask`` from the per-channel
-    statistics ``channel_totals`` (N, T, C) and the few coordinates that differ from them: each
-    channel is taken whole, left out, or summed from its kept (or minus its dropped)
-    coordinates, whichever reads fewer. None when more than ``sparse_share`` of d would be read
-    (then a full pass is cheaper). Equal to ``masked_statistic`` up to the order of additions."""
-    t_arr = _check_terms(terms)
-    m = _check_mask(mask, t_arr.shape) > 0.5
-    if m.ndim != 1:
-        raise ShapeError("decomposed_statistic needs one mask shared by every sample, of shape (C, h, w)")
-    c_count = int(t_arr.shape[2])
-    d = m.size
-    per = d // c_count
-    ct = np.asarray(channel_totals, dtype=np.float64)
-    if ct.shape != (t_arr.shape[0], t_arr.shape[1], c_count):
-        raise ShapeError(f"channel_totals must have shape {(t_arr.shape[0], t_arr.shape[1], c_count)}; got {ct.shape}")
-    out = np.zeros(ct.shape[:2], dtype=np.float64)
-    coords, weights = [], []
-    for c in range(c_count):
-        kc = m[c * per:(c + 1) * per]
-        k = int(np.count_nonzero(kc))
-        if k == 0:
-            continue
-        if k == per:
-            out += ct[:, :, c]
-        elif k <= per - k:
-            coords.append(c * per + np.flatnonzero(kc))
-            weights.append(np.ones(k))
-        else:
-            out += ct[:, :, c]
-            coords.append(c * per + np.flatnonzero(~kc))
-            weights.append(-np.ones(per - k))
-    n_read = sum(x.size for x in coords)
-    if n_read > sparse_share * d:
-        return None
-    if n_read:
-        out += gathered_statistic(t_arr, np.concatenate(coords), np.concatenate(weights))
-    return out
+def __getattr__(name: str) -> Any:
+    if name in _GRID_ENGINE_NAMES:
+        return getattr(importlib.import_module("ldminv_core.evaluation.grid_engine"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import masks
+from . import grid_engine as masks
 from ..errors import LdminvError
 from ..runstore import CACHE_DIR, Run, load_npy
 

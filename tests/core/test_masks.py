@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ldminv_core import masks
+from ldminv_core import masks, term_blocks
 from ldminv_core.errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError
 
 N, T, C, H, W = 9, 3, 4, 5, 6
@@ -47,7 +47,7 @@ def test_drop_count() -> None:
     for bad in (100, 100.0, -1, float("nan"), "40", None):
         with pytest.raises(LdminvError, match="drop_percent"):
             masks.drop_count(10, bad)
-    with pytest.raises(LdminvError, match="d must"):
+    with pytest.raises(LdminvError, match="d: expected an integer >= 1"):
         masks.drop_count(0, 10)
 
 
@@ -103,7 +103,7 @@ def test_masked_statistic_blocks_and_mask_forms(data: dict[str, np.ndarray], mon
     sweep_full = masks.DropSweep.by_influence(terms, data["influence"]).statistics(PERCENTS)
     rand_full = masks.random_drop_mask((N, C, H, W), 40, seed=2)
     # blocks of 2 samples: same results
-    monkeypatch.setattr(masks, "_BLOCK_ELEMENTS", 2 * T * D)
+    monkeypatch.setattr(term_blocks, "_BLOCK_ELEMENTS", 2 * T * D)  # the block reader of masks
     np.testing.assert_allclose(masks.masked_statistic(terms, shared), full, rtol=1e-12)
     np.testing.assert_allclose(masks.masked_statistic(terms, per_sample), full, rtol=1e-12)
     np.testing.assert_allclose(

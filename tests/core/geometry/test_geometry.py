@@ -11,7 +11,7 @@ import torch
 from diffusers import AutoencoderKL
 
 from ldminv_core import geometry as geo
-from ldminv_core.tangents import VaeDecoder
+from ldminv_core.geometry.tangents import VaeDecoder
 from ldminv_core.errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError, UnknownNameError
 
 SCALING = 0.7
@@ -316,7 +316,7 @@ def test_slq_is_reproducible_per_sample_id_and_split_independent(logdet_case):
 
 
 def test_lanczos_quadrature_is_exact_on_a_full_krylov_space():
-    from ldminv_core import slq
+    from ldminv_core.geometry import slq
 
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(3, 12, 12, generator=gen, dtype=torch.float64)
@@ -426,7 +426,7 @@ def test_auto_paths_meet_their_stated_tolerance_against_the_oracle(d1024_decoder
 def test_measured_plan_keeps_the_fewest_products_unless_clearly_cheaper(d1024_decoder, monkeypatch):
     """Timing noise cannot flip "auto": with measured costs the fewest-products combination stays
     unless another is predicted cheaper by more than CHOICE_MARGIN; the costs are set here."""
-    from ldminv_core import geometry_plan as gplan
+    from ldminv_core.geometry import plan as gplan
 
     decode, z, _ = d1024_decoder
     by_count = geo.plan_geometry(decode, z, k=50, measure=False)

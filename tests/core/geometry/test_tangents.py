@@ -1,4 +1,4 @@
-"""Layer-by-layer decoder products (ldminv_core.tangents) against autograd oracles.
+"""Layer-by-layer decoder products (ldminv_core.geometry.tangents) against autograd oracles.
 
 The oracle is ``torch.autograd.functional.jacobian`` (reverse mode, one backward pass per
 output value), independent of both the hand-written derivatives and torch.func's forward mode.
@@ -13,9 +13,9 @@ from diffusers import AutoencoderKL
 from diffusers.models.attention_processor import AttnProcessor
 
 from ldminv_core import geometry as geo
-from ldminv_core import tangents
+from ldminv_core.geometry import tangents
 from ldminv_core.errors import UnknownNameError
-from ldminv_core.tangents import TangentEngine, VaeDecoder, engine_for, unsupported_reason
+from ldminv_core.geometry.tangents import TangentEngine, VaeDecoder, engine_for, unsupported_reason
 
 SF = 0.7
 

@@ -58,7 +58,7 @@ CACHE_DIR = ".ldminv-cache"
 OWNED_DIRS: frozenset[str] = frozenset({"residuals", "scores", "_work", CACHE_DIR})
 #: Owned folders whose whole content is ldminv's (no per-file check).
 _SCRATCH_DIRS = frozenset({"_work", CACHE_DIR})
-# temporary files of files._atomic_write_bytes / embedding._atomic_write: ".<name>.<random>.tmp"
+# temporary files of files.atomic_write_bytes / embedding._atomic_write: ".<name>.<random>.tmp"
 _TMP_RE = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 

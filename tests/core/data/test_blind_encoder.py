@@ -27,8 +27,9 @@ from transformers import (BertConfig, BertModel, CLIPConfig, CLIPImageProcessor,
 
 from ldminv_core.__main__ import main
 from ldminv_core.analyze import AnalyzeConfig, check_config, run_analysis
-from ldminv_core.blind_features import (BLIND_FILE, BlindFeatures, blind_features, load_image_encoder,
-                                        read_blind_features, run_blind_features, store_blind_features)
+from ldminv_core.data.blind_features import (BLIND_FILE, BlindFeatures, blind_features, read_blind_features,
+                                             run_blind_features, store_blind_features)
+from ldminv_core.models.blind_encoder import load_image_encoder
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.blind import cross_fitted_blind_scores

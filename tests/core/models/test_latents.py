@@ -15,8 +15,9 @@ from ldminv_core.__main__ import main
 from ldminv_core.analyze import AnalyzeConfig, config_settings, preset_config, run_analysis
 from ldminv_core.choices import PRESETS
 from ldminv_core.errors import UnknownNameError
-from ldminv_core.latents import LATENT_STREAM, encode_latents, posterior_noise
-from ldminv_core.loading import load_image_folder, load_model
+from ldminv_core.models.latents import LATENT_STREAM, encode_latents, posterior_noise
+from ldminv_core.data.image_folders import load_image_folder
+from ldminv_core.models.loading import load_model
 
 
 @pytest.fixture(scope="module")

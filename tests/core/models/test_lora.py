@@ -1,4 +1,4 @@
-"""Tests of ldminv_core.lora: LoRA adapters loaded into the UNet / text encoder of a model.
+"""Tests of ldminv_core.models.lora_files / lora_plan / lora_apply: LoRA adapters loaded into the UNet / text encoder of a model.
 
 Oracle: the LoRA update merged by hand from the saved state dict,
 ``W + scale * (alpha / r) * B @ A`` for every adapted Linear / Conv weight, loaded into a fresh
@@ -23,10 +23,12 @@ from peft import LoraConfig, get_peft_model_state_dict, inject_adapter_in_model
 from peft.tuners.tuners_utils import BaseTunerLayer
 from transformers import CLIPTextModel
 
-from ldminv_core.attacks import NoisePredictor, attack_terms
+from ldminv_core.attacks import attack_terms
 from ldminv_core.errors import LdminvError, ModelLoadError
-from ldminv_core.loading import load_model
-from ldminv_core.lora import LORA_WEIGHT_NAME, LoraAdapter, apply_lora, check_lora, parse_lora_args
+from ldminv_core.models.loading import load_model
+from ldminv_core.models.lora_apply import apply_lora
+from ldminv_core.models.lora_files import LORA_WEIGHT_NAME, LoraAdapter, check_lora, parse_lora_args
+from ldminv_core.models.noise_prediction import NoisePredictor
 
 ATOL = 1e-5
 TIMESTEPS = [0, 10]

@@ -1,0 +1,328 @@
+"""Loading a latent diffusion model from a diffusers pipeline folder or a hub id.
+
+:func:`load_model` opens a diffusers pipeline folder (``vae/`` AutoencoderKL, ``unet/``
+UNet2DModel or UNet2DConditionModel, ``scheduler/`` any diffusers scheduler with
+``alphas_cumprod``, plus ``text_encoder/`` and ``tokenizer/`` for text-conditioned UNets),
+which is exactly what ``StableDiffusionPipeline.save_pretrained`` writes, or a Hugging Face
+hub id (:mod:`ldminv_core.models.sources`), in numbered steps, and returns a
+:class:`LoadedModel`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Sequence
+
+import torch
+
+from ..errors import ModelLoadError, ShapeError
+from .lora_files import check_lora
+from .noise_prediction import NoisePredictor
+from .sources import Source, check_folder_layout, check_source_arg, locate
+from .configs import read_checked_configs
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .lora_files import LoraAdapter
+
+__all__ = ["LoadedModel", "load_model", "resolve_device", "idle_cpu_threads"]
+
+_UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+
+
+@dataclass
+class LoadedModel:
+    """A latent diffusion model ready for analysis (eval mode, no parameter gradients).
+
+    Attributes:
+        vae: diffusers AutoencoderKL.
+        unet: diffusers UNet2DModel or UNet2DConditionModel.
+        scheduler: diffusers scheduler exposing ``alphas_cumprod``.
+        text_encoder, tokenizer: CLIP text model and tokenizer, or None (unconditional).
+        predictor: :class:`~ldminv_core.models.noise_prediction.NoisePredictor` wrapping unet + scheduler
+            (+ text encoder).
+        scaling_factor: ``vae.config.scaling_factor`` (1.0 when absent).
+        image_channels: channels of the VAE's images (1 grayscale, 3 RGB).
+        resolution: side of the square images the VAE expects.
+        latent_shape: (C, h, w) of one latent.
+        is_conditional: True for text-conditioned UNets.
+        source: absolute folder path, or the hub id.
+        device, dtype: where and in which precision the modules live.
+        lora: one record per LoRA adapter applied by :func:`ldminv_core.models.lora_apply.apply_lora`
+            (path, file, sha256, scale, adapter_name, targets, n_tensors, fused); empty when none.
+    """
+
+    vae: Any
+    unet: Any
+    scheduler: Any
+    text_encoder: Any
+    tokenizer: Any
+    predictor: NoisePredictor
+    scaling_factor: float
+    image_channels: int
+    resolution: int
+    latent_shape: tuple[int, int, int]
+    is_conditional: bool
+    source: str
+    device: torch.device
+    dtype: torch.dtype
+    shift_factor: float = 0.0
+    lora: tuple[dict, ...] = ()
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of the images the VAE takes."""
+        return (self.image_channels, self.resolution, self.resolution)
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Scaled encoder means of ``images``.
+
+        Args:
+            images: (N, C, H, W) in [-1, 1] with C = image_channels, H = W = resolution.
+
+        Returns:
+            (N, *latent_shape) tensor on ``device`` in ``dtype``:
+            ``(E(x).mean - shift_factor) * scaling_factor`` (shift_factor is 0 unless the VAE
+            config sets one).
+        """
+        if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise ShapeError(f"images: expected a tensor (N, {', '.join(map(str, self.image_shape))}), got {got}")
+        x = images.to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            mean = self.vae.encode(x).latent_dist.mean
+        return (mean - self.shift_factor) * self.scaling_factor
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Images (N, C, H, W) (roughly in [-1, 1]) decoded from scaled latents z (N, C, h, w)."""
+        if not isinstance(z, torch.Tensor) or z.ndim != 4 or tuple(z.shape[1:]) != self.latent_shape:
+            got = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+            raise ShapeError(f"z: expected a tensor (N, {', '.join(map(str, self.latent_shape))}), got {got}")
+        with torch.no_grad():
+            return self.decoder_fn()(z.to(device=self.device, dtype=self.dtype))
+
+    def decoder_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The differentiable decoder of scaled latents, ``z -> vae.decode(z / sf).sample``
+        (plus the VAE's shift_factor when it has one), as :mod:`ldminv_core.geometry` takes it: a
+        :class:`~ldminv_core.tangents.VaeDecoder`, whose layer-by-layer JVPs the geometry uses."""
+        from ..geometry.tangents import VaeDecoder
+
+        return VaeDecoder(self.vae, scaling_factor=self.scaling_factor, shift_factor=self.shift_factor)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``"auto"`` -> cuda when available, else cpu; other names are checked and returned."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ModelLoadError(f"device: expected 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelLoadError(f"device: {device!r} was asked for but this machine has no usable CUDA GPU")
+    return dev
+
+
+def _sample_size(value: Any) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            return None
+        value = value[0]
+    return int(value)
+
+
+@dataclass
+class _Plan:
+    """What the configs say, checked before any weights are read."""
+
+    unet_class: str
+    is_conditional: bool
+    latent_channels: int
+    scheduler_class: Any
+    scheduler_name: str
+
+
+def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict) -> _Plan:
+    """The classes to load, after checking they fit together (ModelLoadError otherwise)."""
+    from diffusers import SchedulerMixin
+    import diffusers
+
+    where = src.describe()
+    vae_class = vae_cfg.get("_class_name", "AutoencoderKL")
+    if vae_class != "AutoencoderKL":
+        raise ModelLoadError(f"{where}: vae/config.json: expected _class_name 'AutoencoderKL', got {vae_class!r}")
+    unet_class = unet_cfg.get("_class_name")
+    if unet_class not in _UNET_CLASSES:
+        raise ModelLoadError(f"{where}: unet/config.json: expected _class_name in {_UNET_CLASSES}, got {unet_class!r}")
+    latent_channels = int(vae_cfg.get("latent_channels", 4))
+    unet_in = int(unet_cfg.get("in_channels", 4))
+    if unet_in != latent_channels:
+        raise ModelLoadError(
+            f"{where}: unet in_channels = {unet_in} but vae latent_channels = {latent_channels}; "
+            "the UNet must take the VAE's latents"
+        )
+    is_conditional = unet_class == "UNet2DConditionModel"
+    if is_conditional:
+        for sub, name in (("text_encoder", "config.json"), ("tokenizer", "tokenizer_config.json")):
+            if not src.has(sub, name) and not (sub == "tokenizer" and src.has(sub, "tokenizer.json")):
+                raise ModelLoadError(
+                    f"{where}: the UNet is text-conditioned (UNet2DConditionModel) but {sub}/{name} is "
+                    "missing; expected text_encoder/ and tokenizer/ as written by StableDiffusionPipeline"
+                )
+    sched_class_name = sched_cfg.get("_class_name")
+    sched_class = getattr(diffusers, str(sched_class_name), None)
+    if not (isinstance(sched_class, type) and issubclass(sched_class, SchedulerMixin)):
+        raise ModelLoadError(
+            f"{where}: scheduler/scheduler_config.json: _class_name {sched_class_name!r} is not a diffusers scheduler"
+        )
+    return _Plan(unet_class, is_conditional, latent_channels, sched_class, sched_class_name)
+
+
+def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any, Any, Any, Any, Any]:
+    """(vae, unet, scheduler, text_encoder, tokenizer), safetensors weights only."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
+
+    where = src.describe()
+    safe = dict(use_safetensors=True)  # never unpickle weights (see sources.check_folder_layout)
+    vae = src.load("the VAE (AutoencoderKL)", AutoencoderKL.from_pretrained, "vae", torch_dtype=dtype, **safe)
+    unet_cls = UNet2DConditionModel if plan.is_conditional else UNet2DModel
+    unet = src.load(f"the UNet ({plan.unet_class})", unet_cls.from_pretrained, "unet", torch_dtype=dtype, **safe)
+    scheduler = src.load(f"the scheduler ({plan.scheduler_name})", plan.scheduler_class.from_pretrained, "scheduler")
+    if getattr(scheduler, "alphas_cumprod", None) is None:
+        raise ModelLoadError(
+            f"{where}: scheduler {plan.scheduler_name} has no alphas_cumprod (not a DDPM-family scheduler)"
+        )
+    text_encoder = tokenizer = None
+    if plan.is_conditional:
+        from transformers import AutoModel, AutoTokenizer
+
+        text_encoder = src.load("the text encoder", AutoModel.from_pretrained, "text_encoder", dtype=dtype, **safe)
+        tokenizer = src.load("the tokenizer", AutoTokenizer.from_pretrained, "tokenizer")
+        hidden = getattr(text_encoder.config, "hidden_size", None)
+        cross = unet.config.cross_attention_dim
+        if hidden is not None and isinstance(cross, int) and hidden != cross:
+            raise ModelLoadError(
+                f"{where}: text_encoder hidden_size = {hidden} but unet cross_attention_dim = {cross}"
+            )
+    return vae, unet, scheduler, text_encoder, tokenizer
+
+
+def _place(modules: Sequence[Any], dev: torch.device, dtype: torch.dtype) -> None:
+    """Each module on ``dev`` in ``dtype``, in eval mode, without parameter gradients."""
+    for module in modules:
+        if module is not None:
+            if module.dtype != dtype:
+                module.to(dtype=dtype)
+            module.to(device=dev)
+            module.eval()
+            module.requires_grad_(False)
+
+
+def _geometry(where: str, vae: Any, unet: Any, latent_channels: int) -> tuple[float, float, int, tuple[int, int, int]]:
+    """(scaling_factor, shift_factor, resolution, latent_shape) from the VAE (and UNet) configs."""
+    sf = vae.config.get("scaling_factor", None) if hasattr(vae.config, "get") else None
+    scaling_factor = float(sf) if sf is not None else 1.0
+    shift = vae.config.get("shift_factor", None) if hasattr(vae.config, "get") else None
+    shift_factor = float(shift) if shift is not None else 0.0
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    resolution = _sample_size(vae.config.get("sample_size", None))
+    if resolution is None:
+        unet_size = _sample_size(unet.config.sample_size)
+        if unet_size is None:
+            raise ModelLoadError(f"{where}: neither vae nor unet config gives a square sample_size")
+        resolution = unet_size * factor
+    if resolution % factor:
+        raise ModelLoadError(
+            f"{where}: vae sample_size {resolution} is not a multiple of the VAE downsampling factor {factor}"
+        )
+    return scaling_factor, shift_factor, int(resolution), (latent_channels, resolution // factor, resolution // factor)
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    lora: Sequence[LoraAdapter] | None = None,
+) -> LoadedModel:
+    """Load a latent diffusion model from a diffusers pipeline folder or a hub id.
+
+    Args:
+        source: folder with vae/, unet/, scheduler/ (+ text_encoder/, tokenizer/ for
+            UNet2DConditionModel), or a hub id such as ``"CompVis/stable-diffusion-v1-4"``
+            (local cache first; online download only when huggingface.co is reachable).
+        device: "cpu", "cuda", "cuda:i" or "auto".
+        dtype: parameter dtype (float32 by default).
+        lora: LoRA adapters (:class:`~ldminv_core.models.lora_files.LoraAdapter`) fused into the
+            UNet (and the text encoder) after loading, with
+            :func:`~ldminv_core.models.lora_apply.apply_lora`; their records go to
+            ``LoadedModel.lora``.
+
+    Returns:
+        :class:`LoadedModel`, all modules in eval mode with ``requires_grad`` False; images
+        (N, C, resolution, resolution), latents (N, *latent_shape).
+
+    Raises:
+        ModelLoadError: missing path; folder missing a sub-folder or file (named); unknown
+            VAE/UNet/scheduler class; UNet in_channels != VAE latent_channels; conditional
+            UNet without text_encoder/ or tokenizer/; hub id neither cached nor reachable;
+            a LoRA adapter that cannot be applied (see :func:`~ldminv_core.models.lora_apply.apply_lora`).
+    """
+    # 1. where the model is, and its layout and configs (no weights read yet)
+    check_source_arg(source)
+    dev = resolve_device(device)
+    src = locate(source)
+    if not src.hub:
+        check_folder_layout(src)
+    vae_cfg, unet_cfg, sched_cfg = read_checked_configs(src)
+    if lora is not None:
+        check_lora(lora)  # fail on a bad adapter path before any weights are loaded
+    # 2. the classes to load, checked against each other
+    plan = _plan(src, vae_cfg, unet_cfg, sched_cfg)
+    # 3. the weights, placed on the device in eval mode
+    vae, unet, scheduler, text_encoder, tokenizer = _load_components(src, plan, dtype)
+    _place((vae, unet, text_encoder), dev, dtype)
+    # 4. the latent geometry and the noise-prediction view
+    scaling_factor, shift_factor, resolution, latent_shape = _geometry(src.describe(), vae, unet, plan.latent_channels)
+    predictor = NoisePredictor.from_components(
+        unet, scheduler, text_encoder=text_encoder, tokenizer=tokenizer, device=dev, dtype=dtype
+    )
+    model = LoadedModel(
+        vae=vae,
+        unet=unet,
+        scheduler=scheduler,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        predictor=predictor,
+        scaling_factor=scaling_factor,
+        image_channels=int(vae.config.in_channels),
+        resolution=resolution,
+        latent_shape=latent_shape,
+        is_conditional=plan.is_conditional,
+        source=src.ref,
+        device=dev,
+        dtype=dtype,
+        shift_factor=shift_factor,
+    )
+    # 5. the LoRA adapters, fused into the weights
+    if lora is not None:
+        from .lora_apply import apply_lora
+
+        apply_lora(model, lora)
+    return model
+
+
+def idle_cpu_threads() -> int:
+    """Cores not already busy: cpu count minus the 1-minute load average (at least 1, at most
+    torch's default). Intra-op threads that compete with other processes for cores spin in
+    barriers and can make torch many times slower than one thread."""
+    default = torch.get_num_threads()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return default
+    cores = os.cpu_count() or default
+    return max(1, min(default, round(cores - load)))

@@ -1,11 +1,15 @@
 """The evaluation layer: the only code that turns a run's arrays into reported numbers.
 
 - :mod:`.protocols`: the ``standard``, ``paper`` and ``honest`` protocols (METHOD.md section 4)
+  as objects owning their rules (t choice, drop rule, quartile rule, ROC convention, scoring),
   and their ROC conventions;
 - :mod:`.resampling`: the stratified (paired) bootstrap designs and the verdict rule;
 - :mod:`.results`: the typed results (arms, quartiles, findings, curves);
 - :mod:`.evaluator`: :class:`Evaluation`, one attack of a run under one protocol, with
-  memoised parts;
+  memoised parts, a thread-free facade over :mod:`.source` (the statistics), :mod:`.scoring`
+  (t choice, folds, the protocol's scoring), :mod:`.measure` (metrics, bootstrap, arms),
+  :mod:`.quartiles`, :mod:`.findings`, :mod:`.blind_findings` and :mod:`.curves`;
+- :mod:`.folds`: the seeded stratified folds of ``honest`` and of the blind baseline;
 - :mod:`.tables`: descriptive per-coordinate and per-subset tables of the dashboard;
 - :mod:`.blind`: the blind baseline (METHOD.md section 6): a cross-fitted classifier of the files
   alone, its findings, and whether the folders differ without the model;
@@ -24,7 +28,10 @@ from .protocols import (
     HONEST_DROPS,
     PROTOCOLS,
     REPORTED_METRICS,
+    HonestProtocol,
+    PaperProtocol,
     Protocol,
+    StandardProtocol,
     convention_metrics,
     FprSupport,
     convention_roc,
@@ -90,6 +97,9 @@ __all__ = [
     "PROTOCOLS",
     "REPORTED_METRICS",
     "Protocol",
+    "StandardProtocol",
+    "PaperProtocol",
+    "HonestProtocol",
     "convention_metrics",
     "convention_roc",
     "make_protocol",

@@ -548,7 +548,7 @@ def _evaluate_blind(features: BlindFeatures, labels: np.ndarray, folds: np.ndarr
     elif null is None:
         null = fitting_null(features, y, fold, seed=seed)
     # 2. every group measured like an arm
-    honest = protocol.name == "honest"
+    honest = protocol.transfers_thresholds  # TPR realised with thresholds from the other folds
     members, heldout = np.flatnonzero(y == 1), np.flatnonzero(y == 0)
     out = []
     for group, score in blind.scores.items():

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
 
 from ..errors import LdminvError
-from .protocols import Protocol
+
+if TYPE_CHECKING:
+    from .protocols import Protocol
 
 __all__ = ["LOW_FPR", "LowFprCount", "threshold_at_1fpr", "clopper_pearson", "low_fpr_count"]
 
@@ -148,17 +151,17 @@ def low_fpr_count(scores: np.ndarray, labels: np.ndarray, protocol: Protocol, *,
     """
     y = np.asarray(labels).astype(bool)
     s = np.asarray(scores, dtype=np.float64)
-    paper = protocol.name == "paper"
-    pos = ~y if paper else y
+    flip, strict = protocol.heldout_positive, protocol.strict_fpr  # the protocol's ROC convention
+    pos = ~y if flip else y
     if decisions is not None:
         flagged = np.asarray(decisions, dtype=bool)
     else:
-        key = -s if paper else s
-        flagged = key >= threshold_at_1fpr(key, pos, strict=paper)
+        key = -s if flip else s
+        flagged = key >= threshold_at_1fpr(key, pos, strict=strict)
     n_pos, n_neg = int(pos.sum()), int((~pos).sum())
     tp, fp = int((flagged & pos).sum()), int((flagged & ~pos).sum())
-    allowed = math.ceil(LOW_FPR * n_neg - 1e-9) - 1 if paper else math.floor(LOW_FPR * n_neg + 1e-9)
-    return LowFprCount(positive_class="heldout" if paper else "member", n_positives=n_pos, n_negatives=n_neg,
+    allowed = math.ceil(LOW_FPR * n_neg - 1e-9) - 1 if strict else math.floor(LOW_FPR * n_neg + 1e-9)
+    return LowFprCount(positive_class=protocol.positive_class, n_positives=n_pos, n_negatives=n_neg,
                        true_positives=tp, false_positives=fp, allowed_false_positives=max(int(allowed), 0),
                        exact_ci=clopper_pearson(tp, n_pos, level=level), threshold_fixed=decisions is not None,
                        level=float(level))

@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .low_fpr import LowFprCount
-from .protocols import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .protocols import Protocol
 
 __all__ = [
     "FoldChoice",

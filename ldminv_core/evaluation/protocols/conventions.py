@@ -1,161 +1,31 @@
-"""Evaluation protocols: how a run's scores become reported numbers (METHOD.md section 4).
+"""The protocols' ROC conventions: metrics, resampled metrics, ROC curves and FPR support.
 
-Three protocols are defined, ``standard`` being the default:
-
-- ``standard``: members are the positive class; TPR@1%FPR is the largest TPR among ROC
-  points with FPR <= 1%; one timestep for everything, the t of the best baseline AUROC on
-  the evaluation set itself (optimistic); per-sample drop = ``round(d * p / 100)`` lowest-
-  influence coordinates (:func:`ldminv_core.masks.drop_count`).
-- ``paper``: the conventions of the paper's released code (``ldm_light/attack_per_dim.py``):
-  held-out images are the positive class and the statistic itself the score, so
-  TPR@1%FPR is the share of held-out images above a threshold that fewer than 1% of the
-  members pass (strict ``fpr < 0.01``); each metric takes its own best t, per arm and per
-  quartile; the drop rule keeps coordinates strictly above the sample's
-  ``np.percentile(influence, p)``; the random control drops ``int(d * p / 100)``
-  coordinates; quartiles are cut at pooled ``np.percentile(log_volume, [25, 50, 75])``.
-- ``honest``: seeded, stratified K-fold cross-fitting. Every choice (t, drop percentage,
-  the score threshold of the 1% FPR operating point) is made on the other folds and
-  applied to the fold's own samples, whose scores are then calibrated on the other folds'
-  held-out scores (:mod:`.calibration`) so that all folds pool into one set of out-of-fold
-  scores; every metric and subgroup is computed on the pooled scores; TPR@1%FPR is realised
-  with the transferred thresholds and reported with the realised FPR beside it.
-
-AUROC and ASR are the same under ``standard`` and ``paper`` (they do not depend on which
-class is called positive); TPR@1%FPR is not.
+``standard`` and ``honest`` evaluate membership scores with members positive and TPR at FPR <= 1%;
+``paper`` evaluates the statistic (= -scores) with held-out images positive and TPR at FPR < 1%
+(its :attr:`~.base.Protocol.heldout_positive` and :attr:`~.base.Protocol.strict_fpr` rules).
+AUROC and ASR are the same under both conventions (they do not depend on which class is called
+positive); TPR@1%FPR is not.
 """
 from __future__ import annotations
 
 import numbers
 import warnings
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 from sklearn.exceptions import UndefinedMetricWarning
 
-from .. import metrics
-from ..errors import LdminvError, UnknownNameError
+from ... import metrics
+from ...errors import LdminvError
+from .base import REPORTED_METRICS, Protocol, _check_int
 
 __all__ = [
-    "PROTOCOLS",
-    "DEFAULT_PROTOCOL",
-    "DEFAULT_FOLDS",
-    "HONEST_DROPS",
-    "REPORTED_METRICS",
-    "Protocol",
-    "make_protocol",
     "convention_metrics",
     "convention_metrics_resampled",
     "convention_roc",
     "fpr_support",
     "FprSupport",
 ]
-
-#: The protocol names, default first.
-PROTOCOLS: tuple[str, ...] = ("standard", "paper", "honest")
-DEFAULT_PROTOCOL = "standard"
-#: Number of cross-fitting folds of the ``honest`` protocol.
-DEFAULT_FOLDS = 5
-#: Drop percentages the ``honest`` protocol chooses from (0, 5, ..., 90).
-HONEST_DROPS: tuple[int, ...] = tuple(range(0, 95, 5))
-#: The metrics every arm reports.
-REPORTED_METRICS: tuple[str, ...] = ("auroc", "tpr_at_1fpr", "asr")
-
-_DESCRIPTIONS = {
-    "standard": "members positive, TPR at FPR <= 1%, one t for everything (the best baseline AUROC on "
-    "these samples: optimistic)",
-    "paper": "the paper's code conventions: held-out positive, TPR at FPR < 1%, each metric at its own "
-    "best t per arm and quartile (optimistic)",
-    "honest": "{k}-fold cross-fitting: t, drop % and the 1% FPR threshold chosen on the other folds; "
-    "TPR realised with transferred thresholds",
-}
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """An evaluation protocol and its settings.
-
-    Attributes:
-        name: one of :data:`PROTOCOLS`.
-        folds: number of cross-fitting folds (``honest`` only; recorded for the others).
-        seed: seed of the fold assignment (``honest`` only).
-    """
-
-    name: str = DEFAULT_PROTOCOL
-    folds: int = DEFAULT_FOLDS
-    seed: int = 0
-
-    @property
-    def description(self) -> str:
-        """One line saying what the protocol does."""
-        return _DESCRIPTIONS[self.name].format(k=self.folds)
-
-    @property
-    def positive_class(self) -> str:
-        """"member" or "heldout": the class TPR is measured on."""
-        return "heldout" if self.name == "paper" else "member"
-
-    @property
-    def tpr_rule(self) -> str:
-        """How TPR@1%FPR is read off the ROC curve, in words."""
-        if self.name == "paper":
-            return "held-out TPR at member FPR < 1% (strict)"
-        if self.name == "honest":
-            return "realised TPR of thresholds chosen at FPR <= 1% on the other folds"
-        return "member TPR at held-out FPR <= 1%"
-
-    def settings(self) -> dict[str, Any]:
-        """The JSON ``"protocol"`` object of the report: name and every setting in use."""
-        out: dict[str, Any] = {
-            "name": self.name,
-            "description": self.description,
-            "positive_class": self.positive_class,
-            "tpr_at_1fpr": self.tpr_rule,
-        }
-        if self.name == "standard":
-            out.update(best_t="argmax baseline AUROC over t (evaluation set)", drop_rule="round(d * p / 100)",
-                       random_count="round(d * p / 100)", quartiles="stable sort, numpy.array_split")
-        elif self.name == "paper":
-            out.update(best_t="each metric's own max over t, per arm and per quartile",
-                       drop_rule="keep influence > np.percentile(influence, p)", random_count="int(d * p / 100)",
-                       quartiles="pooled np.percentile(log_volume, [25, 50, 75])")
-        else:
-            out.update(folds=self.folds, fold_seed=self.seed, stratified_by="split",
-                       best_t="argmax baseline AUROC on the other folds (ties: smallest t)",
-                       drop_choice=f"argmax masked AUROC on the other folds over {HONEST_DROPS[0]}..{HONEST_DROPS[-1]} "
-                       "step 5 (ties: smallest)",
-                       drop_rule="round(d * p / 100)", random_count="round(d * p / 100)",
-                       quartiles="stable sort, numpy.array_split",
-                       calibration="each fold's scores mapped to the share of the other folds' held-out "
-                       "scores below them (same t and mask; linear between them, continued linearly beyond)",
-                       pooling="every metric and subgroup (quartiles, classes, selections) on the pooled "
-                       "calibrated out-of-fold scores; TPR and FPR: pooled decisions at the transferred "
-                       "thresholds")
-        return out
-
-
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)) or int(value) < minimum:
-        raise LdminvError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def make_protocol(name: str = DEFAULT_PROTOCOL, *, folds: int | None = None, seed: int = 0) -> Protocol:
-    """A validated :class:`Protocol`.
-
-    Args:
-        name: "standard", "paper" or "honest".
-        folds: cross-fitting folds for ``honest`` (default :data:`DEFAULT_FOLDS`; at least 2).
-        seed: seed of the fold assignment (>= 0).
-
-    Raises:
-        UnknownNameError: unknown ``name``. LdminvError: ``folds`` < 2 or a negative ``seed``.
-    """
-    if not isinstance(name, str) or name.strip().lower() not in PROTOCOLS:
-        raise UnknownNameError(f"protocol: expected one of {', '.join(PROTOCOLS)}; got {name!r}")
-    k = DEFAULT_FOLDS if folds is None else _check_int(folds, "folds", 2)
-    return Protocol(name=name.strip().lower(), folds=k, seed=_check_int(seed, "seed", 0))
-
 
 def convention_metrics(scores: np.ndarray, labels: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:
     """AUROC, TPR@1%FPR and ASR of membership scores under a protocol's ROC convention.
@@ -177,8 +47,8 @@ def convention_metrics(scores: np.ndarray, labels: np.ndarray, protocol: Protoco
     y = np.asarray(labels).astype(np.int8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        if protocol.name == "paper":
-            res = metrics.evaluate_many(-s, 1 - y, strict_fpr=True)
+        if protocol.heldout_positive:
+            res = metrics.evaluate_many(-s, 1 - y, strict_fpr=protocol.strict_fpr)
         else:
             res = metrics.evaluate_many(s, y)
     return {m: res[m] for m in REPORTED_METRICS}
@@ -205,8 +75,8 @@ def convention_metrics_resampled(scores: np.ndarray, labels: np.ndarray, index: 
     idx = np.asarray(index)
     if s.ndim != 1 or idx.ndim != 2 or y.shape != (idx.shape[1],) or not np.isfinite(s).all():
         return convention_metrics(s[idx], labels, protocol)
-    strict = protocol.name == "paper"
-    if strict:
+    strict = protocol.strict_fpr
+    if protocol.heldout_positive:
         s, y = -s, ~y
     b, n = idx.shape
     n_pos = int(np.count_nonzero(y))
@@ -265,7 +135,7 @@ def convention_roc(scores: np.ndarray, labels: np.ndarray, protocol: Protocol) -
     paper's TPR@1%FPR); the others draw the scores with members positive. Labels (N,) 1 = member."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(np.int8)
-    if protocol.name == "paper":
+    if protocol.heldout_positive:
         return metrics.roc(-s, 1 - y)
     return metrics.roc(s, y)
 
@@ -332,6 +202,6 @@ def fpr_support(protocol: Protocol, *, n_members: int, n_heldout: int, fpr: floa
     n_neg = n_mem if negative == "member" else n_held
     step = float("inf") if n_neg == 0 else 1.0 / n_neg
     allowed = n_neg * float(fpr)  # false positives the bound admits (strict under paper)
-    enough = allowed > 1.0 + 1e-9 if protocol.name == "paper" else allowed >= 1.0 - 1e-9
+    enough = allowed > 1.0 + 1e-9 if protocol.strict_fpr else allowed >= 1.0 - 1e-9
     return FprSupport(fpr=float(fpr), n_negatives=n_neg, negative_class=negative, step=step,
                       sufficient=n_neg > 0 and enough)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ._validation import check_int, check_percent
+from ._validation import check_int, check_percent, describe
 from .errors import EmptyInputError, LdminvError, ShapeError
 from .term_blocks import (  # noqa: F401  (read_timestep, gathered_statistic: re-exported)
     _as_real_array,
@@ -70,14 +70,15 @@ __all__ = [
 
 
 def _check_latent_shape(shape: Any, name: str) -> tuple[int, int, int]:
+    """``shape`` as (C, h, w), three positive integers, or ShapeError naming ``name``."""
     try:
         dims = tuple(shape)
     except TypeError as exc:
-        raise ShapeError(f"{name} must be (C, h, w); got {shape!r}") from exc
+        raise ShapeError(f"{name}: expected (C, h, w), got {describe(shape)}") from exc
     if len(dims) != 3 or not all(
         isinstance(v, (numbers.Integral, np.integer)) and not isinstance(v, bool) and int(v) > 0 for v in dims
     ):
-        raise ShapeError(f"{name} must be three positive integers (C, h, w); got {shape!r}")
+        raise ShapeError(f"{name}: expected three positive integers (C, h, w), got {describe(shape)}")
     return tuple(int(v) for v in dims)  # type: ignore[return-value]
 
 
@@ -240,18 +241,16 @@ def random_drop_mask(
     try:
         dims = tuple(shape)
     except TypeError as exc:
-        raise ShapeError(f"shape must be (N, C, h, w); got {shape!r}") from exc
+        raise ShapeError(f"shape: expected (N, C, h, w), got {describe(shape)}") from exc
     if len(dims) != 4:
-        raise ShapeError(f"shape must be (N, C, h, w); got {shape!r}")
+        raise ShapeError(f"shape: expected (N, C, h, w), got {describe(shape)}")
     n = check_int(dims[0], "shape[0] (number of samples N)", minimum=1)
     latent = _check_latent_shape(dims[1:], "shape[1:] (latent shape)")
     d = int(np.prod(latent))
     if n_drop is None:
         n_drop = drop_count(d, drop_percent)
     else:
-        n_drop = check_int(n_drop, "n_drop", minimum=0)
-        if n_drop > d:
-            raise LdminvError(f"n_drop must be at most d = {d}; got {n_drop}")
+        n_drop = check_int(n_drop, "n_drop", minimum=0, maximum=d)
     seed = check_int(seed, "seed", minimum=0)
     return _keep_from_orders(_random_orders(n, d, seed), n, d, n_drop).reshape((n, *latent))
 
@@ -277,15 +276,8 @@ def global_drop_mask(ranking: Any, drop_percent: float, *, n: int) -> np.ndarray
 def _indices(values: Any, name: str, upper: int) -> np.ndarray:
     """Validate an iterable of integer indices in [0, upper) -> int64 array."""
     if isinstance(values, (str, bytes)):
-        raise LdminvError(f"{name} must be an iterable of integers; got {values!r}")
-    out = []
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, (numbers.Integral, np.integer)):
-            raise LdminvError(f"{name} must hold integers; got {v!r}")
-        if not 0 <= int(v) < upper:
-            raise LdminvError(f"{name} value {int(v)} is out of range; valid values are 0..{upper - 1}")
-        out.append(int(v))
-    return np.asarray(out, dtype=np.int64)
+        raise LdminvError(f"{name}: expected an iterable of integers, got {describe(values)}")
+    return np.asarray([check_int(v, name, minimum=0, maximum=upper - 1) for v in values], dtype=np.int64)
 
 
 def manual_mask(

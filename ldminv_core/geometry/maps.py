@@ -19,13 +19,14 @@ __all__ = ["influence_map", "influence_heatmap"]
 _REDUCTIONS = ("mean", "max", "total")
 
 
-def _as_tensor(x) -> tuple[torch.Tensor, bool]:
+def _as_tensor(x: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, bool]:
+    """``x`` as a tensor, and whether it came as a numpy array (to give one back)."""
     if isinstance(x, torch.Tensor):
         return x, False
     return torch.as_tensor(np.asarray(x)), True
 
 
-def influence_map(influence, *, reduce: str = "mean"):
+def influence_map(influence: torch.Tensor | np.ndarray, *, reduce: str = "mean") -> torch.Tensor | np.ndarray:
     """Aggregate influence over latent channels into a per-position map.
 
     Args:
@@ -51,7 +52,8 @@ def influence_map(influence, *, reduce: str = "mean"):
     return out.numpy() if was_numpy else out
 
 
-def influence_heatmap(influence, *, size: tuple[int, int], reduce: str | None = "mean"):
+def influence_heatmap(influence: torch.Tensor | np.ndarray, *, size: tuple[int, int],
+                      reduce: str | None = "mean") -> torch.Tensor | np.ndarray:
     """Upsample influence to image size for display over the image.
 
     Args:

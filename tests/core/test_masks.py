@@ -121,7 +121,7 @@ def test_t_index(data: dict[str, np.ndarray]) -> None:
     np.testing.assert_allclose(one.statistics(PERCENTS), full[:, :, 1], rtol=1e-12)
     some = masks.DropSweep.by_influence(terms, influence, t_index=[2, 0])
     np.testing.assert_allclose(some.statistics(PERCENTS), full[:, :, [2, 0]], rtol=1e-12)
-    with pytest.raises(LdminvError, match=r"t_index value 3 is out of range; valid values are 0\.\.2"):
+    with pytest.raises(LdminvError, match=r"t_index: expected an integer in \[0, 2\], got 3 \(int\)"):
         masks.DropSweep.by_influence(terms, influence, t_index=3)
     with pytest.raises(EmptyInputError):
         masks.DropSweep.by_influence(terms, influence, t_index=[])
@@ -179,13 +179,13 @@ def test_manual_mask() -> None:
     k3 = masks.manual_mask((C, H, W), channels=[0], coords=coords)
     assert np.flatnonzero(k3.reshape(-1)).tolist() == [0, 7]
     assert not masks.manual_mask((C, H, W), channels=[]).any()
-    with pytest.raises(LdminvError, match=r"channels value 4 is out of range; valid values are 0\.\.3"):
+    with pytest.raises(LdminvError, match=r"channels: expected an integer in \[0, 3\], got 4 \(int\)"):
         masks.manual_mask((C, H, W), channels=[4])
-    with pytest.raises(LdminvError, match=r"positions row value 5 is out of range; valid values are 0\.\.4"):
+    with pytest.raises(LdminvError, match=r"positions row: expected an integer in \[0, 4\], got 5 \(int\)"):
         masks.manual_mask((C, H, W), positions=[(5, 0)])
-    with pytest.raises(LdminvError, match=r"positions column value -1 is out of range; valid values are 0\.\.5"):
+    with pytest.raises(LdminvError, match=r"positions column: expected an integer in \[0, 5\], got -1 \(int\)"):
         masks.manual_mask((C, H, W), positions=[(0, -1)])
-    with pytest.raises(LdminvError, match="coords value 120"):
+    with pytest.raises(LdminvError, match=r"coords: expected an integer in \[0, 119\], got 120 \(int\)"):
         masks.manual_mask((C, H, W), coords=[D])
     with pytest.raises(LdminvError, match=r"\(row, col\) pairs"):
         masks.manual_mask((C, H, W), positions=[3])

@@ -78,7 +78,8 @@ def check_manual(run: Run, manual_mask: Any) -> np.ndarray | None:
     if keep.dtype != bool:
         raise LdminvError(f"manual_mask: expected a boolean keep-mask, got dtype {keep.dtype}")
     if keep.shape != tuple(run.latent_shape):
-        raise ShapeError(f"manual_mask: expected shape {tuple(run.latent_shape)} (the run's latent shape), got {keep.shape}")
+        raise ShapeError(f"manual_mask: expected shape {tuple(run.latent_shape)} (the run's latent shape), "
+                         f"got {keep.shape}")
     return keep
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from ldminv_core.evaluation import REPORTED_METRICS
-from ldminv_core.formatting import format_rate
+from ldminv_core.formatting import format_percent, format_rate
 
 from ... import figures
 from ..context import ReportContext
@@ -46,16 +46,17 @@ def timesteps_body(ctx: ReportContext) -> str:
     if not ctx.maskable:
         return not_maskable(ctx.attack)
     name, timesteps, t_fig, drop = ctx.res.protocol.name, ctx.timesteps, ctx.t_fig, ctx.curve_drop
+    percent = format_percent(drop, sep=" ")
     base_t = ctx.ev.per_t()
     masked_t = ctx.ev.masked_per_t(drop)
     body = figure_row(
         ctx.fig(figures.metric_vs_timestep(timesteps, {"baseline": base_t["auroc"], "masked": masked_t["auroc"]},
                                            ylabel="AUROC", selected_t=t_fig,
-                                           title=f"AUROC vs timestep (drop {drop:g} %, {name})")),
+                                           title=f"AUROC vs timestep (drop {percent}, {name})")),
         ctx.fig(figures.metric_vs_timestep(timesteps, {"baseline": base_t["tpr_at_1fpr"],
                                                        "masked": masked_t["tpr_at_1fpr"]},
                                            ylabel="TPR@1%FPR", selected_t=t_fig,
-                                           title=f"TPR@1%FPR vs timestep (drop {drop:g} %, {name})")),
+                                           title=f"TPR@1%FPR vs timestep (drop {percent}, {name})")),
     )
     t_df = pd.DataFrame({"t": timesteps})
     for label, src in (("baseline", base_t), ("masked", masked_t)):

@@ -21,9 +21,10 @@ def log_volume_body(ctx: ReportContext) -> str:
     run = ctx.run
     lv, labels = run.log_volume, run.labels
     gap = lv[labels == 1].mean() - lv[labels == 0].mean() if run.n_members and run.n_heldout else float("nan")
+    topk = (run.settings.get("geometry") or {}).get("topk", "k")
     return (ctx.fig(figures.log_volume_distribution(lv, labels))
-            + f'<p class="note">Log-volume = sum of the top-{esc((run.settings.get("geometry") or {}).get("topk", "k"))} '
-            f"log singular values of the decoder Jacobian. Mean log-volume, members − held-out: {format_rate(gap)}.</p>")
+            + f'<p class="note">Log-volume = sum of the top-{esc(topk)} log singular values of the decoder Jacobian. '
+            f"Mean log-volume, members − held-out: {format_rate(gap)}.</p>")
 
 
 def _quartile_table(ctx: ReportContext, cautions: list[str | None]) -> pd.DataFrame:
@@ -35,10 +36,10 @@ def _quartile_table(ctx: ReportContext, cautions: list[str | None]) -> pd.DataFr
         "quartile": [f"Q{q.q}" for q in qs],
         "n": [q.n for q in qs],
         "members": [q.n_members for q in qs],
-        "log-volume range": [f"{format_rate(q.log_volume_min, 3)} .. {format_rate(q.log_volume_max, 3)}" if q.n else "–"
-                             for q in qs],
-        "AUROC (baseline)": [format_rate(q.auroc) + (" (below chance)" if below_chance_text(q.auroc, q.auroc_ci) else "")
-                             for q in qs],
+        "log-volume range": [f"{format_rate(q.log_volume_min, 3)} .. {format_rate(q.log_volume_max, 3)}"
+                             if q.n else "–" for q in qs],
+        "AUROC (baseline)": [format_rate(q.auroc)
+                             + (" (below chance)" if below_chance_text(q.auroc, q.auroc_ci) else "") for q in qs],
         "AUROC 95% CI": [format_rate_ci(q.auroc_ci) for q in qs],
         "TPR@1%FPR": [format_rate(q.tpr_at_1fpr) + (" ⚠" if cautions[i] else "") for i, q in enumerate(qs)],
         "ASR": [format_rate(q.asr) for q in qs],

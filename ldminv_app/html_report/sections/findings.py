@@ -47,7 +47,8 @@ def findings_body(res: AttackEvaluation, ev: Evaluation, fig: FigureWriter, drop
     quartile chart and (maskable attacks) the drop curves with bands at ``drop``, the classes."""
     proto = res.protocol
     context = f"the {proto.name} protocol, {attack_label(res.attack)} ({res.baseline.t_text})"
-    out = [f'<p class="summary" id="findings-summary"><b>{esc(findings_summary(res.findings, context=context))}</b></p>',
+    summary = findings_summary(res.findings, context=context)
+    out = [f'<p class="summary" id="findings-summary"><b>{esc(summary)}</b></p>',
            f'<p class="lead" id="protocol-line">Protocol <b>{esc(proto.name)}</b>: {esc(proto.description)}. '
            f"TPR@1%FPR = {esc(proto.tpr_rule)}. Intervals: {esc(boot_text(res.n_boot, paired=True))}.</p>",
            findings_table(res)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+from ldminv_core.formatting import format_percent
 from ldminv_core.report import report_from_results
 
 from ..context import ReportContext
@@ -20,8 +21,9 @@ def report_json_body(ctx: ReportContext) -> str:
     report = report_from_results(ctx.run, {ctx.attack: res}, drop=drop)
     payload = base64.b64encode(json.dumps(report, indent=2).encode("utf-8")).decode("ascii")
     json_name = report_json_filename(ctx.run, ctx.attack)
+    drop_text = "chosen per fold" if drop is None else format_percent(drop, sep=" ")
     return (f'<p><a class="download" id="report-json-link" download="{esc(json_name)}" '
             f'href="data:application/json;base64,{payload}">Save {esc(json_name)}</a></p>'
             '<p class="note">The report of <code>python -m ldminv_core report RUN --json</code> for this attack '
-            f"(protocol {esc(res.protocol.name)}, drop {'chosen per fold' if drop is None else f'{drop:g} %'}, "
+            f"(protocol {esc(res.protocol.name)}, drop {drop_text}, "
             f"seed {ctx.seed}, {ctx.n_boot} bootstrap replicates), embedded in this file: the link saves it.</p>")

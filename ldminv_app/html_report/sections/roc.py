@@ -64,8 +64,8 @@ def roc_figures(curves_scores: dict[str, np.ndarray], arms: dict[str, ArmResult]
     if "blind" in curves:
         lo, hi = blind_all.ci["auroc"]
         text = (f"Dashed: the blind baseline (all feature groups; out-of-fold scores of a classifier that sees the "
-                f"files only, never the model), AUROC {format_rate(blind_all.auroc)} {format_rate_ci((lo, hi))}: where the "
-                "attack's curve runs close to it, the files alone explain the attack's separation. " + text)
+                f"files only, never the model), AUROC {format_rate(blind_all.auroc)} {format_rate_ci((lo, hi))}: "
+                "where the attack's curve runs close to it, the files alone explain the attack's separation. " + text)
     if "random" in arms and "random" in curves:
         rand = arms["random"]
         text = (f"The random curve is seed {rand.seeds[0]} alone (AUROC {format_rate(rand.per_seed['auroc'][0])}); the "

@@ -10,7 +10,7 @@ import numpy as np
 import ldminv_core
 from ldminv_core import masks
 from ldminv_core.choices import attack_label
-from ldminv_core.formatting import timesteps_text
+from ldminv_core.formatting import format_percent, timesteps_text
 from ldminv_core.runstore import Run
 
 from ... import figures
@@ -44,7 +44,8 @@ def run_rows(run: Run) -> list[tuple[str, Any]]:
     ]
     for name, spec in (s.get("attacks") or {}).items():
         if spec.get("kind", "terms") == "terms":
-            rows.append((f"attack {name}", f"timesteps {timesteps_text(spec.get('timesteps', []))}; p = {spec.get('p')}"))
+            rows.append((f"attack {name}",
+                         f"timesteps {timesteps_text(spec.get('timesteps', []))}; p = {spec.get('p')}"))
         else:
             ts = spec.get("timesteps") or []
             rows.append((f"attack {name}", "one score per sample (not maskable)"
@@ -77,7 +78,8 @@ def _mask_rows(ctx: ReportContext) -> list[tuple[str, Any]]:
             else f"{masks.drop_count(d, ctx.curve_drop)} of {d} coordinates dropped")
     return [
         ("timestep t", f"{res.baseline.t_text} (metrics); t = {ctx.t_fig} (drop curves)"),
-        ("drop percentage", (f"{drop:g} % per sample, lowest influence first ({rule})" if drop is not None
+        ("drop percentage", (f"{format_percent(drop, sep=' ')} per sample, lowest influence first ({rule})"
+                             if drop is not None
                              else f"chosen on the other folds: {res.masked.drop_text}" if res.masked else "–")),
         ("random seed", f"{ctx.seed} (random control: seeds {', '.join(map(str, ctx.ev.seeds))}, reported as their "
                         "mean)"),

@@ -43,7 +43,7 @@ from ..models.blind_encoder import ENCODER_BATCH, ImageEncoder, encoder_embeddin
 if TYPE_CHECKING:  # the reader of run folders and torch; imported lazily where used
     import torch
 
-    from ..runstore import Run
+    from ..runs import Run
 
 __all__ = ["BLIND_GROUPS", "BLIND_FILE", "BlindFeatures", "blind_features", "jpeg_quality",
            "store_blind_features", "read_blind_features", "run_blind_features"]
@@ -53,6 +53,10 @@ BLIND_GROUPS: tuple[str, ...] = ("meta", "pixels", "caption", "encoder")
 #: The features' file: in the run folder (``analyze``'s "blind" stage), or, for a run analysed
 #: before that stage existed, in its ``.ldminv-cache/`` (computed on demand from the image paths).
 BLIND_FILE = "blind_features.npz"
+#: The run folder's cache sub-folder (``ldminv_core.runs.layout.CACHE_DIR``, the same text, checked
+#: by a test): spelled here so that the data layer does not import the run-folder package, which
+#: imports the evaluation, which reads these features.
+RUN_CACHE_DIR = ".ldminv-cache"
 _FORMATS = ("PNG", "JPEG", "WEBP", "BMP")
 _MODES = ("L", "RGB", "RGBA", "P")
 _SIDE = 64
@@ -301,13 +305,11 @@ def run_blind_features(run: "Run") -> BlindFeatures:
         LdminvError: the run has no stored features and some image files are missing or
             unreadable (the count and the first paths named: the run folder outlived its images).
     """
-    from ..runstore import CACHE_DIR  # the run reader does not need this module
-
     n = len(run.samples)
     stored = run.path / BLIND_FILE
     if "blind" in run.stages_done and stored.is_file():
         return read_blind_features(stored, n=n)
-    cached = run.path / CACHE_DIR / BLIND_FILE
+    cached = run.path / RUN_CACHE_DIR / BLIND_FILE
     if cached.is_file():
         try:
             return read_blind_features(cached, n=n)

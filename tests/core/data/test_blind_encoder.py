@@ -346,3 +346,10 @@ def test_model_page_blind_encoder_field_reaches_the_configuration(clip_dir, tmp_
     at.button(key="new_estimate").click().run()
     assert not at.exception and not at.error, [e.value for e in at.error]
     assert f"blind_encoder={str(clip_dir)!r}" in at.session_state["cost_preview"][0]
+
+
+def test_the_run_cache_folder_of_blind_features_is_the_run_folders_cache():
+    from ldminv_core.data import blind_features as data_blind
+    from ldminv_core.runs.layout import CACHE_DIR
+
+    assert data_blind.RUN_CACHE_DIR == CACHE_DIR

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import LdminvError
-from .grids import grid_index
 from .protocols import REPORTED_METRICS, convention_metrics, convention_metrics_resampled
 from .resampling import combine_strata, percentile_interval, resample_index
 from .results import DropCurves
@@ -85,12 +84,7 @@ class Curves:
     def _curve_values(self, t_index: int, pcts: tuple[float, ...], nb: int) -> DropCurves:
         """The :class:`DropCurves` of the drops ``pcts`` at one t index (``nb`` replicates)."""
         ti = int(t_index)
-        on_grid = all(self._on_grid(p) is not None for p in pcts)
-        if on_grid:
-            ks = [grid_index(p) for p in pcts]
-            stats = self.grids().masked_many(ks, self.protocol.grid_drop_rule, ti)  # (K, N)
-        else:
-            stats = self.protocol.curve_statistics(self.sweep(ti), self.influence(), list(pcts))  # (K, N)
+        stats = self.masked_many_at(ti, pcts)  # (K, N)
         masked = convention_metrics(-stats, self.labels, self.protocol)
         lo = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
         hi = {m: np.full(len(pcts), np.nan) for m in REPORTED_METRICS}
@@ -102,12 +96,7 @@ class Curves:
                     lo[m][k], hi[m][k] = percentile_interval(rep[m], level=self.level)
         per_seed = []
         for s in self.seeds:
-            if on_grid:
-                r_stats = self.grids().random_many(ks, s, self.protocol.grid_random_rule, ti)
-            else:
-                rs = self.random_sweep(ti, s)
-                counts_r = np.array([self._random_count(p) for p in pcts], dtype=np.int64)
-                r_stats = np.stack([rs.statistic_at_counts(int(c)) for c in counts_r])
+            r_stats = self.random_many_at(ti, s, pcts)  # (K, N)
             per_seed.append(convention_metrics(-r_stats, self.labels, self.protocol))
         base_scores = -self.baseline_stat()[:, ti]
         base = convention_metrics(base_scores, self.labels, self.protocol)

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from .._validation import check_int, check_real
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
 from ..runstore import Run
@@ -102,10 +103,9 @@ class Evaluation(StatisticSource, Scoring, Measure, Quartiles, Findings, BlindFi
             raise UnknownNameError(f"attack: {attack!r} is not in run {run.path}; it holds {run.attacks}")
         self.protocol = protocol if isinstance(protocol, Protocol) else make_protocol(protocol)
         for name, value, low in (("n_boot", n_boot, 0), ("seed", seed, 0), ("random_seeds", random_seeds, 1)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise LdminvError(f"{name}: expected an integer >= {low}, got {value!r}")
-        if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < float(level) < 1:
-            raise LdminvError(f"level: expected a number strictly between 0 and 1, got {level!r}")
+            check_int(value, name, minimum=low)
+        check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True,
+                   what="a number strictly between 0 and 1")
         self.run = run
         self.attack = attack
         self.n_boot = int(n_boot)

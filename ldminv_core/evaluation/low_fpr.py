@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import stats
 
+from .._validation import check_real
 from ..errors import LdminvError
 
 if TYPE_CHECKING:
@@ -67,8 +68,8 @@ def clopper_pearson(k: int, n: int, *, level: float = 0.95) -> tuple[float, floa
     Raises:
         LdminvError: ``k`` outside 0..n or a level outside (0, 1).
     """
-    if not 0 < float(level) < 1:
-        raise LdminvError(f"level: expected a number strictly between 0 and 1, got {level!r}")
+    check_real(level, "level", low=0.0, high=1.0, low_open=True, high_open=True,
+               what="a number strictly between 0 and 1")
     if n == 0:
         return (float("nan"), float("nan"))
     if not 0 <= int(k) <= int(n):

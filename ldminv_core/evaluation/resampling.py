@@ -14,12 +14,12 @@ split x fold, or split x quartile), so
 """
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
 
 from ..choices import DEFAULT_N_BOOT  # the one default count of replicates (defined where the CLI can read it cheaply)
+from .._validation import check_int
 from ..errors import LdminvError, ShapeError
 
 __all__ = ["DEFAULT_N_BOOT", "resample_index", "combine_strata", "percentile_interval", "verdict"]
@@ -45,8 +45,7 @@ def resample_index(strata: np.ndarray, *, n_boot: int, seed: int = 0) -> np.ndar
     replacement; strata are processed in increasing id order from
     ``numpy.random.default_rng(seed)``, so the design is reproducible from ``seed``.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (numbers.Integral, np.integer)) or n_boot < 1:
-        raise LdminvError(f"n_boot: expected a positive integer, got {n_boot!r}")
+    check_int(n_boot, "n_boot", minimum=1)
     s = np.asarray(strata)
     if s.ndim != 1:
         raise ShapeError(f"strata: expected shape (N,), got {s.shape}")

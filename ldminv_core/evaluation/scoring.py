@@ -88,10 +88,7 @@ class Scoring:
         def make() -> float:
             cal = self.folds() != fold
             ti = self.fold_t_index(fold)
-            if all(self._on_grid(p) is not None for p in HONEST_DROPS):
-                stats = self.grids().masked_many(list(HONEST_DROPS), "round", ti)  # (K, N)
-            else:
-                stats = self.sweep(ti).statistics(list(HONEST_DROPS))
+            stats = self.masked_many_at(ti, list(HONEST_DROPS))  # (K, N), by the protocol's drop rule
             aurocs = convention_metrics(-stats[:, cal], self.labels[cal], self.protocol)["auroc"]
             return float(HONEST_DROPS[first_max(aurocs)])
         return self._cached(("fold_drop", int(fold)), make)

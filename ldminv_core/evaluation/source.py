@@ -10,12 +10,13 @@ Conventions: statistic = sum of the kept terms (larger = held-out); score = -sta
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import masks
+from .._validation import check_percent
 from ..errors import LdminvError
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
 
@@ -58,11 +59,7 @@ class StatisticSource:
         return self._cached(("baseline_stat",), make)
 
     def _check_drop(self, drop: Any) -> float:
-        if isinstance(drop, bool) or not isinstance(drop, (int, float, np.integer, np.floating)):
-            raise LdminvError(f"drop: expected a percentage in [0, 100), got {drop!r}")
-        if not 0 <= float(drop) < 100:
-            raise LdminvError(f"drop: expected a percentage in [0, 100), got {drop!r}")
-        return float(drop)
+        return check_percent(drop, "drop")
 
     def _d(self) -> int:
         return int(np.prod(self.run.latent_shape))
@@ -173,6 +170,27 @@ class StatisticSource:
             ("random_sweep", int(t_index), int(seed)),
             lambda: masks.DropSweep.random(self.terms(), seed=int(seed), t_index=int(t_index)),
         )
+
+    # ------------------------------------------------------------------ several drops at one t
+
+    def masked_many_at(self, t_index: int, percents: Sequence[float]) -> np.ndarray:
+        """(K, N) masked statistics at one t index for the K drops ``percents``: read off the
+        grids when they serve every drop, else from the t's drop sweep by the protocol's rule."""
+        ti = int(t_index)
+        if all(self._on_grid(p) is not None for p in percents):
+            return self.grids().masked_many([grid_index(p) for p in percents], self.protocol.grid_drop_rule, ti)
+        return self.protocol.curve_statistics(self.sweep(ti), self.influence(), list(percents))
+
+    def random_many_at(self, t_index: int, seed: int, percents: Sequence[float]) -> np.ndarray:
+        """(K, N) random-control statistics (one seed) at one t index for the K drops ``percents``:
+        read off the grids when they serve every drop, else from the t's random sweep at the
+        protocol's counts."""
+        ti = int(t_index)
+        if all(self._on_grid(p) is not None for p in percents):
+            return self.grids().random_many([grid_index(p) for p in percents], seed, self.protocol.grid_random_rule, ti)
+        rs = self.random_sweep(ti, seed)
+        counts = np.array([self._random_count(p) for p in percents], dtype=np.int64)
+        return np.stack([rs.statistic_at_counts(int(c)) for c in counts])
 
     # ------------------------------------------------------------------ an arm's statistic
 

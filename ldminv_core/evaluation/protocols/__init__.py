@@ -15,7 +15,7 @@ convention, how TPR at 1% FPR is read):
 from __future__ import annotations
 
 from .base import (DEFAULT_DROP, DEFAULT_FOLDS, DEFAULT_PROTOCOL, HONEST_DROPS, PROTOCOLS, REPORTED_METRICS,
-                   ArmScoring, Protocol, ScoredArm, _check_int, first_max, make_protocol)
+                   ArmScoring, Protocol, ScoredArm, first_max, make_protocol)
 from .conventions import (FprSupport, _resampled_curve_metrics, convention_metrics, convention_metrics_resampled,
                           convention_roc, fpr_support)
 from .standard import StandardProtocol

@@ -10,14 +10,14 @@ evaluation (:mod:`..evaluator`) asks these rules and never the protocol's name.
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ... import masks
-from ...errors import LdminvError, UnknownNameError
+from ..._validation import check_int
+from ...errors import UnknownNameError
 
 if TYPE_CHECKING:
     from ..evaluator import Evaluation
@@ -199,12 +199,6 @@ class Protocol:
         return ctx
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (numbers.Integral, np.integer)) or int(value) < minimum:
-        raise LdminvError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def make_protocol(name: str = DEFAULT_PROTOCOL, *, folds: int | None = None, seed: int = 0) -> Protocol:
     """A validated :class:`Protocol` (the subclass of that name).
 
@@ -218,5 +212,5 @@ def make_protocol(name: str = DEFAULT_PROTOCOL, *, folds: int | None = None, see
     """
     if not isinstance(name, str) or name.strip().lower() not in PROTOCOLS:
         raise UnknownNameError(f"protocol: expected one of {', '.join(PROTOCOLS)}; got {name!r}")
-    k = DEFAULT_FOLDS if folds is None else _check_int(folds, "folds", 2)
-    return Protocol(name=name.strip().lower(), folds=k, seed=_check_int(seed, "seed", 0))
+    k = DEFAULT_FOLDS if folds is None else check_int(folds, "folds", minimum=2)
+    return Protocol(name=name.strip().lower(), folds=k, seed=check_int(seed, "seed", minimum=0))

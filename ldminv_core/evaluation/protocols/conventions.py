@@ -17,7 +17,8 @@ from sklearn.exceptions import UndefinedMetricWarning
 
 from ... import metrics
 from ...errors import LdminvError
-from .base import REPORTED_METRICS, Protocol, _check_int
+from ..._validation import check_int
+from .base import REPORTED_METRICS, Protocol
 
 __all__ = [
     "convention_metrics",
@@ -196,8 +197,8 @@ def fpr_support(protocol: Protocol, *, n_members: int, n_heldout: int, fpr: floa
     """
     if not (isinstance(fpr, numbers.Real) and 0.0 < float(fpr) < 1.0):
         raise LdminvError(f"fpr: expected a rate in (0, 1), got {fpr!r}")
-    n_mem = _check_int(n_members, "n_members", 0)
-    n_held = _check_int(n_heldout, "n_heldout", 0)
+    n_mem = check_int(n_members, "n_members", minimum=0)
+    n_held = check_int(n_heldout, "n_heldout", minimum=0)
     negative = "member" if protocol.positive_class == "heldout" else "heldout"
     n_neg = n_mem if negative == "member" else n_held
     step = float("inf") if n_neg == 0 else 1.0 / n_neg

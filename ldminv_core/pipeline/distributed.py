@@ -26,7 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .errors import RunError
+from ..errors import RunError
 
 __all__ = ["DistContext", "RankLedger", "RANKS_DIR", "DIST_TIMEOUT_S"]
 

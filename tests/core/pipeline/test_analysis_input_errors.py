@@ -24,7 +24,8 @@ import torch
 from PIL import Image
 
 import tiny_models
-from ldminv_core import analyze as analyze_mod
+from ldminv_core.pipeline import inputs as inputs_mod
+from ldminv_core.pipeline import output_folder as output_folder_mod
 from ldminv_core import attacks as attacks_mod
 from ldminv_core import loading as loading_mod
 from ldminv_core.__main__ import main
@@ -84,7 +85,7 @@ def no_model_loading(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("load_model was called before the options were validated")
 
-    monkeypatch.setattr(analyze_mod, "load_model", boom)
+    monkeypatch.setattr(inputs_mod, "load_model", boom)
     monkeypatch.setattr(loading_mod, "load_model", boom)
 
 
@@ -467,7 +468,7 @@ def test_out_in_an_unwritable_folder(tmp_path, tiny_uncond_model, tiny_image_dir
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(analyze_mod.os, "access",
+    monkeypatch.setattr(output_folder_mod.os, "access",
                         lambda p, mode, **k: False if Path(p) == locked else real_access(p, mode, **k))
     with pytest.raises(RunError) as err:
         run_analysis(_cfg(tiny_uncond_model, *tiny_image_dirs, locked / "run"))

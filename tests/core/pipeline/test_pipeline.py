@@ -395,9 +395,9 @@ def test_estimate_cost_uses_the_plan_when_timing_the_geometry_would_be_slow(tiny
                                                                           tmp_path, monkeypatch):
     """Past the timing budget (Stable Diffusion scale: minutes per sample) the geometry stage is the
     cost model's prediction per sample x samples, and the estimate says so."""
-    import ldminv_core.analyze as analyze_mod
+    import ldminv_core.pipeline.cost as cost_mod
 
-    monkeypatch.setattr(analyze_mod, "_MAX_TIMED_GEOMETRY_S", 0.0)
+    monkeypatch.setattr(cost_mod, "_MAX_TIMED_GEOMETRY_S", 0.0)
     est = estimate_cost(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "never"))
     geo = next(s for s in est.stages if s.stage == "geometry")
     assert not est.geometry_timed

@@ -18,6 +18,8 @@ import pytest
 import torch
 
 from ldminv_core import analyze as analyze_mod
+from ldminv_core.pipeline import inputs as inputs_mod
+from ldminv_core.pipeline import output_folder as output_folder_mod
 from ldminv_core import loading as loading_mod
 from ldminv_core.__main__ import main
 from ldminv_core.analyze import AnalyzeConfig, check_config, run_analysis
@@ -45,7 +47,7 @@ def no_model_loading(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the model was loaded before --out was checked")
 
-    monkeypatch.setattr(analyze_mod, "load_model", boom)
+    monkeypatch.setattr(inputs_mod, "load_model", boom)
     monkeypatch.setattr(loading_mod, "load_model", boom)
 
 
@@ -188,7 +190,7 @@ def test_the_write_probe_refuses_what_the_file_system_check_lets_through(tiny_un
                                                                          target):
     """Without the file-system table (as on a system that has none), creating the folder and
     writing a test file is what refuses it, with the system's reason."""
-    monkeypatch.setattr(analyze_mod, "_filesystem_type", lambda path: None)
+    monkeypatch.setattr(output_folder_mod, "_filesystem_type", lambda path: None)
     err = _refused(_analyze_args(tiny_uncond_model, tiny_image_dirs, target), capsys, target)
     assert "creating it and writing a test file there failed" in err
 
@@ -211,14 +213,14 @@ def test_out_in_a_folder_that_is_not_writable(tmp_path, tiny_uncond_model, tiny_
     ro = tmp_path / "readonly"
     ro.mkdir()
     ro.chmod(0o500)
-    real = analyze_mod._probe_write
+    real = output_folder_mod._probe_write
 
     def read_only(folder):
         if ro in [folder, *folder.parents]:
             raise OSError(30, "Read-only file system", str(folder))
         return real(folder)
 
-    monkeypatch.setattr(analyze_mod, "_probe_write", read_only)
+    monkeypatch.setattr(output_folder_mod, "_probe_write", read_only)
     cfg = AnalyzeConfig(model=str(tiny_uncond_model), members=str(tiny_image_dirs[0]),
                         heldout=str(tiny_image_dirs[1]), out=str(ro / "run"), device="cpu")
     with pytest.raises(RunError) as err:
@@ -245,12 +247,12 @@ def test_the_probe_leaves_no_trace(tmp_path, tiny_uncond_model, tiny_image_dirs)
     assert check_config(cfg) is False
     assert not (tmp_path / "a").exists()
     calls = []
-    real = analyze_mod._probe_write
-    analyze_mod._probe_write = lambda folder: (calls.append(folder), real(folder))[1]
+    real = output_folder_mod._probe_write
+    output_folder_mod._probe_write = lambda folder: (calls.append(folder), real(folder))[1]
     try:
         check_config(cfg)
     finally:
-        analyze_mod._probe_write = real
+        output_folder_mod._probe_write = real
     assert calls == [target]
 
 
@@ -258,7 +260,7 @@ def test_model_page_probe_control_says_auto_and_passes_what_was_chosen(tmp_path,
     """The form's control: 0 = auto (the plan's 256, said in its help), a number passed as given."""
     from streamlit.testing.v1 import AppTest
 
-    from test_progress_and_cost import _fake_estimate
+    from support.cost_estimates import fake_estimate as _fake_estimate
 
     seen = []
     monkeypatch.setattr(analyze_mod, "load_config_model", lambda config, **kw: object())

@@ -18,8 +18,6 @@ from ldminv_core import analyze as analyze_mod
 from ldminv_core.analyze import (
     AnalysisCancelled,
     AnalyzeConfig,
-    CostEstimate,
-    StageCost,
     format_duration,
     run_analysis,
 )
@@ -28,6 +26,7 @@ from ldminv_core.loading import LoadedModel
 
 from ldminv_app import cache, ui
 from ldminv_app.jobs import AnalysisJob, JobState
+from support.cost_estimates import fake_estimate as _fake_estimate
 
 REPO = Path(__file__).resolve().parents[3]
 APP = str(REPO / "app.py")
@@ -96,7 +95,7 @@ def test_geometry_stage_reports_within_a_batch_on_a_slow_decoder(tmp_path, tiny_
 
 
 def test_cli_bars_show_fractions_of_a_sample(capsys):
-    from ldminv_core.__main__ import _Bars
+    from ldminv_core.cli.analyze_command import _Bars
 
     bars = _Bars()
     bars("geometry", 0, 8)
@@ -227,16 +226,6 @@ def test_sidebar_and_page_show_the_same_stage_line(partial_with_reused_geometry,
 
 
 # ----------------------------------------------------------------------------- the cost estimate
-
-
-def _fake_estimate() -> CostEstimate:
-    est = CostEstimate(n_members=100, n_heldout=100, latent_shape=(4, 16, 16), influence_method="hutchinson",
-                       log_volume_method="matrix_free", device="cpu", timed_batch=50)
-    est.stages = [StageCost("load", 200, seconds=5.0), StageCost("encode", 200, encoder_calls=200, seconds=4.0),
-                  StageCost("sima", 200, unet_calls=2000, seconds=10.0),
-                  StageCost("pia", 200, unet_calls=2200, seconds=11.0),
-                  StageCost("geometry", 200, decoder_products=161_200, seconds=648.0)]
-    return est
 
 
 def test_estimate_breaks_the_time_down_per_stage():

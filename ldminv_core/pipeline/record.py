@@ -1,0 +1,99 @@
+"""What run.json records about a run when it starts (:func:`run_record`: the model, the images,
+the settings, the library versions, the geometry paths, each attack's arrays) and about each
+session that works on it (:func:`session_record`)."""
+from __future__ import annotations
+
+import platform
+import socket
+
+import numpy as np
+import torch
+
+from .. import attacks as _attacks
+from ..blind_features import BLIND_FILE
+from ..loading import ImageSet, LoadedModel
+from .geometry_paths import _probes_record
+from .plan import _Plan
+
+
+def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: ImageSet, *, allowed: bool,
+               influence_method: str, log_volume_method: str) -> dict:
+    """The run.json fields of a new run (before any stage): what was analyzed, with what, how.
+
+    Args:
+        plan: the checked settings.
+        model: the loaded model (its class, shapes, LoRA adapters).
+        members, heldout: the loaded image folders (counts and load reports).
+        allowed: whether duplicate images are allowed (the session that started the run decides).
+        influence_method, log_volume_method: the geometry paths the settings resolve to.
+    """
+    return {
+        "model": plan.model,
+        "model_class": type(model.unet).__name__,
+        "members": plan.members,
+        "heldout": plan.heldout,
+        "limit": plan.limit,
+        "n_members": len(members),
+        "n_heldout": len(heldout),
+        "latent_shape": list(model.latent_shape),
+        "image_shape": list(model.image_shape),
+        "scaling_factor": model.scaling_factor,
+        "is_conditional": model.is_conditional,
+        "seeds": {"seed": plan.seed},
+        "batch_size": plan.batch_size,
+        "residual_dtype": plan.residual_dtype,
+        "latent": plan.latent,
+        "preset": plan.preset,
+        "lora": [dict(r) for r in model.lora],
+        "versions": _versions(),
+        "geometry": {
+            "topk": plan.topk,
+            "influence": influence_method,
+            **_probes_record(plan, influence_method),
+            "log_volume_method": log_volume_method,
+            "log_volume": plan.log_volume,
+        },
+        "attacks": {a: _attack_spec(a, plan.timesteps, plan.residual_dtype) for a in plan.attacks},
+        "load_report": {"members": members.report.as_dict(), "heldout": heldout.report.as_dict()},
+        "allow_duplicates": allowed,
+        "blind": {"file": BLIND_FILE, "groups": []},
+        "timings": {},
+        "sessions": [],
+    }
+
+
+def session_record(model: LoadedModel, *, resumed: bool) -> dict:
+    """One entry of run.json "sessions": the host, device and CPU threads of this process."""
+    return {
+        "host": socket.gethostname(),
+        "device": str(model.device),
+        "cpu_threads": torch.get_num_threads(),
+        "resumed": resumed,
+    }
+
+
+def _attack_spec(name: str, timesteps: list[int], residual_dtype: str) -> dict:
+    if name in _attacks.MASKABLE_ATTACKS:
+        return {"kind": "terms", "timesteps": list(timesteps), "p": _attacks.DEFAULT_P[name], "dtype": residual_dtype}
+    return {
+        "kind": "scores",
+        "timesteps": list(_attacks.PFAMI_TIMESTEPS),
+        "p": 2,
+        "strengths": list(_attacks.PFAMI_STRENGTHS),
+    }
+
+
+def _versions() -> dict:
+    import diffusers
+    import transformers
+
+    from .. import __version__
+
+    return {
+        "ldminv": __version__,
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": transformers.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }

@@ -55,7 +55,8 @@ def pfami_neighbour(z: torch.Tensor, strength: float) -> torch.Tensor:
     return F.interpolate(crop, size=(h, w), mode="bilinear", align_corners=False)
 
 
-def pfami_batch(pred: NoisePrediction, z, cond, timesteps, strengths, noise):
+def pfami_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None, timesteps: list[int],
+                strengths: list[float], noise: torch.Tensor) -> torch.Tensor:
     """PFAMI scores (B,) float64 on CPU for one batch."""
     variants = [z] + [pfami_neighbour(z, s) for s in strengths]
     losses = torch.empty((len(variants), len(timesteps), z.shape[0]), dtype=torch.float32, device=z.device)

@@ -26,7 +26,8 @@ def _empty_terms(z: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
     return torch.empty((z.shape[0], len(timesteps), *z.shape[1:]), dtype=torch.float32, device=z.device)
 
 
-def sima_batch(pred: NoisePrediction, z, cond, timesteps, p, noise):
+def sima_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None, timesteps: list[int], p: float,
+               noise: torch.Tensor | None) -> torch.Tensor:
     """SimA terms (B, T, C, h, w): |eps_hat(z0, t)|^p."""
     terms = _empty_terms(z, timesteps)
     for k, t in enumerate(timesteps):
@@ -34,7 +35,8 @@ def sima_batch(pred: NoisePrediction, z, cond, timesteps, p, noise):
     return terms
 
 
-def pia_batch(pred: NoisePrediction, z, cond, timesteps, p, noise):
+def pia_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None, timesteps: list[int], p: float,
+              noise: torch.Tensor | None) -> torch.Tensor:
     """PIA terms (B, T, C, h, w): |e0 - eps_hat(z_t, t)|^p with z_t noised by e0 = eps_hat(z0, 0)."""
     terms = _empty_terms(z, timesteps)
     e0 = pred._eps(z, 0, cond)
@@ -44,7 +46,8 @@ def pia_batch(pred: NoisePrediction, z, cond, timesteps, p, noise):
     return terms
 
 
-def loss_batch(pred: NoisePrediction, z, cond, timesteps, p, noise):
+def loss_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None, timesteps: list[int], p: float,
+               noise: torch.Tensor | None) -> torch.Tensor:
     """Loss terms (B, T, C, h, w): |e - eps_hat(z_t, t)|^p with the seeded noise e = noise[:, k]."""
     terms = _empty_terms(z, timesteps)
     for k, t in enumerate(timesteps):

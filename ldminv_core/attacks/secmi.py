@@ -30,7 +30,8 @@ def secmi_grid(timesteps: list[int], num_train_timesteps: int) -> list[int]:
     return [*timesteps, t_next]
 
 
-def secmi_batch(pred: NoisePrediction, z, cond, timesteps, p, noise):
+def secmi_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None, timesteps: list[int], p: float,
+                noise: torch.Tensor | None) -> torch.Tensor:
     """SecMI terms (B, T, C, h, w) of one batch."""
     b = z.shape[0]
     grid = secmi_grid(timesteps, pred.num_train_timesteps)

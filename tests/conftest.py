@@ -1,7 +1,8 @@
 """Shared pytest fixtures: tiny diffusers pipeline folders and image folders on disk.
 
 The builders live in ``tests/tiny_models.py`` (plain functions); here they are exposed as
-session-scoped fixtures so that every test module can reuse one copy of each.
+session-scoped fixtures so that every test module can reuse one copy of each. Helpers that
+several test modules share live in ``tests/support/`` (imported as ``support.<module>``).
 
 Torch runs single-threaded in the test session: these models are far too small to gain
 from intra-op threads, and on a shared machine thread oversubscription slows them down by
@@ -16,11 +17,9 @@ import pytest
 import torch
 
 TESTS = Path(__file__).resolve().parent
+# The shared helpers (tiny_models, synthetic_runs, the support/ package) import by name from any
+# test folder; test modules never import one another.
 sys.path.insert(0, str(TESTS))
-# Test modules in one folder import helpers from test modules in another (shared fixtures);
-# every test folder is importable by module name.
-for _folder in sorted({p.parent for p in TESTS.rglob("test_*.py")} - {TESTS}):
-    sys.path.insert(1, str(_folder))
 
 import tiny_models  # noqa: E402
 

@@ -24,8 +24,8 @@ from ldminv_core.runstore import Run, RunWriter
 
 from ldminv_app import uploads
 from ldminv_app.uploads import save_uploads
+from support.apptest import PAGES as APP_PAGES
 from synthetic_runs import write_run
-from test_app_pages import PAGES as APP_PAGES
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120

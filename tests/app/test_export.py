@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -19,49 +18,20 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
-from ldminv_core.analyze import AnalyzeConfig, run_analysis
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
 from ldminv_core.evaluation import DEFAULT_N_BOOT, finding_title, verdict_words
 from ldminv_core.masks import random_drop_mask
 from ldminv_core.report import build_report
-from ldminv_core.runstore import Run, run_status
+from ldminv_core.runstore import Run
 
 from ldminv_app import export
-from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
+from support.fixture_runs import N_PER_SPLIT, TIMESTEPS, build_fixture_run, masked_scores
+from support.html_report import findings_rows, parse, report_json, table_dict
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
-N_PER_SPLIT = 10
-TIMESTEPS = (0, 10, 20)
 
 
 # --------------------------------------------------------------------------- the run fixture
-
-
-def build_fixture_run(base: Path) -> Path:
-    """A finished run (SimA at TIMESTEPS + PFAMI, N_PER_SPLIT members and held-out PNGs, latents
-    4x4x4) under ``base``; reused when ``base`` already holds it (the browser test shares it)."""
-    base = Path(base)
-    run_dir = base / "home" / "runs" / "export-fixture"
-    if run_status(run_dir) == "complete":
-        return run_dir
-    model = base / "model"
-    tiny_vae(image_channels=1, seed=0).save_pretrained(model / "vae")
-    tiny_unet(seed=1).save_pretrained(model / "unet")
-    tiny_scheduler().save_pretrained(model / "scheduler")
-    write_image_folder(base / "members", N_PER_SPLIT, seed=11, prefix="m", formats=("png",), captions=True)
-    write_image_folder(base / "heldout", N_PER_SPLIT, seed=12, prefix="h", formats=("png",), captions=True)
-    config = AnalyzeConfig(
-        model=str(model),
-        members=str(base / "members"),
-        heldout=str(base / "heldout"),
-        out=str(run_dir),
-        attacks=("sima", "pfami"),
-        timesteps=",".join(map(str, TIMESTEPS)),
-        topk=4,
-        device="cpu",
-        batch_size=32,
-    )
-    return run_analysis(config)
 
 
 @pytest.fixture(scope="session")
@@ -88,22 +58,6 @@ def arrays(run_dir):
 # --------------------------------------------------------------------------- oracles
 
 
-def masked_scores(terms_t: np.ndarray, influence: np.ndarray, drop: float) -> np.ndarray:
-    """-statistic after dropping each sample's round(d * p / 100) lowest-influence coordinates
-    (ties: lower flat index first), computed sample by sample with plain numpy."""
-    n = terms_t.shape[0]
-    flat_t = terms_t.reshape(n, -1)
-    flat_i = influence.reshape(n, -1)
-    k = int(round(flat_t.shape[1] * drop / 100))
-    out = np.empty(n)
-    for i in range(n):
-        dropped = np.argsort(flat_i[i], kind="stable")[:k]
-        keep = np.ones(flat_t.shape[1], dtype=bool)
-        keep[dropped] = False
-        out[i] = -flat_t[i][keep].sum()
-    return out
-
-
 def sk_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """AUROC, TPR@1%FPR, TPR@0.1%FPR and ASR from sklearn's ROC curve."""
     fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
@@ -112,127 +66,6 @@ def sk_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
         "TPR@1%FPR": tpr[fpr <= 0.01].max(),
         "ASR": ((tpr + 1 - fpr) / 2).max(),
     }
-
-
-class _Doc(HTMLParser):
-    """Collects what the tests check: element ids, tables (by id) with each row's ``data-finding``,
-    scripts, links, anchors, headings (h1-h6 and table header cells), <pre>."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.ids: list[str] = []
-        self.tables: dict[str, list[list[str]]] = {}
-        self.row_keys: dict[str, list[str | None]] = {}
-        self.anchors: list[dict] = []
-        self.headings: list[str] = []
-        self.finding_titles: list[str] = []
-        self._heading: list[str] | None = None
-        self._title: list[str] | None = None
-        self.scripts: list[dict] = []
-        self.links: list[dict] = []
-        self.h2: list[str] = []
-        self.pre: dict[str, str] = {}
-        self.plot_divs: list[str] = []
-        self._table: str | None = None
-        self._cell: list[str] | None = None
-        self._row: list[str] | None = None
-        self._script: dict | None = None
-        self._h2: list[str] | None = None
-        self._pre: tuple[str, list[str]] | None = None
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        if "id" in a:
-            self.ids.append(a["id"])
-        if "plotly-graph-div" in (a.get("class") or "").split():
-            self.plot_divs.append(a["id"])
-        if tag == "table":
-            self._table = a.get("id", f"table-{len(self.tables)}")
-            self.tables[self._table] = []
-            self.row_keys[self._table] = []
-        elif tag == "tr" and self._table is not None:
-            self._row = []
-            self.row_keys[self._table].append(a.get("data-finding"))
-        elif tag in ("td", "th") and self._row is not None:
-            self._cell = []
-        elif tag == "script":
-            self._script = {"src": a.get("src"), "text": []}
-        elif tag == "link":
-            self.links.append(a)
-        elif tag == "h2":
-            self._h2 = []
-        elif tag == "pre":
-            self._pre = (a.get("id", ""), [])
-        elif tag == "a":
-            self.anchors.append(a)
-        if tag in ("h1", "h2", "h3", "h4", "h5", "h6", "th"):
-            self._heading = []
-        if tag == "span" and "finding-title" in (a.get("class") or "").split():
-            self._title = []
-
-    def handle_endtag(self, tag):
-        if tag in ("h1", "h2", "h3", "h4", "h5", "h6", "th") and self._heading is not None:
-            self.headings.append("".join(self._heading).strip())
-            self._heading = None
-        if tag == "span" and self._title is not None:
-            self.finding_titles.append("".join(self._title).strip())
-            self._title = None
-        if tag in ("td", "th") and self._cell is not None:
-            self._row.append("".join(self._cell).strip())
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.tables[self._table].append(self._row)
-            self._row = None
-        elif tag == "table":
-            self._table = None
-        elif tag == "script" and self._script is not None:
-            self._script["text"] = "".join(self._script["text"])
-            self.scripts.append(self._script)
-            self._script = None
-        elif tag == "h2" and self._h2 is not None:
-            self.h2.append("".join(self._h2).strip())
-            self._h2 = None
-        elif tag == "pre" and self._pre is not None:
-            self.pre[self._pre[0]] = "".join(self._pre[1])
-            self._pre = None
-
-    def handle_data(self, data):
-        for buf in (self._cell, self._h2, self._heading, self._title):
-            if buf is not None:
-                buf.append(data)
-        if self._script is not None:
-            self._script["text"].append(data)
-        if self._pre is not None:
-            self._pre[1].append(data)
-
-
-def parse(doc: str) -> _Doc:
-    parser = _Doc()
-    parser.feed(doc)
-    parser.close()
-    return parser
-
-
-def table_dict(rows: list[list[str]]) -> dict[str, dict[str, str]]:
-    """{first cell: {header: cell}} of a parsed table."""
-    header = rows[0]
-    return {r[0]: dict(zip(header, r)) for r in rows[1:]}
-
-
-def findings_rows(p: _Doc) -> dict[str, dict[str, str]]:
-    """{finding id (the row's data-finding): {header: cell}} of the report's findings table."""
-    rows, keys = p.tables["findings-table"], p.row_keys["findings-table"]
-    return {k: dict(zip(rows[0], r)) for k, r in zip(keys[1:], rows[1:])}
-
-
-def report_json(p: _Doc) -> dict:
-    """The report JSON the HTML report embeds in its save link (a base64 data: URL)."""
-    import base64
-
-    link = next(a for a in p.anchors if a.get("id") == "report-json-link")
-    head, payload = link["href"].split(",", 1)
-    assert head == "data:application/json;base64"
-    return json.loads(base64.b64decode(payload).decode("utf-8"))
 
 
 # --------------------------------------------------------------------------- HTML report
@@ -499,7 +332,7 @@ def test_bad_inputs_raise_with_the_argument_named(run_dir):
 # --------------------------------------------------------------------------- the page
 
 
-def test_export_page_renders_and_builds(run_dir, monkeypatch):
+def test_export_page_renders_and_builds(run_dir, arrays, monkeypatch):
     monkeypatch.setenv("LDMINV_RUN", str(run_dir))
     monkeypatch.setenv("LDMINV_HOME", str(run_dir.parent.parent))
     at = AppTest.from_file(APP, default_timeout=120)
@@ -519,13 +352,18 @@ def test_export_page_renders_and_builds(run_dir, monkeypatch):
     labels = sorted(b.label for b in at.get("download_button"))
     assert labels == ["Download HTML report (SimA)", f"Download dimension CSV (SimA, t = {at.session_state['_export_built'][3]})",
                       "Download per-sample CSV (SimA)"]
-    # the CSV preview shows the scores of the chosen settings (first rows)
+    # the CSV preview shows the scores of the chosen settings (first rows), against the numpy oracles
+    # recomputed from the run's files (not against the export's own per_sample_table, which the page calls)
     assert len(at.dataframe) == 1
     preview = at.dataframe[0].value
-    run = Run.open(run_dir)
+    rows = len(preview)
+    assert preview["sample_id"].tolist() == arrays["samples"]["sample_id"].tolist()[:rows]
     t = int(preview["t"].iloc[0])
-    want = export.per_sample_table(run, attack="sima", t=t, drop_percent=55, random_seed=7).head(len(preview))
-    np.testing.assert_allclose(preview["masked_score"], want["masked_score"], rtol=1e-12)
+    terms_t = arrays["terms"][:, TIMESTEPS.index(t)]
+    np.testing.assert_allclose(preview["masked_score"], masked_scores(terms_t, arrays["influence"], 55)[:rows],
+                               rtol=1e-10)
+    rand_keep = random_drop_mask(terms_t.shape, 55, seed=7)
+    np.testing.assert_allclose(preview["random_score"], -(terms_t * rand_keep).sum(axis=(1, 2, 3))[:rows], rtol=1e-10)
     # a later rerun keeps the buttons and the settings even though the Masks settings are gone
     del at.session_state["mask_settings"]
     at.run()

@@ -19,19 +19,20 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import expect, sync_playwright
 
 from ldminv_core.runstore import run_status
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port
+from support.chromium import CHROMIUM, CHROMIUM_ARGS, HEIGHT, REPO, WIDTH, free_port
 
-REPO = Path(__file__).resolve().parents[2]
 SERVER_START_S = 90
 EXIT_S = 120
 
 
+@pytest.mark.browser
 def test_sigterm_during_the_demo_analysis_exits_cleanly(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "LDMINV_RUN"}
     env["LDMINV_HOME"] = str(tmp_path / "home")
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"

@@ -12,10 +12,8 @@ Chromium is the system one (/usr/bin/chromium); a machine without it fails this 
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -28,25 +26,12 @@ import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 from sklearn.metrics import roc_auc_score
 
-from test_export import build_fixture_run, masked_scores
+from support.chromium import (ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HEIGHT, REPO, WIDTH, free_port, full_screenshot,
+                              wait_idle)
+from support.fixture_runs import build_fixture_run, masked_scores
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from benchmarks import bench_dashboard  # noqa: E402 - after the repository root is importable
+pytestmark = pytest.mark.browser
 
-ARTIFACTS = REPO / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-WIDTH, HEIGHT = 1400, 900
-MAX_SHOT_HEIGHT = 9000
 # (file name of the screenshot, sidebar / page title), in the order they are visited.
 PAGES = [
     ("findings", "Findings"),
@@ -61,12 +46,6 @@ SERVER_START_S = 60
 RUN_TIMEOUT_MS = 60_000
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def fixture_run(tmp_path_factory) -> Path:
     return build_fixture_run(tmp_path_factory.getbasetemp() / "ldminv-export-fixture")
@@ -77,7 +56,7 @@ def server(fixture_run, tmp_path_factory):
     """URL of a ``streamlit run app.py`` subprocess showing ``fixture_run``; always terminated."""
     home = tmp_path_factory.mktemp("browser-home")
     log_path = home / "streamlit.log"
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, LDMINV_RUN=str(fixture_run), LDMINV_HOME=str(home), OMP_NUM_THREADS="1")
     cmd = [
         sys.executable, "-m", "streamlit", "run", "app.py",
@@ -139,11 +118,6 @@ def page(server):
 # --------------------------------------------------------------------------- helpers
 
 
-#: Wait until the script has finished: the app reports "notRunning", no "Running…" status widget,
-#: no stale element and no spinner, for ``quiet_polls`` consecutive polls (the benchmark's check).
-wait_idle = functools.partial(bench_dashboard.wait_idle, poll_ms=200, timeout_s=60)
-
-
 def assert_no_exception(page: Page, where: str) -> None:
     boxes = page.get_by_test_id("stException")
     assert boxes.count() == 0, f"{where}: exception shown: {boxes.first.inner_text()[:2000]}"
@@ -156,23 +130,6 @@ def open_page(page: Page, title: str) -> None:
     link.click()
     expect(page.get_by_role("heading", name=title, exact=True).first).to_be_visible()
     wait_idle(page)
-
-
-def full_screenshot(page: Page, path: Path) -> None:
-    """Screenshot of the whole page: the viewport is stretched to the main area's and the
-    sidebar's scroll heights (Streamlit scrolls inside those containers, not the document)."""
-    height = page.evaluate(
-        """() => Math.max(document.documentElement.scrollHeight,
-                          ...['stMain', 'stSidebarContent'].map(id => {
-                              const el = document.querySelector(`[data-testid="${id}"]`);
-                              return el ? el.scrollHeight : 0; }))"""
-    )
-    page.set_viewport_size({"width": WIDTH, "height": int(min(max(height, HEIGHT), MAX_SHOT_HEIGHT))})
-    page.wait_for_timeout(600)  # let responsive charts re-layout
-    wait_idle(page)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(path), full_page=True)
-    page.set_viewport_size({"width": WIDTH, "height": HEIGHT})
 
 
 def metric_value(page: Page, label: str):

@@ -14,14 +14,15 @@ import json
 import os
 import statistics
 import time
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, bench_dashboard as bench, wait_idle
+from benchmarks import bench_dashboard as bench
+from support.chromium import CHROMIUM, CHROMIUM_ARGS, HEIGHT, REPO, WIDTH, free_port, wait_idle
 
-REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.browser
+
 RESULTS = REPO / "benchmarks" / "results.json"
 FIRST_NUMBERS_TIMEOUT_S = 300  # a failure bound on a loaded CI machine, not the goal (30 s)
 STEPS = 5
@@ -37,7 +38,7 @@ def test_first_start_shows_numbers_while_partial_then_the_slider_follows(tmp_pat
         pytest.fail(f"Chromium is required at {CHROMIUM} (Debian package 'chromium'; CI installs it)")
     home = tmp_path / "home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     t_server = time.perf_counter()
     proc = bench.start_server(None, home, port, home / "streamlit.log")
     server_s = time.perf_counter() - t_server

@@ -11,19 +11,17 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from playwright.sync_api import sync_playwright
 
+from benchmarks.bench_dashboard import start_server, wait_idle
+from support.chromium import CHROMIUM, CHROMIUM_ARGS, free_port
 from synthetic_runs import write_run
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from benchmarks.bench_dashboard import start_server, wait_idle  # noqa: E402 - after the repository root is importable
-from test_browser import CHROMIUM, CHROMIUM_ARGS, _free_port  # noqa: E402
+pytestmark = pytest.mark.browser
 
 LONG_PATHS = {
     "model": "/home/researcher/models/stable-diffusion/checkpoints/sd15-pokemon-finetune-lora-r16-step-12000",
@@ -78,7 +76,7 @@ def page(long_path_run, tmp_path_factory):
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(f"Chromium is required at {CHROMIUM} (Debian package 'chromium'); this test never downloads one.")
     home = tmp_path_factory.mktemp("layout-home")
-    port = _free_port()
+    port = free_port()
     try:
         proc = start_server(long_path_run, home, port, home / "streamlit.log")
     except RuntimeError as exc:

@@ -24,8 +24,11 @@ import pytest
 from playwright.sync_api import expect, sync_playwright
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
+from benchmarks import bench_dashboard as bench
+from support.chromium import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, free_port
 from synthetic_runs import write_run
-from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, bench_dashboard as bench
+
+pytestmark = pytest.mark.browser
 
 RUN_TIMEOUT_MS = 120_000
 START_DROP = 40
@@ -92,7 +95,7 @@ def test_sixty_fast_slider_presses_leave_the_page_live_and_consistent(demo_sized
 
     home = tmp_path / "home"
     home.mkdir()
-    proc = bench.start_server(Path(demo_sized_run.path), home, _free_port(), home / "streamlit.log")
+    proc = bench.start_server(Path(demo_sized_run.path), home, free_port(), home / "streamlit.log")
     url = proc.args[proc.args.index("--server.port") + 1]
     refs, console_errors = [], []
 

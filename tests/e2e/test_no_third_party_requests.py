@@ -13,8 +13,11 @@ from urllib.parse import urlparse
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from test_browser import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, bench_dashboard as bench
-from test_export import build_fixture_run
+from benchmarks import bench_dashboard as bench
+from support.chromium import CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, free_port
+from support.fixture_runs import build_fixture_run
+
+pytestmark = pytest.mark.browser
 
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 #: URL path of every page -> its title (the landing page is "/").
@@ -30,7 +33,7 @@ def fixture_run(tmp_path_factory) -> Path:
 def test_every_page_load_contacts_only_the_server(fixture_run, tmp_path):
     home = tmp_path / "home"
     home.mkdir()
-    port = _free_port()
+    port = free_port()
     proc = bench.start_server(fixture_run, home, port, home / "streamlit.log")
     seen: list[tuple[str, str]] = []  # (page, url)
     icons: dict[str, list[str]] = {}  # page -> the hrefs of its favicon links

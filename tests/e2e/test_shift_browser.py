@@ -9,19 +9,17 @@ Chromium is the system one (/usr/bin/chromium); a machine without it fails this 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, _free_port, full_screenshot
-from test_shift_pages import SHIFT_BRIGHTNESS, analyze
-from test_app_pages import _build_model
+from benchmarks.bench_dashboard import start_server, wait_idle
+from support.apptest import build_model
+from support.chromium import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, HEIGHT, WIDTH, free_port, full_screenshot
+from support.shift_runs import SHIFT_BRIGHTNESS, analyze
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO))
-from benchmarks.bench_dashboard import start_server, wait_idle  # noqa: E402 - after the repository root is importable
+pytestmark = pytest.mark.browser
 
 TIMEOUT_MS = 60_000
 
@@ -29,13 +27,13 @@ TIMEOUT_MS = 60_000
 @pytest.fixture(scope="module")
 def shifted_run(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("shift_browser")
-    return analyze(base / "shifted", _build_model(base / "model"), brightness=SHIFT_BRIGHTNESS)
+    return analyze(base / "shifted", build_model(base / "model"), brightness=SHIFT_BRIGHTNESS)
 
 
 def test_findings_page_opens_with_the_shift_check_card(shifted_run, tmp_path):
     if not (os.path.isfile(CHROMIUM) and os.access(CHROMIUM, os.X_OK)):
         pytest.fail(f"Chromium is required at {CHROMIUM} (Debian package 'chromium'); this test never downloads one.")
-    port = _free_port()
+    port = free_port()
     proc = start_server(shifted_run, tmp_path / "home", port, tmp_path / "streamlit.log")
     try:
         with sync_playwright() as pw:

@@ -7,7 +7,6 @@ with LDMINV_RUN. Expected numbers are recomputed here from the run's files with 
 """
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
@@ -27,26 +26,11 @@ from ldminv_core.evaluation import DEFAULT_N_BOOT
 from ldminv_core.masks import DropSweep, manual_mask, masked_statistic, percentile_drop_mask
 from ldminv_core.runstore import Run, run_status
 
-from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
+from support.apptest import APP, LATENT_CHANNELS, PAGES
+from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
+from tiny_models import write_image_folder
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-PAGES = (
-    "pages/findings.py",
-    "pages/model_data.py",
-    "pages/distortion.py",
-    "pages/dimensions.py",
-    "pages/masks_roc.py",
-    "pages/latent_map.py",
-)
 TIMEOUT = 90
-LATENT_CHANNELS = 2  # d = 2 * 4 * 4 = 32 keeps the exact Jacobian cheap
-
-
-def _build_model(folder: Path, *, unet_channels: int = LATENT_CHANNELS) -> Path:
-    tiny_vae(image_channels=1, latent_channels=LATENT_CHANNELS, seed=0).save_pretrained(folder / "vae")
-    tiny_unet(in_channels=unet_channels, seed=1).save_pretrained(folder / "unet")
-    tiny_scheduler().save_pretrained(folder / "scheduler")
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -107,24 +91,6 @@ def _best_t_index(arrays) -> int:
 
 def _app() -> AppTest:
     return AppTest.from_file(APP, default_timeout=TIMEOUT)
-
-
-def _charts(at: AppTest) -> dict[str, dict]:
-    """Plotly figures on the page by title."""
-    out = {}
-    for el in at.get("plotly_chart"):
-        spec = json.loads(el.proto.spec)
-        title = (spec["layout"].get("title") or {}).get("text") or f"untitled-{len(out)}"
-        out[title] = spec
-    return out
-
-
-def _arr(value) -> np.ndarray:
-    """A figure array as plotly serialises it: a list, or a base64 typed array {dtype, bdata}."""
-    if isinstance(value, dict) and "bdata" in value:
-        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
-        return out.reshape(value["shape"]) if "shape" in value else out
-    return np.asarray(value)
 
 
 def _no_exception(at: AppTest) -> None:

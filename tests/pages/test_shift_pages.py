@@ -13,46 +13,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
 from ldminv_app import state, ui
-from ldminv_core.analyze import AnalyzeConfig, run_analysis
 from ldminv_core.evaluation import (CONFOUNDED_WORDS, DEFAULT_N_BOOT, Evaluation, below_chance_text, make_protocol,
                                     shift_advice, shift_headline)
 from ldminv_core.runstore import Run
+from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
+from support.shift_runs import N_PER_FOLDER, SHIFT_BRIGHTNESS, analyze
 from synthetic_runs import write_run
-from test_app_pages import _arr, _build_model, _charts
-from tiny_models import TINY_RESOLUTION
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120
-N_PER_FOLDER = 20
-#: Grey levels added to every held-out pixel of the shifted run: the files differ, the model is not needed.
-SHIFT_BRIGHTNESS = 20
 BLIND_IDS = ("blind_baseline", "attack_vs_blind", "attack_within_blind_strata")
-
-
-def write_images(folder: Path, n: int, *, seed: int, brightness: float = 0.0) -> None:
-    """``n`` smooth random grey PNG images (a 4x4 grid upsampled to 16x16), ``brightness`` added."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for i in range(n):
-        coarse = Image.fromarray(rng.integers(0, 256, size=(4, 4)).astype(np.uint8), mode="L")
-        smooth = np.asarray(coarse.resize((TINY_RESOLUTION, TINY_RESOLUTION), Image.Resampling.BILINEAR), np.float64)
-        pixels = np.clip(smooth * 0.6 + 50 + brightness, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels, mode="L").save(folder / f"img_{i:03d}.png")
-
-
-def analyze(base: Path, model: Path, *, brightness: float) -> Path:
-    write_images(base / "members", N_PER_FOLDER, seed=1)
-    write_images(base / "heldout", N_PER_FOLDER, seed=2, brightness=brightness)
-    return Path(run_analysis(AnalyzeConfig(
-        model=str(model), members=str(base / "members"), heldout=str(base / "heldout"), out=str(base / "run"),
-        attacks=("sima", "pfami"), timesteps="0,10,20", topk=4, device="cpu", batch_size=16,
-    )))
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,8 @@ from ldminv_core.evaluation import (
 )
 from ldminv_core.report import build_report, format_rate, format_report
 
+from support.html_report import findings_rows, parse, report_json, table_dict
 from synthetic_runs import write_run
-from test_export import findings_rows, parse, report_json, table_dict
 
 APP = str(Path(__file__).resolve().parents[3] / "app.py")
 

@@ -1,0 +1,52 @@
+"""What the page tests (``streamlit.testing``'s ``AppTest``) share: the dashboard's pages, the tiny
+model their runs are computed with, and readers of the plotly figures a page shows.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+
+import numpy as np
+from streamlit.testing.v1 import AppTest
+
+from tiny_models import tiny_scheduler, tiny_unet, tiny_vae
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+#: The dashboard's pages that show a run (the Export page aside).
+PAGES = (
+    "pages/findings.py",
+    "pages/model_data.py",
+    "pages/distortion.py",
+    "pages/dimensions.py",
+    "pages/masks_roc.py",
+    "pages/latent_map.py",
+)
+LATENT_CHANNELS = 2  # d = 2 * 4 * 4 = 32 keeps the exact Jacobian cheap
+
+
+def build_model(folder: Path, *, unet_channels: int = LATENT_CHANNELS) -> Path:
+    """A tiny random diffusers pipeline folder (vae/ 1x16x16 -> LATENT_CHANNELS x4x4, unet/,
+    scheduler/) saved under ``folder``; returns ``folder``."""
+    tiny_vae(image_channels=1, latent_channels=LATENT_CHANNELS, seed=0).save_pretrained(folder / "vae")
+    tiny_unet(in_channels=unet_channels, seed=1).save_pretrained(folder / "unet")
+    tiny_scheduler().save_pretrained(folder / "scheduler")
+    return folder
+
+
+def charts(at: AppTest) -> dict[str, dict]:
+    """Plotly figures on the page by title."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        spec = json.loads(el.proto.spec)
+        title = (spec["layout"].get("title") or {}).get("text") or f"untitled-{len(out)}"
+        out[title] = spec
+    return out
+
+
+def arr(value) -> np.ndarray:
+    """A figure array as plotly serialises it: a list, or a base64 typed array {dtype, bdata}."""
+    if isinstance(value, dict) and "bdata" in value:
+        out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
+        return out.reshape(value["shape"]) if "shape" in value else out
+    return np.asarray(value)

@@ -17,7 +17,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import LdminvError, NonFiniteError, RunError, ShapeError
+from ._validation import check_int
+from .errors import NonFiniteError, RunError, ShapeError
 from .runstore import CACHE_DIR, load_npy
 
 __all__ = [
@@ -69,7 +70,7 @@ def umap_embedding(
     Raises:
         ShapeError: ``latents`` is not 4-dimensional or holds fewer than 3 samples.
         NonFiniteError: ``latents`` holds NaN or infinite values.
-        LdminvError: ``n_neighbors`` is below 2.
+        LdminvError: ``n_neighbors`` is not an integer >= 2, or ``seed`` not an integer >= 0.
     """
     arr = np.asarray(latents)
     if arr.ndim != 4:
@@ -81,8 +82,8 @@ def umap_embedding(
         raise ShapeError(
             f"latents: a UMAP embedding needs at least 3 samples, got N={n}"
         )
-    if int(n_neighbors) < 2:
-        raise LdminvError(f"n_neighbors: expected an integer >= 2, got {n_neighbors!r}")
+    n_neighbors = check_int(n_neighbors, "n_neighbors", minimum=2)
+    seed = check_int(seed, "seed", minimum=0)
     flat = arr.reshape(n, -1).astype(np.float32, copy=False)
     if not np.isfinite(flat).all():
         bad = int((~np.isfinite(flat)).any(axis=1).sum())

@@ -45,7 +45,7 @@ def parse_timesteps(spec: str) -> list[int]:
     return values
 
 
-def check_timesteps(timesteps: Any, num_train_timesteps: int, name: str = "timesteps") -> list[int]:
+def check_timesteps(timesteps: Any, num_train_timesteps: int, *, name: str = "timesteps") -> list[int]:
     """A strictly increasing list of integer timesteps in [0, num_train_timesteps).
 
     Args:

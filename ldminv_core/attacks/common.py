@@ -12,14 +12,12 @@ None, and returns float32 results on the device.
 """
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from .._validation import check_int
+from .._validation import check_int, check_real
 from ..errors import LdminvError, ShapeError
 from ..models.noise_prediction import NoisePrediction
 
@@ -47,9 +45,7 @@ def check_z0(predictor: NoisePrediction, z0: Any) -> Any:
 
 def check_p(p: Any, name: str) -> float:
     """The exponent of |.|^p of attack ``name``: a positive finite number."""
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not math.isfinite(p) or p <= 0:
-        raise LdminvError(f"p: expected a positive finite exponent for attack {name!r}, got {p!r}")
-    return float(p)
+    return check_real(p, "p", low=0.0, low_open=True, what=f"a positive finite exponent for attack {name!r}")
 
 
 def check_seed(seed: Any) -> int:

@@ -7,14 +7,14 @@ x_t = sqrt(a_t) x + sqrt(1 - a_t) e_t and each sample's seeded noise e_t (stream
 """
 from __future__ import annotations
 
-import numbers
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..errors import EmptyInputError, LdminvError
+from .._validation import check_real
+from ..errors import EmptyInputError
 from ..models.noise_prediction import NoisePrediction
 from .common import (
     ProgressCallback,
@@ -76,8 +76,7 @@ def _check_strengths(strengths: Sequence[float]) -> list[float]:
     if not strengths:
         raise EmptyInputError("strengths: expected at least one neighbour strength, got none")
     for i, s in enumerate(strengths):
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not 0 < s <= 1:
-            raise LdminvError(f"strengths[{i}]: expected a crop fraction in (0, 1], got {s!r}")
+        check_real(s, f"strengths[{i}]", low=0.0, low_open=True, high=1.0, what="a crop fraction in (0, 1]")
     return [float(s) for s in strengths]
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
+from .._validation import check_bool
 from ..errors import ModelLoadError
 from .lora_files import LoraAdapter, as_adapters
 from .lora_plan import LORA_COMPONENTS, LoraPart, LoraPlan, modules_of, read_plan, require_peft
@@ -278,8 +279,7 @@ def apply_lora(model: "LoadedModel", adapters: Sequence[LoraAdapter], *, fuse: b
     """
     # 1. check the arguments and that the model holds no unfused adapters
     items = as_adapters(adapters)
-    if not isinstance(fuse, bool):
-        raise ModelLoadError(f"fuse: expected True or False, got {fuse!r} ({type(fuse).__name__})")
+    fuse = check_bool(fuse, "fuse", error=ModelLoadError)
     _check_model(model)
     if not items:
         return []

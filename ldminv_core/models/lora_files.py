@@ -6,13 +6,12 @@ applying them is :mod:`ldminv_core.models.lora_apply`.
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from .._validation import check_real
 from ..errors import LdminvError, ModelLoadError
 
 __all__ = ["LoraAdapter", "check_lora", "parse_lora_args", "as_adapters", "resolve_file", "read_safetensors",
@@ -54,13 +53,9 @@ class LoraAdapter:
                 f"lora path: expected a .safetensors file or a folder holding {LORA_WEIGHT_NAME} (a string), "
                 f"got {path!r} ({type(path).__name__})"
             )
-        scale = self.scale
-        if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(float(scale)):
-            raise ModelLoadError(
-                f"lora scale of {text}: expected a finite number, got {scale!r} ({type(scale).__name__})"
-            )
+        scale = check_real(self.scale, f"lora scale of {text}", error=ModelLoadError)
         object.__setattr__(self, "path", text)
-        object.__setattr__(self, "scale", float(scale))
+        object.__setattr__(self, "scale", scale)
 
 
 def as_adapters(adapters: Any) -> list[LoraAdapter]:

@@ -34,6 +34,36 @@ def _read_metadata_text(path: Path) -> str:
         raise DataLoadError(f"{path}, line {line}: not valid UTF-8 text ({exc.reason} at byte {exc.start})") from None
 
 
+def _jsonl_rows(jsonl: Path) -> list[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a metadata.jsonl."""
+    rows: list[tuple[int, dict]] = []
+    for i, line in enumerate(_read_metadata_text(jsonl).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataLoadError(f"{jsonl}, line {i}: expected a JSON object, got {line[:60]!r} ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise DataLoadError(f"{jsonl}, line {i}: expected a JSON object, got {type(row).__name__}")
+        rows.append((i, row))
+    return rows
+
+
+def _csv_rows(csv: Path) -> list[tuple[int, dict]]:
+    """(line number, row) of each data row of a metadata.csv (line 1 is the header)."""
+    import io
+
+    import pandas as pd
+
+    text = _read_metadata_text(csv)
+    try:
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    except Exception as exc:  # noqa: BLE001 - pandas raises several parser errors
+        raise DataLoadError(f"{csv}: cannot parse as CSV ({' '.join(str(exc).split())})") from exc
+    return [(i + 2, row) for i, row in enumerate(frame.to_dict("records"))]
+
+
 def read_captions(folder: Path, report: Any) -> tuple[dict[str, str | None], dict[str, int], Path | None]:
     """(file name -> caption, file name -> line number, metadata file) from metadata.jsonl
     (preferred) or metadata.csv of ``folder``. Problems that do not stop the load go to
@@ -46,32 +76,10 @@ def read_captions(folder: Path, report: Any) -> tuple[dict[str, str | None], dic
     for meta in (jsonl, csv):
         if os.path.lexists(meta) and not meta.is_file():
             report.warnings.append(f"{meta}: not a regular file; ignored (no captions read from it)")
-    rows: list[tuple[int, dict]] = []
     if jsonl.is_file():
-        lines = _read_metadata_text(jsonl).splitlines()
-        for i, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataLoadError(f"{jsonl}, line {i}: expected a JSON object, got {line[:60]!r} ({exc.msg})") from exc
-            if not isinstance(row, dict):
-                raise DataLoadError(f"{jsonl}, line {i}: expected a JSON object, got {type(row).__name__}")
-            rows.append((i, row))
-        source = jsonl
+        rows, source = _jsonl_rows(jsonl), jsonl
     elif csv.is_file():
-        import io
-
-        import pandas as pd
-
-        text = _read_metadata_text(csv)
-        try:
-            frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
-        except Exception as exc:  # noqa: BLE001 - pandas raises several parser errors
-            raise DataLoadError(f"{csv}: cannot parse as CSV ({' '.join(str(exc).split())})") from exc
-        rows = [(i + 2, row) for i, row in enumerate(frame.to_dict("records"))]  # line 1 is the header
-        source = csv
+        rows, source = _csv_rows(csv), csv
     else:
         return {}, {}, None
     captions: dict[str, str | None] = {}

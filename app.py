@@ -2,7 +2,7 @@
 
 Run with ``streamlit run app.py``. It opens on the built-in demo (computed once on first
 start, then cached on disk); set ``LDMINV_RUN=<run folder>`` to open another run instead.
-Pages live in ``pages/``, each starting with ``ldminv_app.ui.page_frame()`` (start-up run,
+Pages live in ``pages/``, each starting with ``ldminv_app.frame.page_frame()`` (start-up run,
 sidebar with the active run and the shared attack / timestep); shared state, caching and
 figures live in ``ldminv_app``.
 """
@@ -56,5 +56,5 @@ PAGES = [
 if (_HERE / "pages" / "export.py").is_file():
     PAGES.append(st.Page("pages/export.py", title="Export", icon=":material/download:"))
 
-# Every page renders the shared frame (start-up run, sidebar) itself: ldminv_app.ui.page_frame.
+# Every page renders the shared frame (start-up run, sidebar) itself: ldminv_app.frame.page_frame.
 st.navigation(PAGES).run()

@@ -14,6 +14,10 @@ All keys live here so that every page reads and writes the same names:
 - ``protocol``            evaluation protocol of every number shown: "standard", "paper" or "honest"
 - ``folds``               cross-fitting folds of the honest protocol (2..10)
 
+The session sits above :mod:`ldminv_app.cache`: the cache takes every choice as an explicit argument,
+and the functions at the end of this module (:func:`evaluation`, :func:`protocol_evaluations`,
+:func:`baseline_scores`, :func:`warm_controls`) fill in the session's protocol and folds.
+
 Widgets bound to shared values use their own keys (``sidebar_attack``, ``masks_attack``,
 ``sidebar_t``) and copy into the canonical keys above in their ``on_change`` callbacks.
 """
@@ -54,6 +58,10 @@ __all__ = [
     "set_manual_coords",
     "notify",
     "pop_notice",
+    "evaluation",
+    "protocol_evaluations",
+    "baseline_scores",
+    "warm_controls",
 ]
 
 ACTIVE_RUN = "active_run"
@@ -225,3 +233,28 @@ def remember_mask_settings() -> None:
 def mask_settings() -> dict:
     """The Masks & ROC settings last used (empty before that page ran)."""
     return dict(st.session_state.get(MASK_SETTINGS, {}))
+
+
+# --------------------------------------------------------------------------- the cache at the session's choices
+
+
+def evaluation(run: Run, attack: str, *, n_boot: int | None = None):
+    """The cached ``Evaluation`` of ``attack`` under the session's (sidebar) protocol and folds
+    (:func:`ldminv_app.cache.evaluation`; ``n_boot`` defaults to ``cache.PAGE_N_BOOT``)."""
+    return cache.evaluation(run, attack, protocol=current_protocol(), folds=current_folds(), n_boot=n_boot)
+
+
+def protocol_evaluations(run: Run, attack: str, *, n_boot: int | None = None) -> dict:
+    """The cached evaluation of every protocol, honest with the session's folds."""
+    return cache.protocol_evaluations(run, attack, folds=current_folds(), n_boot=n_boot)
+
+
+def baseline_scores(run: Run, attack: str):
+    """Membership scores without any mask, (N, T) or (N, 1) (:func:`ldminv_app.cache.baseline_scores`)."""
+    return cache.baseline_scores(run, attack, protocol=current_protocol(), folds=current_folds())
+
+
+def warm_controls(run: Run, attack: str, drop: float | None, t_index: int) -> None:
+    """After a Masks & ROC run: the other protocols at this drop and t and this protocol's
+    neighbouring timesteps, in the background (:func:`ldminv_app.cache.warm_controls`)."""
+    cache.warm_controls(run, attack, drop, t_index, protocol=current_protocol(), folds=current_folds())

@@ -319,86 +319,122 @@ def save_uploads(
     if not files:
         raise DataLoadError("uploads: expected at least one image or zip file, got none")
     folder = Path(dest)
-    skipped: list[str] = []
-    items: list[_Item] = []
+    limits = _Limits(max_unpacked_bytes=max_unpacked_bytes, max_entry_bytes=max_entry_bytes,
+                     max_entries=max_entries, max_ratio=max_ratio, ratio_floor_bytes=ratio_floor_bytes)
     archives: list[zipfile.ZipFile] = []
     try:
-        for name, data in files:
-            name = str(name)
-            if name.lower().endswith(".zip"):
-                if not data:
-                    raise DataLoadError(f"upload {name}: expected a zip archive, got an empty file (0 bytes)")
-                zf, entries = _plan_archive(name, data, max_entries=max_entries, max_entry_bytes=max_entry_bytes,
-                                            max_ratio=max_ratio, ratio_floor=ratio_floor_bytes, skipped=skipped)
-                archives.append(zf)
-                if not entries:
-                    skipped.append(f"{name}: no image inside")
-                items.extend(entries)
-                continue
-            base = _wanted(name)
-            if base is None:
-                skipped.append(f"{name} (not an image, metadata file or zip)")
-                continue
-            if not data:
-                skipped.append(f"{name} (empty file)")
-                continue
-            items.append(_Item(source=name, name=name, base=base, data=bytes(data)))
-        if not any(it.base not in METADATA_FILES for it in items):
-            raise DataLoadError(
-                f"uploads: expected images ({', '.join(IMAGE_EXTENSIONS)}) or zips of them, got none among "
-                f"{[n for n, _ in files][:5]}" + (f" (skipped: {'; '.join(skipped[:5])})" if skipped else "")
-            )
-        declared = sum(_declared_size(it.info) if it.info is not None else len(it.data or b"") for it in items)
-        if declared > max_unpacked_bytes:
-            biggest = max((it for it in items if it.info is not None), key=lambda it: _declared_size(it.info),
-                          default=None)
-            where = f"upload {biggest.archive} (largest entry {biggest.name!r})" if biggest else "uploads"
-            raise DataLoadError(
-                f"{where}: the upload declares {declared:,} bytes unpacked in all, more than the limit of "
-                f"{max_unpacked_bytes:,} (max_unpacked_bytes); refused, nothing was saved"
-            )
+        # 1. list what the upload holds: plain files as they are, archives planned (not unpacked yet)
+        items, skipped = _collect_items(files, limits, archives)
+        # 2. refuse before writing anything: no image at all, or more bytes declared than allowed
+        _check_declared(files, items, skipped, limits)
+        # 3. give every item its file name in the folder (collisions resolved or refused)
         _assign_targets(items)
-
-        # the first folder that does not exist yet: removed again if the upload is refused
-        new_top: Path | None = None
-        for p in [folder, *folder.parents]:
-            if p.exists():
-                break
-            new_top = p
-        if folder.exists() and not folder.is_dir():
-            raise DataLoadError(f"uploads: expected {folder} to be a folder (or not to exist), got a file")
-        try:
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
-        except OSError as exc:
-            raise DataLoadError(f"uploads: cannot create the upload folder {folder} ({exc})") from exc
-        try:
-            budget = _Budget(max_unpacked_bytes)
-            for it in items:
-                target = tmp / it.target
-                if target.resolve().parent != tmp.resolve():  # _clean_base guarantees it; belt and braces
-                    raise DataLoadError(f"upload {it.source}: the name escapes the upload folder; refused")
-                if it.info is not None:
-                    _copy_entry(it, target, max_entry_bytes=max_entry_bytes, max_ratio=max_ratio,
-                                ratio_floor=ratio_floor_bytes, budget=budget)
-                else:
-                    assert it.data is not None
-                    budget.take(len(it.data), f"upload {it.source}")
-                    target.write_bytes(it.data)
-            if not folder.exists():
-                os.replace(tmp, folder)
-            else:
-                for f in tmp.iterdir():
-                    os.replace(f, folder / f.name)
-                tmp.rmdir()
-        except BaseException as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if new_top is not None and new_top != folder:  # folders this call created, empty again
-                _remove_new_dirs(folder.parent, new_top)
-            if isinstance(exc, OSError):
-                raise DataLoadError(f"uploads: cannot write the images into {folder} ({exc})") from exc
-            raise
+        # 4. unpack into a temporary folder beside ``dest``, then move the files into place
+        _write_items(items, folder, limits)
     finally:
         for zf in archives:
             zf.close()
     return folder
+
+
+@dataclass(frozen=True)
+class _Limits:
+    """The caps of one upload (see :func:`save_uploads`)."""
+
+    max_unpacked_bytes: int
+    max_entry_bytes: int
+    max_entries: int
+    max_ratio: float
+    ratio_floor_bytes: int
+
+
+def _collect_items(files: list[tuple[str, bytes]], limits: _Limits,
+                   archives: list[zipfile.ZipFile]) -> tuple[list[_Item], list[str]]:
+    """The items to write and what was skipped (with why); opened archives are appended to
+    ``archives`` (the caller closes them)."""
+    skipped: list[str] = []
+    items: list[_Item] = []
+    for name, data in files:
+        name = str(name)
+        if name.lower().endswith(".zip"):
+            if not data:
+                raise DataLoadError(f"upload {name}: expected a zip archive, got an empty file (0 bytes)")
+            zf, entries = _plan_archive(name, data, max_entries=limits.max_entries,
+                                        max_entry_bytes=limits.max_entry_bytes, max_ratio=limits.max_ratio,
+                                        ratio_floor=limits.ratio_floor_bytes, skipped=skipped)
+            archives.append(zf)
+            if not entries:
+                skipped.append(f"{name}: no image inside")
+            items.extend(entries)
+            continue
+        base = _wanted(name)
+        if base is None:
+            skipped.append(f"{name} (not an image, metadata file or zip)")
+            continue
+        if not data:
+            skipped.append(f"{name} (empty file)")
+            continue
+        items.append(_Item(source=name, name=name, base=base, data=bytes(data)))
+    return items, skipped
+
+
+def _check_declared(files: list[tuple[str, bytes]], items: list[_Item], skipped: list[str], limits: _Limits) -> None:
+    """Refuse an upload without an image, or one declaring more unpacked bytes than the cap."""
+    if not any(it.base not in METADATA_FILES for it in items):
+        raise DataLoadError(
+            f"uploads: expected images ({', '.join(IMAGE_EXTENSIONS)}) or zips of them, got none among "
+            f"{[n for n, _ in files][:5]}" + (f" (skipped: {'; '.join(skipped[:5])})" if skipped else "")
+        )
+    declared = sum(_declared_size(it.info) if it.info is not None else len(it.data or b"") for it in items)
+    if declared > limits.max_unpacked_bytes:
+        biggest = max((it for it in items if it.info is not None), key=lambda it: _declared_size(it.info),
+                      default=None)
+        where = f"upload {biggest.archive} (largest entry {biggest.name!r})" if biggest else "uploads"
+        raise DataLoadError(
+            f"{where}: the upload declares {declared:,} bytes unpacked in all, more than the limit of "
+            f"{limits.max_unpacked_bytes:,} (max_unpacked_bytes); refused, nothing was saved"
+        )
+
+
+def _write_items(items: list[_Item], folder: Path, limits: _Limits) -> None:
+    """Write every item into a temporary folder beside ``folder``, then move them into it; on any
+    failure remove what this call created (the temporary folder, new parent folders)."""
+    # the first folder that does not exist yet: removed again if the upload is refused
+    new_top: Path | None = None
+    for p in [folder, *folder.parents]:
+        if p.exists():
+            break
+        new_top = p
+    if folder.exists() and not folder.is_dir():
+        raise DataLoadError(f"uploads: expected {folder} to be a folder (or not to exist), got a file")
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    except OSError as exc:
+        raise DataLoadError(f"uploads: cannot create the upload folder {folder} ({exc})") from exc
+    try:
+        budget = _Budget(limits.max_unpacked_bytes)
+        for it in items:
+            target = tmp / it.target
+            if target.resolve().parent != tmp.resolve():  # _clean_base guarantees it; belt and braces
+                raise DataLoadError(f"upload {it.source}: the name escapes the upload folder; refused")
+            if it.info is not None:
+                _copy_entry(it, target, max_entry_bytes=limits.max_entry_bytes, max_ratio=limits.max_ratio,
+                            ratio_floor=limits.ratio_floor_bytes, budget=budget)
+            else:
+                assert it.data is not None
+                budget.take(len(it.data), f"upload {it.source}")
+                target.write_bytes(it.data)
+        if not folder.exists():
+            os.replace(tmp, folder)
+        else:
+            for f in tmp.iterdir():
+                os.replace(f, folder / f.name)
+            tmp.rmdir()
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if new_top is not None and new_top != folder:  # folders this call created, empty again
+            _remove_new_dirs(folder.parent, new_top)
+        if isinstance(exc, OSError):
+            raise DataLoadError(f"uploads: cannot write the images into {folder} ({exc})") from exc
+        raise

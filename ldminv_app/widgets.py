@@ -10,7 +10,7 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.runstore import Run
 
-from . import cache, state
+from . import state
 from .timestep_text import headline_t_caption, protocol_t_text, sidebar_t_agrees
 
 __all__ = ["attack_selector", "timestep_selector", "PROTOCOL_LABELS", "protocol_selector"]
@@ -61,7 +61,7 @@ def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", containe
             "numbers (metric cards, findings, ROC curves, metrics tables) keep the t the protocol chooses. "
             "Defaults to the best baseline AUROC.",
         )
-    ev = cache.evaluation(run, attack)
+    ev = state.evaluation(run, attack)
     t = timesteps[t_index]
     if sidebar_t_agrees(ev, t_index):
         lead = f"t = {t}: the per-timestep views and the protocol's numbers use the same t. "

@@ -12,16 +12,17 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from ldminv_core.choices import attack_label
 from ldminv_core.errors import LdminvError
 from ldminv_core.pair_shift import shift_is_exact
 
-from ldminv_app import cache, figures, selections, state, ui
+from ldminv_app import cache, figures, frame, notices, selections, state
 
-run = ui.require_run()  # waits for the decoder geometry of a partial run
+run = frame.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
 MAX_PICKER_OPTIONS = 4096
 
-with ui.guard("The Dimensions page failed"):
+with notices.guard("The Dimensions page failed"):
     attack = state.current_attack(run)
     t_index = state.current_t_index(run, attack)
     c_count, h, w = run.latent_shape
@@ -37,7 +38,7 @@ with ui.guard("The Dimensions page failed"):
     )
     if t_index is None:
         st.info(
-            f"{ui.attack_label(attack)} gives one score per sample and has no per-coordinate terms. "
+            f"{attack_label(attack)} gives one score per sample and has no per-coordinate terms. "
             "Choose a maskable attack in the sidebar."
         )
         st.stop()
@@ -62,7 +63,7 @@ with ui.guard("The Dimensions page failed"):
     view = table[table["channel"].isin(channels) & (table["influence_mean"] >= min_infl)].head(top_n)
     st.caption(
         f"{len(view)} of {len(table)} coordinates shown, sorted by mean influence; click a column "
-        f"header to sort. {ui.attack_label(attack)} at t = {t}."
+        f"header to sort. {attack_label(attack)} at t = {t}."
     )
     if not shift_is_exact(run.n_members, run.n_heldout, len(table)):
         st.caption("With this many samples and coordinates the shift is estimated from quantiles of each "
@@ -177,12 +178,12 @@ with ui.guard("The Dimensions page failed"):
     )
     st.plotly_chart(
         figures.channel_heatmaps(
-            auroc_map, title=f"AUROC of each coordinate alone ({ui.attack_label(attack)}, t = {t})",
+            auroc_map, title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
             colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
         ),
         key="dim_auroc_heatmap", theme=None,
-        config=figures.plotly_config(f"ldminv-coordinate-auroc-{ui.attack_label(attack)}-t{t}-{Path(run.path).name}"),
+        config=figures.plotly_config(f"ldminv-coordinate-auroc-{attack_label(attack)}-t{t}-{Path(run.path).name}"),
     )
     st.plotly_chart(figures.dimension_scatter(table), key="dim_scatter",
-                    config=figures.plotly_config(f"ldminv-influence-vs-auroc-{ui.attack_label(attack)}-t{t}"))
+                    config=figures.plotly_config(f"ldminv-influence-vs-auroc-{attack_label(attack)}-t{t}"))
     cache.warm_dimension_tables(run, attack, (t_index + 1, t_index - 1))  # the next timestep is a lookup

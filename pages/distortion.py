@@ -10,20 +10,21 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from ldminv_core.evaluation import convention_roc, quartile_edges, rank_of, verdict_words
+from ldminv_core.choices import attack_label
+from ldminv_core.evaluation import quartile_edges, rank_of, verdict_words
 
-from ldminv_app import cache, figures, state, ui
+from ldminv_app import blind, cache, cards, distortion_view, figures, frame, notices, roc_view, state
 
-run = ui.require_run()  # waits for the decoder geometry of a partial run
+run = frame.require_run()  # waits for the decoder geometry of a partial run
 
-with ui.guard("The Distortion page failed"):
+with notices.guard("The Distortion page failed"):
     attack = state.current_attack(run)
     t_index = state.current_t_index(run, attack)
     labels = run.labels
     log_volume = run.log_volume
     t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]}"
 
-    ev = cache.evaluation(run, attack)
+    ev = state.evaluation(run, attack)
     finding = next(f for f in ev.findings() if f.id == "distortion_quartiles")
     st.title("Distortion")
     st.caption(
@@ -31,9 +32,9 @@ with ui.guard("The Distortion page failed"):
         "latent: how much the decoder stretches space there."
     )
     words = verdict_words(finding.verdict, finding.estimate, metric=finding.metric, confounded=finding.confounded)
-    st.markdown(f"{ui.verdict_badge(finding.verdict, confounded=finding.confounded)} "
+    st.markdown(f"{cards.verdict_badge(finding.verdict, confounded=finding.confounded)} "
                 + (f"*{words[len(finding.verdict):].strip()}* " if words != finding.verdict else "")
-                + ui.statement_text(finding))
+                + cards.statement_text(finding))
     if finding.confounded:
         st.warning(finding.caveat, icon=":material/warning:")
 
@@ -55,16 +56,12 @@ with ui.guard("The Distortion page failed"):
     edges = quartile_edges(log_volume, quartiles)
     counts = np.array([q.n for q in q_res])
     with right:
-        if ev.maskable:  # the timestep in use (descriptive); the finding above is at the protocol's t
-            values, ci = ev.quartile_per_t()[:, t_index], None
-            where = f"at t = {run.timesteps(attack)[t_index]}, all samples"
-        else:
-            values, ci = [q.auroc for q in q_res], [q.auroc_ci for q in q_res]
-            where = "one score per sample"
+        # the timestep in use (descriptive); the finding above is at the protocol's t
+        values, ci, where = distortion_view.quartile_bar_values(ev, run.timesteps(attack), t_index)
         st.plotly_chart(
             figures.quartile_auroc_bars(
                 values, ci=ci, edges=edges, counts=counts,
-                title=f"{ui.attack_label(attack)} AUROC by distortion quartile {where}",
+                title=f"{attack_label(attack)} AUROC by distortion quartile {where}",
             ),
             key="dist_quartile_bars",
         )
@@ -72,42 +69,35 @@ with ui.guard("The Distortion page failed"):
         st.plotly_chart(
             figures.quartile_auroc_vs_timestep(
                 run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
-                title=f"{ui.attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
+                title=f"{attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
             ),
             key="dist_quartile_t",
         )
 
     # ---- the attack's ROC beside the files alone (the blind baseline), same convention
     proto, base = ev.protocol, ev.baseline()
-    curve = convention_roc(ev.scores("baseline"), labels, proto)
-    roc, aurocs = {"baseline": (curve.fpr, curve.tpr)}, {"baseline": base.auroc}
-    blind = ui.blind_curve(ev)
-    if blind is not None:
-        roc[ui.BLIND_CURVE] = (blind[0].fpr, blind[0].tpr)
-        aurocs[ui.BLIND_CURVE] = blind[1]
+    roc, aurocs = roc_view.baseline_curves(ev)  # the evaluation layer's points, the arm's AUROC
     paper = proto.name == "paper"
     roc_col, roc_text = st.columns([3, 2])
     roc_col.plotly_chart(
-        figures.roc_curves(roc, aurocs=aurocs, dashed=(ui.BLIND_CURVE,), height=340, max_points=200,
-                           title=f"{ui.attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
-                                 f"protocol, {ui.metric_t_text(base, 'auroc')}</sup>",
-                           **(dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)")
-                              if paper else dict(xlabel="false-positive rate (held-out)",
-                                                 ylabel="true-positive rate (members)"))),
+        figures.roc_curves(roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
+                           title=f"{attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
+                                 f"protocol, {cards.metric_t_text(base, 'auroc')}</sup>",
+                           **roc_view.axis_titles(paper)),
         key="dist_blind_roc", config=figures.plotly_config(f"ldminv-{attack}-roc-vs-blind"),
     )
     with roc_text:
         st.markdown("**Is the distortion effect membership or the folders' difference?**")
-        st.caption(f"Solid: {ui.attack_label(attack)}'s baseline, the scores the quartiles above split. Dashed: the "
-                   f"{ui.BLIND_CURVE}, a classifier of the images' format, pixels and captions, cross-fitted and never "
+        st.caption(f"Solid: {attack_label(attack)}'s baseline, the scores the quartiles above split. Dashed: the "
+                   f"{blind.BLIND_CURVE}, a classifier of the images' format, pixels and captions, cross-fitted and never "
                    "seeing the model. If the dashed curve lies as high as the solid one, the files alone separate the "
                    "folders as well as the attack does, and the quartile differences above cannot be read as "
-                   "memorization." if blind is not None else
-                   f"The blind baseline is unavailable: {ui.blind_result(ev).reason}")
-        shift = ui.shift_note(ev)
+                   "memorization." if blind.BLIND_CURVE in roc else
+                   f"The blind baseline is unavailable: {blind.blind_result(ev).reason}")
+        shift = blind.shift_note(ev)
         if shift:
             st.caption(shift)
-        for line in ui.below_chance_captions([("baseline", base)]):
+        for line in cards.below_chance_captions([("baseline", base)]):
             st.caption(line)
 
     # ---- galleries
@@ -157,7 +147,7 @@ with ui.guard("The Distortion page failed"):
     m1, m2, m3, m4 = st.columns(4)
     m1.metric("Split", splits[index])
     m2.metric("Log-volume", f"{log_volume[index]:.4f}", help=f"rank {lv_rank} of {n} (1 = most distorted)")
-    m3.metric(f"Score ({ui.attack_label(attack)}{t_text})", f"{scores[index]:.4g}")
+    m3.metric(f"Score ({attack_label(attack)}{t_text})", f"{scores[index]:.4g}")
     m4.metric("Score rank", f"{score_rank} / {n}", help="1 = most member-like")
 
     image = None
@@ -165,7 +155,7 @@ with ui.guard("The Distortion page failed"):
     try:
         recon = cache.reconstruction(run, index)
     except Exception as exc:  # noqa: BLE001 - a moved model folder only hides the reconstruction
-        ui.show_error(exc, what="Reconstruction unavailable")
+        notices.show_error(exc, what="Reconstruction unavailable")
     image_shape = run.settings.get("image_shape") or [3, 64, 64]
     resolution = int(recon.shape[0]) if recon is not None else int(image_shape[-1])
     image = cache.display_image(paths[index], resolution=resolution, channels=int(image_shape[0]))

@@ -17,8 +17,9 @@ import pandas as pd
 import streamlit as st
 
 from ldminv_core import masks
+from ldminv_core.choices import attack_label
 
-from ldminv_app import cache, export, state, ui
+from ldminv_app import banners, cache, export, frame, notices, sidebar, state, timestep_text
 
 # Widget keys of the Masks & ROC page (read, never written) -> this page's widget keys.
 _FROM_MASKS = {
@@ -119,11 +120,11 @@ def _manual_keep(run) -> np.ndarray:
     )
 
 
-run = ui.require_run(needs_geometry=False)
+run = frame.require_run(needs_geometry=False)
 if run.partial:
     st.title("Export")
     st.info("The report covers every attack of the run, so it can be exported once the analysis is complete "
-            f"(still computing: {ui.pending_text(run)}; progress in the sidebar).", icon=":material/hourglass_top:")
+            f"(still computing: {banners.pending_text(run)}; progress in the sidebar).", icon=":material/hourglass_top:")
     st.stop()
 attack = state.current_attack(run)
 t_index = state.current_t_index(run, attack)
@@ -143,11 +144,11 @@ st.caption(
 _init_settings()
 protocol, folds = state.current_protocol(), state.current_folds()
 st.markdown(
-    f"**{ui.attack_label(attack)}**, protocol **{protocol}**"
-    + (" · " + ui.t_scope_text(cache.evaluation(run, attack), t_index, fixed="findings, ROC curves and metrics table",
+    f"**{attack_label(attack)}**, protocol **{protocol}**"
+    + (" · " + timestep_text.t_scope_text(state.evaluation(run, attack), t_index, fixed="findings, ROC curves and metrics table",
                                follows="the curves against the drop %")
        if maskable else " (one score per sample: no timestep, no masks)")
-    + f" · run `{ui.run_title(run)}` · {run.n_members} members / {run.n_heldout} held-out  \n"
+    + f" · run `{sidebar.run_title(run)}` · {run.n_members} members / {run.n_heldout} held-out  \n"
     "Change the protocol, the attack and the timestep in the sidebar."
 )
 
@@ -198,11 +199,11 @@ settings_key = (str(run.path), stamp, attack, t, int(drop), seed, manual_coords,
 
 variants = ["baseline"] + (["masked", "random"] if maskable else [])
 variants += (["global"] if include_global else []) + (["manual"] if include_manual else [])
-label = ui.attack_label(attack)
+label = attack_label(attack)
 html_name, csv_name = export.report_filename(run, attack), export.scores_filename(run, attack)
 dims_name = export.dimensions_filename(run, attack, t) if maskable else None
 with st.expander("What will be exported", expanded=True):
-    settings_text = f"{ui.attack_label(attack)}" + (
+    settings_text = f"{attack_label(attack)}" + (
         f" at t = {t}, drop {drop} % ({masks.drop_count(d, drop)} of {d} coordinates), random seed {seed}"
         if maskable else ""
     )
@@ -228,7 +229,7 @@ if clicked:
         st.session_state[_BUILT] = settings_key
     except Exception as exc:  # noqa: BLE001 - show the error on the page, keep the app running
         st.session_state[_BUILT] = None
-        ui.show_error(exc, what="Building the report failed")
+        notices.show_error(exc, what="Building the report failed")
 
 built = st.session_state.get(_BUILT)
 if built is not None and built == settings_key:

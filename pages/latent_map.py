@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ldminv_core import metrics
 from ldminv_core.analyze import format_duration
+from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import fpr_support, subset_metrics
 
-from ldminv_app import cache, figures, selections, state, ui
+from ldminv_app import cache, cards, figures, frame, notices, roc_view, selections, state
 
 #: Session-state key of the point selection: {resolved run path: sorted row indices}. Kept here
 #: (not only in the chart's widget state) because a new colouring is a new chart whose own
@@ -52,9 +52,9 @@ def selected_rows(selection, n: int) -> list[int]:
     return sorted(set(r for r in rows if 0 <= r < n))
 
 
-run = ui.require_run()  # waits for the decoder geometry of a partial run
+run = frame.require_run()  # waits for the decoder geometry of a partial run
 
-with ui.guard("The Latent map page failed"):
+with notices.guard("The Latent map page failed"):
     attack = state.current_attack(run)
     t_index = state.current_t_index(run, attack)
     labels = run.labels
@@ -89,7 +89,7 @@ with ui.guard("The Latent map page failed"):
                     xy, not_saved = cache.compute_umap(run, seed=umap_seed, n_neighbors=n_neighbors)
                 except Exception as exc:  # noqa: BLE001
                     status.update(label="UMAP failed", state="error")
-                    ui.show_error(exc, what="UMAP failed")
+                    notices.show_error(exc, what="UMAP failed")
                 else:
                     status.update(label=f"UMAP of {n} latents computed in {format_duration(time.perf_counter() - t0)}",
                                   state="complete", expanded=False)
@@ -115,7 +115,7 @@ with ui.guard("The Latent map page failed"):
         color, color_label, categorical = splits, "split", True
     elif color_by == "attack score":
         t_text = "" if t_index is None else f", t={run.timesteps(attack)[t_index]}"
-        color, color_label = scores, f"{ui.attack_label(attack)} score{t_text}"
+        color, color_label = scores, f"{attack_label(attack)} score{t_text}"
     elif color_by == "influence of a coordinate":
         c_count, h, w = run.latent_shape
         i1, i2, i3 = st.columns(3)
@@ -157,7 +157,7 @@ with ui.guard("The Latent map page failed"):
         st.rerun()
 
     # ---- the selection
-    ev = cache.evaluation(run, attack)
+    ev = state.evaluation(run, attack)
     proto = ev.protocol  # the sidebar's protocol (its ROC convention)
     st.subheader(f"Selection: {len(rows)} samples ({int(labels[rows].sum())} members, "
                  f"{len(rows) - int(labels[rows].sum())} held-out)")
@@ -165,8 +165,8 @@ with ui.guard("The Latent map page failed"):
         # nothing chosen on the selection: the pooled calibrated out-of-fold scores and the folds' thresholds
         metric_scores = ev.scores("baseline")
         sub, all_m = ev.selection(rows), ev.selection(np.arange(n))
-        st.caption(f"Baseline {ui.attack_label(attack)}, honest protocol: pooled calibrated out-of-fold scores "
-                   f"({ui.arm_t_cell(ev.baseline())}, chosen on the other folds); TPR@1%FPR realised "
+        st.caption(f"Baseline {attack_label(attack)}, honest protocol: pooled calibrated out-of-fold scores "
+                   f"({cards.arm_t_cell(ev.baseline())}, chosen on the other folds); TPR@1%FPR realised "
                    f"at the folds' transferred thresholds (realised FPR in the selection "
                    f"{sub['realised_fpr_at_1fpr']:.4f}). Difference: selection − all samples.")
     else:
@@ -174,7 +174,7 @@ with ui.guard("The Latent map page failed"):
         sub = subset_metrics(scores, labels, rows, protocol=proto)
         all_m = subset_metrics(scores, labels, list(range(n)), protocol=proto)
         t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]} (sidebar)"
-        st.caption(f"Baseline {ui.attack_label(attack)} scores{t_text}, {proto.name} protocol's ROC convention "
+        st.caption(f"Baseline {attack_label(attack)} scores{t_text}, {proto.name} protocol's ROC convention "
                    f"(TPR@1%FPR = {proto.tpr_rule}); in-sample, descriptive. Difference: selection − all samples.")
     m1, m2, m3 = st.columns(3)
     for col, (m, name) in zip((m1, m2, m3), (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"), ("asr", "ASR"))):
@@ -192,12 +192,10 @@ with ui.guard("The Latent map page failed"):
     with left:
         sel_labels = labels[rows]
         if 0 < sel_labels.sum() < len(rows):
-            curve_sel = metrics.roc(metric_scores[rows], sel_labels)
-            curve_all = metrics.roc(metric_scores, labels)
             st.plotly_chart(
-                figures.roc_curves({"selection": (curve_sel.fpr, curve_sel.tpr), "all": (curve_all.fpr, curve_all.tpr)},
+                figures.roc_curves(roc_view.selection_curves(metric_scores, labels, rows),
                                    aurocs={"selection": sub["auroc"], "all": all_m["auroc"]},
-                                   title=f"ROC of the selection ({ui.attack_label(attack)})"),
+                                   title=f"ROC of the selection ({attack_label(attack)})"),
                 key="umap_subset_roc", config=figures.plotly_config(f"ldminv-umap-selection-roc-{attack}"),
             )
         else:

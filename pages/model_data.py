@@ -29,17 +29,16 @@ from ldminv_core.analyze import (
     AnalyzeConfig,
     estimate_cost,
     format_duration,
-    format_per_image,
-    format_percent,
     run_analysis,
 )
 from ldminv_core.attacks import ATTACKS
-from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME_KINDS, PROBES_AUTO
+from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME_KINDS, PROBES_AUTO, attack_label
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.runstore import default_runs_root, delete_run, list_runs
 
-from ldminv_app import cache, state, ui
-from ldminv_app.jobs import AnalysisJob, resume_config
+from ldminv_app import cache, frame, notices, progress, sidebar, startup, state
+from ldminv_app.jobs import AnalysisJob
+from ldminv_app.run_folders import check_deletable, checked_resume_config, estimate_rows, inside_root, link_names
 from ldminv_app.uploads import save_uploads, upload_digest
 
 #: Defaults of a new analysis: a quick first look (100 images per folder, two attacks, every 30th
@@ -50,80 +49,15 @@ QUICK_TIMESTEPS = "0:300:30"
 QUICK_LIMIT = 100
 
 
+active = frame.page_frame(needs_run=False)
 
-def estimate_rows(estimate) -> list[dict]:
-    """The cost estimate's stages as table rows, in the order they run: the work, the predicted
-    seconds per image, the stage's time (``format_duration``) and its share of the total."""
-    count = lambda v: f"{int(v):,}" if v else "–"  # noqa: E731
-    rows = [{"stage": s.stage, "what": s.label, "images": count(s.images), "encoder calls": count(s.encoder_calls),
-             "decoder JVP/VJP": count(s.decoder_products), "UNet calls": count(s.unet_calls),
-             "per image": format_per_image(s.seconds_per_image), "est. time": format_duration(s.seconds),
-             "share": format_percent(estimate.share(s))} for s in estimate.stages]
-    rows.append({"stage": "total", "what": "", "images": "", "encoder calls": "", "decoder JVP/VJP": "",
-                 "UNet calls": "", "per image": "", "est. time": format_duration(estimate.total_seconds), "share": ""})
-    return rows
-
-
-def link_names(root: Path) -> dict[str, str]:
-    """Resolved target -> link name, for the symbolic links directly under the runs root
-    (``list_runs`` lists a linked run by its target)."""
-    out: dict[str, str] = {}
-    try:
-        children = list(root.iterdir())
-    except OSError:
-        return out
-    for child in children:
-        try:
-            if child.is_symlink():
-                out[str(child.resolve())] = child.name
-        except (OSError, RuntimeError):  # a dangling or looping link
-            continue
-    return out
-
-
-def inside_root(path: str | Path, root: Path) -> bool:
-    """True when ``path`` resolves to a folder directly inside the resolved runs root."""
-    try:
-        return Path(path).resolve().parent == root.resolve()
-    except (OSError, RuntimeError):
-        return False
-
-
-def check_deletable(path: str | Path, root: Path) -> Path:
-    """The run folder at ``path`` when the dashboard may delete it: a real folder (not a
-    symbolic link) directly inside the runs root. Otherwise raises RunError: the dashboard
-    never deletes outside the runs folder, whatever a link there points to."""
-    folder = Path(path)
-    if folder.is_symlink():
-        raise RunError(f"run {folder}: expected a run folder, got a symbolic link (to {folder.resolve()}); "
-                       "not deleting it or its target: remove the link yourself")
-    if not inside_root(folder, root):
-        raise RunError(f"run {folder}: expected a run folder inside the runs folder {root}, got one that resolves "
-                       f"to {folder.resolve()} (reached through a symbolic link or elsewhere); not deleting it")
-    return folder
-
-
-def checked_resume_config(path: str | Path, **kwargs) -> AnalyzeConfig:
-    """``resume_config`` with any problem of the stored settings as a RunError naming run.json
-    (settings that are not an analysis configuration raise TypeError there)."""
-    try:
-        return resume_config(path, **kwargs)
-    except LdminvError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        raise RunError(f"{Path(path) / 'run.json'}: expected the settings of an analysis under 'config' to "
-                       f"resume it, got settings that cannot be used ({exc})") from exc
-
-
-active = ui.page_frame(needs_run=False)
-
-with ui.guard("The Model & data page failed"):
+with notices.guard("The Model & data page failed"):
     runs_root = default_runs_root()
     registry = cache.job_registry()
 
     st.title("Model & data")
     if active is not None:
-        st.caption(f"Active run: **{ui.run_title(active)}** ({active.path})")
+        st.caption(f"Active run: **{sidebar.run_title(active)}** ({active.path})")
 
     # keyed and tracked: the tab the user is on stays open through reruns (a job's progress, a
     # stage landing), instead of falling back to the first one
@@ -134,7 +68,7 @@ with ui.guard("The Model & data page failed"):
         try:
             infos = list_runs(runs_root)
         except Exception as exc:  # noqa: BLE001 - an unreadable runs folder is a message
-            ui.show_error(exc, what=f"Cannot list the runs under {runs_root}")
+            notices.show_error(exc, what=f"Cannot list the runs under {runs_root}")
             infos = []
         links = link_names(runs_root)
         outside = {str(i.path) for i in infos if not inside_root(i.path, runs_root)}
@@ -176,10 +110,10 @@ with ui.guard("The Model & data page failed"):
             if b1.button("Open", key="runs_open", type="primary", disabled=by_path[picked].status != "complete"):
                 try:
                     run = state.set_active_run(picked)
-                    state.notify("success", f"Opened run {ui.run_title(run)}.")
+                    state.notify("success", f"Opened run {sidebar.run_title(run)}.")
                     st.rerun()
                 except Exception as exc:  # noqa: BLE001
-                    ui.show_error(exc, what=f"Cannot open {picked}")
+                    notices.show_error(exc, what=f"Cannot open {picked}")
             if b2.button("Resume", key="runs_resume", disabled=by_path[picked].status != "unfinished",
                          help="Finish an interrupted or cancelled analysis with its own settings."):
                 try:
@@ -188,14 +122,14 @@ with ui.guard("The Model & data page failed"):
                                                        cancelled_exc=AnalysisCancelled))
                     st.session_state[state.JOB_ID] = picked
                 except Exception as exc:  # noqa: BLE001
-                    ui.show_error(exc, what=f"Cannot resume {picked}")
+                    notices.show_error(exc, what=f"Cannot resume {picked}")
             if b3.button("Delete…", key="runs_delete", disabled=linked,
                          help="A linked run outside the runs folder is never deleted here." if linked else None):
                 try:
                     check_deletable(picked, runs_root)
                     st.session_state[state.CONFIRM_DELETE] = picked
                 except Exception as exc:  # noqa: BLE001
-                    ui.show_error(exc, what=f"Cannot delete {picked}")
+                    notices.show_error(exc, what=f"Cannot delete {picked}")
         else:
             st.info("No runs yet: compute one in the New analysis tab.")
 
@@ -208,7 +142,7 @@ with ui.guard("The Model & data page failed"):
                 try:
                     delete_run(check_deletable(pending, runs_root))
                 except Exception as exc:  # noqa: BLE001
-                    ui.show_error(exc, what=f"Cannot delete {pending}")
+                    notices.show_error(exc, what=f"Cannot delete {pending}")
                 else:
                     cache.clear_run_caches()
                     if state.active_run_path() == str(Path(pending).resolve()):
@@ -229,10 +163,10 @@ with ui.guard("The Model & data page failed"):
                 if Path(other.strip()).expanduser().is_file():
                     raise RunError(f"run folder {other.strip()}: expected a run folder, got a file")
                 run = state.set_active_run(other.strip())
-                state.notify("success", f"Opened run {ui.run_title(run)}.")
+                state.notify("success", f"Opened run {sidebar.run_title(run)}.")
                 st.rerun()
             except Exception as exc:  # noqa: BLE001
-                ui.show_error(exc, what="Cannot open the run")
+                notices.show_error(exc, what="Cannot open the run")
 
 
     # =========================================================================== new analysis
@@ -260,7 +194,7 @@ with ui.guard("The Model & data page failed"):
                 folder = save_uploads(pairs, dest)
             except Exception as exc:  # noqa: BLE001 - a refused upload is a message, nothing is saved
                 st.session_state[saved_key] = None
-                ui.show_error(exc, what=f"{label} upload")
+                notices.show_error(exc, what=f"{label} upload")
                 return ""
             st.session_state[saved_key] = str(folder)
         st.caption(f"Saved to {folder}")
@@ -280,7 +214,7 @@ with ui.guard("The Model & data page failed"):
         elif kind == "Shift demo":
             model = str(demo.DEMO_MODEL_DIR)
             default_members = default_heldout = ""
-            with ui.guard("Shift demo folders"):
+            with notices.guard("Shift demo folders"):
                 shift_members, shift_heldout = demo.build_shift_demo_data()
                 default_members, default_heldout = str(shift_members), str(shift_heldout)
                 st.caption(f"Demo model: {model}. Both folders hold images the model never saw (footwear against "
@@ -308,14 +242,14 @@ with ui.guard("The Model & data page failed"):
 
         with st.expander("Options", expanded=True):
             st.caption(f"The defaults are a quick first look: {QUICK_LIMIT} images per folder, "
-                       f"{', '.join(ui.attack_label(a) for a in QUICK_ATTACKS)}, every "
+                       f"{', '.join(attack_label(a) for a in QUICK_ATTACKS)}, every "
                        f"{QUICK_TIMESTEPS.rsplit(':', 1)[-1]}th timestep. How long that takes depends on the model "
                        "(the decoder geometry grows with the latent size and usually dominates): “Estimate cost” "
                        "times every stage on this machine and shows each one's share before anything starts. "
                        "Raise the limit (0 = all images), add attacks or refine the timesteps for the full audit.")
             # a row of its own: the chips of all five attacks fit without being cut
             attacks = st.multiselect("Attacks", list(ATTACKS), default=list(QUICK_ATTACKS), key="new_attacks",
-                                     format_func=ui.attack_label)
+                                     format_func=attack_label)
             e1, e2, e3, e4 = st.columns(4)
             timesteps = e1.text_input("Timesteps", QUICK_TIMESTEPS, key="new_timesteps",
                                       help="start:stop:step, or a comma list such as 0,10,50 "
@@ -431,7 +365,7 @@ with ui.guard("The Model & data page failed"):
                     registry.start(str(Path(config.out).resolve()), job)
                     st.session_state[state.JOB_ID] = str(Path(config.out).resolve())
             except Exception as exc:  # noqa: BLE001 - every problem becomes a message
-                ui.show_error(exc, what="Cannot start the analysis" if start else "Cannot estimate the cost")
+                notices.show_error(exc, what="Cannot start the analysis" if start else "Cannot estimate the cost")
 
         cost = st.session_state.get("cost_preview")
         if cost is not None:
@@ -464,26 +398,26 @@ with ui.guard("The Model & data page failed"):
             opened = st.session_state.get("_partial_opened") == job_id
 
             def first_results() -> bool:
-                return not opened and ui.first_results(out) is not None
+                return not opened and startup.first_results(out) is not None
 
             if first_results():
                 # the first attack has landed: open the partial run now, the rest fills in
                 st.session_state["_partial_opened"] = job_id
                 try:
                     run = state.set_active_run(out)
-                    state.notify("info", f"The first results of {ui.run_title(run)} are in: it is the active run "
+                    state.notify("info", f"The first results of {sidebar.run_title(run)} are in: it is the active run "
                                  "now (partial; every page refreshes as the other stages land).")
                 except Exception as exc:  # noqa: BLE001
                     state.notify("error", f"The partial run cannot be opened: {exc}")
                 st.rerun()
             # refreshed in place; the sidebar shows the same line from the same record
-            ui.live_job_progress(job, rerun_when=first_results)
+            progress.live_job_progress(job, rerun_when=first_results)
         if snap.status == "done":
             registry.remove(job_id)
             st.session_state[state.JOB_ID] = None
             try:
                 run = state.set_active_run(snap.result)
-                state.notify("success", f"Analysis finished: {ui.run_title(run)} is now the active run.")
+                state.notify("success", f"Analysis finished: {sidebar.run_title(run)} is now the active run.")
             except Exception as exc:  # noqa: BLE001
                 state.notify("error", f"The analysis finished but its run cannot be opened: {exc}")
             st.rerun()
@@ -499,13 +433,13 @@ with ui.guard("The Model & data page failed"):
                     )
                     st.rerun()
                 except Exception as exc:  # noqa: BLE001
-                    ui.show_error(exc, what="Cannot resume")
+                    notices.show_error(exc, what="Cannot resume")
             if r2.button("Dismiss", key="job_dismiss"):
                 registry.remove(job_id)
                 st.session_state[state.JOB_ID] = None
                 st.rerun()
         elif snap.status == "error":
-            ui.show_error(snap.error, what="The analysis failed")
+            notices.show_error(snap.error, what="The analysis failed")
             if st.button("Dismiss", key="job_dismiss_error"):
                 registry.remove(job_id)
                 st.session_state[state.JOB_ID] = None

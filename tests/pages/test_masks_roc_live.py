@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app import figures
+from ldminv_app import figures, warm
 from ldminv_core import metrics
 from ldminv_core.evaluation import Evaluation, fpr_support
 from ldminv_core.report import build_report, format_rate, format_rate_ci, format_report, low_fpr_cautions
@@ -92,8 +92,9 @@ def test_prefetch_makes_the_next_drop_a_lookup(run):
     ev = Evaluation(run, "sima", "standard", n_boot=50)
     ti = ev.headline_t_index()
     ev.arms(40.0)
-    ev.prefetch([41.0, 39.0, 200.0], t_index=ti)  # an invalid drop is skipped
-    assert ev.prefetch_idle(timeout=60)
+    warmer = warm.Warmer()  # the server's one prefetcher (ldminv_app.warm), a fresh one per test
+    warm.prefetch_drops(ev, [41.0, 39.0, 200.0], t_index=ti, into=warmer)  # an invalid drop is skipped
+    assert warmer.idle(timeout=60)
     for key in (("arms", 41.0), ("arms", 39.0), ("findings", 41.0), ("masked_per_t", 41.0)):
         assert key in ev._memo, key
     t0 = time.perf_counter()

@@ -74,6 +74,7 @@ def single_run(tiny_uncond_model, tiny_image_dirs, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.distributed
 def test_two_processes_give_the_single_process_arrays(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = tmp_path / "two"
     res = _run(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2))
@@ -103,6 +104,7 @@ def _pid_of_rank(out: Path, rank: int, *, timeout: float) -> int:
     raise AssertionError(f"{path} never appeared")
 
 
+@pytest.mark.distributed
 def test_killed_rank_leaves_the_run_incomplete_and_resumes(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2), env=_env(), cwd=REPO,
@@ -127,6 +129,7 @@ def test_killed_rank_leaves_the_run_incomplete_and_resumes(single_run, tiny_unco
     _assert_close_runs(single_run, out)
 
 
+@pytest.mark.distributed
 def test_single_process_resumes_a_distributed_run(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     """A run begun by 2 processes can be finished by one (rank records are honoured)."""
     out = tmp_path / "mixed"

@@ -71,7 +71,10 @@ class Warmer:
         (``front``) or last; ``group``: drop this group's queued tasks first."""
         with self._lock:
             if group is not None:
-                self._todo = [(k, f) for k, f in self._todo if self._groups.get(k) != group]
+                dropped = {k for k, _ in self._todo if self._groups.get(k) == group}
+                self._todo = [(k, f) for k, f in self._todo if k not in dropped]
+                for k in dropped:
+                    self._groups.pop(k, None)
             fresh = [(k, f) for k, f in tasks if k not in self._done and all(k != q for q, _ in self._todo)]
             if group is not None:
                 self._groups.update({k: group for k, _ in fresh})

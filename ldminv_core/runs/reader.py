@@ -408,14 +408,3 @@ class Run:
             self._raise_nonfinite(rel)
         return np.asarray(load_npy(self._file(rel)), dtype=np.float64)
 
-    def scores(self, attack: str, *, t_index: int | None = None) -> np.ndarray:
-        """Membership scores (higher = member) of the full (unmasked) terms:
-        :func:`ldminv_core.evaluation.run_scores.run_scores` of this run (kept for its callers).
-
-        Returns:
-            (N, T) float64 for maskable attacks, or (N,) when ``t_index`` is given; PFAMI (and
-            other stored-score attacks) always (N,).
-        """
-        from ..evaluation.run_scores import run_scores
-
-        return run_scores(self, attack, t_index=t_index)

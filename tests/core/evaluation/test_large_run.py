@@ -14,6 +14,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from ldminv_core.evaluation.run_scores import run_scores
 from ldminv_core import masks  # noqa: E402
 from ldminv_core.errors import LdminvError, ShapeError  # noqa: E402
 from ldminv_core.evaluation import Evaluation, convention_metrics, make_protocol  # noqa: E402
@@ -40,7 +41,7 @@ def test_synthetic_run_follows_the_contract(big: Run) -> None:
     assert big.n_members == N // 2 and big.n_heldout == N - N // 2
     assert big.influence.shape == (N, *LATENT) and np.isfinite(big.log_volume).all()
     # the planted member signal: the baseline is informative at some timestep (N = 200 is noisy)
-    aucs = [roc_auc_score(big.labels, big.scores("sima", t_index=t)) for t in range(T)]
+    aucs = [roc_auc_score(big.labels, run_scores(big, "sima", t_index=t)) for t in range(T)]
     assert max(aucs) > 0.55
 
 

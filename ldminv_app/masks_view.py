@@ -14,12 +14,13 @@ import numpy as np
 import streamlit as st
 
 from ldminv_core import masks
-from ldminv_core.report import format_rate, format_rate_ci, low_fpr_cautions
+from ldminv_core.report import format_rate, low_fpr_cautions
 
 from . import cache, export, figures, state
 from .cards import METRIC_LABELS, arm_metric_caption, arm_t_cell, below_chance_captions, finding_card, metric_t_text
 from .blind import BLIND_CURVE, shift_note
 from .roc_view import arm_curves, axis_titles
+from .tables import RATE_METRICS, arms_frame, rate_columns
 
 if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
@@ -31,7 +32,6 @@ __all__ = ["ROC_POINTS", "RATE_METRICS", "MaskControls", "MaskArms", "show_cauti
 
 #: Points per drawn ROC curve (a curve has up to N + 1; more do not show at chart size).
 ROC_POINTS = 200
-RATE_METRICS = ("AUROC", "TPR@1%FPR", "ASR")
 
 
 def show_cautions(ev: Evaluation, run: Run) -> None:
@@ -102,38 +102,6 @@ def roc_panel(ev: Evaluation, run: Run, scores: dict, arms: dict) -> None:
                    "realised rate of the thresholds chosen on the other folds.")
     elif paper:
         st.caption(_paper_caption(arms))
-
-
-def _per_fold(values: list) -> str:
-    if not values:
-        return "–"
-    return f"{values[0]} (all)" if len(set(values)) == 1 else ", ".join(map(str, values))
-
-
-def arms_frame(arms: list, honest: bool, custom_drop: dict | None = None):
-    """The report's arms table (``export.arms_table``); under ``honest`` the t and drop of every
-    fold in short columns ("60 (all)" when the folds agree), so the table fits the page;
-    ``custom_drop``: arm name -> what a global or manual mask drops (they have no drop of their own)."""
-    frame = export.arms_table(arms, honest=honest)
-    if custom_drop:
-        frame["drop"] = [custom_drop.get(a.arm, value) for a, value in zip(arms, frame["drop"])]
-    # rates as numbers shown in % (column_config below), intervals in %: the cards' convention
-    for m, label in zip(("auroc", "tpr_at_1fpr", "asr"), RATE_METRICS):
-        frame[label] = [a.value(m) for a in arms]
-        frame[f"{label} 95% CI"] = [format_rate_ci(a.ci[m]) for a in arms]
-    if honest:
-        frame["realised FPR"] = [a.realised_fpr_at_1fpr for a in arms]
-        frame["t"] = [_per_fold([f.t for f in a.folds if f.t is not None]) for a in arms]
-        frame["drop"] = [(custom_drop or {}).get(a.arm) or
-                         _per_fold([f"{f.drop_percent:g}" for f in a.folds if f.drop_percent is not None])
-                         for a in arms]
-        frame = frame.rename(columns={"t": "t (per fold)", "drop": "drop % (per fold)"})
-    return frame.set_index("variant")
-
-
-def rate_columns() -> dict:
-    """``st.dataframe(column_config=...)`` of the rate columns: 4-decimal fractions."""
-    return {c: st.column_config.NumberColumn(c, format="%.4f") for c in (*RATE_METRICS, "realised FPR")}
 
 
 def unmaskable(run: Run, attack: str, ev: Evaluation) -> None:

@@ -1,8 +1,10 @@
-"""The shared selectors bound to the session: attack, timestep (with which t the protocol's numbers
-use) and evaluation protocol (with the honest protocol's folds).
+"""The shared widgets: selectors bound to the session (attack, timestep with which t the protocol's
+numbers use, evaluation protocol with the honest protocol's folds) and the image-folder source of a
+new analysis (a folder typed in, or uploads saved to one).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import streamlit as st
@@ -11,9 +13,11 @@ from ldminv_core.choices import attack_label
 from ldminv_core.runstore import Run
 
 from . import state
+from .notices import show_error
 from .timestep_text import headline_t_caption, protocol_t_text, sidebar_t_agrees
+from .uploads import save_uploads, upload_digest
 
-__all__ = ["attack_selector", "timestep_selector", "PROTOCOL_LABELS", "protocol_selector"]
+__all__ = ["attack_selector", "timestep_selector", "PROTOCOL_LABELS", "protocol_selector", "data_source"]
 
 
 def _sync(widget_key: str, target: str) -> None:
@@ -92,3 +96,35 @@ def protocol_selector(*, container: Any = None) -> str:
         where.number_input("Folds", 2, 10, step=1, key="sidebar_folds", on_change=_sync,
                            args=("sidebar_folds", state.FOLDS), help="Stratified cross-fitting folds (seeded).")
     return state.current_protocol()
+
+
+def data_source(label: str, role: str, default: str, *, runs_root: Path) -> str:
+    """A folder path typed in, or uploaded images / zips saved to a folder under
+    ``runs_root/uploads/<digest of the content>/<role>``; returns the path ("" while there is none)."""
+    mode = st.radio(f"{label} images", ["Folder", "Upload"], key=f"new_{role}_mode", horizontal=True)
+    if mode == "Folder":
+        st.session_state.setdefault(f"new_{role}_path", default)
+        return st.text_input(f"{label} folder", key=f"new_{role}_path").strip()
+    files = st.file_uploader(
+        f"{label} images or a zip of them",
+        type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "zip", "jsonl", "csv"],
+        accept_multiple_files=True,
+        key=f"new_{role}_upload",
+    )
+    if not files:
+        return ""
+    pairs = [(f.name, f.getvalue()) for f in files]
+    dest = runs_root / "uploads" / upload_digest(pairs) / role
+    saved_key = f"_saved_upload_{role}"
+    if st.session_state.get(saved_key) == str(dest) and dest.is_dir():
+        folder = dest  # saved by an earlier rerun (the digest names the content): not unpacked again
+    else:
+        try:
+            folder = save_uploads(pairs, dest)
+        except Exception as exc:  # noqa: BLE001 - a refused upload is a message, nothing is saved
+            st.session_state[saved_key] = None
+            show_error(exc, what=f"{label} upload")
+            return ""
+        st.session_state[saved_key] = str(folder)
+    st.caption(f"Saved to {folder}")
+    return str(folder)

@@ -16,7 +16,7 @@ from ldminv_core.choices import attack_label
 from ldminv_core.errors import LdminvError
 from ldminv_core.pair_shift import shift_is_exact
 
-from ldminv_app import cache, figures, frame, notices, selections, state
+from ldminv_app import cache, figures, frame, notices, selections, state, tables
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
@@ -71,26 +71,12 @@ with notices.guard("The Dimensions page failed"):
     event = st.dataframe(
         view,
         key="dim_table",
-        column_order=("coord", "channel", "row", "col", "influence_mean", "influence_std", "shift", "auroc",
-                      "influence_rank"),
+        column_order=tables.DIMENSION_COLUMNS,
         on_select="rerun",
         selection_mode="multi-row",
         hide_index=True,
         height=360,
-        column_config={
-            "coord": st.column_config.NumberColumn("coord", help="flat index (ch·h + y)·w + x"),
-            "channel": st.column_config.NumberColumn("channel", help="latent channel (ch)"),
-            "row": st.column_config.NumberColumn("row y", help="latent row y (0 = top)"),
-            "col": st.column_config.NumberColumn("column x", help="latent column x (0 = left)"),
-            "influence_mean": st.column_config.NumberColumn("influence mean", format="%.4f"),
-            "influence_std": st.column_config.NumberColumn("influence std", format="%.4f"),
-            "shift": st.column_config.NumberColumn(
-                "shift (held-out − member)", format="%.3e",
-                help="median over (held-out, member) pairs of the difference of their terms; "
-                     "same sign as AUROC − 0.5"),
-            "auroc": st.column_config.NumberColumn("AUROC (−term)", format="%.4f"),
-            "influence_rank": st.column_config.NumberColumn("influence rank"),
-        },
+        column_config=tables.dimension_columns(),
     )
     selected_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
     selected = [int(view.iloc[r]["coord"]) for r in selected_rows if r < len(view)]

@@ -14,9 +14,9 @@ import streamlit as st
 
 from ldminv_core.analyze import format_duration
 from ldminv_core.choices import attack_label
-from ldminv_core.evaluation import fpr_support, subset_metrics
+from ldminv_core.evaluation import fpr_support
 
-from ldminv_app import cache, cards, figures, frame, notices, roc_view, selections, state
+from ldminv_app import cache, figures, frame, latent_view, notices, roc_view, selections, state
 
 #: Session-state key of the point selection: {resolved run path: sorted row indices}. Kept here
 #: (not only in the chart's widget state) because a new colouring is a new chart whose own
@@ -161,21 +161,10 @@ with notices.guard("The Latent map page failed"):
     proto = ev.protocol  # the sidebar's protocol (its ROC convention)
     st.subheader(f"Selection: {len(rows)} samples ({int(labels[rows].sum())} members, "
                  f"{len(rows) - int(labels[rows].sum())} held-out)")
-    if proto.name == "honest":
-        # nothing chosen on the selection: the pooled calibrated out-of-fold scores and the folds' thresholds
-        metric_scores = ev.scores("baseline")
-        sub, all_m = ev.selection(rows), ev.selection(np.arange(n))
-        st.caption(f"Baseline {attack_label(attack)}, honest protocol: pooled calibrated out-of-fold scores "
-                   f"({cards.arm_t_cell(ev.baseline())}, chosen on the other folds); TPR@1%FPR realised "
-                   f"at the folds' transferred thresholds (realised FPR in the selection "
-                   f"{sub['realised_fpr_at_1fpr']:.4f}). Difference: selection − all samples.")
-    else:
-        metric_scores = scores
-        sub = subset_metrics(scores, labels, rows, protocol=proto)
-        all_m = subset_metrics(scores, labels, list(range(n)), protocol=proto)
-        t_text = "" if t_index is None else f" at t = {run.timesteps(attack)[t_index]} (sidebar)"
-        st.caption(f"Baseline {attack_label(attack)} scores{t_text}, {proto.name} protocol's ROC convention "
-                   f"(TPR@1%FPR = {proto.tpr_rule}); in-sample, descriptive. Difference: selection − all samples.")
+    # nothing chosen on the selection (honest: the pooled out-of-fold scores, the folds' thresholds)
+    picked = latent_view.selection_metrics(ev, run, attack, scores, rows, t_index=t_index)
+    metric_scores, sub, all_m = picked.scores, picked.selection, picked.everything
+    st.caption(picked.caption)
     m1, m2, m3 = st.columns(3)
     for col, (m, name) in zip((m1, m2, m3), (("auroc", "AUROC"), ("tpr_at_1fpr", "TPR@1%FPR"), ("asr", "ASR"))):
         value = sub[m]

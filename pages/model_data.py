@@ -36,10 +36,9 @@ from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.runstore import default_runs_root, delete_run, list_runs
 
-from ldminv_app import cache, frame, notices, progress, sidebar, startup, state
+from ldminv_app import cache, frame, notices, progress, sidebar, startup, state, widgets
 from ldminv_app.jobs import AnalysisJob
 from ldminv_app.run_folders import check_deletable, checked_resume_config, estimate_rows, inside_root, link_names
-from ldminv_app.uploads import save_uploads, upload_digest
 
 #: Defaults of a new analysis: a quick first look (100 images per folder, two attacks, every 30th
 #: timestep). How long it takes depends on the model: the decoder geometry grows with the latent
@@ -47,7 +46,6 @@ from ldminv_app.uploads import save_uploads, upload_digest
 QUICK_ATTACKS = ("sima", "pia")
 QUICK_TIMESTEPS = "0:300:30"
 QUICK_LIMIT = 100
-
 
 active = frame.page_frame(needs_run=False)
 
@@ -168,39 +166,7 @@ with notices.guard("The Model & data page failed"):
             except Exception as exc:  # noqa: BLE001
                 notices.show_error(exc, what="Cannot open the run")
 
-
     # =========================================================================== new analysis
-    def data_source(label: str, role: str, default: str) -> str:
-        """A folder path typed in, or uploaded images / zips saved to a folder; returns the path."""
-        mode = st.radio(f"{label} images", ["Folder", "Upload"], key=f"new_{role}_mode", horizontal=True)
-        if mode == "Folder":
-            st.session_state.setdefault(f"new_{role}_path", default)
-            return st.text_input(f"{label} folder", key=f"new_{role}_path").strip()
-        files = st.file_uploader(
-            f"{label} images or a zip of them",
-            type=["png", "jpg", "jpeg", "webp", "bmp", "tif", "tiff", "gif", "zip", "jsonl", "csv"],
-            accept_multiple_files=True,
-            key=f"new_{role}_upload",
-        )
-        if not files:
-            return ""
-        pairs = [(f.name, f.getvalue()) for f in files]
-        dest = runs_root / "uploads" / upload_digest(pairs) / role
-        saved_key = f"_saved_upload_{role}"
-        if st.session_state.get(saved_key) == str(dest) and dest.is_dir():
-            folder = dest  # saved by an earlier rerun (the digest names the content): not unpacked again
-        else:
-            try:
-                folder = save_uploads(pairs, dest)
-            except Exception as exc:  # noqa: BLE001 - a refused upload is a message, nothing is saved
-                st.session_state[saved_key] = None
-                notices.show_error(exc, what=f"{label} upload")
-                return ""
-            st.session_state[saved_key] = str(folder)
-        st.caption(f"Saved to {folder}")
-        return str(folder)
-
-
     with tab_new:
         kind = st.radio(
             "Model", ["Built-in demo", "Shift demo", "Local folder", "Hub id"], key="new_model_kind", horizontal=True,
@@ -236,9 +202,9 @@ with notices.guard("The Model & data page failed"):
                     st.session_state[f"new_{role}_path"] = default
         d1, d2 = st.columns(2)
         with d1:
-            members = data_source("Members", "members", default_members)
+            members = widgets.data_source("Members", "members", default_members, runs_root=runs_root)
         with d2:
-            heldout = data_source("Held-out", "heldout", default_heldout)
+            heldout = widgets.data_source("Held-out", "heldout", default_heldout, runs_root=runs_root)
 
         with st.expander("Options", expanded=True):
             st.caption(f"The defaults are a quick first look: {QUICK_LIMIT} images per folder, "

@@ -8,6 +8,9 @@ holds descriptive tables and images. Every cache key starts with the run's resol
 the modification time of its run.json (its "stamp"), so a recomputed run is never served stale
 results. Moving a control on a page therefore only recomputes
 from these cached objects: no model call, no file re-read.
+
+Every choice is an explicit argument (protocol, folds, replicates): this module never reads the
+session; :mod:`ldminv_app.state`, above it, fills in the session's choices.
 """
 from __future__ import annotations
 
@@ -16,7 +19,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -201,10 +203,10 @@ def compute_umap(run: Run, *, seed: int, n_neighbors: int) -> tuple[np.ndarray, 
     return xy, None
 
 
-def terms(run: Run, attack: str) -> np.ndarray:
+def terms(run: Run, attack: str, *, protocol: str, folds: int) -> np.ndarray:
     """(N, T, C, h, w) per-coordinate terms of a maskable attack: the memory-mapped array the
-    session's cached evaluation reads (no second copy in memory)."""
-    return evaluation(run, attack).terms()
+    cached evaluation of (``protocol``, ``folds``) reads (no second copy in memory)."""
+    return evaluation(run, attack, protocol=protocol, folds=folds).terms()
 
 
 @st.cache_resource(max_entries=32, show_spinner=False)
@@ -212,20 +214,17 @@ def _evaluation(path: str, stamp: int, attack: str, protocol: str, folds: int, n
     return Evaluation(_open_run(path, stamp), attack, make_protocol(protocol, folds=folds), n_boot=n_boot)
 
 
-def evaluation(run: Run, attack: str, *, protocol: str | None = None, folds: int | None = None,
-               n_boot: int | None = None) -> Evaluation:
+def evaluation(run: Run, attack: str, *, protocol: str, folds: int, n_boot: int | None = None) -> Evaluation:
     """The one cached :class:`~ldminv_core.evaluation.Evaluation` of (run path, run.json stamp,
     attack, protocol, folds, n_boot): it memoises its own parts (per-t curves, arms per drop,
     quartiles, findings, sweeps), so every page and every control reuses what was computed once.
 
-    ``protocol`` / ``folds`` default to the session's (sidebar) choice, ``n_boot`` to
-    :data:`PAGE_N_BOOT`. The folds are part of the key only for ``honest`` (the other protocols
-    do not use them), so changing the folds never recomputes a ``standard`` evaluation.
+    ``protocol`` / ``folds`` are explicit (the session's choice: :func:`ldminv_app.state.evaluation`),
+    ``n_boot`` defaults to :data:`PAGE_N_BOOT`. The folds are part of the key only for ``honest`` (the
+    other protocols do not use them), so changing the folds never recomputes a ``standard`` evaluation.
     """
-    from . import state
-
-    name = protocol or state.current_protocol()
-    k = int(folds if folds is not None else state.current_folds()) if name == "honest" else 5
+    name = protocol
+    k = int(folds) if name == "honest" else 5
     nb = PAGE_N_BOOT if n_boot is None else int(n_boot)
     key = run_key(run.path)
     warmer().foreground()
@@ -242,7 +241,7 @@ def evaluation(run: Run, attack: str, *, protocol: str | None = None, folds: int
             finally:
                 bar.empty()
         if PAGE_N_BOOT == nb:
-            _first_open_extras(run, attack, ev)
+            _first_open_extras(run, attack, ev, folds=int(folds))
     return ev
 
 
@@ -250,7 +249,7 @@ _FIRST_OPEN: set = set()
 _FIRST_OPEN_LOCK = threading.Lock()
 
 
-def _first_open_extras(run: Run, attack: str, ev: Evaluation) -> None:
+def _first_open_extras(run: Run, attack: str, ev: Evaluation, *, folds: int) -> None:
     """Once per server, run and attack, after the grids: the Dimensions table at the headline
     timestep (a few seconds for an SD-size run; saved next to the run, so the page opens at once
     now and in later servers), then the other protocols' default views in the background."""
@@ -265,20 +264,17 @@ def _first_open_extras(run: Run, attack: str, ev: Evaluation) -> None:
                 _dimension_table(*key[:2], attack, ev.headline_t_index())
             except Exception:  # noqa: BLE001 - the Dimensions page reports it
                 pass
-    warm_run(run, attack)
+    warm_run(run, attack, folds=folds)
 
 
-def protocol_evaluations(run: Run, attack: str, *, n_boot: int | None = None) -> dict[str, Evaluation]:
-    """The cached evaluation of every protocol (honest with the session's folds), created here
-    (cheap: nothing is computed until asked)."""
+def protocol_evaluations(run: Run, attack: str, *, folds: int, n_boot: int | None = None) -> dict[str, Evaluation]:
+    """The cached evaluation of every protocol (honest with ``folds``), created here (cheap: nothing
+    is computed until asked)."""
     from ldminv_core.evaluation import PROTOCOLS
-
-    from . import state
 
     key = run_key(run.path)
     nb = PAGE_N_BOOT if n_boot is None else int(n_boot)
-    return {p: _evaluation(*key, attack, p, int(state.current_folds()) if p == "honest" else 5, nb)
-            for p in PROTOCOLS}
+    return {p: _evaluation(*key, attack, p, int(folds) if p == "honest" else 5, nb) for p in PROTOCOLS}
 
 
 # --------------------------------------------------------------------------- background warm-up
@@ -298,13 +294,13 @@ def _page_parts(ev: Evaluation, drop: float | None, t_index: int) -> None:
     ev.drop_curves(t_index, extra=() if drop is None else (drop,))
 
 
-def warm_run(run: Run, attack: str) -> None:
+def warm_run(run: Run, attack: str, *, folds: int) -> None:
     """After the first open: every protocol's Findings and default Masks & ROC view, in the
     background (queued behind what the pages ask for)."""
     if not run.is_maskable(attack):
         return
     key = run_key(run.path)
-    evs = protocol_evaluations(run, attack)
+    evs = protocol_evaluations(run, attack, folds=folds)
     tasks = []
     for name, e in evs.items():
         tasks.append((("result", key, attack, name), lambda e=e: (e.result(), e.drop_curves(e.headline_t_index()))))
@@ -315,15 +311,13 @@ def warm_run(run: Run, attack: str) -> None:
     warmer().submit(tasks, front=False)
 
 
-def warm_controls(run: Run, attack: str, drop: float | None, t_index: int) -> None:
+def warm_controls(run: Run, attack: str, drop: float | None, t_index: int, *, protocol: str, folds: int) -> None:
     """After a Masks & ROC run: the other protocols at this drop and t, and this protocol's
     neighbouring timesteps, computed in the background."""
-    from . import state
-
     warmer().foreground()  # the page is still drawing its charts
     key = run_key(run.path)
-    evs = protocol_evaluations(run, attack)
-    current = state.current_protocol()
+    evs = protocol_evaluations(run, attack, folds=folds)
+    current = protocol
     t_count = len(run.timesteps(attack))
     tasks = []
     ev = evs[current]
@@ -341,15 +335,15 @@ def warm_controls(run: Run, attack: str, drop: float | None, t_index: int) -> No
     warmer().submit(tasks)
 
 
-def baseline_scores(run: Run, attack: str) -> np.ndarray:
+def baseline_scores(run: Run, attack: str, *, protocol: str, folds: int) -> np.ndarray:
     """Membership scores without any mask: (N, T) for maskable attacks, (N, 1) otherwise (the
-    same for every protocol; read from the session's cached evaluation)."""
-    return -evaluation(run, attack).baseline_stat()
+    same for every protocol; read from the cached evaluation of ``protocol`` / ``folds``)."""
+    return -evaluation(run, attack, protocol=protocol, folds=folds).baseline_stat()
 
 
-def best_t_index(run: Run, attack: str) -> int:
+def best_t_index(run: Run, attack: str, *, protocol: str, folds: int) -> int:
     """Index of the timestep with the best baseline AUROC on all samples (first on ties)."""
-    return evaluation(run, attack).headline_t_index()
+    return evaluation(run, attack, protocol=protocol, folds=folds).headline_t_index()
 
 
 def _term_shift(terms_t: np.ndarray, labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:

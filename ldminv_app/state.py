@@ -165,7 +165,7 @@ def current_t_index(run: Run, attack: str) -> int | None:
     chosen = st.session_state[TIMESTEPS].get(_t_key(run, attack))
     if chosen in timesteps:
         return timesteps.index(chosen)
-    best = cache.best_t_index(run, attack)
+    best = cache.best_t_index(run, attack, protocol=current_protocol(), folds=current_folds())
     st.session_state[TIMESTEPS][_t_key(run, attack)] = timesteps[best]
     return best
 

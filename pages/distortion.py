@@ -126,7 +126,7 @@ with notices.guard("The Distortion page failed"):
 
     # ---- per-sample viewer
     st.subheader("Sample viewer")
-    scores = cache.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
+    scores = state.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     n = len(run)
     c1, c2, c3 = st.columns([1, 1, 1])
     with c1:

@@ -99,7 +99,7 @@ with notices.guard("The Latent map page failed"):
             st.stop()
 
     # ---- colouring
-    scores = cache.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
+    scores = state.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     log_volume = run.log_volume
     splits = run.samples["split"].to_numpy()
     split_names = np.array([figures.split_label(v) for v in splits], dtype=object)

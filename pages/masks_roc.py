@@ -69,7 +69,7 @@ with notices.guard("The Masks & ROC page failed"):
         if int(n_boot) == cache.PAGE_N_BOOT:
             # then the other protocols at this drop and the neighbouring timesteps (one low-priority
             # thread): a protocol or timestep change is a lookup too
-            cache.warm_controls(run, attack, p, t_index)
+            state.warm_controls(run, attack, p, t_index)
 
     @st.fragment
     def masks_panel(run, attack: str, t_index: int, timesteps: list[int]) -> None:

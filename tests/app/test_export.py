@@ -28,6 +28,9 @@ from ldminv_app import export
 from support.fixture_runs import N_PER_SPLIT, TIMESTEPS, build_fixture_run, masked_scores
 from support.html_report import findings_rows, parse, report_json, table_dict
 
+# One real analysis per session, then reports with many bootstrap replicates: over ~10 s.
+pytestmark = pytest.mark.slow
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 
 

@@ -102,6 +102,7 @@ print("main thread done", flush=True)
 """
 
 
+@pytest.mark.slow
 def test_numpy_work_of_the_warm_up_and_a_job_at_exit_does_not_abort():
     """The background warm-up and an analysis job, both inside numpy's C++ code when the interpreter
     exits: the exit waits for them (a daemon thread re-entering Python during finalization would

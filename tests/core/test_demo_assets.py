@@ -170,6 +170,7 @@ def sima_at_best_t(vae, unet, members, heldout, record) -> tuple[np.ndarray, np.
     return _sima_scores(unet, z, record["results"]["sima"]["best_t"]), labels
 
 
+@pytest.mark.slow
 def test_sima_subset_leaks_membership(sima_at_best_t, members):
     scores, labels = sima_at_best_t
     n = len(members)
@@ -237,6 +238,7 @@ def test_pad_and_split_helpers(script):
 # ----------------------------------------------------------------------------- precomputed geometry
 
 
+@pytest.mark.slow
 def test_precomputed_demo_geometry_matches_this_machine():
     """The shipped geometry (scripts/make_demo_geometry.py) applies to the demo as analyzed here,
     and three of its samples recomputed with an autograd Jacobian agree with it."""

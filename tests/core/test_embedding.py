@@ -10,6 +10,9 @@ import pytest
 from ldminv_core import embedding
 from ldminv_core.errors import NonFiniteError, RunError, ShapeError
 
+# UMAP compiles with numba on first use (about 15 s), whichever test comes first.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def latents() -> np.ndarray:

@@ -86,6 +86,7 @@ def group(report: dict, name: str) -> dict:
 
 
 @pytest.mark.parametrize("protocol", ["standard", "honest"])
+@pytest.mark.slow
 def test_blind_json_equals_sklearn_on_the_out_of_fold_scores(runs, reports, protocol):
     run = runs["shift"]
     report = reports["shift", protocol]

@@ -34,6 +34,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_shift_folders_are_built_deterministically_without_overlap(tmp_path):
     members, heldout = demo.build_shift_demo_data(tmp_path / "a")
     assert (members, heldout) == (tmp_path / "a" / "members", tmp_path / "a" / "heldout")
@@ -101,6 +102,7 @@ def test_demo_option_keeps_its_old_meaning(capsys):
     assert "--demo" in err and "shift" in err and "drift" in err
 
 
+@pytest.mark.slow
 def test_cli_shift_demo_analyzes_and_reports_the_shift(tmp_path, monkeypatch, capsys, tiny_uncond_model):
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(demo, "DEMO_MODEL_DIR", tiny_uncond_model)

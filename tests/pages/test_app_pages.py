@@ -30,6 +30,9 @@ from support.apptest import APP, LATENT_CHANNELS, PAGES
 from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
 from tiny_models import write_image_folder
 
+# The pages run on a real analysis computed once per session and every page script runs: over ~10 s.
+pytestmark = pytest.mark.slow
+
 TIMEOUT = 90
 
 

@@ -108,6 +108,7 @@ def test_a_bad_query_says_what_is_wrong(text, words):
     assert words in str(info.value)
 
 
+@pytest.mark.slow
 def test_dimensions_find_adds_what_the_query_names_and_only_when_asked(run):
     at = _page()
     assert at.session_state["manual_coords"].get(str(run.path), []) == []

@@ -95,6 +95,7 @@ def _expected(n: int, seed: int, n_neighbors: int = 15) -> np.ndarray:
     return np.random.default_rng([seed, n_neighbors]).normal(size=(n, 2)).astype(np.float32)
 
 
+@pytest.mark.slow
 def test_every_computed_umap_stays_available(tmp_path, monkeypatch, fake_umap):
     run = _make_run(tmp_path / "runs" / "r", n_members=10, n_heldout=10, images=False)
     _use(run, monkeypatch, tmp_path)
@@ -181,6 +182,7 @@ def _thumbnails(at: AppTest) -> list[tuple[str, int]]:
     return out
 
 
+@pytest.mark.slow
 def test_thumbnails_are_a_balanced_labelled_sample_of_the_selection(tmp_path, monkeypatch, fake_umap):
     run = _make_run(tmp_path / "runs" / "big", n_members=147, n_heldout=144)
     _use(run, monkeypatch, tmp_path)

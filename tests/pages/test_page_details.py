@@ -29,6 +29,9 @@ from ldminv_core.runstore import Run
 from ldminv_app import export, figures, ui
 from synthetic_runs import write_run
 
+# Every test here computes whole analyses or runs many page scripts: over ~10 s each.
+pytestmark = pytest.mark.slow
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120
 SHAPE = (2, 4, 4)  # d = 32

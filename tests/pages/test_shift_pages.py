@@ -25,6 +25,9 @@ from support.apptest import arr as _arr, build_model as _build_model, charts as 
 from support.shift_runs import N_PER_FOLDER, SHIFT_BRIGHTNESS, analyze
 from synthetic_runs import write_run
 
+# Every test here computes whole analyses or runs many page scripts: over ~10 s each.
+pytestmark = pytest.mark.slow
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMEOUT = 120
 BLIND_IDS = ("blind_baseline", "attack_vs_blind", "attack_within_blind_strata")

@@ -25,6 +25,9 @@ from ldminv_core.evaluation import Evaluation, make_protocol
 
 from synthetic_runs import write_run
 
+# Every test here computes whole analyses or runs many page scripts: over ~10 s each.
+pytestmark = pytest.mark.slow
+
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 TIMESTEPS = [20, 40, 60, 80, 100]
 SIDEBAR_T = 100

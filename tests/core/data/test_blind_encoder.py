@@ -206,6 +206,7 @@ def _analyze_config(model: Path, dirs, out: Path, **kw) -> AnalyzeConfig:
                          attacks="sima", timesteps="0:20:10", batch_size=8, device="cpu", **kw)
 
 
+@pytest.mark.slow
 def test_analyze_stores_the_encoder_group_and_records_the_model(tiny_uncond_model, tiny_image_dirs, clip_dir,
                                                                 dino_dir, tmp_path):
     out = run_analysis(_analyze_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "run",
@@ -238,6 +239,7 @@ def test_analyze_stores_the_encoder_group_and_records_the_model(tiny_uncond_mode
     assert check_config(_analyze_config(tiny_uncond_model, tiny_image_dirs, out, blind_encoder=str(clip_dir)))
 
 
+@pytest.mark.slow
 def test_a_run_without_encoder_has_no_encoder_group(tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = run_analysis(_analyze_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "plain"))
     data = json.loads((out / "run.json").read_text())
@@ -314,6 +316,7 @@ def test_no_sample_is_scored_by_a_classifier_that_saw_it():
 # --------------------------------------------------------------------------- Model & data page
 
 
+@pytest.mark.slow
 def test_model_page_blind_encoder_field_reaches_the_configuration(clip_dir, tmp_path, monkeypatch):
     """The optional "Blind baseline encoder" field of the new-analysis form: a missing folder is a
     one-line error naming the option and the path (the field keeps it); a real one reaches the

@@ -227,6 +227,7 @@ def _old_run_with_images(tmp_path: Path, *, shift: float) -> tuple:
     return run, labels
 
 
+@pytest.mark.slow
 def test_an_old_run_gets_its_blind_baseline_from_the_image_paths(tmp_path):
     """A run analysed before the blind stage existed: the features are computed from its image
     paths, kept in .ldminv-cache, and the evaluation's blind AUROC is sklearn's on the same
@@ -257,6 +258,7 @@ def test_an_old_run_gets_its_blind_baseline_from_the_image_paths(tmp_path):
     np.testing.assert_array_equal(again.scores["all"], blind.scores["all"])
 
 
+@pytest.mark.slow
 def test_folders_alike_leave_the_findings_unqualified(tmp_path):
     run, _ = _old_run_with_images(tmp_path, shift=0.0)
     ev = Evaluation(run, "sima", "standard", n_boot=200)
@@ -306,6 +308,7 @@ def test_a_stratum_the_blind_score_still_separates_is_left_out():
     assert f2.estimate == pytest.approx(expect, abs=1e-12)
 
 
+@pytest.mark.slow
 def test_mann_whitney_null_variance_matches_permuted_aurocs():
     from ldminv_core.evaluation.blind import mann_whitney_null_variance
 
@@ -343,6 +346,7 @@ def test_fitting_variance_is_the_permutation_spread_of_refitted_out_of_fold_auro
     assert extra == pytest.approx(max(0.0, sd ** 2 - mann_whitney_null_variance(30, 30)), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_blind_intervals_add_the_cross_fitting_variance(tmp_path):
     """Every blind AUROC interval is the bootstrap percentile interval widened about the estimate
     by sqrt(1 + extra / var(replicates)); the blind_baseline finding's interval is the same one
@@ -377,6 +381,7 @@ def test_blind_intervals_add_the_cross_fitting_variance(tmp_path):
     assert widened_interval(0.6, (0.5, 0.7), np.array([0.6, 0.6]), 0.0, shift=-0.05) == pytest.approx((0.45, 0.7))
 
 
+@pytest.mark.slow
 def test_the_permutation_null_is_stored_and_read_back(tmp_path):
     from ldminv_core.evaluation.blind import cached_fitting_null, null_file_name
 

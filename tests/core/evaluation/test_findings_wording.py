@@ -198,6 +198,7 @@ def test_text_report_names_the_tiny_effect(tiny_run, tiny_finding, capsys):
 # --------------------------------------------------------------------------- one replicate count
 
 
+@pytest.mark.slow
 def test_cli_dashboard_and_export_use_one_replicate_count(tiny_run, tiny_finding, monkeypatch, tmp_path, capsys):
     from ldminv_core.__main__ import main
 
@@ -307,6 +308,7 @@ def _arr(value) -> np.ndarray:
 
 
 @pytest.mark.parametrize("protocol", ["standard", "paper", "honest"])
+@pytest.mark.slow
 def test_html_report_titles_random_legend_log_axes_and_json_link(run3, protocol):
     folds = 2 if protocol == "honest" else None
     drop = None if protocol == "honest" else 40

@@ -41,8 +41,10 @@ N = 40  # images per folder (shift cases)
 N_NONE = 150  # images per folder (no shift)
 N_BOOT = 200
 
-pytestmark = pytest.mark.skipif(not (DEMO_HELDOUT_DIR / "metadata.jsonl").is_file(),
-                                reason="the demo's held-out images (assets/demo/heldout) are not in this checkout")
+# The cases are whole analyses of the demo's held-out images: over ~10 s each.
+pytestmark = [pytest.mark.skipif(not (DEMO_HELDOUT_DIR / "metadata.jsonl").is_file(),
+                                 reason="the demo's held-out images (assets/demo/heldout) are not in this checkout"),
+              pytest.mark.slow]
 
 
 def _rows() -> list[dict]:

@@ -73,6 +73,7 @@ def _rel_err(value: torch.Tensor, ref: torch.Tensor) -> float:
     return float(((value.double() - ref) / ref.abs()).abs().max())
 
 
+@pytest.mark.slow
 def test_jacobian_matches_autograd(case):
     jac = geo.jacobian(case["decode"], case["z"], chunk_size=7)
     assert jac.shape == case["jac"].shape
@@ -80,6 +81,7 @@ def test_jacobian_matches_autograd(case):
 
 
 @pytest.mark.parametrize("k_kind", ["k<d", "k=d", "k>d"])
+@pytest.mark.slow
 def test_log_volume_exact(case, k_kind):
     d = case["d"]
     k = {"k<d": d // 3, "k=d": d, "k>d": d + 50}[k_kind]
@@ -97,6 +99,7 @@ def test_log_volume_full_rank_is_half_logdet(case):
     assert _rel_err(lv, half_logdet) <= 1e-4
 
 
+@pytest.mark.slow
 def test_log_volume_matrix_free_tolerance(case):
     """The matrix-free path: relative error <= 1e-3 with default settings (stated tolerance)."""
     k = case["d"] // 4
@@ -110,6 +113,7 @@ def test_log_volume_matrix_free_tolerance(case):
     assert _rel_err(rough, ref) > _rel_err(lv, ref)
 
 
+@pytest.mark.slow
 def test_influence_exact(case):
     ref = _oracle_influence(case["jac"], case["latent_shape"])
     infl = geo.dim_influence(case["decode"], case["z"], method="exact", chunk_size=5)
@@ -117,6 +121,7 @@ def test_influence_exact(case):
     assert float((infl.double() - ref).abs().max()) <= 1e-4
 
 
+@pytest.mark.slow
 def test_hutchinson_converges_to_exact(case):
     ref = _oracle_influence(case["jac"], case["latent_shape"])
     errs = {}
@@ -135,6 +140,7 @@ def test_geometry_shares_results_with_single_calls(case):
     assert torch.allclose(g.influence, geo.dim_influence(case["decode"], case["z"], method="exact"), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_random_paths_do_not_depend_on_batch_split(case):
     z, dec = case["z"], case["decode"]
     whole = geo.dim_influence(dec, z, method="hutchinson", probes=8, seed=5, chunk_size=64)
@@ -205,6 +211,7 @@ def _autograd_jacobians(decode, z: torch.Tensor) -> torch.Tensor:
                         for i in range(z.shape[0])]).double()
 
 
+@pytest.mark.slow
 def test_auto_log_volume_shares_the_exact_influence_jacobian():
     """With the exact influence, "auto" takes the exact log-volume from the same Jacobian even where
     the block Krylov alone would need fewer products (d = 256 > 2 x 88), and it matches the
@@ -245,6 +252,7 @@ def wide_decoder():
 
 
 @pytest.mark.parametrize("k", [10, 50])
+@pytest.mark.slow
 def test_matrix_free_meets_its_residual_bound_and_stated_tolerance(wide_decoder, k):
     """Adaptive block Krylov: relative error <= MATRIX_FREE_TOL against the SVD of the autograd
     Jacobian; the estimate is a lower bound and the reported residual bound covers the error."""
@@ -286,6 +294,7 @@ def logdet_case(request):
     return decode, z, ref
 
 
+@pytest.mark.slow
 def test_slq_logdet_matches_slogdet(logdet_case):
     decode, z, ref = logdet_case
     g = geo.decoder_geometry(decode, z, log_volume="logdet", log_volume_method="slq", influence="hutchinson", probes=1)
@@ -303,6 +312,7 @@ def test_slq_logdet_matches_slogdet(logdet_case):
     assert geo.log_volume(decode, z, kind="logdet").allclose(exact.log_volume)
 
 
+@pytest.mark.slow
 def test_slq_is_reproducible_per_sample_id_and_split_independent(logdet_case):
     decode, z, _ = logdet_case
     opts = dict(kind="logdet", method="slq", slq_probes=3, slq_steps=6, seed=4)
@@ -331,6 +341,7 @@ def test_lanczos_quadrature_is_exact_on_a_full_krylov_space():
 # ----------------------------------------------------------------------------- cost model
 
 
+@pytest.mark.slow
 def test_plan_geometry_counts_the_products_it_runs(wide_decoder):
     decode, z, _ = wide_decoder
     plan = geo.plan_geometry(decode, z, k=10, log_volume="logdet", slq_probes=2, slq_steps=3)
@@ -386,6 +397,7 @@ def d1024_decoder():
     return decode, z, _autograd_jacobians(decode, z)
 
 
+@pytest.mark.slow
 def test_matrix_free_top10_at_d1024_meets_tolerance(d1024_decoder):
     """Issue check: adaptive block Krylov, k = 10, d = 1024: relative error <= 1e-3 against the
     oracle SVD, the reported residual bound meets the tolerance and covers the error."""
@@ -398,6 +410,7 @@ def test_matrix_free_top10_at_d1024_meets_tolerance(d1024_decoder):
     assert float(ref[0] - g.log_volume.double()[0]) <= float(g.log_volume_error[0]) + 1e-5 * float(ref.abs()[0])
 
 
+@pytest.mark.slow
 def test_auto_paths_meet_their_stated_tolerance_against_the_oracle(d1024_decoder):
     """Whatever "auto" picks (plan_geometry, as analyze runs it), top-k and log-det log-volumes
     are within the stated tolerance of the oracle: exact 1e-4, matrix-free MATRIX_FREE_TOL,
@@ -423,6 +436,7 @@ def test_auto_paths_meet_their_stated_tolerance_against_the_oracle(d1024_decoder
     assert geo.resolve_log_volume_method("auto", d=1024, p=3072, k=50, influence_method="exact") == "exact"
 
 
+@pytest.mark.slow
 def test_measured_plan_keeps_the_fewest_products_unless_clearly_cheaper(d1024_decoder, monkeypatch):
     """Timing noise cannot flip "auto": with measured costs the fewest-products combination stays
     unless another is predicted cheaper by more than CHOICE_MARGIN; the costs are set here."""

@@ -53,6 +53,7 @@ def _oracle(decode, z1: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", sorted(LAYOUTS))
+@pytest.mark.slow
 def test_jvp_and_vjp_match_the_autograd_jacobian(name):
     vae = _vae(**LAYOUTS[name])
     if name == "plain-attention-processor":
@@ -73,6 +74,7 @@ def test_jvp_and_vjp_match_the_autograd_jacobian(name):
     assert lin.jvp(torch.randn(3, *z1.shape)).is_contiguous()
 
 
+@pytest.mark.slow
 def test_decoder_geometry_takes_the_layerwise_products_and_matches_torch_func():
     """Every geometry path gives the same numbers with either engine (same seeds, same paths)."""
     vae = _vae(seed=5)

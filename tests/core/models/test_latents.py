@@ -73,6 +73,7 @@ def test_bad_latent_kind_is_named(model_and_images, tiny_uncond_model, tiny_imag
         preset_config("sd-unknown", model="m")
 
 
+@pytest.mark.slow
 def test_analyze_with_posterior_samples_records_it(tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = tmp_path / "run"
     cfg = AnalyzeConfig(model=str(tiny_uncond_model), members=str(tiny_image_dirs[0]),
@@ -102,6 +103,7 @@ def test_sd_paper_preset_is_one_flag_away(tiny_uncond_model, tiny_image_dirs, tm
     assert "invalid choice" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_sd_paper_run_records_its_settings_and_the_logdet_log_volume(tiny_uncond_model, tiny_image_dirs, tmp_path,
                                                                     capsys):
     """The preset end to end: run.json says what produced the numbers, and the stored log-volume is

@@ -21,6 +21,7 @@ from ldminv_core.models.loading import load_model
 # ----------------------------------------------------------------------------- models
 
 
+@pytest.mark.slow
 def test_load_unconditional_matches_direct_diffusers_calls(tiny_uncond_model):
     m = load_model(tiny_uncond_model)
     assert m.latent_shape == tiny_models.TINY_LATENT_SHAPE

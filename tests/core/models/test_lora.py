@@ -145,6 +145,7 @@ def loras(bases, tmp_path_factory):
 
 @pytest.mark.parametrize("kind", ["cond", "uncond"])
 @pytest.mark.parametrize("scale", [1.0, 0.5])
+@pytest.mark.slow
 def test_lora_changes_terms_and_equals_hand_merge(kind, scale, bases, loras, tiny_cond_model, tiny_uncond_model):
     folder, [(sd, ratio)] = loras[kind]
     source = tiny_cond_model if kind == "cond" else tiny_uncond_model
@@ -235,6 +236,7 @@ def test_text_encoder_lora_equals_hand_merge(bases, loras, tiny_cond_model):
     torch.testing.assert_close(_terms(m2, z), _manual_terms(m2, bases["cond"], te2, z), atol=ATOL, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_file_path_bare_keys_no_metadata_and_float64(bases, loras, tiny_cond_model, tmp_path):
     # a direct .safetensors path with another name
     sd, config = _lora_state(bases["cond"], ["to_k", "conv1"], r=1, alpha=2, seed=20)
@@ -441,6 +443,7 @@ def _analyze(model_dir, dirs, out, *extra) -> int:
                  *map(str, extra)])
 
 
+@pytest.mark.slow
 def test_analyze_lora_records_adapters_and_changes_the_terms(loras, tiny_uncond_model, tiny_image_dirs, tmp_path,
                                                              capsys):
     """--lora / --lora-scale end to end: run.json records the adapter's file, hash and scale; a

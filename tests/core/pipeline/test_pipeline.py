@@ -150,6 +150,7 @@ def _check_report(path: Path, report: dict, drop: float = 40.0, attacks: list[st
 # ----------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_unconditional_end_to_end(uncond_run, tiny_uncond_model, tiny_image_dirs):
     run = Run.open(uncond_run)
     data = run.settings
@@ -217,6 +218,7 @@ def test_report_for_one_attack_and_other_drop(uncond_run):
         build_report(uncond_run, attack="nope")
 
 
+@pytest.mark.slow
 def test_conditional_end_to_end_uses_captions(tmp_path, tiny_cond_model, tiny_caption_dirs):
     out = run_analysis(_config(tiny_cond_model, tiny_caption_dirs, tmp_path / "cond"))
     run = Run.open(out)
@@ -249,6 +251,7 @@ def test_conditional_end_to_end_uses_captions(tmp_path, tiny_cond_model, tiny_ca
 # ----------------------------------------------------------------------------- resume
 
 
+@pytest.mark.slow
 def test_cancel_mid_attack_and_mid_geometry_then_resume(tmp_path, uncond_run, tiny_uncond_model, tiny_image_dirs):
     cfg = _config(tiny_uncond_model, tiny_image_dirs, tmp_path / "resumed")
     seen: list[tuple[str, int, int]] = []
@@ -309,6 +312,7 @@ def test_cancel_mid_attack_and_mid_geometry_then_resume(tmp_path, uncond_run, ti
     _assert_same_arrays(uncond_run, tmp_path / "resumed")
 
 
+@pytest.mark.slow
 def test_killed_cli_run_resumes_bit_identically(tmp_path, uncond_run, tiny_uncond_model, tiny_image_dirs):
     out = tmp_path / "killed"
     cmd = [
@@ -408,6 +412,7 @@ def test_estimate_cost_uses_the_plan_when_timing_the_geometry_would_be_slow(tiny
 # ----------------------------------------------------------------------------- CLI
 
 
+@pytest.mark.slow
 def test_cli_report_json_and_table(uncond_run, capsys):
     assert main(["report", str(uncond_run), "--json", "--attack", "sima", "--drop", "30"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -535,6 +540,7 @@ def _bundle_from(run_dir: Path, folder: Path, model: Path, **override) -> "Preco
     return load_precomputed(folder)
 
 
+@pytest.mark.slow
 def test_precomputed_geometry_used_only_when_it_applies(tmp_path, uncond_run, tiny_uncond_model, tiny_image_dirs):
     good = _bundle_from(uncond_run, tmp_path / "good", tiny_uncond_model)
     seen: list[tuple[str, int, int]] = []

@@ -72,6 +72,7 @@ def test_decoder_geometry_reports_progress_inside_a_sample():
     torch.testing.assert_close(geo.log_volume, ref.log_volume)  # reporting changes nothing computed
 
 
+@pytest.mark.slow
 def test_geometry_stage_reports_within_a_batch_on_a_slow_decoder(tmp_path, tiny_uncond_model, tiny_image_dirs,
                                                                   monkeypatch):
     """One batch of 8 samples on a decoder slowed to 0.3 s a call: without reports inside the

@@ -555,6 +555,7 @@ def _resume_at_once(folder: str, barrier, results, release) -> None:
     w.close()
 
 
+@pytest.mark.slow
 def test_two_writers_resuming_at_the_same_instant(tmp_path):
     ctx = mp.get_context("fork")
     folder = _unfinished(tmp_path / "r")

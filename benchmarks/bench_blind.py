@@ -9,7 +9,7 @@ Usage (from the repository root; the machine is shared, so run it niced):
 The blind classifier sees only the files, never the model, so the comparison needs no analysis:
 the cases are built from the bundled demo images (``assets/demo``) exactly as the runs of the
 tests and demos hold them (the first N files of each folder, sorted by name), their blind
-features computed by :func:`ldminv_core.blind_features.blind_features`, and the out-of-fold
+features computed by :func:`ldminv_core.data.blind_features.blind_features`, and the out-of-fold
 scores cross-fitted on the ``honest`` protocol's folds (5 stratified folds, seed 0):
 
 - ``demo``: the membership demo's first 300 members and 300 held-out images (no shift: both are
@@ -136,7 +136,7 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def _case(paths_m: list[Path], caps_m: list[str], paths_h: list[Path], caps_h: list[str]):
-    from ldminv_core.blind_features import blind_features
+    from ldminv_core.data.blind_features import blind_features
 
     paths = [*paths_m, *paths_h]
     labels = np.r_[np.ones(len(paths_m), dtype=np.int64), np.zeros(len(paths_h), dtype=np.int64)]
@@ -272,7 +272,7 @@ def null_rate(*, sizes: tuple[int, ...], repeats: dict[int, int], classifiers: t
     the same draws for every classifier; per size and classifier :func:`null_draw` summarised:
     the ``plain`` (and for logistic the ``reported``) supported / contradicted counts with exact
     binomial intervals, and the spread of the AUROC."""
-    from ldminv_core.blind_features import BlindFeatures, blind_features
+    from ldminv_core.data.blind_features import BlindFeatures, blind_features
 
     if pool is None:
         from ldminv_core import demo

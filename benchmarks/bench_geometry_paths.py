@@ -23,7 +23,7 @@ Sections (printed as markdown tables, written to ``benchmarks/geometry_paths.jso
    d = 16384 (4x64x64 latent, SD-layout decoder to 3x512x512), with peak RSS, in a fresh
    process per path (``benchmarks.scaling_worker --mode paths``).
 5. ``engines``: seconds per JVP / VJP of the layer-by-layer products
-   (:mod:`ldminv_core.tangents`) against torch.func's, on both decoders, side by side.
+   (:mod:`ldminv_core.geometry.tangents`) against torch.func's, on both decoders, side by side.
 6. ``speedups``: what the profile suggested, side by side (threads; torch.compile and
    channels_last under torch.func are tried and their failure recorded).
 
@@ -74,7 +74,7 @@ def sd1024_decoder(seed: int = 0):
     """(vae, decode) of the d = 1024 benchmark decoder (random weights, ``seed``)."""
     from diffusers import AutoencoderKL
 
-    from ldminv_core.tangents import VaeDecoder
+    from ldminv_core.geometry.tangents import VaeDecoder
 
     torch.manual_seed(seed)
     vae = AutoencoderKL(**SD1024_VAE).eval().requires_grad_(False)

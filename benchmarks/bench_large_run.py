@@ -92,7 +92,7 @@ def core_timings(run_dir: Path, *, log: Callable[[str], None] = print) -> dict[s
     """Core-level first open and control changes (seconds) with peak memory of this process."""
     from ldminv_core import masks
     from ldminv_core.evaluation import Evaluation
-    from ldminv_core.runstore import Run
+    from ldminv_core.runs import Run
 
     peak = PeakMemory()
     rows: dict[str, float] = {}

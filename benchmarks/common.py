@@ -250,7 +250,7 @@ def load_demo_model(*, seed: int = 0) -> DemoModel:
     note = ""
     if demo_model_ready():
         try:
-            from ldminv_core.loading import load_model
+            from ldminv_core.models.loading import load_model
 
             lm = load_model(model_dir, device="cpu", dtype=torch.float32)
             return DemoModel(
@@ -267,7 +267,7 @@ def load_demo_model(*, seed: int = 0) -> DemoModel:
     unet = UNet2DModel(**FALLBACK_DEMO_UNET).eval().requires_grad_(False)
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     sf = float(vae.config.scaling_factor)
-    from ldminv_core.tangents import VaeDecoder
+    from ldminv_core.geometry.tangents import VaeDecoder
 
     return DemoModel(
         vae=vae, unet=unet, scheduler=scheduler, decode=VaeDecoder(vae, scaling_factor=sf),
@@ -284,7 +284,7 @@ def demo_latents(model: DemoModel, n: int, *, seed: int = 0) -> tuple[torch.Tens
     """
     if model.members_dir is not None:
         try:
-            from ldminv_core.loading import load_image_folder
+            from ldminv_core.data.image_folders import load_image_folder
 
             images = load_image_folder(model.members_dir, channels=1, resolution=32, limit=n).images
             if images.shape[0] >= n:

@@ -26,7 +26,7 @@ import torch
 from benchmarks import common
 from benchmarks.bench_geometry import effective_chunk as bench_chunk
 from ldminv_core import geometry as geo
-from ldminv_core.tangents import VaeDecoder
+from ldminv_core.geometry.tangents import VaeDecoder
 
 
 def _maxrss_mb() -> float:

@@ -229,7 +229,7 @@ def test_blind_bench_cross_fits_like_the_evaluation_layer(tmp_path):
     from PIL import Image
 
     from benchmarks import bench_blind
-    from ldminv_core.blind_features import blind_features
+    from ldminv_core.data.blind_features import blind_features
     from ldminv_core.evaluation.blind import cross_fitted_blind_scores
     from ldminv_core.evaluation.evaluator import stratified_folds
 
@@ -269,7 +269,7 @@ def test_blind_bench_null_study_reports_the_tools_verdict(tmp_path):
     from scipy.stats import beta, binomtest, rankdata
 
     from benchmarks import bench_blind
-    from ldminv_core.blind_features import BlindFeatures, blind_features
+    from ldminv_core.data.blind_features import BlindFeatures, blind_features
     from ldminv_core.evaluation import combine_strata, make_protocol, resample_index
     from ldminv_core.evaluation.blind import cross_fitted_blind_scores, evaluate_blind
     from ldminv_core.evaluation.evaluator import stratified_folds

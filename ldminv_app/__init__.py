@@ -31,10 +31,10 @@ What the pages show:
 - :mod:`ldminv_app.figures`   pure Plotly figure builders (arrays / data frames -> Figure), by kind;
 - :mod:`ldminv_app.images`    thumbnails, display images, decoded tensors -> RGB;
 - :mod:`ldminv_app.uploads`   uploaded images / zips -> an image folder;
-- :mod:`ldminv_app.export`    the HTML report and the per-sample CSV;
+- :mod:`ldminv_app.html_report` the HTML report in sections, its tables, the CSV files;
+- :mod:`ldminv_app.tables`    the dashboard's tables (arms, rates, dimensions) and their columns;
 - :mod:`ldminv_app.selections` typed coordinate queries, balanced samples of a selection;
-- :mod:`ldminv_app.ui`        re-exports of the modules above, for one release.
 
-``figures``, ``images``, ``jobs``, ``uploads``, ``export``, ``selections`` and ``shutdown`` never import
+``figures``, ``images``, ``jobs``, ``uploads``, ``html_report``, ``selections`` and ``shutdown`` never import
 Streamlit, so reports and scripts can reuse them.
 """

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from ldminv_core.choices import attack_label
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from .progress import stage_label
 

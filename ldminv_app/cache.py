@@ -29,7 +29,7 @@ from ldminv_core import embedding, masks
 from ldminv_core.errors import RunError
 from ldminv_core.evaluation import DEFAULT_N_BOOT, Evaluation, make_protocol, tables
 from ldminv_core.evaluation.grids import grid_cache_dir
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 from ldminv_core.pair_shift import heldout_member_shift
 
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
@@ -61,7 +61,6 @@ __all__ = [
     "warm_run",
     "warm_controls",
     "warm_dimension_tables",
-    "warmer",
 ]
 
 
@@ -124,7 +123,7 @@ def open_run(path: str | os.PathLike) -> Run:
 def _load_model(source: str, device: str, dtype_name: str):
     import torch
 
-    from ldminv_core.loading import load_model
+    from ldminv_core.models.loading import load_model
 
     return load_model(source, device=device, dtype=getattr(torch, dtype_name))
 
@@ -280,7 +279,7 @@ def protocol_evaluations(run: Run, attack: str, *, folds: int, n_boot: int | Non
 # --------------------------------------------------------------------------- background warm-up
 
 # the one background prefetcher lives in warm.py
-from .warm import Warmer, warmer  # noqa: E402,F401
+from .warm import warmer  # noqa: E402
 
 
 def _page_parts(ev: Evaluation, drop: float | None, t_index: int) -> None:

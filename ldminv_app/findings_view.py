@@ -26,7 +26,7 @@ from .timestep_text import headline_t_caption
 
 if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
-    from ldminv_core.runstore import Run
+    from ldminv_core.runs import Run
 
 __all__ = ["SEPARABLE_WORDS", "FindingsPage", "load", "shift_check", "headline", "finding_cards",
            "every_attack_table", "attack_overview"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from . import state
 from .banners import partial_banner, require_geometry, run_warnings_banner

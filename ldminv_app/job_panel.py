@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from ldminv_core.analyze import AnalysisCancelled, run_analysis
+from ldminv_core.pipeline.batches import AnalysisCancelled
+from ldminv_core.pipeline.run import run_analysis
 
 from . import progress, sidebar, startup, state
 from .jobs import AnalysisJob

@@ -1,6 +1,6 @@
 """Analyses running in the background while the dashboard stays responsive.
 
-An :class:`AnalysisJob` runs ``ldminv_core.analyze.run_analysis`` in a daemon thread and
+An :class:`AnalysisJob` runs ``ldminv_core.pipeline.run.run_analysis`` in a daemon thread and
 records its progress (stage, done, total) from the ``progress`` callback. Its
 :class:`JobState` is the one progress record every view formats (the sidebar and the page
 alike): the stages in the order this job meets them, the current stage, its samples done (a
@@ -27,9 +27,9 @@ __all__ = ["AnalysisJob", "JobState", "resume_config", "planned_stage_order"]
 
 def planned_stage_order(config: Any) -> list[str]:
     """The stages of an analysis of ``config`` in the order ``run_analysis`` computes them
-    (``ldminv_core.runstore.planned_stages``)."""
+    (``ldminv_core.runs.layout.planned_stages``)."""
     from ldminv_core.attacks import MASKABLE_ATTACKS
-    from ldminv_core.runstore import planned_stages
+    from ldminv_core.runs import planned_stages
 
     attacks = getattr(config, "attacks", ())
     if isinstance(attacks, str):
@@ -117,7 +117,7 @@ class AnalysisJob:
         label: what the job computes, for display (e.g. the output folder).
         config: the ``AnalyzeConfig`` (kept so the job can be resumed with the same settings).
         target: the function to run, called as ``target(config, progress=..., should_stop=...)``
-            (``ldminv_core.analyze.run_analysis``).
+            (``ldminv_core.pipeline.run.run_analysis``).
         cancelled_exc: the exception type ``target`` raises when ``should_stop`` returned True.
     """
 
@@ -185,7 +185,7 @@ class AnalysisJob:
         """On CPU, use the idle cores only: intra-op threads competing with other processes
         (or with this server) spin in barriers and can make torch many times slower."""
         try:
-            from ldminv_core.loading import idle_cpu_threads, resolve_device
+            from ldminv_core.models.loading import idle_cpu_threads, resolve_device
 
             if resolve_device(getattr(self.config, "device", "auto")).type == "cpu":
                 import torch
@@ -266,7 +266,7 @@ def resume_config(run_dir: str | Path, *, device: str = "auto"):
     Raises:
         RunError: ``run_dir`` has no readable run.json with stored settings.
     """
-    from ldminv_core.analyze import AnalyzeConfig
+    from ldminv_core.pipeline.config import AnalyzeConfig
 
     path = Path(run_dir) / "run.json"
     try:

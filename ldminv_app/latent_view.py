@@ -17,7 +17,7 @@ from .cards import arm_t_cell
 
 if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
-    from ldminv_core.runstore import Run
+    from ldminv_core.runs import Run
 
 __all__ = ["SelectionMetrics", "selection_metrics"]
 

@@ -16,7 +16,7 @@ import streamlit as st
 from ldminv_core import masks
 from ldminv_core.report import format_rate, low_fpr_cautions
 
-from . import cache, export, figures, state
+from . import cache, figures, html_report, state
 from .cards import METRIC_LABELS, arm_metric_caption, arm_t_cell, below_chance_captions, finding_card, metric_t_text
 from .blind import BLIND_CURVE, shift_note
 from .roc_view import arm_curves, axis_titles
@@ -24,7 +24,7 @@ from .tables import RATE_METRICS, arms_frame, rate_columns
 
 if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
-    from ldminv_core.runstore import Run
+    from ldminv_core.runs import Run
 
 __all__ = ["ROC_POINTS", "RATE_METRICS", "MaskControls", "MaskArms", "show_cautions", "roc_panel", "arms_frame",
            "rate_columns", "unmaskable", "controls", "mask_arms", "headline", "metrics_table", "drop_charts",
@@ -116,7 +116,7 @@ def unmaskable(run: Run, attack: str, ev: Evaluation) -> None:
                  column_config=rate_columns())
     show_cautions(ev, run)
     if base.folds:
-        st.dataframe(export.folds_table([base]), hide_index=True, key="masks_folds_table")
+        st.dataframe(html_report.folds_table([base]), hide_index=True, key="masks_folds_table")
 
 
 @dataclass
@@ -282,7 +282,7 @@ def metrics_table(ev: Evaluation, a: MaskArms, honest: bool) -> None:
                   "samples (above 1%: the threshold did not transfer)." if honest else ""))
     if honest:
         with st.expander("Choices of every fold (made on the other folds only)", expanded=True):
-            folds = export.folds_table(a.shown[:3])
+            folds = html_report.folds_table(a.shown[:3])
             st.dataframe(folds, hide_index=True, key="masks_folds_table", height=36 * (len(folds) + 1) + 3)
 
 

@@ -56,7 +56,7 @@ def job_progress_text(snap: JobState) -> tuple[float, str]:
     text = f"Stage {k}/{total} · {stage_label(stage)} · {_samples_text(snap.done)}/{snap.total} samples"
     rate, eta = snap.rate, snap.stage_eta
     if rate is not None and eta is not None and snap.done < snap.total:
-        from ldminv_core.analyze import format_duration
+        from ldminv_core.pipeline.cost import format_duration
 
         text += f" · {_rate_text(rate)} · about {format_duration(eta)} left in this stage"
     return min(max((k - 1 + snap.fraction) / total, 0.0), 1.0), text

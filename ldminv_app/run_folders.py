@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ldminv_core.analyze import AnalyzeConfig, format_duration, format_per_image, format_percent
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.cost import format_duration, format_per_image, format_percent
 from ldminv_core.errors import LdminvError, RunError
 
 from .jobs import resume_config

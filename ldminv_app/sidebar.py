@@ -10,7 +10,7 @@ from typing import Any
 
 import streamlit as st
 
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from . import cache, state
 from .banners import pending_text
@@ -29,7 +29,8 @@ def run_title(run: Run) -> str:
 
 def _resume_job(run: Run) -> None:
     """Start (again) the analysis that finishes the partial ``run`` with its own settings."""
-    from ldminv_core.analyze import AnalysisCancelled, run_analysis
+    from ldminv_core.pipeline.batches import AnalysisCancelled
+    from ldminv_core.pipeline.run import run_analysis
 
     from .jobs import resume_config
 

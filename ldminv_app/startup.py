@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from ldminv_core.errors import LdminvError
-from ldminv_core.runstore import Run, run_status
+from ldminv_core.runs import Run, run_status
 
 from . import cache, state
 from .jobs import AnalysisJob
@@ -40,7 +40,7 @@ def demo_config(*, device: str = "auto"):
 
     Raises DataLoadError when the demo assets are missing from this checkout.
     """
-    from ldminv_core.analyze import AnalyzeConfig
+    from ldminv_core.pipeline.config import AnalyzeConfig
     from ldminv_core.errors import DataLoadError
 
     demo = _demo_module()
@@ -97,10 +97,11 @@ def stage_order(config: Any) -> list[str]:
 
 def start_demo_job() -> AnalysisJob:
     """The server-wide demo analysis job (started, or resumed, when none is running). It reuses
-    the demo's shipped decoder geometry when that provably applies (``ldminv_core.precomputed``)."""
+    the demo's shipped decoder geometry when that provably applies (``ldminv_core.geometry.precomputed``)."""
     import functools
 
-    from ldminv_core.analyze import AnalysisCancelled, run_analysis
+    from ldminv_core.pipeline.batches import AnalysisCancelled
+    from ldminv_core.pipeline.run import run_analysis
 
     registry = cache.job_registry()
     config = demo_config()

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from . import cache
 

@@ -9,7 +9,7 @@ import streamlit as st
 
 from ldminv_core.report import format_rate_ci
 
-from . import export
+from . import html_report
 
 __all__ = ["RATE_METRICS", "arms_frame", "rate_columns", "DIMENSION_COLUMNS", "dimension_columns"]
 
@@ -25,10 +25,10 @@ def _per_fold(values: list) -> str:
 
 
 def arms_frame(arms: list, honest: bool, custom_drop: dict | None = None) -> pd.DataFrame:
-    """The report's arms table (``export.arms_table``); under ``honest`` the t and drop of every
+    """The report's arms table (``html_report.arms_table``); under ``honest`` the t and drop of every
     fold in short columns ("60 (all)" when the folds agree), so the table fits the page;
     ``custom_drop``: arm name -> what a global or manual mask drops (they have no drop of their own)."""
-    frame = export.arms_table(arms, honest=honest)
+    frame = html_report.arms_table(arms, honest=honest)
     if custom_drop:
         frame["drop"] = [custom_drop.get(a.arm, value) for a, value in zip(arms, frame["drop"])]
     # rates as numbers shown in % (column_config below), intervals in %: the cards' convention

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ldminv_core.errors import DataLoadError
-from ldminv_core.loading import IMAGE_EXTENSIONS, METADATA_FILES
+from ldminv_core.data.safe_files import IMAGE_EXTENSIONS
+from ldminv_core.data.captions import METADATA_FILES
 
 __all__ = [
     "upload_digest",

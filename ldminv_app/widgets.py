@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from ldminv_core.choices import attack_label
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from . import state
 from .notices import show_error

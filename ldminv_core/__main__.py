@@ -20,8 +20,6 @@ from __future__ import annotations
 import sys
 
 from .cli.main import main
-from .cli.parser import EXIT_INTERRUPTED, EXIT_USER_ERROR  # noqa: F401 - re-exported
-from .cli.parser import build_parser as _parser  # noqa: F401 - re-exported for one release
 
 
 if __name__ == "__main__":

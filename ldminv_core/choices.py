@@ -26,7 +26,7 @@ HUTCHINSON_RANK_PROBES = 256
 #: Stored dtypes of ``residuals/<attack>.npy`` (``analyze --residual-dtype``).
 RESIDUAL_DTYPES: tuple[str, ...] = ("float32", "float16")
 #: The analysed latent (``analyze --latent``): the encoder mean or a posterior sample seeded per
-#: sample id (:mod:`ldminv_core.latents`).
+#: sample id (:mod:`ldminv_core.models.latents`).
 LATENT_KINDS: tuple[str, ...] = ("mean", "sample")
 #: What the per-sample log-volume sums (``analyze --log-volume``): the top-k log singular values,
 #: or the whole spectrum, 0.5 * log det(J^T J).

@@ -7,7 +7,7 @@ unet/, scheduler/), ``assets/demo/members`` (its training images) and
 ``metadata.jsonl``. ``python -m ldminv_core analyze --demo`` analyzes it into
 :func:`demo_run_dir` with :data:`DEMO_ANALYZE_DEFAULTS`. ``assets/demo/precomputed`` holds
 its decoder geometry (``scripts/make_demo_geometry.py``), which the dashboard's first start
-reuses after checking it applies (:mod:`ldminv_core.precomputed`).
+reuses after checking it applies (:mod:`ldminv_core.geometry.precomputed`).
 
 The shift demo (``python -m ldminv_core analyze --demo shift``) shows what the tool says on
 pure distribution shift: both of its folders hold images the model never saw, taken from
@@ -31,7 +31,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import LdminvError
-from .runstore import default_runs_root
+from ldminv_core.runs import default_runs_root
 
 __all__ = [
     "DEMO_DIR",
@@ -87,10 +87,10 @@ def demo_available() -> bool:
 
 
 def demo_precomputed():
-    """The demo's shipped geometry (:class:`ldminv_core.precomputed.PrecomputedGeometry`), or
+    """The demo's shipped geometry (:class:`ldminv_core.geometry.precomputed.PrecomputedGeometry`), or
     None when this checkout has none or it cannot be read."""
     from .errors import RunError
-    from .precomputed import load_precomputed
+    from ldminv_core.geometry.precomputed import load_precomputed
 
     if not (DEMO_PRECOMPUTED_DIR / "geometry.npz").is_file():
         return None

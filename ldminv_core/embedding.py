@@ -19,7 +19,7 @@ import numpy as np
 
 from ._validation import check_int
 from .errors import NonFiniteError, RunError, ShapeError
-from .runstore import CACHE_DIR, load_npy
+from ldminv_core.runs import CACHE_DIR, load_npy
 
 __all__ = [
     "umap_embedding",

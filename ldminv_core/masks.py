@@ -25,7 +25,6 @@ counts only, never in proportion to d.
 """
 from __future__ import annotations
 
-import importlib
 import numbers
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -56,13 +55,8 @@ __all__ = [
     "manual_mask",
     "masked_statistic",
     "gathered_statistic",
-    "decomposed_statistic",
     "read_timestep",
     "DropSweep",
-    "GRID_PERCENTS",
-    "OrderSpec",
-    "DropGrid",
-    "build_drop_grids",
 ]
 
 
@@ -557,19 +551,3 @@ class DropSweep:
             raise EmptyInputError("percents must hold at least one drop percentage; got none")
         out = np.moveaxis(self._suffix[:, :, counts], 2, 0)
         return np.ascontiguousarray(out[:, :, 0] if self._squeeze else out)
-
-
-
-# --------------------------------------------------------------------------- moved names
-
-#: The drop-grid engine and the statistics decomposed from its per-channel sums moved to
-#: :mod:`ldminv_core.evaluation.grid_engine`; these names are re-exported from there for one release. Looked up on first use (PEP 562), because the
-#: evaluation layer imports this module: a module-level import would make a cycle.
-_GRID_ENGINE_NAMES = ("GRID_PERCENTS", "OrderSpec", "DropGrid", "build_drop_grids", "decomposed_statistic",
-                      "SPARSE_SHARE")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _GRID_ENGINE_NAMES:
-        return getattr(importlib.import_module("ldminv_core.evaluation.grid_engine"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,7 +19,7 @@ import streamlit as st
 from ldminv_core import masks
 from ldminv_core.choices import attack_label
 
-from ldminv_app import banners, cache, export, frame, notices, sidebar, state, timestep_text
+from ldminv_app import banners, cache, frame, html_report, notices, sidebar, state, timestep_text
 
 # Widget keys of the Masks & ROC page (read, never written) -> this page's widget keys.
 _FROM_MASKS = {
@@ -28,8 +28,8 @@ _FROM_MASKS = {
     "use_global": "export_global",
 }
 _DEFAULTS = {
-    "export_drop": int(export.DEFAULT_DROP_PERCENT),
-    "export_seed": export.DEFAULT_SEED,
+    "export_drop": int(html_report.DEFAULT_DROP_PERCENT),
+    "export_seed": html_report.DEFAULT_SEED,
     "export_global": False,
     "export_manual": False,
 }
@@ -63,11 +63,11 @@ def _build(
         keep = np.zeros(int(np.prod(run.latent_shape)), dtype=bool)
         keep[list(manual_coords)] = True
         keep = keep.reshape(run.latent_shape)
-    html = export.build_html_report(
+    html = html_report.build_html_report(
         run, attack=attack, t=t, protocol=protocol, folds=folds, drop_percent=None if per_fold else drop,
         random_seed=seed, manual_mask=keep, include_global=include_global, n_boot=n_boot,
     )
-    csv = export.per_sample_csv(run, attack=attack, t=t, drop_percent=drop, random_seed=seed, protocol=protocol,
+    csv = html_report.per_sample_csv(run, attack=attack, t=t, drop_percent=drop, random_seed=seed, protocol=protocol,
                                 folds=folds)
     return html, csv
 
@@ -200,8 +200,8 @@ settings_key = (str(run.path), stamp, attack, t, int(drop), seed, manual_coords,
 variants = ["baseline"] + (["masked", "random"] if maskable else [])
 variants += (["global"] if include_global else []) + (["manual"] if include_manual else [])
 label = attack_label(attack)
-html_name, csv_name = export.report_filename(run, attack), export.scores_filename(run, attack)
-dims_name = export.dimensions_filename(run, attack, t) if maskable else None
+html_name, csv_name = html_report.report_filename(run, attack), html_report.scores_filename(run, attack)
+dims_name = html_report.dimensions_filename(run, attack, t) if maskable else None
 with st.expander("What will be exported", expanded=True):
     settings_text = f"{attack_label(attack)}" + (
         f" at t = {t}, drop {drop} % ({masks.drop_count(d, drop)} of {d} coordinates), random seed {seed}"
@@ -215,7 +215,7 @@ with st.expander("What will be exported", expanded=True):
         "with its t); ROC curves (linear and log-log); AUROC and TPR@1%FPR vs drop percentage; metrics vs "
         "timestep; log-volume of members vs held-out; AUROC by distortion quartile; the mean influence "
         "heatmap; and a link inside the report that saves the report JSON.\n"
-        f"- **{csv_name}**: {len(run)} rows ({', '.join(export.CSV_COLUMNS)})."
+        f"- **{csv_name}**: {len(run)} rows ({', '.join(html_report.CSV_COLUMNS)})."
         + (f"\n- **{dims_name}**: the Dimensions page's table of all {d} latent coordinates ({label} at t = {t}: "
            "mean and spread of influence, member / held-out gap, AUROC of each coordinate alone)."
            if maskable else "")
@@ -250,7 +250,7 @@ if built is not None and built == settings_key:
         st.caption(f"{csv_name} · {len(csv.encode('utf-8')) / 1e3:.0f} kB")
     with b3:
         if maskable:
-            dims_csv = export.dimension_csv(cache.dimension_table(run, attack, t_index), attack=attack, t=t)
+            dims_csv = html_report.dimension_csv(cache.dimension_table(run, attack, t_index), attack=attack, t=t)
             st.download_button(
                 f"Download dimension CSV ({label}, t = {t})", data=dims_csv, file_name=dims_name,
                 mime="text/csv", key="export_download_dims", on_click="ignore", icon=":material/grid_on:",

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from ldminv_core.analyze import format_duration
+from ldminv_core.pipeline.cost import format_duration
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import fpr_support
 

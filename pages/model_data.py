@@ -21,20 +21,16 @@ import pandas as pd
 import streamlit as st
 
 from ldminv_core import demo
-from ldminv_core.analyze import (
-    INFLUENCE_METHODS,
-    RESIDUAL_DTYPES,
-    load_config_model,
-    AnalysisCancelled,
-    AnalyzeConfig,
-    estimate_cost,
-    format_duration,
-    run_analysis,
-)
+from ldminv_core.choices import INFLUENCE_METHODS, RESIDUAL_DTYPES
+from ldminv_core.pipeline.inputs import load_config_model
+from ldminv_core.pipeline.batches import AnalysisCancelled
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.cost import estimate_cost, format_duration
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.attacks import ATTACKS
 from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME_KINDS, PROBES_AUTO, attack_label
 from ldminv_core.errors import LdminvError, RunError
-from ldminv_core.runstore import default_runs_root, delete_run, list_runs
+from ldminv_core.runs import default_runs_root, delete_run, list_runs
 
 from ldminv_app import cache, frame, job_panel, notices, sidebar, state, widgets
 from ldminv_app.jobs import AnalysisJob

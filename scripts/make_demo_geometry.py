@@ -25,9 +25,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ldminv_core import demo  # noqa: E402
-from ldminv_core.analyze import AnalyzeConfig, _versions, run_analysis  # noqa: E402
-from ldminv_core.precomputed import save_precomputed, vae_digest  # noqa: E402
-from ldminv_core.runstore import Run  # noqa: E402
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.record import _versions
+from ldminv_core.pipeline.run import run_analysis
+from ldminv_core.geometry.precomputed import save_precomputed, vae_digest
+from ldminv_core.runs import Run
 
 OUT = demo.DEMO_DIR / "precomputed"
 

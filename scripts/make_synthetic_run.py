@@ -1,7 +1,7 @@
 """Write a synthetic, finished run folder of any size (no model): for benchmarks and tests.
 
 The folder follows the run contract (METHOD.md section 3) and is written through
-:class:`ldminv_core.runstore.RunWriter`, the large arrays as memory-mapped ``.npy`` files filled
+:class:`ldminv_core.runs.RunWriter`, the large arrays as memory-mapped ``.npy`` files filled
 in blocks of samples, so this script's own memory stays bounded (about 100 MB) whatever the size.
 
 Data: one maskable attack ``sima`` with per-coordinate terms ``eps**2 * scale`` (eps ~ N(0, 1)),
@@ -31,7 +31,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ldminv_core.errors import LdminvError  # noqa: E402
-from ldminv_core.runstore import RunWriter  # noqa: E402
+from ldminv_core.runs import RunWriter
 
 __all__ = ["write_synthetic_run", "main"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ldminv_core.runstore import Run, RunWriter
+from ldminv_core.runs import Run, RunWriter
 
 
 def write_run(

@@ -9,6 +9,20 @@
 - :mod:`.markup`: the HTML pieces (section, table, figure, escaping) and the style sheet;
 - :mod:`.inputs`: the argument checks and the evaluation every export starts from.
 
-Nothing is imported here: import the module you need (``ldminv_app.export`` re-exports the public
-names for one release).
+The public names of the export are importable from here.
 """
+from __future__ import annotations
+
+from .csv_export import CSV_COLUMNS, dimension_csv, per_sample_csv, per_sample_table
+from .document import build_html_report
+from .filenames import dimensions_filename, report_filename, report_json_filename, scores_filename
+from .inputs import BOOTSTRAP_SEED, DEFAULT_DROP_PERCENT, DEFAULT_SEED
+from .markup import BLIND_CURVE_LABEL, CI_LEVEL, RANDOM_CURVE_LABEL, SECTIONS
+from .tables import arms_table, blind_table, folds_table, random_seed_table
+
+__all__ = [
+    "BLIND_CURVE_LABEL", "BOOTSTRAP_SEED", "CI_LEVEL", "CSV_COLUMNS", "DEFAULT_DROP_PERCENT", "DEFAULT_SEED",
+    "RANDOM_CURVE_LABEL", "SECTIONS", "arms_table", "blind_table", "build_html_report", "dimension_csv",
+    "dimensions_filename", "folds_table", "per_sample_csv", "per_sample_table", "random_seed_table",
+    "report_filename", "report_json_filename", "scores_filename",
+]

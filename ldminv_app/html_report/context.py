@@ -10,7 +10,7 @@ import numpy as np
 from ldminv_core import masks
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation import ArmResult, AttackEvaluation, Evaluation
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from .inputs import (DEFAULT_DROP_PERCENT, as_run, check_attack, check_drop, check_manual, check_nonneg_int, check_t,
                      evaluation)

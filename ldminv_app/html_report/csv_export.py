@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from .inputs import (DEFAULT_DROP_PERCENT, DEFAULT_SEED, as_run, check_attack, check_drop, check_nonneg_int, check_t,
                      evaluation)
@@ -52,7 +52,7 @@ def per_sample_table(
     """One row per sample (run order) with its scores at timestep ``t``.
 
     Args:
-        run: a finished :class:`~ldminv_core.runstore.Run` or its folder.
+        run: a finished :class:`~ldminv_core.runs.Run` or its folder.
         attack: an attack of the run.
         t: a timestep of ``attack`` (its value, not its index); None for attacks without
             timesteps (PFAMI).

@@ -31,7 +31,7 @@ import numpy as np
 
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import DEFAULT_N_BOOT
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from .context import ReportContext, collect_arms, prepare
 from .inputs import DEFAULT_DROP_PERCENT, DEFAULT_SEED
@@ -73,7 +73,7 @@ def build_html_report(
     and timestep, the distortion figures and a link saving the report JSON (a ``data:`` URL).
 
     Args:
-        run: a finished :class:`~ldminv_core.runstore.Run` or its folder.
+        run: a finished :class:`~ldminv_core.runs.Run` or its folder.
         attack: an attack of the run.
         t: timestep (its value) of the drop-percentage curves; None = the protocol's headline t.
         protocol: "standard", "paper" or "honest"; ``folds``: the honest protocol's folds.

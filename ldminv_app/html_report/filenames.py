@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from ldminv_core.choices import attack_label
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 __all__ = ["report_filename", "report_json_filename", "scores_filename", "dimensions_filename"]
 

@@ -10,7 +10,7 @@ import numpy as np
 from ldminv_core._validation import check_int, check_percent, describe
 from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
 from ldminv_core.evaluation import Evaluation, make_protocol
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from .markup import CI_LEVEL
 

@@ -17,16 +17,16 @@ from .. import demo
 from .._validation import check_int
 from ..choices import PRESETS
 from ..errors import LdminvError
-from ..loading import idle_cpu_threads, resolve_device
+from ldminv_core.models.loading import idle_cpu_threads, resolve_device
 from ..pipeline.config import AnalyzeConfig
 from ..pipeline.cost import CostEstimate, estimate_cost
 from ..pipeline.distributed import DistContext
 from ..pipeline.inputs import load_config_model
 from ..pipeline.plan import check_config
 from ..pipeline.run import run_analysis
-from ..precomputed import PrecomputedGeometry
+from ldminv_core.geometry.precomputed import PrecomputedGeometry
 from ..report import build_report, format_report
-from ..runstore import run_status
+from ldminv_core.runs import run_status
 
 __all__ = ["run_analyze_command"]
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..loading import ImageSet, display_name
+from ldminv_core.data.image_folders import ImageSet
+from ldminv_core.data.safe_files import display_name
 
 __all__ = ["find_duplicates"]
 
 
 def find_duplicates(members: ImageSet, heldout: ImageSet) -> dict:
-    """Images with the same pixels (:func:`ldminv_core.loading.pixel_hash`: the loaded tensor
+    """Images with the same pixels (:func:`ldminv_core.data.image_folders.pixel_hash`: the loaded tensor
     rounded to 8 bits, after the loader's decode and resize) across and within the two splits.
 
     Returns:

@@ -1,6 +1,6 @@
 """The blind baseline's cross-fitted classifier (METHOD.md section 6).
 
-A classifier that sees only model-free features of the files (:mod:`ldminv_core.blind_features`)
+A classifier that sees only model-free features of the files (:mod:`ldminv_core.data.blind_features`)
 is fitted on the other folds and scores each fold's own samples, with the same seeded,
 stratified folds as the ``honest`` protocol. Its out-of-fold scores (the member probability of a
 logistic regression on standardised features; captions as TF-IDF of words fitted on the training
@@ -26,7 +26,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from ..blind_features import BlindFeatures
+from ldminv_core.data.blind_features import BlindFeatures
 from ..errors import LdminvError, ShapeError
 from .low_fpr import low_fpr_count, threshold_at_1fpr
 from .protocols import REPORTED_METRICS, Protocol, convention_metrics, convention_metrics_resampled
@@ -95,7 +95,7 @@ def cross_fitted_blind_scores(features: BlindFeatures, labels: np.ndarray, folds
     """Out-of-fold member probabilities of the blind classifier, per feature group and for all.
 
     Args:
-        features: the run's :class:`~ldminv_core.blind_features.BlindFeatures` (N samples).
+        features: the run's :class:`~ldminv_core.data.blind_features.BlindFeatures` (N samples).
         labels: (N,) 1 = member.
         folds: (N,) fold id of every sample (e.g. ``Evaluation.folds()`` under ``honest``); every
             fold's complement must hold both classes.

@@ -10,15 +10,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ..blind_features import run_blind_features
+from ldminv_core.data.blind_features import run_blind_features
 from ..errors import LdminvError, UnknownNameError
-from ..runstore import CACHE_DIR
+from ldminv_core.runs import CACHE_DIR
 from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding, cached_fitting_null,
                     cross_fitted_blind_scores, evaluate_blind, null_file_name, within_blind_strata_finding)
 from .results import BlindResult, Finding
 
 if TYPE_CHECKING:
-    from ..runstore import Run
+    from ldminv_core.runs import Run
     from .protocols import Protocol
 
 __all__ = ["BlindFindings"]

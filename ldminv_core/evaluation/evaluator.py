@@ -38,7 +38,7 @@ import numpy as np
 from .._validation import check_int, check_real
 from ..choices import attack_label
 from ..errors import LdminvError, UnknownNameError
-from ..runstore import Run
+from ldminv_core.runs import Run
 from .blind_findings import BlindFindings
 from .curves import DROP_PERCENTS, Curves
 from .findings import Findings
@@ -72,7 +72,7 @@ class Evaluation(StatisticSource, Scoring, Measure, Quartiles, Findings, BlindFi
     """Reported numbers of one attack of a run under one protocol (see the module docstring).
 
     Args:
-        run: a finished :class:`~ldminv_core.runstore.Run`.
+        run: a finished :class:`~ldminv_core.runs.Run`.
         attack: an attack of the run.
         protocol: a :class:`Protocol` or its name.
         n_boot: bootstrap replicates of every interval (0 = no intervals).

@@ -14,7 +14,7 @@ from .resampling import percentile_interval, verdict
 from .results import VERDICT_TEXT, ArmResult, Finding
 
 if TYPE_CHECKING:
-    from ..runstore import Run
+    from ldminv_core.runs import Run
     from .protocols import Protocol
 
 __all__ = ["Findings"]

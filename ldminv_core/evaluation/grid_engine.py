@@ -23,15 +23,8 @@ import numpy as np
 
 from .._validation import check_choice, check_int
 from ..errors import EmptyInputError, LdminvError, ShapeError
-# the mask helpers evaluation.grids reads through this module (it imports it as ``masks``)
-from ..masks import (  # noqa: F401
-    _check_mask,
-    _check_t_index,
-    drop_count,
-    masked_statistic,
-    paper_drop_count,
-    threshold_drop_counts_many,
-)
+# the mask helpers the grid engine uses
+from ..masks import _check_mask, _check_t_index
 from ..term_blocks import _as_real_array, _block_size, _check_finite, _check_terms, _read_block, gathered_statistic
 
 __all__ = [

@@ -8,7 +8,7 @@ reports, at the drop percentages 0, 1, ..., 99 and every timestep, from one chun
 - each seed's random order at ``round(d * p / 100)`` and ``int(d * p / 100)`` drops;
 - the shared ranking by mean influence (the global mask) at ``round(d * p / 100)`` drops.
 
-Built by :func:`ldminv_core.masks.build_drop_grids` (the terms are read once, in blocks of
+Built by :func:`ldminv_core.evaluation.grid_engine.build_drop_grids` (the terms are read once, in blocks of
 samples); it holds (settings) x N x T float64 -- about 1 GB at N = 5000, T = 20, whatever d --
 instead of the N x T x (d + 1) cumulative sums of a :class:`~ldminv_core.masks.DropSweep`
 (13 GB per order there). Identical rows of two rules are stored once. :func:`attack_grids`
@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
-from . import grid_engine as masks
+from .. import masks
+from . import grid_engine
 from ..errors import LdminvError
-from ..runstore import CACHE_DIR, Run, load_npy
+from ldminv_core.runs import CACHE_DIR, Run, load_npy
 
 __all__ = ["AttackGrids", "attack_grids", "attack_totals", "grid_index", "grid_cache_dir", "RULES", "CACHE_FOLDER"]
 
@@ -68,9 +69,9 @@ def _cache_name(terms: Any, influence: Any, seeds: Sequence[int]) -> str:
 
 
 def grid_index(drop: float) -> int | None:
-    """Index of ``drop`` in :data:`ldminv_core.masks.GRID_PERCENTS` (0..99), or None off the grid."""
+    """Index of ``drop`` in :data:`ldminv_core.evaluation.grid_engine.GRID_PERCENTS` (0..99), or None off the grid."""
     p = float(drop)
-    if p.is_integer() and 0 <= p < len(masks.GRID_PERCENTS):
+    if p.is_integer() and 0 <= p < len(grid_engine.GRID_PERCENTS):
         return int(p)
     return None
 
@@ -118,7 +119,7 @@ class AttackGrids:
     def __init__(self, terms: np.ndarray, influence: np.ndarray, seeds: Sequence[int], *,
                  block_samples: int | None = None, cache_folder: str | os.PathLike | None = None,
                  cache_source: str | None = None, progress: Callable[[float], None] | None = None) -> None:
-        self.percents: tuple[int, ...] = tuple(masks.GRID_PERCENTS)
+        self.percents: tuple[int, ...] = tuple(grid_engine.GRID_PERCENTS)
         self.seeds = tuple(int(s) for s in seeds)
         self.from_disk = False
         folder = None if cache_folder is None else Path(cache_folder)
@@ -134,10 +135,10 @@ class AttackGrids:
         inf_rows, self._inf_index = _dedupe({"round": np.broadcast_to(rnd[:, None], (len(ps), n)), "threshold": thr})
         rnd_rows, self._rnd_index = _dedupe({"round": rnd[:, None], "int": trunc[:, None]})
         ranking = np.asarray(influence, dtype=np.float32).mean(axis=0)
-        specs = [masks.OrderSpec("influence", inf_rows, influence)]
-        specs += [masks.OrderSpec("random", rnd_rows[:, 0], seed=s) for s in self.seeds]
-        specs.append(masks.OrderSpec("ranking", rnd, ranking))
-        grids, self.totals, self.channel_totals = masks.build_drop_grids(
+        specs = [grid_engine.OrderSpec("influence", inf_rows, influence)]
+        specs += [grid_engine.OrderSpec("random", rnd_rows[:, 0], seed=s) for s in self.seeds]
+        specs.append(grid_engine.OrderSpec("ranking", rnd, ranking))
+        grids, self.totals, self.channel_totals = grid_engine.build_drop_grids(
             terms, specs, block_samples=block_samples, totals=True, channel_totals=True, progress=progress)
         self._influence = grids[0]
         self._random = dict(zip(self.seeds, grids[1:-1]))
@@ -205,11 +206,11 @@ class AttackGrids:
             self.totals = ld("totals")
             self.channel_totals = ld("channel_totals")
             self.mean_influence = np.asarray(ld("mean_influence"))
-            self._influence = masks.DropGrid(ld("inf_stats"), np.asarray(ld("inf_counts")), t_index, "influence", 0)
-            self._ranking = masks.DropGrid(ld("rank_stats"), np.asarray(ld("rank_counts")), t_index, "ranking", 0)
+            self._influence = grid_engine.DropGrid(ld("inf_stats"), np.asarray(ld("inf_counts")), t_index, "influence", 0)
+            self._ranking = grid_engine.DropGrid(ld("rank_stats"), np.asarray(ld("rank_counts")), t_index, "ranking", 0)
             self._inf_index = {r: np.asarray(ld(f"inf_index_{r}")) for r in ("round", "threshold")}
             self._rnd_index = {r: np.asarray(ld(f"rnd_index_{r}")) for r in ("round", "int")}
-            self._random = {s: masks.DropGrid(ld(f"random_{s}_stats"), np.asarray(ld(f"random_{s}_counts")), t_index,
+            self._random = {s: grid_engine.DropGrid(ld(f"random_{s}_stats"), np.asarray(ld(f"random_{s}_counts")), t_index,
                                               "random", s) for s in self.seeds}
         except (OSError, ValueError, KeyError, TypeError):
             return False

@@ -21,7 +21,7 @@ from .resampling import combine_strata, percentile_interval, resample_index
 from .results import ArmResult, FoldChoice
 
 if TYPE_CHECKING:
-    from ..runstore import Run
+    from ldminv_core.runs import Run
     from .protocols import Protocol
 
 __all__ = ["Measure"]

@@ -18,7 +18,7 @@ from .resampling import percentile_interval
 from .results import ClassQuartiles, QuartileResult
 
 if TYPE_CHECKING:
-    from ..runstore import Run
+    from ldminv_core.runs import Run
     from .protocols import Protocol
 
 __all__ = ["quartile_index", "Quartiles", "MIN_CLASS_SIZE"]

@@ -18,10 +18,11 @@ import numpy as np
 from .. import masks
 from .._validation import check_percent
 from ..errors import LdminvError
+from . import grid_engine
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
 
 if TYPE_CHECKING:
-    from ..runstore import Run
+    from ldminv_core.runs import Run
     from .protocols import Protocol
 
 __all__ = ["StatisticSource"]
@@ -100,7 +101,7 @@ class StatisticSource:
 
         From the grids' per-channel statistics and the few coordinates that differ from whole
         channels when that reads at most 1/8 of the terms
-        (:func:`~ldminv_core.masks.decomposed_statistic`), else one chunked pass over the terms
+        (:func:`~ldminv_core.evaluation.grid_engine.decomposed_statistic`), else one chunked pass over the terms
         (:func:`~ldminv_core.masks.masked_statistic`). Equal to ``masked_statistic(terms, keep)``
         up to the order of the float64 additions."""
         if not self.maskable:
@@ -111,7 +112,7 @@ class StatisticSource:
         def make() -> np.ndarray:
             out = None
             if self.run.has_geometry and k.shape == tuple(self.run.latent_shape):
-                out = masks.decomposed_statistic(self.terms(), k, self.grids().channel_totals)
+                out = grid_engine.decomposed_statistic(self.terms(), k, self.grids().channel_totals)
             if out is None:
                 out = masks.masked_statistic(self.terms(), k)
             out.setflags(write=False)

@@ -348,8 +348,8 @@ def decoder_geometry(
         plan: a :class:`GeometryPlan` from :func:`plan_geometry`; its influence and
             log-volume paths, kind, k and probe counts replace the keywords above.
         engine: how decoder products are taken (:data:`ENGINES`): "auto" uses the
-            layer-by-layer JVPs / VJPs of :mod:`ldminv_core.tangents` for a
-            :class:`~ldminv_core.tangents.VaeDecoder` it knows (checked against torch.func at
+            layer-by-layer JVPs / VJPs of :mod:`ldminv_core.geometry.tangents` for a
+            :class:`~ldminv_core.geometry.tangents.VaeDecoder` it knows (checked against torch.func at
             the first latent), torch.func otherwise; ``Geometry.engine`` says which ran.
 
     Returns:

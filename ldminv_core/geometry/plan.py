@@ -69,7 +69,7 @@ class GeometryPlan:
         predicted_seconds_per_sample: products x measured cost + SVD (None when not measured).
         shared: what the chosen paths share.
         candidates: every combination considered, with its products and predicted seconds.
-        engine: how the timed products were taken, "layerwise" (:mod:`ldminv_core.tangents`)
+        engine: how the timed products were taken, "layerwise" (:mod:`ldminv_core.geometry.tangents`)
             or "torch.func" (None when not measured).
         probes_requested: the Hutchinson probe count asked for (None: "auto", the plan's choice).
     """

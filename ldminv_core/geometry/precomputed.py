@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RunError
-from ..runstore import load_npz
+from ldminv_core.runs import load_npz
 
 __all__ = ["PrecomputedGeometry", "load_precomputed", "save_precomputed", "vae_digest", "LATENT_ATOL"]
 

@@ -103,7 +103,7 @@ class LoadedModel:
     def decoder_fn(self) -> Callable[[torch.Tensor], torch.Tensor]:
         """The differentiable decoder of scaled latents, ``z -> vae.decode(z / sf).sample``
         (plus the VAE's shift_factor when it has one), as :mod:`ldminv_core.geometry` takes it: a
-        :class:`~ldminv_core.tangents.VaeDecoder`, whose layer-by-layer JVPs the geometry uses."""
+        :class:`~ldminv_core.geometry.tangents.VaeDecoder`, whose layer-by-layer JVPs the geometry uses."""
         from ..geometry.tangents import VaeDecoder
 
         return VaeDecoder(self.vae, scaling_factor=self.scaling_factor, shift_factor=self.shift_factor)

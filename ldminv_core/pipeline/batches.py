@@ -10,7 +10,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from ..errors import LdminvError
-from ..runstore import RunWriter
+from ldminv_core.runs import RunWriter
 from .distributed import RankLedger
 
 __all__ = ["AnalysisCancelled", "WITHIN_BATCH_REPORT_S"]
@@ -49,7 +49,7 @@ class _Stage:
     """Batch loop of one stage with progress records, callbacks and cancellation.
 
     Without a ledger (one process, no rank records in the folder) progress is run.json's
-    prefix counter. With a :class:`~ldminv_core.distributed.RankLedger` the stage's batches not
+    prefix counter. With a :class:`~ldminv_core.pipeline.distributed.RankLedger` the stage's batches not
     yet recorded by any rank (nor covered by the prefix counter) that belong to this rank are
     done, each recorded in this rank's file once its rows are flushed.
     """

@@ -14,7 +14,7 @@ from .. import attacks as _attacks
 from .._validation import describe
 from ..choices import PRESETS, PROBES_AUTO
 from ..errors import LdminvError, UnknownNameError
-from ..loading import display_name
+from ldminv_core.data.safe_files import display_name
 
 __all__ = ["AnalyzeConfig", "preset_config"]
 
@@ -43,7 +43,7 @@ class AnalyzeConfig:
         residual_dtype: "float32" (exact) or "float16" (half the disk) for residuals/*.npy.
         force: delete an existing run in ``out`` and recompute.
         latent: "mean" (the encoder mean, METHOD.md) or "sample" (one posterior sample per image,
-            seeded per sample id: the paper's Stable Diffusion code); :mod:`ldminv_core.latents`.
+            seeded per sample id: the paper's Stable Diffusion code); :mod:`ldminv_core.models.latents`.
         log_volume: "topk" (sum of the top-k log singular values) or "logdet" (0.5 * log det(J^T J),
             the whole spectrum: exact when the Jacobian is built anyway, else stochastic Lanczos
             quadrature, the paper's Stable Diffusion default).
@@ -51,7 +51,7 @@ class AnalyzeConfig:
             applied by :func:`preset_config`); recorded in run.json, not compared on resume.
         lora: LoRA adapter paths (a folder with ``pytorch_lora_weights.safetensors`` or a
             ``.safetensors`` file), applied in order to the UNet (and the text encoder) of
-            ``model`` as ``pipeline.load_lora_weights`` does (:mod:`ldminv_core.lora`).
+            ``model`` as ``pipeline.load_lora_weights`` does (:mod:`ldminv_core.models.lora_apply`).
         lora_scale: the adapters' weights: empty (1.0 each), one (for every adapter) or one per
             adapter. run.json "lora" records each adapter's file, SHA-256 and scale.
         allow_duplicates: analyze even when the two folders share images, or one holds the
@@ -63,7 +63,7 @@ class AnalyzeConfig:
             writer would keep writing). Not part of the compared settings.
         blind_encoder: an image model (folder, or hub id in the local Hugging Face cache; nothing
             is downloaded) whose embeddings add the ``encoder`` feature group to the blind
-            baseline (:func:`ldminv_core.blind_features.load_image_encoder`); None: no such group.
+            baseline (:func:`ldminv_core.models.blind_encoder.load_image_encoder`); None: no such group.
             Compared on resume; run.json "blind" "encoder" records the model that made them.
     """
 
@@ -181,7 +181,7 @@ def _model_ref(model: Any) -> str:
 
 def _normalize_lora(paths: Any, scales: Any) -> tuple[tuple[str, float], ...]:
     """(absolute path, scale) per adapter, from ``AnalyzeConfig.lora`` / ``lora_scale``."""
-    from ..lora import parse_lora_args
+    from ldminv_core.models.lora_files import parse_lora_args
 
     if isinstance(paths, (str, Path)):
         paths = [paths]

@@ -15,9 +15,11 @@ import torch
 
 from .. import attacks as _attacks
 from .. import geometry as _geometry
-from ..blind_features import blind_features, load_image_encoder
-from ..loading import ImageSet, LoadedModel, resolve_device
-from ..runstore import planned_stages
+from ldminv_core.data.blind_features import blind_features
+from ldminv_core.models.blind_encoder import load_image_encoder
+from ldminv_core.data.image_folders import ImageSet
+from ldminv_core.models.loading import LoadedModel, resolve_device
+from ldminv_core.runs import planned_stages
 from .config import AnalyzeConfig
 from .geometry_paths import _make_geometry_plan, describe_geometry_plan
 from .inputs import _check_duplicates, _check_model_lora, _check_timesteps_for_model, _load_images, _load_plan_model

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..loading import LoadedModel
-from ..runstore import load_npy, planned_stages
+from ldminv_core.models.loading import LoadedModel
+from ldminv_core.runs import load_npy, planned_stages
 from .batches import _Stage
 from .distributed import DistContext, RankLedger
 from .inputs import _check_model_lora, _check_timesteps_for_model, _load_plan_model, _rank_device

@@ -10,7 +10,7 @@ import torch
 
 from .. import geometry as _geometry
 from ..choices import PROBES_AUTO
-from ..loading import LoadedModel
+from ldminv_core.models.loading import LoadedModel
 from .plan import _Plan
 
 __all__ = ["describe_geometry_plan"]
@@ -45,7 +45,7 @@ def _requested_probes(plan: _Plan) -> int | str:
 def _probes_record(plan: _Plan, influence_method: str) -> dict:
     """run.json "geometry" probe fields before the plan is made (the plan's own replace them):
     what was requested, what the influence path uses (None when exact) and why."""
-    from ..geometry_plan import probes_reason
+    from ldminv_core.geometry.plan import probes_reason
 
     n = _geometry.HUTCHINSON_RANK_PROBES if plan.probes is None else plan.probes
     used = n if influence_method == "hutchinson" else None

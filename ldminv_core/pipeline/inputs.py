@@ -12,7 +12,8 @@ import torch
 from .. import attacks as _attacks
 from ..data.duplicates import find_duplicates
 from ..errors import DataLoadError, LdminvError, RunError
-from ..loading import ImageSet, LoadedModel, load_image_folder, load_model, resolve_device
+from ldminv_core.data.image_folders import ImageSet, load_image_folder
+from ldminv_core.models.loading import LoadedModel, load_model, resolve_device
 from .config import AnalyzeConfig
 from .distributed import DistContext
 from .plan import _Plan, _plan
@@ -28,7 +29,7 @@ def _check_model_lora(plan: _Plan, model: LoadedModel) -> None:
         shown = lambda items: ", ".join(f"{p} (scale {s:g})" for p, s in items) or "none"
         raise RunError(
             f"model: the given model carries LoRA adapters {shown(have)} but the configuration asks for "
-            f"{shown(want)}; load it with ldminv_core.analyze.load_config_model(config)"
+            f"{shown(want)}; load it with ldminv_core.pipeline.inputs.load_config_model(config)"
         )
 
 

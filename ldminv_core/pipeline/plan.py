@@ -12,11 +12,13 @@ import torch
 
 from .. import geometry as _geometry
 from .._validation import check_bool, check_choice, check_int, describe
-from ..blind_features import resolve_image_encoder
+from ldminv_core.models.blind_encoder import resolve_image_encoder
 from ..choices import INFLUENCE_METHODS, LATENT_KINDS, LOG_VOLUME_KINDS, PRESETS, PROBES_AUTO, RESIDUAL_DTYPES
 from ..errors import DataLoadError, LdminvError, RunError, UnknownNameError
-from ..loading import check_image_folder, check_model, resolve_device
-from ..runstore import run_status
+from ldminv_core.data.image_folders import check_image_folder
+from ldminv_core.models.sources import check_model
+from ldminv_core.models.loading import resolve_device
+from ldminv_core.runs import run_status
 from .config import (
     AnalyzeConfig,
     _as_path_text,
@@ -81,8 +83,8 @@ class _Plan:
         }
 
     def adapters(self) -> list:
-        """The LoRA adapters as :class:`ldminv_core.lora.LoraAdapter` (empty list when none)."""
-        from ..lora import LoraAdapter
+        """The LoRA adapters as :class:`ldminv_core.models.lora_files.LoraAdapter` (empty list when none)."""
+        from ldminv_core.models.lora_files import LoraAdapter
 
         return [LoraAdapter(path, scale=scale) for path, scale in self.lora]
 
@@ -199,7 +201,7 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
     if not model_given:
         check_model(plan.model)
         if plan.lora:
-            from ..lora import check_lora
+            from ldminv_core.models.lora_files import check_lora
 
             check_lora(plan.adapters())
     if plan.blind_encoder is not None:

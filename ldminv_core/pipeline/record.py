@@ -10,8 +10,9 @@ import numpy as np
 import torch
 
 from .. import attacks as _attacks
-from ..blind_features import BLIND_FILE
-from ..loading import ImageSet, LoadedModel
+from ldminv_core.data.blind_features import BLIND_FILE
+from ldminv_core.data.image_folders import ImageSet
+from ldminv_core.models.loading import LoadedModel
 from .geometry_paths import _probes_record
 from .plan import _Plan
 

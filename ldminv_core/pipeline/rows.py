@@ -12,7 +12,8 @@ import torch
 from .. import attacks as _attacks
 from .. import geometry as _geometry
 from ..errors import NonFiniteError, RunError
-from ..loading import LoadedModel, display_name
+from ldminv_core.models.loading import LoadedModel
+from ldminv_core.data.safe_files import display_name
 from .geometry_paths import _log_volume_kwargs, _probes_to_run
 from .plan import _Plan
 

@@ -12,7 +12,7 @@ reference (section 3), batch by batch (:mod:`.stages`):
 4. one stage per score-only attack: scores/pfami.npy (PFAMI);
 5. finish       run.json ``status`` becomes "complete".
 
-The order is :func:`ldminv_core.runstore.planned_stages`. Each stage is marked done in
+The order is :func:`ldminv_core.runs.layout.planned_stages`. Each stage is marked done in
 run.json only once all its arrays are flushed, so ``Run.open(path, partial=True)`` (the
 dashboard, while an analysis runs) sees exactly the finished stages.
 
@@ -33,9 +33,9 @@ import torch
 
 from .. import geometry as _geometry
 from ..errors import RunError
-from ..loading import LoadedModel
-from ..precomputed import PrecomputedGeometry
-from ..runstore import RunWriter, delete_run, planned_stages, run_status
+from ldminv_core.models.loading import LoadedModel
+from ldminv_core.geometry.precomputed import PrecomputedGeometry
+from ldminv_core.runs import RunWriter, delete_run, planned_stages, run_status
 from .batches import ProgressFn
 from .config import AnalyzeConfig
 from .distributed import DistContext, RankLedger
@@ -80,7 +80,7 @@ def run_analysis(
         should_stop: polled after every batch; True raises :class:`AnalysisCancelled`
             leaving a resumable folder.
         model: an already loaded model for ``config.model`` (skips loading it again).
-        precomputed: a saved geometry stage (:mod:`ldminv_core.precomputed`) used instead of
+        precomputed: a saved geometry stage (:mod:`ldminv_core.geometry.precomputed`) used instead of
             computing the geometry when it provably applies (same VAE files, settings, samples
             and latents); run.json "geometry" records whether it was used and why.
         geometry_plan: the geometry paths to use (:attr:`CostEstimate.geometry_plan`), when it

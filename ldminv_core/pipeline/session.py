@@ -11,8 +11,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import RunError
-from ..loading import LoadedModel
-from ..runstore import RunWriter, load_npy
+from ldminv_core.models.loading import LoadedModel
+from ldminv_core.runs import RunWriter, load_npy
 from .batches import ProgressFn, _Stage
 from .distributed import DistContext, RankLedger
 from .plan import _Plan

@@ -15,15 +15,15 @@ import torch
 
 from .. import attacks as _attacks
 from .. import geometry as _geometry
-from .. import precomputed as _precomputed
-from ..blind_features import BLIND_FILE, blind_features, store_blind_features
+from ..geometry import precomputed as _precomputed
+from ldminv_core.data.blind_features import BLIND_FILE, blind_features, store_blind_features
 from ..errors import LdminvError, RunError
 from ..evaluation.blind import cached_fitting_null
 from ..evaluation.evaluator import stratified_folds
 from ..evaluation.protocols import DEFAULT_FOLDS
-from ..latents import encode_latents
-from ..precomputed import PrecomputedGeometry
-from ..runstore import CACHE_DIR, RunWriter
+from ldminv_core.models.latents import encode_latents
+from ldminv_core.geometry.precomputed import PrecomputedGeometry
+from ldminv_core.runs import CACHE_DIR, RunWriter
 from .batches import ProgressFn, _within_batch
 from .geometry_paths import (
     _log_volume_kwargs,
@@ -63,7 +63,7 @@ def encode_stage(session: _Session, images: torch.Tensor) -> None:
 def blind_stage(writer: RunWriter, captions: Sequence[str | None], paths: Sequence[str], *,
                 progress: ProgressFn | None, add_time: Callable[[str, float], None],
                 encoder: str | None = None, device: "str | torch.device" = "cpu") -> None:
-    """The "blind" stage: model-free features of every image file (:mod:`ldminv_core.blind_features`)
+    """The "blind" stage: model-free features of every image file (:mod:`ldminv_core.data.blind_features`)
     written to ``blind_features.npz`` in the run folder, their groups recorded in run.json. Reads
     the files only (no audited model): a few milliseconds per image. With ``encoder`` (a folder or
     a cached hub id) the ``encoder`` group of that image model's embeddings, computed on

@@ -55,7 +55,7 @@ from ..evaluation import (
     shift_headline,
 )
 from ..evaluation.wording import BLIND_GROUP_WORDS, LOW_FPR_METRICS, low_fpr_cautions
-from ..runstore import Run
+from ldminv_core.runs import Run
 
 __all__ = ["build_report", "evaluate_run", "report_from_results", "CI_LEVEL", "N_BOOT", "LOW_FPR_METRICS"]
 
@@ -280,7 +280,7 @@ def build_report(
     """The report JSON object of a finished run under one protocol.
 
     Args:
-        run: a :class:`~ldminv_core.runstore.Run` or the path of a run folder.
+        run: a :class:`~ldminv_core.runs.Run` or the path of a run folder.
         attack: report only this attack (default: every attack of the run).
         protocol: "standard" (default), "paper" or "honest" (METHOD.md section 4).
         folds: cross-fitting folds of ``honest`` (default 5).

@@ -20,7 +20,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from ldminv_core.errors import DataLoadError
-from ldminv_core.runstore import Run, RunWriter
+from ldminv_core.runs import Run, RunWriter
 
 from ldminv_app import uploads
 from ldminv_app.uploads import save_uploads
@@ -590,14 +590,14 @@ class TestRunWarnings:
             import numpy as np
             import pandas as pd
 
-            from ldminv_app import ui
+            from ldminv_app.banners import run_warnings_banner
 
             run = SimpleNamespace(path="/runs/nolv", settings={}, has_geometry=True,
                                   samples=pd.DataFrame({"log_volume": np.full(4, np.nan)}))
-            ui.run_warnings_banner(run)
-            ui.run_warnings_banner(SimpleNamespace(path="/runs/nocol", settings={}, has_geometry=True,
+            run_warnings_banner(run)
+            run_warnings_banner(SimpleNamespace(path="/runs/nocol", settings={}, has_geometry=True,
                                                    samples=pd.DataFrame({"path": ["a"]})))
-            ui.run_warnings_banner(SimpleNamespace(path="/runs/partial", settings={}, has_geometry=False,
+            run_warnings_banner(SimpleNamespace(path="/runs/partial", settings={}, has_geometry=False,
                                                    samples=pd.DataFrame({"log_volume": np.full(4, np.nan)})))
 
         at = AppTest.from_function(page, default_timeout=TIMEOUT).run()

@@ -22,9 +22,9 @@ from ldminv_core.errors import LdminvError, ShapeError, UnknownNameError
 from ldminv_core.evaluation import DEFAULT_N_BOOT, finding_title, verdict_words
 from ldminv_core.masks import random_drop_mask
 from ldminv_core.report import build_report
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
-from ldminv_app import export
+from ldminv_app import html_report
 from support.fixture_runs import N_PER_SPLIT, TIMESTEPS, build_fixture_run, masked_scores
 from support.html_report import findings_rows, parse, report_json, table_dict
 
@@ -89,7 +89,7 @@ def manual_keep() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def sima_report(run_dir, manual_keep):
-    doc = export.build_html_report(
+    doc = html_report.build_html_report(
         Run.open(run_dir), attack="sima", t=T_USED, drop_percent=DROP, random_seed=SEED,
         manual_mask=manual_keep, include_global=True, n_boot=N_BOOT,
     )
@@ -99,9 +99,9 @@ def sima_report(run_dir, manual_keep):
 def test_report_has_every_section_and_is_offline(sima_report):
     doc, p = sima_report
     assert doc.startswith("<!DOCTYPE html>")
-    for sid, title in export.SECTIONS.items():
+    for sid, title in html_report.SECTIONS.items():
         assert sid in p.ids, sid
-    assert p.h2 == list(export.SECTIONS.values())
+    assert p.h2 == list(html_report.SECTIONS.values())
     # plotly.js inlined exactly once; no script or stylesheet fetched from the network
     assert doc.count("plotly.js v") == 1
     bundles = [s for s in p.scripts if "plotly.js v" in s["text"]]
@@ -226,7 +226,7 @@ def test_report_under_the_paper_and_honest_protocols(run_dir, arrays):
     run = Run.open(run_dir)
     labels, terms = arrays["labels"], arrays["terms"]
     # paper: held-out positive, the statistic as the score, strict FPR < 1%, each metric its own t
-    doc = export.build_html_report(run, attack="sima", protocol="paper", drop_percent=DROP, n_boot=0)
+    doc = html_report.build_html_report(run, attack="sima", protocol="paper", drop_percent=DROP, n_boot=0)
     p = parse(doc)
     table = table_dict(p.tables["metrics-table"])
     stat = terms.sum(axis=(2, 3, 4))  # (N, T)
@@ -240,7 +240,7 @@ def test_report_under_the_paper_and_honest_protocols(run_dir, arrays):
         assert table["baseline"][metric] == f"{per_t[:, k].max():.4f}", metric
     assert report_json(p)["protocol"]["name"] == "paper"
     # honest: folds table with every fold's own choices, realised FPR beside TPR
-    doc = export.build_html_report(run, attack="sima", protocol="honest", folds=2, drop_percent=None, n_boot=0)
+    doc = html_report.build_html_report(run, attack="sima", protocol="honest", folds=2, drop_percent=None, n_boot=0)
     p = parse(doc)
     table = table_dict(p.tables["metrics-table"])
     assert "realised FPR" in table["baseline"]
@@ -252,9 +252,9 @@ def test_report_under_the_paper_and_honest_protocols(run_dir, arrays):
 
 
 def test_report_of_an_unmaskable_attack(run_dir, arrays):
-    doc = export.build_html_report(run_dir, attack="pfami", t=None, n_boot=0)
+    doc = html_report.build_html_report(run_dir, attack="pfami", t=None, n_boot=0)
     p = parse(doc)
-    for sid in export.SECTIONS:
+    for sid in html_report.SECTIONS:
         assert sid in p.ids
     table = table_dict(p.tables["metrics-table"])
     assert list(table) == ["baseline"]
@@ -270,12 +270,12 @@ def test_report_of_an_unmaskable_attack(run_dir, arrays):
 
 
 def test_csv_rows_and_scores(run_dir, arrays):
-    text = export.per_sample_csv(Run.open(run_dir), attack="sima", t=20, drop_percent=DROP, random_seed=SEED)
+    text = html_report.per_sample_csv(Run.open(run_dir), attack="sima", t=20, drop_percent=DROP, random_seed=SEED)
     df = pd.read_csv(io.StringIO(text))
     samples, labels = arrays["samples"], arrays["labels"]
     n = len(samples)
     assert len(df) == n == 2 * N_PER_SPLIT
-    assert tuple(df.columns) == export.CSV_COLUMNS
+    assert tuple(df.columns) == html_report.CSV_COLUMNS
     assert df["sample_id"].tolist() == samples["sample_id"].tolist()
     assert df["path"].tolist() == samples["path"].tolist()
     assert df["split"].tolist() == samples["split"].tolist()
@@ -308,7 +308,7 @@ def test_csv_rows_and_scores(run_dir, arrays):
 
 
 def test_csv_of_an_unmaskable_attack(run_dir, arrays):
-    df = pd.read_csv(io.StringIO(export.per_sample_csv(run_dir, attack="pfami", t=None)))
+    df = pd.read_csv(io.StringIO(html_report.per_sample_csv(run_dir, attack="pfami", t=None)))
     assert len(df) == 2 * N_PER_SPLIT
     np.testing.assert_allclose(df["baseline_score"], arrays["pfami"], rtol=1e-12)
     assert df["masked_score"].isna().all() and df["random_score"].isna().all()
@@ -317,19 +317,19 @@ def test_csv_of_an_unmaskable_attack(run_dir, arrays):
 def test_bad_inputs_raise_with_the_argument_named(run_dir):
     run = Run.open(run_dir)
     with pytest.raises(UnknownNameError, match="attack"):
-        export.per_sample_csv(run, attack="nope", t=0)
+        html_report.per_sample_csv(run, attack="nope", t=0)
     with pytest.raises(UnknownNameError, match=r"t: expected one of the timesteps .*\[0, 10, 20\].* got 5"):
-        export.build_html_report(run, attack="sima", t=5)
+        html_report.build_html_report(run, attack="sima", t=5)
     with pytest.raises(LdminvError, match="drop_percent"):
-        export.per_sample_csv(run, attack="sima", t=0, drop_percent=100)
+        html_report.per_sample_csv(run, attack="sima", t=0, drop_percent=100)
     with pytest.raises(LdminvError, match="random_seed"):
-        export.per_sample_csv(run, attack="sima", t=0, random_seed=-1)
+        html_report.per_sample_csv(run, attack="sima", t=0, random_seed=-1)
     with pytest.raises(ShapeError, match=r"manual_mask: expected shape \(4, 4, 4\)"):
-        export.build_html_report(run, attack="sima", t=0, manual_mask=np.ones((4, 4), dtype=bool))
+        html_report.build_html_report(run, attack="sima", t=0, manual_mask=np.ones((4, 4), dtype=bool))
     with pytest.raises(LdminvError, match="t: attack 'pfami'"):
-        export.per_sample_csv(run, attack="pfami", t=0)
-    assert export.report_filename(run) == "ldminv-report-export-fixture.html"
-    assert export.scores_filename(run) == "ldminv-scores-export-fixture.csv"
+        html_report.per_sample_csv(run, attack="pfami", t=0)
+    assert html_report.report_filename(run) == "ldminv-report-export-fixture.html"
+    assert html_report.scores_filename(run) == "ldminv-scores-export-fixture.csv"
 
 
 # --------------------------------------------------------------------------- the page
@@ -409,7 +409,7 @@ def test_cli_html_and_findings_page_show_the_same_numbers(run_dir, monkeypatch, 
     cli = json.loads(capsys.readouterr().out)
     assert cli["n_boot"] == DEFAULT_N_BOOT
     folds = 2 if protocol == "honest" else None
-    doc = export.build_html_report(run_dir, attack="sima", protocol=protocol, folds=folds,
+    doc = html_report.build_html_report(run_dir, attack="sima", protocol=protocol, folds=folds,
                                    drop_percent=None if protocol == "honest" else 40, random_seed=0)
     p = parse(doc)
     html_rows = findings_rows(p)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect, sync_playwright
 
-from ldminv_core.runstore import run_status
+from ldminv_core.runs import run_status
 
 from support.chromium import CHROMIUM, CHROMIUM_ARGS, HEIGHT, REPO, WIDTH, free_port
 
@@ -83,7 +83,8 @@ def test_sigterm_during_the_demo_analysis_exits_cleanly(tmp_path):
 _BUSY_AT_EXIT = """
 import time
 import numpy as np
-from ldminv_app.cache import JobRegistry, Warmer
+from ldminv_app.cache import JobRegistry
+from ldminv_app.warm import Warmer
 from ldminv_app.jobs import AnalysisJob
 
 values = np.random.default_rng(0).integers(0, 1000, size=2_000_000)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import re
 
-from ldminv_app.ui import path_html
+from ldminv_app.sidebar import path_html
 
 
 def _shown(markup: str) -> str:

@@ -243,9 +243,12 @@ def test_precomputed_demo_geometry_matches_this_machine():
     """The shipped geometry (scripts/make_demo_geometry.py) applies to the demo as analyzed here,
     and three of its samples recomputed with an autograd Jacobian agree with it."""
     from ldminv_core import demo
-    from ldminv_core.analyze import AnalyzeConfig, _geometry_methods, _load_images, _plan, _samples_table
-    from ldminv_core.loading import load_model
-    from ldminv_core.precomputed import load_precomputed, vae_digest
+    from ldminv_core.pipeline.config import AnalyzeConfig
+    from ldminv_core.pipeline.geometry_paths import _geometry_methods
+    from ldminv_core.pipeline.inputs import _load_images, _samples_table
+    from ldminv_core.pipeline.plan import _plan
+    from ldminv_core.models.loading import load_model
+    from ldminv_core.geometry.precomputed import load_precomputed, vae_digest
 
     bundle = load_precomputed(DEMO / "precomputed")
     cfg = AnalyzeConfig(model=str(demo.DEMO_MODEL_DIR), members=str(demo.DEMO_MEMBERS_DIR),

@@ -27,12 +27,13 @@ from sklearn.model_selection import PredefinedSplit, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ldminv_core.blind_features import blind_features
+from ldminv_core.data.blind_features import blind_features
 from ldminv_core.evaluation import (CONFOUNDED_WORDS, Evaluation, below_chance_text, make_protocol, shift_advice,
                                     shift_headline)
 from ldminv_core.report import build_report, format_report
-from ldminv_core.runstore import Run
-from ldminv_app import export
+from ldminv_core.runs import Run
+from ldminv_app import html_report
+from ldminv_app.html_report.markup import esc
 from synthetic_runs import write_run
 
 N_BOOT = 200
@@ -262,14 +263,14 @@ def plot_array(value) -> np.ndarray:
 
 def test_html_export_opens_with_the_shift_check(runs):
     run = runs["shift"]
-    doc = export.build_html_report(run, attack="sima", n_boot=N_BOOT)
+    doc = html_report.build_html_report(run, attack="sima", n_boot=N_BOOT)
     report = build_report(run, attack="sima", drop=40.0, n_boot=N_BOOT)
     # the shift section comes first, with the evaluation's headline and advice
-    assert list(export.SECTIONS)[0] == "shift"
+    assert list(html_report.SECTIONS)[0] == "shift"
     assert doc.index('id="shift"') < doc.index('id="findings"') < doc.index('id="metrics"')
     shift = doc[doc.index('id="shift"'):doc.index('id="findings"')]
     assert 'class="shift-box shifted"' in shift
-    assert export._esc(report["shift"]["headline"]) in shift and export._esc(report["shift"]["advice"]) in shift
+    assert esc(report["shift"]["headline"]) in shift and esc(report["shift"]["advice"]) in shift
     for g in report["blind"]["groups"]:  # the per-group table
         lo, hi = g["auroc_ci"]
         elo, ehi = g["low_fpr"]["exact_ci"]
@@ -282,9 +283,9 @@ def test_html_export_opens_with_the_shift_check(runs):
     for f in report["findings"]:
         if f["confounded"]:
             row = re.search(rf'<tr data-finding="{f["id"]}" class="confounded">(.*?)</tr>', doc, re.S).group(1)
-            assert export._esc(f["caveat"]) in row
+            assert esc(f["caveat"]) in row
             if f["verdict"] in ("supported", "contradicted"):
-                assert export._esc(CONFOUNDED_WORDS) in row
+                assert esc(CONFOUNDED_WORDS) in row
     # metrics: qualified on shifted folders; the exact interval and the count beside every TPR@1%FPR
     metrics = doc[doc.index('id="metrics"'):]
     assert metrics.index('id="metrics-shifted"') < metrics.index('id="metrics-table"')
@@ -296,7 +297,7 @@ def test_html_export_opens_with_the_shift_check(runs):
     ev = Evaluation(run, "sima", make_protocol("standard"), n_boot=0)
     want = convention_roc(ev.blind().scores["all"], run.labels, ev.protocol)
     blind_traces = [t for traces in plot_traces(doc) for t in traces
-                    if str(t.get("name", "")).startswith(export.BLIND_CURVE_LABEL)]
+                    if str(t.get("name", "")).startswith(html_report.BLIND_CURVE_LABEL)]
     assert len(blind_traces) == 2  # linear and log-log ROC
     assert all(t["line"]["dash"] == "dash" for t in blind_traces)
     np.testing.assert_allclose(plot_array(blind_traces[0]["x"]), want.fpr)
@@ -306,14 +307,14 @@ def test_html_export_opens_with_the_shift_check(runs):
 
 
 def test_html_export_of_folders_alike_and_of_a_swapped_attack(runs):
-    doc = export.build_html_report(runs["alike"], attack="sima", n_boot=N_BOOT)
+    doc = html_report.build_html_report(runs["alike"], attack="sima", n_boot=N_BOOT)
     shift = doc[doc.index('id="shift"'):doc.index('id="findings"')]
     assert "No shift detected" in shift and 'id="shift-advice"' not in shift and "shift-box shifted" not in shift
     assert 'class="confounded"' not in doc and 'class="caveat"' not in doc and "metrics-shifted" not in doc
     assert "as the paper reports" in doc
-    doc = export.build_html_report(runs["swap"], attack="sima", n_boot=N_BOOT)
+    doc = html_report.build_html_report(runs["swap"], attack="sima", n_boot=N_BOOT)
     report = build_report(runs["swap"], attack="sima", drop=40.0, n_boot=N_BOOT)
     base = report["attacks"]["sima"]["baseline"]
     metrics = doc[doc.index('id="metrics"'):doc.index('id="roc"')]
     assert f"<td>{base['auroc']:.4f} (below chance)</td>" in metrics
-    assert export._esc(below_chance_text(base["auroc"], base["auroc_ci"])) in metrics
+    assert esc(below_chance_text(base["auroc"], base["auroc_ci"])) in metrics

@@ -167,7 +167,7 @@ def test_every_page_in_chromium(server, page, fixture_run):
         if name == "findings":
             # the landing page shows the core's findings: the masking estimate with its interval
             from ldminv_core.evaluation import Evaluation
-            from ldminv_core.runstore import Run
+            from ldminv_core.runs import Run
 
             finding = Evaluation(Run.open(fixture_run), "sima", "standard").result().finding(  # the default replicates
                 "masking_vs_random")
@@ -213,7 +213,7 @@ def test_every_page_in_chromium(server, page, fixture_run):
             with page.expect_download() as info:
                 page.get_by_test_id("stDownloadButton").filter(has_text="HTML report").get_by_role("button").click()
             download = info.value
-            from ldminv_app.export import report_filename
+            from ldminv_app.html_report.filenames import report_filename
 
             assert download.suggested_filename == report_filename(fixture_run, "sima")
             assert download.suggested_filename.endswith("-SimA.html")

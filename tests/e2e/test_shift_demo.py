@@ -17,9 +17,10 @@ import pytest
 from PIL import Image
 
 from ldminv_core import demo
-from ldminv_core.__main__ import _parser, main
+from ldminv_core.__main__ import main
+from ldminv_core.cli.parser import build_parser as _parser
 from ldminv_core.errors import LdminvError
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 def _pixels(path: Path) -> str:
     with Image.open(path) as im:

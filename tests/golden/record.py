@@ -52,7 +52,7 @@ def reports(run: Path, protocol: str) -> tuple[str, str]:
 def export_text(run: Path, protocol: str, attack: str) -> str:
     """The visible text of the HTML export (tables, cards, findings), one line per block; the
     time stamp and the run's path normalised."""
-    from ldminv_app.export import build_html_report
+    from ldminv_app.html_report.document import build_html_report
     doc = build_html_report(run, attack=attack, protocol=protocol, n_boot=N_BOOT)
     body = _SCRIPT.sub(" ", doc)
     body = re.sub(r"</(p|div|tr|li|h\d|table|section|td|th)>", "\n", body, flags=re.I)

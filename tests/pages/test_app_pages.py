@@ -19,12 +19,14 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app.ui import FINDING_LABELS
+from ldminv_app.cards import FINDING_LABELS
 from ldminv_core import metrics
-from ldminv_core.analyze import AnalysisCancelled, AnalyzeConfig, run_analysis
+from ldminv_core.pipeline.batches import AnalysisCancelled
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.evaluation import DEFAULT_N_BOOT
 from ldminv_core.masks import DropSweep, manual_mask, masked_statistic, percentile_drop_mask
-from ldminv_core.runstore import Run, run_status
+from ldminv_core.runs import Run, run_status
 
 from support.apptest import APP, LATENT_CHANNELS, PAGES
 from support.apptest import arr as _arr, build_model as _build_model, charts as _charts

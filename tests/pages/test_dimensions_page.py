@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation import dimension_table
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 from ldminv_core.pair_shift import heldout_member_shift, shift_is_exact
 
 from ldminv_app import figures

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 
 from ldminv_core import embedding
 from ldminv_core.errors import LdminvError, RunError
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from ldminv_app import selections
 

@@ -22,11 +22,12 @@ from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
 from ldminv_core import embedding
-from ldminv_core.analyze import format_duration
+from ldminv_core.pipeline.cost import format_duration
 from ldminv_core.evaluation import dimension_table, fpr_support, make_protocol, subset_metrics
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
-from ldminv_app import export, figures, ui
+from ldminv_app import figures, html_report
+from ldminv_app.html_report.sections.settings import manual_text
 from synthetic_runs import write_run
 
 # Every test here computes whole analyses or runs many page scripts: over ~10 s each.
@@ -226,7 +227,7 @@ def test_one_coordinate_label_everywhere(small_run):
     assert figures.coord_label(1, 2, 3) == "ch 1 · y 2 · x 3"
     keep = np.zeros((2, 4, 4), dtype=bool)
     keep[1, 2, 3] = True
-    text = export._manual_text(keep)
+    text = manual_text(keep)
     assert "ch 0: 0, ch 1: 1" in text and "ch 1 · y 2 · x 3" in text and "c0:" not in text
 
     at = _page("dimensions")
@@ -299,16 +300,16 @@ def test_export_page_offers_the_dimension_table_with_attack_names(small_run):
     assert buttons["export_download_dims"].label == f"Download dimension CSV (SimA, t = {t})"
     assert buttons["export_download_html"].label == "Download HTML report (SimA)"
     assert buttons["export_download_csv"].label == "Download per-sample CSV (SimA)"
-    name = export.dimensions_filename(small_run, "sima", t)
+    name = html_report.dimensions_filename(small_run, "sima", t)
     assert name == f"ldminv-dimensions-small-SimA-t{t}.csv"
     assert any(name in c.value for c in at.caption)
-    assert export.report_filename(small_run, "sima") == "ldminv-report-small-SimA.html"
-    assert export.report_filename(small_run) == "ldminv-report-small.html"
+    assert html_report.report_filename(small_run, "sima") == "ldminv-report-small-SimA.html"
+    assert html_report.report_filename(small_run) == "ldminv-report-small.html"
 
     # the CSV is the Dimensions page's table of every coordinate, with what produced it
     ti = TIMESTEPS.index(t)
     want = dimension_table(small_run.influence, small_run.terms("sima")[:, ti].astype(np.float64), small_run.labels)
-    got = pd.read_csv(io.StringIO(export.dimension_csv(want, attack="sima", t=t)))
+    got = pd.read_csv(io.StringIO(html_report.dimension_csv(want, attack="sima", t=t)))
     assert len(got) == 32 and (got["attack"] == "sima").all() and (got["t"] == t).all()
     np.testing.assert_allclose(got["auroc"], want["auroc"], rtol=1e-12)
     assert list(got["coord"]) == list(want["coord"])
@@ -321,13 +322,18 @@ def test_export_page_offers_the_dimension_table_with_attack_names(small_run):
     assert keys == ["export_download_csv", "export_download_html"]
 
 
-def test_attack_labels_of_the_export_match_the_dashboard():
-    assert export.ATTACK_LABELS == ui.ATTACK_LABELS
+def test_attack_labels_of_the_export_match_the_dashboard(tmp_path):
+    """The export's title and the dashboard's attack selector name an attack the same way."""
+    from ldminv_core.choices import ATTACK_LABELS, attack_label
+    run = _make_run(tmp_path / "labels", n_members=12, n_heldout=12, images=False)
+    doc = html_report.build_html_report(run, attack="sima", n_boot=0)
+    assert f"{ATTACK_LABELS['sima']} · protocol standard" in doc
+    assert ATTACK_LABELS["sima"] == "SimA" and attack_label("sima") == "SimA"
 
 
 def test_html_report_cautions_low_fpr_tpr_only_when_negatives_are_few(tmp_path):
     few = _make_run(tmp_path / "few", n_members=12, n_heldout=12, images=False)
-    doc = export.build_html_report(few, attack="sima", n_boot=0)
+    doc = html_report.build_html_report(few, attack="sima", n_boot=0)
     caution = fpr_support(make_protocol("standard"), n_members=12, n_heldout=12, fpr=0.01).warning()
     assert 'id="metrics-fpr-caution"' in doc and caution.replace("'", "&#x27;") in doc
     assert '"toImageButtonOptions"' in doc and '"sendChartToCloud"' in doc  # PNG download yes, cloud upload no
@@ -335,7 +341,7 @@ def test_html_report_cautions_low_fpr_tpr_only_when_negatives_are_few(tmp_path):
     assert "<h2>Metrics</h2>" in doc and "SimA, protocol standard" in doc
 
     many = _make_run(tmp_path / "many", n_members=220, n_heldout=220, images=False)
-    doc = export.build_html_report(many, attack="sima", n_boot=0)
+    doc = html_report.build_html_report(many, attack="sima", n_boot=0)
     assert 'id="metrics-fpr-caution"' not in doc  # 220 held-out images back 1% FPR
     # a quartile holds about 55 held-out images: too few, and flagged there
     assert 'id="quartile-fpr-caution"' in doc and " ⚠</td>" in doc

@@ -17,10 +17,14 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app import state, ui
+from ldminv_app import state
+
+from ldminv_app.blind import BLIND_CURVE
+
+from ldminv_app.cards import statement_text
 from ldminv_core.evaluation import (CONFOUNDED_WORDS, DEFAULT_N_BOOT, Evaluation, below_chance_text, make_protocol,
                                     shift_advice, shift_headline)
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
 from support.shift_runs import N_PER_FOLDER, SHIFT_BRIGHTNESS, analyze
 from synthetic_runs import write_run
@@ -78,7 +82,7 @@ def texts(elements) -> list[str]:
 
 
 def blind_trace(chart: dict) -> dict:
-    found = [tr for tr in chart["data"] if str(tr.get("name", "")).startswith(ui.BLIND_CURVE)]
+    found = [tr for tr in chart["data"] if str(tr.get("name", "")).startswith(BLIND_CURVE)]
     assert len(found) == 1, [tr.get("name") for tr in chart["data"]]
     return found[0]
 
@@ -138,7 +142,7 @@ def test_findings_opens_with_the_shift_check_and_flags_every_membership_finding(
     assert [f.id for f in res.findings[:3]] == list(BLIND_IDS) and usual
     for f in usual:
         assert f.caveat and f.caveat in warnings, f.id
-        assert ui.statement_text(f) in markdown, f.id  # the statement, its caveat shown apart
+        assert statement_text(f) in markdown, f.id  # the statement, its caveat shown apart
         if f.verdict in ("supported", "contradicted"):
             assert any(f":orange-badge[{f.verdict}] *on these folders, {CONFOUNDED_WORDS}*" in m for m in markdown)
     assert any(f.verdict in ("supported", "contradicted") for f in usual)  # a verdict the caveat qualifies
@@ -169,7 +173,7 @@ def test_masks_and_distortion_draw_the_blind_roc_beside_the_attack(runs, monkeyp
     assert len(rocs) == 2
     for chart in rocs.values():
         trace = blind_trace(chart)
-        assert trace["name"] == f"{ui.BLIND_CURVE} (AUROC {blind_auroc:.4f})"
+        assert trace["name"] == f"{BLIND_CURVE} (AUROC {blind_auroc:.4f})"
         assert trace["line"]["dash"] == "dash"
         assert all(tr["line"].get("dash") != "dash" for tr in chart["data"] if tr is not trace and "line" in tr
                    and tr.get("name") != "chance")
@@ -187,7 +191,7 @@ def test_masks_and_distortion_draw_the_blind_roc_beside_the_attack(runs, monkeyp
     ok(at)
     chart = next(v for k, v in _charts(at).items() if "beside the files alone" in k)
     trace = blind_trace(chart)
-    assert trace["line"]["dash"] == "dash" and trace["name"] == f"{ui.BLIND_CURVE} (AUROC {blind_auroc:.4f})"
+    assert trace["line"]["dash"] == "dash" and trace["name"] == f"{BLIND_CURVE} (AUROC {blind_auroc:.4f})"
     finding = next(f for f in ev.findings() if f.id == "distortion_quartiles")
     assert finding.caveat in texts(at.warning)
     assert any(c.startswith(":orange[**Distribution shift.**]") for c in texts(at.caption))
@@ -246,7 +250,7 @@ def test_below_chance_auroc_is_named_and_a_missing_blind_baseline_says_why(rever
     assert shift_headline(blind) == f"Blind baseline unavailable: {blind.reason}."
     assert shift_headline(blind) in texts(at.info)
     assert not any(k.startswith("Blind AUROC per feature group") for k in _charts(at))
-    assert not any(str(tr.get("name", "")).startswith(ui.BLIND_CURVE)
+    assert not any(str(tr.get("name", "")).startswith(BLIND_CURVE)
                    for v in _charts(at).values() for tr in v["data"])
     assert not ev.findings()[0].id.startswith("blind")  # no blind findings without the features
     # the attack's AUROC interval lies below 0.5: said so beside the number, never a plain number only

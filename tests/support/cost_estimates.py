@@ -2,7 +2,7 @@
 of what the model page and the estimate's text say before an analysis starts."""
 from __future__ import annotations
 
-from ldminv_core.analyze import CostEstimate, StageCost
+from ldminv_core.pipeline.cost import CostEstimate, StageCost
 
 
 def fake_estimate() -> CostEstimate:

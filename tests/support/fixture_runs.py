@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ldminv_core.analyze import AnalyzeConfig, run_analysis
-from ldminv_core.runstore import run_status
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.run import run_analysis
+from ldminv_core.runs import run_status
 from tiny_models import tiny_scheduler, tiny_unet, tiny_vae, write_image_folder
 
 N_PER_SPLIT = 10

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ldminv_core.analyze import AnalyzeConfig, run_analysis
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.run import run_analysis
 from tiny_models import TINY_RESOLUTION
 
 N_PER_FOLDER = 20

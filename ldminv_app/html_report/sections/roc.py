@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 
 from ldminv_core.evaluation import ArmResult, BlindResult, Protocol, convention_roc
 from ldminv_core.formatting import format_rate, format_rate_ci
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from ... import figures
 from ..context import ReportContext

@@ -11,7 +11,7 @@ import ldminv_core
 from ldminv_core import masks
 from ldminv_core.choices import attack_label
 from ldminv_core.formatting import format_percent, timesteps_text
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 
 from ... import figures
 from ..context import ReportContext

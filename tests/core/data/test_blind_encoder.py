@@ -26,14 +26,16 @@ from transformers import (BertConfig, BertModel, CLIPConfig, CLIPImageProcessor,
                           CLIPVisionModel, Dinov2Config, Dinov2Model)
 
 from ldminv_core.__main__ import main
-from ldminv_core.analyze import AnalyzeConfig, check_config, run_analysis
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.plan import check_config
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.data.blind_features import (BLIND_FILE, BlindFeatures, blind_features, read_blind_features,
                                              run_blind_features, store_blind_features)
 from ldminv_core.models.blind_encoder import load_image_encoder
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.blind import cross_fitted_blind_scores
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 from synthetic_runs import write_run
 
 VISION = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,

@@ -17,7 +17,7 @@ from sklearn.model_selection import PredefinedSplit, StratifiedKFold, cross_val_
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ldminv_core.blind_features import blind_features, jpeg_quality
+from ldminv_core.data.blind_features import blind_features, jpeg_quality
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.blind import (attack_vs_blind_finding, blind_baseline_finding, blind_strata,
@@ -232,8 +232,8 @@ def test_an_old_run_gets_its_blind_baseline_from_the_image_paths(tmp_path):
     """A run analysed before the blind stage existed: the features are computed from its image
     paths, kept in .ldminv-cache, and the evaluation's blind AUROC is sklearn's on the same
     out-of-fold scores; every membership / geometry finding then carries the shift caveat."""
-    from ldminv_core.blind_features import BLIND_FILE, read_blind_features
-    from ldminv_core.runstore import CACHE_DIR, Run
+    from ldminv_core.data.blind_features import BLIND_FILE, read_blind_features
+    from ldminv_core.runs import CACHE_DIR, Run
 
     run, labels = _old_run_with_images(tmp_path, shift=40.0)
     assert "blind" not in run.stages_done
@@ -323,7 +323,7 @@ def test_fitting_variance_is_the_permutation_spread_of_refitted_out_of_fold_auro
     """The cross-fitting's own variance: labels permuted within folds (the same draws), the
     classifier refitted per fold with sklearn's pipeline, the out-of-fold AUROC's spread minus
     a fixed score's Mann-Whitney variance."""
-    from ldminv_core.blind_features import BlindFeatures
+    from ldminv_core.data.blind_features import BlindFeatures
     from ldminv_core.evaluation.blind import fitting_variance, mann_whitney_null_variance
 
     rng = np.random.default_rng(1)

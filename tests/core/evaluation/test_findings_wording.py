@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app import cache, export, figures
+from ldminv_app import cache, figures, html_report
 from ldminv_core.evaluation import (
     DEFAULT_N_BOOT,
     FINDING_TITLES,
@@ -208,7 +208,7 @@ def test_cli_dashboard_and_export_use_one_replicate_count(tiny_run, tiny_finding
     cli = json.loads(capsys.readouterr().out)
     cli_f = next(x for x in cli["findings"] if x["id"] == "masking_vs_baseline")
     # the HTML export, with its defaults
-    html = parse(export.build_html_report(tiny_run, attack="sima"))
+    html = parse(html_report.build_html_report(tiny_run, attack="sima"))
     html_f = findings_rows(html)["masking_vs_baseline"]
     assert f"{DEFAULT_N_BOOT} stratified replicates" in table_dict(html.tables["figure-settings-table"])["bootstrap"]["value"]
     # the dashboard: the Findings page (landing page)
@@ -312,7 +312,7 @@ def _arr(value) -> np.ndarray:
 def test_html_report_titles_random_legend_log_axes_and_json_link(run3, protocol):
     folds = 2 if protocol == "honest" else None
     drop = None if protocol == "honest" else 40
-    doc = export.build_html_report(run3, attack="sima", protocol=protocol, folds=folds, drop_percent=drop)
+    doc = html_report.build_html_report(run3, attack="sima", protocol=protocol, folds=folds, drop_percent=drop)
     p = parse(doc)
     ids = set(FINDING_TITLES)
     # findings under their titles; the raw ids never as a heading, only as the small label beneath
@@ -366,7 +366,7 @@ def test_html_report_titles_random_legend_log_axes_and_json_link(run3, protocol)
     want = build_report(run3, attack="sima", protocol=protocol, folds=folds, drop=drop)
     assert report_json(p) == json.loads(json.dumps(want))
     link = next(a for a in p.anchors if a.get("id") == "report-json-link")
-    assert link["download"] == export.report_json_filename(run3, "sima")
+    assert link["download"] == html_report.report_json_filename(run3, "sima")
 
 
 # --------------------------------------------------------------------------- the ROC figure

@@ -14,13 +14,14 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
+from ldminv_core.evaluation import grid_engine
 from ldminv_core.evaluation.run_scores import run_scores
 from ldminv_core import masks  # noqa: E402
 from ldminv_core.errors import LdminvError, ShapeError  # noqa: E402
 from ldminv_core.evaluation import Evaluation, convention_metrics, make_protocol  # noqa: E402
 from ldminv_core.evaluation.grids import AttackGrids, attack_grids, attack_totals, grid_index  # noqa: E402
 from ldminv_core.evaluation.protocols import convention_metrics_resampled  # noqa: E402
-from ldminv_core.runstore import Run  # noqa: E402
+from ldminv_core.runs import Run
 from scripts.make_synthetic_run import write_synthetic_run  # noqa: E402
 
 N, LATENT, T = 200, (4, 16, 16), 4
@@ -53,10 +54,10 @@ def test_drop_grids_match_explicit_masks(big: Run) -> None:
     trunc = np.array([masks.paper_drop_count(D, p) for p in PCTS])
     thr = masks.threshold_drop_counts_many(tied, PCTS)
     ranking = tied.mean(axis=0)
-    specs = [masks.OrderSpec("influence", rnd, tied), masks.OrderSpec("influence", thr, tied),
-             masks.OrderSpec("random", np.r_[rnd, trunc], seed=4), masks.OrderSpec("ranking", rnd, ranking)]
+    specs = [grid_engine.OrderSpec("influence", rnd, tied), grid_engine.OrderSpec("influence", thr, tied),
+             grid_engine.OrderSpec("random", np.r_[rnd, trunc], seed=4), grid_engine.OrderSpec("ranking", rnd, ranking)]
     for block in (7, None):
-        (g_inf, g_thr, g_rnd, g_rank), totals = masks.build_drop_grids(terms, specs, block_samples=block, totals=True)
+        (g_inf, g_thr, g_rnd, g_rank), totals = grid_engine.build_drop_grids(terms, specs, block_samples=block, totals=True)
         np.testing.assert_array_equal(totals, masks.masked_statistic(terms))
         for k, p in enumerate(PCTS):
             close = dict(rtol=1e-10, atol=1e-9)
@@ -69,7 +70,7 @@ def test_drop_grids_match_explicit_masks(big: Run) -> None:
                 terms, masks.random_drop_mask((N, *LATENT), p, seed=4, n_drop=int(trunc[k]))), **close)
             np.testing.assert_allclose(g_rank.stats[k], masks.masked_statistic(
                 terms, masks.global_drop_mask(ranking, p, n=N)), **close)
-    one = masks.build_drop_grids(terms, specs[:1], t_index=2)[0]
+    one = grid_engine.build_drop_grids(terms, specs[:1], t_index=2)[0]
     np.testing.assert_allclose(one.stats[:, :, 0], g_inf.stats[:, :, 2], rtol=1e-12)
     assert one.at(3, 2).shape == (N,)
 
@@ -77,13 +78,13 @@ def test_drop_grids_match_explicit_masks(big: Run) -> None:
 def test_drop_grid_bad_inputs(big: Run) -> None:
     terms = big.terms("sima")
     with pytest.raises(LdminvError):
-        masks.build_drop_grids(terms, [masks.OrderSpec("random", [D + 1])])
+        grid_engine.build_drop_grids(terms, [grid_engine.OrderSpec("random", [D + 1])])
     with pytest.raises(LdminvError):
-        masks.build_drop_grids(terms, [masks.OrderSpec("sorted", [1])])
+        grid_engine.build_drop_grids(terms, [grid_engine.OrderSpec("sorted", [1])])
     with pytest.raises(ShapeError):
-        masks.build_drop_grids(terms, [masks.OrderSpec("influence", [1], np.zeros((N, 2, 2, 2)))])
+        grid_engine.build_drop_grids(terms, [grid_engine.OrderSpec("influence", [1], np.zeros((N, 2, 2, 2)))])
     with pytest.raises(ValueError):  # every error is a ValueError subclass
-        masks.build_drop_grids(terms, [masks.OrderSpec("random", np.zeros((2, N + 1), dtype=np.int64))])
+        grid_engine.build_drop_grids(terms, [grid_engine.OrderSpec("random", np.zeros((2, N + 1), dtype=np.int64))])
 
 
 def test_threshold_counts_many_matches_one_at_a_time() -> None:
@@ -157,13 +158,13 @@ def test_resampled_metrics_equal_gathered(protocol: str) -> None:
 
 def test_grid_pass_memory_is_bounded_by_the_block(big: Run) -> None:
     terms = big.terms("sima")
-    rnd = np.array([masks.drop_count(D, p) for p in masks.GRID_PERCENTS])
-    specs = [masks.OrderSpec("random", rnd, seed=0)]
+    rnd = np.array([masks.drop_count(D, p) for p in grid_engine.GRID_PERCENTS])
+    specs = [grid_engine.OrderSpec("random", rnd, seed=0)]
     results = len(rnd) * N * T * 8
 
     def peak(block: int) -> int:
         tracemalloc.start()
-        masks.build_drop_grids(terms, specs, block_samples=block)
+        grid_engine.build_drop_grids(terms, specs, block_samples=block)
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return top
@@ -252,7 +253,7 @@ def test_grids_disk_copy_round_trip(small: Run) -> None:
     np.testing.assert_array_equal(loaded.channel_totals, built.channel_totals)
     np.testing.assert_array_equal(again.baseline_stat(), ev.baseline_stat())
     # the cache folder is ldminv's: deleting the run removes it with everything else
-    from ldminv_core.runstore import OWNED_DIRS
+    from ldminv_core.runs import OWNED_DIRS
     assert ".ldminv-cache" in OWNED_DIRS and (Path(small.path) / ".ldminv-cache").is_dir()
 
 

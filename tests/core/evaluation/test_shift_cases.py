@@ -26,12 +26,13 @@ import pytest
 from PIL import Image
 from sklearn.metrics import roc_auc_score
 
-from ldminv_core.analyze import AnalyzeConfig, run_analysis
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.demo import DEMO_HELDOUT_DIR, DEMO_MEMBERS_DIR, build_shift_demo_data
 from ldminv_core.evaluation import (CONFOUNDED_WORDS, Evaluation, finding_title, shift_advice, shift_headline,
                                    verdict_words)
 from ldminv_core.report import build_report, format_report
-from ldminv_core.runstore import Run
+from ldminv_core.runs import Run
 from synthetic_runs import write_run
 
 PROTOCOLS = ("standard", "paper", "honest")

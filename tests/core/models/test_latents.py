@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from ldminv_core.__main__ import main
-from ldminv_core.analyze import AnalyzeConfig, config_settings, preset_config, run_analysis
+from ldminv_core.pipeline.config import AnalyzeConfig, preset_config
+from ldminv_core.pipeline.plan import config_settings
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.choices import PRESETS
 from ldminv_core.errors import UnknownNameError
 from ldminv_core.models.latents import LATENT_STREAM, encode_latents, posterior_noise

@@ -453,7 +453,9 @@ def test_analyze_lora_records_adapters_and_changes_the_terms(loras, tiny_uncond_
 
     import numpy as np
 
-    from ldminv_core.analyze import AnalyzeConfig, load_config_model, run_analysis
+    from ldminv_core.pipeline.config import AnalyzeConfig
+    from ldminv_core.pipeline.inputs import load_config_model
+    from ldminv_core.pipeline.run import run_analysis
     from ldminv_core.errors import RunError
 
     folder = loras["uncond"][0]
@@ -470,7 +472,7 @@ def test_analyze_lora_records_adapters_and_changes_the_terms(loras, tiny_uncond_
     assert json.loads((tmp_path / "base" / "run.json").read_text())["lora"] == []
     # the app resumes a run from its stored settings, adapters included
     from ldminv_app.jobs import resume_config
-    from ldminv_core.analyze import config_settings
+    from ldminv_core.pipeline.plan import config_settings
 
     resumed = resume_config(tmp_path / "lora")
     assert config_settings(resumed) == data["config"] and resumed.lora == (str(folder.resolve()),)

@@ -27,9 +27,14 @@ import tiny_models
 from ldminv_core.pipeline import inputs as inputs_mod
 from ldminv_core.pipeline import output_folder as output_folder_mod
 from ldminv_core import attacks as attacks_mod
-from ldminv_core import loading as loading_mod
+from ldminv_core.models import loading as loading_mod
+from ldminv_core.models.sources import check_model
 from ldminv_core.__main__ import main
-from ldminv_core.analyze import AnalyzeConfig, check_config, estimate_cost, find_duplicates, run_analysis
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.plan import check_config
+from ldminv_core.pipeline.cost import estimate_cost
+from ldminv_core.data.duplicates import find_duplicates
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.errors import (
     DataLoadError,
     LdminvError,
@@ -38,8 +43,10 @@ from ldminv_core.errors import (
     RunError,
     UnknownNameError,
 )
-from ldminv_core.loading import MAX_IMAGE_PIXELS, check_image_folder, load_image_folder, load_model
-from ldminv_core.runstore import run_status
+from ldminv_core.data.safe_files import MAX_IMAGE_PIXELS
+from ldminv_core.data.image_folders import check_image_folder, load_image_folder
+from ldminv_core.models.loading import load_model
+from ldminv_core.runs import run_status
 
 FAST = dict(attacks="sima", timesteps="0:20:10", batch_size=4, device="cpu")
 
@@ -111,7 +118,7 @@ def test_config_values_of_the_wrong_type(model_copy, sub, file, key, value):
     msg = str(err.value)
     assert f"{sub}/{file}" in msg and repr(key) in msg and repr(value) in msg
     with pytest.raises(ModelLoadError, match=key):  # the cheap pre-check says the same
-        loading_mod.check_model(model_copy)
+        check_model(model_copy)
 
 
 def test_config_that_is_not_json(model_copy):
@@ -304,7 +311,7 @@ def test_unreadable_file(images, monkeypatch):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *a, **k)
 
-    monkeypatch.setattr(loading_mod.os, "open", deny)
+    monkeypatch.setattr(os, "open", deny)
     try:
         assert "permission denied" in _skips(_load(images))["secret.png"]
     finally:

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ldminv_core.distributed import RANKS_DIR, DistContext, RankLedger
+from ldminv_core.pipeline.distributed import RANKS_DIR, DistContext, RankLedger
 from ldminv_core.errors import RunError
-from ldminv_core.runstore import Run, run_status
+from ldminv_core.runs import Run, run_status
 
 REPO = Path(__file__).resolve().parents[3]
 ARGS = ["--attacks", "sima,pia,pfami", "--timesteps", "0:30:10", "--batch-size", "2", "--device", "cpu",

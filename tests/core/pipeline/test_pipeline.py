@@ -24,12 +24,15 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from transformers import AutoTokenizer, CLIPTextModel
 
 from ldminv_core.__main__ import main
-from ldminv_core.analyze import AnalysisCancelled, AnalyzeConfig, estimate_cost, run_analysis
+from ldminv_core.pipeline.batches import AnalysisCancelled
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.cost import estimate_cost
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.errors import ModelLoadError, RunError, UnknownNameError
-from ldminv_core.loading import load_image_folder
+from ldminv_core.data.image_folders import load_image_folder
 from ldminv_core.masks import random_drop_mask
 from ldminv_core.report import build_report, format_report
-from ldminv_core.runstore import Run, StageNotReadyError, run_status
+from ldminv_core.runs import Run, StageNotReadyError, run_status
 
 REPO = Path(__file__).resolve().parents[3]
 ALL_ATTACKS = "sima,pia,loss,secmi,pfami"
@@ -509,9 +512,10 @@ def test_cli_help_does_not_import_torch():
     assert out.returncode == 0, out.stderr
     assert "--protocol {standard,paper,honest}" in out.stdout
     assert "HEAVY []" in out.stdout
-    from ldminv_core import analyze, choices
+    from ldminv_core import choices
+    from ldminv_core.pipeline import plan
 
-    assert analyze.INFLUENCE_METHODS is choices.INFLUENCE_METHODS
+    assert plan.INFLUENCE_METHODS is choices.INFLUENCE_METHODS
 
 
 @pytest.mark.parametrize(
@@ -520,7 +524,7 @@ def test_cli_help_does_not_import_torch():
      (float("nan"), "?"), (-1, "?")],
 )
 def test_durations_read_in_hours_and_minutes(seconds, text):
-    from ldminv_core.analyze import format_duration
+    from ldminv_core.pipeline.cost import format_duration
 
     assert format_duration(seconds) == text
 
@@ -529,7 +533,7 @@ def test_durations_read_in_hours_and_minutes(seconds, text):
 
 
 def _bundle_from(run_dir: Path, folder: Path, model: Path, **override) -> "PrecomputedGeometry":
-    from ldminv_core.precomputed import load_precomputed, save_precomputed, vae_digest
+    from ldminv_core.geometry.precomputed import load_precomputed, save_precomputed, vae_digest
 
     run = Run.open(run_dir)
     geo = run.settings["geometry"]

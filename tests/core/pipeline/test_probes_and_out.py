@@ -17,15 +17,17 @@ import numpy as np
 import pytest
 import torch
 
-from ldminv_core import analyze as analyze_mod
+from ldminv_core.pipeline import cost as cost_mod, inputs as pipeline_inputs
 from ldminv_core.pipeline import inputs as inputs_mod
 from ldminv_core.pipeline import output_folder as output_folder_mod
-from ldminv_core import loading as loading_mod
+from ldminv_core.models import loading as loading_mod
 from ldminv_core.__main__ import main
-from ldminv_core.analyze import AnalyzeConfig, check_config, run_analysis
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.plan import check_config
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.geometry import HUTCHINSON_RANK_PROBES, decoder_geometry
-from ldminv_core.loading import load_model
+from ldminv_core.models.loading import load_model
 
 FAST = ["--attacks", "sima", "--timesteps", "0:20:10", "--batch-size", "4", "--device", "cpu", "--limit", "3"]
 
@@ -263,8 +265,8 @@ def test_model_page_probe_control_says_auto_and_passes_what_was_chosen(tmp_path,
     from support.cost_estimates import fake_estimate as _fake_estimate
 
     seen = []
-    monkeypatch.setattr(analyze_mod, "load_config_model", lambda config, **kw: object())
-    monkeypatch.setattr(analyze_mod, "estimate_cost",
+    monkeypatch.setattr(pipeline_inputs, "load_config_model", lambda config, **kw: object())
+    monkeypatch.setattr(cost_mod, "estimate_cost",
                         lambda config, *, model=None: (seen.append(config), _fake_estimate())[1])
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LDMINV_RUN", raising=False)

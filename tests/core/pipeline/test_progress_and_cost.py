@@ -14,17 +14,19 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from ldminv_core import analyze as analyze_mod
-from ldminv_core.analyze import (
-    AnalysisCancelled,
-    AnalyzeConfig,
-    format_duration,
-    run_analysis,
-)
+from ldminv_core.pipeline import cost as cost_mod, inputs as pipeline_inputs
+from ldminv_core.pipeline.batches import AnalysisCancelled
+from ldminv_core.pipeline.config import AnalyzeConfig
+from ldminv_core.pipeline.cost import format_duration
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.geometry import decoder_geometry
-from ldminv_core.loading import LoadedModel
+from ldminv_core.models.loading import LoadedModel
 
-from ldminv_app import cache, ui
+from ldminv_app import cache
+
+from ldminv_app.progress import job_progress_text
+
+from ldminv_app.startup import DEMO_INTRO
 from ldminv_app.jobs import AnalysisJob, JobState
 from support.cost_estimates import fake_estimate as _fake_estimate
 
@@ -118,13 +120,13 @@ def test_rate_holds_still_between_reports_and_the_time_left_counts_down():
     assert snap.rate == pytest.approx(1.0)  # 10 samples in the 10 s up to the last report, not 10 / 20
     assert snap.stage_eta == pytest.approx(100 - 10, abs=0.5)  # 100 left at 1/s, 10 s of it already gone
     assert snap.stage_number == (3, 3)
-    fraction, text = ui.job_progress_text(snap)
+    fraction, text = job_progress_text(snap)
     assert text.startswith("Stage 3/3 · Decoder geometry (log-volume and influence) · 10/110 samples")
     assert "1.0 samples/s" in text and "left in this stage" in text
     almost = JobState(**{**snap.__dict__, "done": 2.97, "updated": now})
-    assert "· 2.9/110 samples" in ui.job_progress_text(almost)[1]  # rounded down: the third is not done
+    assert "· 2.9/110 samples" in job_progress_text(almost)[1]  # rounded down: the third is not done
     slow = JobState(**{**snap.__dict__, "done": 2.5, "updated": now})
-    assert "2.5/110 samples" in ui.job_progress_text(slow)[1] and "8.0 s per sample" in ui.job_progress_text(slow)[1]  # 2.5 in 20 s
+    assert "2.5/110 samples" in job_progress_text(slow)[1] and "8.0 s per sample" in job_progress_text(slow)[1]  # 2.5 in 20 s
 
 
 def test_job_order_puts_a_reused_geometry_where_it_ran(tmp_path):
@@ -149,7 +151,7 @@ def test_job_order_puts_a_reused_geometry_where_it_ran(tmp_path):
             time.sleep(0.01)
         snap = job.state()
         assert snap.stages == ["encode", "blind", "geometry", "sima", "pia", "pfami"]
-        assert ui.job_progress_text(snap)[1].startswith("Stage 5/6 · Attack PIA · 4/8 samples")
+        assert job_progress_text(snap)[1].startswith("Stage 5/6 · Attack PIA · 4/8 samples")
     finally:
         release.set()
         job.wait(10)
@@ -159,8 +161,8 @@ def test_job_order_puts_a_reused_geometry_where_it_ran(tmp_path):
 def partial_with_reused_geometry(tmp_path, tiny_uncond_model, tiny_image_dirs):
     """A run whose geometry was reused from a bundle (so it is done before the attacks) and which
     was stopped in PIA: stages done encode, geometry, SimA."""
-    from ldminv_core.precomputed import save_precomputed, vae_digest
-    from ldminv_core.runstore import Run
+    from ldminv_core.geometry.precomputed import save_precomputed, vae_digest
+    from ldminv_core.runs import Run
 
     full = run_analysis(_config(tiny_uncond_model, tiny_image_dirs, tmp_path / "full", limit=4))
     run = Run.open(full)
@@ -170,7 +172,7 @@ def partial_with_reused_geometry(tmp_path, tiny_uncond_model, tiny_image_dirs):
         log_volume=run.log_volume, vae_sha256=vae_digest(tiny_uncond_model), provenance={"test": 1},
         settings={"topk": geo["topk"], "influence": geo["influence"], "probes": geo["probes"],
                   "log_volume_method": geo["log_volume_method"], "seed": 0})
-    from ldminv_core.precomputed import load_precomputed
+    from ldminv_core.geometry.precomputed import load_precomputed
 
     out = tmp_path / "runs" / "partial"
     seen: list[str] = []
@@ -248,8 +250,8 @@ def _model_page(monkeypatch, tmp_path) -> AppTest:
 
 
 def test_model_page_shows_each_stages_share_before_starting(monkeypatch, tmp_path):
-    monkeypatch.setattr(analyze_mod, "load_config_model", lambda config, **kw: object())
-    monkeypatch.setattr(analyze_mod, "estimate_cost", lambda config, *, model=None: _fake_estimate())
+    monkeypatch.setattr(pipeline_inputs, "load_config_model", lambda config, **kw: object())
+    monkeypatch.setattr(cost_mod, "estimate_cost", lambda config, *, model=None: _fake_estimate())
     at = _model_page(monkeypatch, tmp_path)
     at.button(key="new_estimate").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -268,8 +270,8 @@ def test_model_page_estimate_rows_are_the_estimates_stages(monkeypatch, tmp_path
                                                            tiny_image_dirs):
     """With a real model: the geometry row carries the seconds the cost model predicted."""
     captured = []
-    real = analyze_mod.estimate_cost
-    monkeypatch.setattr(analyze_mod, "estimate_cost", lambda config, **kw: captured.append(real(config, **kw))
+    real = cost_mod.estimate_cost
+    monkeypatch.setattr(cost_mod, "estimate_cost", lambda config, **kw: captured.append(real(config, **kw))
                         or captured[-1])
     at = _model_page(monkeypatch, tmp_path)
     at.radio(key="new_model_kind").set_value("Local folder").run()
@@ -282,8 +284,8 @@ def test_model_page_estimate_rows_are_the_estimates_stages(monkeypatch, tmp_path
     table = next(df.value for df in at.dataframe if "est. time" in df.value.columns).set_index("stage")
     geo = next(s for s in est.stages if s.stage == "geometry")
     assert table.loc["geometry", "est. time"] == format_duration(geo.seconds)
-    assert table.loc["geometry", "per image"] == analyze_mod.format_per_image(geo.seconds / geo.images)
-    assert table.loc["geometry", "share"] == analyze_mod.format_percent(geo.seconds / est.total_seconds)
+    assert table.loc["geometry", "per image"] == cost_mod.format_per_image(geo.seconds / geo.images)
+    assert table.loc["geometry", "share"] == cost_mod.format_percent(geo.seconds / est.total_seconds)
     assert table.loc["geometry", "decoder JVP/VJP"] == f"{geo.decoder_products:,}"
 
 
@@ -301,8 +303,8 @@ _DURATION = re.compile(r"(half a minute|\d+(\.\d+)?(-\d+(\.\d+)?)? ?(s|seconds?|
 
 
 def test_first_start_text_promises_no_time():
-    assert not _DURATION.search(ui.DEMO_INTRO), ui.DEMO_INTRO
-    assert "time left" in ui.DEMO_INTRO
+    assert not _DURATION.search(DEMO_INTRO), DEMO_INTRO
+    assert "time left" in DEMO_INTRO
 
 
 def test_readme_states_first_start_times_with_their_load():

@@ -72,12 +72,11 @@ def _set_samples(folder: Path, **columns) -> None:
 
 
 def test_known_attacks_match_the_attacks_module():
-    from ldminv_core import runstore
     from ldminv_core.attacks import ATTACKS
     from ldminv_core.choices import ATTACK_NAMES
 
     assert run_layout.KNOWN_ATTACKS == tuple(ATTACKS) == ATTACK_NAMES
-    assert runstore.KNOWN_ATTACKS is run_layout.KNOWN_ATTACKS  # the old path re-exports the one definition
+    assert run_layout.KNOWN_ATTACKS is ATTACK_NAMES  # one definition, not a copy
 
 
 # ----------------------------------------------------------------------------- run.json fields

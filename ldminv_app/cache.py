@@ -30,7 +30,7 @@ from ldminv_core.errors import RunError
 from ldminv_core.evaluation import DEFAULT_N_BOOT, Evaluation, make_protocol, tables
 from ldminv_core.evaluation.grids import grid_cache_dir
 from ldminv_core.runs import Run
-from ldminv_core.pair_shift import heldout_member_shift
+from ldminv_core.evaluation.pair_shift import heldout_member_shift
 
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
 from . import shutdown
@@ -346,7 +346,7 @@ def best_t_index(run: Run, attack: str, *, protocol: str, folds: int) -> int:
 
 
 def _term_shift(terms_t: np.ndarray, labels: np.ndarray, table: pd.DataFrame) -> np.ndarray:
-    """The table's ``shift`` column (``ldminv_core.pair_shift.heldout_member_shift``: median held-out
+    """The table's ``shift`` column (``ldminv_core.evaluation.pair_shift.heldout_member_shift``: median held-out
     minus member term over all pairs, never of the other sign than ``auroc`` - 0.5), in the
     table's row order; NaN when a class is missing."""
     lab = np.asarray(labels)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from ldminv_core.choices import DEFAULT_PROTOCOL, PROTOCOLS
 from ldminv_core.runs import Run
 
 from . import cache
@@ -186,7 +187,7 @@ def set_manual_coords(run: Run, coords) -> None:
 def current_protocol() -> str:
     """The evaluation protocol every page uses (the sidebar's choice; default "standard")."""
     value = st.session_state.get(PROTOCOL, "standard")
-    return value if value in ("standard", "paper", "honest") else "standard"
+    return value if value in PROTOCOLS else DEFAULT_PROTOCOL
 
 
 def current_folds() -> int:

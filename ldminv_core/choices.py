@@ -6,9 +6,15 @@ __all__ = [
     "INFLUENCE_METHODS", "PROBES_AUTO", "HUTCHINSON_RANK_PROBES", "RESIDUAL_DTYPES", "LATENT_KINDS", "LOG_VOLUME_KINDS", "PRESETS", "ATTACK_LABELS",
     "ATTACK_NAMES",
     "DEFAULT_N_BOOT",
+    "PROTOCOLS",
+    "DEFAULT_PROTOCOL",
     "attack_label",
 ]
 
+#: The evaluation protocols (METHOD.md section 4), default first: the command line's ``--protocol``,
+#: the sidebar and :mod:`ldminv_core.evaluation.protocols` read them from here.
+PROTOCOLS: tuple[str, ...] = ("standard", "paper", "honest")
+DEFAULT_PROTOCOL = "standard"
 #: Bootstrap replicates of every interval by default, on every surface (``report --n-boot``, the
 #: dashboard, the HTML export; ``ldminv_core.evaluation`` re-exports it). 1000: a 95% percentile
 #: interval then rests on the 25 most extreme replicates at each end (at 200 on 5, and its bounds

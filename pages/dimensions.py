@@ -14,7 +14,7 @@ import streamlit as st
 
 from ldminv_core.choices import attack_label
 from ldminv_core.errors import LdminvError
-from ldminv_core.pair_shift import shift_is_exact
+from ldminv_core.evaluation.pair_shift import shift_is_exact
 
 from ldminv_app import cache, figures, frame, notices, selections, state, tables
 

@@ -6,12 +6,14 @@ import argparse
 
 from ..choices import (
     DEFAULT_N_BOOT,
+    DEFAULT_PROTOCOL,
     HUTCHINSON_RANK_PROBES,
     INFLUENCE_METHODS,
     LATENT_KINDS,
     LOG_VOLUME_KINDS,
     PRESETS,
     PROBES_AUTO,
+    PROTOCOLS,
     RESIDUAL_DTYPES,
 )
 
@@ -166,7 +168,7 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--json", action="store_true", help="print the report JSON object")
     r.add_argument("--attack", help="report only this attack")
     r.add_argument(
-        "--protocol", choices=("standard", "paper", "honest"), default="standard",
+        "--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL,
         help="evaluation protocol: standard (members positive, one best t: optimistic), paper (the paper's "
         "code conventions: held-out positive TPR at FPR < 1%%, each metric at its own best t), honest "
         "(K-fold cross-fitted t, drop and threshold; realised TPR and FPR). Default standard",

@@ -17,7 +17,7 @@ from streamlit.testing.v1 import AppTest
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation import dimension_table
 from ldminv_core.runs import Run
-from ldminv_core.pair_shift import heldout_member_shift, shift_is_exact
+from ldminv_core.evaluation.pair_shift import heldout_member_shift, shift_is_exact
 
 from ldminv_app import figures
 from ldminv_app.selections import parse_coordinate_query

@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import masks
 from ..._validation import check_int
+from ...choices import DEFAULT_PROTOCOL, PROTOCOLS  # the names, default first (light module)
 from ...errors import UnknownNameError
 
 if TYPE_CHECKING:
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
 __all__ = ["PROTOCOLS", "DEFAULT_PROTOCOL", "DEFAULT_FOLDS", "HONEST_DROPS", "REPORTED_METRICS", "DEFAULT_DROP",
            "Protocol", "ScoredArm", "ArmScoring", "make_protocol", "first_max"]
 
-#: The protocol names, default first.
-PROTOCOLS: tuple[str, ...] = ("standard", "paper", "honest")
-DEFAULT_PROTOCOL = "standard"
 #: Number of cross-fitting folds of the ``honest`` protocol.
 DEFAULT_FOLDS = 5
 #: Drop percentages the ``honest`` protocol chooses from (0, 5, ..., 90).

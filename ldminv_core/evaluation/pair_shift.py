@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import LdminvError, ShapeError
-from .metrics import auroc_many
+from ..errors import LdminvError, ShapeError
+from ..metrics import auroc_many
 
 __all__ = ["heldout_member_shift", "shift_is_exact", "PAIR_BUDGET"]
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from ldminv_core.evaluation import convention_roc
-from ldminv_core.report import format_rate
+from ldminv_core.formatting import format_rate
 
-from .cards import ci_text
+from ldminv_core.formatting import format_rate_ci
 
 __all__ = ["BLIND_CURVE", "blind_result", "blind_curve", "shift_note"]
 
@@ -43,5 +43,5 @@ def shift_note(ev) -> str | None:
     g = blind.group("all")
     by = ", ".join(blind.separating_groups) or "all feature groups together"
     return (f":orange[**Distribution shift.**] The files alone separate these folders (blind AUROC "
-            f"{format_rate(g.auroc, 3)}, 95% CI {ci_text(g.ci['auroc'], 3, signed=False)}; separating: {by}): the "
+            f"{format_rate(g.auroc, 3)}, 95% CI {format_rate_ci(g.ci['auroc'], 3)}; separating: {by}): the "
             "attack's curve on them is not evidence of membership. See the shift check on the Findings page.")

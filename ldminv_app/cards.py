@@ -6,9 +6,9 @@ from __future__ import annotations
 import streamlit as st
 
 from ldminv_core.evaluation import FINDING_TITLES, below_chance_text, effect_sentence, verdict_words
-from ldminv_core.report import format_rate, format_rate_ci
+from ldminv_core.formatting import format_rate, format_rate_ci
 
-__all__ = ["VERDICT_COLORS", "FINDING_LABELS", "METRIC_LABELS", "verdict_badge", "ci_text",
+__all__ = ["VERDICT_COLORS", "FINDING_LABELS", "METRIC_LABELS", "verdict_badge",
            "arm_t_cell", "arm_drop_cell", "metric_t_text", "arm_metric_caption", "auroc_note",
            "low_fpr_text", "below_chance_captions", "statement_text", "finding_card"]
 
@@ -37,16 +37,6 @@ def verdict_badge(verdict: str, *, confounded: bool = False) -> str:
     alone separate the folders) is orange: the statistic holds, it is not evidence of membership."""
     color = "orange" if confounded and verdict in ("supported", "contradicted") else VERDICT_COLORS.get(verdict, "gray")
     return f":{color}-badge[{verdict}]"
-
-
-def ci_text(ci: tuple[float, float], digits: int = 4, *, signed: bool = True) -> str:
-    """"[lo, hi]" of an interval ("[+lo, +hi]" when ``signed``), "–" when undefined."""
-    if not signed:
-        return format_rate_ci(ci, digits)
-    lo, hi = ci
-    if not (lo == lo and hi == hi):  # NaN
-        return "–"
-    return f"[{lo:+.{digits}f}, {hi:+.{digits}f}]"
 
 
 def _per_fold(values: list, unit: str = "") -> str:
@@ -92,7 +82,7 @@ def arm_metric_caption(arm, metric: str, protocol) -> str:
     parts = [f"{protocol.name} · {metric_t_text(arm, metric)}"]
     if arm.drop_text:
         parts.append(f"drop {arm_drop_cell(arm)}")
-    parts.append(f"95% CI {ci_text(arm.ci[metric], signed=False)}")
+    parts.append(f"95% CI {format_rate_ci(arm.ci[metric])}")
     if metric == "tpr_at_1fpr" and arm.realised_fpr_at_1fpr is not None:
         parts.append(f"realised FPR {format_rate(arm.realised_fpr_at_1fpr)}")
     if metric == "tpr_at_1fpr" and getattr(arm, "low_fpr", None) is not None:
@@ -112,7 +102,7 @@ def low_fpr_text(low) -> str:
     """What a TPR@1%FPR rests on and its exact interval, from a ``LowFprCount``: "1% FPR = 3 of 300
     held-out images · exact 95% CI [0.0120, 0.0800] (Clopper-Pearson, 12 of 300 members)"."""
     pos = "held-out images" if low.positive_class == "heldout" else "members"
-    return (f"{low.rests_on()} · exact {low.level:.0%} CI {ci_text(low.exact_ci, signed=False)} "
+    return (f"{low.rests_on()} · exact {low.level:.0%} CI {format_rate_ci(low.exact_ci)} "
             f"(Clopper-Pearson, {low.true_positives} of {low.n_positives} {pos})")
 
 
@@ -149,7 +139,7 @@ def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str
                     + (f" *{words[len(finding.verdict):].strip()}*" if words != finding.verdict else ""))
         est = "–" if finding.estimate != finding.estimate else f"{finding.estimate:+.4f}"
         label = FINDING_LABELS.get(finding.id, finding.metric)
-        st.markdown(f"{label}: **{est}**, 95% CI {ci_text(finding.ci)}"
+        st.markdown(f"{label}: **{est}**, 95% CI {format_rate_ci(finding.ci, signed=True)}"
                     + (f" ({n_boot} bootstrap replicates)" if n_boot else ""))
         size = effect_sentence(finding)
         if size:
@@ -157,7 +147,7 @@ def finding_card(finding, *, chart=None, chart_key: str | None = None, note: str
         for sec in finding.secondary:
             s_est = "–" if sec["estimate"] != sec["estimate"] else f"{sec['estimate']:+.4f}"
             name = METRIC_LABELS.get(sec["metric"], sec["metric"])
-            st.caption(f"{name} difference: {s_est}, 95% CI {ci_text(sec['ci'])}, {sec['verdict']}")
+            st.caption(f"{name} difference: {s_est}, 95% CI {format_rate_ci(sec['ci'], signed=True)}, {sec['verdict']}")
         st.write(statement_text(finding))
         if confounded:
             st.warning(finding.caveat, icon=":material/warning:")

@@ -13,13 +13,14 @@ import pandas as pd
 import streamlit as st
 
 from ldminv_core.choices import attack_label
+from ldminv_core.formatting import format_rate_ci
 from ldminv_core.evaluation import (BLIND_GROUP_WORDS, finding_title, fpr_support, shift_advice, shift_headline,
                                     tiny_note, verdict_words)
 
 from . import figures, state
 from .banners import pending_text
 from .blind import BLIND_CURVE, blind_result
-from .cards import (arm_metric_caption, arm_t_cell, auroc_note, below_chance_captions, ci_text, finding_card,
+from .cards import (arm_metric_caption, arm_t_cell, auroc_note, below_chance_captions, finding_card,
                     low_fpr_text, metric_t_text)
 from .roc_view import baseline_curves
 from .timestep_text import headline_t_caption
@@ -93,11 +94,11 @@ def shift_check(p: FindingsPage) -> None:
                 st.metric("Blind AUROC (all groups)", f"{everything.auroc:.4f}",
                           help=f"{proto.name} protocol; out-of-fold scores of {blind.classifier}")
                 below_note = auroc_note(everything)
-                st.caption(f"95% CI {ci_text(everything.ci['auroc'], signed=False)} · "
+                st.caption(f"95% CI {format_rate_ci(everything.ci['auroc'])} · "
                            + SEPARABLE_WORDS.get(everything.verdict, everything.verdict)
                            + (f" · :material/warning: {below_note}" if below_note else ""))
                 st.metric("Blind TPR@1%FPR (all groups)", f"{everything.tpr_at_1fpr:.4f}", help=proto.tpr_rule)
-                st.caption(f"95% CI {ci_text(everything.ci['tpr_at_1fpr'], signed=False)} (bootstrap)"
+                st.caption(f"95% CI {format_rate_ci(everything.ci['tpr_at_1fpr'])} (bootstrap)"
                            + (f" · realised FPR {everything.realised_fpr_at_1fpr:.4f}"
                               if everything.realised_fpr_at_1fpr is not None else "")
                            + (f" · {low_fpr_text(everything.low_fpr)}" if everything.low_fpr else ""))
@@ -112,9 +113,9 @@ def shift_check(p: FindingsPage) -> None:
                 st.dataframe(pd.DataFrame([{
                     "group": g.group, "what it sees": BLIND_GROUP_WORDS.get(g.group, g.group),
                     "features": g.n_features, "AUROC": g.auroc,
-                    "AUROC interval": ci_text(g.ci["auroc"], signed=False), "TPR@1%FPR": g.tpr_at_1fpr,
-                    "TPR interval (bootstrap)": ci_text(g.ci["tpr_at_1fpr"], signed=False),
-                    "TPR exact interval": ci_text(g.low_fpr.exact_ci, signed=False) if g.low_fpr else "–",
+                    "AUROC interval": format_rate_ci(g.ci["auroc"]), "TPR@1%FPR": g.tpr_at_1fpr,
+                    "TPR interval (bootstrap)": format_rate_ci(g.ci["tpr_at_1fpr"]),
+                    "TPR exact interval": format_rate_ci(g.low_fpr.exact_ci) if g.low_fpr else "–",
                     "the folders": SEPARABLE_WORDS.get(g.verdict, g.verdict),
                     "strongest features": ", ".join(f"{name.split(':', 1)[-1]} ({w:+.2f})"
                                                     for name, w in g.top_features[:3]) or "–",
@@ -131,14 +132,14 @@ def headline(p: FindingsPage) -> None:
     support = fpr_support(proto, n_members=run.n_members, n_heldout=run.n_heldout, fpr=0.01)
     m1, m2, m3, roc_col = st.columns([1, 1, 1, 3])
     m1.metric(f"{attack_label(attack)} AUROC", f"{base.auroc:.4f}", help=arm_metric_caption(base, "auroc", proto))
-    m1.caption(f"{metric_t_text(base, 'auroc')} · 95% CI " + ci_text(base.ci["auroc"], signed=False)
+    m1.caption(f"{metric_t_text(base, 'auroc')} · 95% CI " + format_rate_ci(base.ci["auroc"])
                + (f" · :material/warning: {auroc_note(base)}" if auroc_note(base) else ""))
     m2.metric("TPR@1%FPR", f"{base.tpr_at_1fpr:.4f}", help=arm_metric_caption(base, "tpr_at_1fpr", proto))
-    m2.caption(f"{metric_t_text(base, 'tpr_at_1fpr')} · 95% CI " + ci_text(base.ci["tpr_at_1fpr"], signed=False)
+    m2.caption(f"{metric_t_text(base, 'tpr_at_1fpr')} · 95% CI " + format_rate_ci(base.ci["tpr_at_1fpr"])
                + (f" · realised FPR {base.realised_fpr_at_1fpr:.4f}" if honest else "")
                + (f" · {low_fpr_text(base.low_fpr)}" if base.low_fpr is not None else ""))
     m3.metric("ASR", f"{base.asr:.4f}", help=arm_metric_caption(base, "asr", proto))
-    m3.caption(f"{metric_t_text(base, 'asr')} · 95% CI " + ci_text(base.ci["asr"], signed=False))
+    m3.caption(f"{metric_t_text(base, 'asr')} · 95% CI " + format_rate_ci(base.ci["asr"]))
     if support.warning():  # below the cards, across the page (a card's column is a sixth of it)
         st.warning(support.warning(), icon=":material/warning:")
     axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)",
@@ -276,7 +277,7 @@ def every_attack_table(p: FindingsPage) -> None:
                 shown.append(f)
                 verdict_rows.append({
                     "attack": attack_label(name), "finding": finding_title(f.id, short=True),
-                    "estimate": f.estimate, "95% CI": ci_text(f.ci),
+                    "estimate": f.estimate, "95% CI": format_rate_ci(f.ci, signed=True),
                     "verdict": verdict_words(f.verdict, f.estimate, metric=f.metric, confounded=f.confounded),
                 })
         st.dataframe(
@@ -306,11 +307,11 @@ def attack_overview(p: FindingsPage) -> None:
         where.append(f"{attack_label(name)}: {arm_t_cell(arm)}")
         below.append((attack_label(name), arm))
         row = {"attack": attack_label(name), "t": arm_t_cell(arm), "AUROC": arm.auroc,
-               "AUROC 95% CI": ci_text(arm.ci["auroc"], signed=False), "TPR@1%FPR": arm.tpr_at_1fpr,
-               "TPR@1%FPR 95% CI": ci_text(arm.ci["tpr_at_1fpr"], signed=False),
+               "AUROC 95% CI": format_rate_ci(arm.ci["auroc"]), "TPR@1%FPR": arm.tpr_at_1fpr,
+               "TPR@1%FPR 95% CI": format_rate_ci(arm.ci["tpr_at_1fpr"]),
                "1% FPR rests on": (arm.low_fpr.rests_on().removeprefix("1% FPR = ").removesuffix(" images")
                                    if arm.low_fpr else "–"),
-               "TPR exact 95% CI": ci_text(arm.low_fpr.exact_ci, signed=False) if arm.low_fpr else "–"}
+               "TPR exact 95% CI": format_rate_ci(arm.low_fpr.exact_ci) if arm.low_fpr else "–"}
         if honest:
             row["realised FPR"] = arm.realised_fpr_at_1fpr
         rows.append(row)

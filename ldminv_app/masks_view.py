@@ -14,7 +14,8 @@ import numpy as np
 import streamlit as st
 
 from ldminv_core import masks
-from ldminv_core.report import format_rate, low_fpr_cautions
+from ldminv_core.evaluation.wording import low_fpr_cautions
+from ldminv_core.formatting import format_rate
 
 from . import cache, figures, html_report, state
 from .cards import METRIC_LABELS, arm_metric_caption, arm_t_cell, below_chance_captions, finding_card, metric_t_text

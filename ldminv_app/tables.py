@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from ldminv_core.report import format_rate_ci
+from ldminv_core.formatting import format_rate_ci
 
 from . import html_report
 

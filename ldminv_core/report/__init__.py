@@ -4,16 +4,12 @@
   the method reference), :func:`evaluate_run` and :func:`report_from_results` (its two steps);
 - :mod:`.report_text`: :func:`format_report`, the readable text of that object.
 
-Numbers are written for display by :mod:`ldminv_core.formatting`; ``format_rate``,
-``format_rate_ci`` and ``low_fpr_cautions`` (:mod:`ldminv_core.evaluation.wording`) are re-exported
-here for one release, for the modules that imported them from ``ldminv_core.report``.
+Numbers are written for display by :mod:`ldminv_core.formatting`, findings worded by
+:mod:`ldminv_core.evaluation.wording`.
 """
 from __future__ import annotations
 
-from ..evaluation.wording import LOW_FPR_METRICS, low_fpr_cautions
-from ..formatting import format_rate, format_rate_ci
 from .report_json import CI_LEVEL, N_BOOT, build_report, evaluate_run, report_from_results
 from .report_text import format_report
 
-__all__ = ["build_report", "evaluate_run", "report_from_results", "format_report", "format_rate", "format_rate_ci",
-           "low_fpr_cautions", "CI_LEVEL", "N_BOOT", "LOW_FPR_METRICS"]
+__all__ = ["build_report", "evaluate_run", "report_from_results", "format_report", "CI_LEVEL", "N_BOOT"]

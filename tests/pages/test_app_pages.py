@@ -661,7 +661,7 @@ def test_protocol_selector_changes_the_numbers_on_the_findings_page(env):
 
 def test_protocol_selector_changes_the_numbers_and_honest_shows_realised_fpr(env):
     from ldminv_core.evaluation import Evaluation, make_protocol
-    from ldminv_core.report import format_rate, format_rate_ci
+    from ldminv_core.formatting import format_rate, format_rate_ci
 
     at = _app().run()
     at.switch_page("pages/masks_roc.py").run()

@@ -15,7 +15,9 @@ from streamlit.testing.v1 import AppTest
 from ldminv_app import figures, warm
 from ldminv_core import metrics
 from ldminv_core.evaluation import Evaluation, fpr_support
-from ldminv_core.report import build_report, format_rate, format_rate_ci, format_report, low_fpr_cautions
+from ldminv_core.evaluation.wording import low_fpr_cautions
+from ldminv_core.formatting import format_rate, format_rate_ci
+from ldminv_core.report import build_report, format_report
 
 from synthetic_runs import write_run
 

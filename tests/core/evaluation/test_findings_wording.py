@@ -33,7 +33,8 @@ from ldminv_core.evaluation import (
     tiny_note,
     verdict_words,
 )
-from ldminv_core.report import build_report, format_rate, format_report
+from ldminv_core.formatting import format_rate
+from ldminv_core.report import build_report, format_report
 
 from support.html_report import findings_rows, parse, report_json, table_dict
 from synthetic_runs import write_run

@@ -75,6 +75,7 @@ def single_run(tiny_uncond_model, tiny_image_dirs, tmp_path_factory) -> Path:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow  # torchrun starts two processes; also out of `-m "not browser and not slow"`
 def test_two_processes_give_the_single_process_arrays(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = tmp_path / "two"
     res = _run(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2))
@@ -105,6 +106,7 @@ def _pid_of_rank(out: Path, rank: int, *, timeout: float) -> int:
 
 
 @pytest.mark.distributed
+@pytest.mark.slow  # torchrun starts two processes; also out of `-m "not browser and not slow"`
 def test_killed_rank_leaves_the_run_incomplete_and_resumes(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2), env=_env(), cwd=REPO,
@@ -130,6 +132,7 @@ def test_killed_rank_leaves_the_run_incomplete_and_resumes(single_run, tiny_unco
 
 
 @pytest.mark.distributed
+@pytest.mark.slow  # torchrun starts two processes; also out of `-m "not browser and not slow"`
 def test_single_process_resumes_a_distributed_run(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     """A run begun by 2 processes can be finished by one (rank records are honoured)."""
     out = tmp_path / "mixed"

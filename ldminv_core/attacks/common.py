@@ -74,8 +74,10 @@ def check_sample_ids(sample_ids: Any, n: int) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-def check_captions(captions: Any, n: int) -> list[str | None] | None:
-    """``captions`` as a list of n strings or None entries (None stays None)."""
+def check_captions(captions: Any, n: int) -> list[str | int | None] | None:
+    """``captions`` as a list of n strings or None entries (None stays None); integer class
+    labels stand in for captions with class-conditional models
+    (:mod:`ldminv_core.models.class_conditional`)."""
     if captions is None:
         return None
     if isinstance(captions, str):
@@ -84,8 +86,8 @@ def check_captions(captions: Any, n: int) -> list[str | None] | None:
     if len(caps) != n:
         raise ShapeError(f"captions: expected {n} captions (one per latent), got {len(caps)}")
     for i, c in enumerate(caps):
-        if c is not None and not isinstance(c, str):
-            raise LdminvError(f"captions[{i}]: expected a string or None, got {type(c).__name__}")
+        if c is not None and not isinstance(c, (str, int, np.integer)) or isinstance(c, bool):
+            raise LdminvError(f"captions[{i}]: expected a string, an integer class label or None, got {type(c).__name__}")
     return caps
 
 

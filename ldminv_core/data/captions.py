@@ -1,5 +1,6 @@
 """Captions of an image folder, from its ``metadata.jsonl`` or ``metadata.csv`` (columns
-``file_name`` and ``text``: the Hugging Face ``imagefolder`` convention).
+``file_name`` and ``text``: the Hugging Face ``imagefolder`` convention), and the optional
+integer class ``label`` column that class-conditional models are conditioned on.
 
 Problems that do not stop a load (no ``text`` column, repeated file names, lines naming files
 that are not in the folder) become warnings of the load report; a malformed file is a
@@ -16,9 +17,11 @@ from typing import Any
 from ..errors import DataLoadError
 from .safe_files import Skip, open_regular
 
-__all__ = ["METADATA_FILES", "read_captions", "missing_caption_files"]
+__all__ = ["METADATA_FILES", "LABEL_COLUMN", "read_captions", "read_labels", "missing_caption_files"]
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
+LABEL_COLUMN = "label"
+"""Optional metadata column: each image's integer class (class-conditional models)."""
 
 
 def _read_metadata_text(path: Path) -> str:
@@ -90,6 +93,8 @@ def read_captions(folder: Path, report: Any) -> tuple[dict[str, str | None], dic
     if "file_name" not in keys:
         raise DataLoadError(f"{source}: expected a 'file_name' column, found {sorted(keys)}")
     if "text" not in keys:
+        if LABEL_COLUMN in keys:  # a class-labelled folder: no captions is expected
+            return {}, {}, source
         msg = f"{source}: no 'text' column (found {sorted(keys)}); images get no captions"
         report.warnings.append(msg)
         warnings.warn(msg, stacklevel=3)
@@ -111,6 +116,50 @@ def read_captions(folder: Path, report: Any) -> tuple[dict[str, str | None], dic
         captions[key] = None if text is None else str(text)
         line_of[key] = i
     return captions, line_of, source
+
+
+def _label_value(value: Any, source: Path, line: int) -> int | None:
+    """The integer class of one metadata cell (None for an empty cell / JSON null)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str):
+        try:
+            value = int(value.strip())
+        except ValueError:
+            value = value.strip()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise DataLoadError(
+            f"{source}, line {line}: '{LABEL_COLUMN}' must be a non-negative integer class, got {value!r}"
+        )
+    return value
+
+
+def read_labels(folder: Path) -> dict[str, int | None]:
+    """file name -> integer class from the ``label`` column of ``folder``'s metadata.jsonl
+    (preferred) or metadata.csv; empty when there is no such file or column.
+
+    Raises:
+        DataLoadError: a metadata file that cannot be parsed, or a label that is not a
+            non-negative integer, naming the file and the line.
+    """
+    jsonl, csv = folder / METADATA_FILES[0], folder / METADATA_FILES[1]
+    if jsonl.is_file():
+        rows, source = _jsonl_rows(jsonl), jsonl
+    elif csv.is_file():
+        rows, source = _csv_rows(csv), csv
+    else:
+        return {}
+    if not any(LABEL_COLUMN in r for _, r in rows):
+        return {}
+    labels: dict[str, int | None] = {}
+    for i, row in rows:
+        name = row.get("file_name")
+        if not isinstance(name, str) or not name.strip():
+            raise DataLoadError(f"{source}, line {i}: 'file_name' must be a non-empty string, got {name!r}")
+        labels[Path(name).name] = _label_value(row.get(LABEL_COLUMN), source, i)
+    return labels
 
 
 def missing_caption_files(caption_lines: dict[str, int], present: set[str], source: Path, folder: Path) -> str | None:

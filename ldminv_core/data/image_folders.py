@@ -21,7 +21,7 @@ from PIL import Image
 
 from .._validation import check_int
 from ..errors import DataLoadError
-from .captions import METADATA_FILES, missing_caption_files, read_captions
+from .captions import METADATA_FILES, missing_caption_files, read_captions, read_labels
 from .safe_files import IMAGE_EXTENSIONS, MAX_IMAGE_PIXELS, Skip, display_name, inspect_entry, open_image, utf8_ok
 
 __all__ = ["LoadReport", "ImageSet", "load_image_folder", "check_image_folder", "pixel_hash",
@@ -70,6 +70,8 @@ class ImageSet:
         paths: absolute paths, one per image.
         images: (N, C, H, W) float32 in [-1, 1].
         captions: caption per image from the folder's metadata, or None.
+        labels: integer class per image from the metadata's ``label`` column, or None (all None
+            when the folder's metadata has no such column).
         report: :class:`LoadReport`.
         hashes: per image, the SHA-256 (hex) of its pixels as the model sees them: the loaded
             tensor (after decode, mode conversion and resize) rounded to 8 bits,
@@ -82,6 +84,7 @@ class ImageSet:
     captions: list[str | None]
     report: LoadReport
     hashes: list[str] = field(default_factory=list)
+    labels: list[int | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -272,6 +275,7 @@ def load_image_folder(
     report = LoadReport()
     # 2. the captions, and a warning for metadata lines naming absent files
     captions_by_name, caption_lines, caption_source = read_captions(folder, report)
+    labels_by_name = read_labels(folder)
     if caption_source is not None:
         warning = missing_caption_files(caption_lines, {e.name for e in entries}, caption_source, folder)
         if warning is not None:
@@ -283,6 +287,7 @@ def load_image_folder(
     tensors: list[torch.Tensor] = []
     captions: list[str | None] = []
     hashes: list[str] = []
+    labels: list[int | None] = []
     for entry in entries:
         if limit is not None and len(paths) >= limit:
             break
@@ -295,9 +300,10 @@ def load_image_folder(
         hashes.append(pixel_hash(x[0]))
         paths.append(entry)
         captions.append(captions_by_name.get(entry.name))
+        labels.append(labels_by_name.get(entry.name))
     # 4. the set, or an error listing the skip reasons when nothing was usable
     report.read = len(paths)
     if not paths:
         _raise_no_image(folder, [e for e in entries if e.name not in METADATA_FILES], report, "image folder")
     images = torch.cat(tensors, dim=0)
-    return ImageSet(paths=paths, images=images, captions=captions, report=report, hashes=hashes)
+    return ImageSet(paths=paths, images=images, captions=captions, report=report, hashes=hashes, labels=labels)

@@ -332,6 +332,8 @@ def _time_unet(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
     cond = None
     if pred.is_conditional:
         caps = list(members.captions[:2]) + list(heldout.captions[:2])
+        if getattr(pred, "conditions_on", "caption") == "label":  # class-conditional: the labels
+            caps = list(members.labels[:2]) + list(heldout.labels[:2])
         reps = -(-b // len(caps)) if caps else 1
         cond = pred.encode_prompts((caps * reps)[:b])
     call = lambda: pred(z, plan.timesteps[0], cond)

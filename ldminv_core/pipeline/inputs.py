@@ -92,7 +92,26 @@ def _rank_device(plan: _Plan, ctx: DistContext) -> torch.device:
 
 def _load_images(plan: _Plan, model: LoadedModel) -> tuple[ImageSet, ImageSet]:
     kw = dict(channels=model.image_channels, resolution=model.resolution, limit=plan.limit)
-    return load_image_folder(plan.members, **kw), load_image_folder(plan.heldout, **kw)
+    members, heldout = load_image_folder(plan.members, **kw), load_image_folder(plan.heldout, **kw)
+    _check_labels(plan, model, members, heldout)
+    return members, heldout
+
+
+def _check_labels(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: ImageSet) -> None:
+    """DataLoadError, before anything is computed, when a class-conditional model without a null
+    class meets images without a class label (:mod:`ldminv_core.models.class_conditional`)."""
+    pred = model.predictor
+    if getattr(pred, "conditions_on", "caption") != "label" or getattr(pred, "null_class", None) is not None:
+        return
+    for folder, images in ((plan.members, members), (plan.heldout, heldout)):
+        missing = [p.name for p, y in zip(images.paths, images.labels or [None] * len(images)) if y is None]
+        if missing:
+            more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+            raise DataLoadError(
+                f"{folder}: {len(missing)} image(s) have no class label ({', '.join(missing[:3])}{more}) and the "
+                f"model ({type(pred.model).__name__}) is class-conditional without a null class; add a 'label' "
+                "column (integer class) to the folder's metadata.jsonl or metadata.csv"
+            )
 
 
 def _duplicate_message(plan: _Plan, members: ImageSet, heldout: ImageSet) -> str | None:
@@ -128,7 +147,7 @@ def _check_duplicates(plan: _Plan, members: ImageSet, heldout: ImageSet, *, allo
 
 def _samples_table(members: ImageSet, heldout: ImageSet) -> pd.DataFrame:
     n = len(members) + len(heldout)
-    return pd.DataFrame(
+    table = pd.DataFrame(
         {
             "sample_id": np.arange(n, dtype=np.int64),
             "path": [str(p) for p in members.paths + heldout.paths],
@@ -137,3 +156,7 @@ def _samples_table(members: ImageSet, heldout: ImageSet) -> pd.DataFrame:
             "log_volume": np.full(n, np.nan, dtype=np.float64),
         }
     )
+    labels = list(members.labels or [None] * len(members)) + list(heldout.labels or [None] * len(heldout))
+    if any(y is not None for y in labels):  # only labelled folders get the optional column
+        table["label"] = pd.array(labels, dtype="Int64")
+    return table

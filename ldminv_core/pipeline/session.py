@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pandas as pd
 
 from ..errors import RunError
 from ldminv_core.models.loading import LoadedModel
@@ -42,6 +43,7 @@ class _Session:
     n: int = 0
     lat: tuple[int, ...] = ()
     captions: list = field(default_factory=list)
+    conditions: list = field(default_factory=list)
     sample_paths: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
     z_all: np.ndarray | None = None
@@ -54,6 +56,10 @@ class _Session:
         self.captions = [None if (c is None or (isinstance(c, float) and math.isnan(c))) else str(c)
                          for c in samples["caption"].tolist()]
         self.sample_paths = samples["path"].tolist()
+        self.conditions = self.captions
+        if getattr(self.model.predictor, "conditions_on", "caption") == "label":  # class-conditional models
+            labels = samples["label"].tolist() if "label" in samples.columns else [None] * self.n
+            self.conditions = [None if pd.isna(y) else int(y) for y in labels]
         self.timings = dict(self.writer.data.get("timings", {}))
 
     def add_time(self, stage: str, seconds: float) -> None:

@@ -215,5 +215,5 @@ def attack_stage(session: _Session, name: str) -> None:
 
 def _fill_attack(session: _Session, name: str, out: np.ndarray, relpath: str, start: int, stop: int) -> None:
     """Write the rows of attack ``name`` (terms (B, T, C, h, w) or scores (B,)) of samples start..stop-1."""
-    out[start:stop] = _attack_rows(name, session.plan, session.model, session.z_all, session.captions, start, stop,
+    out[start:stop] = _attack_rows(name, session.plan, session.model, session.z_all, session.conditions, start, stop,
                                    out.dtype, str(session.writer.path / relpath), session.sample_paths)

@@ -64,7 +64,7 @@ def _attack_rows(name: str, plan: _Plan, model: LoadedModel, z_all: np.ndarray, 
                  start: int, stop: int, dtype: np.dtype, file: str, paths: Sequence[str]) -> np.ndarray:
     """Terms (B, T, C, h, w) or scores (B,) of attack ``name`` for samples start..stop-1, in ``dtype``."""
     zb = torch.from_numpy(np.array(z_all[start:stop]))
-    caps = list(captions[start:stop]) if model.is_conditional else None
+    caps = list(captions[start:stop]) if model.predictor.is_conditional else None
     ids = np.arange(start, stop)
     if name in _attacks.MASKABLE_ATTACKS:
         res = _attacks.attack_terms(

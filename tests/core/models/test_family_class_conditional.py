@@ -169,3 +169,55 @@ def test_folders_without_labels_and_bad_labels(tmp_path):
     (tmp_path / "bad" / "metadata.csv").write_text(f"file_name,label\n{paths[0].name},cat\n")
     with pytest.raises(DataLoadError, match="metadata.csv, line 2: 'label' must be a non-negative integer"):
         load_image_folder(tmp_path / "bad", channels=1, resolution=16)
+
+
+# ---------------------------------------------------------------------------- end to end
+
+def _class_unet_folder(folder):
+    from tests.tiny_models import tiny_vae
+
+    tiny_vae(image_channels=1, seed=0).save_pretrained(folder / "vae")
+    _class_unet().save_pretrained(folder / "unet")
+    tiny_scheduler().save_pretrained(folder / "scheduler")
+    return folder
+
+
+def _labelled_folder(folder, n, labels, seed):
+    paths = write_image_folder(folder, n, formats=("png",), seed=seed)
+    if labels is not None:
+        rows = [{"file_name": p.name, "label": y} for p, y in zip(paths, labels)]
+        (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    return folder
+
+
+def test_class_unet_loads_and_analyzes_with_the_labels(tmp_path):
+    import pandas as pd
+
+    from ldminv_core.models.loading import load_model
+    from ldminv_core.pipeline.config import AnalyzeConfig
+    from ldminv_core.pipeline.run import run_analysis
+
+    model_dir = _class_unet_folder(tmp_path / "model")
+    model = load_model(model_dir)
+    assert isinstance(model.predictor, ClassUNetPredictor) and model.is_conditional
+    assert getattr(model.family, "name", "class_unet") == "class_unet"
+    members = _labelled_folder(tmp_path / "members", 3, [0, 1, 2], 1)
+    heldout = _labelled_folder(tmp_path / "heldout", 3, [2, 2, 0], 2)
+    cfg = dict(model=str(model_dir), members=str(members), heldout=str(heldout), attacks="sima,pia,loss",
+               timesteps="7,60", batch_size=4, device="cpu", seed=3)
+    run = run_analysis(AnalyzeConfig(out=str(tmp_path / "run"), **cfg))
+    samples = pd.read_parquet(run / "samples.parquet")
+    assert samples["label"].tolist() == [0, 1, 2, 2, 2, 0]
+    z = torch.from_numpy(np.load(run / "latents.npy"))
+    labels = [0, 1, 2, 2, 2, 0]
+    for name in ("sima", "pia", "loss"):
+        got = torch.from_numpy(np.load(run / "residuals" / f"{name}.npy").astype(np.float32))
+        want = attack_terms(name, model.predictor, z, timesteps=[7, 60], captions=labels, sample_ids=np.arange(6),
+                            seed=3)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    # the same folders without labels are refused before anything runs, naming the column
+    for folder in (members, heldout):
+        (folder / "metadata.jsonl").unlink()
+    with pytest.raises(DataLoadError, match="add a 'label' column"):
+        run_analysis(AnalyzeConfig(out=str(tmp_path / "run2"), **cfg))
+    assert not (tmp_path / "run2" / "latents.npy").exists()

@@ -17,7 +17,8 @@ import torch
 
 from ..errors import ModelLoadError, ShapeError
 from .lora_files import check_lora
-from .noise_prediction import NoisePredictor
+from .families import Family, TextPart, detect_family
+from .noise_prediction import NoisePrediction
 from .sources import Source, check_folder_layout, check_source_arg, locate
 from .configs import read_checked_configs
 
@@ -49,6 +50,9 @@ class LoadedModel:
         device, dtype: where and in which precision the modules live.
         lora: one record per LoRA adapter applied by :func:`ldminv_core.models.lora_apply.apply_lora`
             (path, file, sha256, scale, adapter_name, targets, n_tensors, fused); empty when none.
+        family: the :class:`~ldminv_core.models.families.Family` the folder was recognised as.
+        text_encoder_2, tokenizer_2: SDXL's second text encoder (CLIPTextModelWithProjection) and
+            its tokenizer, else None.
     """
 
     vae: Any
@@ -56,7 +60,7 @@ class LoadedModel:
     scheduler: Any
     text_encoder: Any
     tokenizer: Any
-    predictor: NoisePredictor
+    predictor: NoisePrediction
     scaling_factor: float
     image_channels: int
     resolution: int
@@ -67,6 +71,9 @@ class LoadedModel:
     dtype: torch.dtype
     shift_factor: float = 0.0
     lora: tuple[dict, ...] = ()
+    family: Family | None = None
+    text_encoder_2: Any = None
+    tokenizer_2: Any = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -143,9 +150,10 @@ class _Plan:
     latent_channels: int
     scheduler_class: Any
     scheduler_name: str
+    text: tuple[TextPart, ...] = ()
 
 
-def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict) -> _Plan:
+def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: Family) -> _Plan:
     """The classes to load, after checking they fit together (ModelLoadError otherwise)."""
     from diffusers import SchedulerMixin
     import diffusers
@@ -165,24 +173,28 @@ def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict) -> _Plan:
             "the UNet must take the VAE's latents"
         )
     is_conditional = unet_class == "UNet2DConditionModel"
-    if is_conditional:
-        for sub, name in (("text_encoder", "config.json"), ("tokenizer", "tokenizer_config.json")):
-            if not src.has(sub, name) and not (sub == "tokenizer" and src.has(sub, "tokenizer.json")):
+    text = family.text if is_conditional else ()
+    folders = ", ".join(f"{p.encoder}/, {p.tokenizer}/" for p in text)
+    for part in text:
+        for sub, name in ((part.encoder, "config.json"), (part.tokenizer, "tokenizer_config.json")):
+            found = src.has(sub, name) or (sub == part.tokenizer and src.has(sub, "tokenizer.json"))
+            if part.required and not found:
                 raise ModelLoadError(
-                    f"{where}: the UNet is text-conditioned (UNet2DConditionModel) but {sub}/{name} is "
-                    "missing; expected text_encoder/ and tokenizer/ as written by StableDiffusionPipeline"
+                    f"{where}: the UNet is text-conditioned (UNet2DConditionModel, {family.label}) but "
+                    f"{sub}/{name} is missing; expected {folders} as written by its diffusers pipeline"
                 )
+    text = tuple(p for p in text if p.required or src.has(p.encoder, "config.json"))
     sched_class_name = sched_cfg.get("_class_name")
     sched_class = getattr(diffusers, str(sched_class_name), None)
     if not (isinstance(sched_class, type) and issubclass(sched_class, SchedulerMixin)):
         raise ModelLoadError(
             f"{where}: scheduler/scheduler_config.json: _class_name {sched_class_name!r} is not a diffusers scheduler"
         )
-    return _Plan(unet_class, is_conditional, latent_channels, sched_class, sched_class_name)
+    return _Plan(unet_class, is_conditional, latent_channels, sched_class, sched_class_name, text)
 
 
-def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any, Any, Any, Any, Any]:
-    """(vae, unet, scheduler, text_encoder, tokenizer), safetensors weights only."""
+def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """(vae, unet, scheduler, text parts by sub-folder name), safetensors weights only."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     where = src.describe()
@@ -195,19 +207,24 @@ def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any,
         raise ModelLoadError(
             f"{where}: scheduler {plan.scheduler_name} has no alphas_cumprod (not a DDPM-family scheduler)"
         )
-    text_encoder = tokenizer = None
-    if plan.is_conditional:
-        from transformers import AutoModel, AutoTokenizer
+    text: dict[str, Any] = {}
+    hidden_total = 0
+    for part in plan.text:
+        import transformers
+        from transformers import AutoTokenizer
 
-        text_encoder = src.load("the text encoder", AutoModel.from_pretrained, "text_encoder", dtype=dtype, **safe)
-        tokenizer = src.load("the tokenizer", AutoTokenizer.from_pretrained, "tokenizer")
-        hidden = getattr(text_encoder.config, "hidden_size", None)
-        cross = unet.config.cross_attention_dim
-        if hidden is not None and isinstance(cross, int) and hidden != cross:
-            raise ModelLoadError(
-                f"{where}: text_encoder hidden_size = {hidden} but unet cross_attention_dim = {cross}"
-            )
-    return vae, unet, scheduler, text_encoder, tokenizer
+        encoder_cls = getattr(transformers, part.encoder_class)
+        encoder = src.load(f"the text encoder ({part.encoder_class})", encoder_cls.from_pretrained, part.encoder,
+                           dtype=dtype, **safe)
+        text[part.encoder] = encoder
+        text[part.tokenizer] = src.load(f"the tokenizer of {part.encoder}", AutoTokenizer.from_pretrained,
+                                        part.tokenizer)
+        hidden_total += int(getattr(encoder.config, "hidden_size", 0) or 0)
+    cross = unet.config.get("cross_attention_dim")
+    if plan.text and hidden_total and isinstance(cross, int) and hidden_total != cross:
+        names = " + ".join(f"{p.encoder} hidden_size" for p in plan.text)
+        raise ModelLoadError(f"{where}: {names} = {hidden_total} but unet cross_attention_dim = {cross}")
+    return vae, unet, scheduler, text
 
 
 def _place(modules: Sequence[Any], dev: torch.device, dtype: torch.dtype) -> None:
@@ -280,32 +297,35 @@ def load_model(
     vae_cfg, unet_cfg, sched_cfg = read_checked_configs(src)
     if lora is not None:
         check_lora(lora)  # fail on a bad adapter path before any weights are loaded
-    # 2. the classes to load, checked against each other
-    plan = _plan(src, vae_cfg, unet_cfg, sched_cfg)
+    # 2. the family (models.families) and the classes to load, checked against each other
+    family = detect_family(src)
+    plan = _plan(src, vae_cfg, unet_cfg, sched_cfg, family)
     # 3. the weights, placed on the device in eval mode
-    vae, unet, scheduler, text_encoder, tokenizer = _load_components(src, plan, dtype)
-    _place((vae, unet, text_encoder), dev, dtype)
-    # 4. the latent geometry and the noise-prediction view
+    vae, unet, scheduler, text = _load_components(src, plan, dtype)
+    _place((vae, unet, text.get("text_encoder"), text.get("text_encoder_2")), dev, dtype)
+    # 4. the latent geometry and the family's noise-prediction view
     scaling_factor, shift_factor, resolution, latent_shape = _geometry(src.describe(), vae, unet, plan.latent_channels)
-    predictor = NoisePredictor.from_components(
-        unet, scheduler, text_encoder=text_encoder, tokenizer=tokenizer, device=dev, dtype=dtype
-    )
+    vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    predictor = family.build(unet, scheduler, text, vae_scale_factor=vae_scale_factor, device=dev, dtype=dtype)
     model = LoadedModel(
         vae=vae,
         unet=unet,
         scheduler=scheduler,
-        text_encoder=text_encoder,
-        tokenizer=tokenizer,
+        text_encoder=text.get("text_encoder"),
+        tokenizer=text.get("tokenizer"),
         predictor=predictor,
         scaling_factor=scaling_factor,
         image_channels=int(vae.config.in_channels),
         resolution=resolution,
         latent_shape=latent_shape,
-        is_conditional=plan.is_conditional,
+        is_conditional=predictor.is_conditional,
         source=src.ref,
         device=dev,
         dtype=dtype,
         shift_factor=shift_factor,
+        family=family,
+        text_encoder_2=text.get("text_encoder_2"),
+        tokenizer_2=text.get("tokenizer_2"),
     )
     # 5. the LoRA adapters, fused into the weights
     if lora is not None:

@@ -31,6 +31,7 @@ def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
     return {
         "model": plan.model,
         "model_class": type(model.unet).__name__,
+        "family": model.family.name if model.family is not None else None,
         "members": plan.members,
         "heldout": plan.heldout,
         "limit": plan.limit,

@@ -1,0 +1,182 @@
+"""The SDXL family and the family registry: a tiny random SDXL pipeline (two CLIP text encoders,
+a ``text_time`` UNet) saved by ``StableDiffusionXLPipeline.save_pretrained``, loaded by
+``load_model``; its SimA / PIA / Loss terms against the pipeline's own ``encode_prompt``,
+``_get_add_time_ids`` and UNet call; ``detect_family`` on SD1, SDXL and unknown folders."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ldminv_core.attacks import attack_terms
+from ldminv_core.attacks.common import sample_noise
+from ldminv_core.attacks.residual import LOSS_STREAM
+from ldminv_core.errors import ModelLoadError
+from ldminv_core.models.families import detect_family
+from ldminv_core.models.loading import load_model
+from ldminv_core.models.sdxl import SDXLNoisePredictor, pack_pooled, unpack_pooled
+from tests.tiny_models import (
+    TINY_MAX_TOKENS,
+    build_tiny_conditional,
+    build_tiny_unconditional,
+    tiny_scheduler,
+    tiny_vae,
+    write_tiny_tokenizer,
+)
+
+TEXT_DIM_1, TEXT_DIM_2, POOLED_DIM, TIME_DIM = 16, 24, 8, 4
+CAPTIONS = ["the cat", None, "a red dog and the tree"]
+TIMESTEPS = [10, 250]
+
+
+def _clip_config(vocab_size: int, hidden: int, projection: int):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=32, num_hidden_layers=2,
+                          num_attention_heads=2, max_position_embeddings=TINY_MAX_TOKENS, projection_dim=projection,
+                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
+
+
+def _sdxl_unet(seed: int):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=4, cross_attention_dim=TEXT_DIM_1 + TEXT_DIM_2, attention_head_dim=4,
+        addition_embed_type="text_time", addition_time_embed_dim=TIME_DIM,
+        projection_class_embeddings_input_dim=6 * TIME_DIM + POOLED_DIM, transformer_layers_per_block=1,
+    ).eval()
+
+
+def build_tiny_sdxl(folder: Path, *, seed: int = 0):
+    """Save a tiny random StableDiffusionXLPipeline into ``folder``; returns the pipeline."""
+    from diffusers import StableDiffusionXLPipeline
+    from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
+
+    tok_dir = write_tiny_tokenizer(folder / "_tok")
+    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+    tokenizer_2 = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(seed + 3)
+    text_encoder = CLIPTextModel(_clip_config(len(tokenizer), TEXT_DIM_1, TEXT_DIM_1)).eval()
+    torch.manual_seed(seed + 4)
+    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(len(tokenizer), TEXT_DIM_2, POOLED_DIM)).eval()
+    pipe = StableDiffusionXLPipeline(
+        vae=tiny_vae(image_channels=3, seed=seed), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
+        tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=_sdxl_unet(seed + 2), scheduler=tiny_scheduler(),
+    )
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sdxl") / "model"
+    pipe = build_tiny_sdxl(folder)
+    return folder, pipe
+
+
+def _direct_eps(pipe, z: torch.Tensor, t: int, captions: list[str | None]) -> torch.Tensor:
+    """eps through the diffusers pipeline's own conditioning (guidance off) and UNet call."""
+    texts = ["" if c is None else c for c in captions]
+    embeds, _, pooled, _ = pipe.encode_prompt(texts, device=torch.device("cpu"), num_images_per_prompt=1,
+                                              do_classifier_free_guidance=False)
+    size = (16, 16)  # the analysed resolution: latent 4 x vae scale factor 4
+    time_ids = pipe._get_add_time_ids(size, (0, 0), size, dtype=embeds.dtype,
+                                      text_encoder_projection_dim=pipe.text_encoder_2.config.projection_dim)
+    time_ids = time_ids.repeat(z.shape[0], 1)
+    ts = torch.full((z.shape[0],), t, dtype=torch.long)
+    with torch.no_grad():
+        return pipe.unet(z, ts, encoder_hidden_states=embeds,
+                         added_cond_kwargs={"text_embeds": pooled, "time_ids": time_ids}).sample
+
+
+def test_loads_as_sdxl(sdxl):
+    folder, _ = sdxl
+    model = load_model(folder)
+    assert model.family.name == "sdxl"
+    assert isinstance(model.predictor, SDXLNoisePredictor)
+    assert model.is_conditional and model.latent_shape == (4, 4, 4) and model.resolution == 16
+    assert type(model.text_encoder_2).__name__ == "CLIPTextModelWithProjection"
+    assert model.predictor.n_tokens == TINY_MAX_TOKENS and model.predictor.pooled_dim == POOLED_DIM
+
+
+@pytest.mark.parametrize("p", [4.0, 1.0])
+def test_terms_equal_the_pipeline(sdxl, p):
+    """SimA / PIA / Loss terms at two timesteps = |.|^p of the pipeline's own eps (p = 1 keeps the
+    comparison at the scale of eps itself: a random tiny UNet's |eps|^4 is ~1e-4)."""
+    folder, pipe = sdxl
+    model = load_model(folder)
+    torch.manual_seed(5)
+    z0 = torch.randn(3, 4, 4, 4)
+    a = torch.as_tensor(pipe.scheduler.alphas_cumprod, dtype=torch.float64)
+    e0 = _direct_eps(pipe, z0, 0, CAPTIONS)
+    noise = sample_noise(0, np.arange(3), LOSS_STREAM, (len(TIMESTEPS), 4, 4, 4))
+    expected = {"sima": [], "pia": [], "loss": []}
+    for k, t in enumerate(TIMESTEPS):
+        sa, s1a = float(a[t].sqrt()), float((1 - a[t]).sqrt())
+        expected["sima"].append(_direct_eps(pipe, z0, t, CAPTIONS).abs() ** p)
+        expected["pia"].append((e0 - _direct_eps(pipe, sa * z0 + s1a * e0, t, CAPTIONS)).abs() ** p)
+        e = noise[:, k]
+        expected["loss"].append((e - _direct_eps(pipe, sa * z0 + s1a * e, t, CAPTIONS)).abs() ** p)
+    for name, terms in expected.items():
+        got = attack_terms(name, model.predictor, z0, timesteps=TIMESTEPS, captions=CAPTIONS, batch_size=2, p=p)
+        want = torch.stack(terms, dim=1)
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4, msg=lambda m: f"{name}: {m}")
+        assert want.abs().max() > 1e-5  # not vacuous
+
+
+def test_empty_prompt_and_predictor_call(sdxl):
+    folder, pipe = sdxl
+    pred = load_model(folder).predictor
+    z = torch.randn(2, 4, 4, 4)
+    eps = pred(z, 100)
+    torch.testing.assert_close(eps, _direct_eps(pipe, z, 100, [None, None]), atol=1e-6, rtol=1e-5)
+    captioned = pred(z, 100, pred.encode_prompts(["the red cat", "a dog"]))
+    assert (captioned - eps).abs().max() > 1e-4  # the text and the pooled embedding reach the UNet
+
+
+def test_pack_roundtrip():
+    hidden, pooled = torch.randn(2, 5, 3), torch.randn(2, 7)
+    packed = pack_pooled(hidden, pooled)
+    assert packed.shape == (2, 5 + 3, 3)
+    h, p = unpack_pooled(packed.expand(2, -1, -1), 5, 7)
+    assert torch.equal(h, hidden) and torch.equal(p, pooled)
+
+
+def test_detect_family(sdxl, tmp_path):
+    folder, _ = sdxl
+    assert detect_family(folder).name == "sdxl"
+    assert detect_family(str(folder)).name == "sdxl"
+    sd1 = build_tiny_conditional(tmp_path / "sd1")
+    assert detect_family(sd1).name == "sd"
+    assert detect_family(build_tiny_unconditional(tmp_path / "unc")).name == "unconditional"
+    model = load_model(sd1)
+    assert model.family.name == "sd" and model.text_encoder_2 is None
+
+
+def test_unknown_family_names_the_pipeline_class(tmp_path):
+    folder = tmp_path / "odd"
+    (folder / "transformer").mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "MyMadeUpPipeline",
+                                                          "transformer": ["mylib", "MadeUpTransformer"]}))
+    (folder / "transformer" / "config.json").write_text(json.dumps({"_class_name": "MadeUpTransformer"}))
+    with pytest.raises(ModelLoadError, match="MyMadeUpPipeline") as info:
+        detect_family(folder)
+    assert "MadeUpTransformer" in str(info.value)
+
+
+def test_sdxl_without_text_encoder_2_is_refused(sdxl, tmp_path):
+    import shutil
+
+    folder, _ = sdxl
+    copy = tmp_path / "broken"
+    shutil.copytree(folder, copy)
+    shutil.rmtree(copy / "text_encoder_2")
+    with pytest.raises(ModelLoadError, match="text_encoder_2/config.json"):
+        load_model(copy)

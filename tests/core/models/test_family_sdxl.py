@@ -180,3 +180,29 @@ def test_sdxl_without_text_encoder_2_is_refused(sdxl, tmp_path):
     shutil.rmtree(copy / "text_encoder_2")
     with pytest.raises(ModelLoadError, match="text_encoder_2/config.json"):
         load_model(copy)
+
+
+def test_analyze_end_to_end(sdxl, tmp_path, tiny_caption_dirs):
+    """`analyze` through the CLI on the tiny SDXL folder: every attack, the geometry, run.json's
+    family, and sample 3's SimA terms equal the pipeline's eps with its own caption."""
+    from ldminv_core.__main__ import main
+    from ldminv_core.report import build_report
+    from ldminv_core.runs import Run
+
+    folder, pipe = sdxl
+    members, heldout = tiny_caption_dirs
+    out = tmp_path / "run"
+    code = main(["analyze", "--model", str(folder), "--members", str(members), "--heldout", str(heldout),
+                 "--out", str(out), "--attacks", "sima,pia,loss,secmi,pfami", "--timesteps", "0:30:10",
+                 "--limit", "4", "--batch-size", "3", "--device", "cpu", "--topk", "8"])
+    assert code in (0, None)
+    run = Run.open(out)
+    assert run.settings["family"] == "sdxl" and run.settings["is_conditional"] is True
+    assert run.terms("sima").shape == (8, 3, 4, 4, 4)
+    assert np.isfinite(np.asarray(run.log_volume)).all()
+    caption = run.samples["caption"][3]
+    z = torch.from_numpy(np.array(run.latents[3:4]))
+    eps = _direct_eps(pipe, z, 20, [caption])
+    np.testing.assert_allclose(run.terms("sima")[3, 2], eps[0].abs().pow(4).numpy(), rtol=1e-4, atol=1e-7)
+    report = build_report(out)
+    assert set(report["attacks"]) == {"sima", "pia", "loss", "secmi", "pfami"}

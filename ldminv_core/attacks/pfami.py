@@ -63,7 +63,7 @@ def pfami_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | Non
     for v, x in enumerate(variants):
         for k, t in enumerate(timesteps):
             e = noise[:, k]
-            x_t = torch.add(x * pred._sqrt_a[t], e, alpha=pred._sqrt_1ma[t])
+            x_t = torch.add(x * pred._a[t], e, alpha=pred._b[t])
             losses[v, k] = torch.sub(e, pred._eps(x_t, t, cond)).square_().mean(dim=(1, 2, 3))
     loss = losses.cpu().double().mean(dim=1)  # (V, B): mean over timesteps
     return (loss[1:] - loss[0]).mean(dim=0)

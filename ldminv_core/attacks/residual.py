@@ -6,6 +6,9 @@
 - ``loss``: e ~ N(0, I) per (sample, t), seeded (noise stream :data:`LOSS_STREAM`);
   term(t) = |e - eps_hat(z_t, t)|^p.
 
+sqrt(a_t), sqrt(1 - a_t) stand for the model's forward-process coefficients a(t), b(t)
+(``pred._a``, ``pred._b``; rectified flow: 1 - t/T, t/T; METHOD.md section 5).
+
 Each kernel takes one batch (see :mod:`ldminv_core.attacks.common`) and returns the terms
 (B, T, C, h, w) float32 on the device.
 """
@@ -41,7 +44,7 @@ def pia_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None,
     terms = _empty_terms(z, timesteps)
     e0 = pred._eps(z, 0, cond)
     for k, t in enumerate(timesteps):
-        z_t = torch.add(z * pred._sqrt_a[t], e0, alpha=pred._sqrt_1ma[t])
+        z_t = torch.add(z * pred._a[t], e0, alpha=pred._b[t])
         terms[:, k] = power(torch.sub(e0, pred._eps(z_t, t, cond)), p)
     return terms
 
@@ -52,6 +55,6 @@ def loss_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | None
     terms = _empty_terms(z, timesteps)
     for k, t in enumerate(timesteps):
         e = noise[:, k]
-        z_t = torch.add(z * pred._sqrt_a[t], e, alpha=pred._sqrt_1ma[t])
+        z_t = torch.add(z * pred._a[t], e, alpha=pred._b[t])
         terms[:, k] = power(torch.sub(e, pred._eps(z_t, t, cond)), p)
     return terms

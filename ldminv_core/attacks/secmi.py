@@ -1,5 +1,6 @@
-"""SecMI: deterministic DDIM inversion over the timestep grid, then one DDIM step back;
-term(t_j) = |denoised(t_j) - inverted(t_j)|^p (p = 2 by default).
+"""SecMI: deterministic inversion over the timestep grid, then one step back, with the model
+family's own ODE step (``NoisePrediction._step``: DDIM for the DDPM family, Euler on the
+velocity for rectified flow); term(t_j) = |denoised(t_j) - inverted(t_j)|^p (p = 2 by default).
 
 The grid is extended by one interval past its last timestep (:func:`secmi_grid`), so the
 largest timestep must leave room for it.
@@ -38,13 +39,13 @@ def secmi_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor | Non
     terms = torch.empty((b, len(timesteps), *z.shape[1:]), dtype=torch.float32, device=z.device)
     x_cur = z
     if grid[0] != 0:  # z0 is taken as the sample at timestep 0
-        x_cur = pred._ddim_step(z, pred._eps(z, 0, cond), 0, grid[0])
+        x_cur = pred._step(z, pred._eps(z, 0, cond), 0, grid[0])
     eps_cur = pred._eps(x_cur, grid[0], cond)
     for j in range(len(timesteps)):
         # eps_hat(inv(t_{j+1}), t_{j+1}) both continues the inversion and denoises back to t_j.
-        x_next = pred._ddim_step(x_cur, eps_cur, grid[j], grid[j + 1])
+        x_next = pred._step(x_cur, eps_cur, grid[j], grid[j + 1])
         eps_next = pred._eps(x_next, grid[j + 1], cond)
-        denoised = pred._ddim_step(x_next, eps_next, grid[j + 1], grid[j])
+        denoised = pred._step(x_next, eps_next, grid[j + 1], grid[j])
         terms[:, j] = power(denoised.sub_(x_cur), p)
         x_cur, eps_cur = x_next, eps_next
     return terms

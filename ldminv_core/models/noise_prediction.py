@@ -2,9 +2,11 @@
 
 Every attack (:mod:`ldminv_core.attacks`) asks a model one question, "which noise eps do you
 predict in the noisy latent z_t at timestep t (given this text)?", and moves latents along the
-model's noise schedule (``alphas_cumprod``). :class:`NoisePrediction` is that view: the schedule
-arithmetic (noising, DDIM steps), the checks of its inputs, and the conversion of a model's
-output (eps, v or x0 prediction, learned variance) to eps live here, once. A model family plugs
+model's forward process z_t = a(t) z0 + b(t) e. :class:`NoisePrediction` is that view: its
+schedule (:mod:`ldminv_core.models.schedules`: DDPM-family ``alphas_cumprod`` or rectified flow)
+gives a(t), b(t), the deterministic step SecMI uses (DDIM or Euler) and the conversion of the
+model's output (eps, v, x0 or flow velocity) to eps; the checks of its inputs and the learned
+variance live here, once. A model family plugs
 in by subclassing it and giving
 
 - :meth:`NoisePrediction._forward`: the raw network output for a batch at one timestep,
@@ -25,26 +27,26 @@ import torch
 
 from .._validation import check_int
 from ..errors import EmptyInputError, LdminvError, NonFiniteError, ShapeError, UnknownNameError
+from .schedules import PREDICTION_TYPES, DDPMSchedule, FlowMatchSchedule, NoiseSchedule
 
 __all__ = ["PREDICTION_TYPES", "NoisePrediction", "NoisePredictor"]
-
-PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
-"""Scheduler prediction types the noise predictor converts to eps."""
 
 
 class NoisePrediction(ABC):
     """eps_hat(z_t, t [, cond]) of one model family, with its noise schedule.
 
     A subclass sets ``device``, ``dtype``, ``prediction_type`` and calls :meth:`_init_schedule`
-    with the scheduler's ``alphas_cumprod`` when it is built; it implements :meth:`_forward`,
+    with the scheduler's ``alphas_cumprod`` (or :meth:`_init_flow_schedule` with a rectified-flow
+    scheduler's T) when it is built; it implements :meth:`_forward`,
     :meth:`encode_prompts` and the properties ``in_channels`` / ``is_conditional``.
     """
 
     device: torch.device
     dtype: torch.dtype
     prediction_type: str
-    alphas_cumprod: torch.Tensor
+    alphas_cumprod: torch.Tensor | None
     is_conditional: bool
+    schedule: NoiseSchedule
 
     # ------------------------------------------------------------------ the family's part
 
@@ -66,33 +68,31 @@ class NoisePrediction(ABC):
     # ------------------------------------------------------------------ schedule
 
     def _init_schedule(self, alphas_cumprod: Any) -> None:
-        """Check and keep ``alphas_cumprod`` (float64 CPU) and its square-root coefficients."""
-        a = torch.as_tensor(alphas_cumprod).detach().to("cpu", torch.float64)
-        if a.ndim != 1 or a.numel() == 0:
-            raise ShapeError(f"alphas_cumprod: expected a non-empty 1-D tensor, got shape {tuple(a.shape)}")
-        if not torch.isfinite(a).all() or (a <= 0).any() or (a > 1).any():
-            raise LdminvError("alphas_cumprod: expected finite values in (0, 1]")
-        self.alphas_cumprod = a
-        # Python floats (float64) so that every coefficient is exact before the float32 math.
-        self._sqrt_a: list[float] = a.sqrt().tolist()
-        self._sqrt_1ma: list[float] = (1.0 - a).sqrt().tolist()
-        self._empty_cond: torch.Tensor | None = None
+        """The DDPM family's schedule: check and keep ``alphas_cumprod`` (float64 CPU)."""
+        self._use_schedule(DDPMSchedule(alphas_cumprod))
+        self.alphas_cumprod = self.schedule.alphas_cumprod
+
+    def _init_flow_schedule(self, num_train_timesteps: Any) -> None:
+        """Rectified flow's schedule (sigma = t / T, unshifted); no ``alphas_cumprod``."""
+        self._use_schedule(FlowMatchSchedule(num_train_timesteps))
+        self.alphas_cumprod = None
+
+    def _use_schedule(self, schedule: NoiseSchedule) -> None:
+        self.schedule = schedule
+        # a(t), b(t) as Python floats (float64): every coefficient exact before the float32 math.
+        self._a: list[float] = schedule.a
+        self._b: list[float] = schedule.b
+        self._empty_cond: Any = None
 
     @property
     def num_train_timesteps(self) -> int:
-        """Number of training timesteps, len(alphas_cumprod)."""
-        return int(self.alphas_cumprod.shape[0])
+        """Number of training timesteps T of the schedule."""
+        return self.schedule.num_train_timesteps
 
-    def _ddim_step(self, x: torch.Tensor, eps: torch.Tensor, s: int, u: int) -> torch.Tensor:
-        """Deterministic DDIM move of x from timestep s to u given eps = eps_hat(x, s).
-
-        x0 = (x - sqrt(1-a_s) eps) / sqrt(a_s); returns sqrt(a_u) x0 + sqrt(1-a_u) eps.
-        """
-        sa_s, s1a_s = self._sqrt_a[s], self._sqrt_1ma[s]
-        sa_u, s1a_u = self._sqrt_a[u], self._sqrt_1ma[u]
-        c_x = sa_u / sa_s
-        c_eps = s1a_u - sa_u * s1a_s / sa_s
-        return torch.add(x * c_x, eps, alpha=c_eps)
+    def _step(self, x: torch.Tensor, eps: torch.Tensor, s: int, u: int) -> torch.Tensor:
+        """The family's deterministic move of x from timestep s to u given eps = eps_hat(x, s)
+        (DDIM for the DDPM family, Euler on the velocity for rectified flow)."""
+        return self.schedule.step(x, eps, s, u)
 
     # ------------------------------------------------------------------ prediction
 
@@ -161,13 +161,7 @@ class NoisePrediction(ABC):
             out = out[:, :c]
         if out.shape != z.shape:
             raise ShapeError(f"unet output: expected shape {tuple(z.shape)}, got {tuple(out.shape)}")
-        out = out.float()
-        if self.prediction_type == "epsilon":
-            return out
-        sa, s1a = self._sqrt_a[t], self._sqrt_1ma[t]
-        if self.prediction_type == "v_prediction":
-            return torch.add(out * sa, z, alpha=s1a)
-        return (z - sa * out) / s1a  # "sample": out is the x0 prediction
+        return self.schedule.eps_from_output(out.float(), z, t, self.prediction_type)
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:

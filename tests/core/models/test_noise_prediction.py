@@ -64,7 +64,7 @@ def test_v_prediction_is_converted_to_eps():
     pred = LinearFamily(prediction_type="v_prediction")
     z = torch.ones(1, 2, 2, 2)
     t = 30
-    sa, s1a = pred._sqrt_a[t], pred._sqrt_1ma[t]
+    sa, s1a = pred._a[t], pred._b[t]
     torch.testing.assert_close(pred(z, t), (t + 1) / 100 * z * sa + s1a * z)
 
 

@@ -14,7 +14,7 @@ from ..errors import LdminvError, ModelLoadError
 if TYPE_CHECKING:  # pragma: no cover
     from .sources import Source
 
-__all__ = ["read_checked_configs"]
+__all__ = ["read_checked_configs", "denoiser_folder"]
 
 
 # (key, kind) of config values the loader and diffusers rely on; kind: "int", "ints" (an int or a
@@ -80,13 +80,20 @@ def _check_config_values(where: str, name: str, cfg: dict, keys: dict[str, str])
                 raise ModelLoadError(f"{where}: {name}: {key!r} must be positive, got {value!r}")
 
 
+def denoiser_folder(src: "Source") -> str:
+    """The denoiser's sub-folder: ``"transformer"`` when the folder has transformer/config.json
+    and no unet/config.json (DiT, SD3, Flux), else ``"unet"``."""
+    return "transformer" if src.has("transformer", "config.json") and not src.has("unet", "config.json") else "unet"
+
+
 def read_checked_configs(src: "Source") -> tuple[dict, dict, dict]:
     """The vae, unet and scheduler configs, each checked for the types of the values used."""
     where = src.describe()
     vae_cfg = src.config("vae", "config.json")
-    unet_cfg = src.config("unet", "config.json")
+    denoiser = denoiser_folder(src)  # "unet", or "transformer" (DiT, SD3, Flux)
+    unet_cfg = src.config(denoiser, "config.json")
     sched_cfg = src.config("scheduler", "scheduler_config.json")
     _check_config_values(where, "vae/config.json", vae_cfg, _VAE_KEYS)
-    _check_config_values(where, "unet/config.json", unet_cfg, _UNET_KEYS)
+    _check_config_values(where, f"{denoiser}/config.json", unet_cfg, _UNET_KEYS)
     _check_config_values(where, "scheduler/scheduler_config.json", sched_cfg, _SCHEDULER_KEYS)
     return vae_cfg, unet_cfg, sched_cfg

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ModelLoadError
-from .configs import read_checked_configs
+from .configs import denoiser_folder, read_checked_configs
 
 __all__ = ["Source", "locate", "check_folder_layout", "check_source_arg", "check_model"]
 
@@ -131,11 +131,12 @@ def locate(source: str | Path) -> Source:
 def check_folder_layout(src: Source) -> None:
     """Name the first missing sub-folder or file of a local pipeline folder."""
     root = Path(src.ref)
+    denoiser = denoiser_folder(src)
     if not (root / "vae").is_dir() and (root / "vqvae").is_dir():
         raise ModelLoadError(
             f"model folder {root}: has vqvae/ (a VQ autoencoder); only AutoencoderKL models in vae/ are supported"
         )
-    required = [("vae", "config.json"), ("unet", "config.json"), ("scheduler", "scheduler_config.json")]
+    required = [("vae", "config.json"), (denoiser, "config.json"), ("scheduler", "scheduler_config.json")]
     for sub, name in required:
         if not (root / sub).is_dir():
             raise ModelLoadError(
@@ -144,7 +145,7 @@ def check_folder_layout(src: Source) -> None:
             )
         if not (root / sub / name).is_file():
             raise ModelLoadError(f"model folder {root}: {sub}/{name} is missing")
-    for sub in ("vae", "unet"):
+    for sub in ("vae", denoiser):
         _check_weights(root, sub, "diffusion_pytorch_model")
     if (root / "text_encoder").is_dir():
         _check_weights(root, "text_encoder", "model")

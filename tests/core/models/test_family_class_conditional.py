@@ -71,7 +71,7 @@ def _direct_eps(model, z, t, labels, channels=4):
     return out
 
 
-def _direct_terms(name, model, sched, z0, labels, ids, seed):
+def _direct_terms(name, model, sched, z0, labels, ids, seed, p=P):
     a = sched.alphas_cumprod.to(torch.float64)
     sa, s1a = a.sqrt().tolist(), (1 - a).sqrt().tolist()
     terms = []
@@ -80,11 +80,11 @@ def _direct_terms(name, model, sched, z0, labels, ids, seed):
     e0 = _direct_eps(model, z0, 0, labels)
     for k, t in enumerate(TIMESTEPS):
         if name == "sima":
-            terms.append(_direct_eps(model, z0, t, labels).abs() ** P)
+            terms.append(_direct_eps(model, z0, t, labels).abs() ** p)
         else:
             e = e0 if name == "pia" else noise[:, k]
             z_t = z0 * sa[t] + e * s1a[t]
-            terms.append((e - _direct_eps(model, z_t, t, labels)).abs() ** P)
+            terms.append((e - _direct_eps(model, z_t, t, labels)).abs() ** p)
     return torch.stack(terms, dim=1)
 
 
@@ -210,14 +210,44 @@ def test_class_unet_loads_and_analyzes_with_the_labels(tmp_path):
     assert samples["label"].tolist() == [0, 1, 2, 2, 2, 0]
     z = torch.from_numpy(np.load(run / "latents.npy"))
     labels = [0, 1, 2, 2, 2, 0]
-    for name in ("sima", "pia", "loss"):
+    for name in ("sima", "pia", "loss"):  # default p = 4, the run's seed 3, sample ids 0..5
         got = torch.from_numpy(np.load(run / "residuals" / f"{name}.npy").astype(np.float32))
-        want = attack_terms(name, model.predictor, z, timesteps=[7, 60], captions=labels, sample_ids=np.arange(6),
-                            seed=3)
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        want = _direct_terms(name, model.predictor.model, tiny_scheduler(), z, labels, np.arange(6), 3, p=4)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
     # the same folders without labels are refused before anything runs, naming the column
     for folder in (members, heldout):
         (folder / "metadata.jsonl").unlink()
     with pytest.raises(DataLoadError, match="add a 'label' column"):
         run_analysis(AnalyzeConfig(out=str(tmp_path / "run2"), **cfg))
     assert not (tmp_path / "run2" / "latents.npy").exists()
+
+
+def test_dit_folder_loads_and_unlabelled_images_get_the_null_class(tmp_path):
+    import pandas as pd
+
+    from ldminv_core.models.loading import load_model
+    from ldminv_core.pipeline.config import AnalyzeConfig
+    from ldminv_core.pipeline.run import run_analysis
+    from tests.tiny_models import tiny_vae
+
+    model_dir = tmp_path / "dit"
+    tiny_vae(image_channels=1, seed=0).save_pretrained(model_dir / "vae")
+    _dit().save_pretrained(model_dir / "transformer")
+    tiny_scheduler().save_pretrained(model_dir / "scheduler")
+    (model_dir / "model_index.json").write_text(json.dumps({"_class_name": "DiTPipeline"}))
+    model = load_model(model_dir)
+    assert isinstance(model.predictor, DiTPredictor) and model.predictor.null_class == 5
+    assert getattr(model.family, "name", "dit") == "dit"
+    members = _labelled_folder(tmp_path / "members", 2, [4, None], 1)
+    heldout = _labelled_folder(tmp_path / "heldout", 2, None, 2)  # no metadata: the null class
+    run = run_analysis(AnalyzeConfig(model=str(model_dir), members=str(members), heldout=str(heldout),
+                                     out=str(tmp_path / "run"), attacks="sima,pia", timesteps="7,60",
+                                     batch_size=4, device="cpu"))
+    samples = pd.read_parquet(run / "samples.parquet")
+    assert samples["label"].isna().tolist() == [False, True, True, True]
+    z = torch.from_numpy(np.load(run / "latents.npy"))
+    for name in ("sima", "pia"):
+        got = torch.from_numpy(np.load(run / "residuals" / f"{name}.npy").astype(np.float32))
+        # sima / pia default to p = 4; None rows are conditioned on the null class 5
+        want = _direct_terms(name, model.predictor.model, tiny_scheduler(), z, [4, 5, 5, 5], np.arange(4), 0, p=4)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import EmptyInputError, LdminvError, UnknownNameError
+from ..errors import EmptyInputError, LdminvError, ShapeError, UnknownNameError
 from .noise_prediction import PREDICTION_TYPES, NoisePrediction
 
 __all__ = ["SDXLNoisePredictor", "pack_pooled", "unpack_pooled", "sdxl_time_ids"]
@@ -118,7 +118,11 @@ class SDXLNoisePredictor(NoisePrediction):
             raise LdminvError(
                 f"unet: add_embedding expects {expected} features but 6 time ids x addition_time_embed_dim "
                 f"{time_dim} + text_encoder_2 projection_dim {self.pooled_dim} = {time_dim * 6 + self.pooled_dim}"
+                + (" (an SDXL refiner with an aesthetic score in its time ids is not supported)"
+                   if time_dim * 5 + self.pooled_dim == expected else "")
             )
+        hidden = sum(int(enc.config.hidden_size) for _, enc in self._encoders())
+        self._packed_shape = (self.n_tokens + math.ceil(self.pooled_dim / hidden), hidden)
 
     @classmethod
     def from_components(cls, unet: Any, scheduler: Any, *, text: dict[str, Any], vae_scale_factor: int,
@@ -176,6 +180,17 @@ class SDXLNoisePredictor(NoisePrediction):
             states.append(out.hidden_states[-2])
         hidden = torch.cat(states, dim=-1).to(self.dtype)
         return pack_pooled(hidden, pooled.to(self.dtype))
+
+    def _check_cond(self, cond: Any, b: int) -> torch.Tensor | None:
+        """The base checks, plus: ``cond`` is packed as :meth:`encode_prompts` packs it."""
+        out = super()._check_cond(cond, b)
+        if tuple(out.shape[1:]) != self._packed_shape:
+            raise ShapeError(
+                f"cond: expected SDXL conditioning packed by encode_prompts, shape ({b}, "
+                f"{self._packed_shape[0]}, {self._packed_shape[1]}) ({self.n_tokens} token states + the pooled "
+                f"embedding), got {tuple(out.shape)}"
+            )
+        return out
 
     def _forward(self, x: torch.Tensor, t: int, cond: torch.Tensor | None) -> torch.Tensor:
         """The SDXL UNet's output at timestep ``t`` with the packed conditioning ``cond``."""

@@ -141,6 +141,15 @@ def test_empty_prompt_and_predictor_call(sdxl):
     assert (captioned - eps).abs().max() > 1e-4  # the text and the pooled embedding reach the UNet
 
 
+def test_unpacked_cond_is_refused(sdxl):
+    from ldminv_core.errors import ShapeError
+
+    pred = load_model(sdxl[0]).predictor
+    hidden = torch.zeros(1, TINY_MAX_TOKENS, TEXT_DIM_1 + TEXT_DIM_2)  # hidden states without the pooled rows
+    with pytest.raises(ShapeError, match="packed by encode_prompts"):
+        pred(torch.zeros(1, 4, 4, 4), 10, hidden)
+
+
 def test_pack_roundtrip():
     hidden, pooled = torch.randn(2, 5, 3), torch.randn(2, 7)
     packed = pack_pooled(hidden, pooled)

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pandas as pd
 import torch
 
 from .. import geometry as _geometry
@@ -215,7 +216,20 @@ def _start_or_check_run(plan: _Plan, writer: RunWriter | None, settings: dict, s
             f"run folder {plan.out} holds an unfinished run over other images ({len(stored)} "
             f"stored, {len(samples)} found now); re-run on the same folders or pass --force"
         )
+    labels = [_labels_of(t) for t in (stored, samples)]
+    if labels[0] != labels[1]:  # class-conditional models are conditioned on them
+        raise RunError(
+            f"run folder {plan.out} holds an unfinished run whose images had other class labels (metadata "
+            "'label' column); restore the labels, or pass --force to recompute"
+        )
     return writer
+
+
+def _labels_of(samples) -> list:
+    """The optional 'label' column of a samples table (None per sample when absent or empty)."""
+    if "label" not in samples.columns:
+        return [None] * len(samples)
+    return [None if pd.isna(y) else int(y) for y in samples["label"].tolist()]
 
 
 def _record_session(writer: RunWriter, model: LoadedModel) -> None:

@@ -214,6 +214,16 @@ def test_class_unet_loads_and_analyzes_with_the_labels(tmp_path):
         got = torch.from_numpy(np.load(run / "residuals" / f"{name}.npy").astype(np.float32))
         want = _direct_terms(name, model.predictor.model, tiny_scheduler(), z, labels, np.arange(6), 3, p=4)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    # an unfinished run (stopped in its encode stage) is not resumed over other labels
+    from ldminv_core.errors import RunError
+    from ldminv_core.pipeline.batches import AnalysisCancelled
+
+    part = AnalyzeConfig(out=str(tmp_path / "run_part"), **{**cfg, "batch_size": 2})
+    with pytest.raises(AnalysisCancelled):
+        run_analysis(part, should_stop=lambda: True)
+    _labelled_folder(members, 3, [1, 1, 2], 1)
+    with pytest.raises(RunError, match="other class labels"):
+        run_analysis(part)
     # the same folders without labels are refused before anything runs, naming the column
     for folder in (members, heldout):
         (folder / "metadata.jsonl").unlink()

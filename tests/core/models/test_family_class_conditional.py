@@ -208,6 +208,9 @@ def test_class_unet_loads_and_analyzes_with_the_labels(tmp_path):
     run = run_analysis(AnalyzeConfig(out=str(tmp_path / "run"), **cfg))
     samples = pd.read_parquet(run / "samples.parquet")
     assert samples["label"].tolist() == [0, 1, 2, 2, 2, 0]
+    from ldminv_core.pipeline.cost import estimate_cost
+
+    assert estimate_cost(AnalyzeConfig(out=str(tmp_path / "never"), **cfg), model=model).disk_bytes > 0
     z = torch.from_numpy(np.load(run / "latents.npy"))
     labels = [0, 1, 2, 2, 2, 0]
     for name in ("sima", "pia", "loss"):  # default p = 4, the run's seed 3, sample ids 0..5

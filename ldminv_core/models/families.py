@@ -24,6 +24,7 @@ from ..errors import ModelLoadError
 from .class_conditional import class_conditional_kind, class_conditional_predictor
 from .noise_prediction import NoisePrediction, NoisePredictor
 from .sdxl import SDXLNoisePredictor
+from .sd3 import SD3_PIPELINE_CLASSES, build_sd3
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sources import Source
@@ -132,6 +133,10 @@ def _build_class(unet: Any, scheduler: Any, text: dict[str, Any], *, vae_scale_f
     return class_conditional_predictor(unet, scheduler, device=device, dtype=dtype)
 
 
+def _is_sd3(info: FolderInfo) -> bool:
+    return info.denoiser_class("transformer") == "SD3Transformer2DModel"
+
+
 def _build_unet(unet: Any, scheduler: Any, text: dict[str, Any], *, vae_scale_factor: int,
                 device: torch.device, dtype: torch.dtype) -> NoisePrediction:
     return NoisePredictor.from_components(unet, scheduler, text_encoder=text.get("text_encoder"),
@@ -145,6 +150,19 @@ def _build_sdxl(unet: Any, scheduler: Any, text: dict[str, Any], *, vae_scale_fa
 
 
 FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="sd3",
+        label="Stable Diffusion 3 / 3.5 (rectified flow)",
+        conditioning="CLIP-L + CLIP-G penultimate states and T5 states (zeros without T5), pooled CLIP "
+                     "projections; unshifted sigma = t / T; guidance off",
+        pipeline_classes=SD3_PIPELINE_CLASSES,
+        denoiser="transformer",
+        recognise=_is_sd3,
+        text=(TextPart("text_encoder", "tokenizer", "CLIPTextModelWithProjection"),
+              TextPart("text_encoder_2", "tokenizer_2", "CLIPTextModelWithProjection"),
+              TextPart("text_encoder_3", "tokenizer_3", "T5EncoderModel", required=False)),
+        build=build_sd3,
+    ),
     Family(
         name="sdxl",
         label="Stable Diffusion XL",

@@ -19,6 +19,7 @@ from ..errors import ModelLoadError, ShapeError
 from .lora_files import check_lora
 from .families import Family, TextPart, detect_family
 from .noise_prediction import NoisePrediction
+from .schedules import is_flow_scheduler
 from .sources import Source, check_folder_layout, check_source_arg, locate
 from .configs import read_checked_configs
 
@@ -172,7 +173,8 @@ def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: F
             f"{where}: unet in_channels = {unet_in} but vae latent_channels = {latent_channels}; "
             "the UNet must take the VAE's latents"
         )
-    is_conditional = unet_class == "UNet2DConditionModel"
+    # text-conditioned: SD-style UNets, and transformers of a family with text encoders (SD3, Flux)
+    is_conditional = unet_class == "UNet2DConditionModel" or (family.denoiser == "transformer" and bool(family.text))
     text = family.text if is_conditional else ()
     folders = ", ".join(f"{p.encoder}/, {p.tokenizer}/" for p in text)
     for part in text:
@@ -203,9 +205,10 @@ def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any,
     unet_cls = UNet2DConditionModel if plan.is_conditional else UNet2DModel
     unet = src.load(f"the UNet ({plan.unet_class})", unet_cls.from_pretrained, "unet", torch_dtype=dtype, **safe)
     scheduler = src.load(f"the scheduler ({plan.scheduler_name})", plan.scheduler_class.from_pretrained, "scheduler")
-    if getattr(scheduler, "alphas_cumprod", None) is None:
+    if getattr(scheduler, "alphas_cumprod", None) is None and not is_flow_scheduler(scheduler):
         raise ModelLoadError(
-            f"{where}: scheduler {plan.scheduler_name} has no alphas_cumprod (not a DDPM-family scheduler)"
+            f"{where}: scheduler {plan.scheduler_name} has no alphas_cumprod (not a DDPM-family scheduler) "
+            "and is not a rectified-flow FlowMatch scheduler"
         )
     text: dict[str, Any] = {}
     hidden_total = 0

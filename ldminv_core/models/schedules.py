@@ -23,13 +23,19 @@ import torch
 from .._validation import check_int
 from ..errors import LdminvError, ShapeError, UnknownNameError
 
-__all__ = ["PREDICTION_TYPES", "FLOW_PREDICTION", "NoiseSchedule", "DDPMSchedule", "FlowMatchSchedule"]
+__all__ = ["PREDICTION_TYPES", "FLOW_PREDICTION", "NoiseSchedule", "DDPMSchedule", "FlowMatchSchedule",
+           "is_flow_scheduler"]
 
 PREDICTION_TYPES: tuple[str, ...] = ("epsilon", "v_prediction", "sample")
 """Prediction types of the DDPM family that :class:`DDPMSchedule` converts to eps."""
 
 FLOW_PREDICTION = "flow"
 """The prediction type of a rectified-flow network: the velocity e - z0."""
+
+
+def is_flow_scheduler(scheduler: Any) -> bool:
+    """True for a diffusers rectified-flow scheduler (``FlowMatch*``: sigmas, no ``alphas_cumprod``)."""
+    return type(scheduler).__name__.startswith("FlowMatch") and getattr(scheduler, "alphas_cumprod", None) is None
 
 
 class NoiseSchedule(ABC):

@@ -32,11 +32,11 @@ import torch
 from .._validation import check_int
 from ..errors import EmptyInputError, LdminvError
 from .noise_prediction import NoisePrediction
-from .schedules import FLOW_PREDICTION
+from .schedules import FLOW_PREDICTION, is_flow_scheduler
 from .sdxl import pack_pooled, unpack_pooled
 
-__all__ = ["SD3_PIPELINE_CLASSES", "SD3_MAX_SEQUENCE_LENGTH", "SD3NoisePredictor", "is_flow_scheduler",
-           "check_sd3_transformer", "build_sd3"]
+__all__ = ["SD3_PIPELINE_CLASSES", "SD3_MAX_SEQUENCE_LENGTH", "SD3NoisePredictor", "check_sd3_transformer",
+           "build_sd3"]
 
 SD3_PIPELINE_CLASSES: tuple[str, ...] = (
     "StableDiffusion3Pipeline", "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline",
@@ -45,11 +45,6 @@ SD3_PIPELINE_CLASSES: tuple[str, ...] = (
 
 SD3_MAX_SEQUENCE_LENGTH = 256
 """T5 tokens of the pipeline's default ``max_sequence_length`` (also the zeros' length without T5)."""
-
-
-def is_flow_scheduler(scheduler: Any) -> bool:
-    """True for a rectified-flow scheduler (``FlowMatch*``: sigmas, no ``alphas_cumprod``)."""
-    return type(scheduler).__name__.startswith("FlowMatch") and getattr(scheduler, "alphas_cumprod", None) is None
 
 
 def check_sd3_transformer(transformer: Any) -> None:

@@ -202,3 +202,4 @@ def test_sd3_refuses_a_ddpm_scheduler(sd3):
     text = {k: getattr(pipe, k) for k in TEXT_KEYS}
     with pytest.raises(LdminvError, match="FlowMatchEulerDiscreteScheduler"):
         SD3NoisePredictor.from_components(pipe.transformer, DDPMScheduler(), text=text)
+

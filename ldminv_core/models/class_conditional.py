@@ -52,8 +52,10 @@ def class_conditional_kind(class_name: Any, config: Mapping[str, Any]) -> str | 
         if config.get("num_class_embeds") is not None or config.get("class_embed_type") is not None:
             return "class_unet"
         return None
+    # DiTTransformer2DModel defaults to ada_norm_zero; the legacy Transformer2DModel must say so
+    default_norm = "ada_norm_zero" if class_name == "DiTTransformer2DModel" else "layer_norm"
     if class_name in _DIT_CLASSES and config.get("num_embeds_ada_norm") is not None \
-            and config.get("norm_type", "ada_norm_zero") == "ada_norm_zero":
+            and config.get("norm_type", default_norm) == "ada_norm_zero":
         return "dit"
     return None
 

@@ -44,14 +44,17 @@ def _class_unet(*, embed_type=None):
     ).eval()
 
 
-def _dit():
-    from diffusers import DiTTransformer2DModel
+def _dit(*, legacy=False):
+    """A tiny DiT: DiTTransformer2DModel, or the Transformer2DModel class older DiT checkpoints name."""
+    from diffusers import DiTTransformer2DModel, Transformer2DModel
 
     torch.manual_seed(12)
-    model = DiTTransformer2DModel(
-        num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=8, num_layers=1,
-        sample_size=4, patch_size=2, num_embeds_ada_norm=5,
-    ).eval()
+    kw = dict(num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=8, num_layers=1,
+              sample_size=4, patch_size=2, num_embeds_ada_norm=5)
+    if legacy:
+        model = Transformer2DModel(norm_type="ada_norm_zero", **kw).eval()
+    else:
+        model = DiTTransformer2DModel(**kw).eval()
     with torch.no_grad():  # ada_norm_zero starts at zero: perturb so every input matters
         for prm in model.parameters():
             prm.add_(0.05 * torch.randn_like(prm))
@@ -88,15 +91,18 @@ def _direct_terms(name, model, sched, z0, labels, ids, seed, p=P):
     return torch.stack(terms, dim=1)
 
 
-@pytest.mark.parametrize("family", ["class_unet", "timestep_unet", "dit"])
+@pytest.mark.parametrize("family", ["class_unet", "timestep_unet", "dit", "dit_legacy"])
 @pytest.mark.parametrize("name", ["sima", "pia", "loss"])
 def test_terms_equal_a_direct_model_call_with_the_class_labels(family, name):
-    model = _dit() if family == "dit" else _class_unet(embed_type="timestep" if family == "timestep_unet" else None)
+    if family.startswith("dit"):
+        model = _dit(legacy=family == "dit_legacy")
+    else:
+        model = _class_unet(embed_type="timestep" if family == "timestep_unet" else None)
     sched = tiny_scheduler()
     pred = class_conditional_predictor(model, sched)
-    assert isinstance(pred, DiTPredictor if family == "dit" else ClassUNetPredictor)
+    assert isinstance(pred, DiTPredictor if family.startswith("dit") else ClassUNetPredictor)
     z0 = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(5))
-    labels = [0, 2, None] if family == "dit" else [0, 2, 1]
+    labels = [0, 2, None] if family.startswith("dit") else [0, 2, 1]
     ids = np.array([4, 9, 2])
     got = attack_terms(name, pred, z0, timesteps=TIMESTEPS, captions=labels, sample_ids=ids, p=P, seed=3)
     direct = [pred.null_class if y is None else y for y in labels]

@@ -128,6 +128,11 @@ def _is_class_unet(info: FolderInfo) -> bool:
     return cfg is not None and class_conditional_kind("UNet2DModel", cfg) == "class_unet"
 
 
+def _is_dit(info: FolderInfo) -> bool:
+    cfg = info.denoisers.get("transformer")
+    return cfg is not None and class_conditional_kind(cfg.get("_class_name"), cfg) == "dit"
+
+
 def _build_class(unet: Any, scheduler: Any, text: dict[str, Any], *, vae_scale_factor: int,
                  device: torch.device, dtype: torch.dtype) -> NoisePrediction:
     return class_conditional_predictor(unet, scheduler, device=device, dtype=dtype)
@@ -192,6 +197,16 @@ FAMILIES: tuple[Family, ...] = (
         pipeline_classes=(),
         denoiser="unet",
         recognise=_is_class_unet,
+        build=_build_class,
+    ),
+    Family(
+        name="dit",
+        label="DiT (class-conditional latent transformer)",
+        conditioning="the image's class label (metadata column 'label'), else the null class num_classes; "
+                     "guidance off",
+        pipeline_classes=("DiTPipeline",),
+        denoiser="transformer",
+        recognise=_is_dit,
         build=_build_class,
     ),
     Family(

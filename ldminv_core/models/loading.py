@@ -152,6 +152,7 @@ class _Plan:
     scheduler_class: Any
     scheduler_name: str
     text: tuple[TextPart, ...] = ()
+    denoiser: str = "unet"
 
 
 def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: Family) -> _Plan:
@@ -164,7 +165,7 @@ def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: F
     if vae_class != "AutoencoderKL":
         raise ModelLoadError(f"{where}: vae/config.json: expected _class_name 'AutoencoderKL', got {vae_class!r}")
     unet_class = unet_cfg.get("_class_name")
-    if unet_class not in _UNET_CLASSES:
+    if unet_class not in _UNET_CLASSES and family.denoiser == "unet":
         raise ModelLoadError(f"{where}: unet/config.json: expected _class_name in {_UNET_CLASSES}, got {unet_class!r}")
     latent_channels = int(vae_cfg.get("latent_channels", 4))
     unet_in = int(unet_cfg.get("in_channels", 4))
@@ -192,7 +193,7 @@ def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: F
         raise ModelLoadError(
             f"{where}: scheduler/scheduler_config.json: _class_name {sched_class_name!r} is not a diffusers scheduler"
         )
-    return _Plan(unet_class, is_conditional, latent_channels, sched_class, sched_class_name, text)
+    return _Plan(unet_class, is_conditional, latent_channels, sched_class, sched_class_name, text, family.denoiser)
 
 
 def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any, Any, Any, dict[str, Any]]:
@@ -203,7 +204,12 @@ def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any,
     safe = dict(use_safetensors=True)  # never unpickle weights (see sources.check_folder_layout)
     vae = src.load("the VAE (AutoencoderKL)", AutoencoderKL.from_pretrained, "vae", torch_dtype=dtype, **safe)
     unet_cls = UNet2DConditionModel if plan.is_conditional else UNet2DModel
-    unet = src.load(f"the UNet ({plan.unet_class})", unet_cls.from_pretrained, "unet", torch_dtype=dtype, **safe)
+    if plan.denoiser != "unet":  # transformer/ (DiT, ...): the class its config names, checked by the family
+        import diffusers
+
+        unet_cls = getattr(diffusers, plan.unet_class)
+    what = f"the UNet ({plan.unet_class})" if plan.denoiser == "unet" else f"the denoiser ({plan.unet_class})"
+    unet = src.load(what, unet_cls.from_pretrained, plan.denoiser, torch_dtype=dtype, **safe)
     scheduler = src.load(f"the scheduler ({plan.scheduler_name})", plan.scheduler_class.from_pretrained, "scheduler")
     if getattr(scheduler, "alphas_cumprod", None) is None and not is_flow_scheduler(scheduler):
         raise ModelLoadError(

@@ -184,7 +184,10 @@ def _check_unet(unet: Any) -> bool:
     cfg = unet.config
     if isinstance(unet, UNet2DModel):
         if cfg.get("num_class_embeds") is not None or cfg.get("class_embed_type") is not None:
-            raise LdminvError("unet: class-conditional UNet2DModel (class labels) is not supported")
+            raise LdminvError(
+                "unet: a class-conditional UNet2DModel (class labels) is not a NoisePredictor; use "
+                "ldminv_core.models.class_conditional.class_conditional_predictor (load_model picks it)"
+            )
     elif cfg.get("addition_embed_type") is not None or cfg.get("class_embed_type") is not None:
         raise LdminvError(
             "unet: UNet2DConditionModel with extra embeddings "

@@ -270,3 +270,19 @@ def test_dit_folder_loads_and_unlabelled_images_get_the_null_class(tmp_path):
         # sima / pia default to p = 4; None rows are conditioned on the null class 5
         want = _direct_terms(name, model.predictor.model, tiny_scheduler(), z, [4, 5, 5, 5], np.arange(4), 0, p=4)
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_cli_analyze_and_report_on_a_labelled_class_unet(tmp_path, capsys):
+    from ldminv_core.__main__ import main
+
+    model_dir = _class_unet_folder(tmp_path / "model")
+    members = _labelled_folder(tmp_path / "members", 3, [0, 1, 2], 1)
+    heldout = _labelled_folder(tmp_path / "heldout", 3, [2, 1, 0], 2)
+    out = tmp_path / "run"
+    args = ["analyze", "--model", str(model_dir), "--members", str(members), "--heldout", str(heldout),
+            "--out", str(out), "--attacks", "sima", "--timesteps", "7,60", "--device", "cpu"]
+    assert main(args) == 0
+    assert json.loads((out / "run.json").read_text()).get("family", "class_unet") == "class_unet"
+    capsys.readouterr()
+    assert main(["report", str(out), "--json", "--attack", "sima"]) == 0
+    assert json.loads(capsys.readouterr().out)

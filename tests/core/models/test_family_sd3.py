@@ -203,3 +203,96 @@ def test_sd3_refuses_a_ddpm_scheduler(sd3):
     with pytest.raises(LdminvError, match="FlowMatchEulerDiscreteScheduler"):
         SD3NoisePredictor.from_components(pipe.transformer, DDPMScheduler(), text=text)
 
+
+# ---------------------------------------------------------------------------- loading a pipeline folder
+
+@pytest.fixture(scope="module", params=[True, False], ids=["t5", "no_t5"])
+def sd3_folder(request, tmp_path_factory):
+    from tests.tiny_sd3 import build_tiny_sd3
+
+    return build_tiny_sd3(tmp_path_factory.mktemp("sd3_folder"), with_t5=request.param), request.param
+
+
+def test_sd3_folder_loads_as_the_sd3_family(sd3_folder):
+    from ldminv_core.models.families import detect_family
+    from ldminv_core.models.loading import load_model
+
+    folder, with_t5 = sd3_folder
+    assert detect_family(folder).name == "sd3"
+    model = load_model(folder)
+    assert model.family.name == "sd3" and model.is_conditional
+    assert isinstance(model.predictor, SD3NoisePredictor)
+    assert (model.predictor.text_encoder_3 is not None) == with_t5
+    assert model.latent_shape == SD3_LATENT_SHAPE
+    assert model.predictor.num_train_timesteps == T and model.predictor.schedule.kind == "flow"
+
+
+@torch.no_grad()
+def test_sd3_latents_use_the_vae_shift_factor(sd3_folder):
+    from ldminv_core.models.loading import load_model
+    from tests.tiny_sd3 import SD3_SCALING_FACTOR, SD3_SHIFT_FACTOR
+
+    model = load_model(sd3_folder[0])
+    assert (model.shift_factor, model.scaling_factor) == (SD3_SHIFT_FACTOR, SD3_SCALING_FACTOR)
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(6)) * 2 - 1
+    z = model.encode(x)
+    mean = model.vae.encode(x).latent_dist.mean
+    torch.testing.assert_close(z, (mean - SD3_SHIFT_FACTOR) * SD3_SCALING_FACTOR)
+    # the pipeline's decode: latents / scaling_factor + shift_factor
+    torch.testing.assert_close(model.decode(z), model.vae.decode(z / SD3_SCALING_FACTOR + SD3_SHIFT_FACTOR).sample,
+                               rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model.decoder_fn()(z), model.decode(z), rtol=1e-5, atol=1e-5)
+
+
+
+def test_geometry_on_the_16_channel_vae_matches_autograd(sd3_folder):
+    from ldminv_core.geometry import decoder_geometry, jacobian
+    from ldminv_core.models.loading import load_model
+    from tests.tiny_sd3 import SD3_SCALING_FACTOR, SD3_SHIFT_FACTOR
+
+    model = load_model(sd3_folder[0])
+    z = torch.randn(2, *SD3_LATENT_SHAPE, generator=torch.Generator().manual_seed(7))
+
+    def direct(zi):  # the pipeline's decode of one latent
+        return model.vae.decode(zi[None] / SD3_SCALING_FACTOR + SD3_SHIFT_FACTOR).sample[0]
+
+    want = torch.stack([torch.autograd.functional.jacobian(direct, zi).reshape(3 * 16 * 16, -1) for zi in z])
+    for engine in ("layerwise", "torch.func"):
+        got = jacobian(model.decoder_fn(), z, engine=engine)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    geo = decoder_geometry(model.decoder_fn(), z, k=8, influence="exact", log_volume_method="exact")
+    assert geo.engine == "layerwise"
+    torch.testing.assert_close(geo.influence.reshape(2, -1), 0.5 * torch.log((want ** 2).sum(1) + 1e-12),
+                               rtol=1e-4, atol=1e-4)
+
+def test_sd3_analyzes_end_to_end(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from ldminv_core.models.loading import load_model
+    from ldminv_core.pipeline.config import AnalyzeConfig
+    from ldminv_core.pipeline.run import run_analysis
+    from tests.tiny_models import write_image_folder
+    from tests.tiny_sd3 import build_tiny_sd3
+
+    model_dir = build_tiny_sd3(tmp_path / "sd3", with_t5=False)
+    write_image_folder(tmp_path / "members", 2, seed=1, captions=True, prefix="m")
+    write_image_folder(tmp_path / "heldout", 2, seed=2, captions=True, prefix="h")
+    run = run_analysis(AnalyzeConfig(model=str(model_dir), members=str(tmp_path / "members"),
+                                     heldout=str(tmp_path / "heldout"), out=str(tmp_path / "run"),
+                                     attacks="sima,pia,loss,secmi", timesteps="0,10", batch_size=4,
+                                     device="cpu", topk=8, seed=3))
+    record = json.loads((run / "run.json").read_text())
+    assert record["family"] == "sd3" and record["model_class"] == "SD3Transformer2DModel"
+    assert record["geometry"]["plan"]["engine"] == "layerwise"  # the 16-channel VAE, with shift_factor
+    samples = pd.read_parquet(run / "samples.parquet")
+    assert np.isfinite(samples["log_volume"]).all()
+    model = load_model(model_dir)
+    z = torch.from_numpy(np.load(run / "latents.npy"))
+    captions = samples["caption"].tolist()
+    for name in ("sima", "pia", "loss", "secmi"):
+        got = torch.from_numpy(np.load(run / "residuals" / f"{name}.npy").astype(np.float32))
+        want = attack_terms(name, model.predictor, z, timesteps=[0, 10], captions=captions,
+                            sample_ids=samples["sample_id"].to_numpy(), seed=3)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)

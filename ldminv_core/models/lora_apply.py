@@ -90,15 +90,17 @@ def _load_plan(model: Any, plan: LoraPlan, name: str) -> None:
             )
         else:
             _load_generic(model.unet, plan, unet_part, name)
-    te_part = plan.parts.get("text_encoder")
-    if te_part is not None:
-        StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
-            plan.state_dict,
-            network_alphas=None if te_part.metadata else plan.network_alphas,
-            text_encoder=model.text_encoder,
-            adapter_name=name,
-            metadata=te_part.metadata,
-        )
+    for component in ("text_encoder", "text_encoder_2"):  # text_encoder_2: SDXL's second encoder
+        te_part = plan.parts.get(component)
+        if te_part is not None:
+            StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
+                plan.state_dict,
+                network_alphas=None if te_part.metadata else plan.network_alphas,
+                text_encoder=getattr(model, component),
+                prefix=component,
+                adapter_name=name,
+                metadata=te_part.metadata,
+            )
     # every module the file adapts must now carry the adapter
     for component, part in plan.parts.items():
         named = dict(getattr(model, component).named_modules())
@@ -123,7 +125,7 @@ def _set_scales(model: Any, names: list[str], scales: list[float], targets: list
             continue
         ns, ws = [p[0] for p in pairs], [p[1] for p in pairs]
         module = getattr(model, component)
-        if component == "text_encoder":
+        if component.startswith("text_encoder"):
             set_adapters_for_text_encoder(ns, module, ws)
         elif isinstance(module, PeftAdapterMixin):
             module.set_adapters(ns, ws)
@@ -156,18 +158,18 @@ def _fuse(model: Any, names: list[str]) -> None:
                 layer.merge(adapter_names=names)
             recurse_remove_peft_layers(unet)
             _drop_peft_state(unet)
-    te = model.text_encoder
-    if _tuner_layers(te):
-        fuse_text_encoder_lora(te, lora_scale=1.0, adapter_names=names)
-        recurse_remove_peft_layers(te)
-        _drop_peft_state(te)
+    for te in (model.text_encoder, getattr(model, "text_encoder_2", None)):
+        if _tuner_layers(te):
+            fuse_text_encoder_lora(te, lora_scale=1.0, adapter_names=names)
+            recurse_remove_peft_layers(te)
+            _drop_peft_state(te)
 
 
 def _undo(model: Any) -> None:
     """Remove every PEFT layer (unmerging first), restoring the base weights after a failure."""
     from diffusers.utils import recurse_remove_peft_layers
 
-    for module in (model.unet, model.text_encoder):
+    for module in (model.unet, model.text_encoder, getattr(model, "text_encoder_2", None)):
         layers = _tuner_layers(module)
         if not layers:
             continue
@@ -179,7 +181,7 @@ def _undo(model: Any) -> None:
 
 
 def _finish(model: Any) -> None:
-    for module in (model.unet, model.text_encoder):
+    for module in (model.unet, model.text_encoder, getattr(model, "text_encoder_2", None)):
         if module is None:
             continue
         params = list(module.parameters())
@@ -266,7 +268,7 @@ def apply_lora(model: "LoadedModel", adapters: Sequence[LoraAdapter], *, fuse: b
     Returns:
         One record per adapter: ``{"path": absolute path given, "file": the weight file,
         "sha256": hex digest of the file's bytes, "scale": float, "adapter_name": str,
-        "targets": ["unet"] / ["unet", "text_encoder"] / ["text_encoder"], "n_tensors": number
+        "targets": ["unet"] / ["unet", "text_encoder"] / ["text_encoder"] (SDXL also "text_encoder_2"), "n_tensors": number
         of tensors in the file, "fused": bool}``.
 
     Raises:

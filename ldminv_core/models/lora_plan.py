@@ -19,7 +19,7 @@ from .lora_files import PEFT_REQUIREMENT, LoraAdapter, read_safetensors, resolve
 __all__ = ["LoraPart", "LoraPlan", "LORA_COMPONENTS", "require_peft", "read_plan", "modules_of"]
 
 #: The components a LoRA file may adapt, as its tensor names start.
-LORA_COMPONENTS = ("unet", "text_encoder")
+LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")  # text_encoder_2: SDXL
 
 
 @dataclass
@@ -146,7 +146,7 @@ def _group(state_dict: dict[str, torch.Tensor], model: Any, what: str) -> dict[s
         raise ModelLoadError(
             f"{what}: {len(other)} tensor(s) belong to neither the UNet nor the text encoder (names starting with "
             f"{', '.join(repr(h + '.') for h in heads[:4])}, e.g. {next(iter(other))!r}); expected 'unet.' and "
-            "'text_encoder.' names: the LoRA was made for another pipeline (e.g. SDXL's text_encoder_2)"
+            "'text_encoder.' names (and 'text_encoder_2.' for SDXL): the LoRA was made for another pipeline"
         )
     return groups
 
@@ -160,12 +160,13 @@ def _part(prefix: str | None, part: dict[str, torch.Tensor], metadata: dict | No
         convert_unet_state_dict_to_peft,
     )
 
-    component = "text_encoder" if prefix == "text_encoder" else "unet"
+    component = prefix if prefix in ("text_encoder", "text_encoder_2") else "unet"
     module = getattr(model, component, None)
     if module is None:
         raise ModelLoadError(
-            f"{what}: the file holds {len(part)} text-encoder tensor(s) but the model "
-            f"({type(model.unet).__name__}) has no text encoder; the LoRA was made for another model"
+            f"{what}: the file holds {len(part)} {'text-encoder' if component == 'text_encoder' else component} "
+            f"tensor(s) but the model ({type(model.unet).__name__}) has no "
+            f"{'text encoder' if component == 'text_encoder' else component}; the LoRA was made for another model"
         )
     sub = {k.removeprefix(f"{prefix}."): v for k, v in part.items()} if prefix else dict(part)
     meta = None

@@ -4,8 +4,6 @@ its findings, and whether the folders differ without the model (the shift caveat
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -16,30 +14,13 @@ from ldminv_core.runs import CACHE_DIR
 from .blind import (ALL_GROUPS, BlindScores, attack_vs_blind_finding, blind_baseline_finding, cached_fitting_null,
                     cross_fitted_blind_scores, evaluate_blind, null_file_name, within_blind_strata_finding)
 from .results import BlindResult, Finding
-
-if TYPE_CHECKING:
-    from ldminv_core.runs import Run
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["BlindFindings"]
 
 
-class BlindFindings:
+class BlindFindings(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: the blind baseline and its findings (memoised)."""
-
-    protocol: Protocol
-    run: Run
-    attack: str
-    labels: np.ndarray
-    maskable: bool
-    timesteps: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n: int
-    n_boot: int
-    level: float
-    seed: int
-    _memo: dict[tuple, Any]
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     def blind_folds(self) -> np.ndarray:
         """Fold id of every sample for the blind baseline, int64 (N,): the ``honest`` protocol's

@@ -4,9 +4,8 @@ merged in order so a marker at any drop lies on the curve.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,10 +13,7 @@ from ..errors import LdminvError
 from .protocols import REPORTED_METRICS, convention_metrics, convention_metrics_resampled
 from .resampling import combine_strata, percentile_interval, resample_index
 from .results import DropCurves
-
-if TYPE_CHECKING:
-    from ldminv_core.runs import Run
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["Curves", "DROP_PERCENTS"]
 
@@ -25,22 +21,8 @@ __all__ = ["Curves", "DROP_PERCENTS"]
 DROP_PERCENTS: tuple[int, ...] = tuple(range(0, 95, 5))
 
 
-class Curves:
+class Curves(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: the drop curves (memoised)."""
-
-    protocol: Protocol
-    run: Run
-    attack: str
-    labels: np.ndarray
-    maskable: bool
-    timesteps: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n: int
-    n_boot: int
-    level: float
-    seed: int
-    _memo: dict[tuple, Any]
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     def drop_curves(self, t_index: int, *, percents: Sequence[float] = DROP_PERCENTS,
                     n_boot: int | None = None, extra: Sequence[float] = ()) -> DropCurves:

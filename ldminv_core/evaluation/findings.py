@@ -6,36 +6,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .resampling import percentile_interval, verdict
 from .results import VERDICT_TEXT, ArmResult, Finding
-
-if TYPE_CHECKING:
-    from ldminv_core.runs import Run
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["Findings"]
 
 
-class Findings:
+class Findings(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: the findings (memoised)."""
-
-    protocol: Protocol
-    run: Run
-    attack: str
-    labels: np.ndarray
-    maskable: bool
-    timesteps: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n: int
-    n_boot: int
-    level: float
-    seed: int
-    _memo: dict[tuple, Any]
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     def _context(self, arms: dict[str, ArmResult] | None = None) -> str:
         base = arms["baseline"] if arms else self.baseline()  # the baseline arm of every drop

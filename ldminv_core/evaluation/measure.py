@@ -8,9 +8,8 @@ decisions at the transferred thresholds), on the data or on every bootstrap repl
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,30 +18,13 @@ from .low_fpr import low_fpr_count
 from .protocols import REPORTED_METRICS, ScoredArm, convention_metrics, convention_metrics_resampled
 from .resampling import combine_strata, percentile_interval, resample_index
 from .results import ArmResult, FoldChoice
-
-if TYPE_CHECKING:
-    from ldminv_core.runs import Run
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["Measure"]
 
 
-class Measure:
+class Measure(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: metrics, intervals and arms (memoised)."""
-
-    protocol: Protocol
-    run: Run
-    attack: str
-    labels: np.ndarray
-    maskable: bool
-    timesteps: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n: int
-    n_boot: int
-    level: float
-    seed: int
-    _memo: dict[tuple, Any]
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     def _measure(self, scored: ScoredArm, cols: np.ndarray | None = None,
                  index: np.ndarray | None = None, only: tuple[str, ...] | None = None) -> dict[str, np.ndarray]:

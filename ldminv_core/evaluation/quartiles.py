@@ -7,8 +7,6 @@ each metric's t on the quartile itself).
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,10 +14,7 @@ from ..errors import LdminvError, UnknownNameError
 from .protocols import ScoredArm
 from .resampling import percentile_interval
 from .results import ClassQuartiles, QuartileResult
-
-if TYPE_CHECKING:
-    from ldminv_core.runs import Run
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["quartile_index", "Quartiles", "MIN_CLASS_SIZE"]
 
@@ -55,22 +50,8 @@ def quartile_index(log_volume: np.ndarray, *, rule: str = "split") -> np.ndarray
     return out
 
 
-class Quartiles:
+class Quartiles(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: baseline metrics by quartile and class (memoised)."""
-
-    protocol: Protocol
-    run: Run
-    attack: str
-    labels: np.ndarray
-    maskable: bool
-    timesteps: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n: int
-    n_boot: int
-    level: float
-    seed: int
-    _memo: dict[tuple, Any]
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     def quartile_groups(self) -> np.ndarray:
         """(N,) quartile 0..3 by the protocol's rule (-1 for a NaN log-volume)."""

@@ -8,29 +8,17 @@ memoised parts it asks for (:meth:`Scoring.per_t`, :meth:`~Scoring.headline_t_in
 """
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .protocols import HONEST_DROPS, REPORTED_METRICS, ArmScoring, convention_metrics, first_max
-
-if TYPE_CHECKING:
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["Scoring"]
 
 
-class Scoring:
+class Scoring(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: how its arms are scored (memoised)."""
-
-    protocol: Protocol
-    labels: np.ndarray
-    maskable: bool
-    timesteps: tuple[int, ...]
-    seeds: tuple[int, ...]
-    n: int
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     def t_value(self, t_index: int) -> int | None:
         """The timestep of a t index (None for an attack without timesteps)."""

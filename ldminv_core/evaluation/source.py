@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -20,24 +20,13 @@ from .._validation import check_percent
 from ..errors import LdminvError
 from . import grid_engine
 from .grids import AttackGrids, attack_grids, attack_totals, grid_index
-
-if TYPE_CHECKING:
-    from ldminv_core.runs import Run
-    from .protocols import Protocol
+from .state import EvaluationState
 
 __all__ = ["StatisticSource"]
 
 
-class StatisticSource:
+class StatisticSource(EvaluationState):
     """Mixin of :class:`~.evaluator.Evaluation`: the statistics of its arms (memoised)."""
-
-    run: Run
-    attack: str
-    protocol: Protocol
-    maskable: bool
-    seeds: tuple[int, ...]
-    _memo: dict[tuple, Any]
-    _cached: Callable[[tuple, Callable[[], Any]], Any]
 
     # ------------------------------------------------------------------ arrays
 

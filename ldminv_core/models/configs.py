@@ -68,7 +68,7 @@ def _check_config_values(where: str, name: str, cfg: dict, keys: dict[str, str])
         if key not in cfg:
             continue
         value = cfg[key]
-        if key == "cross_attention_dim" and value is None:
+        if key in ("cross_attention_dim", "out_channels") and value is None:  # out_channels None: = in_channels
             continue
         if not _value_ok(value, kind):
             raise ModelLoadError(

@@ -25,6 +25,7 @@ from .class_conditional import class_conditional_kind, class_conditional_predict
 from .noise_prediction import NoisePrediction, NoisePredictor
 from .sdxl import SDXLNoisePredictor
 from .sd3 import SD3_PIPELINE_CLASSES, build_sd3
+from .flux import FLUX_GUIDANCE_SCALE, FLUX_PATCH, FLUX_PIPELINE_CLASSES, build_flux
 
 if TYPE_CHECKING:  # pragma: no cover
     from .sources import Source
@@ -89,6 +90,9 @@ class Family:
             loaded at all may depend on the denoiser (``text_when``).
         build: ``(unet, scheduler, text, *, vae_scale_factor, device, dtype) -> NoisePrediction``;
             ``text`` maps ``TextPart.encoder`` / ``TextPart.tokenizer`` names to the loaded parts.
+        latent_patch: side of the latent patches the denoiser packs into its input channels (Flux:
+            2, so its ``in_channels`` is 4 x the VAE's latent channels and latent h, w must be
+            multiples of 2); 1 for denoisers that take the latents as they are.
     """
 
     name: str
@@ -99,6 +103,7 @@ class Family:
     recognise: Callable[[FolderInfo], bool] = field(repr=False)
     text: tuple[TextPart, ...] = ()
     build: Callable[..., NoisePrediction] = field(default=None, repr=False)  # type: ignore[assignment]
+    latent_patch: int = 1
 
 
 # ---------------------------------------------------------------------------- the families
@@ -142,6 +147,10 @@ def _is_sd3(info: FolderInfo) -> bool:
     return info.denoiser_class("transformer") == "SD3Transformer2DModel"
 
 
+def _is_flux(info: FolderInfo) -> bool:
+    return info.denoiser_class("transformer") == "FluxTransformer2DModel"
+
+
 def _build_unet(unet: Any, scheduler: Any, text: dict[str, Any], *, vae_scale_factor: int,
                 device: torch.device, dtype: torch.dtype) -> NoisePrediction:
     return NoisePredictor.from_components(unet, scheduler, text_encoder=text.get("text_encoder"),
@@ -155,6 +164,21 @@ def _build_sdxl(unet: Any, scheduler: Any, text: dict[str, Any], *, vae_scale_fa
 
 
 FAMILIES: tuple[Family, ...] = (
+    Family(
+        name="flux",
+        label="Flux (rectified flow; dev-style guidance embedding or schnell-style without)",
+        conditioning="CLIP pooled output and T5 states (512 tokens), latents packed 2x2 with their position "
+                     f"ids; unshifted sigma = t / T (the network is given sigma * T / 1000); embedded guidance "
+                     f"{FLUX_GUIDANCE_SCALE} (FluxPipeline's default guidance_scale) when the transformer has "
+                     "guidance_embeds, none otherwise; true CFG off",
+        pipeline_classes=FLUX_PIPELINE_CLASSES,
+        denoiser="transformer",
+        recognise=_is_flux,
+        text=(TextPart("text_encoder", "tokenizer", "CLIPTextModel"),
+              TextPart("text_encoder_2", "tokenizer_2", "T5EncoderModel")),
+        build=build_flux,
+        latent_patch=FLUX_PATCH,
+    ),
     Family(
         name="sd3",
         label="Stable Diffusion 3 / 3.5 (rectified flow)",

@@ -169,10 +169,17 @@ def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: F
         raise ModelLoadError(f"{where}: unet/config.json: expected _class_name in {_UNET_CLASSES}, got {unet_class!r}")
     latent_channels = int(vae_cfg.get("latent_channels", 4))
     unet_in = int(unet_cfg.get("in_channels", 4))
-    if unet_in != latent_channels:
+    patch = family.latent_patch  # Flux packs 2x2 latent patches into its input channels
+    if unet_in != latent_channels * patch * patch:
+        if patch == 1:
+            raise ModelLoadError(
+                f"{where}: unet in_channels = {unet_in} but vae latent_channels = {latent_channels}; "
+                "the UNet must take the VAE's latents"
+            )
         raise ModelLoadError(
-            f"{where}: unet in_channels = {unet_in} but vae latent_channels = {latent_channels}; "
-            "the UNet must take the VAE's latents"
+            f"{where}: {family.denoiser}/config.json in_channels = {unet_in} but the {family.name} family packs "
+            f"{patch}x{patch} patches of the VAE's {latent_channels} latent channels, so it expects "
+            f"{latent_channels * patch * patch}"
         )
     # text-conditioned: SD-style UNets, and transformers of a family with text encoders (SD3, Flux)
     is_conditional = unet_class == "UNet2DConditionModel" or (family.denoiser == "transformer" and bool(family.text))
@@ -267,6 +274,17 @@ def _geometry(where: str, vae: Any, unet: Any, latent_channels: int) -> tuple[fl
     return scaling_factor, shift_factor, int(resolution), (latent_channels, resolution // factor, resolution // factor)
 
 
+def _check_latent_patches(where: str, family: Family, latent_shape: tuple[int, int, int]) -> None:
+    """ModelLoadError unless the latent h, w are multiples of the family's packed patch side."""
+    patch = family.latent_patch
+    if latent_shape[1] % patch or latent_shape[2] % patch:
+        raise ModelLoadError(
+            f"{where}: the {family.name} family packs {patch}x{patch} latent patches, so the latent height "
+            f"and width must be multiples of {patch}; the VAE's sample_size gives latents "
+            f"{latent_shape[1]}x{latent_shape[2]}"
+        )
+
+
 def load_model(
     source: str | os.PathLike,
     *,
@@ -314,6 +332,7 @@ def load_model(
     _place((vae, unet, text.get("text_encoder"), text.get("text_encoder_2")), dev, dtype)
     # 4. the latent geometry and the family's noise-prediction view
     scaling_factor, shift_factor, resolution, latent_shape = _geometry(src.describe(), vae, unet, plan.latent_channels)
+    _check_latent_patches(src.describe(), family, latent_shape)
     vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     predictor = family.build(unet, scheduler, text, vae_scale_factor=vae_scale_factor, device=dev, dtype=dtype)
     model = LoadedModel(

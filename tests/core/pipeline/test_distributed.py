@@ -94,33 +94,45 @@ def test_two_processes_give_the_single_process_arrays(single_run, tiny_uncond_mo
     assert "run complete" in res.stdout and res.stdout.count("run complete") == 1  # rank 0 alone reports
 
 
-def _pid_of_rank(out: Path, rank: int, *, timeout: float) -> int:
+def _start(cmd: list[str], log: Path) -> tuple[subprocess.Popen, Path]:
+    """``cmd`` started with its output in the file ``log`` (never a pipe nobody reads while the test
+    waits: a full pipe would block the ranks' progress output and with it the whole run)."""
+    with log.open("w") as sink:
+        proc = subprocess.Popen(cmd, env=_env(), cwd=REPO, stdout=sink, stderr=subprocess.STDOUT, text=True)
+    return proc, log
+
+
+def _pid_of_rank(out: Path, rank: int, *, timeout: float, proc: subprocess.Popen, log: Path) -> int:
+    """The pid rank ``rank`` recorded with its first batch; fails at once (with torchrun's output)
+    when the launcher exits first, and after ``timeout`` seconds otherwise."""
     path = out / RANKS_DIR / f"rank-{rank}-of-2.json"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             return int(json.loads(path.read_text())["pid"])
         except (OSError, ValueError, KeyError):
+            if proc.poll() is not None:
+                raise AssertionError(f"torchrun exited ({proc.returncode}) before {path} appeared:\n"
+                                     f"{log.read_text()[-3000:]}")
             time.sleep(0.005)
-    raise AssertionError(f"{path} never appeared")
+    raise AssertionError(f"{path} never appeared in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.distributed
 @pytest.mark.slow  # torchrun starts two processes; also out of `-m "not browser and not slow"`
 def test_killed_rank_leaves_the_run_incomplete_and_resumes(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2), env=_env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, log = _start(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2), tmp_path / "torchrun.log")
     try:
-        pid = _pid_of_rank(out, 1, timeout=240)  # rank 1 recorded its first batch
+        pid = _pid_of_rank(out, 1, timeout=240, proc=proc, log=log)  # rank 1 recorded its first batch
         os.kill(pid, signal.SIGSTOP)  # frozen at once: rank 0 cannot finish without it
         time.sleep(0.5)
         os.kill(pid, signal.SIGKILL)
-        _, err = proc.communicate(timeout=240)
+        proc.wait(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode != 0, err[-2000:]
+    assert proc.returncode != 0, log.read_text()[-2000:]
     assert run_status(out) != "complete"  # never complete while a rank is missing
     data = json.loads((out / "run.json").read_text())
     assert not all(data["stages"].get(s) for s in ("sima", "pia", "geometry", "pfami"))
@@ -136,12 +148,11 @@ def test_killed_rank_leaves_the_run_incomplete_and_resumes(single_run, tiny_unco
 def test_single_process_resumes_a_distributed_run(single_run, tiny_uncond_model, tiny_image_dirs, tmp_path):
     """A run begun by 2 processes can be finished by one (rank records are honoured)."""
     out = tmp_path / "mixed"
-    proc = subprocess.Popen(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2), env=_env(), cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc, log = _start(_cmd(tiny_uncond_model, tiny_image_dirs, out, procs=2), tmp_path / "torchrun.log")
     try:
-        pid = _pid_of_rank(out, 1, timeout=240)
+        pid = _pid_of_rank(out, 1, timeout=240, proc=proc, log=log)
         os.kill(pid, signal.SIGKILL)
-        proc.communicate(timeout=240)
+        proc.wait(timeout=240)
     finally:
         if proc.poll() is None:
             proc.kill()

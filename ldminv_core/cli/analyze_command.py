@@ -93,11 +93,15 @@ def _config_from_args(args: argparse.Namespace) -> AnalyzeConfig:
     if args.preset:
         options = {**PRESETS[args.preset], **options}
     if args.demo:
+        if options.get("model_adapter"):
+            raise LdminvError("--demo: analyzes the bundled demo; do not also give --model-adapter")
         options = _demo_options(args.demo, options)
     else:
-        missing = [f"--{k}" for k in ("model", "members", "heldout", "out") if not options.get(k)]
+        required = ("members", "heldout", "out") if options.get("model_adapter") else ("model", "members", "heldout", "out")
+        missing = [f"--{k}" for k in required if not options.get(k)]
         if missing:
             raise LdminvError(f"analyze: {', '.join(missing)} required (or --demo)")
+        options.setdefault("model", None)  # with --model-adapter, --model is optional
     config = AnalyzeConfig(
         **options, force=bool(args.force), allow_duplicates=bool(getattr(args, "allow_duplicates", False)),
         break_lock=bool(getattr(args, "break_lock", False))

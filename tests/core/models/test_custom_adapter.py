@@ -248,6 +248,13 @@ def test_a_changed_adapter_file_is_not_resumed(repo_env, tmp_path):
     write_image_folder(heldout, 2, formats=("png",), seed=2)
     cfg = AnalyzeConfig(model=str(ckpt), model_adapter=str(adapter), members=str(members), heldout=str(heldout),
                         out=str(tmp_path / "run"), attacks="sima", timesteps="7", batch_size=2, device="cpu")
+    # the checks before anything runs and the cost estimate (which loads the model itself) take the adapter
+    from ldminv_core.pipeline.cost import estimate_cost
+    from ldminv_core.pipeline.plan import check_config
+
+    assert check_config(cfg) is False
+    estimate = estimate_cost(cfg)
+    assert estimate.latent_shape == (2, 4, 4) and estimate.disk_bytes > 0 and estimate.total_seconds > 0
     with pytest.raises(AnalysisCancelled):
         run_analysis(cfg, should_stop=lambda: True)
     adapter.write_text(adapter.read_text() + "\n# edited\n")

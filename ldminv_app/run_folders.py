@@ -16,15 +16,17 @@ __all__ = ["estimate_rows", "link_names", "inside_root", "check_deletable", "che
 
 
 def estimate_rows(estimate) -> list[dict]:
-    """The cost estimate's stages as table rows, in the order they run: the work, the predicted
-    seconds per image, the stage's time (``format_duration``) and its share of the total."""
+    """The cost estimate's stages as table rows, in the order they run: the work (the denoiser's
+    calls under its own name), the predicted seconds per image, the stage's time
+    (``format_duration``) and its share of the total."""
     count = lambda v: f"{int(v):,}" if v else "–"  # noqa: E731
+    calls = estimate.denoiser_calls_label  # "UNet calls", or "transformer calls" (SD3, Flux, DiT)
     rows = [{"stage": s.stage, "what": s.label, "images": count(s.images), "encoder calls": count(s.encoder_calls),
-             "decoder JVP/VJP": count(s.decoder_products), "UNet calls": count(s.unet_calls),
+             "decoder JVP/VJP": count(s.decoder_products), calls: count(s.unet_calls),
              "per image": format_per_image(s.seconds_per_image), "est. time": format_duration(s.seconds),
              "share": format_percent(estimate.share(s))} for s in estimate.stages]
     rows.append({"stage": "total", "what": "", "images": "", "encoder calls": "", "decoder JVP/VJP": "",
-                 "UNet calls": "", "per image": "", "est. time": format_duration(estimate.total_seconds), "share": ""})
+                 calls: "", "per image": "", "est. time": format_duration(estimate.total_seconds), "share": ""})
     return rows
 
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 from ..errors import ModelLoadError
 from .configs import denoiser_folder, read_checked_configs
 
-__all__ = ["Source", "locate", "check_folder_layout", "check_source_arg", "check_model"]
+__all__ = ["Source", "locate", "check_folder_layout", "check_source_arg", "check_model", "checked_source"]
 
 _HUB_HOST = ("huggingface.co", 443)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -177,18 +177,31 @@ def check_source_arg(source: Any) -> None:
         raise ModelLoadError(f"model: expected a diffusers pipeline folder or a hub id (a string), got {got}")
 
 
+def checked_source(source: str | Path) -> tuple[Source, tuple[dict, dict, dict]]:
+    """The located model and its checked (vae, denoiser, scheduler) configs: what
+    :func:`check_model` checks, for callers that go on reading the folder (no weights read).
+
+    Raises:
+        ModelLoadError: as :func:`check_model`.
+    """
+    check_source_arg(source)
+    src = locate(source)
+    if not src.hub:
+        check_folder_layout(src)
+    return src, read_checked_configs(src)
+
+
 def check_model(source: str | Path) -> str:
     """Cheap checks of a model before loading its weights: the folder (or cached hub id)
     exists, has the diffusers layout with safetensors weights, and its vae/unet/scheduler
     configs are JSON objects whose values have the types the loader needs. Returns the
     resolved reference (absolute folder or hub id).
 
+    The model family is checked by ``models.family_summary.check_model_family``, which calls
+    this first (``models.families`` reads folders through this module, so it cannot be called
+    from here).
+
     Raises:
         ModelLoadError: naming the folder, the config file and the key at fault.
     """
-    check_source_arg(source)
-    src = locate(source)
-    if not src.hub:
-        check_folder_layout(src)
-    read_checked_configs(src)
-    return src.ref
+    return checked_source(source)[0].ref

@@ -81,6 +81,8 @@ class CostEstimate:
         skipped: per split ("members", "heldout"), the (file name, reason) of skipped entries.
         geometry_plan: the :class:`ldminv_core.geometry.GeometryPlan` the cost model picked on
             this machine (pass it to :func:`run_analysis` as ``geometry_plan`` to run with it).
+        denoiser: the network the attacks call, in words for the table's column ("UNet",
+            "transformer"); :attr:`StageCost.unet_calls` counts its calls, one per eps_hat.
     """
 
     n_members: int
@@ -96,6 +98,12 @@ class CostEstimate:
     warnings: list[str] = field(default_factory=list)
     skipped: dict = field(default_factory=dict)
     geometry_plan: Any = None
+    denoiser: str = "UNet"
+
+    @property
+    def denoiser_calls_label(self) -> str:
+        """The column of denoiser calls: "UNet calls" or "transformer calls"."""
+        return f"{self.denoiser} calls"
 
     @property
     def total_seconds(self) -> float:
@@ -132,7 +140,8 @@ class CostEstimate:
             f"{'x'.join(map(str, self.latent_shape))} (d = {d}), device {self.device}, influence "
             f"{self.influence_method}, log-volume {self.log_volume_method}"
         )
-        cols = ("stage", "images", "encoder", "decoder JVP/VJP", "UNet calls", "per image", "est. time", "share")
+        cols = ("stage", "images", "encoder", "decoder JVP/VJP", self.denoiser_calls_label, "per image", "est. time",
+                "share")
         rows = [
             (
                 s.stage,
@@ -275,6 +284,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
         skipped={"members": list(members.report.skipped), "heldout": list(heldout.report.skipped)},
         geometry_plan=gp,
         geometry_timed=geometry_timed,
+        denoiser=_denoiser_words(model),
     )
     est.disk_bytes = _disk_bytes(plan, n, math.prod(model.latent_shape))
     est.stages.append(StageCost("load", n, seconds=load_seconds))
@@ -289,6 +299,12 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
             calls = _unet_calls_per_sample(name, plan.timesteps) * n
             est.stages.append(StageCost(name, n, unet_calls=calls, seconds=unet_s * calls))
     return est
+
+
+def _denoiser_words(model: LoadedModel) -> str:
+    """"transformer" for a family whose denoiser lives in transformer/ (SD3, Flux, DiT), else "UNet"."""
+    family = getattr(model, "family", None)
+    return "transformer" if getattr(family, "denoiser", "unet") == "transformer" else "UNet"
 
 
 def _timing_batch(plan: _Plan, members: ImageSet, heldout: ImageSet, n: int) -> torch.Tensor:
@@ -326,8 +342,9 @@ def _time_geometry(plan: _Plan, model: LoadedModel, z: torch.Tensor, b: int) -> 
 
 def _time_unet(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: ImageSet, z: torch.Tensor,
                b: int) -> float:
-    """Seconds per sample of one UNet forward at the first timestep (after a warm-up call), with
-    the first captions when the model is conditional."""
+    """Seconds per sample of one denoiser call through the family's predictor (its conditioning,
+    packing and output conversion included) at the first timestep, after a warm-up call, with the
+    first captions (class labels for a class-conditional model) when the model is conditional."""
     pred = model.predictor
     cond = None
     if pred.is_conditional:

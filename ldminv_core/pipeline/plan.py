@@ -16,11 +16,13 @@ from ldminv_core.models.blind_encoder import resolve_image_encoder
 from ..choices import INFLUENCE_METHODS, LATENT_KINDS, LOG_VOLUME_KINDS, PRESETS, PROBES_AUTO, RESIDUAL_DTYPES
 from ..errors import DataLoadError, LdminvError, RunError, UnknownNameError
 from ldminv_core.data.image_folders import check_image_folder
-from ldminv_core.models.sources import check_model
+from ldminv_core.models.family_summary import check_model_family
+from ldminv_core.models.single_file import check_single_file_option
 from ldminv_core.models.loading import resolve_device
 from ldminv_core.runs import run_status
 from .config import (
     AnalyzeConfig,
+    _adapter_ref,
     _as_path_text,
     _as_probes,
     _model_ref,
@@ -37,7 +39,7 @@ __all__ = ["check_config", "config_settings"]
 class _Plan:
     """A validated configuration."""
 
-    model: str
+    model: str | None  # None only with a model adapter
     members: str
     heldout: str
     out: Path
@@ -59,6 +61,9 @@ class _Plan:
     preset: str | None = None
     lora: tuple[tuple[str, float], ...] = ()
     blind_encoder: str | None = None  # absolute folder, or a hub id
+    model_adapter: str | None = None  # absolute path of a custom-model adapter file
+    model_adapter_sha256: str | None = None
+    model_config: str | None = None  # the config folder of a single-file checkpoint (models.single_file)
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -80,6 +85,9 @@ class _Plan:
             **({"log_volume": self.log_volume} if self.log_volume != "topk" else {}),
             **({"lora": [{"path": p, "scale": s} for p, s in self.lora]} if self.lora else {}),
             **({"blind_encoder": self.blind_encoder} if self.blind_encoder is not None else {}),
+            **({"model_adapter": self.model_adapter, "model_adapter_sha256": self.model_adapter_sha256}
+               if self.model_adapter is not None else {}),
+            **({"model_config": self.model_config} if self.model_config is not None else {}),
         }
 
     def adapters(self) -> list:
@@ -90,10 +98,12 @@ class _Plan:
 
 
 def _plan(config: AnalyzeConfig) -> _Plan:
-    """Check the type and range of every option (nothing on disk is looked at)."""
+    """Check the type and range of every option (nothing on disk is looked at, but for the bytes of a
+    model adapter file, hashed)."""
     if not isinstance(config, AnalyzeConfig):
         raise LdminvError(f"config: expected an AnalyzeConfig, got {type(config).__name__}")
-    model = _as_path_text(config.model, "model", hub=True)
+    adapter = (None, None) if config.model_adapter is None else _adapter_ref(config.model_adapter)
+    model = None if adapter[0] is not None and config.model is None else _as_path_text(config.model, "model", hub=True)
     members = _as_path_text(config.members, "members")
     heldout = _as_path_text(config.heldout, "heldout")
     out = _as_path_text(config.out, "out")
@@ -107,11 +117,19 @@ def _plan(config: AnalyzeConfig) -> _Plan:
     if log_volume_kind == "logdet" and "logdet" not in getattr(_geometry, "LOG_VOLUME_KINDS", ()):
         raise UnknownNameError("log_volume: 'logdet' is not available in this build of ldminv_core.geometry")
     preset = None if config.preset is None else check_choice(config.preset, "preset", tuple(PRESETS))
+    if config.lora and adapter[0] is not None:
+        raise LdminvError("lora: LoRA adapters are applied to diffusers pipelines; with a model adapter "
+                          f"({adapter[0]}) apply them inside its build_adapter")
     lora = _normalize_lora(config.lora, config.lora_scale)
+    model_config = None if config.model_config is None else _model_ref(
+        _as_path_text(config.model_config, "model_config (--model-config)"))
+    if model_config is not None and adapter[0] is not None:
+        raise LdminvError("model_config: converts a single-file checkpoint for a diffusers pipeline; with a model "
+                          f"adapter ({adapter[0]}) load the checkpoint inside its build_adapter")
     blind_encoder = None if config.blind_encoder is None else _model_ref(
         _as_path_text(config.blind_encoder, "blind_encoder (--blind-encoder)", hub=True))
     return _Plan(
-        model=_model_ref(model),
+        model=None if model is None else _model_ref(model),
         members=str(Path(members).expanduser().resolve()),
         heldout=str(Path(heldout).expanduser().resolve()),
         out=Path(out).expanduser().resolve(),
@@ -133,6 +151,9 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         preset=preset,
         lora=lora,
         blind_encoder=blind_encoder,
+        model_config=model_config,
+        model_adapter=adapter[0],
+        model_adapter_sha256=adapter[1],
     )
 
 
@@ -198,8 +219,12 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
         )
     check_image_folder(plan.members, what="members: image folder")
     check_image_folder(plan.heldout, what="heldout: image folder")
-    if not model_given:
-        check_model(plan.model)
+    if plan.model_adapter is not None:
+        if not model_given:
+            _check_adapter_inputs(plan)
+    elif not model_given:
+        if check_single_file_option(plan.model, model_config=plan.model_config) is None:  # not a single file
+            check_model_family(plan.model)  # layout, configs, and a family that recognises it
         if plan.lora:
             from ldminv_core.models.lora_files import check_lora
 
@@ -215,6 +240,17 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
             f"output folder {plan.out} is not empty and holds no run.json; refusing to write a run "
             "there (choose a new or empty folder)"
         )
+
+
+def _check_adapter_inputs(plan: _Plan) -> None:
+    """The adapter file is still the one the settings hash; ``--model``, when given, exists."""
+    from ldminv_core.models.custom_adapter import adapter_file_sha256
+
+    if adapter_file_sha256(plan.model_adapter) != plan.model_adapter_sha256:
+        raise RunError(f"model_adapter: {plan.model_adapter} changed while the analysis was being prepared")
+    if plan.model is not None and not Path(plan.model).exists():
+        raise DataLoadError(f"model: {plan.model} does not exist (with --model-adapter, --model is the path handed "
+                            "to the adapter's build_adapter, e.g. its checkpoint folder; leave it out if it needs none)")
 
 
 def check_config(config: AnalyzeConfig, *, model_given: bool = False) -> bool:

@@ -26,39 +26,14 @@ from ldminv_core.models.class_conditional import (
     class_conditional_kind,
     class_conditional_predictor,
 )
+from tests.tiny_families import build_tiny_class_unet as _class_unet_folder
+from tests.tiny_families import tiny_class_unet as _class_unet
+from tests.tiny_families import tiny_dit as _dit
+from tests.tiny_families import write_labelled_folder as _labelled_folder
 from tests.tiny_models import tiny_scheduler, write_image_folder
 
 TIMESTEPS = [7, 60]
 P = 2.0
-
-
-def _class_unet(*, embed_type=None):
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(11)
-    return UNet2DModel(
-        sample_size=4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, attention_head_dim=4,
-        num_class_embeds=None if embed_type else 3, class_embed_type=embed_type,
-    ).eval()
-
-
-def _dit(*, legacy=False):
-    """A tiny DiT: DiTTransformer2DModel, or the Transformer2DModel class older DiT checkpoints name."""
-    from diffusers import DiTTransformer2DModel, Transformer2DModel
-
-    torch.manual_seed(12)
-    kw = dict(num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=8, num_layers=1,
-              sample_size=4, patch_size=2, num_embeds_ada_norm=5)
-    if legacy:
-        model = Transformer2DModel(norm_type="ada_norm_zero", **kw).eval()
-    else:
-        model = DiTTransformer2DModel(**kw).eval()
-    with torch.no_grad():  # ada_norm_zero starts at zero: perturb so every input matters
-        for prm in model.parameters():
-            prm.add_(0.05 * torch.randn_like(prm))
-    return model
 
 
 def _direct_eps(model, z, t, labels, channels=4):
@@ -178,23 +153,6 @@ def test_folders_without_labels_and_bad_labels(tmp_path):
 
 
 # ---------------------------------------------------------------------------- end to end
-
-def _class_unet_folder(folder):
-    from tests.tiny_models import tiny_vae
-
-    tiny_vae(image_channels=1, seed=0).save_pretrained(folder / "vae")
-    _class_unet().save_pretrained(folder / "unet")
-    tiny_scheduler().save_pretrained(folder / "scheduler")
-    return folder
-
-
-def _labelled_folder(folder, n, labels, seed):
-    paths = write_image_folder(folder, n, formats=("png",), seed=seed)
-    if labels is not None:
-        rows = [{"file_name": p.name, "label": y} for p, y in zip(paths, labels)]
-        (folder / "metadata.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    return folder
-
 
 def test_class_unet_loads_and_analyzes_with_the_labels(tmp_path):
     import pandas as pd

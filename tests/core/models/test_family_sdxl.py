@@ -18,59 +18,12 @@ from ldminv_core.errors import ModelLoadError
 from ldminv_core.models.families import detect_family
 from ldminv_core.models.loading import load_model
 from ldminv_core.models.sdxl import SDXLNoisePredictor, pack_pooled, unpack_pooled
-from tests.tiny_models import (
-    TINY_MAX_TOKENS,
-    build_tiny_conditional,
-    build_tiny_unconditional,
-    tiny_scheduler,
-    tiny_vae,
-    write_tiny_tokenizer,
-)
+from tests.tiny_families import SDXL_POOLED_DIM, SDXL_TEXT_DIM_1, SDXL_TEXT_DIM_2, SDXL_TIME_DIM, build_tiny_sdxl
+from tests.tiny_models import TINY_MAX_TOKENS, build_tiny_conditional, build_tiny_unconditional
 
-TEXT_DIM_1, TEXT_DIM_2, POOLED_DIM, TIME_DIM = 16, 24, 8, 4
+TEXT_DIM_1, TEXT_DIM_2, POOLED_DIM, TIME_DIM = SDXL_TEXT_DIM_1, SDXL_TEXT_DIM_2, SDXL_POOLED_DIM, SDXL_TIME_DIM
 CAPTIONS = ["the cat", None, "a red dog and the tree"]
 TIMESTEPS = [10, 250]
-
-
-def _clip_config(vocab_size: int, hidden: int, projection: int):
-    from transformers import CLIPTextConfig
-
-    return CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=32, num_hidden_layers=2,
-                          num_attention_heads=2, max_position_embeddings=TINY_MAX_TOKENS, projection_dim=projection,
-                          bos_token_id=0, eos_token_id=1, pad_token_id=1)
-
-
-def _sdxl_unet(seed: int):
-    from diffusers import UNet2DConditionModel
-
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=4, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(8, 16),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=4, cross_attention_dim=TEXT_DIM_1 + TEXT_DIM_2, attention_head_dim=4,
-        addition_embed_type="text_time", addition_time_embed_dim=TIME_DIM,
-        projection_class_embeddings_input_dim=6 * TIME_DIM + POOLED_DIM, transformer_layers_per_block=1,
-    ).eval()
-
-
-def build_tiny_sdxl(folder: Path, *, seed: int = 0):
-    """Save a tiny random StableDiffusionXLPipeline into ``folder``; returns the pipeline."""
-    from diffusers import StableDiffusionXLPipeline
-    from transformers import AutoTokenizer, CLIPTextModel, CLIPTextModelWithProjection
-
-    tok_dir = write_tiny_tokenizer(folder / "_tok")
-    tokenizer = AutoTokenizer.from_pretrained(tok_dir)
-    tokenizer_2 = AutoTokenizer.from_pretrained(tok_dir)
-    torch.manual_seed(seed + 3)
-    text_encoder = CLIPTextModel(_clip_config(len(tokenizer), TEXT_DIM_1, TEXT_DIM_1)).eval()
-    torch.manual_seed(seed + 4)
-    text_encoder_2 = CLIPTextModelWithProjection(_clip_config(len(tokenizer), TEXT_DIM_2, POOLED_DIM)).eval()
-    pipe = StableDiffusionXLPipeline(
-        vae=tiny_vae(image_channels=3, seed=seed), text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-        tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=_sdxl_unet(seed + 2), scheduler=tiny_scheduler(),
-    )
-    pipe.save_pretrained(folder, safe_serialization=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")

@@ -1,16 +1,19 @@
-"""Applying LoRA adapters to a loaded model, the way ``StableDiffusionPipeline.load_lora_weights``
-+ ``set_adapters`` + ``fuse_lora`` do:
+"""Applying LoRA adapters to a loaded model, the way the family's pipeline ``load_lora_weights`` +
+``set_adapters`` + ``fuse_lora`` do (the family's loader: :data:`~.lora_plan.LORA_LOADERS`):
 
-- UNet2DConditionModel: diffusers' ``UNet2DConditionModel.load_lora_adapter``, ``set_adapters``,
+- a denoiser with diffusers' ``PeftAdapterMixin`` (UNet2DConditionModel of SD 1.x/2.x and SDXL,
+  SD3Transformer2DModel, FluxTransformer2DModel): its ``load_lora_adapter`` (what the mixins'
+  ``load_lora_into_unet`` / ``load_lora_into_transformer`` call), ``set_adapters``,
   ``fuse_lora`` / ``unload_lora``;
-- the CLIP text encoder: ``StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder`` and
-  diffusers' text-encoder helpers (``set_adapters_for_text_encoder``,
-  ``fuse_text_encoder_lora``);
-- UNet2DModel (unconditional; diffusers gives it no LoRA loader because it does not inherit
-  ``PeftAdapterMixin``): the PEFT calls those loaders make, ``peft.inject_adapter_in_model`` +
-  ``peft.set_peft_model_state_dict``, with the ``LoraConfig`` from diffusers' own helper
-  (``_create_lora_config``: the file's adapter metadata, else ranks and alphas from the tensors).
+- the CLIP text encoders the family's mixin adapts: its ``load_lora_into_text_encoder`` and
+  diffusers' text-encoder helpers (``set_adapters_for_text_encoder``, ``fuse_text_encoder_lora``);
+- UNet2DModel (unconditional and class-conditional; diffusers gives it no LoRA loader because it
+  does not inherit ``PeftAdapterMixin``): the PEFT calls those loaders make,
+  ``peft.inject_adapter_in_model`` + ``peft.set_peft_model_state_dict``, with the ``LoraConfig``
+  from diffusers' own helper (``_create_lora_config``: the file's adapter metadata, else ranks
+  and alphas from the tensors).
 
+DiT takes no LoRA (diffusers has no loader for it; :data:`~.lora_plan.NO_LORA_LOADER` says why).
 With ``fuse=True`` (the default) the adapters are merged into the weights,
 ``W <- W + scale * (alpha / r) * B @ A`` per adapted Linear / Conv layer, and the PEFT layers
 are removed: the model is then indistinguishable from a checkpoint with merged weights. With
@@ -28,7 +31,7 @@ import torch
 from .._validation import check_bool
 from ..errors import ModelLoadError
 from .lora_files import LoraAdapter, as_adapters
-from .lora_plan import LORA_COMPONENTS, LoraPart, LoraPlan, modules_of, read_plan, require_peft
+from .lora_plan import LoraLoader, LoraPart, LoraPlan, component_module, lora_loader, modules_of, read_plan, require_peft
 
 if TYPE_CHECKING:  # pragma: no cover
     from .loading import LoadedModel
@@ -75,25 +78,27 @@ def _load_generic(unet: torch.nn.Module, plan: LoraPlan, part: LoraPart, name: s
 
 
 def _load_plan(model: Any, plan: LoraPlan, name: str) -> None:
-    from diffusers.loaders import PeftAdapterMixin, StableDiffusionLoraLoaderMixin
+    from diffusers.loaders import PeftAdapterMixin
+    import diffusers.loaders
 
-    unet_part = plan.parts.get("unet")
-    if unet_part is not None:
+    loader = plan.loader
+    part = plan.parts.get(loader.denoiser)
+    if part is not None:
         if isinstance(model.unet, PeftAdapterMixin):
-            prefix = unet_part.prefix
             model.unet.load_lora_adapter(
-                plan.state_dict if prefix else unet_part.peft,
-                prefix=prefix,
-                network_alphas=None if unet_part.metadata or not prefix else plan.network_alphas,
+                plan.state_dict if part.prefix else part.peft,
+                prefix=part.prefix,
+                network_alphas=None if part.metadata or not part.prefix else plan.network_alphas,
                 adapter_name=name,
-                metadata=unet_part.metadata,
+                metadata=part.metadata,
             )
         else:
-            _load_generic(model.unet, plan, unet_part, name)
-    for component in ("text_encoder", "text_encoder_2"):  # text_encoder_2: SDXL's second encoder
+            _load_generic(model.unet, plan, part, name)
+    mixin = getattr(diffusers.loaders, loader.mixin)
+    for component in loader.text_encoders:
         te_part = plan.parts.get(component)
         if te_part is not None:
-            StableDiffusionLoraLoaderMixin.load_lora_into_text_encoder(
+            mixin.load_lora_into_text_encoder(
                 plan.state_dict,
                 network_alphas=None if te_part.metadata else plan.network_alphas,
                 text_encoder=getattr(model, component),
@@ -103,7 +108,7 @@ def _load_plan(model: Any, plan: LoraPlan, name: str) -> None:
             )
     # every module the file adapts must now carry the adapter
     for component, part in plan.parts.items():
-        named = dict(getattr(model, component).named_modules())
+        named = dict(component_module(model, loader, component).named_modules())
         lost = [
             m for m in modules_of(part.peft)
             if name not in getattr(named.get(m), "lora_A", {}) and name not in getattr(named.get(m), "lora_embedding_A", {})
@@ -114,18 +119,19 @@ def _load_plan(model: Any, plan: LoraPlan, name: str) -> None:
             )
 
 
-def _set_scales(model: Any, names: list[str], scales: list[float], targets: list[list[str]]) -> None:
+def _set_scales(model: Any, loader: LoraLoader, names: list[str], scales: list[float],
+                targets: list[list[str]]) -> None:
     from diffusers.loaders import PeftAdapterMixin
     from diffusers.loaders.lora_base import set_adapters_for_text_encoder
     from diffusers.utils import set_weights_and_activate_adapters
 
-    for component in LORA_COMPONENTS:
+    for component in loader.components:
         pairs = [(n, s) for n, s, t in zip(names, scales, targets) if component in t]
         if not pairs:
             continue
         ns, ws = [p[0] for p in pairs], [p[1] for p in pairs]
-        module = getattr(model, component)
-        if component.startswith("text_encoder"):
+        module = component_module(model, loader, component)
+        if component != loader.denoiser:
             set_adapters_for_text_encoder(ns, module, ws)
         elif isinstance(module, PeftAdapterMixin):
             module.set_adapters(ns, ws)
@@ -143,6 +149,12 @@ def _drop_peft_state(module: torch.nn.Module) -> None:
         module._hf_peft_config_loaded = False
 
 
+def _modules(model: Any) -> list[torch.nn.Module]:
+    """The denoiser and every text encoder of ``model`` (a LoRA may only touch these)."""
+    names = ("unet", "text_encoder", "text_encoder_2", "text_encoder_3")
+    return [m for m in (getattr(model, n, None) for n in names) if isinstance(m, torch.nn.Module)]
+
+
 def _fuse(model: Any, names: list[str]) -> None:
     from diffusers.loaders import PeftAdapterMixin
     from diffusers.loaders.lora_base import fuse_text_encoder_lora
@@ -158,7 +170,7 @@ def _fuse(model: Any, names: list[str]) -> None:
                 layer.merge(adapter_names=names)
             recurse_remove_peft_layers(unet)
             _drop_peft_state(unet)
-    for te in (model.text_encoder, getattr(model, "text_encoder_2", None)):
+    for te in _modules(model)[1:]:
         if _tuner_layers(te):
             fuse_text_encoder_lora(te, lora_scale=1.0, adapter_names=names)
             recurse_remove_peft_layers(te)
@@ -169,7 +181,7 @@ def _undo(model: Any) -> None:
     """Remove every PEFT layer (unmerging first), restoring the base weights after a failure."""
     from diffusers.utils import recurse_remove_peft_layers
 
-    for module in (model.unet, model.text_encoder, getattr(model, "text_encoder_2", None)):
+    for module in _modules(model):
         layers = _tuner_layers(module)
         if not layers:
             continue
@@ -181,9 +193,7 @@ def _undo(model: Any) -> None:
 
 
 def _finish(model: Any) -> None:
-    for module in (model.unet, model.text_encoder, getattr(model, "text_encoder_2", None)):
-        if module is None:
-            continue
+    for module in _modules(model):
         params = list(module.parameters())
         if any(p.dtype != model.dtype for p in params):
             module.to(dtype=model.dtype)
@@ -196,15 +206,18 @@ def _finish(model: Any) -> None:
         predictor._empty_cond = None  # cached empty-prompt embedding of the old text encoder
 
 
-def _check_model(model: Any) -> None:
-    from diffusers import UNet2DConditionModel, UNet2DModel
+def _check_model(model: Any) -> LoraLoader:
+    """The family's LoRA loader, after checking the denoiser takes diffusers' or PEFT's loading."""
+    from diffusers import UNet2DModel
+    from diffusers.loaders import PeftAdapterMixin
 
-    unet = getattr(model, "unet", None)
-    if not isinstance(unet, (UNet2DModel, UNet2DConditionModel)):
+    loader = lora_loader(model)
+    if not isinstance(model.unet, (PeftAdapterMixin, UNet2DModel)):
         raise ModelLoadError(
-            f"model: expected a LoadedModel with a diffusers UNet2DModel or UNet2DConditionModel, got "
-            f"{type(model).__name__} with unet {type(unet).__name__}"
+            f"model: expected a {loader.family} denoiser with diffusers' PeftAdapterMixin (load_lora_adapter) or a "
+            f"UNet2DModel, got {type(model.unet).__name__}"
         )
+    return loader
 
 
 def _adapter_names(model: Any, count: int) -> list[str]:
@@ -231,7 +244,7 @@ def _load_all(model: Any, plans: list[LoraPlan], names: list[str], targets: list
             warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
             for plan, name in zip(plans, names):
                 _load_plan(model, plan, name)
-        _set_scales(model, names, [p.adapter.scale for p in plans], targets)
+        _set_scales(model, plans[0].loader, names, [p.adapter.scale for p in plans], targets)
         if fuse:
             _fuse(model, names)
     except ModelLoadError:
@@ -249,7 +262,8 @@ def _load_all(model: Any, plans: list[LoraPlan], names: list[str], targets: list
 
 
 def apply_lora(model: "LoadedModel", adapters: Sequence[LoraAdapter], *, fuse: bool = True) -> list[dict]:
-    """Load LoRA adapters into ``model.unet`` (and ``model.text_encoder``), in place.
+    """Load LoRA adapters into the denoiser ``model.unet`` (and the text encoders its family's
+    diffusers LoRA mixin adapts), in place.
 
     Each adapter's tensors are checked against the model first (every adapted module must
     exist and take the factors' shapes; nothing is modified when one adapter fails these
@@ -260,7 +274,8 @@ def apply_lora(model: "LoadedModel", adapters: Sequence[LoraAdapter], *, fuse: b
     gradients, and ``model.lora`` gets the records appended.
 
     Args:
-        model: a :class:`ldminv_core.models.loading.LoadedModel` (UNet2DModel or UNet2DConditionModel).
+        model: a :class:`ldminv_core.models.loading.LoadedModel` of a family in
+            :data:`~.lora_plan.LORA_LOADERS` (sd, sdxl, sd3, flux, class_unet, unconditional).
         adapters: the adapters, applied in order (a bare path means scale 1.0).
         fuse: merge the adapters into the weights and remove the PEFT layers (default); False
             keeps the PEFT layers active (same outputs up to float rounding).
@@ -268,25 +283,27 @@ def apply_lora(model: "LoadedModel", adapters: Sequence[LoraAdapter], *, fuse: b
     Returns:
         One record per adapter: ``{"path": absolute path given, "file": the weight file,
         "sha256": hex digest of the file's bytes, "scale": float, "adapter_name": str,
-        "targets": ["unet"] / ["unet", "text_encoder"] / ["text_encoder"] (SDXL also "text_encoder_2"), "n_tensors": number
-        of tensors in the file, "fused": bool}``.
+        "targets": the components adapted, named as the file's keys are (the denoiser "unet" or
+        "transformer", "text_encoder", "text_encoder_2"), "n_tensors": number of tensors in the
+        file, "fused": bool}``.
 
     Raises:
         ModelLoadError: peft not installed; an adapter path missing, a folder without a
             safetensors weight file, a pickled or other non-safetensors file, a corrupt file;
-            tensors that match no module of the UNet / text encoder or do not fit their shapes
-            (a LoRA made for another model), text-encoder tensors for a model without one,
+            tensors that match no module of the denoiser / text encoder or do not fit their shapes
+            (a LoRA made for another model), tensors of a component the family's loader does
+            not adapt (naming the layers), a family without a LoRA loader (DiT),
             DoRA / LoKr files; a scale that is not a finite number; the model already holding
             unfused adapters. Messages name the adapter index and file.
     """
     # 1. check the arguments and that the model holds no unfused adapters
     items = as_adapters(adapters)
     fuse = check_bool(fuse, "fuse", error=ModelLoadError)
-    _check_model(model)
     if not items:
         return []
+    loader = _check_model(model)
     require_peft()
-    held = [c for c in LORA_COMPONENTS if _tuner_layers(getattr(model, c, None))]
+    held = [type(m).__name__ for m in _modules(model) if _tuner_layers(m)]
     if held:
         raise ModelLoadError(
             f"lora: the model's {' and '.join(held)} already hold(s) unfused LoRA adapters (from "
@@ -295,7 +312,7 @@ def apply_lora(model: "LoadedModel", adapters: Sequence[LoraAdapter], *, fuse: b
     # 2. read every adapter against the model before touching it
     plans = [read_plan(a, i, model) for i, a in enumerate(items)]
     names = _adapter_names(model, len(plans))
-    targets = [[c for c in LORA_COMPONENTS if c in p.parts] for p in plans]
+    targets = [[c for c in loader.components if c in p.parts] for p in plans]
     # 3. load, weight and fuse them (all or none)
     _load_all(model, plans, names, targets, fuse)
     # 4. the records, appended to model.lora

@@ -1,7 +1,9 @@
 """Reading one LoRA adapter file against a model, without modifying it: its tensors (hashed,
-checked for DoRA / LoKr / non-finite values), diffusers' conversion to PEFT names, and the check
-that every adapted module exists in the UNet / text encoder and takes the factors' shapes, so a
-LoRA made for another model is refused with the names at fault instead of being half-applied.
+checked for DoRA / LoKr / non-finite values), the key mapping of the family's diffusers pipeline
+LoRA mixin (:data:`LORA_LOADERS`: its ``lora_state_dict`` converts Kohya / A1111, older diffusers,
+XLabs and BFL names), and the check that every adapted module exists in the denoiser / text
+encoder and takes the factors' shapes, so a LoRA made for another model is refused with the names
+at fault instead of being half-applied.
 """
 from __future__ import annotations
 
@@ -16,17 +18,67 @@ import torch
 from ..errors import ModelLoadError
 from .lora_files import PEFT_REQUIREMENT, LoraAdapter, read_safetensors, resolve_file
 
-__all__ = ["LoraPart", "LoraPlan", "LORA_COMPONENTS", "require_peft", "read_plan", "modules_of"]
+__all__ = ["LoraLoader", "LoraPart", "LoraPlan", "LORA_LOADERS", "NO_LORA_LOADER", "lora_loader", "require_peft",
+           "read_plan", "modules_of", "component_module"]
 
-#: The components a LoRA file may adapt, as its tensor names start.
-LORA_COMPONENTS = ("unet", "text_encoder", "text_encoder_2")  # text_encoder_2: SDXL
+#: family name (``Family.name``) -> (diffusers pipeline LoRA mixin whose ``lora_state_dict`` maps the
+#: key formats, the denoiser's key prefix, the text encoders the mixin adapts). The denoiser is
+#: ``LoadedModel.unet`` whatever its class; the text encoders are the LoadedModel attributes of the
+#: same names. UNet2DModel families have no pipeline mixin of their own: the SD mixin maps the keys.
+LORA_LOADERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "sd": ("StableDiffusionLoraLoaderMixin", "unet", ("text_encoder",)),
+    "sdxl": ("StableDiffusionXLLoraLoaderMixin", "unet", ("text_encoder", "text_encoder_2")),
+    "sd3": ("SD3LoraLoaderMixin", "transformer", ("text_encoder", "text_encoder_2")),
+    "flux": ("FluxLoraLoaderMixin", "transformer", ("text_encoder",)),
+    "class_unet": ("StableDiffusionLoraLoaderMixin", "unet", ()),
+    "unconditional": ("StableDiffusionLoraLoaderMixin", "unet", ()),
+}
+#: families diffusers gives no LoRA loader, and why.
+NO_LORA_LOADER: dict[str, str] = {
+    "dit": "diffusers has no LoRA loader for DiT: DiTPipeline has no LoRA loader mixin and its "
+           "DiTTransformer2DModel / Transformer2DModel do not inherit PeftAdapterMixin (no load_lora_adapter), "
+           "and no trainer writes a LoRA file format for it",
+}
+_COMPONENT_PREFIXES = ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3", "prior")
+
+
+@dataclass(frozen=True)
+class LoraLoader:
+    """How diffusers loads one family's LoRA files (a row of :data:`LORA_LOADERS`)."""
+
+    family: str
+    mixin: str
+    denoiser: str
+    text_encoders: tuple[str, ...]
+
+    @property
+    def components(self) -> tuple[str, ...]:
+        return (self.denoiser, *self.text_encoders)
+
+
+def lora_loader(model: Any) -> LoraLoader:
+    """The :class:`LoraLoader` of ``model.family`` (ModelLoadError for a family without one)."""
+    family = getattr(getattr(model, "family", None), "name", None)
+    if family in LORA_LOADERS:
+        return LoraLoader(family, *LORA_LOADERS[family])
+    if family in NO_LORA_LOADER:
+        raise ModelLoadError(f"lora: the model is of the {family} family, which takes no LoRA: {NO_LORA_LOADER[family]}")
+    raise ModelLoadError(
+        f"lora: expected a LoadedModel of a family with a LoRA loader ({', '.join(LORA_LOADERS)}), got "
+        f"{type(model).__name__} of family {family!r} with denoiser {type(getattr(model, 'unet', None)).__name__}"
+    )
+
+
+def component_module(model: Any, loader: LoraLoader, component: str) -> torch.nn.Module | None:
+    """The module of ``model`` a LoRA component adapts (the denoiser is ``model.unet``)."""
+    return model.unet if component == loader.denoiser else getattr(model, component, None)
 
 
 @dataclass
 class LoraPart:
-    """The tensors of one adapter for one component (unet or text_encoder)."""
+    """The tensors of one adapter for one component (the denoiser or a text encoder)."""
 
-    prefix: str | None  # key prefix in the diffusers state dict ("unet", "text_encoder", None = bare keys)
+    prefix: str | None  # key prefix in the diffusers state dict ("unet", "transformer", "text_encoder", None = bare)
     peft: dict[str, torch.Tensor]  # PEFT-format keys relative to the component
     metadata: dict | None  # diffusers' lora_adapter_metadata for the component (prefixed like the keys)
 
@@ -42,6 +94,7 @@ class LoraPlan:
     n_tensors: int
     state_dict: dict[str, torch.Tensor]
     network_alphas: dict | None
+    loader: LoraLoader
     parts: dict[str, LoraPart] = field(default_factory=dict)
 
     @property
@@ -97,7 +150,7 @@ def _load_tensors(file: Path, index: int) -> tuple[str, dict[str, torch.Tensor],
 
 
 def _adapter_metadata(header: dict, what: str) -> dict | None:
-    """diffusers' ``lora_adapter_metadata`` of the file's header, or None."""
+    """diffusers' ``lora_adapter_metadata`` of the file's header (the bytes hashed), or None."""
     raw_meta = (header.get("__metadata__") or {}).get("lora_adapter_metadata")
     if not raw_meta:
         return None
@@ -110,63 +163,90 @@ def _adapter_metadata(header: dict, what: str) -> dict | None:
     return metadata
 
 
-def _diffusers_state_dict(tensors: dict[str, torch.Tensor], what: str) -> tuple[dict, dict | None]:
-    """(state dict, network alphas) in diffusers' names, every tensor a LoRA factor."""
-    from diffusers.loaders import StableDiffusionLoraLoaderMixin
+def _diffusers_state_dict(tensors: dict[str, torch.Tensor], loader: LoraLoader, model: Any,
+                          what: str) -> tuple[dict, dict | None]:
+    """(state dict, network alphas) in diffusers' names, as the family's pipeline LoRA mixin's
+    ``lora_state_dict`` converts them (its ``load_lora_weights`` arguments); every tensor a LoRA factor."""
+    import diffusers.loaders
 
+    mixin = getattr(diffusers.loaders, loader.mixin)
+    kwargs: dict[str, Any] = {}
+    if loader.family == "sdxl":  # StableDiffusionXLLoraLoaderMixin.load_lora_weights maps SGM blocks by it
+        kwargs["unet_config"] = model.unet.config
+    if loader.mixin == "FluxLoraLoaderMixin":
+        kwargs["return_alphas"] = True
     try:
-        state_dict, network_alphas = StableDiffusionLoraLoaderMixin.lora_state_dict(dict(tensors))
+        out = mixin.lora_state_dict(dict(tensors), **kwargs)
     except Exception as exc:  # noqa: BLE001 - conversion of unknown key layouts
         raise ModelLoadError(
-            f"{what}: diffusers cannot read the tensor names as a Stable Diffusion LoRA "
-            f"({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
+            f"{what}: diffusers' {loader.mixin}.lora_state_dict cannot read the tensor names as a LoRA of the "
+            f"{loader.family} family ({type(exc).__name__}: {' '.join(str(exc).split())[:300]})"
         ) from exc
+    state_dict, network_alphas = out if isinstance(out, tuple) else (out, None)
     not_lora = [k for k in state_dict if "lora" not in k]
     if not_lora:
         raise ModelLoadError(
             f"{what}: {len(not_lora)} tensor(s) are not LoRA factors (e.g. {not_lora[0]!r}); expected names "
-            "with lora_A/lora_B (PEFT) or lora.down/lora.up, as save_lora_weights writes them"
+            "with lora_A/lora_B (PEFT) or lora.down/lora.up, as save_lora_weights writes them (Flux Control "
+            "LoRAs, which also replace norm layers and widen the input, are not supported)"
         )
-    return state_dict, network_alphas
+    return state_dict, network_alphas or None
 
 
-def _group(state_dict: dict[str, torch.Tensor], model: Any, what: str) -> dict[str | None, dict[str, torch.Tensor]]:
-    """The tensors by key prefix ("unet", "text_encoder", or None for bare UNet keys)."""
-    groups: dict[str | None, dict[str, torch.Tensor]] = {p: {} for p in LORA_COMPONENTS}
-    other: dict[str, torch.Tensor] = {}
+def _layers(keys: Any, prefix: str | None) -> str:
+    names = sorted({k.removeprefix(f"{prefix}.").split(".lora")[0] for k in keys})
+    return ", ".join(map(repr, names[:3])) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def _group(state_dict: dict[str, torch.Tensor], model: Any, loader: LoraLoader,
+           what: str) -> dict[str | None, dict[str, torch.Tensor]]:
+    """The tensors by key prefix (the loader's components, or None for bare denoiser keys)."""
+    groups: dict[str | None, dict[str, torch.Tensor]] = {p: {} for p in loader.components}
+    other: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in state_dict.items():
         head = k.split(".", 1)[0]
-        (groups[head] if head in groups else other)[k] = v
-    unet_children = {n for n, _ in model.unet.named_children()}
-    if other and not any(groups.values()) and {k.split(".", 1)[0] for k in other} <= unet_children:
-        groups = {None: other}  # bare UNet keys, as UNet2DConditionModel.save_lora_adapter writes them
-    elif other:
-        all_heads = {k.split(".", 1)[0] for k in other}
-        heads = sorted(all_heads - unet_children) or sorted(all_heads)
+        (groups[head] if head in groups else other.setdefault(head, {}))[k] = v
+    if not other:
+        return groups
+    children = {n for n, _ in model.unet.named_children()}
+    if not any(groups.values()) and set(other) <= children:
+        return {None: {k: v for part in other.values() for k, v in part.items()}}  # bare keys (save_lora_adapter)
+    cls, n = type(model.unet).__name__, sum(map(len, other.values()))
+    known = [c for c in _COMPONENT_PREFIXES if c in other]
+    if known:
+        comp, also = known[0], ", ".join(f"{len(other[c])} {c}" for c in known[1:])
+        label, noun = ("text-encoder", "text encoder") if comp == "text_encoder" else (comp, comp)
         raise ModelLoadError(
-            f"{what}: {len(other)} tensor(s) belong to neither the UNet nor the text encoder (names starting with "
-            f"{', '.join(repr(h + '.') for h in heads[:4])}, e.g. {next(iter(other))!r}); expected 'unet.' and "
-            "'text_encoder.' names (and 'text_encoder_2.' for SDXL): the LoRA was made for another pipeline"
+            f"{what}: the file holds {len(other[comp])} {label} tensor(s) but the model ({cls}) has no {noun} "
+            f"that diffusers' {loader.mixin} adapts in the {loader.family} family (it adapts "
+            f"{', '.join(loader.components)}); the LoRA was made for another model (its {comp} layers: "
+            f"{_layers(other[comp], comp)}{f'; it also holds {also} tensor(s)' if also else ''})"
         )
-    return groups
+    heads = sorted(set(other) - children) or sorted(other)
+    raise ModelLoadError(
+        f"{what}: {n} tensor(s) belong to none of the {loader.family} family's LoRA components "
+        f"({', '.join(loader.components)}): names starting with {', '.join(repr(h + '.') for h in heads[:4])}, "
+        f"e.g. {next(iter(other[heads[0]]))!r}; the LoRA was made for another pipeline"
+    )
 
 
 def _part(prefix: str | None, part: dict[str, torch.Tensor], metadata: dict | None, model: Any,
-          what: str) -> tuple[str, LoraPart]:
-    """(component, its part in PEFT names), checked against the model's component."""
+          loader: LoraLoader, what: str) -> tuple[str, LoraPart]:
+    """(component, its part in PEFT names as diffusers' loaders convert them), checked against the
+    model's component."""
     from diffusers.utils import (
         convert_state_dict_to_diffusers,
         convert_state_dict_to_peft,
         convert_unet_state_dict_to_peft,
     )
 
-    component = prefix if prefix in ("text_encoder", "text_encoder_2") else "unet"
-    module = getattr(model, component, None)
+    component = prefix or loader.denoiser
+    module = component_module(model, loader, component)
     if module is None:
+        label, noun = ("text-encoder", "text encoder") if component == "text_encoder" else (component, component)
         raise ModelLoadError(
-            f"{what}: the file holds {len(part)} {'text-encoder' if component == 'text_encoder' else component} "
-            f"tensor(s) but the model ({type(model.unet).__name__}) has no "
-            f"{'text encoder' if component == 'text_encoder' else component}; the LoRA was made for another model"
+            f"{what}: the file holds {len(part)} {label} tensor(s) but the model ({type(model.unet).__name__}) has "
+            f"no {noun}; the LoRA was made for another model"
         )
     sub = {k.removeprefix(f"{prefix}."): v for k, v in part.items()} if prefix else dict(part)
     meta = None
@@ -174,9 +254,9 @@ def _part(prefix: str | None, part: dict[str, torch.Tensor], metadata: dict | No
         meta = {k: v for k, v in metadata.items() if k.startswith(f"{prefix}.")} if prefix else dict(metadata)
         meta = meta or None
     try:
-        if component == "unet":
+        if component == loader.denoiser:  # as PeftAdapterMixin.load_lora_adapter converts
             peft_sd = sub if "lora_A" in next(iter(sub)) else convert_unet_state_dict_to_peft(sub)
-        else:
+        else:  # as diffusers' load_lora_into_text_encoder converts
             peft_sd = convert_state_dict_to_peft(convert_state_dict_to_diffusers(sub))
             if not hasattr(module, "text_model"):
                 peft_sd = {k.removeprefix("text_model."): v for k, v in peft_sd.items()}
@@ -193,21 +273,23 @@ def read_plan(adapter: LoraAdapter, index: int, model: Any) -> LoraPlan:
     """Read, hash and check one adapter file against the model (the model is not modified).
 
     Raises:
-        ModelLoadError: naming ``lora[index]``, the file and the tensors or modules at fault.
+        ModelLoadError: naming ``lora[index]``, the file and the tensors or modules at fault; a
+            model whose family takes no LoRA (see :func:`lora_loader`).
     """
+    loader = lora_loader(model)
     # 1. the file's tensors and metadata
     file = resolve_file(adapter, index)
     what = f"lora[{index}] {file}"
     sha256, tensors, header = _load_tensors(file, index)
     metadata = _adapter_metadata(header, what)
-    # 2. diffusers' names, grouped by component
-    state_dict, network_alphas = _diffusers_state_dict(tensors, what)
-    plan = LoraPlan(adapter, index, file, sha256, len(tensors), state_dict, network_alphas or None)
-    groups = _group(state_dict, model, what)
+    # 2. diffusers' names (the family's mixin), grouped by component
+    state_dict, network_alphas = _diffusers_state_dict(tensors, loader, model, what)
+    plan = LoraPlan(adapter, index, file, sha256, len(tensors), state_dict, network_alphas, loader)
+    groups = _group(state_dict, model, loader, what)
     # 3. each component's part in PEFT names, checked against the model
     for prefix, part in groups.items():
         if part:
-            component, lora_part = _part(prefix, part, metadata, model, what)
+            component, lora_part = _part(prefix, part, metadata, model, loader, what)
             plan.parts[component] = lora_part
     return plan
 

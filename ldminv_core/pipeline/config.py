@@ -24,7 +24,8 @@ class AnalyzeConfig:
     """Settings of one analysis (mirrors ``python -m ldminv_core analyze``).
 
     Attributes:
-        model: diffusers pipeline folder or hub id.
+        model: diffusers pipeline folder or hub id; with ``model_adapter``, the path handed to the
+            adapter's ``build_adapter`` (e.g. a folder of checkpoints), or None.
         members, heldout: image folders of the training members and of held-out images.
         out: run folder to write (created; an unfinished run there is resumed).
         attacks: names from :data:`ldminv_core.attacks.ATTACKS` (a comma string is accepted).
@@ -65,6 +66,15 @@ class AnalyzeConfig:
             is downloaded) whose embeddings add the ``encoder`` feature group to the blind
             baseline (:func:`ldminv_core.models.blind_encoder.load_image_encoder`); None: no such group.
             Compared on resume; run.json "blind" "encoder" records the model that made them.
+        model_adapter: a Python file defining ``build_adapter(model_path, *, device, dtype)`` that
+            builds a custom (non-diffusers) PyTorch model with the user's own code
+            (:mod:`ldminv_core.models.custom_adapter`); ``model`` is then optional and passed to it.
+            The settings hold its path and SHA-256 (a changed file is not resumed); run.json records
+            family "custom" and "adapter".
+        model_config: with ``model`` a single-file checkpoint (``.safetensors`` in the original
+            layout), a diffusers pipeline folder of the same model whose configs convert it
+            (:mod:`ldminv_core.models.single_file`; once, offline, cached); run.json records the
+            file and its SHA-256 under "single_file". None otherwise.
     """
 
     model: str
@@ -90,6 +100,8 @@ class AnalyzeConfig:
     allow_duplicates: bool = False
     break_lock: bool = False
     blind_encoder: str | None = None
+    model_adapter: str | None = None
+    model_config: str | None = None
 
 
 def preset_config(name: str, **options: Any) -> AnalyzeConfig:
@@ -177,6 +189,14 @@ def _model_ref(model: Any) -> str:
     path = Path(str(model)).expanduser()
     return str(path.resolve()) if path.exists() else str(model)
 
+
+
+def _adapter_ref(value: Any) -> tuple[str, str]:
+    """(absolute path, SHA-256) of ``AnalyzeConfig.model_adapter`` (AdapterError unless a readable .py file)."""
+    from ldminv_core.models.custom_adapter import adapter_file_sha256, check_adapter_file
+
+    path = check_adapter_file(_as_path_text(value, "model_adapter (--model-adapter)"))
+    return str(path), adapter_file_sha256(path)
 
 
 def _normalize_lora(paths: Any, scales: Any) -> tuple[tuple[str, float], ...]:

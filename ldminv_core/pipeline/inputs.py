@@ -1,6 +1,7 @@
-"""The model and the images of a plan: loading them (with the configured LoRA adapters, on this
-rank's device) and checking them against the plan (LoRA adapters and their hashes, timesteps
-within the scheduler, duplicate images), and the samples table they make."""
+"""The model and the images of a plan: loading them (a diffusers folder with the configured LoRA
+adapters, or a custom model through its adapter file, on this rank's device) and checking them
+against the plan (LoRA adapters and their hashes, the model adapter's hash, timesteps within the
+scheduler, duplicate images), and the samples table they make."""
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,9 @@ __all__ = ["load_config_model"]
 
 
 def _check_model_lora(plan: _Plan, model: LoadedModel) -> None:
-    """RunError when a given model does not carry exactly the configured LoRA adapters."""
+    """RunError when a given model does not carry exactly the configured LoRA adapters, or was not
+    built by the configured model adapter file (same SHA-256)."""
+    _check_model_adapter(plan, model)
     have = [(str(r.get("path")), float(r.get("scale"))) for r in getattr(model, "lora", ())]
     want = [(p, s) for p, s in plan.lora]
     if have != want:
@@ -31,6 +34,19 @@ def _check_model_lora(plan: _Plan, model: LoadedModel) -> None:
             f"model: the given model carries LoRA adapters {shown(have)} but the configuration asks for "
             f"{shown(want)}; load it with ldminv_core.pipeline.inputs.load_config_model(config)"
         )
+
+
+def _check_model_adapter(plan: _Plan, model: LoadedModel) -> None:
+    """RunError when the model's adapter file (by SHA-256) is not the configured one, either way."""
+    record = getattr(model, "adapter_record", None) or {}
+    have, want = record.get("sha256"), plan.model_adapter_sha256
+    if have == want:
+        return
+    shown = lambda path, sha: f"{path} (SHA-256 {sha[:12]}...)" if sha else "none (a diffusers pipeline)"
+    raise RunError(
+        f"model: the model was built by the adapter file {shown(record.get('path'), have)} but the configuration "
+        f"asks for {shown(plan.model_adapter, want)}; load it with ldminv_core.pipeline.inputs.load_config_model(config)"
+    )
 
 
 def _check_lora_hashes(plan: _Plan, model: LoadedModel, recorded: Any) -> None:
@@ -63,8 +79,19 @@ def load_config_model(config: AnalyzeConfig, *, device: str | torch.device | Non
 
 
 def _load_plan_model(plan: _Plan, device: str | torch.device) -> LoadedModel:
-    """The model of ``plan`` on ``device``, with its LoRA adapters applied."""
-    return load_model(plan.model, device=device, lora=plan.adapters() or None)
+    """The model of ``plan`` on ``device``: its diffusers folder with its LoRA adapters applied, or
+    the custom model its adapter file builds (:mod:`ldminv_core.models.custom_adapter`)."""
+    if plan.model_adapter is None:
+        return load_model(plan.model, device=device, lora=plan.adapters() or None, model_config=plan.model_config)
+    from ldminv_core.models.custom_adapter import load_custom_model
+
+    model = load_custom_model(plan.model_adapter, model_path=plan.model, device=device)
+    _check_model_adapter(plan, model)  # the file hashed by the settings is the file that was run
+    if plan.latent == "sample" and model.adapter.posterior_std is None:
+        raise LdminvError(
+            f"latent: 'sample' draws each latent from the encoder's posterior, but the adapter {plan.model_adapter} "
+            "gives no posterior_std; add it to its ModelAdapter or analyze the encoder mean (--latent mean)")
+    return model
 
 
 def _check_timesteps_for_model(plan: _Plan, model: LoadedModel) -> None:

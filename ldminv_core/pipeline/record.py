@@ -32,6 +32,8 @@ def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
         "model": plan.model,
         "model_class": type(model.unet).__name__,
         "family": model.family.name if model.family is not None else None,
+        **({"adapter": dict(model.adapter_record)} if getattr(model, "adapter_record", None) else {}),
+        **({"single_file": dict(model.single_file)} if getattr(model, "single_file", None) else {}),
         "members": plan.members,
         "heldout": plan.heldout,
         "limit": plan.limit,

@@ -22,6 +22,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .analyze_command import run_analyze_command  # torch: not for --help
 
             return run_analyze_command(args)
+        if args.command == "convert":
+            from .convert_command import run_convert_command
+
+            return run_convert_command(args)
         from .report_command import run_report_command
 
         return run_report_command(args)

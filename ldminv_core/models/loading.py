@@ -20,7 +20,8 @@ from .lora_files import check_lora
 from .families import Family, TextPart, detect_family
 from .noise_prediction import NoisePrediction
 from .schedules import is_flow_scheduler
-from .sources import Source, check_folder_layout, check_source_arg, locate
+from .single_file import resolve_single_file
+from .sources import Source, check_folder_layout, locate
 from .configs import read_checked_configs
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -54,6 +55,8 @@ class LoadedModel:
         family: the :class:`~ldminv_core.models.families.Family` the folder was recognised as.
         text_encoder_2, tokenizer_2: SDXL's second text encoder (CLIPTextModelWithProjection) and
             its tokenizer, else None.
+        single_file: for a single-file checkpoint, its record (file, SHA-256, config folder, the
+            converted folder: :func:`ldminv_core.models.single_file.resolve_single_file`), else None.
     """
 
     vae: Any
@@ -75,6 +78,7 @@ class LoadedModel:
     family: Family | None = None
     text_encoder_2: Any = None
     tokenizer_2: Any = None
+    single_file: dict | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -291,6 +295,7 @@ def load_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     lora: Sequence[LoraAdapter] | None = None,
+    model_config: str | os.PathLike | None = None,
 ) -> LoadedModel:
     """Load a latent diffusion model from a diffusers pipeline folder or a hub id.
 
@@ -304,6 +309,7 @@ def load_model(
             UNet (and the text encoder) after loading, with
             :func:`~ldminv_core.models.lora_apply.apply_lora`; their records go to
             ``LoadedModel.lora``.
+        model_config: the config folder of a single-file checkpoint ``source`` (:mod:`.single_file`).
 
     Returns:
         :class:`LoadedModel`, all modules in eval mode with ``requires_grad`` False; images
@@ -314,9 +320,10 @@ def load_model(
             VAE/UNet/scheduler class; UNet in_channels != VAE latent_channels; conditional
             UNet without text_encoder/ or tokenizer/; hub id neither cached nor reachable;
             a LoRA adapter that cannot be applied (see :func:`~ldminv_core.models.lora_apply.apply_lora`).
+            a refused single-file checkpoint (:func:`~ldminv_core.models.single_file.check_single_file`).
     """
-    # 1. where the model is, and its layout and configs (no weights read yet)
-    check_source_arg(source)
+    # 1. where the model is (a single-file checkpoint: its converted folder), its layout and configs
+    source, single_file = resolve_single_file(source, model_config=model_config)  # checks the argument
     dev = resolve_device(device)
     src = locate(source)
     if not src.hub:
@@ -354,6 +361,7 @@ def load_model(
         family=family,
         text_encoder_2=text.get("text_encoder_2"),
         tokenizer_2=text.get("tokenizer_2"),
+        single_file=single_file,
     )
     # 5. the LoRA adapters, fused into the weights
     if lora is not None:

@@ -34,6 +34,7 @@ import torch
 
 from .. import geometry as _geometry
 from ..errors import RunError
+from ldminv_core.models.single_file import check_single_file_unchanged
 from ldminv_core.models.loading import LoadedModel
 from ldminv_core.geometry.precomputed import PrecomputedGeometry
 from ldminv_core.runs import RunWriter, delete_run, planned_stages, run_status
@@ -159,6 +160,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
             writer.update(warnings=run_warnings)
         # 4. record this session
         _check_lora_hashes(plan, model, writer.data.get("lora"))
+        check_single_file_unchanged(getattr(model, "single_file", None), writer.data.get("single_file"))
         _record_session(writer, model)
         session = _Session(plan, ctx, writer, model, progress, should_stop, infl_method, lv_method)
         session.add_time("load", time.perf_counter() - t0)

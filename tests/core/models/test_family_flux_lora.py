@@ -146,3 +146,55 @@ def test_sd1_and_sdxl_adapters_on_flux_are_refused_naming_the_layers(flux_lora, 
     assert model.lora == () and not any(isinstance(m, BaseTunerLayer) for m in model.unet.modules())
     for k, v in model.unet.state_dict().items():
         assert torch.equal(v, before[k]), k
+
+
+@pytest.mark.slow
+def test_analyze_with_a_flux_lora(flux_lora, tmp_path, capsys):
+    """``analyze --lora`` on Flux: run.json records the adapter's SHA-256, scale and targets; scale 0
+    stores the base run's terms bit for bit, scale 1 other terms; a changed adapter file refuses
+    to resume the run."""
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from ldminv_core.__main__ import main
+    from ldminv_core.models.lora_files import LORA_WEIGHT_NAME
+    from tests.tiny_models import write_image_folder
+
+    folder, root = flux_lora
+    write_image_folder(tmp_path / "members", 2, seed=1, captions=True, prefix="m", modes=("RGB",))
+    write_image_folder(tmp_path / "heldout", 2, seed=2, captions=True, prefix="h", modes=("RGB",))
+
+    def analyze(out: str, *extra) -> int:
+        return main(["analyze", "--model", str(folder), "--members", str(tmp_path / "members"),
+                     "--heldout", str(tmp_path / "heldout"), "--out", str(tmp_path / out), "--attacks", "sima",
+                     "--timesteps", "0,10", "--influence", "exact", "--threads", "1", *map(str, extra)])
+
+    lora = root / "lora"
+    assert analyze("base") == 0 and analyze("zero", "--lora", lora, "--lora-scale", 0) == 0
+    assert analyze("one", "--lora", lora) == 0
+    (record,) = json.loads((tmp_path / "one" / "run.json").read_text())["lora"]
+    assert record["sha256"] == hashlib.sha256((lora / LORA_WEIGHT_NAME).read_bytes()).hexdigest()
+    assert record["scale"] == 1.0 and record["targets"] == ["transformer"]
+    terms = {k: np.load(tmp_path / k / "residuals" / "sima.npy") for k in ("base", "zero", "one")}
+    np.testing.assert_array_equal(terms["zero"], terms["base"])
+    assert np.abs(terms["one"] - terms["base"]).max() > 1e-4
+
+    # resuming an unfinished run whose adapter file changed since it started is refused
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / LORA_WEIGHT_NAME).write_bytes((lora / LORA_WEIGHT_NAME).read_bytes())
+    assert analyze("again", "--lora", changed) == 0
+    run_json = tmp_path / "again" / "run.json"
+    state = json.loads(run_json.read_text())
+    state["status"] = "running"
+    state["stages"] = {k: v for k, v in state["stages"].items() if k == "encode"}
+    run_json.write_text(json.dumps(state))
+    tensors = safetensors.torch.load_file(changed / LORA_WEIGHT_NAME)
+    key = next(k for k in tensors if "lora_B" in k)
+    tensors[key] = tensors[key] * 2
+    safetensors.torch.save_file(tensors, changed / LORA_WEIGHT_NAME)
+    capsys.readouterr()
+    assert analyze("again", "--lora", changed) != 0
+    assert "changed since this run started" in capsys.readouterr().err

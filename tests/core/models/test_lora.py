@@ -410,6 +410,32 @@ def test_lora_for_another_model_is_refused_and_leaves_the_model_unchanged(loras,
         apply_lora(mc, [LoraAdapter(tmp_path / "sdxl.safetensors")])
 
 
+def test_class_unet_takes_a_lora_and_dit_is_refused_saying_why(tmp_path):
+    """The class-conditional UNet2DModel family loads through PEFT injection like the unconditional
+    one (equal to a hand merge, class embedding adapted too); DiT has no diffusers LoRA loader and
+    is refused at load time, saying why."""
+    from tests.tiny_families import build_tiny_class_unet, build_tiny_dit
+
+    folder = build_tiny_class_unet(tmp_path / "class_unet")
+    base = UNet2DModel.from_pretrained(folder, subfolder="unet").eval()
+    sd, config = _lora_state(base, ["to_q", "conv1", "class_embedding"], r=2, alpha=2, seed=30)
+    _save(tmp_path / "class_lora", unet=(sd, config))
+    m = load_model(folder, lora=[LoraAdapter(tmp_path / "class_lora", 0.5)])
+    assert m.family.name == "class_unet" and m.lora[0]["targets"] == ["unet"]
+    want = _merge(base, [(sd, 1.0, 0.5)]).state_dict()  # Linear / Conv layers
+    a, b = sd["class_embedding.lora_embedding_A"], sd["class_embedding.lora_embedding_B"]
+    want["class_embedding.weight"] = want["class_embedding.weight"] + 0.5 * (b @ a).T  # (classes, dim)
+    for k, v in m.unet.state_dict().items():
+        torch.testing.assert_close(v, want[k], atol=1e-6, rtol=0, msg=k)
+    assert any(not torch.equal(v, base.state_dict()[k]) for k, v in m.unet.state_dict().items())
+
+    dit = build_tiny_dit(tmp_path / "dit")
+    with pytest.raises(ModelLoadError, match=r"dit family, which takes no LoRA: diffusers has no LoRA loader for DiT: "
+                       r"DiTPipeline has no LoRA loader mixin"):
+        load_model(dit, lora=[LoraAdapter(tmp_path / "class_lora")])
+    assert load_model(dit, lora=[]).lora == ()
+
+
 @pytest.mark.parametrize("scale", [float("nan"), float("inf"), -math.inf, "0.5", None, True])
 def test_scale_must_be_a_finite_number(scale, tmp_path):
     with pytest.raises(ModelLoadError, match=r"lora scale of .*x\.safetensors: expected a finite number"):

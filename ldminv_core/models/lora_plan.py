@@ -200,32 +200,33 @@ def _layers(keys: Any, prefix: str | None) -> str:
 
 def _group(state_dict: dict[str, torch.Tensor], model: Any, loader: LoraLoader,
            what: str) -> dict[str | None, dict[str, torch.Tensor]]:
-    """The tensors by key prefix (the loader's components, or None for bare denoiser keys)."""
-    groups: dict[str | None, dict[str, torch.Tensor]] = {p: {} for p in loader.components}
+    """The tensors by key prefix (the loader's components the model has, or None for bare
+    denoiser keys); tensors of any other component are refused naming their layers."""
+    present = [c for c in loader.components if component_module(model, loader, c) is not None]
+    groups: dict[str | None, dict[str, torch.Tensor]] = {p: {} for p in present}
     other: dict[str, dict[str, torch.Tensor]] = {}
     for k, v in state_dict.items():
         head = k.split(".", 1)[0]
         (groups[head] if head in groups else other.setdefault(head, {}))[k] = v
+    children = {n for n, _ in model.unet.named_children()}
     if not other:
         return groups
-    children = {n for n, _ in model.unet.named_children()}
     if not any(groups.values()) and set(other) <= children:
         return {None: {k: v for part in other.values() for k, v in part.items()}}  # bare keys (save_lora_adapter)
-    cls, n = type(model.unet).__name__, sum(map(len, other.values()))
     known = [c for c in _COMPONENT_PREFIXES if c in other]
     if known:
         comp, also = known[0], ", ".join(f"{len(other[c])} {c}" for c in known[1:])
         label, noun = ("text-encoder", "text encoder") if comp == "text_encoder" else (comp, comp)
         raise ModelLoadError(
-            f"{what}: the file holds {len(other[comp])} {label} tensor(s) but the model ({cls}) has no {noun} "
-            f"that diffusers' {loader.mixin} adapts in the {loader.family} family (it adapts "
-            f"{', '.join(loader.components)}); the LoRA was made for another model (its {comp} layers: "
+            f"{what}: the file holds {len(other[comp])} {label} tensor(s) but the model ({type(model.unet).__name__}) "
+            f"has no {noun} that diffusers' {loader.mixin} adapts in the {loader.family} family (it adapts "
+            f"{', '.join(present)}); the LoRA was made for another model (its {comp} layers: "
             f"{_layers(other[comp], comp)}{f'; it also holds {also} tensor(s)' if also else ''})"
         )
     heads = sorted(set(other) - children) or sorted(other)
     raise ModelLoadError(
-        f"{what}: {n} tensor(s) belong to none of the {loader.family} family's LoRA components "
-        f"({', '.join(loader.components)}): names starting with {', '.join(repr(h + '.') for h in heads[:4])}, "
+        f"{what}: {sum(map(len, other.values()))} tensor(s) belong to none of the {loader.family} family's LoRA "
+        f"components ({', '.join(present)}): names starting with {', '.join(repr(h + '.') for h in heads[:4])}, "
         f"e.g. {next(iter(other[heads[0]]))!r}; the LoRA was made for another pipeline"
     )
 
@@ -242,12 +243,6 @@ def _part(prefix: str | None, part: dict[str, torch.Tensor], metadata: dict | No
 
     component = prefix or loader.denoiser
     module = component_module(model, loader, component)
-    if module is None:
-        label, noun = ("text-encoder", "text encoder") if component == "text_encoder" else (component, component)
-        raise ModelLoadError(
-            f"{what}: the file holds {len(part)} {label} tensor(s) but the model ({type(model.unet).__name__}) has "
-            f"no {noun}; the LoRA was made for another model"
-        )
     sub = {k.removeprefix(f"{prefix}."): v for k, v in part.items()} if prefix else dict(part)
     meta = None
     if metadata:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .convert_command import add_convert_parser
 from ..choices import (
     DEFAULT_N_BOOT,
     DEFAULT_PROTOCOL,
@@ -41,7 +42,7 @@ def _probes_option(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m ldminv_core``: subcommands ``analyze`` and ``report``."""
+    """The parser of ``python -m ldminv_core``: subcommands ``analyze``, ``report`` and ``convert``."""
     parser = _Parser(
         prog="python -m ldminv_core",
         description="Audit membership leakage of latent diffusion models.",
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_analyze(sub)
     _add_report(sub)
+    add_convert_parser(sub)
     return parser
 
 
@@ -66,8 +68,22 @@ def _add_analyze(sub: argparse._SubParsersAction) -> None:
 
 
 def _add_analyze_inputs(a: argparse.ArgumentParser) -> None:
-    """--model, --members, --heldout, --out, --demo."""
-    a.add_argument("--model", help="diffusers pipeline folder (vae/, unet/, scheduler/) or hub id")
+    """--model, --model-adapter, --members, --heldout, --out, --demo."""
+    a.add_argument("--model", help="diffusers pipeline folder (vae/, unet/, scheduler/) or hub id; with --model-adapter, "
+                   "the path handed to the adapter (e.g. its checkpoint folder), optional")
+    a.add_argument(
+        "--model-config", dest="model_config", metavar="DIR",
+        help="with --model FILE.safetensors (a single-file checkpoint in the original layout): a diffusers pipeline "
+        "folder of the same model whose configs and tokenizers convert it (once, offline, cached under "
+        "$LDMINV_HOME/single-file); run.json records the file and its SHA-256",
+    )
+    a.add_argument(
+        "--model-adapter", dest="model_adapter", metavar="FILE.py",
+        help="a custom (non-diffusers) PyTorch model: a Python file defining build_adapter(model_path, *, device, "
+        "dtype) that builds it with your own code and returns ldminv_core.models.custom_adapter.ModelAdapter "
+        "(encode, decode, model output, schedule, prediction type); see examples/ldm_light_adapter.py. run.json "
+        "records family 'custom' and the file's SHA-256",
+    )
     a.add_argument("--members", help="folder of member (training) images")
     a.add_argument("--heldout", help="folder of held-out images")
     a.add_argument("--out", help="run folder to write (default for --demo: the runs folder's demo, for --demo shift: "

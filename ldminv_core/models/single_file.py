@@ -31,18 +31,9 @@ from typing import Any, Iterator
 
 from ..errors import ModelLoadError, RunError
 
-__all__ = [
-    "SingleFilePlan",
-    "is_single_file",
-    "convert_command",
-    "single_file_cache_root",
-    "check_single_file",
-    "check_single_file_option",
-    "resolve_single_file",
-    "convert_single_file",
-    "check_single_file_unchanged",
-    "RECORD_FILE",
-]
+__all__ = ["SingleFilePlan", "RECORD_FILE", "is_single_file", "convert_command", "single_file_cache_root",
+           "check_single_file", "check_single_file_option", "resolve_single_file", "convert_single_file",
+           "check_single_file_unchanged"]
 
 SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
@@ -190,11 +181,10 @@ def _check_file(file: Path) -> dict[str, tuple[int, ...]]:
     return _header_keys(file)
 
 
-def _check_config_folder(file: Path, model_config: Any, family_hint: str | None) -> Path:
-    layout = _LAYOUTS.get(family_hint or "")
+def _check_config_folder(file: Path, model_config: Any, file_family: str) -> Path:
+    layout = _LAYOUTS[file_family]
     fits = (f"a diffusers pipeline folder of the same model ({layout.label}; e.g. a local copy of {layout.example}"
-            ": model_index.json, the components' config.json, scheduler/ and the tokenizers)") if layout else \
-        "a diffusers pipeline folder of the same model (model_index.json, configs, scheduler/, tokenizers)"
+            ": model_index.json, the components' config.json, scheduler/ and the tokenizers)")
     if model_config is None:
         raise ModelLoadError(
             f"model: {file} is a single-file checkpoint; --model-config DIR (AnalyzeConfig(model_config=...)) is "
@@ -278,14 +268,14 @@ def check_single_file(file: str | os.PathLike, *, model_config: str | os.PathLik
     path = Path(os.fspath(file)).expanduser().resolve()
     keys = _check_file(path)
     file_family = _family_of_keys(keys)
+    if file_family is None:
+        known = ", ".join(f"{name} ({lay.label})" for name, lay in _LAYOUTS.items())
+        raise ModelLoadError(f"model: {path} holds no denoiser in an original layout ldminv converts ({known}); "
+                             f"{_what_it_is(keys)}")
     config = _check_config_folder(path, model_config, file_family)
     from .families import detect_family
 
     fam = detect_family(config)
-    known = ", ".join(f"{name} ({lay.label})" for name, lay in _LAYOUTS.items())
-    if file_family is None:
-        raise ModelLoadError(f"model: {path} holds no denoiser in an original layout ldminv converts ({known}); "
-                             f"{_what_it_is(keys)}")
     if fam.name != file_family:
         raise ModelLoadError(
             f"model_config (--model-config): {config} is a {fam.label} folder (family {fam.name!r}) but {path.name} "

@@ -130,6 +130,34 @@ def test_analyze_on_the_single_file_equals_the_folder_run(sd1, home, tmp_path, c
         assert np.array_equal(np.load(run / "residuals" / f"{name}.npy"), np.load(base / "residuals" / f"{name}.npy"))
 
 
+@torch.no_grad()
+def test_components_the_file_lacks_come_from_the_config_folder(sd1, home, tmp_path):
+    """As flux1-dev.safetensors holds only the transformer: a UNet-only file takes the VAE and the
+    text encoder from the config folder's safetensors, and a config folder without them is refused."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder, path, tensors = sd1
+    unet_only = tmp_path / "unet-only.safetensors"
+    save_file({k: v for k, v in tensors.items() if k.startswith("model.diffusion_model.")}, str(unet_only))
+    model, base = load_model(unet_only, model_config=folder), load_model(folder)
+    assert model.single_file["from_file"] == ["unet"] and model.single_file["from_config"] == ["text_encoder", "vae"]
+    x = torch.rand(2, *base.image_shape, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    z = base.encode(x)
+    assert torch.equal(model.encode(x), z)
+    cond = base.predictor.encode_prompts(CAPTIONS[:2])
+    assert torch.equal(model.predictor.encode_prompts(CAPTIONS[:2]), cond)
+    assert torch.equal(model.predictor(z, 10, cond), base.predictor(z, 10, cond))
+    bare = tmp_path / "configs-only"
+    shutil.copytree(folder, bare, ignore=shutil.ignore_patterns("*.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"holds no text_encoder .*configs-only/text_encoder/ has no .safetensors"):
+        load_model(unet_only, model_config=bare)
+    whole = load_model(path, model_config=bare)  # the whole file needs configs only
+    assert sorted(whole.single_file["from_file"]) == ["text_encoder", "unet", "vae"]
+    assert torch.equal(whole.encode(x), z) and torch.equal(whole.predictor(z, 10, cond), base.predictor(z, 10, cond))
+
+
 def test_the_conversion_is_cached(sd1, home, monkeypatch):
     folder, path, _ = sd1
     calls = []
@@ -233,6 +261,18 @@ def test_a_mismatched_config_folder_is_refused(sd1, home, tmp_path):
     with pytest.raises(ModelLoadError, match="applies to a single-file checkpoint"):
         load_model(folder, model_config=folder)
     assert not any(p.name.startswith(".converting") for p in (home / "single-file").iterdir())
+
+
+def test_a_file_without_a_known_denoiser_is_refused_naming_what_it_looks_like(sd1, tmp_path):
+    from safetensors.torch import save_file
+
+    folder, _, _ = sd1
+    lora = tmp_path / "adapter.safetensors"
+    save_file({"lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight": torch.zeros(4, 8)}, str(lora))
+    with pytest.raises(ModelLoadError, match=r"no denoiser in an original layout.*LoRA adapter.*--lora"):
+        load_model(lora, model_config=folder)
+    with pytest.raises(ModelLoadError, match=r"no denoiser in an original layout.*LoRA adapter"):
+        load_model(lora)  # said before asking for --model-config
 
 
 def test_a_resumed_run_refuses_a_changed_checkpoint():

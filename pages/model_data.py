@@ -1,8 +1,10 @@
 """Model & data page: open, delete and compute runs.
 
 Open an existing run (or any run folder by path), delete one (after a confirmation), or start
-a new analysis: the demo model, a local diffusers pipeline folder or a hub id; members and
-held-out images as folders or uploads (images or zips); the analysis options; a cost preview;
+a new analysis: the demo model, a local diffusers pipeline folder or a hub id (its family,
+conditioning, schedule and geometry engine shown before anything runs, or why it cannot be
+analysed); members and held-out images as folders or uploads (images or zips); the analysis
+options; a cost preview;
 then the analysis in the background with a progress bar, a Cancel button and Resume for a
 cancelled run. Any error is shown as a message and the active run stays as it was.
 
@@ -32,7 +34,7 @@ from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.runs import default_runs_root, delete_run, list_runs
 
-from ldminv_app import cache, frame, job_panel, notices, sidebar, state, widgets
+from ldminv_app import cache, frame, job_panel, model_summary, notices, sidebar, state, widgets
 from ldminv_app.jobs import AnalysisJob
 from ldminv_app.run_folders import check_deletable, checked_resume_config, estimate_rows, inside_root, link_names
 
@@ -191,6 +193,10 @@ with notices.guard("The Model & data page failed"):
             model = st.text_input("Hub id", key="new_model_hub", placeholder="CompVis/stable-diffusion-v1-4").strip()
             default_members = default_heldout = ""
 
+        # the family, its conditioning, schedule and geometry engine, read before anything runs; a
+        # model the loader would refuse is named here and nothing can be started on it
+        model_ok = model_summary.model_summary(model)
+
         if st.session_state.get("_new_model_kind_shown") != kind:  # a demo fills in its own folders
             st.session_state["_new_model_kind_shown"] = kind
             for role, default in (("members", default_members), ("heldout", default_heldout)):
@@ -304,10 +310,12 @@ with notices.guard("The Model & data page failed"):
         current_job = registry.get(st.session_state.get(state.JOB_ID))
         busy = current_job is not None and current_job.running
         c1, c2, _ = st.columns([1, 1, 3])
-        preview = c1.button("Estimate cost", key="new_estimate")
-        start = c2.button("Start analysis", key="new_start", type="primary", disabled=busy)
+        refused = None if model_ok else f"{model_summary.REFUSED_WHAT}: see the message under the model."
+        preview = c1.button("Estimate cost", key="new_estimate", disabled=not model_ok, help=refused)
+        start = c2.button("Start analysis", key="new_start", type="primary", disabled=busy or not model_ok,
+                          help=refused)
 
-        if preview or start:
+        if (preview or start) and model_ok:
             try:
                 config = build_config()
                 if not attacks:

@@ -462,7 +462,7 @@ class TestModelPageActions:
         assert "symbolic link" in msg and str(link) in msg
         assert link.is_symlink() and (outside / "run.json").is_file()
 
-    def test_estimate_with_a_model_folder_without_unet(self, home, tmp_path, tiny_image_dirs):
+    def test_a_model_folder_without_unet_is_named_before_anything_runs(self, home, tmp_path, tiny_image_dirs):
         model = tmp_path / "half_model"
         (model / "vae").mkdir(parents=True)
         (model / "vae" / "config.json").write_text("{}")
@@ -471,13 +471,13 @@ class TestModelPageActions:
         at.text_input(key="new_model_path").input(str(model))
         at.text_input(key="new_members_path").input(str(tiny_image_dirs[0]))
         at.text_input(key="new_heldout_path").input(str(tiny_image_dirs[1]))
-        at.button(key="new_estimate").click().run()
+        at.run()
+        # named as soon as it is entered (the loader's message), before any button is pressed
         msg = _one_error(at, home["run"])
-        assert "Cannot estimate the cost" in msg and str(model) in msg and "unet/" in msg
+        assert msg.startswith("This model cannot be analysed: ") and str(model) in msg and "unet/" in msg
         assert at.text_input(key="new_model_path").value == str(model)
-        at.button(key="new_start").click().run()
-        msg = _one_error(at, home["run"])
-        assert "Cannot start the analysis" in msg and "unet/" in msg
+        # nothing can be estimated or started on it
+        assert at.button(key="new_estimate").disabled and at.button(key="new_start").disabled
         assert at.session_state["analysis_job"] is None
 
     def test_estimate_with_an_image_folder_without_images(self, home, tmp_path, tiny_uncond_model, tiny_image_dirs):

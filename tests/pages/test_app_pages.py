@@ -232,11 +232,7 @@ def test_bad_inputs_on_model_page_show_errors_and_keep_the_run(env, tmp_path):
     at.text_input(key="new_members_path").input(str(env["members"]))
     at.text_input(key="new_heldout_path").input(str(env["heldout"]))
 
-    def start(model: str, heldout: str | None = None) -> str:
-        at.text_input(key="new_model_path").input(model)
-        if heldout is not None:
-            at.text_input(key="new_heldout_path").input(heldout)
-        at.button(key="new_start").click().run()
+    def one_error() -> str:
         _no_exception(at)
         assert at.session_state["active_run"] == run_path
         assert at.session_state["analysis_job"] is None
@@ -244,15 +240,32 @@ def test_bad_inputs_on_model_page_show_errors_and_keep_the_run(env, tmp_path):
         assert len(errors) == 1, errors
         return errors[0]
 
+    def start(model: str, heldout: str | None = None) -> str:
+        at.text_input(key="new_model_path").input(model)
+        if heldout is not None:
+            at.text_input(key="new_heldout_path").input(heldout)
+        at.run()  # the model is checked as it is entered: Start is enabled again for a good one
+        assert not at.button(key="new_start").disabled
+        at.button(key="new_start").click().run()
+        return one_error()
+
+    def refused(model: str) -> str:
+        """A model the loader would refuse is named as soon as it is entered; nothing can start."""
+        at.text_input(key="new_model_path").input(model).run()
+        assert at.button(key="new_start").disabled and at.button(key="new_estimate").disabled
+        msg = one_error()
+        assert msg.startswith("This model cannot be analysed: ")
+        return msg
+
     missing = tmp_path / "no_such_model"
-    msg = start(str(missing))
+    msg = refused(str(missing))
     assert str(missing) in msg and "does not exist" in msg
 
-    msg = start(str(env["members"]))  # a folder of images, not a model
+    msg = refused(str(env["members"]))  # a folder of images, not a model
     assert str(env["members"]) in msg and "vae/" in msg
 
     mismatched = _build_model(tmp_path / "mismatched", unet_channels=LATENT_CHANNELS + 1)
-    msg = start(str(mismatched))
+    msg = refused(str(mismatched))
     assert "channels" in msg.lower() and str(mismatched.name) in msg
 
     empty = tmp_path / "empty_heldout"

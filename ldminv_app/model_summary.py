@@ -67,7 +67,7 @@ def model_summary(model: str) -> bool:
         st.error(f"{REFUSED_WHAT}: {error}")
         return False
     what, value = zip(*summary.rows())
-    table = pd.DataFrame({"detected before anything runs": value},
+    table = pd.DataFrame({"detected from its configs, before anything runs (no weights read)": value},
                          index=pd.Index([w.capitalize() for w in what], name="Model"))
     st.table(table)
     return True

@@ -25,6 +25,7 @@ from .families import Family, detect_family
 from .loading import _geometry as _latent_geometry
 from .loading import _plan as _loader_plan
 from .schedules import FLOW_PREDICTION, is_flow_scheduler
+from .single_file import check_single_file, is_single_file
 from .sources import checked_source
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -134,8 +135,11 @@ def summarize_model(source: str | os.PathLike) -> FamilySummary:
 
     Raises:
         ModelLoadError: the loader would refuse the folder (the message names the file at
-            fault, or the family's message for an unrecognised pipeline).
+            fault, or the family's message for an unrecognised pipeline); a single-file
+            checkpoint (it needs its config folder: the message names the command that converts).
     """
+    if is_single_file(source):  # a checkpoint file needs its config folder: the message names the convert command
+        check_single_file(source, model_config=None)
     src, (vae_cfg, unet_cfg, sched_cfg) = checked_source(source)
     family = detect_family(src)
     plan = _loader_plan(src, vae_cfg, unet_cfg, sched_cfg, family)

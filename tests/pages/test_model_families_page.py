@@ -1,7 +1,7 @@
 """The dashboard end to end on every model family (issue 24): the Model & data page names the
-detected family, its conditioning, schedule and geometry engine as soon as a tiny SDXL, SD3, DiT or
-class-conditional UNet folder is entered (the core's :func:`summarize_model`, read before anything
-runs), starts the analysis through the page's own job, opens the finished run (run.json records
+detected family, its conditioning, schedule and geometry engine as soon as a tiny SDXL, SD3, Flux,
+DiT or class-conditional UNet folder is entered (the core's :func:`summarize_model`, read before
+anything runs), starts the analysis through the page's own job, opens the finished run (run.json records
 the family), and the Masks & ROC page shows ROC numbers equal to sklearn on the run's files. A
 folder no family recognises is named with the family's message, nothing can be started on it, and
 the page keeps the user's inputs and the active run.
@@ -48,6 +48,12 @@ def _sd3(root: Path) -> Path:
     return build_tiny_sd3(root, with_t5=True)
 
 
+def _flux(root: Path) -> Path:
+    from tests.tiny_flux import build_tiny_flux
+
+    return build_tiny_flux(root, guidance_embeds=True)
+
+
 def _dit(root: Path) -> Path:
     from tests.tiny_families import build_tiny_dit
 
@@ -80,6 +86,7 @@ def _labelled(classes: int):
 FAMILIES = {
     "sdxl": (_sdxl, _captioned, "UNet calls"),
     "sd3": (_sd3, _captioned, "transformer calls"),
+    "flux": (_flux, _captioned, "transformer calls"),
     "dit": (_dit, _labelled(5), "transformer calls"),
     "class_unet": (_class_unet, _labelled(3), "UNet calls"),
 }
@@ -155,7 +162,7 @@ def test_family_is_shown_then_analysed_through_the_page(name, home, tmp_path):
     assert shown == {what.capitalize(): value for what, value in summarize_model(model).rows()}
     assert shown["Family"] == f"{family.label} [{name}]" and shown["Conditioning"] == family.conditioning
     assert shown["Geometry engine"].startswith("layerwise")  # a standard AutoencoderKL decoder
-    assert ("rectified flow" in shown["Schedule"]) == (name == "sd3")
+    assert ("rectified flow" in shown["Schedule"]) == (name in ("sd3", "flux"))
     assert not at.error
     # the analysis through the page's job (the defaults: SimA + PIA at every 30th timestep)
     at.text_input(key="new_members_path").input(str(members))

@@ -1,8 +1,8 @@
 """Tests of ldminv_core.models.family_summary: what the dashboard and the preflight say about a model
 folder before anything runs.
 
-For every family (SD 1.x, SDXL, SD3 with and without T5, DiT, class-conditional UNet,
-unconditional) the summary read from JSON equals what the loader builds from the weights (family,
+For every family (SD 1.x, SDXL, SD3 with and without T5, Flux with and without the guidance
+embedding, DiT, class-conditional UNet, unconditional) the summary read from JSON equals what the loader builds from the weights (family,
 latent and image shapes, schedule kind and prediction type of the predictor, denoiser class) and
 its geometry engine is the one the decoder geometry then really uses on the loaded decoder; a
 decoder outside the layer-by-layer engine is summarised as torch.func, again as the geometry runs
@@ -26,24 +26,28 @@ from ldminv_core.models.family_summary import check_model_family, summarize_mode
 from ldminv_core.models.loading import load_model
 from ldminv_core.models.sources import check_model
 from tests.tiny_families import build_tiny_class_unet, build_tiny_dit, build_tiny_sdxl
+from tests.tiny_flux import build_tiny_flux
 from tests.tiny_models import build_tiny_conditional, build_tiny_unconditional, tiny_scheduler, tiny_unet, tiny_vae
 from tests.tiny_sd3 import build_tiny_sd3
 
+# folder name -> (the family it is, its builder)
 FAMILY_FOLDERS = {
-    "sd": lambda root: build_tiny_conditional(root),
-    "sdxl": lambda root: (build_tiny_sdxl(root), root)[1],
-    "sd3": lambda root: build_tiny_sd3(root, with_t5=True),
-    "sd3_no_t5": lambda root: build_tiny_sd3(root, with_t5=False),
-    "dit": lambda root: build_tiny_dit(root),
-    "class_unet": lambda root: build_tiny_class_unet(root),
-    "unconditional": lambda root: build_tiny_unconditional(root),
+    "sd": ("sd", lambda root: build_tiny_conditional(root)),
+    "sdxl": ("sdxl", lambda root: (build_tiny_sdxl(root), root)[1]),
+    "sd3": ("sd3", lambda root: build_tiny_sd3(root, with_t5=True)),
+    "sd3_no_t5": ("sd3", lambda root: build_tiny_sd3(root, with_t5=False)),
+    "flux_dev": ("flux", lambda root: build_tiny_flux(root, guidance_embeds=True)),
+    "flux_schnell": ("flux", lambda root: build_tiny_flux(root, guidance_embeds=False)),
+    "dit": ("dit", lambda root: build_tiny_dit(root)),
+    "class_unet": ("class_unet", lambda root: build_tiny_class_unet(root)),
+    "unconditional": ("unconditional", lambda root: build_tiny_unconditional(root)),
 }
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("families")
-    return {name: Path(build(root / name)) for name, build in FAMILY_FOLDERS.items()}
+    return {name: Path(build(root / name)) for name, (_, build) in FAMILY_FOLDERS.items()}
 
 
 def _engine_the_geometry_uses(model) -> str:
@@ -59,7 +63,7 @@ def test_summary_equals_the_loaded_model(folders, name):
     summary = summarize_model(folder)
     model = load_model(folder)
     family = model.family
-    assert summary.family == family.name == name.removesuffix("_no_t5")
+    assert summary.family == family.name == FAMILY_FOLDERS[name][0]
     assert (summary.label, summary.conditioning) == (family.label, family.conditioning)
     assert summary.source == str(folder.resolve())
     assert summary.latent_shape == model.latent_shape
@@ -85,6 +89,23 @@ def test_text_encoders_and_schedules_in_words(folders):
     assert sdxl.text_encoders == ("text_encoder", "text_encoder_2")
     assert sdxl.schedule == "ddpm" and "DDIM" in sdxl.schedule_text and "epsilon" in sdxl.schedule_text
     assert summarize_model(folders["dit"]).text_encoders == ()
+    flux = summarize_model(folders["flux_dev"])
+    assert flux.text_encoders == ("text_encoder", "text_encoder_2") and flux.schedule == "flow"
+    assert flux.latent_shape == (16, 4, 4)  # unpacked: the geometry's latent space (METHOD §5)
+
+
+def test_a_single_file_checkpoint_names_the_convert_command(tmp_path):
+    from safetensors.torch import save_file
+
+    file = tmp_path / "model.safetensors"
+    save_file({"model.diffusion_model.input_blocks.0.0.weight": torch.zeros(4, 4, 3, 3)}, str(file))
+    with pytest.raises(ModelLoadError) as single:
+        from ldminv_core.models.single_file import check_single_file
+
+        check_single_file(file, model_config=None)
+    with pytest.raises(ModelLoadError) as err:
+        summarize_model(file)
+    assert str(err.value) == str(single.value) and "python -m ldminv_core convert" in str(err.value)
 
 
 def test_v_prediction_is_read_from_the_scheduler(folders, tmp_path):

@@ -1,8 +1,8 @@
 """The cost estimate on every model family (issue 24): it times real batches through the family's
 own predictor (the denoiser is seen called on the timed batch) and the denoiser calls it counts for
 each attack are the calls the analysis then makes, counted by a hook on the denoiser stage by stage
-(SDXL, SD3 with T5, DiT, class-conditional UNet); its table names the denoiser ("transformer calls"
-for SD3 and DiT, "UNet calls" for the UNet families).
+(SDXL, SD3 with T5, Flux with its guidance embedding, DiT, class-conditional UNet); its table names
+the denoiser ("transformer calls" for SD3, Flux and DiT, "UNet calls" for the UNet families).
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ from ldminv_core.pipeline.run import run_analysis
 from ldminv_app.run_folders import estimate_rows
 from tests.tiny_families import build_tiny_class_unet, build_tiny_dit, build_tiny_sdxl, write_labelled_folder
 from tests.tiny_models import write_image_folder
+from tests.tiny_flux import build_tiny_flux
 from tests.tiny_sd3 import build_tiny_sd3
 
-# Whole analyses (every attack) on four tiny models.
+# Whole analyses (every attack) on five tiny models.
 pytestmark = pytest.mark.slow
 
 ATTACKS = ("sima", "pia", "loss", "secmi", "pfami")
@@ -42,6 +43,7 @@ def _labelled(root: Path, classes: int) -> tuple[Path, Path]:
 FAMILIES = {
     "sdxl": (lambda root: (build_tiny_sdxl(root / "model"), root / "model")[1], _captioned, "UNet"),
     "sd3": (lambda root: build_tiny_sd3(root, with_t5=True), _captioned, "transformer"),
+    "flux": (lambda root: build_tiny_flux(root, guidance_embeds=True), _captioned, "transformer"),
     "dit": (lambda root: build_tiny_dit(root / "model"), lambda root: _labelled(root, 5), "transformer"),
     "class_unet": (lambda root: build_tiny_class_unet(root / "model"), lambda root: _labelled(root, 3), "UNet"),
 }

@@ -15,7 +15,8 @@ from typing import Any, Callable
 from ..errors import ModelLoadError
 from .configs import read_checked_configs
 
-__all__ = ["Source", "locate", "check_folder_layout", "check_source_arg", "check_model"]
+__all__ = ["Source", "locate", "check_folder_layout", "check_source_arg", "check_model",
+           "model_conditioning"]
 
 _HUB_HOST = ("huggingface.co", 443)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -174,6 +175,22 @@ def check_source_arg(source: Any) -> None:
     if not isinstance(source, str) or not source.strip():
         got = repr(source) if isinstance(source, str) else f"{source!r} ({type(source).__name__})"
         raise ModelLoadError(f"model: expected a diffusers pipeline folder or a hub id (a string), got {got}")
+
+
+def model_conditioning(source: str | Path) -> tuple[str, str]:
+    """What the model's UNet is conditioned on, read from ``unet/config.json`` (no weights):
+    ("text-conditioned" (UNet2DConditionModel) | "class-conditional" (class embeddings) |
+    "unconditional", where that was read: the config's class name and file)."""
+    src = locate(source)
+    cfg = src.config("unet", "config.json")
+    cls = cfg.get("_class_name")
+    if cls == "UNet2DConditionModel":
+        kind = "text-conditioned"
+    elif cfg.get("num_class_embeds") is not None or cfg.get("class_embed_type") is not None:
+        kind = "class-conditional"
+    else:
+        kind = "unconditional"
+    return kind, f"_class_name {cls!r} in {src.describe()}/unet/config.json"
 
 
 def check_model(source: str | Path) -> str:

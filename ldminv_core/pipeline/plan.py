@@ -10,13 +10,14 @@ from pathlib import Path
 
 import torch
 
+from .. import attacks as _attacks
 from .. import geometry as _geometry
 from .._validation import check_bool, check_choice, check_int, describe
 from ldminv_core.models.blind_encoder import resolve_image_encoder
 from ..choices import INFLUENCE_METHODS, LATENT_KINDS, LOG_VOLUME_KINDS, PRESETS, PROBES_AUTO, RESIDUAL_DTYPES
 from ..errors import DataLoadError, LdminvError, RunError, UnknownNameError
 from ldminv_core.data.image_folders import check_image_folder
-from ldminv_core.models.sources import check_model
+from ldminv_core.models.sources import check_model, model_conditioning
 from ldminv_core.models.loading import resolve_device
 from ldminv_core.runs import run_status
 from .config import (
@@ -200,6 +201,7 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
     check_image_folder(plan.heldout, what="heldout: image folder")
     if not model_given:
         check_model(plan.model)
+        _check_text_only_attacks(plan)
         if plan.lora:
             from ldminv_core.models.lora_files import check_lora
 
@@ -215,6 +217,16 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
             f"output folder {plan.out} is not empty and holds no run.json; refusing to write a run "
             "there (choose a new or empty folder)"
         )
+
+
+def _check_text_only_attacks(plan: _Plan) -> None:
+    """ModelKindError before anything loads when the plan runs a text-only attack (CLiD) on a
+    model whose UNet config is not text-conditioned."""
+    if not any(a in _attacks.TEXT_ONLY_ATTACKS for a in plan.attacks):
+        return
+    kind, detail = model_conditioning(plan.model)
+    if kind != "text-conditioned":
+        _attacks.refuse_clid_model(kind, detail)
 
 
 def check_config(config: AnalyzeConfig, *, model_given: bool = False) -> bool:

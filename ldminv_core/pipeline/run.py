@@ -42,6 +42,7 @@ from .distributed import DistContext, RankLedger
 from .follower import _run_follower
 from .geometry_paths import _geometry_methods
 from .inputs import (
+    _check_captions_for_attacks,
     _check_duplicates,
     _check_lora_hashes,
     _check_model_lora,
@@ -148,6 +149,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
         images: torch.Tensor | None = None
         if writer is None or not writer.stage_done("encode"):
             members, heldout = _load_images(plan, model)
+            _check_captions_for_attacks(plan, members, heldout)
             # a resumed run keeps the allow_duplicates of the session that started it
             allowed = plan.allow_duplicates or bool(writer is not None and writer.data.get("allow_duplicates"))
             run_warnings = _check_duplicates(plan, members, heldout, allowed=allowed)

@@ -18,7 +18,14 @@ timestep grids are :mod:`.timesteps`.
 from __future__ import annotations
 
 from ..models.noise_prediction import PREDICTION_TYPES, NoisePrediction, NoisePredictor
-from .clid import CLID_DEGRADATIONS, CLID_UNET_CALLS, CLID_WINDOW, check_clid_model, degraded_captions, refuse_clid_model
+from .clid import (
+    CLID_DEGRADATIONS,
+    CLID_UNET_CALLS,
+    CLID_WINDOW,
+    check_clid_model,
+    degraded_captions,
+    refuse_clid_model,
+)
 from .common import ProgressCallback
 from .pfami import PFAMI_STRENGTHS, PFAMI_TIMESTEPS, pfami_neighbour, pfami_scores
 from .registry import (

@@ -64,7 +64,8 @@ from ..models.noise_prediction import NoisePrediction
 from .common import power
 
 __all__ = ["CLID_WINDOW", "CLID_STORED_TIMESTEP", "CLID_STREAM", "CLID_DEGRADATIONS", "CLID_UNET_CALLS",
-           "degraded_captions", "clid_batch", "check_clid_model", "refuse_clid_model", "check_clid_captions", "clid_unet_calls"]
+           "degraded_captions", "clid_batch", "check_clid_model", "refuse_clid_model", "check_clid_captions",
+           "clid_unet_calls"]
 
 CLID_WINDOW: tuple[int, ...] = (485, 495, 505)
 """The reference's timesteps, averaged into CLiD's one stored step."""
@@ -96,15 +97,15 @@ def degraded_captions(caption: str) -> tuple[str, str, str, str]:
     return caption[:a], caption[a:b], caption[b:], ""
 
 
-def refuse_clid_model(kind: str, detail: str) -> None:
+def refuse_clid_model(kind: str, *, detail: str) -> None:
     """Raise the ModelKindError of CLiD on a model of ``kind`` ("unconditional", "class-conditional"),
     ``detail`` saying how that is known (e.g. "UNet2DModel")."""
     article = "an" if kind[:1] in "aeiou" else "a"
     raise ModelKindError(
         "attack 'clid' (CLiD): expected a text-conditioned model (a UNet2DConditionModel with a text "
-        f"encoder), got {article} {kind} model ({detail}); CLiD compares the denoising error under an image's own "
-        "caption with that under degraded captions, so it needs a model that reads captions (run the "
-        "other attacks without clid)"
+        f"encoder), got {article} {kind} model ({detail}); CLiD compares the denoising error under an "
+        "image's own caption with that under degraded captions, so it needs a model that reads captions "
+        "(run the other attacks without clid)"
     )
 
 
@@ -112,7 +113,7 @@ def check_clid_model(pred: NoisePrediction) -> None:
     """ModelKindError unless the model is text-conditioned (CLiD degrades captions)."""
     if not pred.is_conditional:
         net = getattr(pred, "unet", None)
-        refuse_clid_model("unconditional", type(net).__name__ if net is not None else type(pred).__name__)
+        refuse_clid_model("unconditional", detail=type(net).__name__ if net is not None else type(pred).__name__)
 
 
 def check_clid_captions(captions: Sequence[Any] | None, n: int) -> list[str]:
@@ -134,7 +135,7 @@ def check_clid_captions(captions: Sequence[Any] | None, n: int) -> list[str]:
     return caps
 
 
-def clid_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor, timesteps: list[int], p: float,
+def clid_batch(pred: NoisePrediction, z: torch.Tensor, cond: torch.Tensor, *, timesteps: list[int], p: float,
                noise: torch.Tensor, captions: list[str]) -> torch.Tensor:
     """CLiD terms (B, 1, C, h, w) of one batch: the mean over the window ``timesteps`` (T') of
     |e_t - eps_hat(z_t, t, own)|^p - mean_k |e_t - eps_hat(z_t, t, degraded_k)|^p, with

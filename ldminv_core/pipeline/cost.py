@@ -22,7 +22,14 @@ from ldminv_core.models.loading import LoadedModel, resolve_device
 from ldminv_core.runs import planned_stages
 from .config import AnalyzeConfig
 from .geometry_paths import _make_geometry_plan, describe_geometry_plan
-from .inputs import _check_captions_for_attacks, _check_duplicates, _check_model_lora, _check_timesteps_for_model, _load_images, _load_plan_model
+from .inputs import (
+    _check_captions_for_attacks,
+    _check_duplicates,
+    _check_model_lora,
+    _check_timesteps_for_model,
+    _load_images,
+    _load_plan_model,
+)
 from .plan import _Plan, _plan, _preflight
 
 __all__ = ["StageCost", "CostEstimate", "estimate_cost", "format_duration", "format_percent", "format_per_image"]

@@ -110,7 +110,8 @@ def _check_captions_for_attacks(plan: _Plan, members: ImageSet, heldout: ImageSe
         missing = [p for p, c in zip(images.paths, images.captions) if c is None or not str(c).strip()]
         if not missing:
             continue
-        shown = ", ".join(Path(p).name for p in missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(Path(p).name for p in missing[:5]) + more
         raise DataLoadError(
             f"attacks: {', '.join(names)} (CLiD) needs each image's own caption, but {len(missing)} of "
             f"{len(images.paths)} images in {folder} have none ({shown}); add a {' or '.join(METADATA_FILES)} "

@@ -226,7 +226,7 @@ def _check_text_only_attacks(plan: _Plan) -> None:
         return
     kind, detail = model_conditioning(plan.model)
     if kind != "text-conditioned":
-        _attacks.refuse_clid_model(kind, detail)
+        _attacks.refuse_clid_model(kind, detail=detail)
 
 
 def check_config(config: AnalyzeConfig, *, model_given: bool = False) -> bool:

@@ -135,6 +135,8 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
     """Rank 0 (or the only process): everything of :func:`run_analysis` after validation."""
     # 1. check the folders, the model and --out; open an unfinished run (before any loading)
     _preflight(plan, model_given=model is not None)
+    if model is not None:  # a given model's kind and schedule are checked before --force deletes anything
+        _check_timesteps_for_model(plan, model)
     writer, settings = _open_unfinished(plan)
     session_start = time.perf_counter()
     try:

@@ -34,7 +34,7 @@ from ldminv_core.errors import DataLoadError, LdminvError, ModelKindError
 from ldminv_core.models.loading import load_model
 from ldminv_core.pipeline.config import AnalyzeConfig
 from ldminv_core.pipeline.cost import estimate_cost
-from ldminv_core.report import build_report
+from ldminv_core.pipeline.run import run_analysis
 from ldminv_core.runs import Run
 
 CAPTIONS = ["the cat and", "red dog", "a small tree and the blue"]
@@ -191,6 +191,11 @@ def test_cli_refuses_before_anything_runs(tiny_uncond_model, tiny_cond_model, ti
     err = capsys.readouterr().err
     assert "clid" in err and "8 of 8 images" in err and "metadata.jsonl" in err and "text" in err
     assert not (out / "run.json").exists()
+    given = AnalyzeConfig(model=str(tiny_uncond_model), members=str(tiny_caption_dirs[0]),
+                          heldout=str(tiny_caption_dirs[1]), out=str(out), attacks="clid", device="cpu")
+    with pytest.raises(ModelKindError, match="unconditional model \\(UNet2DModel\\)"):
+        run_analysis(given, model=load_model(tiny_uncond_model, device="cpu"))  # a model passed in
+    assert not out.exists()
     with pytest.raises(DataLoadError, match="own caption"):
         estimate_cost(AnalyzeConfig(model=str(tiny_cond_model), members=str(tiny_image_dirs[0]),
                                     heldout=str(tiny_image_dirs[1]), out=str(out), attacks="clid", device="cpu"))

@@ -47,7 +47,8 @@ PRESETS: dict[str, dict] = {
 }
 #: Displayed attack names, the same in the CLI report, the HTML export and the dashboard (data:
 #: run.json, CSV ``attack`` columns and report JSON, keep the machine names).
-ATTACK_LABELS: dict[str, str] = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI"}
+ATTACK_LABELS: dict[str, str] = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "secmi": "SecMI", "pfami": "PFAMI",
+                                 "clid": "CLiD"}
 #: The attacks' machine names, in the order the attacks are offered (``ldminv_core.attacks.ATTACKS``
 #: holds the same names, checked by a test); the names a run.json may hold.
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACK_LABELS)

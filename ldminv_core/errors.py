@@ -12,6 +12,7 @@ __all__ = [
     "UnknownNameError",
     "EmptyInputError",
     "ModelLoadError",
+    "ModelKindError",
     "DataLoadError",
     "RunError",
     "NonFiniteRunError",
@@ -40,6 +41,11 @@ class EmptyInputError(LdminvError):
 
 class ModelLoadError(LdminvError):
     """A model folder or hub id cannot be loaded as a latent diffusion model."""
+
+
+class ModelKindError(LdminvError):
+    """An attack or option needs a kind of model (e.g. text-conditioned) that the given model is
+    not; the message names the attack, the kind it needs and the model's kind."""
 
 
 class DataLoadError(LdminvError):

@@ -142,10 +142,12 @@ def run_batches(
     noise_steps: int,
     batch_size: int,
     progress: ProgressCallback | None,
+    pass_captions: bool = False,
     **kernel_kwargs: Any,
 ) -> torch.Tensor:
     """Run ``kernel`` over batches of z0 (N, C, h, w), writing each batch's result into ``out``
-    (CPU, first dimension N); ``stream`` None: the kernel draws no noise."""
+    (CPU, first dimension N); ``stream`` None: the kernel draws no noise; ``pass_captions``: the
+    kernel also gets the batch's captions (``captions=``, a list of strings)."""
     n = z0.shape[0]
     latent_shape = tuple(z0.shape[1:])
     shared_cond = pred._empty_prompt() if pred.is_conditional and captions is None else None
@@ -158,6 +160,8 @@ def run_batches(
             if stream is not None:
                 noise = sample_noise(seed, sample_ids[start:stop], stream, (noise_steps, *latent_shape))
                 noise = noise.to(pred.device)
+            if pass_captions:
+                kernel_kwargs["captions"] = list(captions[start:stop])
             result = kernel(pred, zb, cond, noise=noise, **kernel_kwargs)
             out[start:stop] = result.to("cpu", out.dtype)
             if progress is not None:

@@ -6,6 +6,7 @@ import argparse
 
 from .convert_command import add_convert_parser
 from ..choices import (
+    ATTACK_NAMES,
     DEFAULT_N_BOOT,
     DEFAULT_PROTOCOL,
     HUTCHINSON_RANK_PROBES,
@@ -100,8 +101,13 @@ def _add_analyze_inputs(a: argparse.ArgumentParser) -> None:
 
 def _add_analyze_method(a: argparse.ArgumentParser) -> None:
     """What is computed: attacks, timesteps, geometry, device and batches, latents, LoRA, blind encoder."""
-    a.add_argument("--attacks", help="comma list of sima,pia,loss,secmi,pfami (default sima)")
-    a.add_argument("--timesteps", help="timesteps 'start:stop:step' or '0,10,50' (default 0:300:10)")
+    a.add_argument(
+        "--attacks",
+        help=f"comma list of {','.join(ATTACK_NAMES)} (default sima); clid (CLiD) needs a text-conditioned model "
+        "and a caption per image, and uses its own timesteps 485,495,505 (15 UNet calls per image)",
+    )
+    a.add_argument("--timesteps", help="timesteps 'start:stop:step' or '0,10,50' of sima, pia, loss and secmi "
+                   "(default 0:300:10)")
     a.add_argument("--topk", type=int, help="k of the decoder log-volume (default 50)")
     a.add_argument("--influence", choices=INFLUENCE_METHODS, help="per-coordinate influence path (default auto)")
     a.add_argument(

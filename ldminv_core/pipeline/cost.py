@@ -22,7 +22,14 @@ from ldminv_core.models.loading import LoadedModel, resolve_device
 from ldminv_core.runs import planned_stages
 from .config import AnalyzeConfig
 from .geometry_paths import _make_geometry_plan, describe_geometry_plan
-from .inputs import _check_duplicates, _check_model_lora, _check_timesteps_for_model, _load_images, _load_plan_model
+from .inputs import (
+    _check_captions_for_attacks,
+    _check_duplicates,
+    _check_model_lora,
+    _check_timesteps_for_model,
+    _load_images,
+    _load_plan_model,
+)
 from .plan import _Plan, _plan, _preflight
 
 __all__ = ["StageCost", "CostEstimate", "estimate_cost", "format_duration", "format_percent", "format_per_image"]
@@ -219,6 +226,8 @@ def _fmt_bytes(n: int) -> str:
 
 def _unet_calls_per_sample(name: str, timesteps: list[int]) -> int:
     t = len(timesteps)
+    if name == "clid":  # its own window, 1 own caption + 4 degraded captions per timestep: 15
+        return _attacks.CLID_UNET_CALLS
     if name in ("sima", "loss"):
         return t
     if name == "pia":
@@ -263,6 +272,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     _check_timesteps_for_model(plan, model)
     _check_model_lora(plan, model)
     members, heldout = _load_images(plan, model)
+    _check_captions_for_attacks(plan, members, heldout)
     run_warnings = _check_duplicates(plan, members, heldout)
     load_seconds = time.perf_counter() - t0
     n = len(members) + len(heldout)
@@ -361,8 +371,9 @@ def _time_unet(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
 def _disk_bytes(plan: _Plan, n: int, d: int) -> int:
     """Bytes of the run folder's arrays: latents and influence, residual terms, scores."""
     itemsize = np.dtype(plan.residual_dtype).itemsize
-    n_terms = sum(1 for a in plan.attacks if a in _attacks.MASKABLE_ATTACKS)
-    return int(n * d * 4 * 2 + n * len(plan.timesteps) * d * itemsize * n_terms + n * 8 * len(plan.attacks))
+    t_stored = sum(len(_attacks.stored_timesteps(a, plan.timesteps)) for a in plan.attacks
+                   if a in _attacks.MASKABLE_ATTACKS)
+    return int(n * d * 4 * 2 + n * t_stored * d * itemsize + n * 8 * len(plan.attacks))
 
 
 def _stages_after_encode(plan: _Plan) -> list[str]:

@@ -1,9 +1,11 @@
 """The model and the images of a plan: loading them (a diffusers folder with the configured LoRA
 adapters, or a custom model through its adapter file, on this rank's device) and checking them
 against the plan (LoRA adapters and their hashes, the model adapter's hash, timesteps within the
-scheduler, duplicate images), and the samples table they make."""
+scheduler, a text-conditioned model and a caption per image for CLiD, duplicate images), and the
+samples table they make."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,6 +14,7 @@ import torch
 
 from .. import attacks as _attacks
 from ..data.duplicates import find_duplicates
+from ..data.captions import METADATA_FILES
 from ..errors import DataLoadError, LdminvError, RunError
 from ldminv_core.data.image_folders import ImageSet, load_image_folder
 from ldminv_core.models.loading import LoadedModel, load_model, resolve_device
@@ -107,6 +110,39 @@ def _check_timesteps_for_model(plan: _Plan, model: LoadedModel) -> None:
         raise LdminvError(
             f"attacks: pfami uses timesteps up to {max(_attacks.PFAMI_TIMESTEPS)}, but the model's "
             f"scheduler has only {n_train} training timesteps"
+        )
+    for name in plan.attacks:
+        window = _attacks.REGISTRY[name].window
+        if window is not None and max(window) >= n_train:
+            raise LdminvError(
+                f"attacks: {name} uses timesteps {list(window)}, but the model's scheduler has only {n_train} "
+                "training timesteps"
+            )
+    if _text_only(plan):
+        _attacks.check_clid_model(model.predictor)  # a model given to run_analysis / estimate_cost
+
+
+def _text_only(plan: _Plan) -> list[str]:
+    """The plan's attacks that need a text-conditioned model and a caption per image (CLiD)."""
+    return [a for a in plan.attacks if a in _attacks.TEXT_ONLY_ATTACKS]
+
+
+def _check_captions_for_attacks(plan: _Plan, members: ImageSet, heldout: ImageSet) -> None:
+    """DataLoadError naming the folder, its images without a caption and the metadata column when
+    the plan runs an attack that compares each image's own caption with degraded ones (CLiD)."""
+    names = _text_only(plan)
+    if not names:
+        return
+    for folder, images in ((plan.members, members), (plan.heldout, heldout)):
+        missing = [p for p, c in zip(images.paths, images.captions) if c is None or not str(c).strip()]
+        if not missing:
+            continue
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        shown = ", ".join(Path(p).name for p in missing[:5]) + more
+        raise DataLoadError(
+            f"attacks: {', '.join(names)} (CLiD) needs each image's own caption, but {len(missing)} of "
+            f"{len(images.paths)} images in {folder} have none ({shown}); add a {' or '.join(METADATA_FILES)} "
+            "with columns file_name and text (the caption) to the folder, or run without clid"
         )
 
 

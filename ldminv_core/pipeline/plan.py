@@ -10,12 +10,14 @@ from pathlib import Path
 
 import torch
 
+from .. import attacks as _attacks
 from .. import geometry as _geometry
 from .._validation import check_bool, check_choice, check_int, describe
 from ldminv_core.models.blind_encoder import resolve_image_encoder
 from ..choices import INFLUENCE_METHODS, LATENT_KINDS, LOG_VOLUME_KINDS, PRESETS, PROBES_AUTO, RESIDUAL_DTYPES
 from ..errors import DataLoadError, LdminvError, RunError, UnknownNameError
 from ldminv_core.data.image_folders import check_image_folder
+from ldminv_core.models.families import Family
 from ldminv_core.models.family_summary import check_model_family
 from ldminv_core.models.single_file import check_single_file_option
 from ldminv_core.models.loading import resolve_device
@@ -224,7 +226,8 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
             _check_adapter_inputs(plan)
     elif not model_given:
         if check_single_file_option(plan.model, model_config=plan.model_config) is None:  # not a single file
-            check_model_family(plan.model)  # layout, configs, and a family that recognises it
+            _, family = check_model_family(plan.model)  # layout, configs, and a family that recognises it
+            _check_text_only_attacks(plan, family)
         if plan.lora:
             from ldminv_core.models.lora_files import check_lora
 
@@ -251,6 +254,15 @@ def _check_adapter_inputs(plan: _Plan) -> None:
     if plan.model is not None and not Path(plan.model).exists():
         raise DataLoadError(f"model: {plan.model} does not exist (with --model-adapter, --model is the path handed "
                             "to the adapter's build_adapter, e.g. its checkpoint folder; leave it out if it needs none)")
+
+
+def _check_text_only_attacks(plan: _Plan, family: Family) -> None:
+    """ModelKindError before anything loads when the plan runs a text-only attack (CLiD) on a
+    model whose family reads no captions (unconditional or class-conditional)."""
+    if not any(a in _attacks.TEXT_ONLY_ATTACKS for a in plan.attacks) or family.text:
+        return
+    kind = "class-conditional" if family.name in ("dit", "class_unet") else "unconditional"
+    _attacks.refuse_clid_model(kind, detail=f"{family.label}, detected from {plan.model}")
 
 
 def check_config(config: AnalyzeConfig, *, model_given: bool = False) -> bool:

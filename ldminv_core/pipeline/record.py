@@ -78,7 +78,11 @@ def session_record(model: LoadedModel, *, resumed: bool) -> dict:
 
 def _attack_spec(name: str, timesteps: list[int], residual_dtype: str) -> dict:
     if name in _attacks.MASKABLE_ATTACKS:
-        return {"kind": "terms", "timesteps": list(timesteps), "p": _attacks.DEFAULT_P[name], "dtype": residual_dtype}
+        spec = {"kind": "terms", "timesteps": _attacks.stored_timesteps(name, timesteps), "p": _attacks.DEFAULT_P[name],
+                "dtype": residual_dtype}
+        if name == "clid":  # its one stored step averages this window under these caption degradations
+            spec.update(window=list(_attacks.CLID_WINDOW), degradations=list(_attacks.CLID_DEGRADATIONS))
+        return spec
     return {
         "kind": "scores",
         "timesteps": list(_attacks.PFAMI_TIMESTEPS),

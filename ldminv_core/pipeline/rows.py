@@ -68,7 +68,7 @@ def _attack_rows(name: str, plan: _Plan, model: LoadedModel, z_all: np.ndarray, 
     ids = np.arange(start, stop)
     if name in _attacks.MASKABLE_ATTACKS:
         res = _attacks.attack_terms(
-            name, model.predictor, zb, timesteps=plan.timesteps, captions=caps,
+            name, model.predictor, zb, timesteps=_attacks.evaluated_timesteps(name, plan.timesteps), captions=caps,
             sample_ids=ids, seed=plan.seed, batch_size=plan.batch_size,
         )
     else:
@@ -86,7 +86,8 @@ def _stage_arrays(name: str, plan: _Plan, n: int, lat: tuple[int, ...]) -> list[
     if name == "geometry":
         return [("influence.npy", (n, *lat), np.dtype(np.float32)), (_WORK_LOG_VOLUME, (n,), np.dtype(np.float64))]
     if name in _attacks.MASKABLE_ATTACKS:
-        return [(f"residuals/{name}.npy", (n, len(plan.timesteps), *lat), np.dtype(plan.residual_dtype))]
+        t_count = len(_attacks.stored_timesteps(name, plan.timesteps))
+        return [(f"residuals/{name}.npy", (n, t_count, *lat), np.dtype(plan.residual_dtype))]
     return [(f"scores/{name}.npy", (n,), np.dtype(np.float32))]
 
 

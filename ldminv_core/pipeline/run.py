@@ -44,6 +44,7 @@ from .distributed import DistContext, RankLedger
 from .follower import _run_follower
 from .geometry_paths import _geometry_methods
 from .inputs import (
+    _check_captions_for_attacks,
     _check_duplicates,
     _check_lora_hashes,
     _check_model_lora,
@@ -136,6 +137,8 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
     """Rank 0 (or the only process): everything of :func:`run_analysis` after validation."""
     # 1. check the folders, the model and --out; open an unfinished run (before any loading)
     _preflight(plan, model_given=model is not None)
+    if model is not None:  # a given model's kind and schedule are checked before --force deletes anything
+        _check_timesteps_for_model(plan, model)
     writer, settings = _open_unfinished(plan)
     session_start = time.perf_counter()
     try:
@@ -150,6 +153,7 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
         images: torch.Tensor | None = None
         if writer is None or not writer.stage_done("encode"):
             members, heldout = _load_images(plan, model)
+            _check_captions_for_attacks(plan, members, heldout)
             # a resumed run keeps the allow_duplicates of the session that started it
             allowed = plan.allow_duplicates or bool(writer is not None and writer.data.get("allow_duplicates"))
             run_warnings = _check_duplicates(plan, members, heldout, allowed=allowed)

@@ -198,8 +198,8 @@ def attack_stage(session: _Session, name: str) -> None:
     t0 = time.perf_counter()
     if name in _attacks.MASKABLE_ATTACKS:
         relpath = f"residuals/{name}.npy"
-        out = writer.open_array(relpath, (n, len(plan.timesteps), *session.lat), np.dtype(plan.residual_dtype),
-                                stage=name)
+        t_count = len(_attacks.stored_timesteps(name, plan.timesteps))
+        out = writer.open_array(relpath, (n, t_count, *session.lat), np.dtype(plan.residual_dtype), stage=name)
     else:
         relpath = f"scores/{name}.npy"
         out = writer.open_array(relpath, (n,), np.float32, stage=name)

@@ -12,6 +12,7 @@ import torch
 from .. import attacks as _attacks
 from ldminv_core.data.blind_features import BLIND_FILE
 from ldminv_core.data.image_folders import ImageSet
+from ldminv_core.models.family_summary import conditioning_text
 from ldminv_core.models.loading import LoadedModel
 from .geometry_paths import _probes_record
 from .plan import _Plan
@@ -32,6 +33,8 @@ def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
         "model": plan.model,
         "model_class": type(model.unet).__name__,
         "family": model.family.name if model.family is not None else None,
+        "conditioning": conditioning_text(model),  # the family's (or the adapter's) conditioning, in words
+        "guidance": _guidance(model),
         **({"adapter": dict(model.adapter_record)} if getattr(model, "adapter_record", None) else {}),
         **({"single_file": dict(model.single_file)} if getattr(model, "single_file", None) else {}),
         "members": plan.members,
@@ -74,6 +77,16 @@ def session_record(model: LoadedModel, *, resumed: bool) -> dict:
         "cpu_threads": torch.get_num_threads(),
         "resumed": resumed,
     }
+
+
+def _guidance(model: LoadedModel) -> float | None:
+    """The embedded guidance a Flux predictor gives its transformer (``FluxNoisePredictor.guidance_scale``:
+    None for a schnell-style model); None for every other family."""
+    from ldminv_core.models.flux import FluxNoisePredictor
+
+    if isinstance(model.predictor, FluxNoisePredictor) and model.predictor.guidance_scale is not None:
+        return float(model.predictor.guidance_scale)
+    return None
 
 
 def _attack_spec(name: str, timesteps: list[int], residual_dtype: str) -> dict:

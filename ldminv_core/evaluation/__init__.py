@@ -14,6 +14,8 @@
 - :mod:`.blind`: the blind baseline (METHOD.md section 6): a cross-fitted classifier of the files
   alone, its findings, and whether the folders differ without the model;
 - :mod:`.low_fpr`: the counts behind a TPR at 1% FPR and their exact (Clopper-Pearson) interval;
+- :mod:`.agreement`: which samples the attacks flag at 1% FPR, their Jaccard overlap and Spearman
+  correlation per split, and the who-flags-whom table (METHOD.md section 7);
 - :mod:`.wording`: how the findings are said (titles, verdicts with tiny effects named, a summary
   line), shared by every surface.
 
@@ -53,6 +55,7 @@ from .results import (
     QuartileResult,
 )
 from .blind import CLASSIFIER as BLIND_CLASSIFIER
+from .agreement import Agreement, FlaggedSample, JaccardResult, PairAgreement, SpearmanResult, agreement
 from .low_fpr import LowFprCount, clopper_pearson, low_fpr_count, threshold_at_1fpr
 from .wording import (
     BLIND_GROUP_WORDS,
@@ -73,6 +76,12 @@ from .wording import (
 
 __all__ = [
     "Evaluation",
+    "Agreement",
+    "FlaggedSample",
+    "JaccardResult",
+    "PairAgreement",
+    "SpearmanResult",
+    "agreement",
     "BLIND_CLASSIFIER",
     "BLIND_GROUP_WORDS",
     "CONFOUNDED_WORDS",

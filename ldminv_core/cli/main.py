@@ -26,6 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .convert_command import run_convert_command
 
             return run_convert_command(args)
+        if args.command == "compare":
+            from .compare_command import run_compare_command
+
+            return run_compare_command(args)
         from .report_command import run_report_command
 
         return run_report_command(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from .compare_command import add_compare_parser
 from .convert_command import add_convert_parser
 from ..choices import (
     ATTACK_NAMES,
@@ -43,7 +44,7 @@ def _probes_option(text: str) -> int | str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The parser of ``python -m ldminv_core``: subcommands ``analyze``, ``report`` and ``convert``."""
+    """The parser of ``python -m ldminv_core``: subcommands ``analyze``, ``report``, ``convert`` and ``compare``."""
     parser = _Parser(
         prog="python -m ldminv_core",
         description="Audit membership leakage of latent diffusion models.",
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analyze(sub)
     _add_report(sub)
     add_convert_parser(sub)
+    add_compare_parser(sub)
     return parser
 
 

@@ -143,3 +143,37 @@ def test_runs_of_other_sizes_are_refused_naming_the_counts(runs, tmp_path):
     c = _run(tmp_path / "c", shrink=0.6, seed=2, pixels=px[:60], n_half=30)
     with pytest.raises(SampleMismatchError, match=r"A has 80 \(40 members, 40 held-out\), B has 60"):
         compare_runs([a, c], n_boot=10)
+
+
+def test_cli_compare_prints_the_evaluation_numbers(runs, capsys):
+    import json
+
+    from ldminv_core.cli.main import main
+
+    a, b = runs[0], runs[1]
+    assert main(["compare", str(a.path), str(b.path), "--json", "--n-boot", "100", "--protocol", "honest"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    (cmp,) = compare_runs([a, b], protocol="honest", n_boot=100)
+    assert out["protocol"]["name"] == "honest"
+    assert len(out["metrics"]) == len(cmp.metrics) and len(out["findings"]) == len(cmp.findings)
+    for got, want in zip(out["metrics"], cmp.metrics):
+        assert (got["attack"], got["arm"], got["metric"], got["verdict"]) == (want.attack, want.arm, want.metric,
+                                                                              want.verdict)
+        assert got["difference"] == pytest.approx(want.difference, nan_ok=True)
+    e = out["exposure"][0]
+    assert [x["sample_id"] for x in e["newly_exposed"]] == cmp.exposure[0].newly_exposed.tolist()
+    assert main(["compare", str(a.path), str(a.path), "--n-boot", "50"]) == 0
+    text = capsys.readouterr().out
+    assert "inconclusive" in text and "rises" not in text.split("Metrics")[1]
+
+
+def test_cli_compare_refuses_other_samples(runs, tmp_path, capsys):
+    from ldminv_core.cli.main import main
+
+    a, _, px, _ = runs
+    c = _run(tmp_path / "c", shrink=0.6, seed=2, pixels=px[:60], n_half=30)
+    assert main(["compare", str(a.path), str(c.path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "A has 80" in err and "B has 60" in err
+    assert main(["compare", str(a.path)]) == 2
+    assert "at least two" in capsys.readouterr().err

@@ -14,7 +14,9 @@ self-contained HTML file that opens offline in any browser, as numbered sections
    attack's);
 5. metrics against drop percentage and timestep;
 6. the distortion figures and the mean influence heatmap;
-7. a link that saves the report JSON of the method reference (a ``data:`` URL, not printed).
+7. the agreement between the run's attacks (METHOD.md section 7: the samples each flags at the
+   1%-FPR threshold, Jaccard and Spearman per pair, who flags whom by file name);
+8. a link that saves the report JSON of the method reference (a ``data:`` URL, not printed).
 
 plotly.js is inlined once, with the first figure; every later figure reuses it. Every number comes
 from :class:`ldminv_core.evaluation.Evaluation` (the report JSON from the same evaluation through
@@ -36,6 +38,7 @@ from ldminv_core.runs import Run
 from .context import ReportContext, collect_arms, prepare
 from .inputs import DEFAULT_DROP_PERCENT, DEFAULT_SEED
 from .markup import CSS, SECTIONS, esc, kv_table, section
+from .sections.agreement import agreement_body
 from .sections.curves import drop_sweep_body, timesteps_body
 from .sections.distortion import influence_body, log_volume_body, quartiles_body
 from .sections.findings import findings_body
@@ -91,7 +94,8 @@ def build_html_report(
         tables carry the ids ``blind-table`` (when the blind baseline is available),
         ``findings-table``, ``run-settings-table``, ``figure-settings-table``, ``metrics-table``,
         ``quartile-table`` (``folds-table`` under honest, ``timestep-table`` and
-        ``random-seeds-table`` for maskable attacks); the findings table's rows carry
+        ``random-seeds-table`` for maskable attacks; ``agreement-counts-table``, ``agreement-table`` and
+        ``who-flags-table`` when the run holds two or more attacks); the findings table's rows carry
         ``data-finding`` (the id) and, when the finding is confounded by the folders' difference,
         ``class="confounded"``; the shift headline is ``#shift-headline``, the advice
         ``#shift-advice``; the JSON link is ``a#report-json-link``.
@@ -119,7 +123,9 @@ def build_html_report(
     # 6. the distortion: log-volume, quartiles, mean influence
     parts += [section("log-volume", log_volume_body(ctx)), section("quartiles", quartiles_body(ctx)),
               section("influence", influence_body(ctx))]
-    # 7. the report JSON: a link that saves it (embedded as a data: URL), not a dump in the page
+    # 7. the agreement between the run's attacks
+    parts.append(section("agreement", agreement_body(ctx)))
+    # 8. the report JSON: a link that saves it (embedded as a data: URL), not a dump in the page
     parts.append(section("report-json", report_json_body(ctx)))
     return _page(ctx, parts, title=title, generated=generated)
 

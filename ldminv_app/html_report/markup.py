@@ -35,6 +35,7 @@ SECTIONS: dict[str, str] = {
     "log-volume": "Log-volume: members vs held-out",
     "quartiles": "AUROC by distortion quartile",
     "influence": "Mean influence heatmap",
+    "agreement": "Agreement between attacks",
     "report-json": "Report JSON",
 }
 

@@ -22,7 +22,12 @@ with :class:`~ldminv_core.evaluation.Evaluation` and writes what it returns, not
   ``tpr_at_1fpr``, ``realised_fpr_at_1fpr``, ``low_fpr``, ``verdict``, ``top_features`` as
   [name, standardised coefficient] pairs, ``below_chance``) and ``finding`` (``blind_baseline``);
 - ``shift``: ``separable`` (the files alone separate the folders), ``separating_groups``,
-  ``headline`` and ``advice`` (:func:`~ldminv_core.evaluation.shift_headline` / ``shift_advice``).
+  ``headline`` and ``advice`` (:func:`~ldminv_core.evaluation.shift_headline` / ``shift_advice``);
+- ``agreement`` (reports of two or more attacks; METHOD.md section 7): which samples each attack
+  flags at the protocol's 1%-FPR operating point (``counts`` per split), per pair the Jaccard index
+  per subset (all, member, heldout) and the Spearman correlation per split, each with its bootstrap
+  interval and, when undefined (null), the ``reason``; ``samples``: the who-flags-whom rows of the
+  samples flagged by at least one attack, most flags first (:mod:`ldminv_core.report.agreement_json`).
 
 Every arm (and blind group) carries ``low_fpr``: the counts behind its TPR@1%FPR
 (:meth:`~ldminv_core.evaluation.LowFprCount.as_dict` plus ``rests_on``: "1% FPR = 3 of 300
@@ -35,6 +40,7 @@ null. NaN (an undefined metric, e.g. a quartile holding one class) is written as
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +60,11 @@ from ..evaluation import (
     shift_advice,
     shift_headline,
 )
+from ..evaluation import agreement as agreement_of
+from ..evaluation.agreement import Agreement
 from ..evaluation.wording import BLIND_GROUP_WORDS, LOW_FPR_METRICS, low_fpr_cautions
 from ldminv_core.runs import Run
+from .agreement_json import agreement_json
 
 __all__ = ["build_report", "evaluate_run", "report_from_results", "CI_LEVEL", "N_BOOT", "LOW_FPR_METRICS"]
 
@@ -230,9 +239,11 @@ def evaluate_run(
     return run, results
 
 
-def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop: float | None = None) -> dict:
+def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop: float | None = None,
+                        agreement: Agreement | None = None) -> dict:
     """The report JSON object of evaluations already computed (``{attack: AttackEvaluation}``, all
-    under one protocol): what :func:`build_report` returns, without computing anything again."""
+    under one protocol): what :func:`build_report` returns, without computing anything again;
+    ``agreement`` (computed under the same protocol) adds the ``agreement`` entry."""
     if not results:
         raise LdminvError(f"results: expected at least one attack evaluation of run {run.path}")
     first = next(iter(results.values()))
@@ -249,7 +260,7 @@ def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop:
         cautions += [{"metric": m, "scope": "each log-volume quartile", "text": text}
                      for m, text in low_fpr_cautions(proto, n_members=q.n_members, n_heldout=q.n - q.n_members,
                                                      metrics_shown=("tpr_at_1fpr",)).items()]
-    return {
+    out = {
         "run": str(run.path),
         "n_members": run.n_members,
         "n_heldout": run.n_heldout,
@@ -265,6 +276,9 @@ def report_from_results(run: Run, results: dict[str, AttackEvaluation], *, drop:
         "blind": _blind(first.blind),
         "shift": _shift(first.blind),
     }
+    if agreement is not None:
+        out["agreement"] = agreement_json(agreement)
+    return out
 
 
 def build_report(
@@ -292,6 +306,7 @@ def build_report(
     Returns:
         ``{"run", "n_members", "n_heldout", "latent_shape", "drop_percent", "protocol",
         "n_boot", "ci_level", "findings", "attacks": {name: {...}}, "cautions", "blind", "shift"}``
+        (and ``"agreement"`` when two or more attacks are reported)
         as described in the module
         docstring; JSON-serialisable (NaN -> None).
 
@@ -303,4 +318,10 @@ def build_report(
     """
     run, results = evaluate_run(run, attack=attack, protocol=protocol, folds=folds, drop=drop, seed=seed,
                                 n_boot=n_boot)
-    return report_from_results(run, results, drop=drop)
+    agreement = None
+    if len(results) > 1:  # the attacks' agreement (METHOD.md section 7), under the same protocol and design
+        with warnings.catch_warnings():  # its degenerate cases are in its "warnings" entry
+            warnings.simplefilter("ignore", RuntimeWarning)
+            agreement = agreement_of(run, next(iter(results.values())).protocol, attacks=list(results),
+                                     n_boot=n_boot, level=CI_LEVEL, seed=seed)
+    return report_from_results(run, results, drop=drop, agreement=agreement)

@@ -15,6 +15,7 @@ from ..evaluation.wording import (
     tiny_note,
     verdict_words,
 )
+from .agreement_text import agreement_lines
 from ..formatting import format_count, format_percent, format_rate, format_rate_ci
 
 __all__ = ["format_report"]
@@ -250,7 +251,8 @@ def format_report(report: dict) -> str:
        it rests on and how many held-out images the 1% is;
     4. the quartiles;
     5. one line per finding (its title, verdict with a tiny or confounded effect named, statement,
-       and its caveat on the next line), each attack's findings summarised in one line.
+       and its caveat on the next line), each attack's findings summarised in one line;
+    6. the attacks' agreement, when the report has it (:mod:`.agreement_text`).
 
     An AUROC whose interval lies below 0.5 is named as below chance. Rates are fractions in
     [0, 1], as in the JSON. Returns the lines joined by newlines (no trailing newline)."""
@@ -260,4 +262,5 @@ def format_report(report: dict) -> str:
     lines += _metrics_lines(report, level)        # 3.
     lines += _quartile_lines(report)              # 4.
     lines += _findings_lines(report, level)       # 5.
+    lines += agreement_lines(report)              # 6.
     return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The ``agreement`` entry of ``report --json`` and its text table: the same numbers as
+:func:`ldminv_core.evaluation.agreement` under the report's protocol, seed and replicates; absent
+from a one-attack report; the who-flags-whom rows are the flagged samples, most flags first."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+
+import pytest
+
+from ldminv_core.evaluation import agreement
+from ldminv_core.report import build_report, format_report
+from ldminv_core.runs import Run
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "demo32"
+N_BOOT = 30
+
+
+def _num(x):
+    return None if not math.isfinite(x) else pytest.approx(x, abs=1e-12)
+
+
+@pytest.mark.parametrize("protocol", ["standard", "honest"])
+def test_report_json_has_the_agreement_of_the_evaluation_layer(protocol):
+    run = Run.open(GOLDEN)
+    report = json.loads(json.dumps(build_report(run, protocol=protocol, n_boot=N_BOOT, seed=1), allow_nan=False))
+    got = report["agreement"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = agreement(run, protocol, n_boot=N_BOOT, seed=1, level=report["ci_level"])
+    assert got["protocol"] == protocol and got["attacks"] == list(run.attacks) and len(got["pairs"]) == 10
+    assert got["counts"] == want.counts
+    for entry, pair in zip(got["pairs"], want.pairs):
+        assert (entry["a"], entry["b"]) == (pair.a, pair.b)
+        for k, j in pair.jaccard.items():
+            assert entry["jaccard"][k]["value"] == _num(j.value) and entry["jaccard"][k]["reason"] == j.reason
+            assert entry["jaccard"][k]["ci"] == [_num(v) for v in j.ci]
+        for k, s in pair.spearman.items():
+            assert entry["spearman"][k]["rho"] == _num(s.rho)
+            assert entry["spearman"][k]["ci"] == [_num(v) for v in s.ci]
+    flagged = [s for s in want.samples if s.flagged_by]
+    assert [r["sample_id"] for r in got["samples"]] == [s.sample_id for s in flagged]
+    assert got["n_unflagged"] == len(want.samples) - len(flagged)
+    text = format_report(report)
+    assert "Agreement between attacks" in text and "Who flags whom" in text
+    assert sum(line.lstrip().startswith(("sima ", "pia ", "loss ", "secmi ")) for line in text.splitlines()) >= 10
+
+
+def test_a_one_attack_report_has_no_agreement():
+    report = build_report(Run.open(GOLDEN), attack="sima", n_boot=0)
+    assert "agreement" not in report
+    assert "Agreement between attacks" not in format_report(report)

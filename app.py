@@ -51,6 +51,7 @@ PAGES = [
     st.Page("pages/dimensions.py", title="Dimensions", icon=":material/grid_on:"),
     st.Page("pages/masks_roc.py", title="Masks & ROC", icon=":material/show_chart:"),
     st.Page("pages/latent_map.py", title="Latent map", icon=":material/scatter_plot:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
 ]
 # Optional pages are added when their file is present.
 if (_HERE / "pages" / "export.py").is_file():

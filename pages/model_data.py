@@ -1,9 +1,10 @@
 """Model & data page: open, delete and compute runs.
 
 Open an existing run (or any run folder by path), delete one (after a confirmation), or start
-a new analysis: the demo model, a local diffusers pipeline folder or a hub id (its family,
-conditioning, schedule and geometry engine shown before anything runs, or why it cannot be
-analysed); members and held-out images as folders or uploads (images or zips); the analysis
+a new analysis: the demo model, a local diffusers pipeline folder, a hub id, a custom PyTorch model
+through its adapter file or a single-file checkpoint with its config folder
+(``ldminv_app.model_source``; its family, conditioning, schedule and geometry engine shown before
+anything runs, or why it cannot be analysed); members and held-out images as folders or uploads (images or zips); the analysis
 options; a cost preview;
 then the analysis in the background with a progress bar, a Cancel button and Resume for a
 cancelled run. Any error is shown as a message and the active run stays as it was.
@@ -22,7 +23,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from ldminv_core import demo
 from ldminv_core.choices import INFLUENCE_METHODS, RESIDUAL_DTYPES
 from ldminv_core.pipeline.inputs import load_config_model
 from ldminv_core.pipeline.batches import AnalysisCancelled
@@ -34,7 +34,7 @@ from ldminv_core.choices import HUTCHINSON_RANK_PROBES, LATENT_KINDS, LOG_VOLUME
 from ldminv_core.errors import LdminvError, RunError
 from ldminv_core.runs import default_runs_root, delete_run, list_runs
 
-from ldminv_app import cache, frame, job_panel, model_summary, notices, sidebar, state, widgets
+from ldminv_app import cache, frame, job_panel, model_source, model_summary, notices, sidebar, state, widgets
 from ldminv_app.jobs import AnalysisJob
 from ldminv_app.run_folders import check_deletable, checked_resume_config, estimate_rows, inside_root, link_names
 
@@ -166,41 +166,17 @@ with notices.guard("The Model & data page failed"):
 
     # =========================================================================== new analysis
     with tab_new:
-        kind = st.radio(
-            "Model", ["Built-in demo", "Shift demo", "Local folder", "Hub id"], key="new_model_kind", horizontal=True,
-            help="Shift demo: the demo model on two folders of images it never saw (held-out footwear as "
-                 "'members', held-out clothes as 'held-out'): pure distribution shift, no member at all, to see "
-                 "what the shift check says when the folders differ without the model.")
-        if kind == "Built-in demo":
-            model = str(demo.DEMO_MODEL_DIR)
-            st.caption(f"Demo model: {model}")
-            default_members, default_heldout = str(demo.DEMO_MEMBERS_DIR), str(demo.DEMO_HELDOUT_DIR)
-        elif kind == "Shift demo":
-            model = str(demo.DEMO_MODEL_DIR)
-            default_members = default_heldout = ""
-            with notices.guard("Shift demo folders"):
-                shift_members, shift_heldout = demo.build_shift_demo_data()
-                default_members, default_heldout = str(shift_members), str(shift_heldout)
-                st.caption(f"Demo model: {model}. Both folders hold images the model never saw (footwear against "
-                           "clothes): every difference the attacks find is distribution shift, which the Findings "
-                           "page's shift check names. `python -m ldminv_core analyze --demo shift` runs the same.")
-        elif kind == "Local folder":
-            model = st.text_input(
-                "Model folder", key="new_model_path", placeholder="diffusers pipeline folder with vae/, unet/, scheduler/"
-            ).strip()
-            default_members = default_heldout = ""
-        else:
-            model = st.text_input("Hub id", key="new_model_hub", placeholder="CompVis/stable-diffusion-v1-4").strip()
-            default_members = default_heldout = ""
-
+        choice = model_source.model_choice()
+        kind, model = choice.kind, choice.model
+        default_members, default_heldout = choice.default_members, choice.default_heldout
         # the family, its conditioning, schedule and geometry engine, read before anything runs; a
         # model the loader would refuse is named here and nothing can be started on it
-        model_ok = model_summary.model_summary(model)
+        model_ok = model_source.show_summary(choice)
 
         if st.session_state.get("_new_model_kind_shown") != kind:  # a demo fills in its own folders
             st.session_state["_new_model_kind_shown"] = kind
             for role, default in (("members", default_members), ("heldout", default_heldout)):
-                if default or kind in ("Built-in demo", "Shift demo"):
+                if default or kind in model_source.DEMO_KINDS:
                     st.session_state[f"new_{role}_path"] = default
         d1, d2 = st.columns(2)
         with d1:
@@ -289,7 +265,9 @@ with notices.guard("The Model & data page failed"):
                 log_volume=log_volume,
                 lora=tuple(lora_paths),
                 lora_scale=tuple(lora_scales),
-                model=model,
+                model=(model or None) if choice.adapter else model,
+                model_adapter=choice.adapter,
+                model_config=choice.model_config,
                 members=members,
                 heldout=heldout,
                 out=str(runs_root / name),

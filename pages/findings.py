@@ -3,7 +3,8 @@ protocol chosen in the sidebar: a one-line summary, the shift check (can the fil
 the model, tell the folders apart? METHOD.md section 6), each claim an estimate with its 95%
 interval and a verdict (a caveat beside every membership or geometry claim on folders the files
 alone separate), a table of every attack's verdicts on every claim, then every attack's baseline
-AUROC and TPR@1%FPR side by side. All numbers come from the cached
+AUROC and TPR@1%FPR side by side, and whether the attacks flag the same images (Jaccard and Spearman
+per pair, who flags whom with thumbnails). All numbers come from the cached
 ``Evaluation`` objects (``ldminv_app.state.evaluation``); the page only lays them out.
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import findings_summary
 
-from ldminv_app import cards, findings_view, frame, notices, state
+from ldminv_app import agreement_view, cards, findings_view, frame, notices, state
 
 run = frame.page_frame()
 
@@ -39,6 +40,7 @@ with notices.guard("The Findings page failed"):
     findings_view.finding_cards(page)
     findings_view.every_attack_table(page)
     findings_view.attack_overview(page)
+    agreement_view.section(run)
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)

@@ -1,6 +1,7 @@
 """The CSV files of the export: one row per sample with its scores at one timestep
-(:func:`per_sample_table` / :func:`per_sample_csv`) and the Dimensions page's table
-(:func:`dimension_csv`). Conventions: labels 1 = member; scores higher = member (score =
+(:func:`per_sample_table` / :func:`per_sample_csv`), the Dimensions page's table
+(:func:`dimension_csv`) and the exposure list of the members most at risk
+(:func:`exposure_table` / :func:`exposure_csv`). Conventions: labels 1 = member; scores higher = member (score =
 -statistic)."""
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ldminv_core.evaluation.exposure import ExposureList
 from ldminv_core.runs import Run
 
 from .inputs import (DEFAULT_DROP_PERCENT, DEFAULT_SEED, as_run, check_attack, check_drop, check_nonneg_int, check_t,
                      evaluation)
 
-__all__ = ["CSV_COLUMNS", "per_sample_table", "per_sample_csv", "dimension_csv"]
+__all__ = ["CSV_COLUMNS", "EXPOSURE_COLUMNS", "per_sample_table", "per_sample_csv", "dimension_csv",
+           "exposure_table", "exposure_csv"]
 
 
 #: Columns of :func:`per_sample_table` / :func:`per_sample_csv`, in order.
@@ -139,3 +142,45 @@ def dimension_csv(table: pd.DataFrame, *, attack: str, t: int) -> str:
     out["attack"] = attack
     out["t"] = int(t)
     return out.to_csv(index=False)
+
+
+#: Columns of :func:`exposure_table` / :func:`exposure_csv`, in order.
+EXPOSURE_COLUMNS: tuple[str, ...] = (
+    "member_rank", "sample_id", "path", "caption", "score", "flagged_by", "n_attacks_flagging", "log_volume",
+    "log_volume_note", "attack", "arm", "protocol", "t", "drop_percent",
+)
+
+
+def exposure_table(exposure: ExposureList) -> pd.DataFrame:
+    """The exposure list (``ldminv_core.evaluation.exposure.exposure_list``) as one row per
+    member, most exposed first: ``member_rank`` 1 = the most member-like score among the members,
+    ``flagged_by`` the attacks flagging it at the 1%-FPR threshold joined by ``;`` (empty: none),
+    ``log_volume`` NaN with ``log_volume_note`` saying why when the run has no geometry, then the
+    settings that produced it (``t`` empty: chosen per fold, or no timesteps; ``drop_percent``
+    empty: the baseline, or chosen per fold)."""
+    e = exposure.entries
+    n = len(e)
+    return pd.DataFrame(
+        {
+            "member_rank": np.array([x.rank for x in e], dtype=np.int64),
+            "sample_id": np.array([x.sample_id for x in e], dtype=np.int64),
+            "path": [x.path for x in e],
+            "caption": [x.caption for x in e],
+            "score": np.array([x.score for x in e], dtype=np.float64),
+            "flagged_by": [";".join(x.flagged_by) for x in e],
+            "n_attacks_flagging": np.array([x.n_flagged for x in e], dtype=np.int64),
+            "log_volume": np.array([x.log_volume for x in e], dtype=np.float64),
+            "log_volume_note": [exposure.log_volume_reason or ""] * n,
+            "attack": [exposure.attack] * n,
+            "arm": [exposure.arm] * n,
+            "protocol": [exposure.protocol] * n,
+            "t": pd.array([exposure.t] * n, dtype="Int64"),
+            "drop_percent": pd.array([exposure.drop_percent] * n, dtype="Float64"),
+        },
+        columns=list(EXPOSURE_COLUMNS),
+    )
+
+
+def exposure_csv(exposure: ExposureList) -> str:
+    """:func:`exposure_table` as CSV text (header row, one row per member, full float precision)."""
+    return exposure_table(exposure).to_csv(index=False)

@@ -16,7 +16,9 @@ self-contained HTML file that opens offline in any browser, as numbered sections
 6. the distortion figures and the mean influence heatmap;
 7. the agreement between the run's attacks (METHOD.md section 7: the samples each flags at the
    1%-FPR threshold, Jaccard and Spearman per pair, who flags whom by file name);
-8. a link that saves the report JSON of the method reference (a ``data:`` URL, not printed).
+8. the exposure list: the member images most at risk (rank among the members, the attacks flagging
+   them at 1% FPR, log-volume, thumbnails), so an owner knows which training images to look at first;
+9. a link that saves the report JSON of the method reference (a ``data:`` URL, not printed).
 
 plotly.js is inlined once, with the first figure; every later figure reuses it. Every number comes
 from :class:`ldminv_core.evaluation.Evaluation` (the report JSON from the same evaluation through
@@ -41,6 +43,7 @@ from .markup import CSS, SECTIONS, esc, kv_table, section
 from .sections.agreement import agreement_body
 from .sections.curves import drop_sweep_body, timesteps_body
 from .sections.distortion import influence_body, log_volume_body, quartiles_body
+from .sections.exposure import exposure_body
 from .sections.findings import findings_body
 from .sections.metrics import metrics_body
 from .sections.report_json import report_json_body
@@ -125,7 +128,9 @@ def build_html_report(
               section("influence", influence_body(ctx))]
     # 7. the agreement between the run's attacks
     parts.append(section("agreement", agreement_body(ctx)))
-    # 8. the report JSON: a link that saves it (embedded as a data: URL), not a dump in the page
+    # 8. the exposure list: the members most at risk, with their thumbnails
+    parts.append(section("exposure", exposure_body(ctx)))
+    # 9. the report JSON: a link that saves it (embedded as a data: URL), not a dump in the page
     parts.append(section("report-json", report_json_body(ctx)))
     return _page(ctx, parts, title=title, generated=generated)
 

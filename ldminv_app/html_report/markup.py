@@ -36,6 +36,7 @@ SECTIONS: dict[str, str] = {
     "quartiles": "AUROC by distortion quartile",
     "influence": "Mean influence heatmap",
     "agreement": "Agreement between attacks",
+    "exposure": "Exposure list: the members most at risk",
     "report-json": "Report JSON",
 }
 

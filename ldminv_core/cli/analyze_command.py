@@ -34,6 +34,9 @@ __all__ = ["run_analyze_command"]
 def run_analyze_command(args: argparse.Namespace) -> int:
     """Run ``analyze`` with the parsed ``args``; returns the exit status (LdminvError for a user's
     mistake, which :func:`ldminv_core.cli.main.main` prints)."""
+    scales = _scale_sweep(args)
+    if scales is not None:  # --lora-scale 0,0.5,1.0: one run per scale on the same samples
+        return _run_scale_sweep(args, scales)
     # 1. the configuration: the options, over the preset's and the demo's
     config = _config_from_args(args)
     # 2. every option, both folders, the model folder and --out, before anything slow
@@ -79,6 +82,49 @@ def run_analyze_command(args: argparse.Namespace) -> int:
             print(f"decoder geometry {'reused' if used['used'] else 'computed'}: {used['reason']}", file=sys.stderr)
     print(f"run complete: {path}")
     print(format_report(build_report(path)))
+    return 0
+
+
+def _scale_sweep(args: argparse.Namespace) -> tuple[float, ...] | None:
+    """The scales of ``--lora-scale 0,0.5,1.0`` (a comma list with one ``--lora``), or None for a
+    single run. LdminvError: a list beside other --lora-scale values, not exactly one --lora, no
+    --out, or a scale given twice."""
+    given = list(getattr(args, "lora_scale", None) or [])
+    lists = [v for v in given if isinstance(v, tuple)]
+    if not lists:
+        return None
+    if len(given) != 1:
+        raise LdminvError(f"--lora-scale: a comma list of scales ({','.join(f'{v:g}' for v in lists[0])}) writes "
+                          f"one run per scale and must be the only --lora-scale; got {len(given)} --lora-scale options")
+    n_lora = len(getattr(args, "lora", None) or [])
+    if n_lora != 1:
+        raise LdminvError(f"--lora-scale {','.join(f'{v:g}' for v in lists[0])}: expected exactly one --lora "
+                          f"adapter to scale, got {n_lora}")
+    if not getattr(args, "out", None):
+        raise LdminvError("--lora-scale with a comma list: --out required (the runs go to OUT/scale-<s>)")
+    scales = lists[0]
+    if len({f"{v:g}" for v in scales}) != len(scales):
+        raise LdminvError(f"--lora-scale: expected distinct scales, got {','.join(f'{v:g}' for v in scales)}")
+    return scales
+
+
+def _run_scale_sweep(args: argparse.Namespace, scales: tuple[float, ...]) -> int:
+    """One ``analyze`` per scale into OUT/scale-<s> (same folders, so the same samples), then the
+    compare command of the runs."""
+    out = Path(args.out).expanduser()
+    paths = []
+    for s in scales:
+        sub = argparse.Namespace(**vars(args))
+        sub.lora_scale = [float(s)]
+        sub.out = str(out / f"scale-{s:g}")
+        print(f"LoRA scale {s:g}: {sub.out}", file=sys.stderr)
+        status = run_analyze_command(sub)
+        if status:
+            return status
+        paths.append(sub.out)
+    if DistContext.from_env().is_main:
+        print("compare the scales on the same samples with:")
+        print("python -m ldminv_core compare " + " ".join(paths))
     return 0
 
 

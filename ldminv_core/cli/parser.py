@@ -43,6 +43,16 @@ def _probes_option(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
+def _lora_scale_option(text: str) -> float | tuple[float, ...]:
+    """``--lora-scale``: a number, or a comma list of numbers (one run per scale)."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        values = tuple(float(p) for p in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or a comma list of numbers, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m ldminv_core``: subcommands ``analyze``, ``report``, ``convert`` and ``compare``."""
     parser = _Parser(
@@ -143,8 +153,10 @@ def _add_analyze_method(a: argparse.ArgumentParser) -> None:
         "UNet and text encoder; repeat for several; run.json records each file's SHA-256",
     )
     a.add_argument(
-        "--lora-scale", action="append", type=float, dest="lora_scale", metavar="SCALE",
-        help="weight of the LoRA adapters: once for all, or once per --lora in the same order (default 1.0)",
+        "--lora-scale", action="append", type=_lora_scale_option, dest="lora_scale", metavar="SCALE",
+        help="weight of the LoRA adapters: once for all, or once per --lora in the same order (default 1.0); a "
+        "comma list (e.g. 0,0.5,1.0, with one --lora) writes one run per scale into OUT/scale-0, OUT/scale-0.5, "
+        "... on the same samples, then prints the compare command",
     )
     a.add_argument(
         "--blind-encoder", dest="blind_encoder", metavar="PATH_OR_ID",

@@ -4,7 +4,8 @@ the model, tell the folders apart? METHOD.md section 6), each claim an estimate 
 interval and a verdict (a caveat beside every membership or geometry claim on folders the files
 alone separate), a table of every attack's verdicts on every claim, then every attack's baseline
 AUROC and TPR@1%FPR side by side, and whether the attacks flag the same images (Jaccard and Spearman
-per pair, who flags whom with thumbnails). All numbers come from the cached
+per pair, who flags whom with thumbnails), then the members most at risk (the exposure list with
+thumbnails and its CSV). All numbers come from the cached
 ``Evaluation`` objects (``ldminv_app.state.evaluation``); the page only lays them out.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import findings_summary
 
-from ldminv_app import agreement_view, cards, findings_view, frame, notices, state
+from ldminv_app import agreement_view, cards, exposure_view, findings_view, frame, notices, state
 
 run = frame.page_frame()
 
@@ -41,6 +42,7 @@ with notices.guard("The Findings page failed"):
     findings_view.every_attack_table(page)
     findings_view.attack_overview(page)
     agreement_view.section(run)
+    exposure_view.section(run, attack)
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)

@@ -1,0 +1,84 @@
+"""The Findings page's exposure list, for model owners: the member images most at risk under the
+sidebar's protocol, most exposed first, each with its thumbnail, its rank among the members (the
+page's attack, its masked arm at the protocol's drop where it can be masked, else the baseline),
+the attacks flagging it at the 1%-FPR threshold and its log-volume; a CSV download of the whole list.
+
+Every number is :func:`ldminv_core.evaluation.exposure.exposure_list`'s over the page's cached
+evaluations (:func:`ldminv_app.state.evaluation`), cached here per run, attack, protocol and folds;
+the table is :func:`ldminv_app.html_report.csv_export.exposure_table`'s, the CSV the export's.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import streamlit as st
+
+from ldminv_core.choices import attack_label
+from ldminv_core.evaluation.exposure import ExposureList, exposure_list
+from ldminv_core.runs import Run
+
+from . import cache, state
+from .html_report.csv_export import exposure_csv, exposure_table
+from .images import png_data_uri
+
+__all__ = ["load", "section", "EXPOSURE_ROWS", "THUMB_SIZE"]
+
+#: Members shown with thumbnails (the CSV holds them all).
+EXPOSURE_ROWS = 24
+#: Thumbnail size, pixels.
+THUMB_SIZE = 64
+
+
+@st.cache_resource(max_entries=16, show_spinner="Ranking the members…")
+def _exposure(path: str, stamp: int, attack: str, arm: str, protocol: str, folds: int,
+              _evaluations: dict) -> ExposureList:
+    """The exposure list (keyed by run, attack, arm, protocol, folds; the cached evaluations passed
+    unhashed). Degenerate cases are shown from its notes, not warned on the console."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return exposure_list(_evaluations, attack=attack, arm=arm)
+
+
+def load(run: Run, attack: str) -> ExposureList:
+    """The exposure list of ``attack`` (masked arm at the protocol's drop where it can be masked
+    and the run has its geometry, else the baseline) under the session's protocol and folds."""
+    evaluations = {a: state.evaluation(run, a) for a in run.attacks}
+    proto = evaluations[attack].protocol
+    arm = "masked" if run.is_maskable(attack) and run.has_geometry else "baseline"
+    return _exposure(*cache.run_key(run.path), attack, arm, proto.name, proto.folds, evaluations)
+
+
+def _thumb(path: str) -> str | None:
+    image = cache.thumbnail(path, size=THUMB_SIZE)
+    return None if image is None else png_data_uri(image)
+
+
+def _scope(lst: ExposureList) -> str:
+    drop = (f", drop {lst.drop_percent:g} %" if lst.drop_percent is not None
+            else ", drop chosen per fold" if lst.arm == "masked" else "")
+    t = f", t = {lst.t}" if lst.t is not None else ""
+    return f"{attack_label(lst.attack)}, {lst.arm} arm{drop}{t}, protocol {lst.protocol}"
+
+
+def section(run: Run, attack: str) -> None:
+    """The exposure section: what it ranks by, the most exposed members with thumbnails, the CSV."""
+    lst = load(run, attack)
+    st.subheader("Which training images are most at risk?")
+    counts = ", ".join(f"{attack_label(a)} {c}" for a, c in lst.flagged_counts.items())
+    st.caption(f"Members ranked by {_scope(lst)} (rank 1 = the most member-like score among the "
+               f"{lst.n_members} members); members flagged at the 1%-FPR threshold: {counts}. Look at the top "
+               "images first.")
+    table = exposure_table(lst).head(EXPOSURE_ROWS)
+    table.insert(0, "image", [_thumb(p) for p in table["path"]])
+    table.insert(1, "file", [Path(p).name for p in table["path"]])
+    shown = table[["image", "file", "member_rank", "score", "flagged_by", "n_attacks_flagging", "log_volume"]]
+    st.dataframe(shown, hide_index=True, key="exposure_table",
+                 column_config={"image": st.column_config.ImageColumn("image", width="small"),
+                                "member_rank": "member rank", "flagged_by": "flagged by (1% FPR)",
+                                "n_attacks_flagging": "attacks flagging", "log_volume": "log-volume"})
+    st.download_button("Download the exposure list (CSV)", exposure_csv(lst),
+                       file_name=f"{Path(run.path).name}_{attack}_{lst.protocol}_exposure.csv", mime="text/csv",
+                       key="exposure_csv")
+    for note in lst.notes:
+        st.warning(note)

@@ -16,6 +16,8 @@
 - :mod:`.low_fpr`: the counts behind a TPR at 1% FPR and their exact (Clopper-Pearson) interval;
 - :mod:`.agreement`: which samples the attacks flag at 1% FPR, their Jaccard overlap and Spearman
   correlation per split, and the who-flags-whom table (METHOD.md section 7);
+- :mod:`.exposure`: the exposure list for model owners: the members most at risk (rank among the
+  members, the attacks flagging them at 1% FPR, log-volume), most exposed first;
 - :mod:`.wording`: how the findings are said (titles, verdicts with tiny effects named, a summary
   line), shared by every surface.
 
@@ -56,6 +58,7 @@ from .results import (
 )
 from .blind import CLASSIFIER as BLIND_CLASSIFIER
 from .agreement import Agreement, FlaggedSample, JaccardResult, PairAgreement, SpearmanResult, agreement
+from .exposure import ExposureEntry, ExposureList, exposure_list
 from .low_fpr import LowFprCount, clopper_pearson, low_fpr_count, threshold_at_1fpr
 from .wording import (
     BLIND_GROUP_WORDS,
@@ -76,6 +79,9 @@ from .wording import (
 
 __all__ = [
     "Evaluation",
+    "ExposureEntry",
+    "ExposureList",
+    "exposure_list",
     "Agreement",
     "FlaggedSample",
     "JaccardResult",

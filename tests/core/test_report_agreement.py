@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import warnings
 from pathlib import Path
 
@@ -15,6 +16,16 @@ from ldminv_core.report import build_report, format_report
 from ldminv_core.runs import Run
 
 GOLDEN = Path(__file__).resolve().parents[1] / "golden" / "demo32"
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory) -> Run:
+    """A copy of the golden run without its cache (nothing written into tests/golden)."""
+    dst = tmp_path_factory.mktemp("golden") / "demo32"
+    shutil.copytree(GOLDEN, dst, ignore=shutil.ignore_patterns(".ldminv-cache"))
+    return Run.open(dst)
+
+
 N_BOOT = 30
 
 
@@ -23,8 +34,8 @@ def _num(x):
 
 
 @pytest.mark.parametrize("protocol", ["standard", "honest"])
-def test_report_json_has_the_agreement_of_the_evaluation_layer(protocol):
-    run = Run.open(GOLDEN)
+def test_report_json_has_the_agreement_of_the_evaluation_layer(golden, protocol):
+    run = golden
     report = json.loads(json.dumps(build_report(run, protocol=protocol, n_boot=N_BOOT, seed=1), allow_nan=False))
     got = report["agreement"]
     with warnings.catch_warnings():
@@ -48,7 +59,7 @@ def test_report_json_has_the_agreement_of_the_evaluation_layer(protocol):
     assert sum(line.lstrip().startswith(("sima ", "pia ", "loss ", "secmi ")) for line in text.splitlines()) >= 10
 
 
-def test_a_one_attack_report_has_no_agreement():
-    report = build_report(Run.open(GOLDEN), attack="sima", n_boot=0)
+def test_a_one_attack_report_has_no_agreement(golden):
+    report = build_report(golden, attack="sima", n_boot=0)
     assert "agreement" not in report
     assert "Agreement between attacks" not in format_report(report)

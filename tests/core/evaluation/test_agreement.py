@@ -7,6 +7,7 @@ perfectly; an attack flagging nothing gives NaN with the reason."""
 from __future__ import annotations
 
 import itertools
+import shutil
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,16 @@ from ldminv_core.runs import Run
 from synthetic_runs import write_run
 
 GOLDEN = Path(__file__).resolve().parents[2] / "golden" / "demo32"
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory) -> Run:
+    """A copy of the golden run without its cache (nothing written into tests/golden)."""
+    dst = tmp_path_factory.mktemp("golden") / "demo32"
+    shutil.copytree(GOLDEN, dst, ignore=shutil.ignore_patterns(".ldminv-cache"))
+    return Run.open(dst)
+
+
 N_BOOT = 40
 
 
@@ -191,16 +202,16 @@ def test_unknown_attack_and_arm_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("protocol,paper", [("standard", False), ("paper", True)])
-def test_golden_demo32_equals_the_oracle(protocol, paper):
-    run = Run.open(GOLDEN)
+def test_golden_demo32_equals_the_oracle(golden, protocol, paper):
+    run = golden
     assert len(run.attacks) == 5
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         _check_against_oracle(run, protocol, n_boot=N_BOOT, paper=paper)
 
 
-def test_golden_demo32_honest_counts_are_the_arms():
-    run = Run.open(GOLDEN)
+def test_golden_demo32_honest_counts_are_the_arms(golden):
+    run = golden
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         ag = agreement(run, "honest", n_boot=N_BOOT)

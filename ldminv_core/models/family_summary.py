@@ -257,7 +257,8 @@ def summarize_adapter(adapter_file: str | os.PathLike, *, model_path: str | os.P
     flow = spec.prediction_type == FLOW_PREDICTION
     scheduler = (f"flow_timesteps T = {model.predictor.num_train_timesteps}" if flow
                  else f"alphas_cumprod, T = {model.predictor.num_train_timesteps}")
-    given = f"build_adapter({record['model_path']!r})"
+    given = (f"model path handed to build_adapter: {record['model_path']}" if record["model_path"]
+             else "no model path (build_adapter gets None)")
     return FamilySummary(
         source=str(record["path"]),
         family=model.family.name,
@@ -274,7 +275,7 @@ def summarize_adapter(adapter_file: str | os.PathLike, *, model_path: str | os.P
         geometry_engine=ENGINE_TORCH_FUNC,
         geometry_note="the adapter's decode is a plain callable; the layer-by-layer engine only covers "
                       "diffusers' AutoencoderKL",
-        extra=(("adapter", f"{record['file']} (SHA-256 {record['sha256'][:12]}…), {given}"),),
+        extra=(("adapter", f"{record['file']} (SHA-256 {record['sha256'][:12]}…); {given}"),),
     )
 
 

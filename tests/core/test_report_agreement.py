@@ -63,3 +63,35 @@ def test_a_one_attack_report_has_no_agreement(golden):
     report = build_report(golden, attack="sima", n_boot=0)
     assert "agreement" not in report
     assert "Agreement between attacks" not in format_report(report)
+
+
+def test_html_export_shows_the_agreement_with_thumbnails(tmp_path):
+    import re
+
+    import numpy as np
+    from PIL import Image
+
+    from ldminv_app.html_report.document import build_html_report
+
+    # a copy of the golden run whose samples point at readable images (the thumbnails are embedded)
+    dst = tmp_path / "demo32"
+    shutil.copytree(GOLDEN, dst, ignore=shutil.ignore_patterns(".ldminv-cache"))
+    golden = Run.open(dst)
+    samples = golden.samples.copy()
+    for i, _ in enumerate(samples["path"]):
+        path = tmp_path / f"img_{i}.png"
+        Image.fromarray(np.full((8, 8, 3), i, dtype=np.uint8), mode="RGB").save(path)
+        samples.loc[i, "path"] = str(path)
+    samples.to_parquet(Path(golden.path) / "samples.parquet")
+    run = Run.open(golden.path)
+    doc = build_html_report(run, attack="sima", protocol="paper", n_boot=N_BOOT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = agreement(run, "paper", n_boot=N_BOOT)
+    table = re.search(r'<table[^>]*id="who-flags-table".*?</table>', doc, re.S).group(0)
+    rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+    flagged = want.flagged_samples()
+    assert flagged and len(rows) == len(flagged)
+    assert [int(re.search(r"<td>(\d+)</td>", r).group(1)) for r in rows] == [s.sample_id for s in flagged]
+    assert all('src="data:image/png;base64,' in r for r in rows)
+    assert 'id="agreement-table"' in doc and 'id="agreement-counts-table"' in doc

@@ -15,7 +15,7 @@ self-contained HTML file that opens offline in any browser, as numbered sections
 5. metrics against drop percentage and timestep;
 6. the distortion figures and the mean influence heatmap;
 7. the agreement between the run's attacks (METHOD.md section 7: the samples each flags at the
-   1%-FPR threshold, Jaccard and Spearman per pair, who flags whom by file name);
+   1%-FPR threshold, Jaccard and Spearman per pair, who flags whom with thumbnails);
 8. the exposure list: the member images most at risk (rank among the members, the attacks flagging
    them at 1% FPR, log-volume, thumbnails), so an owner knows which training images to look at first;
 9. a link that saves the report JSON of the method reference (a ``data:`` URL, not printed).

@@ -12,7 +12,7 @@ from ldminv_app import compare_view, frame, notices, state
 frame.page_frame(needs_run=False)
 
 with notices.guard("The Compare page failed"):
-    st.title("Compare runs")
+    st.title("Compare")
     protocol, folds = state.current_protocol(), state.current_folds()
     st.caption("Runs analyzed on the same images (same sample ids, splits and file contents): the first is A, "
                f"each other one B. Protocol **{protocol}** (sidebar). Intervals are paired: both runs are "

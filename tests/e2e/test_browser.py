@@ -41,6 +41,7 @@ PAGES = [
     ("latent_map", "Latent map"),
     ("masks_roc", "Masks & ROC"),
     ("export", "Export"),
+    ("compare", "Compare"),
 ]
 SERVER_START_S = 60
 RUN_TIMEOUT_MS = 60_000

@@ -22,7 +22,8 @@ pytestmark = pytest.mark.browser
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 #: URL path of every page -> its title (the landing page is "/").
 PAGES = {"": "Findings", "model_data": "Model & data", "distortion": "Distortion", "dimensions": "Dimensions",
-         "masks_roc": "Masks & ROC", "latent_map": "Latent map", "export": "Export"}
+         "masks_roc": "Masks & ROC", "latent_map": "Latent map", "export": "Export",
+         "compare": "Compare"}
 
 
 @pytest.fixture(scope="module")

@@ -144,6 +144,7 @@ def test_every_page_renders_on_the_run(env, arrays):
         "pages/dimensions.py": "Dimensions",
         "pages/masks_roc.py": "Masks & ROC",
         "pages/latent_map.py": "Latent map",
+        "pages/compare.py": "Compare",
     }
 
 

@@ -21,6 +21,7 @@ PAGES = (
     "pages/dimensions.py",
     "pages/masks_roc.py",
     "pages/latent_map.py",
+    "pages/compare.py",
 )
 LATENT_CHANNELS = 2  # d = 2 * 4 * 4 = 32 keeps the exact Jacobian cheap
 

@@ -72,11 +72,21 @@ def run_status(path: str | Path) -> str | None:
 
 
 def _iter_run_dirs(root: Path) -> Iterator[Path]:
+    """Run folders directly under ``root``, and one level further down inside a folder that is not
+    a run itself (``analyze --lora-scale 0,0.5,1`` writes OUT/scale-0, OUT/scale-0.5, ...)."""
     if not root.is_dir():
         return
     for child in sorted(root.iterdir(), key=lambda p: p.name):
-        if child.is_dir() and (child / RUN_JSON).is_file():
+        if not child.is_dir() or child.is_symlink():
+            continue
+        if (child / RUN_JSON).is_file():
             yield child
+            continue
+        try:
+            inner = sorted(child.iterdir(), key=lambda p: p.name)
+        except OSError:
+            continue
+        yield from (g for g in inner if g.is_dir() and not g.is_symlink() and (g / RUN_JSON).is_file())
 
 
 def _run_info(folder: Path, status: str) -> RunInfo:
@@ -107,7 +117,8 @@ def _run_info(folder: Path, status: str) -> RunInfo:
 
 
 def list_runs(root: str | Path | None = None) -> list[RunInfo]:
-    """Run folders directly under ``root`` (default :func:`default_runs_root`), newest first."""
+    """Run folders under ``root`` (default :func:`default_runs_root`), newest first: its children, and
+    the runs inside a child folder that is not a run (a ``--lora-scale`` sweep's scale-* folders)."""
     base = Path(root).expanduser() if root is not None else default_runs_root()
     infos: list[RunInfo] = []
     for folder in _iter_run_dirs(base):

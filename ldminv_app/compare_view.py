@@ -14,6 +14,7 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import make_protocol
 from ldminv_core.evaluation.compare import RunComparison, compare_runs
+from ldminv_core.evaluation.wording import finding_title, metric_title
 from ldminv_core.runs import default_runs_root, list_runs
 
 from . import cache
@@ -54,7 +55,7 @@ def _ci(ci: tuple[float, float], signed: bool = False) -> str:
 def metrics_table(cmp: RunComparison) -> pd.DataFrame:
     """One row per attack, arm and metric: A, B (each with its interval), B - A, paired CI, verdict."""
     return pd.DataFrame([{
-        "attack": attack_label(m.attack), "arm": m.arm, "metric": m.metric,
+        "attack": attack_label(m.attack), "arm": m.arm, "metric": metric_title(m.metric),
         "A": _v(m.a), "A CI": _ci(m.ci_a), "B": _v(m.b), "B CI": _ci(m.ci_b),
         "B − A": "n/a" if not math.isfinite(m.difference) else f"{m.difference:+.3f}",
         "paired CI": _ci(m.ci, True), "verdict": m.verdict} for m in cmp.metrics])
@@ -63,7 +64,7 @@ def metrics_table(cmp: RunComparison) -> pd.DataFrame:
 def findings_table(cmp: RunComparison) -> pd.DataFrame:
     """One row per attack and finding: each run's estimate and verdict, B - A, paired CI, verdict."""
     return pd.DataFrame([{
-        "attack": attack_label(f.attack), "finding": f.id, "A": _v(f.a), "A verdict": f.verdict_a,
+        "attack": attack_label(f.attack), "finding": finding_title(f.id), "A": _v(f.a), "A verdict": f.verdict_a,
         "B": _v(f.b), "B verdict": f.verdict_b,
         "B − A": "n/a" if not math.isfinite(f.difference) else f"{f.difference:+.3f}",
         "paired CI": _ci(f.ci, True), "verdict": f.verdict, "note": f.note} for f in cmp.findings])

@@ -31,6 +31,7 @@ __all__ = [
     "FINDING_TITLES",
     "FINDING_SHORT_TITLES",
     "finding_title",
+    "metric_title",
     "is_tiny",
     "verdict_words",
     "effect_sentence",
@@ -94,6 +95,11 @@ _VERDICT_ORDER = ("supported", "contradicted", "inconclusive", "undefined")
 def _field(finding: Any, name: str) -> Any:
     """``finding.name`` of a :class:`Finding`, or ``finding[name]`` of a report-JSON entry."""
     return finding[name] if isinstance(finding, Mapping) else getattr(finding, name)
+
+
+def metric_title(metric: str) -> str:
+    """A metric's name for a reader ("auroc" -> "AUROC", "tpr_at_1fpr" -> "TPR@1%FPR"), else itself."""
+    return _METRIC_WORDS.get(metric, metric)
 
 
 def finding_title(finding_id: str, *, short: bool = False) -> str:

@@ -13,6 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from ldminv_core.evaluation import DEFAULT_N_BOOT
 from ldminv_core.evaluation.compare import compare_runs
+from ldminv_core.evaluation.wording import finding_title
 from synthetic_runs import write_run
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -51,11 +52,11 @@ def test_compare_page_shows_the_comparison(tmp_path, monkeypatch):
     assert not at.error, [e.value for e in at.error]
     (cmp,) = compare_runs([a, b], protocol="standard", n_boot=DEFAULT_N_BOOT)
     metrics, findings = at.dataframe[0].value, at.dataframe[1].value
-    row = metrics[(metrics["arm"] == "baseline") & (metrics["metric"] == "auroc")].iloc[0]
+    row = metrics[(metrics["arm"] == "baseline") & (metrics["metric"] == "AUROC")].iloc[0]
     want = next(m for m in cmp.metrics if m.arm == "baseline" and m.metric == "auroc")
     assert row["B − A"] == f"{want.difference:+.3f}" and row["verdict"] == want.verdict
     assert row["paired CI"] == f"[{want.ci[0]:+.3f}, {want.ci[1]:+.3f}]"
-    assert list(findings["finding"]) == [f.id for f in cmp.findings]
+    assert list(findings["finding"]) == [finding_title(f.id) for f in cmp.findings]
     e = cmp.exposure[0]
     assert any(f"{e.newly_exposed.size} newly exposed" in m.value for m in at.markdown)
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]

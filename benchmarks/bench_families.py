@@ -79,6 +79,29 @@ def _unconditional(folder: Path) -> Path:
     return build_tiny_unconditional(folder, image_channels=3)
 
 
+def _ldm_light(folder: Path) -> Path:
+    """The shipped ldm_light example adapter over the tests' stand-in of the paper's classes
+    (``tests/core/models/test_custom_adapter.py``); returns the checkpoint folder and sets
+    LDM_LIGHT_REPO. The row's model is ``examples/ldm_light_adapter.py``."""
+    from tests.core.models.test_custom_adapter import ARGS, STAND_IN, _modules
+
+    repo = folder / "VAE2Diffusion"
+    (repo / "ldm_light").mkdir(parents=True)
+    (repo / "ldm_light" / "main.py").write_text(STAND_IN)
+    out = folder / "out_dir"
+    (out / "vae").mkdir(parents=True)
+    (out / "ldm_vae").mkdir()
+    torch.manual_seed(3)
+    vae, unet = _modules(repo)
+    torch.save(vae.state_dict(), out / "vae" / "vae_last.pt")
+    torch.save(unet.state_dict(), out / "ldm_vae" / "unet_last.pt")
+    (out / "args.json").write_text(json.dumps(ARGS))
+    os.environ["LDM_LIGHT_REPO"] = str(repo)
+    return out
+
+
+_EXAMPLE_ADAPTER = Path(__file__).resolve().parents[1] / "examples" / "ldm_light_adapter.py"
+
 #: (row name, folder builder, what the images carry: "captions", "labels:<n classes>" or None).
 FAMILY_BUILDERS: tuple[tuple[str, Callable[[Path], Path], str | None], ...] = (
     ("sd", _sd, "captions"),
@@ -90,6 +113,7 @@ FAMILY_BUILDERS: tuple[tuple[str, Callable[[Path], Path], str | None], ...] = (
     ("dit", _dit, "labels:5"),
     ("class_unet", _class_unet, "labels:3"),
     ("unconditional", _unconditional, None),
+    ("custom (ldm_light adapter)", _ldm_light, None),
 )
 
 
@@ -118,17 +142,30 @@ def _one(name: str, build: Callable[[Path], Path], carry: str | None, *, n: int,
     model = build(root / "model")
     members, heldout = _images(root, n, carry)
     t0 = time.perf_counter()
+    adapter = str(_EXAMPLE_ADAPTER) if name.startswith("custom") else None
+    attacks = ATTACK_NAMES if carry == "captions" else tuple(a for a in ATTACK_NAMES if a != "clid")
     out = run_analysis(AnalyzeConfig(model=str(model), members=str(members), heldout=str(heldout),
-                                     out=str(root / "run"), attacks=ATTACK_NAMES, timesteps=_TIMESTEPS,
-                                     device="cpu", batch_size=n, topk=8, probes=4))
+                                     out=str(root / "run"), attacks=attacks, timesteps=_TIMESTEPS,
+                                     device="cpu", batch_size=n, topk=8, probes=4, model_adapter=adapter))
     wall = time.perf_counter() - t0
     data = json.loads((out / "run.json").read_text())
     images = 2 * n
     per_image = {stage: round(float(s) / images, 5) for stage, s in data.get("timings", {}).items()}
     return {"family": name, "recorded_family": data.get("family"), "images": images,
+            "lora_loader": _lora_loader(data.get("family")),
             "denoiser": data.get("model_class"),
             "geometry_engine": ((data.get("geometry") or {}).get("plan") or {}).get("engine"),
             "seconds_per_image": per_image, "wall_s": round(wall, 2)}
+
+
+def _lora_loader(family: str | None) -> str:
+    """How a LoRA file is loaded for ``family`` (models.lora_plan's table), in words."""
+    from ldminv_core.models.lora_plan import LORA_LOADERS, NO_LORA_LOADER
+
+    if family in LORA_LOADERS:
+        mixin, denoiser, encoders = LORA_LOADERS[family]
+        return f"{mixin} -> {denoiser}" + (f" + {', '.join(encoders)}" if encoders else "")
+    return "none: " + NO_LORA_LOADER.get(family or "", "no LoRA loader")[:60]
 
 
 def run_families(*, images: int = 8, only: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -148,16 +185,16 @@ def run_families(*, images: int = 8, only: tuple[str, ...] = ()) -> dict[str, An
 
 def format_table(result: dict[str, Any]) -> str:
     """The result as a markdown table: seconds per image per stage, geometry engine."""
-    stages = ["encode", "geometry", "sima", "pia", "loss", "secmi", "pfami"]
-    lines = ["| family | recorded | geometry engine | " + " | ".join(f"{s} s/img" for s in stages) + " |",
-             "|---|---|---|" + "---|" * len(stages)]
+    stages = ["encode", "geometry", "sima", "pia", "loss", "secmi", "pfami", "clid"]
+    lines = ["| family | recorded | geometry engine | " + " | ".join(f"{s} s/img" for s in stages) + " | LoRA loader |",
+             "|---|---|---|" + "---|" * len(stages) + "---|"]
     for row in result["rows"]:
         if "error" in row:
             lines.append(f"| {row['family']} | error: {row['error'][:80]} |")
             continue
-        cells = [f"{row['seconds_per_image'].get(s, float('nan')):.4f}" for s in stages]
+        cells = [f"{row['seconds_per_image'][s]:.4f}" if s in row["seconds_per_image"] else "n/a" for s in stages]
         lines.append(f"| {row['family']} | {row['recorded_family']} | {row['geometry_engine']} | "
-                     + " | ".join(cells) + " |")
+                     + " | ".join(cells) + f" | {row['lora_loader']} |")
     return "\n".join(lines)
 
 

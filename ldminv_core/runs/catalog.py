@@ -77,11 +77,13 @@ def _iter_run_dirs(root: Path) -> Iterator[Path]:
     if not root.is_dir():
         return
     for child in sorted(root.iterdir(), key=lambda p: p.name):
-        if not child.is_dir() or child.is_symlink():
+        if not child.is_dir():
             continue
         if (child / RUN_JSON).is_file():
-            yield child
+            yield child  # a linked run too (never deleted through the link: see delete_run)
             continue
+        if child.is_symlink():
+            continue  # never walk into a linked folder that is not a run
         try:
             inner = sorted(child.iterdir(), key=lambda p: p.name)
         except OSError:

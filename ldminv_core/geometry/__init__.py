@@ -19,7 +19,8 @@ block Krylov on G with an a-posteriori residual bound; *SLQ* (log-det): stochast
 quadrature with Rademacher probes (:mod:`.krylov`, :mod:`.slq`). *Hutchinson* (influence):
 G_ii ~ mean over Gaussian probes v of (J^T v)_i^2. Products are batched over up to
 ``chunk_size`` directions of a sample per decoder call, through the layer-by-layer engine of
-:mod:`.tangents` for a diffusers AutoencoderKL decoder, else ``torch.func``. Random draws are
+:mod:`.tangents` for a diffusers AutoencoderKL decoder passed as :func:`vae_decoder` (``vae``),
+else ``torch.func`` (a plain callable: with a warning naming that change). Random draws are
 seeded per sample id, so a batch split never changes a result. :mod:`.precomputed` stores a
 computed geometry for reuse (the demo's).
 
@@ -90,6 +91,7 @@ from .paths import (  # noqa: F401
     resolve_log_volume_method,
 )
 from .plan import GeometryPlan, plan_geometry  # noqa: F401
+from .tangents import VaeDecoder, vae_decoder  # noqa: F401
 from .products import (  # noqa: F401
     _basis_pairs,
     _exact_block_size,
@@ -108,6 +110,8 @@ __all__ = [
     "dim_influence",
     "decoder_geometry",
     "plan_geometry",
+    "vae_decoder",
+    "VaeDecoder",
     "jacobian",
     "influence_map",
     "influence_heatmap",

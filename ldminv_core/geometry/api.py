@@ -31,6 +31,7 @@ from .checks import (
     _check_latents,
     _probe_decoder,
     _sample_ids,
+    _warn_plain_callable,
 )
 from .constants import INFLUENCE_EPS, SLQ_PROBES, SLQ_STEPS, Decode
 from .krylov import _krylov_top_eigenvalues, _slq_logdet
@@ -88,16 +89,18 @@ def jacobian(decode: Decode, z: torch.Tensor, *, chunk_size: int | None = None, 
         z: latents (N, C, h, w).
         chunk_size: (sample, coordinate) pairs per batched JVP call (default: see
             :func:`decoder_geometry`).
-        engine: how the JVPs are taken (:data:`ENGINES`).
+        engine: how the JVPs are taken (:data:`ENGINES`; see :func:`decoder_geometry`).
 
     Returns:
         (N, P, d) tensor with P = prod(image), d = C*h*w, in z's dtype and device; column j
         is dD/dz_j with coordinates in C-order of (C, h, w).
     """
     z = _check_latents(z)
+    engine = _check_engine(engine)
     image_shape = _probe_decoder(decode, z)
     chunk = _check_chunk(chunk_size, math.prod(image_shape))
-    prod = _Products(decode, z, chunk, image_shape, _check_engine(engine))
+    _warn_plain_callable(decode, engine)
+    prod = _Products(decode, z, chunk, image_shape, engine)
     d = math.prod(z.shape[1:])
     return _jacobian_block(prod, z.shape[0], d)
 
@@ -162,6 +165,7 @@ def _setup(decode: Decode, z: torch.Tensor, *, k: int | None, influence: str | N
     image_shape = _probe_decoder(decode, z)
     p = math.prod(image_shape)
     chunk = _check_chunk(chunk_size, p)
+    _warn_plain_callable(decode, engine)
     lv_method = None
     b = 1
     if k is not None:
@@ -350,7 +354,10 @@ def decoder_geometry(
         engine: how decoder products are taken (:data:`ENGINES`): "auto" uses the
             layer-by-layer JVPs / VJPs of :mod:`ldminv_core.geometry.tangents` for a
             :class:`~ldminv_core.geometry.tangents.VaeDecoder` it knows (checked against torch.func at
-            the first latent), torch.func otherwise; ``Geometry.engine`` says which ran.
+            the first latent), torch.func otherwise; ``Geometry.engine`` says which ran. A plain
+            callable under "auto" runs on torch.func with a ``UserWarning`` naming the fast path:
+            ``decode=geometry.vae_decoder(vae)`` (or ``LoadedModel.decoder_fn()``) instead of
+            ``lambda z: vae.decode(z / sf).sample``; "torch.func" asks for it without the warning.
 
     Returns:
         :class:`Geometry` with log_volume (N,), log_volume_error (N,) float64 and influence

@@ -29,7 +29,17 @@ from typing import Any, Callable
 import torch
 
 from .._validation import check_choice
-from .checks import _check_chunk, _check_count, _check_iters, _check_k, _check_kind, _check_latents, _probe_decoder
+from .checks import (
+    _check_chunk,
+    _check_count,
+    _check_engine,
+    _check_iters,
+    _check_k,
+    _check_kind,
+    _check_latents,
+    _probe_decoder,
+    _warn_plain_callable,
+)
 from .constants import (
     _INFLUENCE_METHODS,
     _LOG_VOLUME_METHODS,
@@ -164,11 +174,11 @@ def _time_interleaved(fns: dict[str, Callable[[], Any]], repeats: int = 2) -> di
 
 
 def _measure(decode, z1: torch.Tensor, image_shape: tuple[int, ...], chunk: int, d: int, p: int,
-             need_svd: bool, kind: str = "topk") -> tuple[float, float, float, str]:
+             need_svd: bool, kind: str = "topk", engine: str = "auto") -> tuple[float, float, float, str]:
     """(s per JVP, s per VJP, s per float64 SVD of a (P, d) matrix, engine) at ``chunk``
     directions: 2 warm-up + 4 timed decoder calls of ``chunk`` directions in all (interleaved),
     with the products the geometry will take (``engine``: "layerwise" or "torch.func")."""
-    prod = _Products(decode, z1, chunk, image_shape)
+    prod = _Products(decode, z1, chunk, image_shape, engine)
     rows = torch.zeros(chunk, dtype=torch.long, device=z1.device)
     gen = torch.Generator().manual_seed(0)
     tang = torch.randn(chunk, *z1.shape[1:], generator=gen).to(z1)
@@ -299,6 +309,7 @@ def plan_geometry(
     oversample: int | None = None,
     iters: int | None = None,
     measure: bool = True,
+    engine: str = "auto",
 ) -> GeometryPlan:
     """Cheapest geometry paths meeting the stated accuracy, with their per-sample cost.
 
@@ -314,6 +325,8 @@ def plan_geometry(
             candidate) on z[:1] and pick the cheapest predicted combination, unless the one
             with the fewest products is within :data:`CHOICE_MARGIN` of it (then that one);
             without it the choice minimises the number of products.
+        engine: how the timed products are taken (as in
+            :func:`ldminv_core.geometry.decoder_geometry`; pass the same engine to both).
 
     Returns:
         :class:`GeometryPlan`; pass it as ``decoder_geometry(..., plan=plan)``.
@@ -321,10 +334,12 @@ def plan_geometry(
     # 1. check the settings and list the paths that may run
     o = _options(decode, z, k=k, influence=influence, log_volume_method=log_volume_method, log_volume=log_volume,
                  probes=probes, slq_probes=slq_probes, slq_steps=slq_steps, chunk_size=chunk_size, iters=iters)
+    engine = _check_engine(engine)
     # 2. time one JVP and one VJP (and the SVD when the exact log-volume may run) on z[:1]
     if measure:
+        _warn_plain_callable(decode, engine)
         jvp_s, vjp_s, svd_s, engine = _measure(decode, o.z1, o.image_shape, o.chunk, o.d, o.p,
-                                               "exact" in o.lv_options, o.kind)
+                                               "exact" in o.lv_options, o.kind, engine)
     else:
         jvp_s = vjp_s = engine = None
         svd_s = 0.0

@@ -37,7 +37,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["VaeDecoder", "TangentEngine", "DecoderLinearization", "unsupported_reason", "verify", "engine_for",
+from ..errors import LdminvError, ModelKindError
+
+__all__ = ["VaeDecoder", "vae_decoder", "TangentEngine", "DecoderLinearization", "unsupported_reason", "verify", "engine_for",
            "VERIFY_RTOL"]
 
 _CL = torch.channels_last
@@ -66,6 +68,50 @@ class VaeDecoder:
     def __repr__(self) -> str:
         return (f"VaeDecoder({type(self.vae).__name__}, scaling_factor={self.scaling_factor:g}, "
                 f"shift_factor={self.shift_factor:g})")
+
+
+def _config_factor(vae: nn.Module, name: str) -> float | None:
+    """``vae.config.<name>`` (a diffusers config: attribute or mapping), or None when absent."""
+    config = getattr(vae, "config", None)
+    if config is None:
+        return None
+    value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+    return None if value is None else float(value)
+
+
+def vae_decoder(vae: nn.Module, *, scaling_factor: float | None = None,
+                shift_factor: float | None = None) -> VaeDecoder:
+    """The decoder of scaled latents of a diffusers ``AutoencoderKL``, for the fast geometry engine.
+
+    ``geometry.decoder_geometry(geometry.vae_decoder(vae), z)`` computes what
+    ``decoder_geometry(lambda z: vae.decode(z / sf + shift).sample, z)`` does, but through the
+    layer-by-layer JVPs / VJPs of this module (checked against torch.func at the first latent;
+    about 4x faster on the demo decoder on a CPU) instead of torch.func.
+
+    Args:
+        vae: the diffusers ``AutoencoderKL`` (any ``nn.Module`` with ``decode(x).sample``; one
+            the engine does not know runs on torch.func, see :func:`unsupported_reason`).
+        scaling_factor: latents are ``(encoder mean - shift_factor) * scaling_factor``; default
+            ``vae.config.scaling_factor``.
+        shift_factor: default ``vae.config.shift_factor`` (0 when the config has none).
+
+    Returns:
+        :class:`VaeDecoder`: latents (N, C, h, w) -> images (N, 3, H, W).
+
+    Raises:
+        ModelKindError: ``vae`` is not an ``nn.Module``.
+        LdminvError: no ``scaling_factor`` given and ``vae.config`` has none.
+    """
+    if not isinstance(vae, nn.Module):
+        raise ModelKindError(f"vae: expected a torch.nn.Module (a diffusers AutoencoderKL), got {type(vae).__name__}")
+    scale = _config_factor(vae, "scaling_factor") if scaling_factor is None else float(scaling_factor)
+    if scale is None:
+        raise LdminvError(f"scaling_factor: expected a number (vae.config of this {type(vae).__name__} has no "
+                          "scaling_factor), got None")
+    if not (math.isfinite(scale) and scale != 0.0):
+        raise LdminvError(f"scaling_factor: expected a finite non-zero number, got {scale!r}")
+    shift = _config_factor(vae, "shift_factor") if shift_factor is None else float(shift_factor)
+    return VaeDecoder(vae, scaling_factor=scale, shift_factor=shift)
 
 
 # ----------------------------------------------------------------------------- layers

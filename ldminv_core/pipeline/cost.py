@@ -21,7 +21,7 @@ from ldminv_core.data.image_folders import ImageSet
 from ldminv_core.models.loading import LoadedModel, resolve_device
 from ldminv_core.runs import planned_stages
 from .config import AnalyzeConfig
-from .geometry_paths import _make_geometry_plan, describe_geometry_plan
+from .geometry_paths import _decoder_engine, _make_geometry_plan, describe_geometry_plan
 from .inputs import (
     _check_captions_for_attacks,
     _check_duplicates,
@@ -344,7 +344,8 @@ def _time_geometry(plan: _Plan, model: LoadedModel, z: torch.Tensor, b: int) -> 
     geometry_timed = predicted is None or predicted * geo_b <= _MAX_TIMED_GEOMETRY_S
     if geometry_timed:  # the plan's timing calls warmed the decoder products up
         geo_s = _timed(lambda: _geometry.decoder_geometry(decode, z[:geo_b], plan=gp, seed=plan.seed,
-                                                          sample_ids=list(range(geo_b))), model.device) / geo_b
+                                                          sample_ids=list(range(geo_b)),
+                                                          engine=_decoder_engine(decode)), model.device) / geo_b
     else:
         geo_s = float(predicted)
     return gp, geo_s, geometry_timed

@@ -25,10 +25,17 @@ def _geometry_methods(plan: _Plan, model: LoadedModel) -> tuple[str, str]:
     return infl, lv
 
 
+def _decoder_engine(decode: Callable) -> str:
+    """The geometry engine the analysis asks for: "auto" for a model's VaeDecoder (the
+    layer-by-layer engine where it applies), "torch.func" for any other decoder (a custom
+    adapter's), asked for explicitly so the Python API's plain-callable warning is not shown."""
+    return "auto" if isinstance(decode, _geometry.VaeDecoder) else "torch.func"
+
+
 def _make_geometry_plan(plan: _Plan, decode: Callable, z1: torch.Tensor) -> "_geometry.GeometryPlan":
     """The geometry paths of this analysis, by the cost model timed on one latent ``z1`` (1, C, h, w)."""
     return _geometry.plan_geometry(decode, z1, k=plan.topk, influence=plan.influence, log_volume=plan.log_volume,
-                                   probes=plan.probes, measure=True)
+                                   probes=plan.probes, measure=True, engine=_decoder_engine(decode))
 
 
 def _plan_fits(gp: Any, plan: _Plan, d: int) -> bool:

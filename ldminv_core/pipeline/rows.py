@@ -14,7 +14,7 @@ from .. import geometry as _geometry
 from ..errors import NonFiniteError, RunError
 from ldminv_core.models.loading import LoadedModel
 from ldminv_core.data.safe_files import display_name
-from .geometry_paths import _log_volume_kwargs, _probes_to_run
+from .geometry_paths import _decoder_engine, _log_volume_kwargs, _probes_to_run
 from .plan import _Plan
 
 #: The geometry stage's per-sample log-volumes, moved into samples.parquet when the stage is done.
@@ -51,7 +51,7 @@ def _geometry_rows(plan: _Plan, model: LoadedModel, decode, z_all: np.ndarray, s
     geo = _geometry.decoder_geometry(
         decode, zb, k=plan.topk, influence=methods["influence"], log_volume_method=methods["log_volume_method"],
         probes=_probes_to_run(plan, methods), seed=plan.seed, sample_ids=list(range(start, stop)),
-        progress=within, **_log_volume_kwargs(plan),
+        progress=within, engine=_decoder_engine(decode), **_log_volume_kwargs(plan),
     )
     infl_b = geo.influence.detach().to("cpu", torch.float32).numpy()
     lv_b = geo.log_volume.detach().to("cpu", torch.float64).numpy()

@@ -75,7 +75,7 @@ def _check_engine(engine: str) -> str:
 #: The one-line change :func:`_warn_plain_callable` names.
 PLAIN_CALLABLE_HINT = (
     "pass geometry.vae_decoder(vae) (or LoadedModel.decoder_fn()) instead of a plain callable for the "
-    "layer-by-layer engine (about 4x faster on the demo decoder)"
+    "layer-by-layer engine (2-3x faster on the demo decoder on a CPU)"
 )
 
 

@@ -10,7 +10,8 @@ padded to the real token counts (77; Flux's T5: 512): the conditioning tensors h
 shapes, the encoders' own cost (tiny next to the denoiser's) is not the real one.
 
 Rows, each timed on the device (``torch.cuda.synchronize`` around every timed call) with its
-peak memory (``torch.cuda.max_memory_allocated`` since the row began):
+peak memory (``torch.cuda.max_memory_allocated`` since the row began, which includes what was
+resident at its start: all of the family's weights and the latents, given as ``resident GiB``):
 
 - ``jvp`` / ``vjp``: one decoder product J v / J^T u at one latent, by the products the
   geometry takes (``geometry.products._Products``: the layer-by-layer engine of
@@ -252,14 +253,25 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+_RESIDENT: dict[str, float | None] = {"gib": None}
+
+
 def _reset_peak(device: torch.device) -> None:
+    """Start a row: reset the CUDA peak and note what is allocated already (weights, latents)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
+        _RESIDENT["gib"] = torch.cuda.memory_allocated(device) / 2**30
 
 
 def _peak_gib(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+
+
+def _memory(device: torch.device) -> dict[str, float | None]:
+    """The row's memory: peak allocated since the row began, and what was resident at its start."""
+    cuda = device.type == "cuda"
+    return {"peak_gib": _peak_gib(device), "resident_gib": _RESIDENT["gib"] if cuda else None}
 
 
 def timed(fn: Callable[[], Any], device: torch.device, *, repeats: int = 1, warmup: int = 0) -> tuple[float, Any]:
@@ -295,7 +307,7 @@ def product_rows(b: Built, z1: torch.Tensor, device: torch.device, repeats: int)
     for kind, fn in (("jvp", lambda: prod.jvp(rows, v)), ("vjp", lambda: prod.vjp(rows, u))):
         _reset_peak(device)
         s, _ = timed(fn, device, repeats=repeats, warmup=1)
-        out.append({"step": kind, "seconds": s, "per": "product", "engine": prod.engine, "peak_gib": _peak_gib(device)})
+        out.append({"step": kind, "seconds": s, "per": "product", "engine": prod.engine, **_memory(device)})
     return out
 
 
@@ -306,7 +318,7 @@ def geometry_row(b: Built, z: torch.Tensor, device: torch.device) -> tuple[dict,
                                                       probes=None, measure=True), device)
     s, geo = timed(lambda: geometry.decoder_geometry(b.decode, z, plan=gp, seed=0), device)
     row = {"step": "geometry", "seconds": s / z.shape[0], "per": "sample", "engine": geo.engine,
-           "peak_gib": _peak_gib(device), "plan_seconds": plan_s, "paths": gp.describe(),
+           **_memory(device), "plan_seconds": plan_s, "paths": gp.describe(),
            "influence": gp.influence_method, "log_volume_method": gp.log_volume_method, "products": dict(gp.products),
            "samples": int(z.shape[0])}
     return row, gp, geo
@@ -329,7 +341,7 @@ def attack_rows(b: Built, z: torch.Tensor, names: list[str], device: torch.devic
         _reset_peak(device)
         try:
             s, res = timed(fn, device)
-            row = {"step": f"attack:{name}", "seconds": s / n, "per": "image", "peak_gib": _peak_gib(device),
+            row = {"step": f"attack:{name}", "seconds": s / n, "per": "image", **_memory(device),
                    "images": n, "shape": list(res.shape)}
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory: recorded, the other rows go on
             row = {"step": f"attack:{name}", "seconds": None, "per": "image", "error": f"{type(exc).__name__}: {exc}"}
@@ -386,7 +398,7 @@ def _guarded(fn: Callable[[], list[dict]], steps: tuple[str, ...]) -> list[dict]
         return [{"step": s, "seconds": None, "error": f"{type(exc).__name__}: {exc}"} for s in steps]
 
 
-TABLE_HEADER = ("family", "step", "seconds", "per", "peak GiB", "engine / paths")
+TABLE_HEADER = ("family", "step", "seconds", "per", "peak GiB", "resident GiB", "engine / paths / error")
 
 
 def table(rows: list[dict]) -> str:
@@ -394,7 +406,8 @@ def table(rows: list[dict]) -> str:
     body = []
     for r in rows:
         what = r.get("error") or r.get("paths") or r.get("engine") or ""
-        body.append((r["family"], r["step"], r.get("seconds"), r.get("per", ""), r.get("peak_gib"), what[:90]))
+        body.append((r["family"], r["step"], r.get("seconds"), r.get("per", ""), r.get("peak_gib"),
+                     r.get("resident_gib"), what[:90]))
     return common.markdown_table(TABLE_HEADER, body)
 
 
@@ -441,16 +454,21 @@ def main(argv: list[str] | None = None) -> dict | None:
     if args.threads:
         common.set_threads(args.threads)
     rows, infos = [], []
-    for name in names:
+    for name in names:  # one family on the device at a time
         run = run_family(FAMILIES[name], tiny=args.tiny, device=device, dtype=DTYPES[args.dtype], images=args.images,
                          geometry_samples=args.geometry_samples, attack_names=attack_names, timesteps=timesteps)
         rows += run.rows
         infos.append(run.info)
         print(table(run.rows), flush=True)
+        del run  # its decoder holds the VAE: free it before the next family is built
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     doc = {"benchmark": "bench_gpu", "created": common.now_iso(), "device": _device_info(device),
-           "torch": torch.__version__, "dtype": args.dtype, "images": args.images,
+           "torch": torch.__version__, "float32_matmul_precision": torch.get_float32_matmul_precision(),
+           "dtype": args.dtype, "images": args.images,
            "timesteps": timesteps or "each attack's default", "families": infos, "rows": rows,
-           "text_encoders": "random stand-ins of the real widths (2-layer CLIP, 1-layer T5), real token counts"}
+           "text_encoders": ("tiny random CLIP / T5 (tiny widths)" if args.tiny else
+                             "random stand-ins of the real widths (2-layer CLIP, 1-layer T5), real token counts")}
     print("\n" + table(rows))
     out = args.out if args.out is not None else (None if args.dry_run else OUT_JSON)
     if out is not None:

@@ -45,7 +45,7 @@ def test_rows_cover_every_step_with_a_time(run):
         assert "error" not in r, r
         assert r["family"] == "sd1"
         assert math.isfinite(r["seconds"]) and r["seconds"] > 0
-        assert r["peak_gib"] is None  # CPU: no CUDA peak memory
+        assert r["peak_gib"] is None and r["resident_gib"] is None  # CPU: no CUDA memory figures
     per = {r["step"]: r["per"] for r in run.rows}
     assert per["jvp"] == per["vjp"] == "product" and per["geometry"] == "sample"
     assert all(per[f"attack:{a}"] == "image" for a in bench_gpu.ATTACKS)

@@ -47,6 +47,16 @@ def _filesystem_type(path: Path) -> str | None:
     return best_type
 
 
+PROBE_PREFIX = ".ldminv-write-test-"
+"""Name prefix of :func:`_probe_write`'s test file: another process checking the same ``--out``
+(the other ranks of a torchrun launch) may see it for a moment and must not count it as content."""
+
+
+def is_probe_file(name: str) -> bool:
+    """True for the name of a write probe's test file (:data:`PROBE_PREFIX`)."""
+    return name.startswith(PROBE_PREFIX)
+
+
 def _probe_write(folder: Path) -> None:
     """Create ``folder`` (with its missing parents), write and delete a small file in it, then
     remove again the folders this call created. OSError when any step fails."""
@@ -58,7 +68,7 @@ def _probe_write(folder: Path) -> None:
         created.append(p)
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        fd, name = tempfile.mkstemp(prefix=".ldminv-write-test-", dir=folder)
+        fd, name = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=folder)
         try:
             os.write(fd, b"ldminv")
             os.fsync(fd)

@@ -32,7 +32,7 @@ from .config import (
     _normalize_lora,
     _normalize_timesteps,
 )
-from .output_folder import _check_out
+from .output_folder import _check_out, is_probe_file
 
 __all__ = ["check_config", "config_settings"]
 
@@ -238,11 +238,21 @@ def _preflight(plan: _Plan, *, model_given: bool) -> None:
     _check_out(plan.out)
     if str(plan.out) in (plan.members, plan.heldout):
         raise RunError(f"out: {plan.out} is an image folder of this analysis; choose another run folder")
-    if plan.out.is_dir() and run_status(plan.out) is None and any(plan.out.iterdir()):
+    if run_status(plan.out) is None and _holds_content(plan.out):
         raise RunError(
             f"output folder {plan.out} is not empty and holds no run.json; refusing to write a run "
             "there (choose a new or empty folder)"
         )
+
+
+def _holds_content(out: Path) -> bool:
+    """True when the folder ``out`` holds anything but another process's write probe (the other
+    ranks of a torchrun launch check the same ``--out`` at the same moment: their probe file, and
+    the folder their probe created and removes again, are not content)."""
+    try:
+        return any(not is_probe_file(p.name) for p in out.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _check_adapter_inputs(plan: _Plan) -> None:

@@ -280,3 +280,18 @@ def test_model_page_probe_control_says_auto_and_passes_what_was_chosen(tmp_path,
     at.number_input(key="new_probes").set_value(24).run()
     at.button(key="new_estimate").click().run()
     assert not at.exception and seen[-1].probes == 24
+
+
+def test_another_ranks_write_probe_is_not_content(tmp_path):
+    """Two ranks of a torchrun launch check the same --out at once: the probe file the other rank
+    is writing (and the folder its probe created) must not make the folder 'not empty'."""
+    from ldminv_core.pipeline.output_folder import PROBE_PREFIX
+    from ldminv_core.pipeline.plan import _holds_content
+
+    out = tmp_path / "out"
+    assert not _holds_content(out)  # missing (another rank's probe removed it again)
+    out.mkdir()
+    (out / f"{PROBE_PREFIX}abc123").write_bytes(b"ldminv")
+    assert not _holds_content(out)
+    (out / "notes.txt").write_text("mine")
+    assert _holds_content(out)

@@ -83,19 +83,9 @@ def _ldm_light(folder: Path) -> Path:
     """The shipped ldm_light example adapter over the tests' stand-in of the paper's classes
     (``tests/core/models/test_custom_adapter.py``); returns the checkpoint folder and sets
     LDM_LIGHT_REPO. The row's model is ``examples/ldm_light_adapter.py``."""
-    from tests.core.models.test_custom_adapter import ARGS, STAND_IN, _modules
+    from tests.core.models.test_custom_adapter import write_ldm_light
 
-    repo = folder / "VAE2Diffusion"
-    (repo / "ldm_light").mkdir(parents=True)
-    (repo / "ldm_light" / "main.py").write_text(STAND_IN)
-    out = folder / "out_dir"
-    (out / "vae").mkdir(parents=True)
-    (out / "ldm_vae").mkdir()
-    torch.manual_seed(3)
-    vae, unet = _modules(repo)
-    torch.save(vae.state_dict(), out / "vae" / "vae_last.pt")
-    torch.save(unet.state_dict(), out / "ldm_vae" / "unet_last.pt")
-    (out / "args.json").write_text(json.dumps(ARGS))
+    repo, out = write_ldm_light(folder)
     os.environ["LDM_LIGHT_REPO"] = str(repo)
     return out
 

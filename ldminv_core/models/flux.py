@@ -38,7 +38,7 @@ from .._validation import check_int
 from ..errors import LdminvError, ShapeError
 from .noise_prediction import NoisePrediction
 from .schedules import FLOW_PREDICTION, is_flow_scheduler
-from .sd3 import _check_captions, _clip_length, _place
+from .sd3 import _check_captions, _clip_length, place_flow_components
 from .sdxl import pack_pooled, unpack_pooled
 
 __all__ = ["FLUX_PIPELINE_CLASSES", "FLUX_MAX_SEQUENCE_LENGTH", "FLUX_GUIDANCE_SCALE", "FLUX_PATCH",
@@ -195,18 +195,10 @@ class FluxNoisePredictor(NoisePrediction):
         """Wrap the loaded Flux components (``text``: text_encoder, tokenizer, text_encoder_2,
         tokenizer_2); modules are moved to device/dtype, eval mode, no parameter gradients.
         ``guidance_scale`` is used only when the transformer has a guidance embedding."""
-        if not is_flow_scheduler(scheduler):
-            raise LdminvError(
-                "scheduler: expected a rectified-flow scheduler (FlowMatchEulerDiscreteScheduler) for a Flux "
-                f"transformer, got {type(scheduler).__name__}"
-            )
-        check_flux_transformer(transformer)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise LdminvError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-        device = torch.device(device)
-        for module in (transformer, text.get("text_encoder"), text.get("text_encoder_2")):
-            if module is not None:
-                _place(module, device, dtype)
+        if is_flow_scheduler(scheduler):
+            check_flux_transformer(transformer)
+        device = place_flow_components(scheduler, (transformer, text.get("text_encoder"), text.get("text_encoder_2")),
+                                       family="a Flux", device=device, dtype=dtype)
         return cls(
             transformer=transformer,
             text_encoder=text.get("text_encoder"),

@@ -32,6 +32,7 @@ import torch
 from .._validation import check_int
 from ..errors import EmptyInputError, LdminvError
 from .noise_prediction import NoisePrediction
+from .noise_prediction import _place as _place_module
 from .schedules import FLOW_PREDICTION, is_flow_scheduler
 from .sdxl import pack_pooled, unpack_pooled
 
@@ -58,10 +59,29 @@ def check_sd3_transformer(transformer: Any) -> None:
 
 
 def _place(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> None:
-    """``module`` on ``device`` in ``dtype`` (cast only when needed), eval mode, no gradients."""
-    if any(prm.is_floating_point() and prm.dtype != dtype for prm in module.parameters()):
-        module.to(dtype=dtype)
-    module.to(device=device).eval().requires_grad_(False)
+    """``module`` on ``device`` in ``dtype`` (:func:`noise_prediction._place`), eval mode, and
+    without parameter gradients."""
+    _place_module(module, device, dtype)
+    module.requires_grad_(False)
+
+
+def place_flow_components(scheduler: Any, modules: Sequence[Any], *, family: str, device: str | torch.device,
+                          dtype: torch.dtype) -> torch.device:
+    """The checks and placement a rectified-flow family's ``from_components`` shares (SD3, Flux):
+    LdminvError unless ``scheduler`` is a FlowMatch scheduler and ``dtype`` a floating dtype; each
+    module of ``modules`` that is not None is placed (:func:`_place`). Returns the device."""
+    if not is_flow_scheduler(scheduler):
+        raise LdminvError(
+            "scheduler: expected a rectified-flow scheduler (FlowMatchEulerDiscreteScheduler) for "
+            f"{family} transformer, got {type(scheduler).__name__}"
+        )
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise LdminvError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
+    device = torch.device(device)
+    for module in modules:
+        if module is not None:
+            _place(module, device, dtype)
+    return device
 
 
 def _clip_length(tokenizer: Any, encoder: Any) -> int:
@@ -146,18 +166,11 @@ class SD3NoisePredictor(NoisePrediction):
         """Wrap the loaded SD3 components (``text``: text_encoder, tokenizer, text_encoder_2,
         tokenizer_2 and, when present, text_encoder_3, tokenizer_3); modules are moved to
         device/dtype, eval mode, no parameter gradients."""
-        if not is_flow_scheduler(scheduler):
-            raise LdminvError(
-                "scheduler: expected a rectified-flow scheduler (FlowMatchEulerDiscreteScheduler) for an SD3 "
-                f"transformer, got {type(scheduler).__name__}"
-            )
-        check_sd3_transformer(transformer)
-        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
-            raise LdminvError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
-        device = torch.device(device)
-        for module in (transformer, text.get("text_encoder"), text.get("text_encoder_2"), text.get("text_encoder_3")):
-            if module is not None:
-                _place(module, device, dtype)
+        if is_flow_scheduler(scheduler):
+            check_sd3_transformer(transformer)
+        device = place_flow_components(
+            scheduler, (transformer, text.get("text_encoder"), text.get("text_encoder_2"), text.get("text_encoder_3")),
+            family="an SD3", device=device, dtype=dtype)
         return cls(
             transformer=transformer,
             text_encoder=text.get("text_encoder"),

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from sklearn.metrics import roc_auc_score
 
 from ldminv_core.errors import ModelLoadError
@@ -23,7 +22,7 @@ from ldminv_core.masks import masked_statistic, percentile_drop_mask
 from ldminv_core.models.custom_adapter import load_custom_model
 from ldminv_core.models.families import family_by_name
 from ldminv_core.models.family_summary import summarize_adapter, summarize_model
-from tests.core.models.test_custom_adapter import _TOY, ARGS, EXAMPLE, STAND_IN, _modules
+from tests.core.models.test_custom_adapter import _TOY, EXAMPLE, write_ldm_light
 from tests.core.models.test_single_file import _add_model_index
 from tests.pages.test_model_families_page import (_metric, _model_page, _no_exception, _shown_summary,
                                                   _wait_and_open, home)  # noqa: F401 - home is a fixture
@@ -39,17 +38,7 @@ N = 4  # images per folder
 @pytest.fixture
 def ldm_light(tmp_path, monkeypatch):
     """(stand-in repository, checkpoint folder as main.py's --out_dir), LDM_LIGHT_REPO set."""
-    repo = tmp_path / "VAE2Diffusion"
-    (repo / "ldm_light").mkdir(parents=True)
-    (repo / "ldm_light" / "main.py").write_text(STAND_IN)
-    out = tmp_path / "out_dir"
-    (out / "vae").mkdir(parents=True)
-    (out / "ldm_vae").mkdir()
-    torch.manual_seed(3)
-    vae, unet = _modules(repo)
-    torch.save(vae.state_dict(), out / "vae" / "vae_last.pt")
-    torch.save(unet.state_dict(), out / "ldm_vae" / "unet_last.pt")
-    (out / "args.json").write_text(json.dumps(ARGS))
+    repo, out = write_ldm_light(tmp_path)
     monkeypatch.setenv("LDM_LIGHT_REPO", str(repo))
     monkeypatch.delenv("LDM_LIGHT_MODULE", raising=False)
     monkeypatch.delenv("LDM_LIGHT_ARGS", raising=False)

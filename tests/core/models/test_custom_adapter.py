@@ -126,10 +126,10 @@ def _modules(repo: Path):
     return vae, unet
 
 
-@pytest.fixture(scope="module")
-def ldm_light(tmp_path_factory):
-    """(repository root, checkpoint folder laid out as main.py's --out_dir)."""
-    root = tmp_path_factory.mktemp("ldm_light")
+def write_ldm_light(root: Path) -> tuple[Path, Path]:
+    """A stand-in checkout of the paper's repository (``VAE2Diffusion/ldm_light/main.py``) and a
+    checkpoint folder laid out as main.py's --out_dir (seeded random weights) under ``root``;
+    returns (repository root, checkpoint folder). Shared by the page tests and bench_families."""
     repo = root / "VAE2Diffusion"
     (repo / "ldm_light").mkdir(parents=True)
     (repo / "ldm_light" / "main.py").write_text(STAND_IN)
@@ -142,6 +142,12 @@ def ldm_light(tmp_path_factory):
     torch.save(unet.state_dict(), out / "ldm_vae" / "unet_last.pt")
     (out / "args.json").write_text(json.dumps(ARGS))
     return repo, out
+
+
+@pytest.fixture(scope="module")
+def ldm_light(tmp_path_factory):
+    """(repository root, checkpoint folder laid out as main.py's --out_dir)."""
+    return write_ldm_light(tmp_path_factory.mktemp("ldm_light"))
 
 
 @pytest.fixture()

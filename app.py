@@ -1,9 +1,10 @@
 """ldminv dashboard: audit membership leakage of latent diffusion models.
 
-Run with ``streamlit run app.py``. It opens on the built-in demo (computed once on first
-start, then cached on disk); set ``LDMINV_RUN=<run folder>`` to open another run instead.
-Pages live in ``pages/``, each starting with ``ldminv_app.frame.page_frame()`` (start-up run,
-sidebar with the active run and the shared attack / timestep); shared state, caching and
+Run with ``streamlit run app.py``. It opens on the built-in demo (cached on disk); on the very
+first start it computes a quick preview of the demo in seconds and then the demo itself, each in a
+process of its own (``ldminv_app.startup``). Set ``LDMINV_RUN=<run folder>`` to open another run
+instead. Pages live in ``pages/``, each starting with ``ldminv_app.frame.page_frame()`` (start-up
+run, sidebar with the active run and the shared attack / timestep); shared state, caching and
 figures live in ``ldminv_app``.
 """
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from ldminv_app import shutdown
+from ldminv_app import shutdown, startup
 
 st.set_page_config(
     page_title="ldminv · latent diffusion membership audit",
@@ -27,16 +28,23 @@ st.set_page_config(
 
 _HERE = Path(__file__).resolve().parent
 
+#: What every page needs first (the evaluation layer, the views and their figures), then torch (the
+#: geometry and reconstruction views): imported once per server in the background, so that no
+#: page waits for them. On a first start they overlap the preview's own process.
+_PREIMPORT = ("ldminv_core.evaluation", "ldminv_app.frame", "ldminv_app.findings_view", "ldminv_app.cards",
+              "ldminv_app.agreement_view", "ldminv_app.exposure_view", "ldminv_app.figures", "plotly.graph_objects",
+              "ldminv_core.geometry")
+
 
 @st.cache_resource(show_spinner=False)
 def _preimport() -> threading.Thread:
-    """Import the heavy modules some pages need (torch, through the geometry module) in the
-    background once per server, so the first visit of such a page does not wait for them."""
+    """Import the modules of :data:`_PREIMPORT` in the background once per server."""
     def work() -> None:
-        try:
-            importlib.import_module("ldminv_core.geometry")
-        except Exception:  # noqa: BLE001 - the page that needs it reports the error
-            pass
+        for name in _PREIMPORT:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001 - the page that needs it reports the error
+                pass
     t = threading.Thread(target=work, name="ldminv-preimport", daemon=True)
     t.start()
     shutdown.register_thread(t, "the import of torch")  # a stop mid-import must not abort the process
@@ -44,6 +52,10 @@ def _preimport() -> threading.Thread:
 
 
 _preimport()
+if startup.needs_preparation():  # the first start: the preview, before any page runs
+    startup.prepare_demo()
+    st.stop()
+
 PAGES = [
     st.Page("pages/findings.py", title="Findings", icon=":material/fact_check:", default=True),
     st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),

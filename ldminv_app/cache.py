@@ -35,6 +35,7 @@ from ldminv_core.evaluation.pair_shift import heldout_member_shift
 from .images import load_display_image, load_thumbnail, to_rgb_uint8
 from . import shutdown
 from .jobs import AnalysisJob
+from .job_registry import JobRegistry, registry
 
 __all__ = [
     "run_key",
@@ -457,50 +458,10 @@ def reconstruction(run: Run, index: int) -> np.ndarray:
 # --------------------------------------------------------------------------- jobs
 
 
-class JobRegistry:
-    """Background analysis jobs by id, shared by every session of this server."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._jobs: dict[str, AnalysisJob] = {}
-
-    def get(self, job_id: str | None) -> AnalysisJob | None:
-        with self._lock:
-            return self._jobs.get(job_id) if job_id else None
-
-    def start(self, job_id: str, job: AnalysisJob) -> AnalysisJob:
-        """Start ``job`` under ``job_id`` unless a running job already has that id (returned)."""
-        with self._lock:
-            current = self._jobs.get(job_id)
-            if current is not None and current.running:
-                return current
-            self._jobs[job_id] = job
-        job.start()
-        # stopped after its current batch and waited for at interpreter exit: a thread still
-        # inside torch then aborts the process (ldminv_app.shutdown)
-        shutdown.register(f"the analysis {job.label!r}", wait=job.wait, stop=job.cancel)
-        return job
-
-    def for_run(self, path: str | os.PathLike) -> AnalysisJob | None:
-        """The job writing the run folder ``path`` (its config's ``out``), if any."""
-        target = str(Path(path).expanduser().resolve())
-        with self._lock:
-            jobs = list(self._jobs.values())
-        for job in jobs:
-            out = getattr(job.config, "out", None)
-            if out is not None and str(Path(out).expanduser().resolve()) == target:
-                return job
-        return None
-
-    def remove(self, job_id: str) -> None:
-        with self._lock:
-            self._jobs.pop(job_id, None)
-
-
 @st.cache_resource(show_spinner=False)
 def job_registry() -> JobRegistry:
-    """The server-wide registry of analysis jobs."""
-    return JobRegistry()
+    """The server-wide registry of analysis jobs (:func:`ldminv_app.job_registry.registry`)."""
+    return registry()
 
 
 def clear_run_caches() -> None:

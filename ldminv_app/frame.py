@@ -11,7 +11,7 @@ from . import state
 from .banners import partial_banner, require_geometry, run_warnings_banner
 from .notices import guard, show_notice
 from .sidebar import render_sidebar
-from .startup import demo_pending, prepare_demo, startup_run
+from .startup import demo_pending, prepare_demo, preview_banner, startup_run
 
 __all__ = ["page_frame", "require_run"]
 
@@ -51,6 +51,7 @@ def page_frame(*, needs_run: bool = True) -> Run | None:
         render_sidebar(run)
     show_notice()
     if run is not None:
+        preview_banner(run)
         partial_banner(run)
         with guard("The run's warnings cannot be shown"):
             run_warnings_banner(run)

@@ -119,12 +119,16 @@ class AnalysisJob:
         target: the function to run, called as ``target(config, progress=..., should_stop=...)``
             (``ldminv_core.pipeline.run.run_analysis``).
         cancelled_exc: the exception type ``target`` raises when ``should_stop`` returned True.
+        set_threads: on CPU, set this process's torch threads to the idle cores before ``target``
+            runs (an analysis in this process); False for a target that starts a process of its own
+            (:mod:`ldminv_app.subprocess_job`), which must not import torch here.
     """
 
     label: str
     config: Any
     target: Callable[..., Any]
     cancelled_exc: type[BaseException] | tuple[type[BaseException], ...] = ()
+    set_threads: bool = True
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -198,7 +202,8 @@ class AnalysisJob:
             pass
 
     def _work(self) -> None:
-        self._set_threads()
+        if self.set_threads:
+            self._set_threads()
         try:
             result = self.target(self.config, progress=self._progress, should_stop=self._stop.is_set)
         except BaseException as exc:  # noqa: BLE001 - reported to the page, never re-raised here

@@ -1,32 +1,52 @@
-"""Start-up of a session: open the run LDMINV_RUN names or the cached demo run, or compute the
-demo (progress bar) on the first start.
+"""Start-up of a session: open the run LDMINV_RUN names, the cached demo run or its preview, or,
+on the very first start, compute the preview (seconds) and then the demo, each in a process of
+its own.
+
+The first start, step by step:
+
+1. ``app.py`` asks :func:`needs_preparation` before it runs any page (this module imports neither
+   torch nor the evaluation layer, so the question costs milliseconds);
+2. :func:`prepare_demo` draws "Preparing the demo", starts the preview job
+   (``python -m ldminv_core.first_start preview``: SimA at t = 0, 100, 200 on the demo's images,
+   :mod:`ldminv_core.first_start`) and follows it; meanwhile the server imports what the pages
+   need (``app.py``), on the other core;
+3. when the preview has landed the app reruns: :func:`startup_run` opens it, and the demo job
+   (``... first_start demo``: five attacks, 30 timesteps) starts in its own process;
+4. every page of the preview says what it is and switches to the demo run by itself as soon as
+   the demo's first attack has landed (:func:`preview_banner`).
+
+If the preview cannot be computed, the demo is computed anyway and opened at its first attack.
+A later start opens the demo run (complete, or partial with its analysis resumed) at once.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
-from ldminv_core.errors import LdminvError
-from ldminv_core.runs import Run, run_status
+from ldminv_core.runs import run_status
 
-from . import cache, state
+from .job_registry import registry
 from .jobs import AnalysisJob
-from .notices import show_error
-from .progress import follow_job
+from .progress import follow_job, job_progress_text
 
-__all__ = ["DEMO_JOB_ID", "demo_config", "startup_run", "demo_pending", "stage_order",
-           "start_demo_job", "first_results", "DEMO_INTRO", "prepare_demo"]
+__all__ = ["DEMO_JOB_ID", "PREVIEW_JOB_ID", "demo_config", "needs_preparation", "startup_run", "demo_pending",
+           "stage_order", "start_demo_job", "start_preview_job", "first_results", "DEMO_INTRO", "prepare_demo",
+           "is_preview", "preview_banner"]
 
 
 _STARTUP_DONE = "_startup_done"
-
-
 _DEMO_PENDING = "_demo_pending"
-
+_PREPARED = "_first_start_prepared"
+#: ``ldminv_app.state.ACTIVE_RUN`` (not imported: that module loads the evaluation layer).
+_ACTIVE_RUN = "active_run"
+_ENV_RUN = "LDMINV_RUN"
 
 DEMO_JOB_ID = "demo"  # job ids of the demo analysis: "demo:<its run folder>"
+PREVIEW_JOB_ID = "demo-preview"  # and of its preview: "demo-preview:<its run folder>"
+_MODULE = "ldminv_core.first_start"
 
 
 def _demo_module():
@@ -35,33 +55,68 @@ def _demo_module():
     return demo
 
 
+def _first_start():
+    from ldminv_core import first_start
+
+    return first_start
+
+
+def _demo_dir() -> Path:
+    from ldminv_core.demo import demo_run_dir
+
+    return demo_run_dir()
+
+
 def demo_config(*, device: str = "auto"):
     """The AnalyzeConfig of the built-in demo run (``demo.DEMO_ANALYZE_DEFAULTS``).
 
     Raises DataLoadError when the demo assets are missing from this checkout.
     """
-    from ldminv_core.pipeline.config import AnalyzeConfig
-    from ldminv_core.errors import DataLoadError
-
-    demo = _demo_module()
-    if not demo.demo_available():
-        raise DataLoadError(
-            f"the demo assets are missing: expected {demo.DEMO_MODEL_DIR}, {demo.DEMO_MEMBERS_DIR} and "
-            f"{demo.DEMO_HELDOUT_DIR} (python scripts/train_demo.py writes them)"
-        )
-    return AnalyzeConfig(
-        model=str(demo.DEMO_MODEL_DIR),
-        members=str(demo.DEMO_MEMBERS_DIR),
-        heldout=str(demo.DEMO_HELDOUT_DIR),
-        out=str(demo.demo_run_dir()),
-        device=device,
-        **demo.DEMO_ANALYZE_DEFAULTS,
-    )
+    return _first_start().demo_config(device=device)
 
 
-def startup_run() -> Run | None:
-    """The active run; on the first script run of a session, open the run named by
-    LDMINV_RUN or, without it, the demo run (or mark the demo as to be computed)."""
+def _has_results(path: Path) -> bool:
+    """A run folder at ``path`` that is complete, or partial with a finished attack (cheap: run.json only)."""
+    import json
+
+    status = run_status(path)
+    if status == "complete":
+        return True
+    if status not in ("running", "unfinished"):
+        return False
+    try:
+        stages = json.loads((path / "run.json").read_text(encoding="utf-8")).get("stages", {})
+    except (OSError, ValueError, AttributeError):
+        return False
+    return isinstance(stages, dict) and any(done for name, done in stages.items()
+                                            if name not in ("encode", "blind", "geometry"))
+
+
+def needs_preparation() -> bool:
+    """True while this session must wait for the first start's preview: no run is open, LDMINV_RUN
+    names none, and neither the demo run (with a finished attack) nor its preview exists yet.
+    Decided on a session's first script run and kept until :func:`prepare_demo` has finished."""
+    decided = st.session_state.get(_PREPARED)
+    if decided is not None:
+        return not decided
+    ready = bool(st.session_state.get(_ACTIVE_RUN)) or bool(os.environ.get(_ENV_RUN, "").strip())
+    if not ready:
+        try:
+            ready = _has_results(_demo_dir()) or run_status(_first_start().demo_preview_run_dir()) == "complete"
+        except Exception:  # noqa: BLE001 - a broken home folder: the page frame reports it
+            ready = True
+    st.session_state[_PREPARED] = ready
+    return not ready
+
+
+def startup_run():
+    """The active run; on the first script run of a session, open the run named by LDMINV_RUN or,
+    without it, the demo run (complete, or partial with a finished attack: its analysis is resumed),
+    else the demo's preview (the demo's analysis is started), or mark the demo as to be computed."""
+    from ldminv_core.errors import LdminvError
+
+    from . import state
+
     run = state.active_run()
     if run is not None or st.session_state.get(_STARTUP_DONE):
         return run
@@ -74,9 +129,13 @@ def startup_run() -> Run | None:
             st.session_state[state.STARTUP_ERROR] = f"LDMINV_RUN={env} cannot be opened: {exc}"
             return None
     try:
-        demo_dir = _demo_module().demo_run_dir()
+        demo_dir = _demo_dir()
         if run_status(demo_dir) == "complete":
             return state.set_active_run(demo_dir)
+        for path in (demo_dir, _first_start().demo_preview_run_dir()):
+            if _has_results(path):
+                start_demo_job()  # resumed (or still running)
+                return state.set_active_run(path)
     except Exception as exc:  # noqa: BLE001 - a broken demo must not stop the app
         st.session_state[state.STARTUP_ERROR] = f"The demo run cannot be opened: {exc}"
         return None
@@ -95,27 +154,48 @@ def stage_order(config: Any) -> list[str]:
     return planned_stage_order(config)
 
 
-def start_demo_job() -> AnalysisJob:
-    """The server-wide demo analysis job (started, or resumed, when none is running). It reuses
-    the demo's shipped decoder geometry when that provably applies (``ldminv_core.geometry.precomputed``)."""
-    import functools
+def _in_process(what: str):
+    """A job target running ``python -m ldminv_core.first_start <what> OUT`` (:mod:`.subprocess_job`)."""
+    def target(config, *, progress, should_stop):
+        from .subprocess_job import run_module
 
-    from ldminv_core.pipeline.batches import AnalysisCancelled
-    from ldminv_core.pipeline.run import run_analysis
+        path = run_module(_MODULE, config.out, args=(what,), progress=progress, should_stop=should_stop)
+        if what == "preview":
+            start_demo_job()  # the demo follows at once, in its own process
+        return path
+    return target
 
-    registry = cache.job_registry()
-    config = demo_config()
-    job_id = f"{DEMO_JOB_ID}:{Path(config.out).resolve()}"  # one job per demo folder (per LDMINV_HOME)
-    job = registry.get(job_id)
+
+def _start(prefix: str, label: str, config: Any, what: str) -> AnalysisJob:
+    from .subprocess_job import ProcessCancelled
+
+    job_id = f"{prefix}:{Path(config.out).resolve()}"  # one job per folder (per LDMINV_HOME)
+    job = registry().get(job_id)
     if job is not None and job.state().status not in ("error", "cancelled"):
         return job
-    target = functools.partial(run_analysis, precomputed=_demo_module().demo_precomputed())
-    return registry.start(
-        job_id, AnalysisJob(label="demo", config=config, target=target, cancelled_exc=AnalysisCancelled))
+    return registry().start(job_id, AnalysisJob(label=label, config=config, target=_in_process(what),
+                                                 cancelled_exc=ProcessCancelled, set_threads=False))
 
 
-def first_results(path: str | Path) -> Run | None:
+def start_demo_job() -> AnalysisJob:
+    """The server-wide demo analysis job (started, or resumed, when none is running), in a process
+    of its own. It reuses the demo's shipped decoder geometry when that provably applies
+    (``ldminv_core.geometry.precomputed``)."""
+    return _start(DEMO_JOB_ID, "demo", demo_config(), "demo")
+
+
+def start_preview_job() -> AnalysisJob:
+    """The server-wide job of the demo's preview (:mod:`ldminv_core.first_start`), which starts the
+    demo job when it has finished."""
+    return _start(PREVIEW_JOB_ID, "demo preview", _first_start().preview_config(), "preview")
+
+
+def first_results(path: str | Path):
     """The run at ``path`` once it has a finished attack (complete or partial), else None."""
+    from ldminv_core.errors import LdminvError
+
+    from . import cache
+
     try:
         run = cache.open_run(path)
     except LdminvError:
@@ -127,37 +207,87 @@ def first_results(path: str | Path) -> Run | None:
 #: the machine and its load, so the progress bar under it gives the rate and the time left.
 DEMO_INTRO = (
     "The built-in demo (a small latent diffusion model trained on Fashion-MNIST members) is analysed "
-    "on this machine and cached on disk. The bar below shows the stage, its rate and the time left at that "
-    "rate (it depends on this machine and its load); the findings open as soon as the first attack has "
-    "finished and the other attacks fill in while you read. Later starts open the cached run at once."
+    "on this machine and cached on disk. First a quick preview: SimA at three timesteps on all of the "
+    "demo's images; it opens as soon as it is ready, while the full analysis (five attacks, 30 timesteps) "
+    "goes on and replaces it when its first attack has finished. The bar below shows the stage, its rate "
+    "and the time left at that rate (it depends on this machine and its load). Later starts open the "
+    "cached run at once."
 )
 
 
+def _show_error(exc: BaseException, what: str) -> None:
+    from .notices import show_error
+
+    show_error(exc, what=what)
+
+
 def prepare_demo() -> None:
-    """Start the demo analysis (once per server) and open its run as soon as the first attack
-    has finished: the pages then show what exists, labelled as partial, and refresh as the
-    other stages land (:func:`live_analysis_status`)."""
+    """Compute the preview (then, in the background, the demo) and rerun the app once the
+    preview has landed; when the preview fails, compute the demo and open it at its first attack."""
     st.title("Preparing the demo")
     st.write(DEMO_INTRO)
     try:
-        config = demo_config()
-        job = start_demo_job()
+        first = _first_start()
+        preview_out = first.demo_preview_run_dir()
+        job = start_preview_job()
     except Exception as exc:  # noqa: BLE001
+        st.session_state[_PREPARED] = True
         st.session_state[_DEMO_PENDING] = False
-        show_error(exc, what="The demo is not available")
+        _show_error(exc, "The demo is not available")
         return
-    out = config.out
-    final = follow_job(job, until=lambda: first_results(out) is not None)
-    ready = first_results(out)
-    if ready is not None:
-        st.session_state[_DEMO_PENDING] = False
-        try:
-            state.set_active_run(ready.path)
-        except LdminvError as exc:
-            show_error(exc, what="The demo run cannot be opened")
+    final = follow_job(job, until=lambda: run_status(preview_out) == "complete")
+    if run_status(preview_out) != "complete":
+        st.warning(f"The quick preview could not be computed ({final.error}); the demo itself is computed "
+                   "instead and opens at its first attack.", icon=":material/warning:")
+        job = start_demo_job()
+        final = follow_job(job, until=lambda: _has_results(_demo_dir()))
+        if not _has_results(_demo_dir()):
+            st.session_state[_PREPARED] = True
+            st.session_state[_DEMO_PENDING] = False
+            if final.error is not None:
+                _show_error(final.error, "Computing the demo failed")
+            st.info("Open or compute another run on the Model & data page.")
             return
-        st.rerun()
+    st.session_state[_PREPARED] = True
     st.session_state[_DEMO_PENDING] = False
-    if final.error is not None:
-        show_error(final.error, what="Computing the demo failed")
-    st.info("Open or compute another run on the Model & data page.")
+    st.session_state.pop(_STARTUP_DONE, None)  # startup_run opens what has landed
+    st.rerun()
+
+
+def is_preview(run: Any) -> bool:
+    """True when ``run`` is the first start's preview of the demo."""
+    try:
+        return Path(run.path).resolve() == Path(_first_start().demo_preview_run_dir()).resolve()
+    except (AttributeError, OSError):
+        return False
+
+
+def preview_banner(run: Any) -> None:
+    """Above every page of the preview: what it is, the demo's progress, and the switch to the
+    demo run (a full rerun) as soon as the demo's first attack has landed."""
+    if not is_preview(run):
+        return
+    first = _first_start()
+    demo_dir = _demo_dir()
+    text = (f"**Quick preview of the demo.** {first.preview_description()}. Its numbers are "
+            "real but coarse: the protocols choose among these timesteps only. The full demo analysis "
+            "is running; this page switches to it by itself when its first attack has finished.")
+
+    @st.fragment(run_every=1.0)
+    def banner() -> None:
+        if _has_results(demo_dir):
+            from . import state
+
+            state.set_active_run(demo_dir)
+            st.rerun(scope="app")
+        st.info(text, icon=":material/preview:")
+        job = registry().for_run(demo_dir)
+        if job is not None:
+            snap = job.state()
+            if snap.status in ("pending", "running"):
+                overall, line = job_progress_text(snap)
+                st.progress(overall, text="Full demo: " + line)
+            elif snap.status == "error":
+                st.error(f"The demo analysis stopped: {snap.error}")
+
+    banner()

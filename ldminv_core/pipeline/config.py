@@ -66,6 +66,11 @@ class AnalyzeConfig:
             is downloaded) whose embeddings add the ``encoder`` feature group to the blind
             baseline (:func:`ldminv_core.models.blind_encoder.load_image_encoder`); None: no such group.
             Compared on resume; run.json "blind" "encoder" records the model that made them.
+        blind_stage: compute the blind baseline's features as the run's "blind" stage (the
+            default). False leaves them to the first evaluation that asks for them
+            (:func:`ldminv_core.data.blind_features.run_blind_features`, computed from the files and
+            cached beside the run): the dashboard's quick demo preview, whose first number must not
+            wait for them. Compared on resume.
         model_adapter: a Python file defining ``build_adapter(model_path, *, device, dtype)`` that
             builds a custom (non-diffusers) PyTorch model with the user's own code
             (:mod:`ldminv_core.models.custom_adapter`); ``model`` is then optional and passed to it.
@@ -102,6 +107,7 @@ class AnalyzeConfig:
     blind_encoder: str | None = None
     model_adapter: str | None = None
     model_config: str | None = None
+    blind_stage: bool = True
 
 
 def preset_config(name: str, **options: Any) -> AnalyzeConfig:

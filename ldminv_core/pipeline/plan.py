@@ -66,6 +66,7 @@ class _Plan:
     model_adapter: str | None = None  # absolute path of a custom-model adapter file
     model_adapter_sha256: str | None = None
     model_config: str | None = None  # the config folder of a single-file checkpoint (models.single_file)
+    blind_stage: bool = True  # False: no "blind" stage (features computed when first asked for)
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -90,6 +91,7 @@ class _Plan:
             **({"model_adapter": self.model_adapter, "model_adapter_sha256": self.model_adapter_sha256}
                if self.model_adapter is not None else {}),
             **({"model_config": self.model_config} if self.model_config is not None else {}),
+            **({"blind_stage": False} if not self.blind_stage else {}),
         }
 
     def adapters(self) -> list:
@@ -156,6 +158,7 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         model_config=model_config,
         model_adapter=adapter[0],
         model_adapter_sha256=adapter[1],
+        blind_stage=check_bool(config.blind_stage, "blind_stage"),
     )
 
 

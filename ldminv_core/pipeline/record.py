@@ -63,7 +63,7 @@ def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
         "attacks": {a: _attack_spec(a, plan.timesteps, plan.residual_dtype) for a in plan.attacks},
         "load_report": {"members": members.report.as_dict(), "heldout": heldout.report.as_dict()},
         "allow_duplicates": allowed,
-        "blind": {"file": BLIND_FILE, "groups": []},
+        **({"blind": {"file": BLIND_FILE, "groups": []}} if plan.blind_stage else {}),
         "timings": {},
         "sessions": [],
     }

@@ -28,15 +28,16 @@ __all__ = ["AnalysisJob", "JobState", "resume_config", "planned_stage_order"]
 def planned_stage_order(config: Any) -> list[str]:
     """The stages of an analysis of ``config`` in the order ``run_analysis`` computes them
     (``ldminv_core.runs.layout.planned_stages``)."""
-    from ldminv_core.attacks import MASKABLE_ATTACKS
+    from ldminv_core.choices import SCORE_ONLY_ATTACKS  # not ldminv_core.attacks: that imports torch
     from ldminv_core.runs import planned_stages
 
     attacks = getattr(config, "attacks", ())
     if isinstance(attacks, str):
         attacks = [a.strip() for a in attacks.split(",") if a.strip()]
     names = [str(a).lower() for a in attacks]
-    return list(planned_stages({"attacks": {a: {"kind": "terms" if a in MASKABLE_ATTACKS else "scores"}
-                                            for a in names}, "blind": {}}))
+    return list(planned_stages({"attacks": {a: {"kind": "scores" if a in SCORE_ONLY_ATTACKS else "terms"}
+                                            for a in names},
+                                 **({"blind": {}} if getattr(config, "blind_stage", True) else {})}))
 
 
 def _stages_done(out: Any) -> list[str]:

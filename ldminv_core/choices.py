@@ -5,6 +5,7 @@ from __future__ import annotations
 __all__ = [
     "INFLUENCE_METHODS", "PROBES_AUTO", "HUTCHINSON_RANK_PROBES", "RESIDUAL_DTYPES", "LATENT_KINDS", "LOG_VOLUME_KINDS", "PRESETS", "ATTACK_LABELS",
     "ATTACK_NAMES",
+    "SCORE_ONLY_ATTACKS",
     "DEFAULT_N_BOOT",
     "PROTOCOLS",
     "DEFAULT_PROTOCOL",
@@ -52,6 +53,9 @@ ATTACK_LABELS: dict[str, str] = {"sima": "SimA", "pia": "PIA", "loss": "Loss", "
 #: The attacks' machine names, in the order the attacks are offered (``ldminv_core.attacks.ATTACKS``
 #: holds the same names, checked by a test); the names a run.json may hold.
 ATTACK_NAMES: tuple[str, ...] = tuple(ATTACK_LABELS)
+#: The attacks that store one score per sample ("scores" in ``ldminv_core.attacks.REGISTRY``, which
+#: checks it); every other attack stores per-coordinate terms and is maskable.
+SCORE_ONLY_ATTACKS: tuple[str, ...] = ("pfami",)
 
 
 def attack_label(name: str) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from ..choices import ATTACK_NAMES
+from ..choices import ATTACK_NAMES, SCORE_ONLY_ATTACKS
 from .clid import CLID_STREAM, CLID_WINDOW, clid_batch
 from .pfami import PFAMI_STREAM, pfami_batch
 from .residual import LOSS_STREAM, loss_batch, pia_batch, sima_batch
@@ -64,6 +64,7 @@ ATTACKS: tuple[str, ...] = ATTACK_NAMES
 assert set(ATTACKS) == set(REGISTRY), "choices.ATTACK_NAMES and the attack registry must name the same attacks"
 
 MASKABLE_ATTACKS: tuple[str, ...] = tuple(n for n in ATTACKS if REGISTRY[n].kind == "terms")
+assert set(ATTACKS) - set(MASKABLE_ATTACKS) == set(SCORE_ONLY_ATTACKS), "choices.SCORE_ONLY_ATTACKS is out of date"
 """Attacks with per-coordinate terms (:func:`ldminv_core.attacks.attack_terms`)."""
 
 DEFAULT_P: dict[str, float] = {n: REGISTRY[n].default_p for n in MASKABLE_ATTACKS}

@@ -10,11 +10,18 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import attacks as _attacks
 from .._validation import describe
 from ..choices import PRESETS, PROBES_AUTO
 from ..errors import LdminvError, UnknownNameError
 from ldminv_core.data.safe_files import display_name
+
+
+def _attack_module():
+    """``ldminv_core.attacks``, imported when an option is checked (it imports torch; building an
+    AnalyzeConfig must not: the dashboard's server builds the first start's configs without it)."""
+    from .. import attacks
+
+    return attacks
 
 __all__ = ["AnalyzeConfig", "preset_config"]
 
@@ -157,7 +164,7 @@ def _normalize_attacks(value: Any) -> tuple[str, ...]:
         names = list(value)
     else:
         raise UnknownNameError(
-            f"attacks: expected a comma string or a list of names from {_attacks.ATTACKS}, got {describe(value)}"
+            f"attacks: expected a comma string or a list of names from {_attack_module().ATTACKS}, got {describe(value)}"
         )
     out: list[str] = []
     for raw in names:
@@ -166,18 +173,18 @@ def _normalize_attacks(value: Any) -> tuple[str, ...]:
         name = raw.strip().lower()
         if not name:
             continue
-        if name not in _attacks.ATTACKS:
-            raise UnknownNameError(f"attacks: unknown attack {raw!r}; expected names from {_attacks.ATTACKS}")
+        if name not in _attack_module().ATTACKS:
+            raise UnknownNameError(f"attacks: unknown attack {raw!r}; expected names from {_attack_module().ATTACKS}")
         if name not in out:
             out.append(name)
     if not out:
-        raise UnknownNameError(f"attacks: expected at least one of {_attacks.ATTACKS}, got {value!r}")
+        raise UnknownNameError(f"attacks: expected at least one of {_attack_module().ATTACKS}, got {value!r}")
     return tuple(out)
 
 
 def _normalize_timesteps(value: Any) -> list[int]:
     if isinstance(value, str):
-        return _attacks.parse_timesteps(value)
+        return _attack_module().parse_timesteps(value)
     expected = "a spec like '0:300:10' or a list of integers"
     if isinstance(value, (bytes, dict, set)) or not isinstance(value, (list, tuple, range, np.ndarray)):
         raise LdminvError(f"timesteps: expected {expected}, got {describe(value)}")
@@ -188,7 +195,7 @@ def _normalize_timesteps(value: Any) -> list[int]:
                 f"timesteps: expected integers (no fractions, no booleans), got {describe(t)} in {list(value)!r}"
             )
         ts.append(int(t))
-    return _attacks.parse_timesteps(",".join(map(str, ts))) if ts else _attacks.parse_timesteps("")
+    return _attack_module().parse_timesteps(",".join(map(str, ts))) if ts else _attack_module().parse_timesteps("")
 
 
 def _model_ref(model: Any) -> str:

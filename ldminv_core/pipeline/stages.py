@@ -18,9 +18,6 @@ from .. import geometry as _geometry
 from ..geometry import precomputed as _precomputed
 from ldminv_core.data.blind_features import BLIND_FILE, blind_features, store_blind_features
 from ..errors import LdminvError, RunError
-from ..evaluation.blind import cached_fitting_null
-from ..evaluation.evaluator import stratified_folds
-from ..evaluation.protocols import DEFAULT_FOLDS
 from ldminv_core.models.latents import encode_latents
 from ldminv_core.geometry.precomputed import PrecomputedGeometry
 from ldminv_core.runs import CACHE_DIR, RunWriter
@@ -81,7 +78,12 @@ def blind_stage(writer: RunWriter, captions: Sequence[str | None], paths: Sequen
     finally:
         add_time("blind", time.perf_counter() - t0)
     # the cross-fitting's permutation null on the default folds, which every page and report of
-    # the run needs first (about 17 ms per fit on 600 images: a few seconds), kept in .ldminv-cache
+    # the run needs first (about 17 ms per fit on 600 images: a few seconds), kept in .ldminv-cache;
+    # the evaluation layer (scipy, scikit-learn) is imported here, not by every analysis
+    from ..evaluation.blind import cached_fitting_null
+    from ..evaluation.evaluator import stratified_folds
+    from ..evaluation.protocols import DEFAULT_FOLDS
+
     t1 = time.perf_counter()
     labels = (writer.samples["split"].to_numpy() == "member").astype(np.int64)
     try:

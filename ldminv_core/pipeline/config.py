@@ -75,6 +75,12 @@ class AnalyzeConfig:
             layout), a diffusers pipeline folder of the same model whose configs convert it
             (:mod:`ldminv_core.models.single_file`; once, offline, cached); run.json records the
             file and its SHA-256 under "single_file". None otherwise.
+        workers: how many batches of an attack stage are computed at once, each on its own thread
+            (:mod:`ldminv_core.pipeline.workers`): "auto" (one per usable core, at most
+            :data:`~ldminv_core.pipeline.workers.MAX_AUTO_WORKERS`, on a CPU; one on a GPU, under a
+            launcher, or with a model adapter) or a number. The batches and their results are the same
+            whatever the number (bit for bit); run.json "sessions" records the choice. Not a compared
+            setting: a run may be resumed with other workers.
     """
 
     model: str
@@ -102,6 +108,7 @@ class AnalyzeConfig:
     blind_encoder: str | None = None
     model_adapter: str | None = None
     model_config: str | None = None
+    workers: int | str = "auto"
 
 
 def preset_config(name: str, **options: Any) -> AnalyzeConfig:

@@ -33,6 +33,7 @@ from .config import (
     _normalize_timesteps,
 )
 from .output_folder import _check_out, is_probe_file
+from .workers import check_workers
 
 __all__ = ["check_config", "config_settings"]
 
@@ -66,6 +67,7 @@ class _Plan:
     model_adapter: str | None = None  # absolute path of a custom-model adapter file
     model_adapter_sha256: str | None = None
     model_config: str | None = None  # the config folder of a single-file checkpoint (models.single_file)
+    workers: int | None = None  # attack batches computed at once; None: "auto" (not a compared setting)
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -156,6 +158,7 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         model_config=model_config,
         model_adapter=adapter[0],
         model_adapter_sha256=adapter[1],
+        workers=check_workers(config.workers),
     )
 
 

@@ -209,8 +209,8 @@ def _add_analyze_run(a: argparse.ArgumentParser) -> None:
     a.add_argument(
         "--workers", type=_workers_option,
         help="attack batches computed at once, each on its own thread with an equal share of --threads "
-        "(default auto: one per usable CPU core, at most 4; one on a GPU or under torchrun); the results are "
-        "the same bit for bit whatever the number",
+        "(default auto: one per usable CPU core, at most 4; one on a GPU or under torchrun); the same batches "
+        "and, at the same threads per worker, the same results bit for bit",
     )
 
 

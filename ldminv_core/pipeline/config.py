@@ -78,9 +78,10 @@ class AnalyzeConfig:
         workers: how many batches of an attack stage are computed at once, each on its own thread
             (:mod:`ldminv_core.pipeline.workers`): "auto" (one per usable core, at most
             :data:`~ldminv_core.pipeline.workers.MAX_AUTO_WORKERS`, on a CPU; one on a GPU, under a
-            launcher, or with a model adapter) or a number. The batches and their results are the same
-            whatever the number (bit for bit); run.json "sessions" records the choice. Not a compared
-            setting: a run may be resumed with other workers.
+            launcher, or with a model adapter) or a number. The batches are the same whatever the
+            number, and so are the results, bit for bit, at the same intra-op threads per worker (each
+            worker gets the process' threads divided among the workers); run.json "sessions" records
+            the choice. Not a compared setting: a run may be resumed with other workers.
     """
 
     model: str

@@ -281,3 +281,27 @@ def test_bad_workers_option_is_refused_before_anything_loads(tmp_path, tiny_imag
     code = main(["analyze", "--demo", "--workers", "many", "--out", str(tmp_path / "x")])
     assert code == 2
     assert "--workers" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_cli_threads_two_workers_equal_one_worker_at_two_threads(tmp_path):
+    """What the command line does on a 2-core machine: one worker at 2 intra-op threads, or two at 1
+    each. The demo's UNet gives the same bits at 1 and 2 threads, so the arrays agree bit for bit."""
+    from ldminv_core import demo
+
+    if not demo.demo_available():
+        pytest.skip("the demo assets are not in this checkout")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        paths = {}
+        for workers in (1, 2):
+            cfg = AnalyzeConfig(model=str(demo.DEMO_MODEL_DIR), members=str(demo.DEMO_MEMBERS_DIR),
+                                heldout=str(demo.DEMO_HELDOUT_DIR), out=str(tmp_path / f"w{workers}"),
+                                attacks=ALL_ATTACKS, timesteps="0:300:100", limit=20, batch_size=20,
+                                workers=workers)
+            paths[workers] = run_analysis(cfg)
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    _assert_bit_identical(paths[1], paths[2])

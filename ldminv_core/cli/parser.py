@@ -43,6 +43,16 @@ def _probes_option(text: str) -> int | str:
         raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
 
 
+def _workers_option(text: str) -> int | str:
+    """``--workers``: "auto" or a whole number (its range is checked with the other options)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer, got {text!r}") from None
+
+
 def _lora_scale_option(text: str) -> float | tuple[float, ...]:
     """``--lora-scale``: a number, or a comma list of numbers (one run per scale)."""
     parts = [p.strip() for p in text.split(",")]
@@ -167,7 +177,8 @@ def _add_analyze_method(a: argparse.ArgumentParser) -> None:
 
 
 def _add_analyze_run(a: argparse.ArgumentParser) -> None:
-    """How the run goes: --preset, --force, --allow-duplicates, --break-lock, --recompute-geometry, --threads."""
+    """How the run goes: --preset, --force, --allow-duplicates, --break-lock, --recompute-geometry, --threads,
+    --workers."""
     preset_help = "; ".join(
         f"{name}: " + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in values.items())
         for name, values in PRESETS.items()
@@ -194,6 +205,12 @@ def _add_analyze_run(a: argparse.ArgumentParser) -> None:
         "--threads", type=int,
         help="CPU threads for torch (default: the idle cores, i.e. cores minus the 1-minute load "
         "average, at least 1; threads fighting other processes for cores slow torch down badly)",
+    )
+    a.add_argument(
+        "--workers", type=_workers_option,
+        help="attack batches computed at once, each on its own thread with an equal share of --threads "
+        "(default auto: one per usable CPU core, at most 4; one on a GPU or under torchrun); the same batches "
+        "and, at the same threads per worker, the same results bit for bit",
     )
 
 

@@ -83,10 +83,7 @@ class _Stage:
         if self.ledger is not None:
             yield from self._ledger_batches(arrays)
             return
-        assert self.writer is not None
-        done = self.writer.progress(self.name)
-        if done % self.batch_size and done != self.n:
-            done -= done % self.batch_size  # never happens with a fixed batch size; be safe
+        done = self._first_undone()
         if self.progress is not None:
             self.progress(self.name, done, self.n)
         for start in range(done, self.n, self.batch_size):
@@ -99,6 +96,22 @@ class _Stage:
                 self.progress(self.name, stop, self.n)
             if self.should_stop is not None and self.should_stop():
                 raise self._cancelled(stop)
+
+    def _first_undone(self) -> int:
+        """The first sample of the first batch run.json's counter does not cover."""
+        assert self.writer is not None
+        done = self.writer.progress(self.name)
+        if done % self.batch_size and done != self.n:
+            done -= done % self.batch_size  # never happens with a fixed batch size; be safe
+        return done
+
+    def planned(self) -> list[tuple[int, int]]:
+        """The (start, stop) of every batch :meth:`batches` will yield, in that order."""
+        bs = self.batch_size
+        if self.ledger is not None:
+            mine = [b for b in self.missing() if self.ledger.ctx.owns(b)]
+            return [(b * bs, min(self.n, (b + 1) * bs)) for b in mine]
+        return [(start, min(self.n, start + bs)) for start in range(self._first_undone(), self.n, bs)]
 
     def missing(self) -> list[int]:
         """Batches of the stage no rank (and no prefix counter) has recorded yet."""

@@ -87,6 +87,13 @@ class AnalyzeConfig:
             layout), a diffusers pipeline folder of the same model whose configs convert it
             (:mod:`ldminv_core.models.single_file`; once, offline, cached); run.json records the
             file and its SHA-256 under "single_file". None otherwise.
+        workers: how many batches of an attack stage are computed at once, each on its own thread
+            (:mod:`ldminv_core.pipeline.workers`): "auto" (one per usable core, at most
+            :data:`~ldminv_core.pipeline.workers.MAX_AUTO_WORKERS`, on a CPU; one on a GPU, under a
+            launcher, or with a model adapter) or a number. The batches are the same whatever the
+            number, and so are the results, bit for bit, at the same intra-op threads per worker (each
+            worker gets the process' threads divided among the workers); run.json "sessions" records
+            the choice. Not a compared setting: a run may be resumed with other workers.
     """
 
     model: str
@@ -115,6 +122,7 @@ class AnalyzeConfig:
     model_adapter: str | None = None
     model_config: str | None = None
     blind_stage: bool = True
+    workers: int | str = "auto"
 
 
 def preset_config(name: str, **options: Any) -> AnalyzeConfig:

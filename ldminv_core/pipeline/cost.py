@@ -30,7 +30,9 @@ from .inputs import (
     _load_images,
     _load_plan_model,
 )
+from .distributed import DistContext
 from .plan import _Plan, _plan, _preflight
+from .workers import resolve_workers
 
 __all__ = ["StageCost", "CostEstimate", "estimate_cost", "format_duration", "format_percent", "format_per_image"]
 
@@ -90,6 +92,9 @@ class CostEstimate:
             this machine (pass it to :func:`run_analysis` as ``geometry_plan`` to run with it).
         denoiser: the network the attacks call, in words for the table's column ("UNet",
             "transformer"); :attr:`StageCost.unet_calls` counts its calls, one per eps_hat.
+        workers: the worker threads the attack stages will use (:func:`~.workers.resolve_workers`);
+            the denoiser is timed at one worker's intra-op threads and the attack stages' seconds
+            divided by the workers that have a batch.
     """
 
     n_members: int
@@ -106,6 +111,7 @@ class CostEstimate:
     skipped: dict = field(default_factory=dict)
     geometry_plan: Any = None
     denoiser: str = "UNet"
+    workers: int = 1
 
     @property
     def denoiser_calls_label(self) -> str:
@@ -169,6 +175,7 @@ class CostEstimate:
         foot = (
             f"(times extrapolated from timing batches of up to {self.timed_batch} sample(s) on this machine"
             + ("" if self.geometry_timed else "; geometry: the cost model's prediction")
+            + (f"; attacks on {self.workers} worker threads" if self.workers > 1 else "")
             + f"; the run folder will take about {_fmt_bytes(self.disk_bytes)})"
         )
         lines = [head, line(cols), sep, *[line(r) for r in rows[:-1]], sep, line(rows[-1]), self.breakdown(), foot]
@@ -280,7 +287,11 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
     batch = _timing_batch(plan, members, heldout, n)
     enc_s, z = _time_encoder(model, batch)
     gp, geo_s, geometry_timed = _time_geometry(plan, model, z, len(batch))
-    unet_s = _time_unet(plan, model, members, heldout, z, len(batch))
+    workers = resolve_workers(plan.workers, device=model.device, distributed=DistContext.from_env().active,
+                              custom_model=plan.model_adapter is not None)
+    in_flight = max(1, min(workers["workers"], -(-n // plan.batch_size)))  # workers that get a batch
+    unet_s = _time_unet(plan, model, members, heldout, z, len(batch),
+                        threads=workers["threads_per_worker"] if in_flight > 1 else None)
     # 3. extrapolate to every sample of every stage
     est = CostEstimate(
         n_members=len(members),
@@ -295,6 +306,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
         geometry_plan=gp,
         geometry_timed=geometry_timed,
         denoiser=_denoiser_words(model),
+        workers=in_flight,
     )
     est.disk_bytes = _disk_bytes(plan, n, math.prod(model.latent_shape))
     est.stages.append(StageCost("load", n, seconds=load_seconds))
@@ -307,7 +319,7 @@ def estimate_cost(config: AnalyzeConfig, *, model: LoadedModel | None = None) ->
             est.stages.append(StageCost("geometry", n, decoder_products=products * n, seconds=geo_s * n))
         else:
             calls = _unet_calls_per_sample(name, plan.timesteps) * n
-            est.stages.append(StageCost(name, n, unet_calls=calls, seconds=unet_s * calls))
+            est.stages.append(StageCost(name, n, unet_calls=calls, seconds=unet_s * calls / in_flight))
     return est
 
 
@@ -352,10 +364,23 @@ def _time_geometry(plan: _Plan, model: LoadedModel, z: torch.Tensor, b: int) -> 
 
 
 def _time_unet(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: ImageSet, z: torch.Tensor,
-               b: int) -> float:
+               b: int, *, threads: int | None = None) -> float:
     """Seconds per sample of one denoiser call through the family's predictor (its conditioning,
     packing and output conversion included) at the first timestep, after a warm-up call, with the
-    first captions (class labels for a class-conditional model) when the model is conditional."""
+    first captions (class labels for a class-conditional model) when the model is conditional;
+    at ``threads`` intra-op threads (one worker's share; the process' setting is restored)."""
+    saved = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _time_unet_calls(plan, model, members, heldout, z, b)
+    finally:
+        torch.set_num_threads(saved)
+
+
+def _time_unet_calls(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: ImageSet, z: torch.Tensor,
+                     b: int) -> float:
+    """:func:`_time_unet` at the process' current threads."""
     pred = model.predictor
     cond = None
     if pred.is_conditional:

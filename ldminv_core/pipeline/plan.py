@@ -33,6 +33,7 @@ from .config import (
     _normalize_timesteps,
 )
 from .output_folder import _check_out, is_probe_file
+from .workers import check_workers
 
 __all__ = ["check_config", "config_settings"]
 
@@ -67,6 +68,7 @@ class _Plan:
     model_adapter_sha256: str | None = None
     model_config: str | None = None  # the config folder of a single-file checkpoint (models.single_file)
     blind_stage: bool = True  # False: no "blind" stage (features computed when first asked for)
+    workers: int | None = None  # attack batches computed at once; None: "auto" (not a compared setting)
 
     def settings(self) -> dict:
         """The settings that define the results (compared when resuming)."""
@@ -159,6 +161,7 @@ def _plan(config: AnalyzeConfig) -> _Plan:
         model_adapter=adapter[0],
         model_adapter_sha256=adapter[1],
         blind_stage=check_bool(config.blind_stage, "blind_stage"),
+        workers=check_workers(config.workers),
     )
 
 

@@ -69,14 +69,18 @@ def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
     }
 
 
-def session_record(model: LoadedModel, *, resumed: bool) -> dict:
-    """One entry of run.json "sessions": the host, device and CPU threads of this process."""
-    return {
+def session_record(model: LoadedModel, *, resumed: bool, workers: dict | None = None) -> dict:
+    """One entry of run.json "sessions": the host, device and CPU threads of this process, and the
+    worker threads of its attack stages (:func:`~.workers.resolve_workers`), when known."""
+    record = {
         "host": socket.gethostname(),
         "device": str(model.device),
         "cpu_threads": torch.get_num_threads(),
         "resumed": resumed,
     }
+    if workers is not None:
+        record["workers"] = dict(workers)
+    return record
 
 
 def _guidance(model: LoadedModel) -> float | None:

@@ -22,6 +22,11 @@ continues a partly done one from its last completed batch. Every random draw is 
 sample id and batches always cover the same samples, so a resumed run is bit-identical to an
 uninterrupted one. ``should_stop()`` returning True raises :class:`AnalysisCancelled` after
 the current batch; a KeyboardInterrupt or a killed process leave the folder resumable too.
+
+Workers: the batches of an attack stage may be computed by several threads at once
+(``AnalyzeConfig.workers``, :mod:`.workers`); they are the same batches, and this thread still
+writes and records them in batch order, so all of the above holds whatever their number. The
+geometry stage runs one batch at a time. run.json "sessions" records each session's workers.
 """
 from __future__ import annotations
 
@@ -57,6 +62,7 @@ from .inputs import (
 from .plan import _Plan, _complete_run_matches, _plan, _preflight, _read_stored_run, _settings_against
 from .record import run_record, session_record
 from .session import _Session
+from .workers import resolve_workers
 from .stages import attack_stage, blind_stage, encode_stage, geometry_stage, reuse_geometry
 
 __all__ = ["run_analysis"]
@@ -165,8 +171,10 @@ def _run_main(plan: _Plan, ctx: DistContext, *, progress: ProgressFn | None, sho
         # 4. record this session
         _check_lora_hashes(plan, model, writer.data.get("lora"))
         check_single_file_unchanged(getattr(model, "single_file", None), writer.data.get("single_file"))
-        _record_session(writer, model)
-        session = _Session(plan, ctx, writer, model, progress, should_stop, infl_method, lv_method)
+        workers = resolve_workers(plan.workers, device=model.device, distributed=ctx.active,
+                                  custom_model=plan.model_adapter is not None)
+        _record_session(writer, model, workers)
+        session = _Session(plan, ctx, writer, model, progress, should_stop, infl_method, lv_method, workers=workers)
         session.add_time("load", time.perf_counter() - t0)
         # 5. encode, then the blind features: what the files alone show, before the model's stages
         if not writer.stage_done("encode"):
@@ -238,10 +246,10 @@ def _labels_of(samples) -> list:
     return [None if pd.isna(y) else int(y) for y in samples["label"].tolist()]
 
 
-def _record_session(writer: RunWriter, model: LoadedModel) -> None:
-    """Append this session to run.json "sessions"; record the device and dtype."""
+def _record_session(writer: RunWriter, model: LoadedModel, workers: dict) -> None:
+    """Append this session to run.json "sessions" (with its attack workers); record the device and dtype."""
     sessions = list(writer.data.get("sessions", []))
-    sessions.append(session_record(model, resumed=writer.resumed))
+    sessions.append(session_record(model, resumed=writer.resumed, workers=workers))
     writer.update(device=str(model.device), dtype=str(model.dtype).replace("torch.", ""), sessions=sessions)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -17,6 +17,7 @@ from ldminv_core.runs import RunWriter, load_npy
 from .batches import ProgressFn, _Stage
 from .distributed import DistContext, RankLedger
 from .plan import _Plan
+from .workers import run_batches_ordered
 
 
 @dataclass
@@ -30,6 +31,8 @@ class _Session:
         timings: run.json "timings" (seconds per stage, summed over sessions).
         z_all: the latents (n, C, h, w), memory-mapped once the encode stage is done.
         ledger: the per-rank batch records, with several processes (or a folder they worked on).
+        workers: the attack stages' worker threads (:func:`~.workers.resolve_workers`: "workers",
+            "threads_per_worker", "requested", "reason"), as run.json's session record keeps it.
     """
 
     plan: _Plan
@@ -48,6 +51,7 @@ class _Session:
     timings: dict = field(default_factory=dict)
     z_all: np.ndarray | None = None
     ledger: RankLedger | None = None
+    workers: dict = field(default_factory=lambda: {"workers": 1, "threads_per_worker": 1})
 
     def __post_init__(self) -> None:
         samples = self.writer.samples
@@ -84,14 +88,16 @@ class _Session:
         return _Stage(self.writer, name, self.n, self.plan.batch_size, self.progress, self.should_stop,
                       ledger=ledger, prefix=prefix)
 
-    def stage_loop(self, name: str, arrays: list, fill: Callable[[int, int], None]) -> None:
-        """Fill this rank's batches of ``name`` (``fill(start, stop)`` writes the rows); with a
-        ledger, wait for every rank and check that every batch of the stage is on disk before the
-        caller records it."""
+    def stage_loop(self, name: str, arrays: list, compute: Callable[[int, int], Any],
+                   write: Callable[[int, int, Any], None], *, workers: int = 1) -> None:
+        """Fill this rank's batches of ``name``: ``compute(start, stop)`` makes a batch's rows (on up
+        to ``workers`` threads at once, :func:`~.workers.run_batches_ordered`), ``write(start, stop,
+        rows)`` stores them, in batch order, in this thread. With a ledger, wait for every rank and
+        check that every batch of the stage is on disk before the caller records it."""
         self.ctx.agree()  # the arrays exist: the other ranks open them
         stage = self.stage(name, ledger=self.ledger, prefix=self.writer.progress(name))
-        for start, stop in stage.batches(arrays):
-            fill(start, stop)
+        run_batches_ordered(stage, arrays, stage.planned(), compute, write, workers=workers,
+                            threads=int(self.workers.get("threads_per_worker", 1)))
         self.ctx.agree()  # every rank computed its batches
         if self.ledger is not None:
             missing = stage.missing()

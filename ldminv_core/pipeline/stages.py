@@ -166,8 +166,8 @@ def geometry_stage(session: _Session, geometry_plan: "_geometry.GeometryPlan | N
     log_vol = writer.open_array(_WORK_LOG_VOLUME, (n,), np.float64, stage="geometry")
 
     try:
-        session.stage_loop("geometry", [influence, log_vol],
-                           partial(_fill_geometry, session, decode, methods, influence, log_vol))
+        session.stage_loop("geometry", [influence, log_vol], partial(_geometry_batch, session, decode, methods),
+                           partial(_write_rows, [influence, log_vol]))
     finally:
         session.add_time("geometry", time.perf_counter() - t0)
     samples = writer.samples
@@ -181,16 +181,21 @@ def geometry_stage(session: _Session, geometry_plan: "_geometry.GeometryPlan | N
     session.ctx.agree()  # recorded
 
 
-def _fill_geometry(session: _Session, decode: Callable, methods: dict, influence: np.ndarray, log_vol: np.ndarray,
-                   start: int, stop: int) -> None:
-    """Write the influence (B, C, h, w) and log-volume (B,) rows of samples start..stop-1."""
+def _geometry_batch(session: _Session, decode: Callable, methods: dict, start: int,
+                    stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The influence (B, C, h, w) and log-volume (B,) rows of samples start..stop-1."""
     progress, n = session.progress, session.n
     # one geometry sample can take minutes: report within the batch, per decoder call
     within = None if progress is None or session.ledger is not None else \
         _within_batch(progress, "geometry", start=start, total=n)
-    influence[start:stop], log_vol[start:stop] = _geometry_rows(
-        session.plan, session.model, decode, session.z_all, start, stop, methods, session.writer.path,
-        session.sample_paths, within)
+    return _geometry_rows(session.plan, session.model, decode, session.z_all, start, stop, methods,
+                          session.writer.path, session.sample_paths, within)
+
+
+def _write_rows(arrays: Sequence[np.ndarray], start: int, stop: int, rows: Sequence[np.ndarray]) -> None:
+    """Store a batch's rows (one block per array) at samples start..stop-1."""
+    for arr, block in zip(arrays, rows, strict=True):
+        arr[start:stop] = block
 
 
 def attack_stage(session: _Session, name: str) -> None:
@@ -207,7 +212,8 @@ def attack_stage(session: _Session, name: str) -> None:
         out = writer.open_array(relpath, (n,), np.float32, stage=name)
 
     try:
-        session.stage_loop(name, [out], partial(_fill_attack, session, name, out, relpath))
+        session.stage_loop(name, [out], partial(_attack_batch, session, name, out.dtype, relpath),
+                           partial(_write_rows, [out]), workers=int(session.workers.get("workers", 1)))
     finally:
         session.add_time(name, time.perf_counter() - t0)
     del out
@@ -215,7 +221,9 @@ def attack_stage(session: _Session, name: str) -> None:
     session.ctx.agree()  # recorded
 
 
-def _fill_attack(session: _Session, name: str, out: np.ndarray, relpath: str, start: int, stop: int) -> None:
-    """Write the rows of attack ``name`` (terms (B, T, C, h, w) or scores (B,)) of samples start..stop-1."""
-    out[start:stop] = _attack_rows(name, session.plan, session.model, session.z_all, session.conditions, start, stop,
-                                   out.dtype, str(session.writer.path / relpath), session.sample_paths)
+def _attack_batch(session: _Session, name: str, dtype: np.dtype, relpath: str, start: int,
+                  stop: int) -> tuple[np.ndarray]:
+    """The rows of attack ``name`` (terms (B, T, C, h, w) or scores (B,)) of samples start..stop-1;
+    safe to call from several threads at once (it reads the latents and the model only)."""
+    return (_attack_rows(name, session.plan, session.model, session.z_all, session.conditions, start, stop,
+                         dtype, str(session.writer.path / relpath), session.sample_paths),)

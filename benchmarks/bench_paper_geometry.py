@@ -75,7 +75,7 @@ PAPER_FILES = {
 #: The command-line defaults read from the same files (argparse ``--k``, ``--n-iter``, ``--n-mc``).
 PAPER_OPTIONS = {"k": "--k", "n_iter": "--n-iter", "n_mc": "--n-mc"}
 
-TABLE_HEADER = ("arm", "what", "s/sample", "x analyze", "CPU s/sample", "x analyze (CPU)", "max |err| influence", "rel err log-volume", "load (1 min)")
+TABLE_HEADER = ("arm", "what", "s/sample", "x analyze", "CPU s/sample", "x analyze (CPU)", "max abs err influence", "rel err log-volume", "load (1 min)")
 
 
 class PaperFunctionError(ValueError):

@@ -190,7 +190,7 @@ class _NormAct:
             scale = scale * (sig * (1.0 + y * (1.0 - sig)))
         else:
             out = y
-        # (1, H*W, C) channels-last views of the primal coefficients (batch 1 only).
+        # (n, H*W, C) channels-last views of the primal coefficients (a tangent takes one sample's).
         a = scale.expand(n, c, h, w)
         st = tuple(u.permute(0, 2, 3, 1).reshape(n, h * w, c).contiguous() for u in (a, xhat))
         return out, st
@@ -508,12 +508,30 @@ class TangentEngine:
         z = z1.unsqueeze(0) if z1.ndim == 3 else z1
         if z.ndim != 4 or z.shape[0] != 1:
             raise ValueError(f"z1: expected one latent of shape (C, h, w) or (1, C, h, w), got {tuple(z1.shape)}")
+        return self.linearize_many(z)[0]
+
+    @torch.no_grad()
+    def linearize_many(self, z: torch.Tensor) -> list[DecoderLinearization]:
+        """Linearise the decoder at each latent of ``z`` (n, C, h, w) with one primal pass of
+        batch n (at small decoders the per-layer overhead of n passes of batch 1 dominates)."""
+        if z.ndim != 4:
+            raise ValueError(f"z: expected latents of shape (n, C, h, w), got {tuple(z.shape)}")
         d = self.decode
         x = z / d.scaling_factor
         if d.shift_factor:
             x = x + d.shift_factor
         out, states = self._chain.primal(x)
-        return DecoderLinearization(self._chain, states, tuple(z.shape[1:]), d.scaling_factor, out)
+        return [DecoderLinearization(self._chain, _take(states, i), tuple(z.shape[1:]), d.scaling_factor,
+                                     out[i : i + 1]) for i in range(z.shape[0])]
+
+
+def _take(state: Any, i: int) -> Any:
+    """Sample ``i`` of a batched primal state: every tensor's row i (a view), the rest as is."""
+    if isinstance(state, torch.Tensor):
+        return state[i : i + 1]
+    if isinstance(state, (tuple, list)):
+        return type(state)(_take(s, i) for s in state)
+    return state
 
 
 #: Largest relative difference from torch.func's products that :func:`engine_for` accepts.

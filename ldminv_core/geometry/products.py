@@ -168,7 +168,8 @@ def _exact_block_size(n: int, p: int, d: int) -> int:
     return max(1, min(n, EXACT_MAX_JACOBIAN_BYTES // max(1, p * d * 4)))
 
 
-def _singular_values(jac: torch.Tensor, kind: str, k: int | None = None) -> torch.Tensor:
+def _singular_values(jac: torch.Tensor, kind: str, k: int | None = None,
+                     gram: torch.Tensor | None = None) -> torch.Tensor:
     """Singular values (descending) of each float64 (P, d) Jacobian in ``jac`` (n, P, d).
 
     Top-k with P > d: square roots of the eigenvalues of the float64 Gram matrix J^T J (d x d),
@@ -176,9 +177,10 @@ def _singular_values(jac: torch.Tensor, kind: str, k: int | None = None) -> torc
     sigma_i^2 is about eps64 * sigma_max^2, below the float32 rounding of J itself for any
     sigma_i > 1e-4 sigma_max). Log-det (``kind="logdet"``, also k >= d), which needs the
     smallest values too: the SVD; so do samples whose k-th value (``k``) is below 1e-4 sigma_max.
+    ``gram``: J^T J (n, d, d) when the caller has it (:func:`_gram`).
     """
     if kind == "topk" and jac.shape[-2] > jac.shape[-1]:
-        ev = torch.linalg.eigvalsh(jac.transpose(-1, -2) @ jac).flip(-1).clamp_min(0.0)
+        ev = torch.linalg.eigvalsh(_gram(jac) if gram is None else gram).flip(-1).clamp_min(0.0)
         kk = min(int(k or 1), ev.shape[-1]) - 1
         small = ev[:, kk] < 1e-8 * ev[:, 0]
         sv = ev.sqrt()
@@ -186,6 +188,11 @@ def _singular_values(jac: torch.Tensor, kind: str, k: int | None = None) -> torc
             sv[small] = torch.linalg.svdvals(jac[small])
         return sv
     return torch.linalg.svdvals(jac)
+
+
+def _gram(jac: torch.Tensor) -> torch.Tensor:
+    """J^T J (n, d, d) of Jacobians (n, P, d); its diagonal is diag(J^T J), the influence's."""
+    return jac.transpose(-1, -2) @ jac
 
 
 def _topk_log_sum(sv: torch.Tensor, k: int) -> torch.Tensor:

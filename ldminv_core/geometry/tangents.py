@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LdminvError, ModelKindError
+from .norm_conv import NormConv
 
 __all__ = ["VaeDecoder", "vae_decoder", "TangentEngine", "DecoderLinearization", "unsupported_reason", "verify", "engine_for",
            "VERIFY_RTOL"]
@@ -239,12 +240,12 @@ class _Resnet:
         self.na2 = _NormAct(block.norm2, block.nonlinearity, f"{where}.norm2")
         _plain(block.dropout, nn.Dropout, f"{where}.dropout")
         self.conv2 = _Conv(block.conv2, f"{where}.conv2")
+        self.main = [NormConv(self.na1, self.conv1), NormConv(self.na2, self.conv2)]
         self.shortcut = _Conv(block.conv_shortcut, f"{where}.conv_shortcut") if block.conv_shortcut is not None else None
         self.scale = float(block.output_scale_factor)
 
     def primal(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        main = _Chain([self.na1, self.conv1, self.na2, self.conv2])
-        h, st_main = main.primal(x)
+        h, st_main = (main := _Chain(self.main)).primal(x)
         skip, st_skip = self.shortcut.primal(x) if self.shortcut is not None else (x, None)
         return (skip + h) / self.scale, (main, st_main, st_skip)
 
@@ -512,8 +513,7 @@ class TangentEngine:
 
     @torch.no_grad()
     def linearize_many(self, z: torch.Tensor) -> list[DecoderLinearization]:
-        """Linearise the decoder at each latent of ``z`` (n, C, h, w) with one primal pass of
-        batch n (at small decoders the per-layer overhead of n passes of batch 1 dominates)."""
+        """Linearise the decoder at each latent of ``z`` (n, C, h, w) in one primal pass of batch n."""
         if z.ndim != 4:
             raise ValueError(f"z: expected latents of shape (n, C, h, w), got {tuple(z.shape)}")
         d = self.decode

@@ -88,8 +88,8 @@ def vae_decoder(vae: nn.Module, *, scaling_factor: float | None = None,
     ``decoder_geometry(lambda z: vae.decode(z / sf + shift).sample, z)`` does, but through the
     layer-by-layer JVPs / VJPs of this module (checked against torch.func at the first latent)
     instead of torch.func: the demo's default geometry per sample took 0.24-0.42 s against
-    0.51-0.77 s through the plain callable (1 thread, load 3.2; 1.8-2.1x), and the issue-26
-    side-by-side measured 12.0x against 4.0x the paper's functions (3x).
+    0.51-0.77 s through the plain callable (1 thread, load 3.2; 1.8-2.1x); against the paper's
+    own functions, benchmarks/bench_paper_geometry.py (1 thread, load 3.8-6.5): 28x wall, 24x CPU.
 
     Args:
         vae: the diffusers ``AutoencoderKL`` (any ``nn.Module`` with ``decode(x).sample``; one

@@ -319,3 +319,133 @@ def test_blind_bench_null_study_reports_the_tools_verdict(tmp_path):
     six = bench_blind.rate(6, 80)  # Clopper-Pearson from the beta quantiles
     assert six["rate"] == 0.075
     np.testing.assert_allclose(six["ci"], [beta.ppf(0.025, 6, 75), beta.ppf(0.975, 7, 74)], rtol=1e-9)
+
+
+_PAPER_PULLBACK = '''
+import torchvision  # the paper's files import torchvision: never executed here
+from torchvision import transforms
+import argparse
+raise RuntimeError("the module body ran")
+
+
+def topk_singular_values_power(J, k=8, n_iter=10):
+    return torch.linalg.svdvals(J.double())[:k]
+
+
+def compute_log_volume_per_sample_decoder(decoder, z_tensor, device, max_samples=None, k=8, n_iter=10, desc=""):
+    decoder = decoder.to(device).eval()
+    out = []
+    for i in tqdm(range(z_tensor.shape[0]), desc=desc):
+        z = z_tensor[i:i + 1].detach().clone().requires_grad_(True)
+        J = jacobian(lambda x: decoder.decode(x).view(-1), z).reshape(-1, z.numel())
+        out.append(float(torch.log(topk_singular_values_power(J, k=k, n_iter=n_iter)).sum()))
+    return np.array(out, dtype=np.float64)
+
+
+def not_kept():
+    raise RuntimeError("not a kept function")
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--k", type=int, default=8, help="Top-k singular values to use")
+    p.add_argument("--n-iter", type=int, default=10, help="Power iteration rounds")
+'''
+
+_PAPER_PER_DIM = '''
+from torchvision.datasets import MNIST
+
+
+def compute_per_dim_contrib_decoder(decoder: VAE, z_tensor, device, n_mc=8, eps=1e-12, desc=""):
+    decoder = decoder.to(device).eval()
+    rows = []
+    for i in tqdm(range(z_tensor.shape[0]), desc=desc):
+        z = z_tensor[i:i + 1].detach()
+        J = jacobian(lambda x: decoder.decode(x).view(-1), z).reshape(-1, z.numel()).double()
+        rows.append(0.5 * torch.log(J.square().sum(0) + eps))
+    return torch.stack(rows).numpy()
+
+
+def parse_args():
+    p = argparse.ArgumentParser()
+    p.add_argument("--n-mc", type=int, default=8, help="MC samples for diag(J^T J) estimation")
+'''
+
+
+def _paper_repo(root, *, per_dim=_PAPER_PER_DIM):
+    (root / "ldm_light").mkdir(parents=True)
+    (root / "ldm_light" / "cal_pullback.py").write_text(_PAPER_PULLBACK)
+    (root / "ldm_light" / "cal_per_dim_contri.py").write_text(per_dim)
+    return root
+
+
+def test_paper_bench_loads_only_the_functions_and_scores_all_arms_on_one_oracle(tmp_path):
+    """A synthetic "paper" checkout whose module bodies would fail (torchvision, a raise): the
+    loader runs only the kept functions; they compute the exact top-k log-volume and influence
+    through the wrapper, so an error ~0 shows the wrapper differentiates the project's map."""
+    import sys
+    from types import SimpleNamespace
+
+    from benchmarks import bench_paper_geometry as bpg
+    from ldminv_core.geometry.tangents import VaeDecoder
+
+    repo = _paper_repo(tmp_path / "paper")
+    fns = bpg.load_paper_functions(repo)
+    assert fns.defaults == {"k": 8, "n_iter": 10, "n_mc": 8}
+    assert fns.source == {"ldm_light/cal_pullback.py": ["topk_singular_values_power",
+                                                        "compute_log_volume_per_sample_decoder"],
+                          "ldm_light/cal_per_dim_contri.py": ["compute_per_dim_contrib_decoder"]}
+    assert "torchvision" not in sys.modules
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(4, 8),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=4, sample_size=8, scaling_factor=SF,
+    ).eval().requires_grad_(False)
+    decode = VaeDecoder(vae, scaling_factor=SF)
+    z = torch.randn(3, 4, 4, 4, generator=torch.Generator().manual_seed(1))
+    model = SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32)
+    doc = bpg.run_paper_geometry(model, decode, z, paper_repo=repo, rounds=1, reference_iters=3,
+                                 reference_probes=2, batch_size=2, log=lambda _: None)
+    assert "torchvision" not in sys.modules
+    assert set(doc["arms"]) == {"analyze", "paper", "reference"}
+    assert doc["paper"]["k"] == doc["analyze"]["topk"] == 50 and doc["paper"]["n_mc"] == 8
+    # oracle: float64 SVD / column norms of the autograd Jacobian of the same decoder
+    jac = torch.stack([torch.autograd.functional.jacobian(lambda x: decode(x[None])[0], z1).reshape(-1, 64)
+                       for z1 in z]).double()
+    exact_lv, _ = exact_geometry(jac, (4, 4, 4), k=50)
+    assert doc["exact_log_volume_range"] == pytest.approx([float(exact_lv.min()), float(exact_lv.max())], rel=1e-5)
+    for arm in ("analyze", "paper"):
+        row = doc["arms"][arm]
+        assert row["rel_err_log_volume"] < 1e-4 and row["max_abs_err_influence"] < 1e-3, (arm, row)
+        assert len(row["runs"]) == (2 if arm == "analyze" else 1)
+        assert all(r["s"] > 0 and len(r["load_before"]) == 3 for r in row["runs"])
+    assert doc["arms"]["reference"]["max_abs_err_influence"] > 1e-3  # 2 Hutchinson probes: visibly noisy
+    assert doc["speedup_vs_paper"] == pytest.approx(
+        doc["arms"]["paper"]["s_per_sample"] / doc["arms"]["analyze"]["s_per_sample"])
+    lines = bpg.table(doc).splitlines()
+    assert [c.strip() for c in lines[0].strip("|").split("|")] == list(bpg.TABLE_HEADER)
+    assert len(lines) == 5
+
+
+def test_paper_bench_skips_the_paper_arm_without_a_checkout_and_names_what_is_missing(tmp_path):
+    from types import SimpleNamespace
+
+    from benchmarks import bench_paper_geometry as bpg
+    from ldminv_core.geometry.tangents import VaeDecoder
+
+    with pytest.raises(bpg.PaperFunctionError, match="compute_per_dim_contrib_decoder"):
+        bpg.load_paper_functions(_paper_repo(tmp_path / "broken", per_dim="def other():\n    pass\n"))
+    with pytest.raises(bpg.PaperFunctionError, match="cal_pullback.py"):
+        bpg.load_paper_functions(tmp_path / "nothing")
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        in_channels=1, out_channels=1, latent_channels=4, block_out_channels=(4,),
+        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+        layers_per_block=1, norm_num_groups=4, sample_size=4, scaling_factor=SF,
+    ).eval().requires_grad_(False)
+    doc = bpg.run_paper_geometry(SimpleNamespace(device=torch.device("cpu"), dtype=torch.float32),
+                                 VaeDecoder(vae, scaling_factor=SF), torch.randn(1, 4, 4, 4), paper_repo=None,
+                                 rounds=1, reference_iters=2, reference_probes=1, log=lambda _: None)
+    assert set(doc["arms"]) == {"analyze", "reference"} and doc["speedup_vs_paper"] is None
+    assert "skipped" in doc["paper"] and "skipped" in bpg.table(doc)

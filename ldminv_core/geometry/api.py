@@ -39,6 +39,7 @@ from .paths import _block_size, log_volume_products, resolve_influence_method, r
 from .products import (
     _exact_block_size,
     _exact_diag,
+    _gram,
     _hutchinson_diag,
     _jacobian_block,
     _Products,
@@ -193,8 +194,12 @@ def _run_block(prod: _Products, s: _Setup, out: _Outputs, start: int, stop: int)
     """Both paths on samples start..stop-1 (the samples of ``prod``), written into ``out``."""
     nb, d, ids = stop - start, s.d, s.ids[start:stop]
     jac = _jacobian_block(prod, nb, d).to(torch.float64).cpu() if s.lv_method == "exact" else None
+    gram = None
     if s.lv_method == "exact":
-        sv = _singular_values(jac, "logdet" if s.kind == "logdet" or s.k >= d else "topk", s.k)
+        sv_kind = "logdet" if s.kind == "logdet" or s.k >= d else "topk"
+        # the top-k path and the exact influence share J^T J (its diagonal: the column norms)
+        gram = _gram(jac) if sv_kind == "topk" and jac.shape[1] > d else None
+        sv = _singular_values(jac, sv_kind, s.k, gram=gram)
         out.lv[start:stop] = _topk_log_sum(sv, d if s.kind == "logdet" else s.k)
     elif s.lv_method == "matrix_free":
         out.lv[start:stop], out.lv_err[start:stop] = _krylov_top_eigenvalues(
@@ -202,7 +207,10 @@ def _run_block(prod: _Products, s: _Setup, out: _Outputs, start: int, stop: int)
     elif s.lv_method == "slq":
         out.lv[start:stop], out.lv_err[start:stop] = _slq_logdet(prod, nb, d, s.slq_probes, s.slq_steps, s.seed, ids)
     if s.infl_method == "exact":
-        out.diag[start:stop] = jac.square().sum(1) if jac is not None else _exact_diag(prod, nb, d)
+        if gram is not None:
+            out.diag[start:stop] = torch.diagonal(gram, dim1=-2, dim2=-1)
+        else:
+            out.diag[start:stop] = jac.square().sum(1) if jac is not None else _exact_diag(prod, nb, d)
     elif s.infl_method == "hutchinson":
         out.diag[start:stop] = _hutchinson_diag(prod, nb, s.image_shape, s.probes, s.seed, ids).cpu()
 

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import LdminvError, ModelKindError
+from .norm_conv import NormConv
 
 __all__ = ["VaeDecoder", "vae_decoder", "TangentEngine", "DecoderLinearization", "unsupported_reason", "verify", "engine_for",
            "VERIFY_RTOL"]
@@ -87,8 +88,8 @@ def vae_decoder(vae: nn.Module, *, scaling_factor: float | None = None,
     ``decoder_geometry(lambda z: vae.decode(z / sf + shift).sample, z)`` does, but through the
     layer-by-layer JVPs / VJPs of this module (checked against torch.func at the first latent)
     instead of torch.func: the demo's default geometry per sample took 0.24-0.42 s against
-    0.51-0.77 s through the plain callable (1 thread, load 3.2; 1.8-2.1x), and the issue-26
-    side-by-side measured 12.0x against 4.0x the paper's functions (3x).
+    0.51-0.77 s through the plain callable (1 thread, load 3.2; 1.8-2.1x); against the paper's
+    own functions, benchmarks/bench_paper_geometry.py (1 thread, load 3.8-6.5): 28x wall, 24x CPU.
 
     Args:
         vae: the diffusers ``AutoencoderKL`` (any ``nn.Module`` with ``decode(x).sample``; one
@@ -190,7 +191,7 @@ class _NormAct:
             scale = scale * (sig * (1.0 + y * (1.0 - sig)))
         else:
             out = y
-        # (1, H*W, C) channels-last views of the primal coefficients (batch 1 only).
+        # (n, H*W, C) channels-last views of the primal coefficients (a tangent takes one sample's).
         a = scale.expand(n, c, h, w)
         st = tuple(u.permute(0, 2, 3, 1).reshape(n, h * w, c).contiguous() for u in (a, xhat))
         return out, st
@@ -239,12 +240,12 @@ class _Resnet:
         self.na2 = _NormAct(block.norm2, block.nonlinearity, f"{where}.norm2")
         _plain(block.dropout, nn.Dropout, f"{where}.dropout")
         self.conv2 = _Conv(block.conv2, f"{where}.conv2")
+        self.main = [NormConv(self.na1, self.conv1), NormConv(self.na2, self.conv2)]
         self.shortcut = _Conv(block.conv_shortcut, f"{where}.conv_shortcut") if block.conv_shortcut is not None else None
         self.scale = float(block.output_scale_factor)
 
     def primal(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
-        main = _Chain([self.na1, self.conv1, self.na2, self.conv2])
-        h, st_main = main.primal(x)
+        h, st_main = (main := _Chain(self.main)).primal(x)
         skip, st_skip = self.shortcut.primal(x) if self.shortcut is not None else (x, None)
         return (skip + h) / self.scale, (main, st_main, st_skip)
 
@@ -508,12 +509,29 @@ class TangentEngine:
         z = z1.unsqueeze(0) if z1.ndim == 3 else z1
         if z.ndim != 4 or z.shape[0] != 1:
             raise ValueError(f"z1: expected one latent of shape (C, h, w) or (1, C, h, w), got {tuple(z1.shape)}")
+        return self.linearize_many(z)[0]
+
+    @torch.no_grad()
+    def linearize_many(self, z: torch.Tensor) -> list[DecoderLinearization]:
+        """Linearise the decoder at each latent of ``z`` (n, C, h, w) in one primal pass of batch n."""
+        if z.ndim != 4:
+            raise ValueError(f"z: expected latents of shape (n, C, h, w), got {tuple(z.shape)}")
         d = self.decode
         x = z / d.scaling_factor
         if d.shift_factor:
             x = x + d.shift_factor
         out, states = self._chain.primal(x)
-        return DecoderLinearization(self._chain, states, tuple(z.shape[1:]), d.scaling_factor, out)
+        return [DecoderLinearization(self._chain, _take(states, i), tuple(z.shape[1:]), d.scaling_factor,
+                                     out[i : i + 1]) for i in range(z.shape[0])]
+
+
+def _take(state: Any, i: int) -> Any:
+    """Sample ``i`` of a batched primal state: every tensor's row i (a view), the rest as is."""
+    if isinstance(state, torch.Tensor):
+        return state[i : i + 1]
+    if isinstance(state, (tuple, list)):
+        return type(state)(_take(s, i) for s in state)
+    return state
 
 
 #: Largest relative difference from torch.func's products that :func:`engine_for` accepts.

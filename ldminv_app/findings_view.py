@@ -17,7 +17,7 @@ from ldminv_core.formatting import format_rate_ci
 from ldminv_core.evaluation import (BLIND_GROUP_WORDS, finding_title, fpr_support, shift_advice, shift_headline,
                                     tiny_note, verdict_words)
 
-from . import figures, state
+from . import cache, figures, state
 from .banners import pending_text
 from .blind import BLIND_CURVE, blind_result
 from .cards import (arm_metric_caption, arm_t_cell, auroc_note, below_chance_captions, finding_card,
@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
     from ldminv_core.runs import Run
 
-__all__ = ["SEPARABLE_WORDS", "FindingsPage", "load", "shift_check", "headline", "finding_cards",
-           "every_attack_table", "attack_overview"]
+__all__ = ["SEPARABLE_WORDS", "FindingsPage", "load", "shift_check", "headline", "headline_metrics", "headline_roc",
+           "finding_cards", "every_attack_job", "every_attack_table", "attack_overview"]
 
 #: A blind group's verdict (of AUROC - 0.5) said of the folders.
 SEPARABLE_WORDS = {"supported": "separable without the model (interval above 0.5)",
@@ -126,9 +126,10 @@ def shift_check(p: FindingsPage) -> None:
                            "every image (descriptive); positive = higher values look like members.")
 
 
-def headline(p: FindingsPage) -> None:
-    """The selected attack's baseline numbers and ROC curve (no geometry needed)."""
-    run, attack, ev, proto, honest, base = p.run, p.attack, p.ev, p.proto, p.honest, p.base
+def headline_metrics(run: Run, attack: str, ev: Evaluation):
+    """The selected attack's baseline numbers (no geometry, no blind baseline needed: drawn first);
+    returns the column the ROC curve goes in (:func:`headline_roc`)."""
+    proto, honest, base = ev.protocol, ev.protocol.name == "honest", ev.baseline()
     support = fpr_support(proto, n_members=run.n_members, n_heldout=run.n_heldout, fpr=0.01)
     m1, m2, m3, roc_col = st.columns([1, 1, 1, 3])
     m1.metric(f"{attack_label(attack)} AUROC", f"{base.auroc:.4f}", help=arm_metric_caption(base, "auroc", proto))
@@ -142,6 +143,14 @@ def headline(p: FindingsPage) -> None:
     m3.caption(f"{metric_t_text(base, 'asr')} · 95% CI " + format_rate_ci(base.ci["asr"]))
     if support.warning():  # below the cards, across the page (a card's column is a sixth of it)
         st.warning(support.warning(), icon=":material/warning:")
+    st.caption(f"{attack_label(attack)} baseline (no mask), {arm_t_cell(base)}. "
+               + (headline_t_caption(ev) if run.is_maskable(attack) else "One score per sample (no timestep)."))
+    return roc_col
+
+
+def headline_roc(p: FindingsPage, roc_col) -> None:
+    """The selected attack's baseline ROC curve with the blind baseline's, in ``roc_col``."""
+    run, attack, ev, proto, base = p.run, p.attack, p.ev, p.proto, p.base
     axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)",
                  n_negatives=run.n_members, n_positives=run.n_heldout)
             if proto.positive_class == "heldout" else
@@ -154,8 +163,11 @@ def headline(p: FindingsPage) -> None:
                                  f"{metric_t_text(base, 'auroc')})", **axes),
         key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),
     )
-    st.caption(f"{attack_label(attack)} baseline (no mask), {arm_t_cell(base)}. "
-               + (headline_t_caption(ev) if run.is_maskable(attack) else "One score per sample (no timestep)."))
+
+
+def headline(p: FindingsPage) -> None:
+    """The selected attack's baseline numbers and ROC curve."""
+    headline_roc(p, headline_metrics(p.run, p.attack, p.ev))
 
 
 def _quartile_chart(p: FindingsPage):
@@ -264,6 +276,24 @@ def finding_cards(p: FindingsPage) -> None:
         st.caption(f"{attack_label(attack)} gives one score per sample: it cannot be masked, so the masking "
                    "findings are not defined for it. Choose a maskable attack in the sidebar to see them.")
 
+
+
+def every_attack_job(run: Run) -> tuple[tuple, object]:
+    """(key, callable) computing what :func:`every_attack_table` and :func:`attack_overview` read
+    (every attack's findings and baseline under the session's protocol, memoised in the cached
+    evaluations), for :func:`ldminv_app.lazy.section`."""
+    evaluations = [state.evaluation(run, name) for name in run.attacks]
+    first = evaluations[0]
+    key = ("every_attack", *cache.run_key(run.path), first.protocol.name, first.protocol.folds, first.n_boot,
+           bool(run.has_geometry))
+
+    def compute() -> None:
+        for e in evaluations:
+            e.baseline()
+        if run.has_geometry:
+            for e in evaluations:
+                e.findings()
+    return key, compute
 
 
 def every_attack_table(p: FindingsPage) -> None:

@@ -20,6 +20,16 @@ APP = str(Path(__file__).resolve().parents[2] / "app.py")
 pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks with bootstrap: over 10 s
 
 
+
+def _settle(at: AppTest) -> AppTest:
+    """Rerun once the Findings page's background sections (ldminv_app.lazy) have their numbers."""
+    from ldminv_app import lazy
+
+    if any(lazy.PENDING_WORDS in c.value for c in at.caption):
+        assert lazy.wait(300), "the background sections did not finish"
+        at.run()
+    return at
+
 def _run(folder: Path) -> Run:
     rng = np.random.default_rng(11)
     labels = np.r_[np.ones(100, np.int64), np.zeros(100, np.int64)]
@@ -38,7 +48,7 @@ def test_findings_page_shows_who_flags_whom(tmp_path, monkeypatch):
     run = _run(tmp_path / "runs" / "agree")
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
     monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = AppTest.from_file(APP, default_timeout=180).run()
+    at = _settle(AppTest.from_file(APP, default_timeout=180).run())
     assert not at.exception, [e.value for e in at.exception]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

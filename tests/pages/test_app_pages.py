@@ -511,7 +511,18 @@ def _select_protocol(at: AppTest, protocol: str, *, folds: int = 2) -> None:
     assert at.session_state["protocol"] == protocol
 
 
+def _settle(at: AppTest) -> AppTest:
+    """Rerun once the Findings page's background sections (ldminv_app.lazy) have their numbers."""
+    from ldminv_app import lazy
+
+    if any(lazy.PENDING_WORDS in c.value for c in at.caption):
+        assert lazy.wait(300), "the background sections did not finish"
+        at.run()
+    return at
+
+
 def _dataframe_with(at: AppTest, column: str) -> pd.DataFrame:
+    _settle(at)
     found = [df.value for df in at.dataframe if column in df.value.columns]
     assert len(found) == 1, [list(df.value.columns) for df in at.dataframe]
     return found[0]
@@ -566,7 +577,7 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
         line = lines[FINDING_LABELS[f.id]]  # by the card's label: two findings may share an estimate
         assert f"**{f.estimate:+.4f}**" in line and f"[{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in line
         assert f":{ {'supported': 'green', 'contradicted': 'red'}.get(f.verdict, 'gray')}-badge[{f.verdict}]" in text
-    charts = _charts(at)
+    charts = _charts(_settle(at))
     # the quartile chart: AUROC per quartile with its interval, from the core and sklearn (standard)
     bars = next(v for k, v in charts.items() if k.startswith("Baseline AUROC by distortion quartile"))
     ys = _arr(bars["data"][0]["y"]).astype(float)

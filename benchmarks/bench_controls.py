@@ -1,12 +1,12 @@
 """Every control of every dashboard page, timed in a real browser: the time until the number under
 the control changes (where there is one) and until the page is idle again.
 
-"Idle" is :func:`benchmarks.bench_dashboard.wait_idle`'s: the app reports ``notRunning``, and there is no
-status widget, no stale element and no spinner. The clock runs inside the page
-(``performance.now()``, a ``requestAnimationFrame`` poll plus a ``MutationObserver`` on the script
-state, so a rerun shorter than a frame is still seen): it starts before the control is touched and
-stops at the first idle frame after the rerun the control started (or when the watched number has
-changed and nothing runs).
+"Idle" is :func:`benchmarks.bench_dashboard.wait_idle`'s (the app reports ``notRunning``, and there is no
+status widget, no stale element and no spinner) and, in addition, no change of the page's DOM (charts
+drawn, elements replaced) for :data:`QUIET_MS`. The clock runs inside the page (``performance.now()``,
+a ``requestAnimationFrame`` poll plus a ``MutationObserver`` on the whole app, so a rerun shorter than
+a frame is still seen): it starts before the control is touched; the time reported is that of the
+page's last change (a busy frame or a DOM mutation) before it stayed idle.
 
 :func:`measure_controls` walks the pages through the sidebar and moves each control of
 :data:`PLAN` (sidebar: protocol, folds, attack, timestep; Masks & ROC; Dimensions; Distortion;
@@ -42,17 +42,21 @@ from benchmarks import bench_dashboard as bd  # noqa: E402
 
 #: The target: every control to an idle page within this many milliseconds.
 TARGET_MS = 500.0
+#: A page is idle once nothing on it has changed for this long (no rerun, no DOM mutation); the
+#: time reported is that of its last change.
+QUIET_MS = 200.0
 
 #: In-page watcher: resolves with {idle_ms, text_ms, text, timeout, saw_run}; ``probe`` is the label
 #: (or label prefix, ending in "*") of an ``st.metric`` whose value is watched, or null.
 _WATCH_JS = """
-([probe, before, timeoutMs]) => new Promise(resolve => {
+([probe, before, timeoutMs, quietMs]) => new Promise(resolve => {
     const t0 = performance.now();
-    let changedAt = null, sawRun = false;
+    let changedAt = null, sawRun = false, lastActivity = null;
     const app = () => document.querySelector('[data-testid="stApp"]');
     const running = () => { const a = app(); return a !== null && a.getAttribute('data-test-script-state') === 'running'; };
-    const obs = new MutationObserver(() => { if (running()) sawRun = true; });
-    if (app()) obs.observe(app(), {attributes: true, attributeFilter: ['data-test-script-state']});
+    const touch = () => { lastActivity = performance.now() - t0; };
+    const obs = new MutationObserver(() => { sawRun = true; touch(); });  // a rerun, or what it redrew
+    if (app()) obs.observe(app(), {attributes: true, childList: true, subtree: true, characterData: true});
     const read = () => {
         if (probe === null) return null;
         const prefix = probe.endsWith('*') ? probe.slice(0, -1) : null;
@@ -69,14 +73,15 @@ _WATCH_JS = """
     const tick = () => {
         const now = performance.now();
         const text = read();
-        if (changedAt === null && text !== null && before !== null && text !== before) changedAt = now - t0;
+        if (changedAt === null && text !== null && text !== before) changedAt = now - t0;  // shown or changed
         const busy = running() || document.querySelector('[data-testid="stStatusWidget"]') !== null
             || document.querySelector('[data-stale="true"]') !== null
             || document.querySelector('[data-testid="stSpinner"]') !== null;
-        if (busy) sawRun = true;
-        if ((sawRun || changedAt !== null) && !busy) {
+        if (busy) { sawRun = true; touch(); }
+        // idle: the rerun the move started has ended and nothing on the page changed for quietMs
+        if (sawRun && !busy && lastActivity !== null && now - t0 - lastActivity >= quietMs) {
             obs.disconnect();
-            resolve({idle_ms: now - t0, text_ms: changedAt, text, timeout: false, saw_run: sawRun});
+            resolve({idle_ms: lastActivity, text_ms: changedAt, text, timeout: false, saw_run: sawRun});
             return;
         }
         if (now - t0 > timeoutMs) {
@@ -123,7 +128,8 @@ def timed(page, action: Callable[[], None], *, probe: str | None = None, timeout
     """Arm the in-page watcher, run ``action`` (a click, a key press) and wait for idle."""
     before = metric_value(page, probe) if probe else None
     page.evaluate(f"() => {{ window.__ldminvC = ({_WATCH_JS})"
-                  f"([{json.dumps(probe)}, {json.dumps(before)}, {float(timeout_ms)}]); return true; }}")
+                  f"([{json.dumps(probe)}, {json.dumps(before)}, {float(timeout_ms)}, {float(QUIET_MS)}]); "
+                  "return true; }")
     action()
     res = page.evaluate("() => window.__ldminvC")
     res["before"] = before
@@ -319,7 +325,7 @@ def _goto(page, title: str) -> None:
     bd.wait_idle(page, quiet_polls=3, poll_ms=100, timeout_s=900)
 
 
-def measure_controls(page, *, attacks: list[str], rounds: int = 1, timeout_ms: float = 120_000,
+def measure_controls(page, *, attacks: list[str], rounds: int = 1, timeout_ms: float = 60_000,
                      log: Callable[[str], None] = print) -> list[dict]:
     """Move every control of :func:`_plan` (``rounds`` times) on an app already open and idle at
     ``page``; one row per move: {page, control, probe, text, before, text_ms, idle_ms, timeout,

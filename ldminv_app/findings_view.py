@@ -29,8 +29,11 @@ if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
     from ldminv_core.runs import Run
 
-__all__ = ["SEPARABLE_WORDS", "FindingsPage", "load", "shift_check", "headline", "headline_metrics", "headline_roc",
-           "finding_cards", "every_attack_job", "every_attack_table", "attack_overview"]
+#: Points per drawn ROC curve (thinned along the curve: a curve has up to N + 1).
+ROC_POINTS = 200
+
+__all__ = ["SEPARABLE_WORDS", "ROC_POINTS", "FindingsPage", "load", "shift_check", "headline", "headline_metrics", "headline_roc",
+           "finding_cards", "findings_job", "every_attack_job", "every_attack_table", "attack_overview"]
 
 #: A blind group's verdict (of AUROC - 0.5) said of the folders.
 SEPARABLE_WORDS = {"supported": "separable without the model (interval above 0.5)",
@@ -66,6 +69,22 @@ def load(run: Run, attack: str, ev: Evaluation) -> FindingsPage:
     """Read the page's parts from ``ev`` (the blind baseline first: the findings ask for it too)."""
     blind = blind_result(ev)
     return FindingsPage(run, attack, ev, blind, ev.result() if run.has_geometry else None)
+
+
+def findings_job(run: Run, attack: str, ev: Evaluation) -> tuple[tuple, object]:
+    """(key, callable) of :func:`load`'s page (the blind baseline, then the attack's result and the
+    drop curve its cards draw), for :func:`ldminv_app.lazy.section`: computed off the page when it is
+    not ready, so the headline numbers never wait for it."""
+    key = ("findings", *cache.run_key(run.path), attack, ev.protocol.name, ev.protocol.folds, ev.n_boot,
+           bool(run.has_geometry))
+
+    def compute() -> FindingsPage:
+        blind = ev.blind()
+        res = ev.result() if run.has_geometry else None
+        if res is not None and res.maskable:
+            ev.drop_curves(ev.headline_t_index())
+        return FindingsPage(run, attack, ev, blind, res)
+    return key, compute
 
 
 def shift_check(p: FindingsPage) -> None:
@@ -158,7 +177,7 @@ def headline_roc(p: FindingsPage, roc_col) -> None:
                  n_negatives=run.n_heldout, n_positives=run.n_members))
     roc, _ = baseline_curves(ev)  # the evaluation layer's points, the blind baseline's beside
     roc_col.plotly_chart(
-        figures.roc_curves(roc, log_scale=True, height=300, dashed=(BLIND_CURVE,),
+        figures.roc_curves(roc, log_scale=True, height=300, dashed=(BLIND_CURVE,), max_points=ROC_POINTS,
                            title=f"{attack_label(attack)} baseline ROC, log-log ({proto.name}, "
                                  f"{metric_t_text(base, 'auroc')})", **axes),
         key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),

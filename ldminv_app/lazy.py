@@ -5,7 +5,8 @@ baselines, the agreement of the attacks, the exposure list).
 
 A section is a set of jobs, each (key, callable); :func:`section` looks every key up in the
 server-wide :class:`Results` store. All ready: the section is drawn from them in this run. Some
-missing: they are queued at the front of the background :class:`~ldminv_app.warm.Warmer`, the
+missing: they are queued in front of the store's own worker thread (normal priority, unlike the
+low-priority prefetcher of :mod:`ldminv_app.warm`: what it computes is wanted on screen now), the
 note is shown, and a fragment polls every :data:`POLL_S` seconds; when the jobs are done it reruns
 the page, which then draws the section from the store (and polls no more). A job's exception is
 kept and raised where the section is drawn (the page's guard shows it).
@@ -20,7 +21,7 @@ from typing import Any
 
 import streamlit as st
 
-from . import warm
+from . import shutdown
 
 __all__ = ["POLL_S", "PENDING_WORDS", "Results", "results", "section", "wait"]
 
@@ -39,6 +40,8 @@ class Results:
         self._done: OrderedDict[Hashable, tuple[bool, Any]] = OrderedDict()
         self._queued: dict[Hashable, int] = {}
         self._tokens = itertools.count()
+        self._todo: list[tuple[Hashable, Callable[[], Any]]] = []
+        self._thread: threading.Thread | None = None
         self.capacity = int(capacity)
 
     def ready(self, key: Hashable) -> bool:
@@ -62,18 +65,39 @@ class Results:
             while len(self._done) > self.capacity:
                 self._done.popitem(last=False)
 
-    def submit(self, jobs: Sequence[tuple[Hashable, Callable[[], Any]]], *, into: warm.Warmer | None = None) -> None:
-        """Queue the jobs not finished nor queued yet, at the front of the background warmer."""
-        tasks = []
+    def submit(self, jobs: Sequence[tuple[Hashable, Callable[[], Any]]]) -> None:
+        """Queue the jobs not finished nor queued yet, in front of those queued before (the page
+        asking now is the one shown)."""
         with self._lock:
+            fresh = []
             for key, fn in jobs:
                 if key in self._done or key in self._queued:
                     continue
-                token = next(self._tokens)
-                self._queued[key] = token
-                tasks.append((("lazy", key, token), lambda key=key, fn=fn: self._run(key, fn)))
-        if tasks:
-            (warm.warmer() if into is None else into).submit(tasks, front=True)
+                self._queued[key] = next(self._tokens)
+                fresh.append((key, fn))
+            self._todo = fresh + self._todo
+            if self._todo and (self._thread is None or not self._thread.is_alive()):
+                self._thread = threading.Thread(target=self._loop, name="ldminv-sections", daemon=True)
+                self._thread.start()
+                # a job still inside numpy's C++ code at interpreter exit aborts the process
+                shutdown.register_thread(self._thread, "the page sections computing", stop=self.stop)
+
+    def stop(self) -> None:
+        """Drop the jobs not started yet: the thread ends after its current job."""
+        with self._lock:
+            for key, _ in self._todo:
+                self._queued.pop(key, None)
+            self._todo = []
+
+    def _loop(self) -> None:
+        # normal priority (unlike the prefetcher's): what it computes is shown on the page now
+        while True:
+            with self._lock:
+                if not self._todo:
+                    self._thread = None
+                    return
+                key, fn = self._todo.pop(0)
+            self._run(key, fn)
 
     def _run(self, key: Hashable, fn: Callable[[], Any]) -> None:
         try:

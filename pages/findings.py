@@ -35,29 +35,35 @@ with notices.guard("The Findings page failed"):
         f"{ev.n_boot} paired stratified bootstrap replicates (95%); a verdict is *supported* when the "
         "interval lies above 0, *contradicted* below 0, *inconclusive* otherwise."
     )
-    # drawn in this order, shown in the page's: the headline number first, then what needs the
-    # blind baseline and the findings above it, then the every-attack sections (in the background
-    # when they are not ready: ldminv_app.lazy)
+    # drawn in this order, shown in the page's: the headline number first, then (from the background
+    # when not ready: ldminv_app.lazy) the summary and shift check above it, its ROC curve and the
+    # findings, then the every-attack sections
     summary_slot, shift_slot = st.container(), st.container()
     roc_col = findings_view.headline_metrics(run, attack, ev)
-    page = findings_view.load(run, attack, ev)
-    base, res = page.base, page.res
-    if res is not None:
-        summary_slot.markdown("**" + findings_summary(res.findings, context=f"the {proto.name} protocol, "
-                                                    f"{attack_label(attack)} ({cards.arm_t_cell(base)})") + "**"
-                              + (" Every attack's verdicts: see the table below the findings."
-                                 if len(run.attacks) > 1 else ""))
-    with shift_slot:
-        findings_view.shift_check(page)
-    findings_view.headline_roc(page, roc_col)
-    findings_view.finding_cards(page)
+    page_key, page_fn = findings_view.findings_job(run, attack, ev)
+
+    def analysis(got: dict) -> None:
+        """The summary, the shift check, the headline ROC and the finding cards of the page."""
+        page = got[page_key]
+        base, res = page.base, page.res
+        if res is not None:
+            summary_slot.markdown("**" + findings_summary(res.findings, context=f"the {proto.name} protocol, "
+                                                        f"{attack_label(attack)} ({cards.arm_t_cell(base)})") + "**"
+                                  + (" Every attack's verdicts: see the table below the findings."
+                                     if len(run.attacks) > 1 else ""))
+        with shift_slot:
+            findings_view.shift_check(page)
+        findings_view.headline_roc(page, roc_col)
+        findings_view.finding_cards(page)
+
+    lazy.section("findings", [(page_key, page_fn)], analysis, what="The shift check and the findings")
     every_key, every_fn = findings_view.every_attack_job(run)
 
-    def every_attack(_got: dict) -> None:
-        findings_view.every_attack_table(page)
-        findings_view.attack_overview(page)
+    def every_attack(got: dict) -> None:
+        findings_view.every_attack_table(got[page_key])
+        findings_view.attack_overview(got[page_key])
 
-    lazy.section("every_attack", [(every_key, every_fn)], every_attack,
+    lazy.section("every_attack", [(page_key, page_fn), (every_key, every_fn)], every_attack,
                  what="Every attack's findings and baseline")
     agreement_view.section(run)
     exposure_view.section(run, attack)

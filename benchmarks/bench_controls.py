@@ -1,12 +1,13 @@
 """Every control of every dashboard page, timed in a real browser: the time until the number under
 the control changes (where there is one) and until the page is idle again.
 
-"Idle" is :func:`benchmarks.bench_dashboard.wait_idle`'s (the app reports ``notRunning``, and there is no
-status widget, no stale element and no spinner) and, in addition, no change of the page's DOM (charts
-drawn, elements replaced) for :data:`QUIET_MS`. The clock runs inside the page (``performance.now()``,
-a ``requestAnimationFrame`` poll plus a ``MutationObserver`` on the whole app, so a rerun shorter than
-a frame is still seen): it starts before the control is touched; the time reported is that of the
-page's last change (a busy frame or a DOM mutation) before it stayed idle.
+"Idle" (``idle_ms``) is :func:`benchmarks.bench_dashboard.wait_idle`'s test: the app reports
+``notRunning``, and there is no status widget, no stale element and no spinner, first met after the
+rerun the move started. ``settled_ms`` is later or equal: the last change of the page's DOM (charts
+drawn by the browser, elements replaced) before it stayed unchanged for :data:`QUIET_MS`. The clock
+runs inside the page (``performance.now()``, a ``requestAnimationFrame`` poll plus a
+``MutationObserver`` on the whole app): it starts before the control is touched. A rerun too short to
+show a busy frame is taken as idle at the page's last change.
 
 :func:`measure_controls` walks the pages through the sidebar and moves each control of
 :data:`PLAN` (sidebar: protocol, folds, attack, timestep; Masks & ROC; Dimensions; Distortion;
@@ -42,8 +43,7 @@ from benchmarks import bench_dashboard as bd  # noqa: E402
 
 #: The target: every control to an idle page within this many milliseconds.
 TARGET_MS = 500.0
-#: A page is idle once nothing on it has changed for this long (no rerun, no DOM mutation); the
-#: time reported is that of its last change.
+#: A page has settled once nothing on it has changed for this long (no rerun, no DOM mutation).
 QUIET_MS = 200.0
 
 #: In-page watcher: resolves with {idle_ms, text_ms, text, timeout, saw_run}; ``probe`` is the label
@@ -51,11 +51,14 @@ QUIET_MS = 200.0
 _WATCH_JS = """
 ([probe, before, timeoutMs, quietMs]) => new Promise(resolve => {
     const t0 = performance.now();
-    let changedAt = null, sawRun = false, lastActivity = null;
+    let changedAt = null, sawBusy = false, idleAt = null, lastChange = null;
     const app = () => document.querySelector('[data-testid="stApp"]');
     const running = () => { const a = app(); return a !== null && a.getAttribute('data-test-script-state') === 'running'; };
-    const touch = () => { lastActivity = performance.now() - t0; };
-    const obs = new MutationObserver(() => { sawRun = true; touch(); });  // a rerun, or what it redrew
+    const busyNow = () => running() || document.querySelector('[data-testid="stStatusWidget"]') !== null
+        || document.querySelector('[data-stale="true"]') !== null
+        || document.querySelector('[data-testid="stSpinner"]') !== null;
+    // every change of the page (a rerun's elements, a chart drawn); a rerun shorter than a frame too
+    const obs = new MutationObserver(() => { lastChange = performance.now() - t0; if (busyNow()) sawBusy = true; });
     if (app()) obs.observe(app(), {attributes: true, childList: true, subtree: true, characterData: true});
     const read = () => {
         if (probe === null) return null;
@@ -70,25 +73,25 @@ _WATCH_JS = """
         }
         return null;
     };
+    const done = (timeout) => {
+        obs.disconnect();
+        resolve({idle_ms: idleAt, settled_ms: lastChange, text_ms: changedAt, text: read(), timeout,
+                 saw_run: sawBusy});
+    };
     const tick = () => {
-        const now = performance.now();
+        const now = performance.now() - t0;
         const text = read();
-        if (changedAt === null && text !== null && text !== before) changedAt = now - t0;  // shown or changed
-        const busy = running() || document.querySelector('[data-testid="stStatusWidget"]') !== null
-            || document.querySelector('[data-stale="true"]') !== null
-            || document.querySelector('[data-testid="stSpinner"]') !== null;
-        if (busy) { sawRun = true; touch(); }
-        // idle: the rerun the move started has ended and nothing on the page changed for quietMs
-        if (sawRun && !busy && lastActivity !== null && now - t0 - lastActivity >= quietMs) {
-            obs.disconnect();
-            resolve({idle_ms: lastActivity, text_ms: changedAt, text, timeout: false, saw_run: sawRun});
-            return;
-        }
-        if (now - t0 > timeoutMs) {
-            obs.disconnect();
-            resolve({idle_ms: now - t0, text_ms: changedAt, text, timeout: true, saw_run: sawRun});
-            return;
-        }
+        if (changedAt === null && text !== null && text !== before) changedAt = now;  // shown or changed
+        const busy = busyNow();
+        if (busy) { sawBusy = true; idleAt = null; lastChange = now; }
+        // idle (wait_idle's test): the rerun the move started has ended
+        if (sawBusy && !busy && idleAt === null) idleAt = now;
+        // then wait until nothing on the page has changed for quietMs (charts drawn): settled_ms
+        const quiet = lastChange === null || now - lastChange >= quietMs;
+        if (idleAt !== null && quiet) { done(false); return; }
+        // no busy frame seen at all (a rerun faster than a frame): idle when the page stopped changing
+        if (!sawBusy && lastChange !== null && now > 3000 && quiet) { idleAt = lastChange; done(false); return; }
+        if (now > timeoutMs) { if (idleAt === null) idleAt = now; done(true); return; }
         requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
@@ -354,6 +357,7 @@ def measure_controls(page, *, attacks: list[str], rounds: int = 1, timeout_ms: f
                 current = name.removeprefix("page: ")
             rows.append(res)
             log(f"  {res['page']:<12} {name:<26} idle {res['idle_ms']:7.0f} ms"
+                + (f"  settled {res['settled_ms']:6.0f} ms" if res.get("settled_ms") is not None else "")
                 + (f"  number {res['text_ms']:5.0f} ms" if res.get("text_ms") is not None else "")
                 + ("  TIMEOUT" if res["timeout"] else "") + (f"  ERRORS {res['errors']}" if res["errors"] else ""))
             page.wait_for_timeout(250)  # a user pauses between moves
@@ -369,24 +373,28 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (pg, name), rs in groups.items():
         idle = [r["idle_ms"] for r in rs if not r["timeout"]]
+        settled = [r["settled_ms"] for r in rs if not r["timeout"] and r.get("settled_ms") is not None]
         text = [r["text_ms"] for r in rs if r.get("text_ms") is not None]
         out.append({"page": pg, "control": name, "n": len(rs), "timeouts": sum(r["timeout"] for r in rs),
                     "idle_median_ms": round(statistics.median(idle), 1) if idle else None,
                     "idle_max_ms": round(max(idle), 1) if idle else None,
                     "number_median_ms": round(statistics.median(text), 1) if text else None,
+                    "settled_median_ms": round(statistics.median(settled), 1) if settled else None,
                     "load_1min": [r["load_average"][0] for r in rs]})
     return out
 
 
 def render(tables: dict[str, list[dict]]) -> str:
-    """Markdown: one row per control, one column per measured run (idle median ms, number ms)."""
+    """Markdown: one row per control, one column per measured run: idle median ms (number changed
+    ms; settled ms)."""
     labels = list(tables)
     keys: list[tuple[str, str]] = []
     for t in tables.values():
         for s in t:
             if (s["page"], s["control"]) not in keys:
                 keys.append((s["page"], s["control"]))
-    head = "| control | page | " + " | ".join(f"{lab} idle ms (number ms)" for lab in labels) + " | load (1 min) |"
+    head = ("| control | page | " + " | ".join(f"{lab}: idle ms (number; settled)" for lab in labels)
+            + " | load (1 min) |")
     lines = [head, "|" + "---|" * (3 + len(labels))]
     for pg, name in keys:
         cells, loads = [], []
@@ -395,8 +403,9 @@ def render(tables: dict[str, list[dict]]) -> str:
             if s is None:
                 cells.append("-")
                 continue
-            num = f" ({s['number_median_ms']:.0f})" if s["number_median_ms"] is not None else ""
-            cells.append(("-" if s["idle_median_ms"] is None else f"{s['idle_median_ms']:.0f}") + num
+            num = "-" if s["number_median_ms"] is None else f"{s['number_median_ms']:.0f}"
+            settled = "-" if s.get("settled_median_ms") is None else f"{s['settled_median_ms']:.0f}"
+            cells.append(("-" if s["idle_median_ms"] is None else f"{s['idle_median_ms']:.0f}") + f" ({num}; {settled})"
                          + (" TIMEOUT" if s["timeouts"] else ""))
             loads += s["load_1min"]
         load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"

@@ -57,6 +57,7 @@ with notices.guard("The Dimensions page failed"):
             st.rerun(scope="app")  # the heatmaps highlight the manual mask
 
     def table_controls() -> None:
+        """The filters and the table, then the manual mask's controls."""
         # ---- filters
         f1, f2, f3 = st.columns([2, 2, 1])
         with f1:
@@ -92,6 +93,10 @@ with notices.guard("The Dimensions page failed"):
         selected_rows = list(getattr(getattr(event, "selection", None), "rows", []) or [])
         selected = [int(view.iloc[r]["coord"]) for r in selected_rows if r < len(view)]
 
+        manual_mask_controls(view, selected)
+
+    def manual_mask_controls(view, selected: list[int]) -> None:
+        """The manual mask from the table's selection, a coordinate query or the picker."""
         # ---- manual mask from the selection
         picked = state.manual_coords(run)
         st.markdown("**Manual mask** (used on the Masks & ROC page)")

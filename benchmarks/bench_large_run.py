@@ -11,7 +11,10 @@ folder (deleted afterwards unless ``--keep``), then
 2. browser level: ``streamlit run app.py`` on the run, Debian's Chromium through Playwright
    (``benchmarks/bench_dashboard.py`` helpers), the time from each control change until the page
    is idle again (and until the "AUROC (masked)" text changed, when it does), and the server's
-   peak memory.
+   peak memory;
+3. every control of every page (``benchmarks/bench_controls.py``, a fresh server): the time until
+   the number under it changed and until the page was idle, merged under ``"controls"``
+   (``large_run``) as well.
 
 Prints a table and merges a ``"large_run"`` key into ``benchmarks/results.json``.
 
@@ -266,8 +269,11 @@ def browser_timings(run_dir: Path, *, steps: int, timeout_ms: float, log: Callab
 
 
 def run_large(*, quick: bool = False, run_dir: Path | None = None, keep: bool = False, browser: bool = True,
-              steps: int = 5, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """The whole benchmark; returns the ``large_run`` results."""
+              steps: int = 5, controls: Path | None = None, core: bool = True,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole benchmark; returns the ``large_run`` results (``controls``: also time every
+    control of every page and merge that table into this JSON file under "controls"; ``core``:
+    the core-level timings)."""
     cfg = QUICK if quick else FULL
     tmp = None
     res: dict[str, Any] = {"mode": "quick" if quick else "full", "target_ms": TARGET_MS}
@@ -284,9 +290,16 @@ def run_large(*, quick: bool = False, run_dir: Path | None = None, keep: bool = 
                       "d": int(np.prod(terms.shape[2:])), "dtype": str(terms.dtype),
                       "terms_gb": round(terms.nbytes / 2**30, 2)}
         del terms
-        res["core"] = core_timings(run_dir, log=log)
+        if core:
+            res["core"] = core_timings(run_dir, log=log)
         if browser:
             res["browser"] = browser_timings(run_dir, steps=steps, timeout_ms=15_000, log=log)
+        if controls is not None:
+            # every control of every page (benchmarks/bench_controls.py), merged under "controls"
+            from benchmarks import bench_controls
+
+            rows = bench_controls.run_on(run_dir, label="large_run", rounds=1, out=controls, log=log)
+            res["controls"] = bench_controls.summarise(rows)
     finally:
         if tmp is not None and not keep:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -300,11 +313,12 @@ def run_large(*, quick: bool = False, run_dir: Path | None = None, keep: bool = 
 def render(res: dict[str, Any]) -> str:
     lines = [f"run {res.get('run')}; load {res.get('load_average')}", "",
              "| level | control | latency | within 1 s |", "|---|---|---|---|"]
-    for name, s in res["core"]["seconds"].items():
+    for name, s in res.get("core", {}).get("seconds", {}).items():
         ok = "" if name.startswith(("first_open", "open_run")) else ("yes" if s * 1000 <= TARGET_MS else "NO")
         lines.append(f"| core | {name} | {s:.2f} s | {ok} |")
-    lines.append(f"| core | peak memory | {res['core']['peak']['rss_mb']} MB RSS, {res['core']['peak']['anon_mb']} MB "
-                 f"anonymous; grids {res['core']['grid_mb']} MB | |")
+    if "core" in res:
+        lines.append(f"| core | peak memory | {res['core']['peak']['rss_mb']} MB RSS, {res['core']['peak']['anon_mb']} "
+                     f"MB anonymous; grids {res['core']['grid_mb']} MB | |")
     b = res.get("browser")
     if b:
         lines.append(f"| browser | first open (Findings / then Masks & ROC) | {b.get('first_open_findings_s')} s / "
@@ -315,6 +329,10 @@ def render(res: dict[str, Any]) -> str:
                          f"timeouts {s['timeouts']}) | {ok} |")
         lines.append(f"| browser | server peak memory | {b['server_peak']['rss_mb']} MB RSS, "
                      f"{b['server_peak']['anon_mb']} MB anonymous | |")
+    if res.get("controls"):
+        from benchmarks import bench_controls
+
+        lines += ["", bench_controls.render({"large run": res["controls"]})]
     return "\n".join(lines)
 
 
@@ -325,11 +343,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the generated run folder")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--no-controls", action="store_true", help="skip every control of every page (bench_controls)")
+    ap.add_argument("--no-core", action="store_true", help="skip the core-level timings")
     ap.add_argument("--label", default="current", help="name of this measurement (large_run.label)")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
     args = ap.parse_args(argv)
     res = run_large(quick=args.quick, run_dir=args.run, keep=args.keep, browser=not args.no_browser,
-                    steps=args.steps)
+                    steps=args.steps, controls=None if args.no_controls else args.out, core=not args.no_core)
     print()
     print(render(res))
     data = json.loads(args.out.read_text()) if args.out.is_file() else {}

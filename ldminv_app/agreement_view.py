@@ -16,11 +16,11 @@ import streamlit as st
 from ldminv_core.evaluation import Agreement, agreement
 from ldminv_core.runs import Run
 
-from . import cache, state
+from . import cache, lazy, state
 from .agreement_tables import counts_table, flag_words, pair_table, who_flags_table
 from .images import png_data_uri
 
-__all__ = ["load", "section", "WHO_FLAGS_ROWS", "THUMB_SIZE"]
+__all__ = ["load", "job", "section", "draw", "WHO_FLAGS_ROWS", "THUMB_SIZE"]
 
 #: Rows of the who-flags-whom table with thumbnails (the samples flagged by most attacks first).
 WHO_FLAGS_ROWS = 48
@@ -46,16 +46,39 @@ def load(run: Run) -> Agreement:
                       evaluations)
 
 
+def _compute(evaluations: dict) -> Agreement:
+    """:func:`agreement` over the cached evaluations (a background job of :func:`section`)."""
+    first = next(iter(evaluations.values()))
+    with warnings.catch_warnings():  # the degenerate cases are shown under the tables
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return agreement(first.run, first.protocol, evaluations=evaluations)
+
+
+def job(run: Run) -> tuple[tuple, object]:
+    """(key, callable) of the agreement under the session's protocol, folds and replicates."""
+    evaluations = {a: state.evaluation(run, a) for a in run.attacks}
+    first = next(iter(evaluations.values()))
+    key = ("agreement", *cache.run_key(run.path), first.protocol.name, first.protocol.folds, first.n_boot)
+    return key, lambda: _compute(evaluations)
+
+
 def _thumb(path: str) -> str | None:
     image = cache.thumbnail(path, size=THUMB_SIZE)
     return None if image is None else png_data_uri(image)
 
 
 def section(run: Run) -> None:
-    """The agreement section: counts, pairs, who flags whom (nothing for a one-attack run)."""
+    """The agreement section: counts, pairs, who flags whom (nothing for a one-attack run),
+    computed in the background when it is not ready (:func:`ldminv_app.lazy.section`)."""
     if len(run.attacks) < 2:
         return
-    ag = load(run)
+    key, fn = job(run)
+    lazy.section("agreement", [(key, fn)], lambda got: draw(got[key]),
+                 what="Whether the attacks flag the same images")
+
+
+def draw(ag: Agreement) -> None:
+    """The agreement section of ``ag``."""
     st.subheader("Do the attacks flag the same images?")
     st.caption(flag_words(ag) + " Jaccard = shared flags / flags of either; Spearman = rank correlation of "
                "the scores within a split. n/a: undefined (the reason in the last column).")

@@ -18,11 +18,11 @@ from ldminv_core.choices import attack_label
 from ldminv_core.evaluation.exposure import ExposureList, exposure_list
 from ldminv_core.runs import Run
 
-from . import cache, state
+from . import cache, lazy, state
 from .html_report.csv_export import exposure_csv, exposure_table
 from .images import png_data_uri
 
-__all__ = ["load", "section", "EXPOSURE_ROWS", "THUMB_SIZE"]
+__all__ = ["load", "job", "section", "draw", "EXPOSURE_ROWS", "THUMB_SIZE"]
 
 #: Members shown with thumbnails (the CSV holds them all).
 EXPOSURE_ROWS = 24
@@ -49,6 +49,23 @@ def load(run: Run, attack: str) -> ExposureList:
     return _exposure(*cache.run_key(run.path), attack, arm, proto.name, proto.folds, evaluations)
 
 
+def _compute(evaluations: dict, attack: str, arm: str) -> ExposureList:
+    """:func:`exposure_list` (a background job of :func:`section`); degenerate cases are shown
+    from its notes."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return exposure_list(evaluations, attack=attack, arm=arm)
+
+
+def job(run: Run, attack: str) -> tuple[tuple, object]:
+    """(key, callable) of :func:`load`'s list, for :func:`ldminv_app.lazy.section`."""
+    evaluations = {a: state.evaluation(run, a) for a in run.attacks}
+    proto = evaluations[attack].protocol
+    arm = "masked" if run.is_maskable(attack) and run.has_geometry else "baseline"
+    key = ("exposure", *cache.run_key(run.path), attack, arm, proto.name, proto.folds)
+    return key, lambda: _compute(evaluations, attack, arm)
+
+
 def _thumb(path: str) -> str | None:
     image = cache.thumbnail(path, size=THUMB_SIZE)
     return None if image is None else png_data_uri(image)
@@ -62,8 +79,15 @@ def _scope(lst: ExposureList) -> str:
 
 
 def section(run: Run, attack: str) -> None:
-    """The exposure section: what it ranks by, the most exposed members with thumbnails, the CSV."""
-    lst = load(run, attack)
+    """The exposure section: what it ranks by, the most exposed members with thumbnails, the CSV;
+    computed in the background when it is not ready (:func:`ldminv_app.lazy.section`)."""
+    key, fn = job(run, attack)
+    lazy.section("exposure", [(key, fn)], lambda got: draw(run, got[key]),
+                 what="The members most at risk")
+
+
+def draw(run: Run, lst: ExposureList) -> None:
+    """The exposure section of ``lst``."""
     st.subheader("Which training images are most at risk?")
     counts = ", ".join(f"{attack_label(a)} {c}" for a, c in lst.flagged_counts.items())
     st.caption(f"Members ranked by {_scope(lst)} (rank 1 = the most member-like score among the "
@@ -78,7 +102,7 @@ def section(run: Run, attack: str) -> None:
                                 "member_rank": "member rank", "flagged_by": "flagged by (1% FPR)",
                                 "n_attacks_flagging": "attacks flagging", "log_volume": "log-volume"})
     st.download_button("Download the exposure list (CSV)", exposure_csv(lst),
-                       file_name=f"{Path(run.path).name}_{attack}_{lst.protocol}_exposure.csv", mime="text/csv",
+                       file_name=f"{Path(run.path).name}_{lst.attack}_{lst.protocol}_exposure.csv", mime="text/csv",
                        key="exposure_csv")
     for note in lst.notes:
         st.warning(note)

@@ -17,7 +17,7 @@ from ldminv_core.formatting import format_rate_ci
 from ldminv_core.evaluation import (BLIND_GROUP_WORDS, finding_title, fpr_support, shift_advice, shift_headline,
                                     tiny_note, verdict_words)
 
-from . import figures, state
+from . import cache, figures, state
 from .banners import pending_text
 from .blind import BLIND_CURVE, blind_result
 from .cards import (arm_metric_caption, arm_t_cell, auroc_note, below_chance_captions, finding_card,
@@ -29,8 +29,11 @@ if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
     from ldminv_core.runs import Run
 
-__all__ = ["SEPARABLE_WORDS", "FindingsPage", "load", "shift_check", "headline", "finding_cards",
-           "every_attack_table", "attack_overview"]
+#: Points per drawn ROC curve (thinned along the curve: a curve has up to N + 1).
+ROC_POINTS = 200
+
+__all__ = ["SEPARABLE_WORDS", "ROC_POINTS", "FindingsPage", "load", "shift_check", "headline", "headline_metrics", "headline_roc",
+           "finding_cards", "findings_job", "every_attack_job", "every_attack_table", "attack_overview"]
 
 #: A blind group's verdict (of AUROC - 0.5) said of the folders.
 SEPARABLE_WORDS = {"supported": "separable without the model (interval above 0.5)",
@@ -66,6 +69,22 @@ def load(run: Run, attack: str, ev: Evaluation) -> FindingsPage:
     """Read the page's parts from ``ev`` (the blind baseline first: the findings ask for it too)."""
     blind = blind_result(ev)
     return FindingsPage(run, attack, ev, blind, ev.result() if run.has_geometry else None)
+
+
+def findings_job(run: Run, attack: str, ev: Evaluation) -> tuple[tuple, object]:
+    """(key, callable) of :func:`load`'s page (the blind baseline, then the attack's result and the
+    drop curve its cards draw), for :func:`ldminv_app.lazy.section`: computed off the page when it is
+    not ready, so the headline numbers never wait for it."""
+    key = ("findings", *cache.run_key(run.path), attack, ev.protocol.name, ev.protocol.folds, ev.n_boot,
+           bool(run.has_geometry))
+
+    def compute() -> FindingsPage:
+        blind = ev.blind()
+        res = ev.result() if run.has_geometry else None
+        if res is not None and res.maskable:
+            ev.drop_curves(ev.headline_t_index())
+        return FindingsPage(run, attack, ev, blind, res)
+    return key, compute
 
 
 def shift_check(p: FindingsPage) -> None:
@@ -126,9 +145,10 @@ def shift_check(p: FindingsPage) -> None:
                            "every image (descriptive); positive = higher values look like members.")
 
 
-def headline(p: FindingsPage) -> None:
-    """The selected attack's baseline numbers and ROC curve (no geometry needed)."""
-    run, attack, ev, proto, honest, base = p.run, p.attack, p.ev, p.proto, p.honest, p.base
+def headline_metrics(run: Run, attack: str, ev: Evaluation):
+    """The selected attack's baseline numbers (no geometry, no blind baseline needed: drawn first);
+    returns the column the ROC curve goes in (:func:`headline_roc`)."""
+    proto, honest, base = ev.protocol, ev.protocol.name == "honest", ev.baseline()
     support = fpr_support(proto, n_members=run.n_members, n_heldout=run.n_heldout, fpr=0.01)
     m1, m2, m3, roc_col = st.columns([1, 1, 1, 3])
     m1.metric(f"{attack_label(attack)} AUROC", f"{base.auroc:.4f}", help=arm_metric_caption(base, "auroc", proto))
@@ -142,6 +162,14 @@ def headline(p: FindingsPage) -> None:
     m3.caption(f"{metric_t_text(base, 'asr')} · 95% CI " + format_rate_ci(base.ci["asr"]))
     if support.warning():  # below the cards, across the page (a card's column is a sixth of it)
         st.warning(support.warning(), icon=":material/warning:")
+    st.caption(f"{attack_label(attack)} baseline (no mask), {arm_t_cell(base)}. "
+               + (headline_t_caption(ev) if run.is_maskable(attack) else "One score per sample (no timestep)."))
+    return roc_col
+
+
+def headline_roc(p: FindingsPage, roc_col) -> None:
+    """The selected attack's baseline ROC curve with the blind baseline's, in ``roc_col``."""
+    run, attack, ev, proto, base = p.run, p.attack, p.ev, p.proto, p.base
     axes = (dict(xlabel="false-positive rate (members)", ylabel="true-positive rate (held-out)",
                  n_negatives=run.n_members, n_positives=run.n_heldout)
             if proto.positive_class == "heldout" else
@@ -149,13 +177,16 @@ def headline(p: FindingsPage) -> None:
                  n_negatives=run.n_heldout, n_positives=run.n_members))
     roc, _ = baseline_curves(ev)  # the evaluation layer's points, the blind baseline's beside
     roc_col.plotly_chart(
-        figures.roc_curves(roc, log_scale=True, height=300, dashed=(BLIND_CURVE,),
+        figures.roc_curves(roc, log_scale=True, height=300, dashed=(BLIND_CURVE,), max_points=ROC_POINTS,
                            title=f"{attack_label(attack)} baseline ROC, log-log ({proto.name}, "
                                  f"{metric_t_text(base, 'auroc')})", **axes),
         key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),
     )
-    st.caption(f"{attack_label(attack)} baseline (no mask), {arm_t_cell(base)}. "
-               + (headline_t_caption(ev) if run.is_maskable(attack) else "One score per sample (no timestep)."))
+
+
+def headline(p: FindingsPage) -> None:
+    """The selected attack's baseline numbers and ROC curve."""
+    headline_roc(p, headline_metrics(p.run, p.attack, p.ev))
 
 
 def _quartile_chart(p: FindingsPage):
@@ -264,6 +295,24 @@ def finding_cards(p: FindingsPage) -> None:
         st.caption(f"{attack_label(attack)} gives one score per sample: it cannot be masked, so the masking "
                    "findings are not defined for it. Choose a maskable attack in the sidebar to see them.")
 
+
+
+def every_attack_job(run: Run) -> tuple[tuple, object]:
+    """(key, callable) computing what :func:`every_attack_table` and :func:`attack_overview` read
+    (every attack's findings and baseline under the session's protocol, memoised in the cached
+    evaluations), for :func:`ldminv_app.lazy.section`."""
+    evaluations = [state.evaluation(run, name) for name in run.attacks]
+    first = evaluations[0]
+    key = ("every_attack", *cache.run_key(run.path), first.protocol.name, first.protocol.folds, first.n_boot,
+           bool(run.has_geometry))
+
+    def compute() -> None:
+        for e in evaluations:
+            e.baseline()
+        if run.has_geometry:
+            for e in evaluations:
+                e.findings()
+    return key, compute
 
 
 def every_attack_table(p: FindingsPage) -> None:

@@ -40,7 +40,10 @@ with notices.guard("The Distortion page failed"):
 
     # ---- distribution and quartiles
     left, right = st.columns(2)
-    with left:
+
+    @st.fragment
+    def distribution(log_volume: np.ndarray, labels: np.ndarray) -> None:
+        """The plot-kind control and the distribution it draws (reruns alone)."""
         kind = st.segmented_control(
             "Plot", ["histogram", "violin"], default="histogram", key="dist_kind", required=True
         )
@@ -50,6 +53,9 @@ with notices.guard("The Distortion page failed"):
         )
         gap = log_volume[labels == 1].mean() - log_volume[labels == 0].mean()
         st.caption(f"mean log-volume: members − held-out = {gap:+.4f}")
+
+    with left:
+        distribution(log_volume, labels)
 
     quartiles = ev.quartile_groups()
     q_res = ev.quartiles()
@@ -102,11 +108,9 @@ with notices.guard("The Distortion page failed"):
 
     # ---- galleries
     st.subheader("Least and most distorted images")
-    n_show = st.slider("Images per gallery", 4, 24, 8, step=4, key="dist_gallery_n")
     order = np.argsort(log_volume, kind="stable")
     paths = run.samples["path"].tolist()
     splits = [figures.split_label(s) for s in run.samples["split"]]  # "held-out" as everywhere on screen
-
 
     def gallery(indices, title: str) -> None:
         st.markdown(f"**{title}**")
@@ -120,66 +124,82 @@ with notices.guard("The Distortion page failed"):
                 else:
                     st.image(thumb, caption=caption)
 
+    @st.fragment
+    def galleries() -> None:
+        """The gallery size and the two galleries (reruns alone)."""
+        with notices.guard("The galleries failed"):
+            n_show = st.slider("Images per gallery", 4, 24, 8, step=4, key="dist_gallery_n")
+            gallery(order[:n_show], "Lowest log-volume")
+            gallery(order[::-1][:n_show], "Highest log-volume")
 
-    gallery(order[:n_show], "Lowest log-volume")
-    gallery(order[::-1][:n_show], "Highest log-volume")
+    galleries()
 
     # ---- per-sample viewer
     st.subheader("Sample viewer")
     scores = state.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     n = len(run)
-    c1, c2, c3 = st.columns([1, 1, 1])
-    with c1:
-        pick_by = st.radio("Select by", ["log-volume rank", "sample id"], horizontal=True, key="dist_pick_by")
-    with c2:
-        if pick_by == "sample id":
-            index = int(st.number_input("Sample id", 0, n - 1, 0, step=1, key="dist_sample_id"))
-        else:
-            rank = int(st.number_input("Rank (1 = most distorted)", 1, n, 1, step=1, key="dist_rank"))
-            index = int(order[::-1][rank - 1])
-    with c3:
-        reduce = st.selectbox("Aggregate channels by", ["mean", "max", "total"], key="dist_reduce")
-        opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, step=0.05, key="dist_opacity")
 
-    sample_influence = cache.influence_row(run, index)  # one sample off the memory-mapped file
-    score_rank = rank_of(scores, index)
-    lv_rank = rank_of(log_volume, index)
-    m1, m2, m3, m4 = st.columns(4)
-    m1.metric("Split", splits[index])
-    m2.metric("Log-volume", f"{log_volume[index]:.4f}", help=f"rank {lv_rank} of {n} (1 = most distorted)")
-    m3.metric(f"Score ({attack_label(attack)}{t_text})", f"{scores[index]:.4g}")
-    m4.metric("Score rank", f"{score_rank} / {n}", help="1 = most member-like")
+    @st.fragment
+    def viewer() -> None:
+        """The sample viewer's controls and what they show (reruns alone)."""
+        with notices.guard("The sample viewer failed"):
+            sample_viewer()
 
-    image = None
-    recon = None
-    try:
-        recon = cache.reconstruction(run, index)
-    except Exception as exc:  # noqa: BLE001 - a moved model folder only hides the reconstruction
-        notices.show_error(exc, what="Reconstruction unavailable")
-    image_shape = run.settings.get("image_shape") or [3, 64, 64]
-    resolution = int(recon.shape[0]) if recon is not None else int(image_shape[-1])
-    image = cache.display_image(paths[index], resolution=resolution, channels=int(image_shape[0]))
+    def sample_viewer() -> None:
+        c1, c2, c3 = st.columns([1, 1, 1])
+        with c1:
+            pick_by = st.radio("Select by", ["log-volume rank", "sample id"], horizontal=True, key="dist_pick_by")
+        with c2:
+            if pick_by == "sample id":
+                index = int(st.number_input("Sample id", 0, n - 1, 0, step=1, key="dist_sample_id"))
+            else:
+                rank = int(st.number_input("Rank (1 = most distorted)", 1, n, 1, step=1, key="dist_rank"))
+                index = int(order[::-1][rank - 1])
+        with c3:
+            reduce = st.selectbox("Aggregate channels by", ["mean", "max", "total"], key="dist_reduce")
+            opacity = st.slider("Heatmap opacity", 0.0, 1.0, 0.45, step=0.05, key="dist_opacity")
 
-    v1, v2, v3 = st.columns(3)
-    with v1:
-        if image is None:
-            st.warning(f"Image file {paths[index]} cannot be read.")
-        else:
-            st.image(image, caption=f"input #{index} (as the model sees it)", width="stretch")
-    with v2:
-        if recon is not None:
-            st.image(recon, caption="reconstruction: decode(stored latent)", width="stretch")
-    with v3:
-        if image is not None:
-            from ldminv_core.geometry import influence_heatmap  # torch: imported here, when an image is shown
+        sample_influence = cache.influence_row(run, index)  # one sample off the memory-mapped file
+        score_rank = rank_of(scores, index)
+        lv_rank = rank_of(log_volume, index)
+        m1, m2, m3, m4 = st.columns(4)
+        m1.metric("Split", splits[index])
+        m2.metric("Log-volume", f"{log_volume[index]:.4f}", help=f"rank {lv_rank} of {n} (1 = most distorted)")
+        m3.metric(f"Score ({attack_label(attack)}{t_text})", f"{scores[index]:.4g}")
+        m4.metric("Score rank", f"{score_rank} / {n}", help="1 = most member-like")
 
-            heat = influence_heatmap(sample_influence, size=image.shape[:2], reduce=reduce)
-            st.plotly_chart(
-                figures.image_with_heatmap(image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
-                key="dist_overlay", theme=None,  # Streamlit's theme would replace the colour scale
-            )
-    st.plotly_chart(
-        figures.channel_heatmaps(sample_influence, title=f"Influence per latent channel, sample #{index}"),
-        key="dist_channels", theme=None,
-    )
-    st.caption(f"{paths[index]}")
+        image = None
+        recon = None
+        try:
+            recon = cache.reconstruction(run, index)
+        except Exception as exc:  # noqa: BLE001 - a moved model folder only hides the reconstruction
+            notices.show_error(exc, what="Reconstruction unavailable")
+        image_shape = run.settings.get("image_shape") or [3, 64, 64]
+        resolution = int(recon.shape[0]) if recon is not None else int(image_shape[-1])
+        image = cache.display_image(paths[index], resolution=resolution, channels=int(image_shape[0]))
+
+        v1, v2, v3 = st.columns(3)
+        with v1:
+            if image is None:
+                st.warning(f"Image file {paths[index]} cannot be read.")
+            else:
+                st.image(image, caption=f"input #{index} (as the model sees it)", width="stretch")
+        with v2:
+            if recon is not None:
+                st.image(recon, caption="reconstruction: decode(stored latent)", width="stretch")
+        with v3:
+            if image is not None:
+                from ldminv_core.geometry import influence_heatmap  # torch: imported here, when an image is shown
+
+                heat = influence_heatmap(sample_influence, size=image.shape[:2], reduce=reduce)
+                st.plotly_chart(
+                    figures.image_with_heatmap(image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
+                    key="dist_overlay", theme=None,  # Streamlit's theme would replace the colour scale
+                )
+        st.plotly_chart(
+            figures.channel_heatmaps(sample_influence, title=f"Influence per latent channel, sample #{index}"),
+            key="dist_channels", theme=None,
+        )
+        st.caption(f"{paths[index]}")
+
+    viewer()

@@ -7,6 +7,11 @@ AUROC and TPR@1%FPR side by side, and whether the attacks flag the same images (
 per pair, who flags whom with thumbnails), then the members most at risk (the exposure list with
 thumbnails and its CSV). All numbers come from the cached
 ``Evaluation`` objects (``ldminv_app.state.evaluation``); the page only lays them out.
+
+The selected attack's headline numbers are drawn first (the shift check and the summary above them
+fill in after); every attack's verdicts and baselines, the agreement and the exposure list are
+drawn from the background's results, and show a "computing" line until those are ready
+(``ldminv_app.lazy``), so a sidebar change never waits for every attack.
 """
 from __future__ import annotations
 
@@ -15,15 +20,14 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import findings_summary
 
-from ldminv_app import agreement_view, cards, exposure_view, findings_view, frame, notices, state
+from ldminv_app import agreement_view, cards, exposure_view, findings_view, frame, lazy, notices, state
 
 run = frame.page_frame()
 
 with notices.guard("The Findings page failed"):
     attack = state.current_attack(run)
     ev = state.evaluation(run, attack)
-    page = findings_view.load(run, attack, ev)
-    proto, base, res = page.proto, page.base, page.res
+    proto = ev.protocol
     st.title("Findings")
     st.caption(
         f"**{attack_label(attack)}** on {run.n_members} members / {run.n_heldout} held-out images · "
@@ -31,16 +35,36 @@ with notices.guard("The Findings page failed"):
         f"{ev.n_boot} paired stratified bootstrap replicates (95%); a verdict is *supported* when the "
         "interval lies above 0, *contradicted* below 0, *inconclusive* otherwise."
     )
-    if res is not None:
-        st.markdown("**" + findings_summary(res.findings, context=f"the {proto.name} protocol, "
-                                            f"{attack_label(attack)} ({cards.arm_t_cell(base)})") + "**"
-                    + (" Every attack's verdicts: see the table below the findings." if len(run.attacks) > 1 else ""))
+    # drawn in this order, shown in the page's: the headline number first, then (from the background
+    # when not ready: ldminv_app.lazy) the summary and shift check above it, its ROC curve and the
+    # findings, then the every-attack sections
+    summary_slot, shift_slot = st.container(), st.container()
+    roc_col = findings_view.headline_metrics(run, attack, ev)
+    page_key, page_fn = findings_view.findings_job(run, attack, ev)
 
-    findings_view.shift_check(page)
-    findings_view.headline(page)
-    findings_view.finding_cards(page)
-    findings_view.every_attack_table(page)
-    findings_view.attack_overview(page)
+    def analysis(got: dict) -> None:
+        """The summary, the shift check, the headline ROC and the finding cards of the page."""
+        page = got[page_key]
+        base, res = page.base, page.res
+        if res is not None:
+            summary_slot.markdown("**" + findings_summary(res.findings, context=f"the {proto.name} protocol, "
+                                                        f"{attack_label(attack)} ({cards.arm_t_cell(base)})") + "**"
+                                  + (" Every attack's verdicts: see the table below the findings."
+                                     if len(run.attacks) > 1 else ""))
+        with shift_slot:
+            findings_view.shift_check(page)
+        findings_view.headline_roc(page, roc_col)
+        findings_view.finding_cards(page)
+
+    lazy.section("findings", [(page_key, page_fn)], analysis, what="The shift check and the findings")
+    every_key, every_fn = findings_view.every_attack_job(run)
+
+    def every_attack(got: dict) -> None:
+        findings_view.every_attack_table(got[page_key])
+        findings_view.attack_overview(got[page_key])
+
+    lazy.section("every_attack", [(page_key, page_fn), (every_key, every_fn)], every_attack,
+                 what="Every attack's findings and baseline")
     agreement_view.section(run)
     exposure_view.section(run, attack)
 

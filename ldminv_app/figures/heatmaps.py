@@ -10,7 +10,7 @@ from plotly.subplots import make_subplots
 
 from ldminv_core.errors import LdminvError, ShapeError
 
-from .style import TEMPLATE
+from .style import _set_template
 
 __all__ = ["channel_heatmaps", "image_with_heatmap"]
 
@@ -89,7 +89,8 @@ def channel_heatmaps(
             row=r + 1,
             col=cc + 1,
         )
-    fig.update_layout(template=TEMPLATE, title=title, height=panel_size * rows + (60 if title else 30) + 30,
+    _set_template(fig)
+    fig.update_layout(title=title, height=panel_size * rows + (60 if title else 30) + 30,
                       margin=dict(l=55, r=20, t=60 if title else 30, b=50))
     return fig
 
@@ -132,5 +133,6 @@ def image_with_heatmap(
     )
     fig.update_xaxes(visible=False)
     fig.update_yaxes(visible=False, autorange="reversed", scaleanchor="x")
-    fig.update_layout(template=TEMPLATE, title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
+    _set_template(fig)
+    fig.update_layout(title=title, height=height, margin=dict(l=10, r=10, t=40 if title else 10, b=10))
     return fig

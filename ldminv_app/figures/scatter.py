@@ -12,7 +12,11 @@ from ldminv_core.errors import LdminvError, ShapeError
 
 from .style import COLUMN_LABELS, SPLIT_COLORS, _PALETTE, _layout, _legend_below, split_label
 
-__all__ = ["dimension_scatter", "latent_scatter"]
+__all__ = ["dimension_scatter", "latent_scatter", "WEBGL_MIN_POINTS"]
+
+#: From this many points on, the latent map is drawn with WebGL (``scattergl``): an SVG scatter of
+#: thousands of points (an SD-size run's 5000 samples) takes the browser seconds to redraw.
+WEBGL_MIN_POINTS = 2000
 
 
 def dimension_scatter(
@@ -101,14 +105,15 @@ def latent_scatter(
         lines.append(f"{name}: %{{customdata[{j}]}}")
     hovertemplate = "<br>".join(lines) + "<extra></extra>"
     fig = go.Figure()
+    trace = go.Scattergl if n >= WEBGL_MIN_POINTS else go.Scatter
     if categorical:
         cats = [str(c) for c in col]
         levels = list(dict.fromkeys(cats))
         cmap = {lvl: SPLIT_COLORS.get(lvl, _PALETTE[i % len(_PALETTE)]) for i, lvl in enumerate(levels)}
         marker = dict(size=7, color=[cmap[c] for c in cats], opacity=0.8, line=dict(width=0))
-        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
-                                   customdata=customdata, hovertemplate=hovertemplate, showlegend=False,
-                                   name="samples"))
+        fig.add_trace(trace(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
+                            customdata=customdata, hovertemplate=hovertemplate, showlegend=False,
+                            name="samples"))
         for lvl in levels:  # legend entries only
             fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=split_label(lvl),
                                        marker=dict(size=9, color=cmap[lvl])))
@@ -116,9 +121,9 @@ def latent_scatter(
         vals = col.astype(np.float64)
         marker = dict(size=7, color=vals, colorscale="Viridis", opacity=0.85, showscale=True,
                       colorbar=dict(title=color_label), line=dict(width=0))
-        fig.add_trace(go.Scatter(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
-                                   customdata=customdata, hovertemplate=hovertemplate, name="samples",
-                                   showlegend=False))
+        fig.add_trace(trace(x=pts[:, 0], y=pts[:, 1], mode="markers", marker=marker,
+                            customdata=customdata, hovertemplate=hovertemplate, name="samples",
+                            showlegend=False))
     if selected is not None:
         rows = sorted({int(r) for r in selected if 0 <= int(r) < n})
         fig.data[0].update(selectedpoints=rows, selected=dict(marker=dict(opacity=1.0)),

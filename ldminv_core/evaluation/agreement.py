@@ -33,14 +33,14 @@ from __future__ import annotations
 
 import itertools
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats
 
 from ..errors import LdminvError, UnknownNameError
-from .low_fpr import threshold_at_1fpr
+from .low_fpr import threshold_at_1fpr, thresholds_at_1fpr_rows
 from .protocols import Protocol, ScoredArm, make_protocol
 from .resampling import DEFAULT_N_BOOT, combine_strata, percentile_interval, resample_index
 
@@ -189,7 +189,12 @@ def _replicate_flags(scored: ScoredArm, labels: np.ndarray, protocol: Protocol, 
     if scored.decisions is not None:
         return np.asarray(scored.decisions, dtype=bool)[index]
     s = np.asarray(scored.scores["tpr_at_1fpr"], dtype=np.float64)
-    return np.stack([flag_at_1fpr(s[row], labels, protocol) for row in index])
+    y = np.asarray(labels).astype(bool)
+    if not np.isfinite(s).all():  # the row-by-row rule (NaN / inf scores keep its exact ordering)
+        return np.stack([flag_at_1fpr(s[row], labels, protocol) for row in index])
+    # flag_at_1fpr of every replicate at once: the same key, positives and thresholds
+    key, pos = (-s[index], ~y) if protocol.heldout_positive else (s[index], y)
+    return key >= thresholds_at_1fpr_rows(key, pos, strict=protocol.strict_fpr)[:, None]
 
 
 # ---------------------------------------------------------------------- the measures
@@ -224,19 +229,25 @@ def _jaccard(a: str, b: str, subset: str, flags: tuple[np.ndarray, np.ndarray],
                          reason=reason)
 
 
-def _row_spearman(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman correlation of every row of x and y (B, n) (average ranks, as ``spearmanr``)."""
+def _centred_ranks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Average ranks of every row of x (B, n) minus their row mean, and their row sums of squares."""
     rx = stats.rankdata(x, axis=1)
-    ry = stats.rankdata(y, axis=1)
     rx -= rx.mean(axis=1, keepdims=True)
-    ry -= ry.mean(axis=1, keepdims=True)
-    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    return rx, (rx * rx).sum(axis=1)
+
+
+def _row_spearman(x: np.ndarray, y: np.ndarray, *, ranks: tuple | None = None) -> np.ndarray:
+    """Spearman correlation of every row of x and y (B, n) (average ranks, as ``spearmanr``);
+    ``ranks``: (x's, y's) :func:`_centred_ranks` already computed (each attack's are shared by
+    all its pairs)."""
+    (rx, sx), (ry, sy) = ranks if ranks is not None else (_centred_ranks(x), _centred_ranks(y))
+    den = np.sqrt(sx * sy)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, (rx * ry).sum(axis=1) / np.where(den > 0, den, 1.0), np.nan)
 
 
 def _spearman(split: str, sa: np.ndarray, sb: np.ndarray, index: np.ndarray | None, rows: np.ndarray,
-              level: float, names: tuple[str, str]) -> SpearmanResult:
+              level: float, names: tuple[str, str], ranks: Callable[[str], tuple] | None = None) -> SpearmanResult:
     x, y = sa[rows], sb[rows]
     reason = ""
     if rows.size < 2:
@@ -251,7 +262,9 @@ def _spearman(split: str, sa: np.ndarray, sb: np.ndarray, index: np.ndarray | No
     ci = (float("nan"), float("nan"))
     if index is not None and rows.size >= 2:
         cols = index[:, rows]
-        ci = percentile_interval(_row_spearman(sa[cols], sb[cols]), level=level)
+        pair = None if ranks is None else (ranks(names[0]), ranks(names[1]))
+        ci = percentile_interval(_row_spearman(sa[cols] if pair is None else None,
+                                               sb[cols] if pair is None else None, ranks=pair), level=level)
     return SpearmanResult(split=split, rho=rho, ci=ci, n=int(rows.size), reason=reason)
 
 
@@ -327,11 +340,23 @@ def agreement(run, protocol: Protocol | str = "standard", *, attacks: Sequence[s
     subsets = {"all": np.arange(labels.size), "member": np.flatnonzero(labels == 1),
                "heldout": np.flatnonzero(labels == 0)}
     pairs = []
+    rank_memo: dict = {}
+
+    def ranks_of(split: str) -> Callable[[str], tuple]:
+        """The centred replicate ranks of an attack's scores on ``split`` (computed once per attack)."""
+        def get(name: str) -> tuple:
+            if (name, split) not in rank_memo:
+                s = np.asarray(scored[name].scores["auroc"], dtype=np.float64)
+                rank_memo[name, split] = _centred_ranks(s[design[:, subsets[split]]])
+            return rank_memo[name, split]
+        return get
+
     for a, b in itertools.combinations(evs, 2):
         reps = (rep_flags[a], rep_flags[b]) if rep_flags is not None else None
         jac = {k: _jaccard(a, b, k, (flags[a], flags[b]), reps, subsets[k], first.level) for k in JACCARD_SUBSETS}
         sa, sb = (np.asarray(scored[x].scores["auroc"], dtype=np.float64) for x in (a, b))
-        spear = {k: _spearman(k, sa, sb, design, subsets[k], first.level, (a, b)) for k in SPEARMAN_SPLITS}
+        spear = {k: _spearman(k, sa, sb, design, subsets[k], first.level, (a, b),
+                              ranks_of(k) if design is not None else None) for k in SPEARMAN_SPLITS}
         pairs.append(PairAgreement(a=a, b=b, jaccard=jac, spearman=spear))
     return _assemble(run, proto, evs, arms, drop, flags, tuple(pairs), subsets, first)
 

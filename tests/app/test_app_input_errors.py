@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from support.apptest import settle
 from ldminv_core.errors import DataLoadError
 from ldminv_core.runs import Run, RunWriter
 
@@ -617,7 +618,7 @@ class TestRunWarnings:
         monkeypatch.setenv("LDMINV_RUN", str(run.path))
         at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
         for page in ("pages/findings.py", "pages/distortion.py"):
-            at.switch_page(page).run()
+            settle(at.switch_page(page).run())  # the Findings page's sections come from the background
             assert not at.exception, (page, [e.value for e in at.exception])
             shown = " ".join(w.value for w in at.warning) + " ".join(e.value for e in at.error)
             assert "log_volume" in shown or "log-volume" in shown, (page, shown)

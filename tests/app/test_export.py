@@ -25,6 +25,7 @@ from ldminv_core.report import build_report
 from ldminv_core.runs import Run
 
 from ldminv_app import html_report
+from support.apptest import settle
 from support.fixture_runs import N_PER_SPLIT, TIMESTEPS, build_fixture_run, masked_scores
 from support.html_report import findings_rows, parse, report_json, table_dict
 
@@ -422,6 +423,7 @@ def test_cli_html_and_findings_page_show_the_same_numbers(run_dir, monkeypatch, 
     at.selectbox(key="sidebar_protocol").select(protocol).run()
     if protocol == "honest":
         at.number_input(key="sidebar_folds").set_value(2).run()
+    settle(at)  # the findings are drawn once the background has them
     assert not at.exception, [e.value for e in at.exception]
     page_text = "\n".join(m.value for m in at.markdown)
 

@@ -14,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
 from ldminv_core.runs import Run
+from support.apptest import settle
 from synthetic_runs import write_run
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -38,7 +39,7 @@ def test_findings_page_shows_who_flags_whom(tmp_path, monkeypatch):
     run = _run(tmp_path / "runs" / "agree")
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
     monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = AppTest.from_file(APP, default_timeout=180).run()
+    at = settle(AppTest.from_file(APP, default_timeout=180).run())
     assert not at.exception, [e.value for e in at.exception]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

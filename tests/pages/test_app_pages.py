@@ -28,7 +28,7 @@ from ldminv_core.evaluation import DEFAULT_N_BOOT
 from ldminv_core.masks import DropSweep, manual_mask, masked_statistic, percentile_drop_mask
 from ldminv_core.runs import Run, run_status
 
-from support.apptest import APP, LATENT_CHANNELS, PAGES
+from support.apptest import APP, LATENT_CHANNELS, PAGES, settle
 from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
 from tiny_models import write_image_folder
 
@@ -99,6 +99,8 @@ def _app() -> AppTest:
 
 
 def _no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    settle(at)  # the Findings page's background sections
     assert not at.exception, [e.value for e in at.exception]
 
 
@@ -512,6 +514,7 @@ def _select_protocol(at: AppTest, protocol: str, *, folds: int = 2) -> None:
 
 
 def _dataframe_with(at: AppTest, column: str) -> pd.DataFrame:
+    settle(at)
     found = [df.value for df in at.dataframe if column in df.value.columns]
     assert len(found) == 1, [list(df.value.columns) for df in at.dataframe]
     return found[0]
@@ -566,7 +569,7 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
         line = lines[FINDING_LABELS[f.id]]  # by the card's label: two findings may share an estimate
         assert f"**{f.estimate:+.4f}**" in line and f"[{f.ci[0]:+.4f}, {f.ci[1]:+.4f}]" in line
         assert f":{ {'supported': 'green', 'contradicted': 'red'}.get(f.verdict, 'gray')}-badge[{f.verdict}]" in text
-    charts = _charts(at)
+    charts = _charts(settle(at))
     # the quartile chart: AUROC per quartile with its interval, from the core and sklearn (standard)
     bars = next(v for k, v in charts.items() if k.startswith("Baseline AUROC by distortion quartile"))
     ys = _arr(bars["data"][0]["y"]).astype(float)

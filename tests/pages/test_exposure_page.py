@@ -16,6 +16,7 @@ from ldminv_app.state import default_attack
 from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.exposure import exposure_list
 from ldminv_core.runs import Run
+from support.apptest import settle
 from synthetic_runs import write_run
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
@@ -39,7 +40,7 @@ def test_findings_page_shows_the_members_most_at_risk(tmp_path, monkeypatch):
     run = _run(tmp_path / "runs" / "exposed")
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
     monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = AppTest.from_file(APP, default_timeout=180).run()
+    at = settle(AppTest.from_file(APP, default_timeout=180).run())
     assert not at.exception, [e.value for e in at.exception]
     assert any(h.value == "Which training images are most at risk?" for h in at.subheader)
     shown = next(el.value for el in at.dataframe if "member_rank" in el.value.columns)

@@ -21,6 +21,7 @@ from PIL import Image
 from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
+from support.apptest import settle
 from ldminv_core import embedding
 from ldminv_core.pipeline.cost import format_duration
 from ldminv_core.evaluation import dimension_table, fpr_support, make_protocol, subset_metrics
@@ -80,6 +81,7 @@ def _page(name: str) -> AppTest:
 
 
 def _ok(at: AppTest) -> None:
+    settle(at)  # the Findings page's background sections
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
 

@@ -25,7 +25,7 @@ from ldminv_app.cards import statement_text
 from ldminv_core.evaluation import (CONFOUNDED_WORDS, DEFAULT_N_BOOT, Evaluation, below_chance_text, make_protocol,
                                     shift_advice, shift_headline)
 from ldminv_core.runs import Run
-from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
+from support.apptest import arr as _arr, build_model as _build_model, charts as _charts, settle
 from support.shift_runs import N_PER_FOLDER, SHIFT_BRIGHTNESS, analyze
 from synthetic_runs import write_run
 
@@ -57,10 +57,11 @@ def open_app(run: Path, monkeypatch, home: Path, *, protocol: str = "standard", 
     if page is not None:
         at.switch_page(page).run()
         ok(at)
-    return at
+    return settle(at)
 
 
 def ok(at: AppTest) -> None:
+    settle(at)  # the Findings page's background sections
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
 
@@ -146,7 +147,7 @@ def test_findings_opens_with_the_shift_check_and_flags_every_membership_finding(
         if f.verdict in ("supported", "contradicted"):
             assert any(f":orange-badge[{f.verdict}] *on these folders, {CONFOUNDED_WORDS}*" in m for m in markdown)
     assert any(f.verdict in ("supported", "contradicted") for f in usual)  # a verdict the caveat qualifies
-    table = next(df.value for df in at.dataframe if "verdict" in df.value.columns and "attack" in df.value.columns)
+    table = next(df.value for df in settle(at).dataframe if "verdict" in df.value.columns and "attack" in df.value.columns)
     membership = table[~table["finding"].str.startswith(("Blind baseline", "Attack vs blind", "Attack within"))]
     claims = membership[membership["verdict"].str.startswith(("supported", "contradicted"))]
     assert len(claims) and all(v.endswith(CONFOUNDED_WORDS) for v in claims["verdict"])
@@ -215,7 +216,7 @@ def test_folders_drawn_alike_get_no_caveat(runs, monkeypatch, tmp_path):
     for words in (CONFOUNDED_WORDS, "cannot be separated from the folders' difference", "orange-badge",
                   "Distribution shift", "files alone separate"):
         assert words not in page
-    table = next(df.value for df in at.dataframe if "verdict" in df.value.columns and "attack" in df.value.columns)
+    table = next(df.value for df in settle(at).dataframe if "verdict" in df.value.columns and "attack" in df.value.columns)
     assert not table["verdict"].str.contains(CONFOUNDED_WORDS, regex=False).any()
     # the blind curve is still drawn, the shift note is not
     at.switch_page("pages/masks_roc.py").run()

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from support.apptest import settle
 from ldminv_core.evaluation import Evaluation, make_protocol
 
 from synthetic_runs import write_run
@@ -52,19 +53,19 @@ def run(tmp_path_factory):
 def app(run, monkeypatch, tmp_path):
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = settle(AppTest.from_file(APP, default_timeout=120).run())
     assert not at.exception, [e.value for e in at.exception]
     return at
 
 
 def _go(at, page: str) -> AppTest:
-    at.switch_page(f"pages/{page}.py").run()
+    settle(at.switch_page(f"pages/{page}.py").run())
     assert not at.exception, [e.value for e in at.exception]
     return at
 
 
 def _protocol(at, name: str) -> None:
-    at.selectbox(key="sidebar_protocol").set_value(name).run()
+    settle(at.selectbox(key="sidebar_protocol").set_value(name).run())
     assert not at.exception, [e.value for e in at.exception]
 
 

@@ -51,3 +51,18 @@ def arr(value) -> np.ndarray:
         out = np.frombuffer(base64.b64decode(value["bdata"]), dtype=np.dtype(value["dtype"]))
         return out.reshape(value["shape"]) if "shape" in value else out
     return np.asarray(value)
+
+
+def settle(at: AppTest) -> AppTest:
+    """Rerun once the page's background sections (``ldminv_app.lazy``: the Findings page's shift
+    check, findings, every-attack tables, agreement, exposure) have their numbers: a page drawn
+    before they were ready shows a "computing in the background" line in their place."""
+    from ldminv_app import lazy
+
+    for _ in range(5):
+        if not any(lazy.PENDING_WORDS in c.value for c in at.caption):
+            break
+        assert lazy.wait(300), "the background sections did not finish within 300 s"
+        at.run()
+    return at
+

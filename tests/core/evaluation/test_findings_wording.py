@@ -36,6 +36,7 @@ from ldminv_core.evaluation import (
 from ldminv_core.formatting import format_rate
 from ldminv_core.report import build_report, format_report
 
+from support.apptest import settle
 from support.html_report import findings_rows, parse, report_json, table_dict
 from synthetic_runs import write_run
 
@@ -213,7 +214,7 @@ def test_cli_dashboard_and_export_use_one_replicate_count(tiny_run, tiny_finding
     html_f = findings_rows(html)["masking_vs_baseline"]
     assert f"{DEFAULT_N_BOOT} stratified replicates" in table_dict(html.tables["figure-settings-table"])["bootstrap"]["value"]
     # the dashboard: the Findings page (landing page)
-    at = _app(tiny_run, monkeypatch, tmp_path).run()
+    at = settle(_app(tiny_run, monkeypatch, tmp_path).run())  # with the background sections drawn
     _no_exception(at)
     card = next(m.value for m in at.markdown if m.value.startswith("AUROC masked − baseline:"))
     lo, hi = tiny_finding.ci
@@ -257,7 +258,7 @@ def test_cli_dashboard_and_export_use_one_replicate_count(tiny_run, tiny_finding
 
 
 def test_findings_page_summary_every_attack_table_and_tiny_effect(tiny_run, tiny_finding, monkeypatch, tmp_path):
-    at = _app(tiny_run, monkeypatch, tmp_path).run()
+    at = settle(_app(tiny_run, monkeypatch, tmp_path).run())  # with the background sections drawn
     _no_exception(at)
     ev = Evaluation(tiny_run, "sima", "standard")
     res = ev.result()

@@ -32,7 +32,8 @@ _HERE = Path(__file__).resolve().parent
 #: geometry and reconstruction views): imported once per server in the background, so that no
 #: page waits for them. On a first start they overlap the preview's own process.
 _PREIMPORT = ("ldminv_core.evaluation", "ldminv_app.frame", "ldminv_app.findings_view", "ldminv_app.cards",
-              "ldminv_app.agreement_view", "ldminv_app.exposure_view", "ldminv_app.figures", "plotly.graph_objects",
+              "ldminv_app.agreement_view", "ldminv_app.exposure_view", "ldminv_app.lazy", "ldminv_app.figures",
+              "plotly.graph_objects",
               "ldminv_core.geometry")
 
 

@@ -47,6 +47,8 @@ _ENV_RUN = "LDMINV_RUN"
 DEMO_JOB_ID = "demo"  # job ids of the demo analysis: "demo:<its run folder>"
 PREVIEW_JOB_ID = "demo-preview"  # and of its preview: "demo-preview:<its run folder>"
 _MODULE = "ldminv_core.first_start"
+#: Nice value added to the demo's process: on a small machine the pages of the preview are drawn first.
+DEMO_NICENESS = 5
 
 
 def _demo_module():
@@ -159,7 +161,9 @@ def _in_process(what: str):
     def target(config, *, progress, should_stop):
         from .subprocess_job import run_module
 
-        path = run_module(_MODULE, config.out, args=(what,), progress=progress, should_stop=should_stop)
+        # the demo yields the CPU to the pages being drawn (the preview is what they wait for)
+        path = run_module(_MODULE, config.out, args=(what,), progress=progress, should_stop=should_stop,
+                          niceness=DEMO_NICENESS if what == "demo" else 0)
         if what == "preview":
             start_demo_job()  # the demo follows at once, in its own process
         return path
@@ -235,7 +239,7 @@ def prepare_demo() -> None:
         st.session_state[_DEMO_PENDING] = False
         _show_error(exc, "The demo is not available")
         return
-    final = follow_job(job, until=lambda: run_status(preview_out) == "complete")
+    final = follow_job(job, poll_s=0.1, until=lambda: run_status(preview_out) == "complete")
     if run_status(preview_out) != "complete":
         st.warning(f"The quick preview could not be computed ({final.error}); the demo itself is computed "
                    "instead and opens at its first attack.", icon=":material/warning:")

@@ -14,6 +14,7 @@ that quotes the process's last output lines. No Streamlit import here.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -67,7 +68,8 @@ def _tail(log: Path) -> str:
 
 
 def run_module(module: str, out: str | Path, *, args: tuple[str, ...] = (), progress: Callable[[str, float, int], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, log: str | Path | None = None) -> Path:
+               should_stop: Callable[[], bool] | None = None, log: str | Path | None = None,
+               niceness: int = 0) -> Path:
     """Run ``python -m <module> <args...> <out>`` with this interpreter and wait for it; returns ``out``.
 
     Args:
@@ -77,6 +79,8 @@ def run_module(module: str, out: str | Path, *, args: tuple[str, ...] = (), prog
         progress: called as ``progress(stage, done, total)`` whenever a stage counter moves.
         should_stop: polled; True ends the process (raises :class:`ProcessCancelled`).
         log: where the process's output goes (default ``<out>.log`` beside the run folder).
+        niceness: added to the process's nice value (Linux / macOS; ignored elsewhere): background
+            work that should yield the CPU to the pages being drawn.
 
     Raises:
         AnalysisProcessError: the process exited with a non-zero status (the message quotes its
@@ -90,8 +94,8 @@ def run_module(module: str, out: str | Path, *, args: tuple[str, ...] = (), prog
     # 1. start the process (its output to the log file: a pipe nobody reads could fill up and block it)
     with open(log_path, "w", encoding="utf-8") as sink:
         command = [sys.executable, "-m", module, *args, str(out)]
-        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                preexec_fn=(lambda: os.nice(niceness)) if niceness and os.name == "posix" else None)
         try:
             # 2. follow its run.json until it exits, or end it on request
             while proc.poll() is None:

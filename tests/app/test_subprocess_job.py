@@ -25,6 +25,9 @@ FAKE = textwrap.dedent('''
     if mode == "fail":
         print("error: the folder of members is empty", file=sys.stderr)
         sys.exit(3)
+    if mode == "nice":
+        open(out + ".nice", "w").write(str(os.nice(0)))
+        sys.exit(0)
     if mode == "hang":
         open(out + ".started", "w").close()
         time.sleep(600)
@@ -69,6 +72,13 @@ def test_a_failing_process_is_an_error_quoting_its_output(fake_module, tmp_path)
     text = str(err.value)
     assert "exited with status 3" in text and "the folder of members is empty" in text
     assert str(tmp_path / "run.log") in text
+
+
+def test_background_work_runs_at_a_lower_priority(fake_module, tmp_path):
+    import os
+
+    run_module(fake_module, tmp_path / "run", args=("nice",), niceness=5)
+    assert int((tmp_path / "run.nice").read_text()) == os.nice(0) + 5
 
 
 def test_a_stop_ends_the_process(fake_module, tmp_path):

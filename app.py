@@ -41,9 +41,8 @@ _PREIMPORT = ("ldminv_core.evaluation", "ldminv_app.frame", "ldminv_app.findings
 def _preimport() -> threading.Thread:
     """Import the modules of :data:`_PREIMPORT` in the background once per server."""
     def work() -> None:
-        from ldminv_app.warm import lower_thread_priority
-
-        lower_thread_priority()  # the first start's preview process and the pages go first
+        # at normal priority: a thread the OS has put aside while it holds the interpreter lock
+        # would stall the page scripts waiting for that lock (the preview runs in its own process)
         for name in _PREIMPORT:
             try:
                 importlib.import_module(name)

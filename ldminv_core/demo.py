@@ -59,8 +59,8 @@ DEMO_HELDOUT_DIR = DEMO_DIR / "heldout"
 DEMO_PRECOMPUTED_DIR = DEMO_DIR / "precomputed"
 
 #: AnalyzeConfig fields used by ``analyze --demo`` (options given on the command line win).
-#: The demo analyzes the first 300 members and 300 held-out images: about 2 minutes on a
-#: 2-core machine with the shipped decoder geometry, about 5 when it is recomputed (256
+#: The demo analyzes the first 300 members and 300 held-out images: about 80 s on a quiet
+#: 2-core machine with the shipped decoder geometry (two worker threads), about 4 minutes when it is recomputed (256
 #: decoder JVPs per image, ``--recompute-geometry``); ``analyze --demo --limit 1000`` takes all
 #: of them.
 DEMO_ANALYZE_DEFAULTS: dict = {

@@ -56,8 +56,7 @@ def _preimport() -> threading.Thread:
 
 _preimport()
 if startup.needs_preparation():  # the first start: the preview, before any page runs
-    startup.prepare_demo()
-    st.stop()
+    startup.prepare_demo()  # reruns the app once the preview has landed; returns only on failure
 
 PAGES = [
     st.Page("pages/findings.py", title="Findings", icon=":material/fact_check:", default=True),

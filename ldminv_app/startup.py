@@ -156,14 +156,19 @@ def stage_order(config: Any) -> list[str]:
     return planned_stage_order(config)
 
 
-def _in_process(what: str):
-    """A job target running ``python -m ldminv_core.first_start <what> OUT`` (:mod:`.subprocess_job`)."""
-    def target(config, *, progress, should_stop):
-        from .subprocess_job import run_module
+def _run(what: str, out: Any, *, progress, should_stop) -> Path:
+    """``python -m ldminv_core.first_start <what> <out>`` in a process of its own (:mod:`.subprocess_job`);
+    the demo yields the CPU to the pages being drawn (the preview is what they wait for)."""
+    from .subprocess_job import run_module
 
-        # the demo yields the CPU to the pages being drawn (the preview is what they wait for)
-        path = run_module(_MODULE, config.out, args=(what,), progress=progress, should_stop=should_stop,
-                          niceness=DEMO_NICENESS if what == "demo" else 0)
+    return run_module(_MODULE, out, args=(what,), progress=progress, should_stop=should_stop,
+                      niceness=DEMO_NICENESS if what == "demo" else 0)
+
+
+def _in_process(what: str):
+    """The job target of ``what`` ("preview" or "demo"); the preview starts the demo when it is done."""
+    def target(config, *, progress, should_stop):
+        path = _run(what, config.out, progress=progress, should_stop=should_stop)
         if what == "preview":
             start_demo_job()  # the demo follows at once, in its own process
         return path
@@ -225,9 +230,17 @@ def _show_error(exc: BaseException, what: str) -> None:
     show_error(exc, what=what)
 
 
+def _preparation_failed() -> None:
+    """No demo this session: the pages open without a run (the error above them says why)."""
+    st.session_state[_PREPARED] = True
+    st.session_state[_DEMO_PENDING] = False
+    st.session_state[_STARTUP_DONE] = True
+
+
 def prepare_demo() -> None:
     """Compute the preview (then, in the background, the demo) and rerun the app once the
-    preview has landed; when the preview fails, compute the demo and open it at its first attack."""
+    preview has landed; when the preview fails, compute the demo and open it at its first attack.
+    Returns only when neither can be computed (the error is shown; the pages then run without a run)."""
     st.title("Preparing the demo")
     st.write(DEMO_INTRO)
     try:
@@ -235,8 +248,7 @@ def prepare_demo() -> None:
         preview_out = first.demo_preview_run_dir()
         job = start_preview_job()
     except Exception as exc:  # noqa: BLE001
-        st.session_state[_PREPARED] = True
-        st.session_state[_DEMO_PENDING] = False
+        _preparation_failed()
         _show_error(exc, "The demo is not available")
         return
     final = follow_job(job, poll_s=0.1, until=lambda: run_status(preview_out) == "complete")
@@ -246,8 +258,7 @@ def prepare_demo() -> None:
         job = start_demo_job()
         final = follow_job(job, until=lambda: _has_results(_demo_dir()))
         if not _has_results(_demo_dir()):
-            st.session_state[_PREPARED] = True
-            st.session_state[_DEMO_PENDING] = False
+            _preparation_failed()
             if final.error is not None:
                 _show_error(final.error, "Computing the demo failed")
             st.info("Open or compute another run on the Model & data page.")

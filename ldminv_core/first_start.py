@@ -5,7 +5,7 @@ The demo analysis (:data:`ldminv_core.demo.DEMO_ANALYZE_DEFAULTS`: five attacks 
 on the same images and the same model, with the same seeds and batches, that needs a few seconds:
 
 - one attack, SimA (the cheapest maskable attack: one UNet call per image and timestep);
-- every tenth timestep of the demo's grid: t = 0, 100, 200 (:data:`PREVIEW_TIMESTEPS`);
+- every tenth timestep of the demo's grid: t = 0, 100, 200 (:func:`preview_timesteps`);
 - the demo's shipped decoder geometry, reused only after it is checked to apply
   (:mod:`ldminv_core.geometry.precomputed`), so masks and findings exist at once;
 - no "blind" stage: the blind baseline's features are computed from the files by the first
@@ -30,23 +30,29 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from ldminv_core.demo import DEMO_ANALYZE_DEFAULTS, DEMO_HELDOUT_DIR, DEMO_MEMBERS_DIR, DEMO_MODEL_DIR, demo_available
+from ldminv_core import demo as _demo
 from ldminv_core.errors import DataLoadError, LdminvError
 from ldminv_core.runs import default_runs_root
 
-__all__ = ["PREVIEW_TIMESTEPS", "PREVIEW_ANALYZE_DEFAULTS", "demo_preview_run_dir", "preview_config",
+__all__ = ["PREVIEW_EVERY", "preview_timesteps", "preview_defaults", "demo_preview_run_dir", "preview_config",
            "demo_config", "run_demo_preview", "run_demo", "preview_description", "main", "RUNS"]
 
-#: The preview's timesteps: every tenth of the demo's grid ("0:300:10").
-PREVIEW_TIMESTEPS = "0:300:100"
+#: The preview takes every PREVIEW_EVERY-th timestep of the demo's grid ("0:300:10": t = 0, 100, 200).
+PREVIEW_EVERY = 10
 
-#: AnalyzeConfig fields of the preview: the demo's, with one attack, a coarse grid and no blind stage.
-PREVIEW_ANALYZE_DEFAULTS: dict = {
-    **DEMO_ANALYZE_DEFAULTS,
-    "attacks": ("sima",),
-    "timesteps": PREVIEW_TIMESTEPS,
-    "blind_stage": False,
-}
+
+def preview_timesteps() -> list[int]:
+    """The preview's timesteps: every :data:`PREVIEW_EVERY`-th of the demo's grid (read from
+    :data:`ldminv_core.demo.DEMO_ANALYZE_DEFAULTS` when asked)."""
+    from ldminv_core.attacks.timesteps import parse_timesteps
+
+    return parse_timesteps(str(_demo.DEMO_ANALYZE_DEFAULTS["timesteps"]))[::PREVIEW_EVERY]
+
+
+def preview_defaults() -> dict:
+    """AnalyzeConfig fields of the preview: the demo's, with one attack, every tenth timestep and no blind stage."""
+    return {**_demo.DEMO_ANALYZE_DEFAULTS, "attacks": ("sima",),
+            "timesteps": ",".join(map(str, preview_timesteps())), "blind_stage": False}
 
 
 def demo_preview_run_dir() -> Path:
@@ -57,12 +63,12 @@ def demo_preview_run_dir() -> Path:
 def _config(out: str | Path, defaults: dict, device: str):
     from ldminv_core.pipeline.config import AnalyzeConfig
 
-    if not demo_available():
+    if not _demo.demo_available():
         raise DataLoadError(
-            f"the demo assets are missing: expected {DEMO_MODEL_DIR}, {DEMO_MEMBERS_DIR} and {DEMO_HELDOUT_DIR} "
-            "(python scripts/train_demo.py writes them)")
-    return AnalyzeConfig(model=str(DEMO_MODEL_DIR), members=str(DEMO_MEMBERS_DIR), heldout=str(DEMO_HELDOUT_DIR),
-                         out=str(out), device=device, **defaults)
+            f"the demo assets are missing: expected {_demo.DEMO_MODEL_DIR}, {_demo.DEMO_MEMBERS_DIR} and "
+            f"{_demo.DEMO_HELDOUT_DIR} (python scripts/train_demo.py writes them)")
+    return AnalyzeConfig(model=str(_demo.DEMO_MODEL_DIR), members=str(_demo.DEMO_MEMBERS_DIR),
+                         heldout=str(_demo.DEMO_HELDOUT_DIR), out=str(out), device=device, **defaults)
 
 
 def preview_config(out: str | Path | None = None, *, device: str = "auto"):
@@ -72,7 +78,7 @@ def preview_config(out: str | Path | None = None, *, device: str = "auto"):
     Raises:
         DataLoadError: the demo assets are missing from this checkout.
     """
-    return _config(demo_preview_run_dir() if out is None else out, PREVIEW_ANALYZE_DEFAULTS, device)
+    return _config(demo_preview_run_dir() if out is None else out, preview_defaults(), device)
 
 
 def demo_config(out: str | Path | None = None, *, device: str = "auto"):
@@ -82,18 +88,16 @@ def demo_config(out: str | Path | None = None, *, device: str = "auto"):
     Raises:
         DataLoadError: the demo assets are missing from this checkout.
     """
-    from ldminv_core.demo import demo_run_dir
-
-    return _config(demo_run_dir() if out is None else out, DEMO_ANALYZE_DEFAULTS, device)
+    return _config(_demo.demo_run_dir() if out is None else out, dict(_demo.DEMO_ANALYZE_DEFAULTS), device)
 
 
 def preview_description() -> str:
     """What the preview is, in one sentence, for the banner of every page that shows it."""
     from ldminv_core.attacks.timesteps import parse_timesteps
 
-    shown = parse_timesteps(PREVIEW_TIMESTEPS)
-    full = parse_timesteps(DEMO_ANALYZE_DEFAULTS["timesteps"])
-    limit = DEMO_ANALYZE_DEFAULTS["limit"]
+    shown = preview_timesteps()
+    full = parse_timesteps(str(_demo.DEMO_ANALYZE_DEFAULTS["timesteps"]))
+    limit = _demo.DEMO_ANALYZE_DEFAULTS.get("limit")
     return (f"SimA at t = {', '.join(map(str, shown))} only ({len(shown)} of the {len(full)} timesteps the demo "
             f"analyses), on the demo's {limit} + {limit} images, computed on this machine with the demo's "
             "checked decoder geometry")
@@ -105,22 +109,20 @@ def run_demo_preview(out: str | Path | None = None, *,
     """Analyse the preview into ``out`` (default :func:`demo_preview_run_dir`; resumed when
     unfinished); returns the run folder. ``progress`` and ``should_stop`` as for
     :func:`ldminv_core.pipeline.run.run_analysis`."""
-    from ldminv_core.demo import demo_precomputed
     from ldminv_core.pipeline.run import run_analysis
 
     config = preview_config(out)
-    return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=demo_precomputed()))
+    return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=_demo.demo_precomputed()))
 
 
 def run_demo(out: str | Path | None = None, *, progress: Callable[[str, float, int], None] | None = None,
              should_stop: Callable[[], bool] | None = None) -> Path:
     """Analyse the demo into ``out`` (default :func:`ldminv_core.demo.demo_run_dir`; resumed when
     unfinished) with its shipped geometry where it applies; returns the run folder."""
-    from ldminv_core.demo import demo_precomputed
     from ldminv_core.pipeline.run import run_analysis
 
     config = demo_config(out)
-    return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=demo_precomputed()))
+    return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=_demo.demo_precomputed()))
 
 
 #: What ``python -m ldminv_core.first_start RUN [OUT]`` can run.

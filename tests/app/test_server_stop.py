@@ -76,8 +76,14 @@ def test_sigterm_during_the_demo_analysis_exits_cleanly(tmp_path):
     assert "Traceback" not in stderr, stderr
     assert rc == 0, f"exit code {rc}:\n{stderr}"
     assert "still running after" not in stderr, stderr
-    # the analysis was stopped mid-way (not finished, no writer left): resumable
-    assert run_status(Path(env["LDMINV_HOME"]) / "runs" / "demo") == "unfinished"
+    # the first start's analysis (the preview, in a process of its own) was stopped with the server:
+    # its folder is resumable (or complete, had it just landed), no writer is left, and no process of
+    # the server's session is still running
+    runs = Path(env["LDMINV_HOME"]) / "runs"
+    assert run_status(runs / "demo-preview") in ("unfinished", "complete")
+    assert run_status(runs / "demo") in (None, "unfinished")
+    with pytest.raises(ProcessLookupError):
+        os.killpg(proc.pid, 0)
 
 
 _BUSY_AT_EXIT = """

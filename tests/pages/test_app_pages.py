@@ -401,8 +401,15 @@ def test_analysis_job_cancel_and_resume(world, tmp_path):
     assert len(Run.open(done.result)) == 4
 
 
-def test_first_start_computes_the_demo_once_then_opens_it(world, monkeypatch, tmp_path):
-    from ldminv_core import demo
+def test_first_start_computes_the_preview_then_the_demo_once_then_opens_it(world, monkeypatch, tmp_path):
+    """The first start opens the preview (every tenth timestep of the demo's grid), labelled, then
+    switches to the demo run by itself once the demo has an attack; a later start opens the cached
+    demo run. The runs are computed in this process here (the stand-in demo is a monkeypatch, which
+    a process of their own would not see; tests/app/test_subprocess_job.py and the first-start
+    browser test cover the processes)."""
+    from ldminv_core import demo, first_start
+
+    from ldminv_app import startup
 
     # a small stand-in for the bundled demo: the fixture's model and images
     monkeypatch.setattr(demo, "DEMO_MODEL_DIR", Path(world["model"]))
@@ -410,27 +417,33 @@ def test_first_start_computes_the_demo_once_then_opens_it(world, monkeypatch, tm
     monkeypatch.setattr(demo, "DEMO_HELDOUT_DIR", Path(world["heldout"]))
     monkeypatch.setattr(
         demo, "DEMO_ANALYZE_DEFAULTS",
-        {"attacks": ("sima",), "timesteps": "0,10", "topk": 2, "batch_size": 8, "limit": 2},
+        {"attacks": ("sima", "pia"), "timesteps": "0:110:10", "topk": 2, "batch_size": 8, "limit": 2},
     )
+    monkeypatch.setattr(startup, "_run", lambda what, out, *, progress, should_stop: first_start.RUNS[what](
+        out, progress=progress, should_stop=should_stop))
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("LDMINV_RUN", raising=False)
     demo_dir = (tmp_path / "home" / "runs" / "demo").resolve()
+    preview_dir = (tmp_path / "home" / "runs" / "demo-preview").resolve()
     assert run_status(demo_dir) is None
 
     at = _app().run(timeout=120)
     _no_exception(at)
-    # the run opens as soon as its first attack has finished, complete or not
-    assert run_status(demo_dir) in ("running", "complete")
-    assert at.session_state["active_run"] == str(demo_dir)
+    # the preview opens first, labelled, with its own numbers
+    assert run_status(preview_dir) == "complete"
+    assert Run.open(preview_dir).timesteps("sima") == [0, 100]
+    assert at.session_state["active_run"] == str(preview_dir)
     assert at.title[0].value == "Findings"
-    assert "2 members / 2 held-out" in "\n".join(m.value for m in at.sidebar.markdown)
+    assert any("Quick preview of the demo" in i.value and "t = 0, 100" in i.value for i in at.info)
     assert any("AUROC" in m.label for m in at.metric)
     deadline = time.monotonic() + 120
     while run_status(demo_dir) != "complete" and time.monotonic() < deadline:
         time.sleep(0.2)
     assert run_status(demo_dir) == "complete"
-    at.run()
+    at.run()  # the preview's banner sees the demo's first attack and switches to it
     _no_exception(at)
+    assert at.session_state["active_run"] == str(demo_dir)
+    assert not any("Quick preview" in i.value for i in at.info)
     assert not any("Partial run" in i.value for i in at.info)
     stamp = (demo_dir / "run.json").stat().st_mtime_ns
 

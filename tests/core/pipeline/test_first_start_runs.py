@@ -57,6 +57,7 @@ def test_the_preview_is_the_demo_with_one_attack_every_tenth_timestep_and_no_bli
     cfg, full = first_start.preview_config(), first_start.demo_config()
     assert cfg.attacks == ("sima",) and cfg.blind_stage is False and full.blind_stage is True
     assert parse_timesteps(cfg.timesteps) == parse_timesteps(full.timesteps)[::10] == [0, 100, 200]
+    assert first_start.preview_timesteps() == [0, 100, 200]
     for name in ("model", "members", "heldout", "limit", "seed", "batch_size", "residual_dtype", "topk"):
         assert getattr(cfg, name) == getattr(full, name), name
     assert full.out == str(demo.demo_run_dir()) and cfg.out == str(tmp_path / "runs" / "demo-preview")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_dashboard import CHROMIUM, HEIGHT, WIDTH, start_server  # noqa: E402
+from benchmarks.bench_dashboard import CHROMIUM, HEIGHT, WIDTH, start_server, stop_server  # noqa: E402
 
 OUT = REPO / "benchmarks" / "cold_start.json"
 
@@ -128,15 +127,7 @@ def one_start(timeout_s: float) -> dict:
             marks["page switched to the demo run"] = round(time.perf_counter() - t0, 2)
             browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # the demo's process, if left behind
-        except OSError:
-            pass
+        stop_server(proc)  # and the demo's process, if left behind
     record["marks_s"] = marks
     record["stages_landed_s"] = poller.stop()
     preview = home / "runs" / "demo-preview" / "run.json"

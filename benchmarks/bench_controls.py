@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -456,11 +455,7 @@ def run_on(run_dir: Path, *, label: str, rounds: int, out: Path | None,
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        bd.stop_server(proc)
         shutil.rmtree(home, ignore_errors=True)
     if out is not None:
         merge_results(out, label, rows, extra={"run": str(run_dir)})

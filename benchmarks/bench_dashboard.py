@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -113,6 +114,21 @@ def start_server(run_dir: Path | None, home: Path, port: int, log_path: Path) ->
             proc.terminate()
             raise RuntimeError(f"streamlit did not answer within {SERVER_START_S} s:\n{log_path.read_text()}")
         time.sleep(0.25)
+
+
+def stop_server(proc: subprocess.Popen, *, wait_s: float = 30) -> None:
+    """Stop a server from :func:`start_server` (SIGTERM, then SIGKILL after ``wait_s``) and anything
+    still running in its session: the first start's preview or demo process, if it outlived it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=wait_s)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # start_server made the server a session leader
+    except OSError:
+        pass  # nothing left in its session
 
 
 def wait_idle(page, *, quiet_polls: int = 4, poll_ms: int = 150, timeout_s: float = 180) -> None:

@@ -96,11 +96,7 @@ def test_every_control_of_every_page(demo_run, tmp_path):
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        bd.stop_server(proc)
     assert shown == f"{ev.arms(drop)['masked'].auroc:.4f}"
     bc.merge_results(REPO / "benchmarks" / "results.json", "demo", rows, extra={"run": "analyze --demo (300 + 300)"})
     print()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import statistics
 import time
 
@@ -121,15 +120,7 @@ def test_first_start_shows_the_preview_then_the_demo_then_the_slider_follows(tmp
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except Exception:  # noqa: BLE001
-            proc.kill()
-        try:  # the demo's own process, if the server left it behind
-            os.killpg(proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
+        bench.stop_server(proc)  # and the demo's own process, if the server left it behind
     record["date"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     data = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     data["first_start"] = record

@@ -43,6 +43,7 @@ __all__ = [
     "demo_available",
     "demo_precomputed",
     "DEMO_PRECOMPUTED_DIR",
+    "DEMO_TRACED_DIR",
     "DEMO_KINDS",
     "SHIFT_MEMBER_CLASSES",
     "SHIFT_HELDOUT_CLASSES",
@@ -57,6 +58,9 @@ DEMO_MODEL_DIR = DEMO_DIR / "model"
 DEMO_MEMBERS_DIR = DEMO_DIR / "members"
 DEMO_HELDOUT_DIR = DEMO_DIR / "heldout"
 DEMO_PRECOMPUTED_DIR = DEMO_DIR / "precomputed"
+#: The demo model's UNet and VAE encoder traced to TorchScript (``scripts/export_demo_traced.py``;
+#: :mod:`ldminv_core.models.traced`): the first start's preview loads them without diffusers.
+DEMO_TRACED_DIR = DEMO_DIR / "traced"
 
 #: AnalyzeConfig fields used by ``analyze --demo`` (options given on the command line win).
 #: The demo analyzes the first 300 members and 300 held-out images: about 80 s on a quiet

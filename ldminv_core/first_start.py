@@ -10,7 +10,12 @@ on the same images and the same model, with the same seeds and batches, that nee
   (:mod:`ldminv_core.geometry.precomputed`), so masks and findings exist at once;
 - no "blind" stage: the blind baseline's features are computed from the files by the first
   evaluation that asks for them (:func:`ldminv_core.data.blind_features.run_blind_features`), so the
-  first number does not wait for them.
+  first number does not wait for them;
+- on the CPU, the demo model's TorchScript export (:data:`ldminv_core.demo.DEMO_TRACED_DIR`,
+  :mod:`ldminv_core.models.traced`) instead of the diffusers model, once every model file is
+  checked to be the one it was traced from: the preview's process then never imports diffusers
+  (about 5 s of a cold start on two cores). run.json "model_export" records it. Without a usable
+  export (or when the decoder is needed after all) the diffusers model computes the rest.
 
 Every number of the preview is computed on this machine from this run (its run.json records its
 settings like any run's), and the dashboard labels every page of the run in
@@ -109,10 +114,37 @@ def run_demo_preview(out: str | Path | None = None, *,
     """Analyse the preview into ``out`` (default :func:`demo_preview_run_dir`; resumed when
     unfinished); returns the run folder. ``progress`` and ``should_stop`` as for
     :func:`ldminv_core.pipeline.run.run_analysis`."""
+    from ldminv_core.models.traced import TracedExportError
     from ldminv_core.pipeline.run import run_analysis
 
     config = preview_config(out)
-    return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=_demo.demo_precomputed()))
+    precomputed = _demo.demo_precomputed()
+    model = _traced_demo_model(config.device)
+    if model is not None:
+        try:
+            return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=precomputed,
+                                     model=model))
+        except TracedExportError as exc:  # the decoder was needed: the diffusers model resumes the run
+            print(f"note: {exc}; resuming with the diffusers model", file=sys.stderr)
+    return Path(run_analysis(config, progress=progress, should_stop=should_stop, precomputed=precomputed))
+
+
+def _traced_demo_model(device: str):
+    """The demo model from its TorchScript export when it applies here (CPU, unchanged model
+    files), else None (the reason goes to stderr: the process log)."""
+    import torch
+
+    from ldminv_core.models.loading import resolve_device
+    from ldminv_core.models.traced import TracedExportError, load_traced
+
+    dev = resolve_device(device)
+    if dev.type != "cpu" or not _demo.DEMO_TRACED_DIR.is_dir():
+        return None
+    try:
+        return load_traced(_demo.DEMO_MODEL_DIR, _demo.DEMO_TRACED_DIR, device=torch.device("cpu"))
+    except TracedExportError as exc:
+        print(f"note: the demo's TorchScript export is not used: {exc}", file=sys.stderr)
+        return None
 
 
 def run_demo(out: str | Path | None = None, *, progress: Callable[[str, float, int], None] | None = None,

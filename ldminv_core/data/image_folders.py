@@ -9,11 +9,12 @@ before a model is loaded.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -211,7 +212,20 @@ def _image_processor(channels: int) -> Any:
     )
 
 
-def _read_one(entry: Path, *, mode: str, resolution: int, processor: Any, report: LoadReport) -> torch.Tensor | None:
+def _already_sized(img: Image.Image, *, mode: str, resolution: int) -> torch.Tensor:
+    """(1, C, resolution, resolution) float32 in [-1, 1] of an image already in ``mode`` at
+    resolution x resolution: what ``VaeImageProcessor.preprocess`` returns for it (its resize and
+    crop leave such an image unchanged), in the same float32 steps, without importing diffusers
+    (seconds on a cold start). tests/core/data check it bit for bit against the processor."""
+    arr = np.asarray(img).astype(np.float32) / 255.0  # (H, W) or (H, W, 3), as pil_to_numpy
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    x = torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)[None]))
+    return 2.0 * x - 1.0  # as VaeImageProcessor.normalize
+
+
+def _read_one(entry: Path, *, mode: str, resolution: int, processor: Callable[[], Any],
+              report: LoadReport) -> torch.Tensor | None:
     """The image of ``entry`` as a (1, C, resolution, resolution) float32 tensor, or None with the
     skip reason recorded in ``report``."""
     if not _candidate(entry, report):
@@ -226,7 +240,10 @@ def _read_one(entry: Path, *, mode: str, resolution: int, processor: Any, report
         report.converted += 1
     try:
         img = _to_mode(img, mode)
-        x = processor.preprocess(img, height=resolution, width=resolution, resize_mode="crop")
+        if img.size == (resolution, resolution) and img.mode == mode:
+            x = _already_sized(img, mode=mode, resolution=resolution)
+        else:
+            x = processor().preprocess(img, height=resolution, width=resolution, resize_mode="crop")
     except Exception as exc:  # noqa: BLE001 - odd modes PIL cannot convert
         report.skipped.append((display_name(entry.name), f"unreadable image: {type(exc).__name__}: {exc}"))
         return None
@@ -282,7 +299,7 @@ def load_image_folder(
             report.warnings.append(warning)
     # 3. read each usable image, in file-name order
     mode = "L" if channels == 1 else "RGB"
-    processor = _image_processor(channels)
+    processor = functools.cache(lambda: _image_processor(channels))  # only for images it must resize
     paths: list[Path] = []
     tensors: list[torch.Tensor] = []
     captions: list[str | None] = []

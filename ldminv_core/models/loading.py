@@ -57,6 +57,8 @@ class LoadedModel:
             its tokenizer, else None.
         single_file: for a single-file checkpoint, its record (file, SHA-256, config folder, the
             converted folder: :func:`ldminv_core.models.single_file.resolve_single_file`), else None.
+        export: for a model loaded from its TorchScript export (:mod:`ldminv_core.models.traced`),
+            what run.json records of it (format, folder, the class traced, the check made), else None.
     """
 
     vae: Any
@@ -79,6 +81,7 @@ class LoadedModel:
     text_encoder_2: Any = None
     tokenizer_2: Any = None
     single_file: dict | None = None
+    export: dict | None = None
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -118,6 +121,11 @@ class LoadedModel:
         :class:`~ldminv_core.geometry.tangents.VaeDecoder`, whose layer-by-layer JVPs the geometry uses."""
         from ..geometry.tangents import VaeDecoder
 
+        if self.export is not None:
+            from .traced import TracedExportError
+
+            raise TracedExportError(f"{self.export.get('folder')}: a model loaded from its TorchScript export has "
+                                    "no decoder; load the diffusers model to decode latents or compute the geometry")
         return VaeDecoder(self.vae, scaling_factor=self.scaling_factor, shift_factor=self.shift_factor)
 
 

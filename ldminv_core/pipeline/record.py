@@ -31,7 +31,8 @@ def run_record(plan: _Plan, model: LoadedModel, members: ImageSet, heldout: Imag
     """
     return {
         "model": plan.model,
-        "model_class": type(model.unet).__name__,
+        "model_class": model.export["unet_class"] if getattr(model, "export", None) else type(model.unet).__name__,
+        **({"model_export": dict(model.export)} if getattr(model, "export", None) else {}),
         "family": model.family.name if model.family is not None else None,
         "conditioning": conditioning_text(model),  # the family's (or the adapter's) conditioning, in words
         "guidance": _guidance(model),
@@ -109,16 +110,15 @@ def _attack_spec(name: str, timesteps: list[int], residual_dtype: str) -> dict:
 
 
 def _versions() -> dict:
-    import diffusers
-    import transformers
+    from importlib import metadata  # the installed versions, without importing diffusers / transformers
 
     from .. import __version__
 
     return {
         "ldminv": __version__,
         "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
+        "diffusers": metadata.version("diffusers"),
+        "transformers": metadata.version("transformers"),
         "numpy": np.__version__,
         "python": platform.python_version(),
     }

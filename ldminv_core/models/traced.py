@@ -20,6 +20,10 @@ An export is used only when it provably belongs to the model it stands for:
    :class:`~ldminv_core.models.loading.LoadedModel` whose ``export`` field records all of this,
    so run.json says which model code computed the run.
 
+TorchScript, not ``torch.export``: loading an exported program imports ``torch._dynamo`` (seconds,
+the cost this module exists to avoid), so the export is traced and read with ``torch.jit``, whose
+deprecation warnings are silenced where it is used here.
+
 The export has no decoder: a run that needs the decoder geometry computed (not reused from a
 precomputed bundle) fails with :class:`TracedExportError` and is resumed with the diffusers model
 (:func:`ldminv_core.first_start.run_demo_preview` does this). It runs on the CPU in float32.
@@ -197,6 +201,7 @@ def export_traced(model_dir: str | Path, out_dir: str | Path, *, trace_batch: in
     x = torch.randn(trace_batch, *model.image_shape, generator=gen).clamp(-1, 1)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks become constants (same shapes)
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit (see the module's docstring)
         unet_ts = torch.jit.trace(_UNetOutput(model.unet).eval(), (z, ts), check_trace=False)
         enc_ts = torch.jit.trace(_EncoderMoments(model.vae).eval(), (x,), check_trace=False)
     # 3. compare with the diffusers modules; refuse an export that differs
@@ -282,8 +287,10 @@ def load_traced(model_dir: str | Path, export_dir: str | Path, *, device: str | 
     _check_sources(model_dir, manifest, export_dir)
     # 2. the traced modules
     try:
-        unet = torch.jit.load(str(export_dir / _UNET_FILE), map_location=dev).eval()
-        encoder = torch.jit.load(str(export_dir / _ENCODER_FILE), map_location=dev).eval()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit (see the module's docstring)
+            unet = torch.jit.load(str(export_dir / _UNET_FILE), map_location=dev).eval()
+            encoder = torch.jit.load(str(export_dir / _ENCODER_FILE), map_location=dev).eval()
     except (OSError, RuntimeError, ValueError) as exc:
         raise TracedExportError(f"{export_dir}: cannot load the traced modules: {exc}") from exc
     # 3. the noise-prediction view and the model record

@@ -107,3 +107,25 @@ def test_malformed_metadata_is_named(tmp_path):
     (tmp_path / "metadata.jsonl").write_text('{"file_name": "img_000.png", "text": "ok"}\n{oops\n')
     with pytest.raises(DataLoadError, match=r"metadata.jsonl, line 2"):
         load_image_folder(tmp_path, channels=1, resolution=16)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "LA", "RGBA", "P"])
+def test_same_size_images_are_read_bit_for_bit_as_diffusers_processor_reads_them(tmp_path, mode):
+    """Images already at the resolution skip diffusers' VaeImageProcessor (its import costs seconds
+    on a cold start); the tensors must be exactly the processor's, for every mode it converts."""
+    from diffusers.image_processor import VaeImageProcessor
+
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        arr = rng.integers(0, 256, size=(16, 16, 4), dtype=np.uint8)
+        arr[0, 0] = [0, 0, 0, 255]
+        arr[0, 1] = [255, 255, 255, 255]
+        Image.fromarray(arr, mode="RGBA").convert(mode).save(tmp_path / f"{i:02d}.png")
+    for channels in (1, 3):
+        got = load_image_folder(tmp_path, channels=channels, resolution=16).images
+        proc = VaeImageProcessor(do_resize=True, vae_scale_factor=1, do_normalize=True, do_convert_rgb=channels == 3,
+                                 do_convert_grayscale=channels == 1)
+        for k, path in enumerate(sorted(tmp_path.glob("*.png"))):
+            img = Image.open(path).convert("L" if channels == 1 else "RGB")
+            want = proc.preprocess(img, height=16, width=16, resize_mode="crop").to(torch.float32)
+            assert torch.equal(got[k:k + 1], want), (mode, channels, path.name)

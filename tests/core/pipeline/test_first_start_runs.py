@@ -5,10 +5,13 @@
   over the same images;
 - SimA on a coarse grid (the preview's) gives exactly the terms of the fine grid at those timesteps;
 - the preview's settings are the demo's with one attack, every tenth timestep and no blind stage;
-- ``python -m ldminv_core.first_start`` refuses a wrong command line with status 2 and a usage line.
+- ``python -m ldminv_core.first_start`` refuses a wrong command line with status 2 and a usage line;
+- the preview's process loads the demo's TorchScript export, never imports diffusers, and its SimA
+  terms equal the diffusers model's.
 """
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -71,3 +74,23 @@ def test_a_wrong_command_line_is_refused_with_a_usage_line(argv):
                           timeout=120)
     assert proc.returncode == 2
     assert "usage: python -m ldminv_core.first_start {preview,demo} [OUT]" in proc.stderr
+
+
+def test_the_previews_process_never_imports_diffusers_and_its_terms_equal_the_diffusers_models(tmp_path):
+    """The preview loads the demo's TorchScript export (run.json "model_export"); its SimA terms at
+    t = 0, 100, 200 equal those the diffusers model gives with the same settings."""
+    from ldminv_core.models.loading import load_model
+
+    code = ("import sys; from ldminv_core.first_start import run_demo_preview; run_demo_preview(sys.argv[1]); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'diffusers', 'transformers', 'peft'}))")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "preview")], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "LDMINV_HOME": str(tmp_path / "home")})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    preview = Run.open(tmp_path / "preview")
+    assert preview.settings["model_export"]["format"] == "ldminv-torchscript-1"
+    assert preview.settings["geometry"]["precomputed"]["used"] is True
+    ref_config = first_start.preview_config(tmp_path / "ref", device="cpu")
+    ref = Run.open(run_analysis(ref_config, model=load_model(demo.DEMO_MODEL_DIR), precomputed=demo.demo_precomputed()))
+    assert "model_export" not in ref.settings
+    np.testing.assert_allclose(np.asarray(preview.terms("sima")), np.asarray(ref.terms("sima")), rtol=1e-5, atol=1e-6)

@@ -80,6 +80,10 @@ class StagePoller:
 
     def _work(self) -> None:
         while not self._stop.is_set():
+            for log in self.home.glob("runs/*.log"):  # a first-start process writes its log from its start
+                key = f"{log.stem}: process started"
+                if key not in self.marks:
+                    self.marks[key] = round(time.perf_counter() - self.t0, 2)
             for rj in self.home.glob("runs/*/run.json"):
                 try:
                     data = json.loads(rj.read_text())

@@ -4,6 +4,8 @@ its own.
 
 The first start, step by step:
 
+0. ``streamlit run app.py`` starts the server; its start-up (:func:`server_lifespan`) starts the
+   preview job at once when the first start needs it, and the imports the pages need;
 1. ``app.py`` asks :func:`needs_preparation` before it runs any page (this module imports neither
    torch nor the evaluation layer, so the question costs milliseconds);
 2. :func:`prepare_demo` draws "Preparing the demo", starts the preview job
@@ -20,9 +22,10 @@ A later start opens the demo run (complete, or partial with its analysis resumed
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import streamlit as st
 
@@ -32,7 +35,7 @@ from .job_registry import registry
 from .jobs import AnalysisJob
 from .progress import follow_job, job_progress_text
 
-__all__ = ["DEMO_JOB_ID", "PREVIEW_JOB_ID", "demo_config", "needs_preparation", "startup_run", "demo_pending",
+__all__ = ["server_lifespan", "first_start_pending", "DEMO_JOB_ID", "PREVIEW_JOB_ID", "demo_config", "needs_preparation", "startup_run", "demo_pending",
            "stage_order", "start_demo_job", "start_preview_job", "first_results", "DEMO_INTRO", "prepare_demo",
            "is_preview", "preview_banner"]
 
@@ -92,6 +95,36 @@ def _has_results(path: Path) -> bool:
         return False
     return isinstance(stages, dict) and any(done for name, done in stages.items()
                                             if name not in ("encode", "blind", "geometry"))
+
+
+def first_start_pending() -> bool:
+    """True when this server has the first start to prepare: LDMINV_RUN names no run, and neither
+    the demo run (with a finished attack) nor its complete preview exists. (A session that opens
+    a run of its own does not wait for it: :func:`needs_preparation`.)"""
+    if os.environ.get(_ENV_RUN, "").strip():
+        return False
+    return not (_has_results(_demo_dir()) or run_status(_first_start().demo_preview_run_dir()) == "complete")
+
+
+@contextlib.asynccontextmanager
+async def server_lifespan(app: Any) -> AsyncIterator[None]:
+    """The server's start-up (``st.App(lifespan=...)`` in app.py): on a first start, the preview job
+    (:func:`start_preview_job`) and the pages' imports begin before any browser has connected.
+    Any failure here is left to the first session, which reports it."""
+    from .preimport import start_preimport
+
+    try:
+        if first_start_pending():
+            start_preview_job()
+    except Exception:  # noqa: BLE001 - the first session shows the error (prepare_demo)
+        pass
+    start_preimport()
+    yield
+    # the server is stopping (SIGTERM, Ctrl-C): end the background work now, while the process
+    # still runs its Python code (uvicorn then re-raises the signal, and no atexit handler runs)
+    from . import shutdown
+
+    shutdown.stop_all()
 
 
 def needs_preparation() -> bool:

@@ -12,6 +12,7 @@ __all__ = [
     "UnknownNameError",
     "EmptyInputError",
     "ModelLoadError",
+    "TracedExportError",
     "ModelKindError",
     "DataLoadError",
     "RunError",
@@ -41,6 +42,12 @@ class EmptyInputError(LdminvError):
 
 class ModelLoadError(LdminvError):
     """A model folder or hub id cannot be loaded as a latent diffusion model."""
+
+
+class TracedExportError(ModelLoadError):
+    """A model's TorchScript export (:mod:`ldminv_core.models.traced`) cannot stand for the model:
+    missing, of another format, out of date with the model's files, or asked for what it lacks
+    (the decoder)."""
 
 
 class ModelKindError(LdminvError):

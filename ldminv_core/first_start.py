@@ -49,7 +49,7 @@ PREVIEW_EVERY = 10
 def preview_timesteps() -> list[int]:
     """The preview's timesteps: every :data:`PREVIEW_EVERY`-th of the demo's grid (read from
     :data:`ldminv_core.demo.DEMO_ANALYZE_DEFAULTS` when asked)."""
-    from ldminv_core.attacks.timesteps import parse_timesteps
+    from ldminv_core.timestep_spec import parse_timesteps
 
     return parse_timesteps(str(_demo.DEMO_ANALYZE_DEFAULTS["timesteps"]))[::PREVIEW_EVERY]
 
@@ -98,7 +98,7 @@ def demo_config(out: str | Path | None = None, *, device: str = "auto"):
 
 def preview_description() -> str:
     """What the preview is, in one sentence, for the banner of every page that shows it."""
-    from ldminv_core.attacks.timesteps import parse_timesteps
+    from ldminv_core.timestep_spec import parse_timesteps
 
     shown = preview_timesteps()
     full = parse_timesteps(str(_demo.DEMO_ANALYZE_DEFAULTS["timesteps"]))

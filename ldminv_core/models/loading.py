@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
-from ..errors import ModelLoadError, ShapeError
+from ..errors import ModelLoadError, ShapeError, TracedExportError
 from .lora_files import check_lora
 from .families import Family, TextPart, detect_family
 from .noise_prediction import NoisePrediction
@@ -122,8 +122,6 @@ class LoadedModel:
         from ..geometry.tangents import VaeDecoder
 
         if self.export is not None:
-            from .traced import TracedExportError
-
             raise TracedExportError(f"{self.export.get('folder')}: a model loaded from its TorchScript export has "
                                     "no decoder; load the diffusers model to decode latents or compute the geometry")
         return VaeDecoder(self.vae, scaling_factor=self.scaling_factor, shift_factor=self.shift_factor)

@@ -40,7 +40,7 @@ from typing import Any, Sequence
 
 import torch
 
-from ..errors import ModelLoadError
+from ..errors import TracedExportError
 from .noise_prediction import NoisePrediction
 
 __all__ = ["EXPORT_FORMAT", "EXPORT_ATOL", "TracedExportError", "TracedNoisePredictor", "export_traced",
@@ -54,10 +54,6 @@ _UNET_FILE = "unet.pt"
 _ENCODER_FILE = "vae_encoder.pt"
 #: The parts of a model folder whose files an export is tied to.
 _PARTS = ("unet", "vae", "scheduler")
-
-
-class TracedExportError(ModelLoadError):
-    """An export cannot stand for the model: missing, of another format, or out of date."""
 
 
 def _sha256(path: Path) -> str:

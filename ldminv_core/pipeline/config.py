@@ -13,6 +13,7 @@ import numpy as np
 from .._validation import describe
 from ..choices import PRESETS, PROBES_AUTO
 from ..errors import LdminvError, UnknownNameError
+from ..timestep_spec import parse_timesteps
 from ldminv_core.data.safe_files import display_name
 
 
@@ -192,7 +193,7 @@ def _normalize_attacks(value: Any) -> tuple[str, ...]:
 
 def _normalize_timesteps(value: Any) -> list[int]:
     if isinstance(value, str):
-        return _attack_module().parse_timesteps(value)
+        return parse_timesteps(value)
     expected = "a spec like '0:300:10' or a list of integers"
     if isinstance(value, (bytes, dict, set)) or not isinstance(value, (list, tuple, range, np.ndarray)):
         raise LdminvError(f"timesteps: expected {expected}, got {describe(value)}")
@@ -203,7 +204,7 @@ def _normalize_timesteps(value: Any) -> list[int]:
                 f"timesteps: expected integers (no fractions, no booleans), got {describe(t)} in {list(value)!r}"
             )
         ts.append(int(t))
-    return _attack_module().parse_timesteps(",".join(map(str, ts))) if ts else _attack_module().parse_timesteps("")
+    return parse_timesteps(",".join(map(str, ts))) if ts else parse_timesteps("")
 
 
 def _model_ref(model: Any) -> str:

@@ -2,9 +2,10 @@
 
 The server starts on an empty LDMINV_HOME, so opening the app starts the demo analysis in a
 background thread (torch). As soon as the page shows the analysis' progress, the server gets
-SIGTERM (what a service manager or ``kill`` sends; Ctrl-C's SIGINT goes to the same Streamlit
-handler). The process must wait for the analysis to stop after its batch and exit with code 0,
-without "terminate called without an active exception" (the C++ runtime aborting when a daemon
+SIGTERM (what a service manager or ``kill`` sends). The server (``st.App`` under uvicorn, see
+app.py) shuts down gracefully: its start-up's exit stops the background work, which must stop after
+its batch; uvicorn then re-raises the signal, so the process ends "terminated by SIGTERM" (what a
+service manager counts as a clean stop; Ctrl-C ends it with code 0), without "terminate called without an active exception" (the C++ runtime aborting when a daemon
 thread is still inside torch at interpreter exit) and without a traceback; the run folder is left
 unfinished (resumable), not locked.
 """
@@ -74,7 +75,7 @@ def test_sigterm_during_the_demo_analysis_exits_cleanly(tmp_path):
     stderr = err_path.read_text()
     assert "terminate called" not in stderr, stderr
     assert "Traceback" not in stderr, stderr
-    assert rc == 0, f"exit code {rc}:\n{stderr}"
+    assert rc in (0, -signal.SIGTERM), f"exit code {rc}:\n{stderr}"
     assert "still running after" not in stderr, stderr
     # the first start's analysis (the preview, in a process of its own) was stopped with the server:
     # its folder is resumable (or complete, had it just landed), no writer is left, and no process of

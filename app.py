@@ -21,7 +21,7 @@ from pathlib import Path
 import streamlit as st
 
 from ldminv_app import startup
-from ldminv_app.preimport import start_preimport
+from ldminv_app.preimport import first_page_drawn, start_preimport
 
 _HERE = Path(__file__).resolve().parent
 
@@ -53,6 +53,7 @@ def main() -> None:
         pages.append(st.Page("pages/export.py", title="Export", icon=":material/download:"))
     # Every page renders the shared frame (start-up run, sidebar) itself: ldminv_app.frame.page_frame.
     st.navigation(pages).run()
+    first_page_drawn()  # what the first page did not need (torch) is imported from now on
 
 
 if __name__ == "__main__":  # a session's script run

@@ -1,9 +1,14 @@
-"""The modules every page needs, imported once per server in a background thread.
+"""The modules the pages need, imported once per server in a background thread.
 
-The evaluation layer, the views and their figures, then torch (the geometry and reconstruction
-views): started by the server's start-up (:func:`ldminv_app.startup.server_lifespan`) or by the
-first session, whichever comes first, so that no page waits for them. On a first start they
-overlap the preview's own process.
+Two groups, in one thread:
+
+1. :data:`PREIMPORT`, what every page needs (the evaluation layer, the views and their figures):
+   started by the server's start-up (:func:`ldminv_app.startup.server_lifespan`) or by the first
+   session, whichever comes first, so that no page waits for them; on a first start they overlap
+   the preview's own process;
+2. :data:`AFTER_FIRST_PAGE`, torch (the geometry and reconstruction views): only once a page has
+   been drawn (:func:`first_page_drawn`, called by app.py after each page). Importing torch holds
+   the interpreter lock for seconds, which the first page's script would otherwise wait for.
 """
 from __future__ import annotations
 
@@ -12,34 +17,56 @@ import threading
 
 from . import shutdown
 
-__all__ = ["PREIMPORT", "start_preimport"]
+__all__ = ["PREIMPORT", "AFTER_FIRST_PAGE", "start_preimport", "first_page_drawn"]
 
 PREIMPORT = ("ldminv_core.evaluation", "ldminv_app.frame", "ldminv_app.findings_view", "ldminv_app.cards",
              "ldminv_app.agreement_view", "ldminv_app.exposure_view", "ldminv_app.lazy", "ldminv_app.figures",
-             "plotly.graph_objects",
-             "ldminv_core.geometry")
+             "plotly.graph_objects")
+AFTER_FIRST_PAGE = ("ldminv_core.geometry",)
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
+_page_drawn = threading.Event()
+_stopping = threading.Event()
+
+
+def _import_all(names: tuple[str, ...]) -> None:
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - the page that needs it reports the error
+            pass
+
+
+def _work() -> None:
+    # at normal priority: a thread the OS has put aside while it holds the interpreter lock would
+    # stall the page scripts waiting for that lock (the preview runs in its own process)
+    _import_all(PREIMPORT)
+    _page_drawn.wait()
+    if not _stopping.is_set():
+        _import_all(AFTER_FIRST_PAGE)
+
+
+def _stop() -> None:
+    """The server is stopping: skip what is not imported yet."""
+    _stopping.set()
+    _page_drawn.set()
 
 
 def start_preimport() -> threading.Thread:
-    """The thread importing :data:`PREIMPORT` (started on the first call of this process)."""
+    """The thread importing :data:`PREIMPORT`, then :data:`AFTER_FIRST_PAGE` once a page has
+    been drawn (started on the first call of this process)."""
     global _thread
     with _lock:
-        if _thread is not None:
-            return _thread
-
-        def work() -> None:
-            # at normal priority: a thread the OS has put aside while it holds the interpreter lock
-            # would stall the page scripts waiting for that lock (the preview runs in its own process)
-            for name in PREIMPORT:
-                try:
-                    importlib.import_module(name)
-                except Exception:  # noqa: BLE001 - the page that needs it reports the error
-                    pass
-
-        _thread = threading.Thread(target=work, name="ldminv-preimport", daemon=True)
-        _thread.start()
-        shutdown.register_thread(_thread, "the import of torch")  # a stop mid-import must not abort the process
+        if _thread is None:
+            _thread = threading.Thread(target=_work, name="ldminv-preimport", daemon=True)
+            _thread.start()
+            # a stop mid-import must not abort the process; a server stopped before any page was
+            # drawn ends the thread without importing torch
+            shutdown.register_thread(_thread, "the import of torch", stop=_stop)
         return _thread
+
+
+def first_page_drawn() -> None:
+    """A page has been drawn: the imports it did not need may begin."""
+    _page_drawn.set()

@@ -17,7 +17,7 @@ Two parts, in one run:
 Prints a table and writes ``benchmarks/cold_start.json`` (with the load average at the start and the
 end of each part). Usage (from the repository root)::
 
-    python benchmarks/bench_cold_start.py [--starts 3] [--repeats 3] [--out PATH]
+    python benchmarks/bench_cold_start.py [--starts 3] [--repeats 3] [--out PATH] [--first-number-only]
 
 Chromium must be at /usr/bin/chromium (never downloaded).
 """
@@ -101,7 +101,7 @@ class StagePoller:
         return dict(sorted(self.marks.items(), key=lambda kv: kv[1]))
 
 
-def one_start(timeout_s: float) -> dict:
+def one_start(timeout_s: float, *, first_number_only: bool = False) -> dict:
     """One first start on a fresh LDMINV_HOME; the marks in seconds from ``streamlit run``."""
     from playwright.sync_api import sync_playwright
 
@@ -127,8 +127,9 @@ def one_start(timeout_s: float) -> dict:
             marks["first number on screen (preview)"] = round(time.perf_counter() - t0, 2)
             record["first_number_from_browser_open_s"] = round(time.perf_counter() - t_goto, 2)
             record["load_average_at_first_number"] = loadavg()
-            page.get_by_test_id("stAlert").filter(has_text="Partial run").first.wait_for(timeout=timeout_s * 1000)
-            marks["page switched to the demo run"] = round(time.perf_counter() - t0, 2)
+            if not first_number_only:
+                page.get_by_test_id("stAlert").filter(has_text="Partial run").first.wait_for(timeout=timeout_s * 1000)
+                marks["page switched to the demo run"] = round(time.perf_counter() - t0, 2)
             browser.close()
     finally:
         stop_server(proc)  # and the demo's process, if left behind
@@ -168,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=600)
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--first-number-only", action="store_true",
+                    help="stop each start at the first number (do not wait for the demo run)")
     args = ap.parse_args(argv)
     result: dict = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpu_count": os.cpu_count(),
                     "load_average_before_imports": loadavg()}
     result["imports"] = time_imports(args.repeats)
-    result["starts"] = [one_start(args.timeout) for _ in range(args.starts)]
+    result["starts"] = [one_start(args.timeout, first_number_only=args.first_number_only)
+                        for _ in range(args.starts)]
     firsts = [s["marks_s"]["first number on screen (preview)"] for s in result["starts"]]
     result["first_number_s"] = {"median": round(statistics.median(firsts), 2), "all": firsts,
                                 "counted_from": "streamlit run (server start)"}

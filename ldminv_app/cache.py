@@ -333,7 +333,9 @@ def warm_controls(run: Run, attack: str, drop: float | None, t_index: int, *, pr
         drops = (None, drop) if name == "honest" else (drop if drop is not None else 40.0,)
         for p in drops:
             tasks.append((("page", key, attack, name, p), lambda e=e, p=p: (_page_parts(e, p, t_index), e.result(p))))
-    warmer().submit(tasks)
+    # behind the neighbouring drops the page queued just before (the next slider step is the likelier
+    # move); a newer call replaces these tasks when they have not started (the drop moved on)
+    warmer().submit(tasks, front=False, group=("controls", key, attack))
 
 
 def baseline_scores(run: Run, attack: str, *, protocol: str, folds: int) -> np.ndarray:

@@ -1,5 +1,5 @@
-"""Built figures, remembered by what they were built from: a chart whose inputs have not changed
-since it was last drawn (a control moved back, a page visited again, a rerun that changes other
+"""Built figures, remembered by what they were built from: a chart whose inputs have not
+changed since it was last drawn (a control moved back, a page visited again, a rerun that changes other
 parts of the page) is not built again.
 
 :func:`figure` calls a builder of :mod:`ldminv_app.figures` with its arguments, or returns the

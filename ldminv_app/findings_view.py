@@ -101,7 +101,8 @@ def shift_check(p: FindingsPage) -> None:
             everything = blind.group("all")
             chart_col, num_col = st.columns([3, 2])
             chart_col.plotly_chart(
-                figure_memo.figure(figures.blind_group_aurocs, [g.group for g in groups], auroc=[g.auroc for g in groups], ci=[g.ci["auroc"] for g in groups],
+                figure_memo.figure(
+                    figures.blind_group_aurocs, [g.group for g in groups], auroc=[g.auroc for g in groups], ci=[g.ci["auroc"] for g in groups],
                     verdicts=[g.verdict for g in groups], n_features=[g.n_features for g in groups],
                     height=380,
                     title=f"Blind AUROC per feature group ({proto.name} protocol)<br><sup>files only, never the "
@@ -176,7 +177,8 @@ def headline_roc(p: FindingsPage, roc_col) -> None:
                  n_negatives=run.n_heldout, n_positives=run.n_members))
     roc, _ = baseline_curves(ev)  # the evaluation layer's points, the blind baseline's beside
     roc_col.plotly_chart(
-        figure_memo.figure(figures.roc_curves, roc, log_scale=True, height=300, dashed=(BLIND_CURVE,), max_points=ROC_POINTS,
+        figure_memo.figure(
+            figures.roc_curves, roc, log_scale=True, height=300, dashed=(BLIND_CURVE,), max_points=ROC_POINTS,
                            title=f"{attack_label(attack)} baseline ROC, log-log ({proto.name}, "
                                  f"{metric_t_text(base, 'auroc')})", **axes),
         key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),
@@ -362,7 +364,8 @@ def attack_overview(p: FindingsPage) -> None:
             row["realised FPR"] = arm.realised_fpr_at_1fpr
         rows.append(row)
     st.plotly_chart(
-        figure_memo.figure(figures.attack_overview, names, auroc=np.array(auroc), auroc_ci=auroc_ci, tpr=np.array(tpr), tpr_ci=tpr_ci,
+        figure_memo.figure(
+            figures.attack_overview, names, auroc=np.array(auroc), auroc_ci=auroc_ci, tpr=np.array(tpr), tpr_ci=tpr_ci,
                                 title=f"Baseline AUROC and TPR@1%FPR of every attack ({proto.name} protocol)"),
         key="findings_overview", config=figures.plotly_config("ldminv-attacks-overview"),
     )

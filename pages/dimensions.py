@@ -173,12 +173,14 @@ with notices.guard("The Dimensions page failed"):
     mean_map = by_coord["influence_mean"].to_numpy().reshape(run.latent_shape)
     auroc_map = by_coord["auroc"].to_numpy().reshape(run.latent_shape)
     st.plotly_chart(
-        figure_memo.figure(figures.channel_heatmaps, mean_map, title="Mean influence over samples", highlight=highlight),
+        figure_memo.figure(
+            figures.channel_heatmaps, mean_map, title="Mean influence over samples", highlight=highlight),
         key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
         config=figures.plotly_config(f"ldminv-mean-influence-{Path(run.path).name}"),
     )
     st.plotly_chart(
-        figure_memo.figure(figures.channel_heatmaps, auroc_map, title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
+        figure_memo.figure(
+            figures.channel_heatmaps, auroc_map, title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
             colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
         ),
         key="dim_auroc_heatmap", theme=None,

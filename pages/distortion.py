@@ -72,7 +72,8 @@ with notices.guard("The Distortion page failed"):
         )
     if ev.maskable and len(ev.timesteps) > 1:
         st.plotly_chart(
-            figure_memo.figure(figures.quartile_auroc_vs_timestep, run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
+            figure_memo.figure(
+                figures.quartile_auroc_vs_timestep, run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
                 title=f"{attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
             ),
             key="dist_quartile_t",
@@ -84,7 +85,8 @@ with notices.guard("The Distortion page failed"):
     paper = proto.name == "paper"
     roc_col, roc_text = st.columns([3, 2])
     roc_col.plotly_chart(
-        figure_memo.figure(figures.roc_curves, roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
+        figure_memo.figure(
+            figures.roc_curves, roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
                            title=f"{attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
                                  f"protocol, {cards.metric_t_text(base, 'auroc')}</sup>",
                            **roc_view.axis_titles(paper)),
@@ -191,11 +193,13 @@ with notices.guard("The Distortion page failed"):
 
                 heat = influence_heatmap(sample_influence, size=image.shape[:2], reduce=reduce)
                 st.plotly_chart(
-                    figure_memo.figure(figures.image_with_heatmap, image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
+                    figure_memo.figure(
+                        figures.image_with_heatmap, image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
                     key="dist_overlay", theme=None,  # Streamlit's theme would replace the colour scale
                 )
         st.plotly_chart(
-            figure_memo.figure(figures.channel_heatmaps, sample_influence, title=f"Influence per latent channel, sample #{index}"),
+            figure_memo.figure(
+                figures.channel_heatmaps, sample_influence, title=f"Influence per latent channel, sample #{index}"),
             key="dist_channels", theme=None,
         )
         st.caption(f"{paths[index]}")

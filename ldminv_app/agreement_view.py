@@ -18,7 +18,6 @@ from ldminv_core.runs import Run
 
 from . import cache, lazy, state
 from .agreement_tables import counts_table, flag_words, pair_table, who_flags_table
-from .images import png_data_uri
 
 __all__ = ["load", "job", "section", "draw", "WHO_FLAGS_ROWS", "THUMB_SIZE"]
 
@@ -63,8 +62,7 @@ def job(run: Run) -> tuple[tuple, object]:
 
 
 def _thumb(path: str) -> str | None:
-    image = cache.thumbnail(path, size=THUMB_SIZE)
-    return None if image is None else png_data_uri(image)
+    return cache.thumbnail_uri(path, size=THUMB_SIZE)
 
 
 def section(run: Run) -> None:

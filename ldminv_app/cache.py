@@ -32,7 +32,7 @@ from ldminv_core.evaluation.grids import grid_cache_dir
 from ldminv_core.runs import Run
 from ldminv_core.evaluation.pair_shift import heldout_member_shift
 
-from .images import load_display_image, load_thumbnail, to_rgb_uint8
+from .images import load_display_image, load_thumbnail, png_data_uri, to_rgb_uint8
 from . import shutdown
 from .jobs import AnalysisJob
 from .job_registry import JobRegistry, registry
@@ -53,6 +53,7 @@ __all__ = [
     "best_t_index",
     "dimension_table",
     "thumbnail",
+    "thumbnail_uri",
     "display_image",
     "reconstruction",
     "job_registry",
@@ -332,7 +333,9 @@ def warm_controls(run: Run, attack: str, drop: float | None, t_index: int, *, pr
         drops = (None, drop) if name == "honest" else (drop if drop is not None else 40.0,)
         for p in drops:
             tasks.append((("page", key, attack, name, p), lambda e=e, p=p: (_page_parts(e, p, t_index), e.result(p))))
-    warmer().submit(tasks)
+    # behind the neighbouring drops the page queued just before (the next slider step is the likelier
+    # move); a newer call replaces these tasks when they have not started (the drop moved on)
+    warmer().submit(tasks, front=False, group=("controls", key, attack))
 
 
 def baseline_scores(run: Run, attack: str, *, protocol: str, folds: int) -> np.ndarray:
@@ -429,6 +432,18 @@ def thumbnail(path: str, *, size: int = 96) -> np.ndarray | None:
     return _thumbnail(str(path), _file_stamp(str(path)), int(size))
 
 
+@functools.lru_cache(maxsize=4096)
+def _thumbnail_uri(path: str, stamp: int, size: int) -> str | None:
+    image = _thumbnail(path, stamp, size)
+    return None if image is None else png_data_uri(image)
+
+
+def thumbnail_uri(path: str, *, size: int = 96) -> str | None:
+    """The thumbnail of :func:`thumbnail` as a PNG data URI (for an image column), or None when
+    unreadable; encoded once per file version and size (a table of thumbnails redraws at once)."""
+    return _thumbnail_uri(str(path), _file_stamp(str(path)), int(size))
+
+
 @st.cache_data(max_entries=256, show_spinner=False)
 def _display_image(path: str, stamp: int, resolution: int, channels: int) -> np.ndarray | None:
     return load_display_image(path, resolution=resolution, channels=channels)
@@ -470,3 +485,4 @@ def clear_run_caches() -> None:
         fn.clear()
     for fn in (_reconstruction,):
         fn.clear()
+    _thumbnail_uri.cache_clear()

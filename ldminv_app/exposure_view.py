@@ -20,7 +20,6 @@ from ldminv_core.runs import Run
 
 from . import cache, lazy, state
 from .html_report.csv_export import exposure_csv, exposure_table
-from .images import png_data_uri
 
 __all__ = ["load", "job", "section", "draw", "EXPOSURE_ROWS", "THUMB_SIZE"]
 
@@ -67,8 +66,7 @@ def job(run: Run, attack: str) -> tuple[tuple, object]:
 
 
 def _thumb(path: str) -> str | None:
-    image = cache.thumbnail(path, size=THUMB_SIZE)
-    return None if image is None else png_data_uri(image)
+    return cache.thumbnail_uri(path, size=THUMB_SIZE)
 
 
 def _scope(lst: ExposureList) -> str:

@@ -17,7 +17,7 @@ from ldminv_core.formatting import format_rate_ci
 from ldminv_core.evaluation import (BLIND_GROUP_WORDS, finding_title, fpr_support, shift_advice, shift_headline,
                                     tiny_note, verdict_words)
 
-from . import cache, figures, state
+from . import cache, figure_memo, figures, state
 from .banners import pending_text
 from .blind import BLIND_CURVE, blind_result
 from .cards import (arm_metric_caption, arm_t_cell, auroc_note, below_chance_captions, finding_card,
@@ -101,8 +101,8 @@ def shift_check(p: FindingsPage) -> None:
             everything = blind.group("all")
             chart_col, num_col = st.columns([3, 2])
             chart_col.plotly_chart(
-                figures.blind_group_aurocs(
-                    [g.group for g in groups], auroc=[g.auroc for g in groups], ci=[g.ci["auroc"] for g in groups],
+                figure_memo.figure(
+                    figures.blind_group_aurocs, [g.group for g in groups], auroc=[g.auroc for g in groups], ci=[g.ci["auroc"] for g in groups],
                     verdicts=[g.verdict for g in groups], n_features=[g.n_features for g in groups],
                     height=380,
                     title=f"Blind AUROC per feature group ({proto.name} protocol)<br><sup>files only, never the "
@@ -177,7 +177,8 @@ def headline_roc(p: FindingsPage, roc_col) -> None:
                  n_negatives=run.n_heldout, n_positives=run.n_members))
     roc, _ = baseline_curves(ev)  # the evaluation layer's points, the blind baseline's beside
     roc_col.plotly_chart(
-        figures.roc_curves(roc, log_scale=True, height=300, dashed=(BLIND_CURVE,), max_points=ROC_POINTS,
+        figure_memo.figure(
+            figures.roc_curves, roc, log_scale=True, height=300, dashed=(BLIND_CURVE,), max_points=ROC_POINTS,
                            title=f"{attack_label(attack)} baseline ROC, log-log ({proto.name}, "
                                  f"{metric_t_text(base, 'auroc')})", **axes),
         key="findings_roc", config=figures.plotly_config(f"ldminv-{attack}-roc"),
@@ -194,8 +195,7 @@ def _quartile_chart(p: FindingsPage):
     qs = res.quartiles
     where = ("each quartile at its own best t (paper)" if proto.name == "paper"
              else f"{proto.name} protocol, {arm_t_cell(base)}")
-    return figures.quartile_auroc_bars(
-        [q.auroc for q in qs], ci=[q.auroc_ci for q in qs],
+    return figure_memo.figure(figures.quartile_auroc_bars, [q.auroc for q in qs], ci=[q.auroc_ci for q in qs],
         edges=[qs[0].log_volume_min] + [q.log_volume_max for q in qs], counts=[q.n for q in qs],
         title=f"Baseline AUROC by distortion quartile<br><sup>{where}; error bars: 95% CI</sup>",
     )
@@ -205,8 +205,7 @@ def _drop_chart(p: FindingsPage):
     ev, proto, honest, res = p.ev, p.proto, p.honest, p.res
     curves = ev.drop_curves(ev.headline_t_index())
     scope = "all samples, in-sample (descriptive)" if honest else f"all samples, {proto.name} convention"
-    return figures.drop_curves_with_bands(
-        curves.percents, masked=curves.masked["auroc"],
+    return figure_memo.figure(figures.drop_curves_with_bands, curves.percents, masked=curves.masked["auroc"],
         masked_band=(curves.masked_lo["auroc"], curves.masked_hi["auroc"]),
         random_mean=curves.random_mean["auroc"],
         random_band=(curves.random_lo["auroc"], curves.random_hi["auroc"]),
@@ -365,7 +364,8 @@ def attack_overview(p: FindingsPage) -> None:
             row["realised FPR"] = arm.realised_fpr_at_1fpr
         rows.append(row)
     st.plotly_chart(
-        figures.attack_overview(names, auroc=np.array(auroc), auroc_ci=auroc_ci, tpr=np.array(tpr), tpr_ci=tpr_ci,
+        figure_memo.figure(
+            figures.attack_overview, names, auroc=np.array(auroc), auroc_ci=auroc_ci, tpr=np.array(tpr), tpr_ci=tpr_ci,
                                 title=f"Baseline AUROC and TPR@1%FPR of every attack ({proto.name} protocol)"),
         key="findings_overview", config=figures.plotly_config("ldminv-attacks-overview"),
     )

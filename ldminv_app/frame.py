@@ -35,20 +35,21 @@ def _use_app_navigation() -> None:
         st.rerun()
 
 
-def page_frame(*, needs_run: bool = True) -> Run | None:
+def page_frame(*, needs_run: bool = True, uses_timestep: bool = True) -> Run | None:
     """What every page shows around its content; call it first in each page script.
 
     Initialises the session state, opens the start-up run (LDMINV_RUN, else the cached demo),
     renders the sidebar (active run, shared attack and timestep) and any pending message.
     Each page renders the frame itself, so a page script also works on its own. When the page
     ``needs_run`` and none is open: computes the demo (progress bar) if it is pending, else
-    explains where to get a run; then stops the script.
+    explains where to get a run; then stops the script. ``uses_timestep`` False: nothing on the
+    page depends on the sidebar's timestep, whose slider then reruns only itself.
     """
     _use_app_navigation()
     state.init_state()
     run = startup_run()
     with st.sidebar, guard("The sidebar failed"):
-        render_sidebar(run)
+        render_sidebar(run, uses_timestep=uses_timestep)
     show_notice()
     if run is not None:
         preview_banner(run)

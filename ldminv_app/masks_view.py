@@ -17,7 +17,7 @@ from ldminv_core import masks
 from ldminv_core.evaluation.wording import low_fpr_cautions
 from ldminv_core.formatting import format_rate
 
-from . import cache, figures, html_report, state
+from . import cache, figure_memo, figures, html_report, state
 from .cards import METRIC_LABELS, arm_metric_caption, arm_t_cell, below_chance_captions, finding_card, metric_t_text
 from .blind import BLIND_CURVE, shift_note
 from .roc_view import arm_curves, axis_titles
@@ -80,10 +80,12 @@ def roc_panel(ev: Evaluation, run: Run, scores: dict, arms: dict) -> None:
     n_neg, n_pos = (run.n_members, run.n_heldout) if paper else (run.n_heldout, run.n_members)
     r1, r2 = st.columns(2)
     dashed = (BLIND_CURVE,)
-    r1.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, title=f"ROC {note}", max_points=ROC_POINTS,
+    r1.plotly_chart(figure_memo.figure(
+        figures.roc_curves, curves, aurocs=aurocs, title=f"ROC {note}", max_points=ROC_POINTS,
                                        dashed=dashed, **axes),
                     key="masks_roc_lin")
-    r2.plotly_chart(figures.roc_curves(curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
+    r2.plotly_chart(figure_memo.figure(
+        figures.roc_curves, curves, aurocs=aurocs, log_scale=True, title=f"ROC, log-log {note}",
                                        max_points=ROC_POINTS, n_negatives=n_neg, n_positives=n_pos, dashed=dashed,
                                        **axes),
                     key="masks_roc_log")
@@ -293,8 +295,8 @@ def drop_charts(ev: Evaluation, t_index: int, current: float | None, honest: boo
     p1, p2 = st.columns(2)
     for col, m, name in ((p1, "auroc", "AUROC"), (p2, "tpr_at_1fpr", "TPR@1%FPR")):
         col.plotly_chart(
-            figures.drop_curves_with_bands(
-                curves.percents, masked=curves.masked[m], masked_band=(curves.masked_lo[m], curves.masked_hi[m]),
+            figure_memo.figure(
+                figures.drop_curves_with_bands, curves.percents, masked=curves.masked[m], masked_band=(curves.masked_lo[m], curves.masked_hi[m]),
                 random_mean=curves.random_mean[m], random_band=(curves.random_lo[m], curves.random_hi[m]),
                 baseline=curves.baseline[m], baseline_ci=curves.baseline_ci[m], n_seeds=len(curves.seeds),
                 n_boot=curves.n_boot,
@@ -314,7 +316,8 @@ def timestep_charts(ev: Evaluation, timesteps: list[int], t_index: int, drop: in
     q1, q2 = st.columns(2)
     for col, m, name in ((q1, "auroc", "AUROC"), (q2, "tpr_at_1fpr", "TPR@1%FPR")):
         col.plotly_chart(
-            figures.metric_vs_timestep(timesteps, {"baseline": base_t[m], "masked": masked_t[m]}, ylabel=name,
+            figure_memo.figure(
+                figures.metric_vs_timestep, timesteps, {"baseline": base_t[m], "masked": masked_t[m]}, ylabel=name,
                                        selected_t=timesteps[t_index],
                                        title=f"{name} vs timestep (drop {drop} %, all samples)"),
             key=f"masks_t_{m}",

@@ -87,8 +87,9 @@ def path_html(path: Any, *, keep: int = 2, max_chars: int = 40) -> str:
             f'overflow-wrap: anywhere">{body}</code>')
 
 
-def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
-    """The active run's summary and the shared attack and timestep selectors.
+def render_sidebar(run: Run | None, *, uses_timestep: bool = True) -> tuple[str | None, int | None]:
+    """The active run's summary and the shared attack and timestep selectors (``uses_timestep``
+    False: the page shows nothing at the sidebar's t, and the slider reruns only itself).
 
     Returns (attack, t_index) in use, (None, None) without a run.
     """
@@ -118,5 +119,5 @@ def render_sidebar(run: Run | None) -> tuple[str | None, int | None]:
         live_analysis_status(run)
         protocol_selector()
         attack = attack_selector(run, key="sidebar_attack")
-        t_index = timestep_selector(run, attack)
+        t_index = timestep_selector(run, attack, reruns_page=uses_timestep)
         return attack, t_index

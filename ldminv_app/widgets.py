@@ -44,8 +44,26 @@ def _sync_t(run: Run, attack: str, key: str) -> None:
     state.set_timestep(run, attack, st.session_state[key])
 
 
-def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", container: Any = None) -> int | None:
-    """A select-slider bound to the shared timestep of ``attack``; returns the t index."""
+def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", container: Any = None,
+                      reruns_page: bool = True) -> int | None:
+    """A select-slider bound to the shared timestep of ``attack``; returns the t index.
+
+    ``reruns_page`` False (a page that shows nothing at the sidebar's t, as the Findings page): the
+    slider and its caption are a fragment of their own, so moving it reruns them alone."""
+    if reruns_page or container is not None:
+        return _timestep_widgets(run, attack, key=key, container=container)
+    t_index = state.current_t_index(run, attack)
+
+    @st.fragment
+    def alone() -> None:
+        _timestep_widgets(run, attack, key=key, container=None)
+
+    alone()
+    return t_index
+
+
+def _timestep_widgets(run: Run, attack: str, *, key: str, container: Any) -> int | None:
+    """The slider and the caption of which t the protocol's numbers use; the t index."""
     where = container if container is not None else st
     t_index = state.current_t_index(run, attack)
     if t_index is None:

@@ -16,7 +16,7 @@ from ldminv_core.choices import attack_label
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation.pair_shift import shift_is_exact
 
-from ldminv_app import cache, figures, frame, notices, selections, state, tables
+from ldminv_app import cache, figure_memo, figures, frame, notices, selections, state, tables
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
@@ -173,18 +173,19 @@ with notices.guard("The Dimensions page failed"):
     mean_map = by_coord["influence_mean"].to_numpy().reshape(run.latent_shape)
     auroc_map = by_coord["auroc"].to_numpy().reshape(run.latent_shape)
     st.plotly_chart(
-        figures.channel_heatmaps(mean_map, title="Mean influence over samples", highlight=highlight),
+        figure_memo.figure(
+            figures.channel_heatmaps, mean_map, title="Mean influence over samples", highlight=highlight),
         key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
         config=figures.plotly_config(f"ldminv-mean-influence-{Path(run.path).name}"),
     )
     st.plotly_chart(
-        figures.channel_heatmaps(
-            auroc_map, title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
+        figure_memo.figure(
+            figures.channel_heatmaps, auroc_map, title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
             colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
         ),
         key="dim_auroc_heatmap", theme=None,
         config=figures.plotly_config(f"ldminv-coordinate-auroc-{attack_label(attack)}-t{t}-{Path(run.path).name}"),
     )
-    st.plotly_chart(figures.dimension_scatter(table), key="dim_scatter",
+    st.plotly_chart(figure_memo.figure(figures.dimension_scatter, table), key="dim_scatter",
                     config=figures.plotly_config(f"ldminv-influence-vs-auroc-{attack_label(attack)}-t{t}"))
     cache.warm_dimension_tables(run, attack, (t_index + 1, t_index - 1))  # the next timestep is a lookup

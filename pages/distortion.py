@@ -13,7 +13,7 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import quartile_edges, rank_of, verdict_words
 
-from ldminv_app import blind, cache, cards, distortion_view, figures, frame, notices, roc_view, state
+from ldminv_app import blind, cache, cards, distortion_view, figure_memo, figures, frame, notices, roc_view, state
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 
@@ -48,7 +48,7 @@ with notices.guard("The Distortion page failed"):
             "Plot", ["histogram", "violin"], default="histogram", key="dist_kind", required=True
         )
         st.plotly_chart(
-            figures.log_volume_distribution(log_volume, labels, kind=kind or "histogram"),
+            figure_memo.figure(figures.log_volume_distribution, log_volume, labels, kind=kind or "histogram"),
             key="dist_logvol",
         )
         gap = log_volume[labels == 1].mean() - log_volume[labels == 0].mean()
@@ -65,16 +65,15 @@ with notices.guard("The Distortion page failed"):
         # the timestep in use (descriptive); the finding above is at the protocol's t
         values, ci, where = distortion_view.quartile_bar_values(ev, run.timesteps(attack), t_index)
         st.plotly_chart(
-            figures.quartile_auroc_bars(
-                values, ci=ci, edges=edges, counts=counts,
+            figure_memo.figure(figures.quartile_auroc_bars, values, ci=ci, edges=edges, counts=counts,
                 title=f"{attack_label(attack)} AUROC by distortion quartile {where}",
             ),
             key="dist_quartile_bars",
         )
     if ev.maskable and len(ev.timesteps) > 1:
         st.plotly_chart(
-            figures.quartile_auroc_vs_timestep(
-                run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
+            figure_memo.figure(
+                figures.quartile_auroc_vs_timestep, run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
                 title=f"{attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
             ),
             key="dist_quartile_t",
@@ -86,7 +85,8 @@ with notices.guard("The Distortion page failed"):
     paper = proto.name == "paper"
     roc_col, roc_text = st.columns([3, 2])
     roc_col.plotly_chart(
-        figures.roc_curves(roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
+        figure_memo.figure(
+            figures.roc_curves, roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
                            title=f"{attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
                                  f"protocol, {cards.metric_t_text(base, 'auroc')}</sup>",
                            **roc_view.axis_titles(paper)),
@@ -193,11 +193,13 @@ with notices.guard("The Distortion page failed"):
 
                 heat = influence_heatmap(sample_influence, size=image.shape[:2], reduce=reduce)
                 st.plotly_chart(
-                    figures.image_with_heatmap(image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
+                    figure_memo.figure(
+                        figures.image_with_heatmap, image, heat, opacity=opacity, title=f"influence ({reduce} over channels)"),
                     key="dist_overlay", theme=None,  # Streamlit's theme would replace the colour scale
                 )
         st.plotly_chart(
-            figures.channel_heatmaps(sample_influence, title=f"Influence per latent channel, sample #{index}"),
+            figure_memo.figure(
+                figures.channel_heatmaps, sample_influence, title=f"Influence per latent channel, sample #{index}"),
             key="dist_channels", theme=None,
         )
         st.caption(f"{paths[index]}")

@@ -22,7 +22,7 @@ from ldminv_core.evaluation import findings_summary
 
 from ldminv_app import agreement_view, cards, exposure_view, findings_view, frame, lazy, notices, state
 
-run = frame.page_frame()
+run = frame.page_frame(uses_timestep=False)  # no Findings number depends on the sidebar's t
 
 with notices.guard("The Findings page failed"):
     attack = state.current_attack(run)

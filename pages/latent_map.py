@@ -16,7 +16,7 @@ from ldminv_core.pipeline.cost import format_duration
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import fpr_support
 
-from ldminv_app import cache, figures, frame, latent_view, notices, roc_view, selections, state
+from ldminv_app import cache, figure_memo, figures, frame, latent_view, notices, roc_view, selections, state
 
 #: Session-state key of the point selection: {resolved run path: sorted row indices}. Kept here
 #: (not only in the chart's widget state) because a new colouring is a new chart whose own
@@ -131,8 +131,7 @@ with notices.guard("The Latent map page failed"):
         st.session_state.setdefault(SELECTION, {})[run_id] = selected_rows(st.session_state.get(CHART_KEY), n)
 
     rows = [r for r in st.session_state[SELECTION].get(run_id, []) if 0 <= r < n]
-    fig = figures.latent_scatter(
-        xy,
+    fig = figure_memo.figure(figures.latent_scatter, xy,
         color,
         color_label=color_label,
         categorical=categorical,
@@ -182,7 +181,7 @@ with notices.guard("The Latent map page failed"):
         sel_labels = labels[rows]
         if 0 < sel_labels.sum() < len(rows):
             st.plotly_chart(
-                figures.roc_curves(roc_view.selection_curves(metric_scores, labels, rows),
+                figure_memo.figure(figures.roc_curves, roc_view.selection_curves(metric_scores, labels, rows),
                                    aurocs={"selection": sub["auroc"], "all": all_m["auroc"]},
                                    title=f"ROC of the selection ({attack_label(attack)})"),
                 key="umap_subset_roc", config=figures.plotly_config(f"ldminv-umap-selection-roc-{attack}"),

@@ -143,12 +143,13 @@ def _split_masks(labels: np.ndarray) -> dict[str, np.ndarray]:
 def _add_vline(fig: go.Figure, x: float | None, *, text: str, row=None, col=None) -> None:
     if x is None:
         return
-    kwargs = {} if row is None else {"row": row, "col": col}
-    fig.add_vline(
-        x=float(x),
-        line_dash="dot",
-        line_color="#555555",
-        annotation_text=text,
-        annotation_position="top",
-        **kwargs,
-    )
+    if row is None:
+        # the shape and annotation ``add_vline`` writes on a one-plot figure (the same JSON), without
+        # its search of the subplot grid (a quarter of the cost)
+        fig.add_shape(type="line", x0=float(x), x1=float(x), xref="x", y0=0, y1=1, yref="y domain",
+                      line=dict(color="#555555", dash="dot"))
+        fig.add_annotation(showarrow=False, text=text, x=float(x), xanchor="center", xref="x", y=1,
+                           yanchor="bottom", yref="y domain")
+        return
+    fig.add_vline(x=float(x), line_dash="dot", line_color="#555555", annotation_text=text,
+                  annotation_position="top", row=row, col=col)

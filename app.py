@@ -22,6 +22,7 @@ import streamlit as st
 
 from ldminv_app import startup
 from ldminv_app.preimport import first_page_drawn, start_preimport
+from ldminv_app.activity import page_running
 
 _HERE = Path(__file__).resolve().parent
 
@@ -52,7 +53,8 @@ def main() -> None:
     if (_HERE / "pages" / "export.py").is_file():
         pages.append(st.Page("pages/export.py", title="Export", icon=":material/download:"))
     # Every page renders the shared frame (start-up run, sidebar) itself: ldminv_app.frame.page_frame.
-    st.navigation(pages).run()
+    with page_running():  # no background warm-up task starts while the page is drawn
+        st.navigation(pages).run()
     first_page_drawn()  # what the first page did not need (torch) is imported from now on
 
 

@@ -251,20 +251,18 @@ _FIRST_OPEN_LOCK = threading.Lock()
 
 
 def _first_open_extras(run: Run, attack: str, ev: Evaluation, *, folds: int) -> None:
-    """Once per server, run and attack, after the grids: the Dimensions table at the headline
-    timestep (a few seconds for an SD-size run; saved next to the run, so the page opens at once
-    now and in later servers), then the other protocols' default views in the background."""
+    """Once per server, run and attack, after the grids, in the background: the Dimensions table at
+    the headline timestep (a few seconds for an SD-size run; saved next to the run, so the page
+    opens at once now and in later servers), then the other protocols' default views."""
     key = (*run_key(run.path), attack)
     with _FIRST_OPEN_LOCK:
         if key in _FIRST_OPEN:
             return
         _FIRST_OPEN.add(key)
     if run.is_maskable(attack) and run.has_geometry:
-        with st.spinner("Ranking the latent coordinates for the Dimensions page (once per run)…"):
-            try:
-                _dimension_table(*key[:2], attack, ev.headline_t_index())
-            except Exception:  # noqa: BLE001 - the Dimensions page reports it
-                pass
+        # first in the background queue, not before this page's numbers (the Dimensions page
+        # computes it itself if it is opened sooner)
+        warm_dimension_tables(run, attack, [ev.headline_t_index()])
     warm_run(run, attack, folds=folds)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -198,12 +199,24 @@ def _run(what: str, out: Any, *, progress, should_stop) -> Path:
                       niceness=DEMO_NICENESS if what == "demo" else 0)
 
 
+#: Longest wait (s) of the demo's process for the preview's first page to be drawn.
+DEMO_AFTER_FIRST_PAGE_S = 10.0
+
+
 def _in_process(what: str):
-    """The job target of ``what`` ("preview" or "demo"); the preview starts the demo when it is done."""
+    """The job target of ``what`` ("preview" or "demo"); the preview starts the demo when it is
+    done, once the first page has been drawn (its imports would compete with that page for the
+    CPU) or after :data:`DEMO_AFTER_FIRST_PAGE_S` seconds without one."""
     def target(config, *, progress, should_stop):
+        from .preimport import wait_first_page
+
         path = _run(what, config.out, progress=progress, should_stop=should_stop)
         if what == "preview":
-            start_demo_job()  # the demo follows at once, in its own process
+            deadline = time.monotonic() + DEMO_AFTER_FIRST_PAGE_S
+            while not wait_first_page(0.1) and time.monotonic() < deadline and not should_stop():
+                pass
+            if not should_stop():
+                start_demo_job()  # the demo follows, in its own process
         return path
     return target
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import streamlit as st
 
 from . import shutdown
+from .activity import pages_running
 
 if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
@@ -60,10 +61,12 @@ class Warmer:
 
     def _wait_quiet(self) -> None:
         while True:
+            if pages_running():  # a page script is running: it has the interpreter lock first
+                self._last_foreground = time.monotonic()
             left = self.QUIET_S - (time.monotonic() - self._last_foreground)
             if left <= 0:
                 return
-            time.sleep(min(left, 0.2))
+            time.sleep(min(left, 0.05))
 
     def submit(self, tasks: Iterable[tuple[object, Callable[[], object]]], *, front: bool = True,
                group: object | None = None) -> None:

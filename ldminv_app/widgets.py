@@ -13,6 +13,7 @@ from ldminv_core.choices import attack_label
 from ldminv_core.runs import Run
 
 from . import state
+from .activity import counts_as_page
 from .notices import show_error
 from .timestep_text import headline_t_caption, protocol_t_text, sidebar_t_agrees
 from .uploads import save_uploads, upload_digest
@@ -55,6 +56,7 @@ def timestep_selector(run: Run, attack: str, *, key: str = "sidebar_t", containe
     t_index = state.current_t_index(run, attack)
 
     @st.fragment
+    @counts_as_page
     def alone() -> None:
         _timestep_widgets(run, attack, key=key, container=None)
 

@@ -16,7 +16,7 @@ from ldminv_core.choices import attack_label
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation.pair_shift import shift_is_exact
 
-from ldminv_app import cache, figure_memo, figures, frame, notices, selections, state, tables
+from ldminv_app import activity, cache, figure_memo, figures, frame, notices, selections, state, tables
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
@@ -47,6 +47,8 @@ with notices.guard("The Dimensions page failed"):
     table = cache.dimension_table(run, attack, t_index)
 
     @st.fragment
+
+    @activity.counts_as_page
     def table_section(drawn: list[int]) -> None:
         """Filters, the table and the manual mask's controls: rerun alone when a filter or the table's
         selection changes; the whole page reruns when the manual mask changes (``drawn``: the

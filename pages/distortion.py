@@ -13,7 +13,8 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import quartile_edges, rank_of, verdict_words
 
-from ldminv_app import blind, cache, cards, distortion_view, figure_memo, figures, frame, notices, roc_view, state
+from ldminv_app import (activity, blind, cache, cards, distortion_view, figure_memo, figures, frame, notices, roc_view,
+                        state)
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 
@@ -42,6 +43,8 @@ with notices.guard("The Distortion page failed"):
     left, right = st.columns(2)
 
     @st.fragment
+
+    @activity.counts_as_page
     def distribution(log_volume: np.ndarray, labels: np.ndarray) -> None:
         """The plot-kind control and the distribution it draws (reruns alone)."""
         kind = st.segmented_control(
@@ -125,6 +128,8 @@ with notices.guard("The Distortion page failed"):
                     st.image(thumb, caption=caption)
 
     @st.fragment
+
+    @activity.counts_as_page
     def galleries() -> None:
         """The gallery size and the two galleries (reruns alone)."""
         with notices.guard("The galleries failed"):
@@ -140,6 +145,8 @@ with notices.guard("The Distortion page failed"):
     n = len(run)
 
     @st.fragment
+
+    @activity.counts_as_page
     def viewer() -> None:
         """The sample viewer's controls and what they show (reruns alone)."""
         with notices.guard("The sample viewer failed"):

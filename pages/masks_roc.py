@@ -18,7 +18,7 @@ import streamlit as st
 
 from ldminv_core.choices import attack_label
 
-from ldminv_app import cache, frame, masks_view, notices, state, timestep_text, widgets
+from ldminv_app import activity, cache, frame, masks_view, notices, state, timestep_text, widgets
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 
@@ -72,6 +72,8 @@ with notices.guard("The Masks & ROC page failed"):
             state.warm_controls(run, attack, p, t_index)
 
     @st.fragment
+
+    @activity.counts_as_page
     def masks_panel(run, attack: str, t_index: int, timesteps: list[int]) -> None:
         """The controls and everything they change: reruns alone when a control moves."""
         with notices.guard("The masks panel failed"):

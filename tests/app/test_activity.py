@@ -50,3 +50,16 @@ def test_torch_waits_for_a_drawn_page_and_quiet_pages(monkeypatch):
         assert imported == [preimport.PREIMPORT]  # a page is still running
     t.join(5.0)
     assert imported == [preimport.PREIMPORT, preimport.AFTER_FIRST_PAGE]
+
+
+def test_a_fragment_body_counts_as_a_page_run_and_keeps_its_name():
+    seen = []
+
+    @activity.counts_as_page
+    def body(x, *, y):
+        """doc"""
+        seen.append(activity.pages_running())
+        return x + y
+
+    assert body(1, y=2) == 3 and seen == [True] and not activity.pages_running()
+    assert body.__name__ == "body" and body.__doc__ == "doc"

@@ -331,9 +331,11 @@ def preview_banner(run: Any) -> None:
     first = _first_start()
     demo_dir = _demo_dir()
     export = (getattr(run, "settings", None) or {}).get("model_export")
-    how = (" The model ran as its TorchScript export (its files checked against the model's; its outputs "
-           f"equal the diffusers model's within {export['checked']['atol']:g}), which loads without diffusers."
-           if isinstance(export, dict) and isinstance(export.get("checked"), dict) else "")
+    how = ""
+    if isinstance(export, dict) and isinstance(export.get("checked"), dict):
+        atol = f"{export['checked']['atol']:.0e}".replace("e-0", "e-")  # 1e-5
+        how = (" The model ran as its TorchScript export (its files checked against the model's; its outputs "
+               f"equal the diffusers model's within {atol}), which loads without diffusers.")
     text = (f"**Quick preview of the demo.** {first.preview_description()}.{how} Its numbers are "
             "real but coarse: the protocols choose among these timesteps only. The full demo analysis "
             "is running; this page switches to it by itself when its first attack has finished.")

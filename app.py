@@ -38,8 +38,6 @@ def main() -> None:
         initial_sidebar_state="expanded",
     )
     start_preimport()  # once per server (the server's start-up may have begun it)
-    if startup.needs_preparation():  # the first start: the preview, before any page runs
-        startup.prepare_demo()  # reruns the app once the preview has landed; returns only on failure
     pages = [
         st.Page("pages/findings.py", title="Findings", icon=":material/fact_check:", default=True),
         st.Page("pages/model_data.py", title="Model & data", icon=":material/dataset:"),
@@ -52,9 +50,12 @@ def main() -> None:
     # Optional pages are added when their file is present.
     if (_HERE / "pages" / "export.py").is_file():
         pages.append(st.Page("pages/export.py", title="Export", icon=":material/download:"))
+    page = st.navigation(pages)  # the menu, also beside "Preparing the demo"
+    if startup.needs_preparation():  # the first start: the preview, before any page runs
+        startup.prepare_demo()  # reruns the app once the preview has landed; returns only on failure
     # Every page renders the shared frame (start-up run, sidebar) itself: ldminv_app.frame.page_frame.
     with page_running():  # no background warm-up task starts while the page is drawn
-        st.navigation(pages).run()
+        page.run()
     first_page_drawn()  # what the first page did not need (torch) is imported from now on
 
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import streamlit as st
 
 from ldminv_app import startup
-from ldminv_app.preimport import first_page_drawn, start_preimport
 from ldminv_app.activity import page_running
+from ldminv_app.preimport import first_page_drawn, start_preimport
 
 _HERE = Path(__file__).resolve().parent
 

@@ -45,6 +45,22 @@ TARGET_MS = 500.0
 #: A page has settled once nothing on it has changed for this long (no rerun, no DOM mutation).
 QUIET_MS = 200.0
 
+#: In-page reader of an ``st.metric``'s value by its label (or label prefix, ending in "*"), or null.
+_READ_JS = """
+(probe) => {
+    const prefix = probe.endsWith('*') ? probe.slice(0, -1) : null;
+    for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
+        const l = m.querySelector('[data-testid="stMetricLabel"]');
+        const t = l ? l.innerText.trim() : '';
+        if (prefix !== null ? t.startsWith(prefix) : t === probe) {
+            const v = m.querySelector('[data-testid="stMetricValue"]');
+            return v ? v.innerText.trim() : null;
+        }
+    }
+    return null;
+}
+"""
+
 #: In-page watcher: resolves with {idle_ms, text_ms, text, timeout, saw_run}; ``probe`` is the label
 #: (or label prefix, ending in "*") of an ``st.metric`` whose value is watched, or null.
 _WATCH_JS = """
@@ -59,19 +75,8 @@ _WATCH_JS = """
     // every change of the page (a rerun's elements, a chart drawn); a rerun shorter than a frame too
     const obs = new MutationObserver(() => { lastChange = performance.now() - t0; if (busyNow()) sawBusy = true; });
     if (app()) obs.observe(app(), {attributes: true, childList: true, subtree: true, characterData: true});
-    const read = () => {
-        if (probe === null) return null;
-        const prefix = probe.endsWith('*') ? probe.slice(0, -1) : null;
-        for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
-            const l = m.querySelector('[data-testid="stMetricLabel"]');
-            const t = l ? l.innerText.trim() : '';
-            if (prefix !== null ? t.startsWith(prefix) : t === probe) {
-                const v = m.querySelector('[data-testid="stMetricValue"]');
-                return v ? v.innerText.trim() : null;
-            }
-        }
-        return null;
-    };
+    const readMetric = __READ_JS__;
+    const read = () => probe === null ? null : readMetric(probe);
     const done = (timeout) => {
         obs.disconnect();
         resolve({idle_ms: idleAt, settled_ms: lastChange, text_ms: changedAt, text: read(), timeout,
@@ -95,22 +100,8 @@ _WATCH_JS = """
     };
     requestAnimationFrame(tick);
 })
-"""
+""".replace("__READ_JS__", _READ_JS.strip())
 
-_READ_JS = """
-(probe) => {
-    const prefix = probe.endsWith('*') ? probe.slice(0, -1) : null;
-    for (const m of document.querySelectorAll('[data-testid="stMetric"]')) {
-        const l = m.querySelector('[data-testid="stMetricLabel"]');
-        const t = l ? l.innerText.trim() : '';
-        if (prefix !== null ? t.startsWith(prefix) : t === probe) {
-            const v = m.querySelector('[data-testid="stMetricValue"]');
-            return v ? v.innerText.trim() : null;
-        }
-    }
-    return null;
-}
-"""
 
 _ERRORS_JS = """() => Array.from(document.querySelectorAll(
     '[data-testid="stException"], [data-testid="stAlertContentError"]')).map(e => e.innerText.slice(0, 300))"""
@@ -444,13 +435,8 @@ def run_on(run_dir: Path, *, label: str, rounds: int, out: Path | None,
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=bd.CHROMIUM, headless=True, args=["--no-sandbox"])
             try:
-                page = browser.new_context(viewport={"width": bd.WIDTH, "height": bd.HEIGHT}).new_page()
-                page.set_default_timeout(900_000)
-                t0 = time.perf_counter()
-                page.goto(f"http://127.0.0.1:{port}")
-                page.get_by_role("heading", name="Findings", exact=True).first.wait_for()
-                bd.wait_idle(page, timeout_s=900)
-                log(f"  first open (Findings): {time.perf_counter() - t0:.1f} s")
+                page, open_s = bd.open_page(browser, f"http://127.0.0.1:{port}", "Findings", timeout_s=900)
+                log(f"  first open (Findings): {open_s:.1f} s")
                 rows = measure_controls(page, attacks=attacks, rounds=rounds, log=log)
             finally:
                 browser.close()

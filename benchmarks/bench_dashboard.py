@@ -30,6 +30,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = "/usr/bin/chromium"
@@ -131,6 +132,18 @@ def stop_server(proc: subprocess.Popen, *, wait_s: float = 30) -> None:
         pass  # nothing left in its session
 
 
+def open_page(browser, url: str, heading: str, *, timeout_s: float = 180) -> tuple[Any, float]:
+    """A new page of ``browser`` (WIDTH x HEIGHT) at ``url``, once its ``heading`` is drawn and the
+    page is idle; returns (page, seconds it took)."""
+    page = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
+    page.set_default_timeout(timeout_s * 1000)
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.get_by_role("heading", name=heading, exact=True).first.wait_for()
+    wait_idle(page, timeout_s=timeout_s)
+    return page, time.perf_counter() - t0
+
+
 def wait_idle(page, *, quiet_polls: int = 4, poll_ms: int = 150, timeout_s: float = 180) -> None:
     deadline = time.monotonic() + timeout_s
     quiet = 0
@@ -183,13 +196,8 @@ def measure(run_dir: Path, *, steps: int, shots: Path | None, timeout_ms: float)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
             try:
-                page = browser.new_context(viewport={"width": WIDTH, "height": HEIGHT}).new_page()
-                page.set_default_timeout(180_000)
-                t0 = time.perf_counter()
-                page.goto(f"{url}/masks_roc")
-                page.get_by_role("heading", name="Masks & ROC", exact=True).first.wait_for()
-                wait_idle(page)
-                out["page_open_s"] = round(time.perf_counter() - t0, 2)
+                page, open_s = open_page(browser, f"{url}/masks_roc", "Masks & ROC")
+                out["page_open_s"] = round(open_s, 2)
                 slider = page.get_by_test_id("stSlider").filter(has_text=SLIDER_LABEL)
                 thumb = slider.get_by_role("slider")
                 start_value = int(slider.get_by_test_id("stSliderThumbValue").inner_text().strip())

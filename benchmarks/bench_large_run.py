@@ -205,13 +205,8 @@ def browser_timings(run_dir: Path, *, steps: int, timeout_ms: float, log: Callab
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=bd.CHROMIUM, headless=True, args=["--no-sandbox"])
             try:
-                page = browser.new_context(viewport={"width": bd.WIDTH, "height": bd.HEIGHT}).new_page()
-                page.set_default_timeout(900_000)
-                t0 = time.perf_counter()
-                page.goto(url)
-                page.get_by_role("heading", name="Findings", exact=True).first.wait_for()
-                bd.wait_idle(page, timeout_s=900)
-                out["first_open_findings_s"] = round(time.perf_counter() - t0, 2)
+                page, open_s = bd.open_page(browser, url, "Findings", timeout_s=900)
+                out["first_open_findings_s"] = round(open_s, 2)
                 log(f"  browser first open (Findings): {out['first_open_findings_s']} s")
                 t0 = time.perf_counter()
                 page.get_by_test_id("stSidebarNav").get_by_text("Masks & ROC", exact=True).click()

@@ -33,8 +33,6 @@ from ldminv_core.runs import Run
 from ldminv_core.evaluation.pair_shift import heldout_member_shift
 
 from .images import load_display_image, load_thumbnail, png_data_uri, to_rgb_uint8
-from . import shutdown
-from .jobs import AnalysisJob
 from .job_registry import JobRegistry, registry
 
 __all__ = [

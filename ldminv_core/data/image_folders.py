@@ -212,7 +212,7 @@ def _image_processor(channels: int) -> Any:
     )
 
 
-def _already_sized(img: Image.Image, *, mode: str, resolution: int) -> torch.Tensor:
+def _already_sized(img: Image.Image) -> torch.Tensor:
     """(1, C, resolution, resolution) float32 in [-1, 1] of an image already in ``mode`` at
     resolution x resolution: what ``VaeImageProcessor.preprocess`` returns for it (its resize and
     crop leave such an image unchanged), in the same float32 steps, without importing diffusers
@@ -241,7 +241,7 @@ def _read_one(entry: Path, *, mode: str, resolution: int, processor: Callable[[]
     try:
         img = _to_mode(img, mode)
         if img.size == (resolution, resolution) and img.mode == mode:
-            x = _already_sized(img, mode=mode, resolution=resolution)
+            x = _already_sized(img)
         else:
             x = processor().preprocess(img, height=resolution, width=resolution, resize_mode="crop")
     except Exception as exc:  # noqa: BLE001 - odd modes PIL cannot convert

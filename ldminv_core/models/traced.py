@@ -146,19 +146,17 @@ def _probe_differences(model: Any, unet_ts: Any, enc_ts: Any, *, batch_sizes: Se
                        timesteps: Sequence[int]) -> dict[str, float]:
     """Largest |traced - diffusers| of the UNet output and of the encoder moments on random probes."""
     gen = torch.Generator().manual_seed(0)
-    c, h, w = model.latent_shape
+    encoder, unet = _EncoderMoments(model.vae), _UNetOutput(model.unet)
     worst = {"unet": 0.0, "encoder": 0.0}
     with torch.no_grad():
         for b in batch_sizes:
             x = torch.randn(b, *model.image_shape, generator=gen).clamp(-1, 1)
-            ref = _EncoderMoments(model.vae)(x)
-            got = enc_ts(x)
-            worst["encoder"] = max(worst["encoder"], *((r - g).abs().max().item() for r, g in zip(ref, got)))
-            z = torch.randn(b, c, h, w, generator=gen)
+            diffs = [(r - g).abs().max().item() for r, g in zip(encoder(x), enc_ts(x))]
+            worst["encoder"] = max(worst["encoder"], *diffs)
+            z = torch.randn(b, *model.latent_shape, generator=gen)
             for t in timesteps:
                 ts = torch.full((b,), int(t), dtype=torch.long)
-                diff = (_UNetOutput(model.unet)(z, ts) - unet_ts(z, ts)).abs().max().item()
-                worst["unet"] = max(worst["unet"], diff)
+                worst["unet"] = max(worst["unet"], (unet(z, ts) - unet_ts(z, ts)).abs().max().item())
     return worst
 
 

@@ -5,7 +5,8 @@
 - every file read is resolved inside the run folder (:func:`inside`): a symbolic link pointing
   outside, or anything but a regular file, is refused, so a crafted run.json cannot make ldminv
   read files elsewhere;
-- ``.npy`` / ``.npz`` files are loaded without pickles, one thread at a time (:func:`load_npy`).
+- ``.npy`` / ``.npz`` files are loaded without pickles (:func:`load_npy`); numpy parses their
+  headers with ``ast``, which :mod:`ldminv_core.threadsafe_ast` keeps to one thread at a time.
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import json
 import os
 import stat as _stat
 import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,25 +25,20 @@ from ..errors import RunError
 
 __all__ = ["load_npy", "load_npz", "inside", "npy_header", "read_json", "write_json", "atomic_write_bytes"]
 
-_NPY_LOCK = threading.Lock()
-
-
 def load_npy(path: str | os.PathLike, *, mmap_mode: str | None = None) -> np.ndarray:
-    """``np.load`` of one .npy file (no pickles), one thread at a time.
+    """``np.load`` of one .npy file (no pickles).
 
-    numpy parses the header with ``ast.literal_eval``, and CPython 3.11's AST builder is not
-    safe when two threads build an AST at once ("AST constructor recursion depth mismatch"):
-    the dashboard's background warm-up and a running analysis both open arrays. With
-    ``mmap_mode`` only the header is read under the lock.
+    numpy parses the header with ``ast.literal_eval``; CPython < 3.13 cannot build two ASTs at
+    once on different threads, and :mod:`ldminv_core.threadsafe_ast` (installed when
+    :mod:`ldminv_core` is imported) keeps that parse to one thread at a time.
     """
-    with _NPY_LOCK:
-        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
 
 
 def load_npz(path: str | os.PathLike, keys: "list[str] | tuple[str, ...]") -> dict[str, np.ndarray]:
-    """The arrays ``keys`` of one .npz file (no pickles), read whole under the lock of
-    :func:`load_npy`. Raises KeyError naming a missing key."""
-    with _NPY_LOCK, np.load(path, allow_pickle=False) as z:
+    """The arrays ``keys`` of one .npz file (no pickles), read whole. Raises KeyError naming
+    a missing key."""
+    with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in keys}
 
 

@@ -1,10 +1,13 @@
 """Every control of every dashboard page, timed in a real browser: the time until the number under
 the control changes (where there is one) and until the page is idle again.
 
-"Idle" (``idle_ms``) is :func:`benchmarks.bench_dashboard.wait_idle`'s test: the app reports
-``notRunning``, and there is no status widget, no stale element and no spinner, first met after the
-rerun the move started. ``settled_ms`` is later or equal: the last change of the page's DOM (charts
-drawn by the browser, elements replaced) before it stayed unchanged for :data:`QUIET_MS`. The clock
+"Idle" (``idle_ms``): the rerun the move started has ended: the app reports ``notRunning``, and
+there is no status widget, no stale element and no spinner (first met after the move; the page
+answers the next control). "Complete" (``complete_ms``, later or equal): idle and no section still
+"computing in the background" (``ldminv_app.lazy``: such a section fills in by itself with another
+run), :func:`benchmarks.bench_dashboard.wait_idle`'s test. ``settled_ms`` is later or equal to
+both: the last change of the page's DOM (charts drawn by the browser, elements replaced) before it
+stayed unchanged for :data:`QUIET_MS`. The clock
 runs inside the page (``performance.now()``, a ``requestAnimationFrame`` poll plus a
 ``MutationObserver`` on the whole app): it starts before the control is touched. A rerun too short to
 show a busy frame is taken as idle at the page's last change.
@@ -61,17 +64,20 @@ _READ_JS = """
 }
 """
 
-#: In-page watcher: resolves with {idle_ms, text_ms, text, timeout, saw_run}; ``probe`` is the label
-#: (or label prefix, ending in "*") of an ``st.metric`` whose value is watched, or null.
+#: In-page watcher: resolves with {idle_ms, complete_ms, settled_ms, text_ms, text, timeout, saw_run};
+#: ``probe`` is the label (or label prefix, ending in "*") of an ``st.metric`` whose value is watched,
+#: or null.
 _WATCH_JS = """
 ([probe, before, timeoutMs, quietMs]) => new Promise(resolve => {
     const t0 = performance.now();
-    let changedAt = null, sawBusy = false, idleAt = null, lastChange = null;
+    let changedAt = null, sawBusy = false, idleAt = null, completeAt = null, lastChange = null;
     const app = () => document.querySelector('[data-testid="stApp"]');
     const running = () => { const a = app(); return a !== null && a.getAttribute('data-test-script-state') === 'running'; };
     const busyNow = () => running() || document.querySelector('[data-testid="stStatusWidget"]') !== null
         || document.querySelector('[data-stale="true"]') !== null
         || document.querySelector('[data-testid="stSpinner"]') !== null;
+    // a section still computing in the background (it fills in by itself with another run)
+    const pendingNow = () => app() !== null && app().textContent.includes(__PENDING__);
     // every change of the page (a rerun's elements, a chart drawn); a rerun shorter than a frame too
     const obs = new MutationObserver(() => { lastChange = performance.now() - t0; if (busyNow()) sawBusy = true; });
     if (app()) obs.observe(app(), {attributes: true, childList: true, subtree: true, characterData: true});
@@ -79,28 +85,34 @@ _WATCH_JS = """
     const read = () => probe === null ? null : readMetric(probe);
     const done = (timeout) => {
         obs.disconnect();
-        resolve({idle_ms: idleAt, settled_ms: lastChange, text_ms: changedAt, text: read(), timeout,
-                 saw_run: sawBusy});
+        resolve({idle_ms: idleAt, complete_ms: completeAt, settled_ms: lastChange, text_ms: changedAt, text: read(),
+                 timeout, saw_run: sawBusy});
     };
     const tick = () => {
         const now = performance.now() - t0;
         const text = read();
         if (changedAt === null && text !== null && text !== before) changedAt = now;  // shown or changed
         const busy = busyNow();
-        if (busy) { sawBusy = true; idleAt = null; lastChange = now; }
-        // idle (wait_idle's test): the rerun the move started has ended
+        if (busy) { sawBusy = true; completeAt = null; lastChange = now; }
+        // idle: the rerun the move started has ended (the first time; a later run does not move it)
         if (sawBusy && !busy && idleAt === null) idleAt = now;
+        // complete: no run and no section computing (a section's own rerun included)
+        if (idleAt !== null && !busy) {
+            if (pendingNow()) completeAt = null; else if (completeAt === null) completeAt = now;
+        }
         // then wait until nothing on the page has changed for quietMs (charts drawn): settled_ms
         const quiet = lastChange === null || now - lastChange >= quietMs;
-        if (idleAt !== null && quiet) { done(false); return; }
+        if (completeAt !== null && quiet) { done(false); return; }
         // no busy frame seen at all (a rerun faster than a frame): idle when the page stopped changing
-        if (!sawBusy && lastChange !== null && now > 3000 && quiet) { idleAt = lastChange; done(false); return; }
-        if (now > timeoutMs) { if (idleAt === null) idleAt = now; done(true); return; }
+        if (!sawBusy && lastChange !== null && now > 3000 && quiet && !pendingNow()) {
+            idleAt = lastChange; completeAt = lastChange; done(false); return;
+        }
+        if (now > timeoutMs) { if (idleAt === null) idleAt = now; if (completeAt === null) completeAt = now; done(true); return; }
         requestAnimationFrame(tick);
     };
     requestAnimationFrame(tick);
 })
-""".replace("__READ_JS__", _READ_JS.strip())
+""".replace("__READ_JS__", _READ_JS.strip()).replace("__PENDING__", json.dumps(bd.PENDING_WORDS))
 
 
 _ERRORS_JS = """() => Array.from(document.querySelectorAll(
@@ -347,6 +359,7 @@ def measure_controls(page, *, attacks: list[str], rounds: int = 1, timeout_ms: f
                 current = name.removeprefix("page: ")
             rows.append(res)
             log(f"  {res['page']:<12} {name:<26} idle {res['idle_ms']:7.0f} ms"
+                + (f"  complete {res['complete_ms']:6.0f} ms" if res.get("complete_ms") is not None else "")
                 + (f"  settled {res['settled_ms']:6.0f} ms" if res.get("settled_ms") is not None else "")
                 + (f"  number {res['text_ms']:5.0f} ms" if res.get("text_ms") is not None else "")
                 + ("  TIMEOUT" if res["timeout"] else "") + (f"  ERRORS {res['errors']}" if res["errors"] else ""))
@@ -363,11 +376,14 @@ def summarise(rows: list[dict]) -> list[dict]:
     out = []
     for (pg, name), rs in groups.items():
         idle = [r["idle_ms"] for r in rs if not r["timeout"]]
+        complete = [r["complete_ms"] for r in rs if not r["timeout"] and r.get("complete_ms") is not None]
         settled = [r["settled_ms"] for r in rs if not r["timeout"] and r.get("settled_ms") is not None]
         text = [r["text_ms"] for r in rs if r.get("text_ms") is not None]
         out.append({"page": pg, "control": name, "n": len(rs), "timeouts": sum(r["timeout"] for r in rs),
                     "idle_median_ms": round(statistics.median(idle), 1) if idle else None,
                     "idle_max_ms": round(max(idle), 1) if idle else None,
+                    "complete_median_ms": round(statistics.median(complete), 1) if complete else None,
+                    "complete_max_ms": round(max(complete), 1) if complete else None,
                     "number_median_ms": round(statistics.median(text), 1) if text else None,
                     "settled_median_ms": round(statistics.median(settled), 1) if settled else None,
                     "load_1min": [r["load_average"][0] for r in rs]})
@@ -376,14 +392,14 @@ def summarise(rows: list[dict]) -> list[dict]:
 
 def render(tables: dict[str, list[dict]]) -> str:
     """Markdown: one row per control, one column per measured run: idle median ms (number changed
-    ms; settled ms)."""
+    ms; complete ms when a section filled in later)."""
     labels = list(tables)
     keys: list[tuple[str, str]] = []
     for t in tables.values():
         for s in t:
             if (s["page"], s["control"]) not in keys:
                 keys.append((s["page"], s["control"]))
-    head = ("| control | page | " + " | ".join(f"{lab}: idle ms (number; settled)" for lab in labels)
+    head = ("| control | page | " + " | ".join(f"{lab}: idle ms (number; complete)" for lab in labels)
             + " | load (1 min) |")
     lines = [head, "|" + "---|" * (3 + len(labels))]
     for pg, name in keys:
@@ -394,8 +410,8 @@ def render(tables: dict[str, list[dict]]) -> str:
                 cells.append("-")
                 continue
             num = "-" if s["number_median_ms"] is None else f"{s['number_median_ms']:.0f}"
-            settled = "-" if s.get("settled_median_ms") is None else f"{s['settled_median_ms']:.0f}"
-            cells.append(("-" if s["idle_median_ms"] is None else f"{s['idle_median_ms']:.0f}") + f" ({num}; {settled})"
+            complete = "-" if s.get("complete_median_ms") is None else f"{s['complete_median_ms']:.0f}"
+            cells.append(("-" if s["idle_median_ms"] is None else f"{s['idle_median_ms']:.0f}") + f" ({num}; {complete})"
                          + (" TIMEOUT" if s["timeouts"] else ""))
             loads += s["load_1min"]
         load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"

@@ -37,6 +37,9 @@ CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1400, 900
 SERVER_START_S = 90
 METRIC_LABEL = "AUROC (masked)"
+#: The line of a page section still computing in the background (``ldminv_app.lazy.PENDING_WORDS``):
+#: a page showing it is not idle, its section will fill in by itself.
+PENDING_WORDS = "computing in the background"
 SLIDER_LABEL = "Drop percentage"
 
 #: In-page watcher: resolves with the ms from its start until the metric's text differs from
@@ -155,8 +158,9 @@ def wait_idle(page, *, quiet_polls: int = 4, poll_ms: int = 150, timeout_s: floa
                 return state !== 'notRunning'
                     || document.querySelector('[data-testid="stStatusWidget"]') !== null
                     || document.querySelector('[data-stale="true"]') !== null
-                    || document.querySelector('[data-testid="stSpinner"]') !== null;
-            }"""
+                    || document.querySelector('[data-testid="stSpinner"]') !== null
+                    || (app !== null && app.textContent.includes(PENDING));
+            }""".replace("PENDING", json.dumps(PENDING_WORDS))
         )
         quiet = 0 if busy else quiet + 1
         if time.monotonic() > deadline:

@@ -53,9 +53,11 @@ def _compute(evaluations: dict) -> Agreement:
         return agreement(first.run, first.protocol, evaluations=evaluations)
 
 
-def job(run: Run) -> tuple[tuple, object]:
-    """(key, callable) of the agreement under the session's protocol, folds and replicates."""
-    evaluations = {a: state.evaluation(run, a) for a in run.attacks}
+def job(run: Run, *, evaluations: dict | None = None) -> tuple[tuple, object]:
+    """(key, callable) of the agreement under the session's protocol, folds and replicates, or of
+    ``evaluations`` (attack -> cached ``Evaluation``, one protocol)."""
+    if evaluations is None:
+        evaluations = {a: state.evaluation(run, a) for a in run.attacks}
     first = next(iter(evaluations.values()))
     key = ("agreement", *cache.run_key(run.path), first.protocol.name, first.protocol.folds, first.n_boot)
     return key, lambda: _compute(evaluations)

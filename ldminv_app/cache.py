@@ -39,6 +39,8 @@ __all__ = [
     "run_key",
     "open_run",
     "get_model",
+    "PRELOAD_MODEL_MAX_BYTES",
+    "preload_model_size",
     "influence",
     "latents",
     "stored_umap",
@@ -136,6 +138,31 @@ def model_source(run: Run) -> str | None:
             if isinstance(value, str) and value:
                 return value
     return None
+
+
+#: On a run's first open, its model is loaded in the background (for the Distortion page's
+#: reconstruction: 3.2 s on the demo when that page asked first) when its local folder holds at
+#: most this many bytes; a larger model (a Stable Diffusion checkpoint: several GB of memory) loads
+#: only when the page asks.
+PRELOAD_MODEL_MAX_BYTES = 1 << 30
+
+
+def preload_model_size(run: Run) -> int | None:
+    """The bytes of the run's local model folder when it may be loaded in the background (at most
+    :data:`PRELOAD_MODEL_MAX_BYTES`), else None (no model recorded, a hub id, a file, too large)."""
+    source = model_source(run)
+    if source is None or not os.path.isdir(source):
+        return None
+    total = 0
+    for root, _dirs, files in os.walk(source):
+        for name in files:
+            try:
+                total += os.stat(os.path.join(root, name)).st_size
+            except OSError:
+                continue
+            if total > PRELOAD_MODEL_MAX_BYTES:
+                return None
+    return total
 
 
 def get_model(run: Run, *, device: str = "cpu", dtype_name: str = "float32"):
@@ -251,7 +278,8 @@ _FIRST_OPEN_LOCK = threading.Lock()
 def _first_open_extras(run: Run, attack: str, ev: Evaluation, *, folds: int) -> None:
     """Once per server, run and attack, after the grids, in the background: the Dimensions table at
     the headline timestep (a few seconds for an SD-size run; saved next to the run, so the page
-    opens at once now and in later servers), then the other protocols' default views."""
+    opens at once now and in later servers), then the other protocols' default views, then the
+    run's model when it is small (:data:`PRELOAD_MODEL_MAX_BYTES`)."""
     key = (*run_key(run.path), attack)
     with _FIRST_OPEN_LOCK:
         if key in _FIRST_OPEN:
@@ -262,6 +290,13 @@ def _first_open_extras(run: Run, attack: str, ev: Evaluation, *, folds: int) -> 
         # computes it itself if it is opened sooner)
         warm_dimension_tables(run, attack, [ev.headline_t_index()])
     warm_run(run, attack, folds=folds)
+    if preload_model_size(run) is not None:
+        # behind the evaluations, once the server has imported torch itself (an import holds the
+        # interpreter lock for seconds: never while a page waits): the Distortion page's
+        # reconstruction needs the model
+        from . import preimport
+
+        preimport.after_torch(lambda: warmer().submit([(("model", *key[:2]), lambda: get_model(run))], front=False))
 
 
 def protocol_evaluations(run: Run, attack: str, *, folds: int, n_boot: int | None = None) -> dict[str, Evaluation]:

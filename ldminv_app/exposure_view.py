@@ -56,9 +56,11 @@ def _compute(evaluations: dict, attack: str, arm: str) -> ExposureList:
         return exposure_list(evaluations, attack=attack, arm=arm)
 
 
-def job(run: Run, attack: str) -> tuple[tuple, object]:
-    """(key, callable) of :func:`load`'s list, for :func:`ldminv_app.lazy.section`."""
-    evaluations = {a: state.evaluation(run, a) for a in run.attacks}
+def job(run: Run, attack: str, *, evaluations: dict | None = None) -> tuple[tuple, object]:
+    """(key, callable) of :func:`load`'s list, for :func:`ldminv_app.lazy.section` (of
+    ``evaluations``, attack -> cached ``Evaluation`` of one protocol, when given)."""
+    if evaluations is None:
+        evaluations = {a: state.evaluation(run, a) for a in run.attacks}
     proto = evaluations[attack].protocol
     arm = "masked" if run.is_maskable(attack) and run.has_geometry else "baseline"
     key = ("exposure", *cache.run_key(run.path), attack, arm, proto.name, proto.folds)

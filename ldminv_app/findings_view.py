@@ -296,11 +296,13 @@ def finding_cards(p: FindingsPage) -> None:
 
 
 
-def every_attack_job(run: Run) -> tuple[tuple, object]:
+def every_attack_job(run: Run, *, evaluations: dict | None = None) -> tuple[tuple, object]:
     """(key, callable) computing what :func:`every_attack_table` and :func:`attack_overview` read
-    (every attack's findings and baseline under the session's protocol, memoised in the cached
-    evaluations), for :func:`ldminv_app.lazy.section`."""
-    evaluations = [state.evaluation(run, name) for name in run.attacks]
+    (every attack's findings and baseline under the session's protocol, or of ``evaluations``:
+    attack -> cached ``Evaluation`` of one protocol; memoised in the evaluations), for
+    :func:`ldminv_app.lazy.section`."""
+    evaluations = ([state.evaluation(run, name) for name in run.attacks] if evaluations is None
+                   else [evaluations[name] for name in run.attacks])
     first = evaluations[0]
     key = ("every_attack", *cache.run_key(run.path), first.protocol.name, first.protocol.folds, first.n_boot,
            bool(run.has_geometry))

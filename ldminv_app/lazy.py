@@ -82,6 +82,16 @@ class Results:
                 # a job still inside numpy's C++ code at interpreter exit aborts the process
                 shutdown.register_thread(self._thread, "the page sections computing", stop=self.stop)
 
+    def fill(self, key: Hashable, fn: Callable[[], Any]) -> None:
+        """Compute ``fn`` for ``key`` in the calling thread unless it is done or queued: the
+        warm-up's way in (:mod:`ldminv_app.findings_warm`), so that a section a control change will
+        ask for is ready when it does. A page asking for ``key`` meanwhile waits for this result."""
+        with self._lock:
+            if key in self._done or key in self._queued:
+                return
+            self._queued[key] = next(self._tokens)
+        self._run(key, fn)
+
     def stop(self) -> None:
         """Drop the jobs not started yet: the thread ends after its current job."""
         with self._lock:

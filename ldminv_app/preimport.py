@@ -21,7 +21,8 @@ import threading
 from . import shutdown
 from .activity import quiet_for
 
-__all__ = ["PREIMPORT", "AFTER_FIRST_PAGE", "start_preimport", "first_page_drawn", "wait_first_page"]
+__all__ = ["PREIMPORT", "AFTER_FIRST_PAGE", "start_preimport", "first_page_drawn", "wait_first_page",
+           "after_torch"]
 
 PREIMPORT = ("ldminv_core.evaluation", "ldminv_app.frame", "ldminv_app.findings_view", "ldminv_app.cards",
              "ldminv_app.agreement_view", "ldminv_app.exposure_view", "ldminv_app.lazy", "ldminv_app.figures",
@@ -34,6 +35,8 @@ _thread: threading.Thread | None = None
 QUIET_BEFORE_TORCH_S = 3.0
 _page_drawn = threading.Event()
 _stopping = threading.Event()
+_torch_done = False
+_after: list = []
 
 
 def _import_all(names: tuple[str, ...]) -> None:
@@ -53,6 +56,38 @@ def _work() -> None:
         _stopping.wait(0.25)
     if not _stopping.is_set():
         _import_all(AFTER_FIRST_PAGE)
+        _torch_imported()
+
+
+def _torch_imported() -> None:
+    global _torch_done
+    with _lock:
+        _torch_done = True
+        waiting = list(_after)
+        _after.clear()
+    for fn in waiting:
+        try:
+            fn()
+        except Exception:  # noqa: BLE001 - a hook's own page reports its errors
+            pass
+
+
+def _torch_in_process() -> bool:
+    import sys
+
+    return "torch" in sys.modules
+
+
+def after_torch(fn) -> None:
+    """Call ``fn()`` once this thread has imported :data:`AFTER_FIRST_PAGE` (at once when it has
+    already, or when torch was imported by a page): for background work that needs torch and must
+    not be the one to import it (the warm-up's model load)."""
+    with _lock:
+        ready = _torch_done or _torch_in_process()
+        if not ready:
+            _after.append(fn)
+    if ready:
+        fn()
 
 
 def _stop() -> None:

@@ -13,8 +13,8 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import quartile_edges, rank_of, verdict_words
 
-from ldminv_app import (activity, blind, cache, cards, distortion_view, figure_memo, figures, frame, notices, roc_view,
-                        state)
+from ldminv_app import (activity, blind, cache, cards, distortion_view, figure_memo, figures, frame, notices,
+                        reconstruction_view, roc_view, state)
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 
@@ -175,15 +175,8 @@ with notices.guard("The Distortion page failed"):
         m3.metric(f"Score ({attack_label(attack)}{t_text})", f"{scores[index]:.4g}")
         m4.metric("Score rank", f"{score_rank} / {n}", help="1 = most member-like")
 
-        image = None
-        recon = None
-        try:
-            recon = cache.reconstruction(run, index)
-        except Exception as exc:  # noqa: BLE001 - a moved model folder only hides the reconstruction
-            notices.show_error(exc, what="Reconstruction unavailable")
         image_shape = run.settings.get("image_shape") or [3, 64, 64]
-        resolution = int(recon.shape[0]) if recon is not None else int(image_shape[-1])
-        image = cache.display_image(paths[index], resolution=resolution, channels=int(image_shape[0]))
+        image = cache.display_image(paths[index], resolution=int(image_shape[-1]), channels=int(image_shape[0]))
 
         v1, v2, v3 = st.columns(3)
         with v1:
@@ -192,8 +185,7 @@ with notices.guard("The Distortion page failed"):
             else:
                 st.image(image, caption=f"input #{index} (as the model sees it)", width="stretch")
         with v2:
-            if recon is not None:
-                st.image(recon, caption="reconstruction: decode(stored latent)", width="stretch")
+            reconstruction_view.reconstruction_section(run, index)  # from the background: never waited for
         with v3:
             if image is not None:
                 from ldminv_core.geometry import influence_heatmap  # torch: imported here, when an image is shown

@@ -11,7 +11,9 @@ thumbnails and its CSV). All numbers come from the cached
 The selected attack's headline numbers are drawn first (the shift check and the summary above them
 fill in after); every attack's verdicts and baselines, the agreement and the exposure list are
 drawn from the background's results, and show a "computing" line until those are ready
-(``ldminv_app.lazy``), so a sidebar change never waits for every attack.
+(``ldminv_app.lazy``), so a sidebar change never waits for every attack; the other attacks' and
+protocols' sections are then computed in the background (``ldminv_app.findings_warm``), so the next
+switch finds them ready.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ import streamlit as st
 from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import findings_summary
 
-from ldminv_app import agreement_view, cards, exposure_view, findings_view, frame, lazy, notices, state
+from ldminv_app import agreement_view, cards, exposure_view, findings_view, findings_warm, frame, lazy, notices, state
 
 run = frame.page_frame(uses_timestep=False)  # no Findings number depends on the sidebar's t
 
@@ -67,6 +69,8 @@ with notices.guard("The Findings page failed"):
                  what="Every attack's findings and baseline")
     agreement_view.section(run)
     exposure_view.section(run, attack)
+    # what the sidebar's next attack or protocol switch asks for, in the background
+    findings_warm.warm_neighbours(run, attack, protocol=proto.name, folds=state.current_folds())
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)

@@ -14,8 +14,10 @@ from .style import COLUMN_LABELS, SPLIT_COLORS, _PALETTE, _layout, _legend_below
 
 __all__ = ["dimension_scatter", "latent_scatter", "WEBGL_MIN_POINTS"]
 
-#: From this many points on, the latent map is drawn with WebGL (``scattergl``): an SVG scatter of
-#: thousands of points (an SD-size run's 5000 samples) takes the browser seconds to redraw.
+#: From this many points on, the latent map and the Dimensions scatter are drawn with WebGL
+#: (``scattergl``): an SVG scatter of thousands of points (an SD-size run's 5000 samples or 16384
+#: coordinates) takes the browser seconds to redraw; below it, SVG (a WebGL context alone costs
+#: Chromium hundreds of milliseconds without a GPU).
 WEBGL_MIN_POINTS = 2000
 
 
@@ -40,10 +42,13 @@ def dimension_scatter(
             raise LdminvError(f"table: expected a column {col!r}, got columns {list(table.columns)}")
     fig = go.Figure()
     channels = sorted(table[color].unique()) if color == "channel" else [None]
+    # SVG for a small latent: a WebGL context costs more than it saves below WEBGL_MIN_POINTS (on a
+    # machine without a GPU, Chromium draws WebGL in software)
+    trace = go.Scattergl if len(table) >= WEBGL_MIN_POINTS else go.Scatter
     for i, ch in enumerate(channels):
         part = table if ch is None else table[table[color] == ch]
         fig.add_trace(
-            go.Scattergl(
+            trace(
                 x=part[x],
                 y=part[y],
                 mode="markers",

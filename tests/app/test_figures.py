@@ -36,3 +36,22 @@ def test_arms_have_one_colour_everywhere():
     assert [t.line.color for t in roc.data[:2]] == [figures.VARIANT_COLORS["masked"], figures.VARIANT_COLORS["random"]]
     # the five arm colours are distinct
     assert len(set(figures.VARIANT_COLORS.values())) == len(figures.VARIANT_COLORS)
+
+
+def test_dimension_scatter_is_svg_for_a_small_latent_and_webgl_for_a_large_one():
+    import pandas as pd
+
+    from ldminv_app.figures.scatter import WEBGL_MIN_POINTS
+
+    def table(n: int) -> pd.DataFrame:
+        rng = np.random.default_rng(0)
+        return pd.DataFrame({"coord": np.arange(n), "channel": np.arange(n) % 4, "row": np.arange(n) // 4 % 8,
+                             "col": np.arange(n) % 8, "influence_mean": rng.random(n), "auroc": rng.random(n)})
+
+    small = figures.dimension_scatter(table(256))
+    large = figures.dimension_scatter(table(WEBGL_MIN_POINTS))
+    assert {t.type for t in small.data} == {"scatter"}
+    assert {t.type for t in large.data} == {"scattergl"}
+    # the same points either way, one trace per channel
+    assert sum(len(t.x) for t in small.data) == 256 and len(small.data) == 4
+    assert sum(len(t.x) for t in large.data) == WEBGL_MIN_POINTS

@@ -835,6 +835,38 @@ def test_distortion_page_names_the_split_held_out(env):
     assert split.value in ("member", "held-out")
 
 
+def test_distortion_viewer_reconstruction_is_the_vae_decode_of_the_stored_latent(env, world):
+    """The sample viewer's reconstruction comes from the background (the page never waits for the
+    model) and equals diffusers' own VAE decode of the stored (scaled) latent."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    from ldminv_app import lazy, reconstruction_view
+
+    at = _app().run()
+    at.switch_page("pages/distortion.py").run()
+    _no_exception(at)
+    at = settle(at)
+    captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
+    assert reconstruction_view.CAPTION in captions
+    # the shown array: the section's job for the viewer's sample (rank 1 = most distorted)
+    run = Run.open(world["run"])
+    index = int(np.argmax(run.log_volume))
+    key, _ = reconstruction_view.reconstruction_job(run, index)
+    assert lazy.results().ready(key)
+    recon, exc = lazy.results().get(key)
+    assert exc is None
+    # oracle: diffusers' decode of the stored latent, in the viewer's uint8 convention
+    vae = AutoencoderKL.from_pretrained(Path(world["model"]) / "vae").eval()
+    z = torch.from_numpy(np.load(Path(world["run"]) / "latents.npy")[index : index + 1].astype(np.float32))
+    with torch.no_grad():
+        x = vae.decode(z / vae.config.scaling_factor).sample[0]
+    want = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    want = np.repeat(want, 3, axis=0) if want.shape[0] == 1 else want[:3]
+    assert recon.shape == want.transpose(1, 2, 0).shape
+    assert np.abs(recon.astype(int) - want.transpose(1, 2, 0).astype(int)).max() <= 1
+
+
 def test_masks_roc_log_axes_start_at_the_resolvable_rate(env, arrays):
     """The log-log ROC's FPR axis starts at 1 / n_negatives (held-out images under standard), the
     smallest false-positive rate the data can show, and its TPR axis at 1 / n_positives."""

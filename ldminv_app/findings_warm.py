@@ -1,0 +1,68 @@
+"""The Findings page's neighbours, computed in the background: the sections the sidebar's next
+attack or protocol switch will ask for.
+
+The Findings page draws the selected attack's headline at once and its heavier sections (the
+findings with the shift check, every attack's verdicts, the agreement, the exposure list) from
+:mod:`ldminv_app.lazy`'s store. A section that is not in the store yet is computed after the switch
+and the page reruns when it lands: measured on the demo, an attack switch was idle after 1.66 s,
+0.92 s of it waiting for the new attack's sections. After each Findings run, :func:`warm_neighbours`
+queues on the low-priority warm-up thread (:mod:`ldminv_app.warm`) the sections of
+
+1. the selected attack under every other protocol (all four sections: measured on the demo, 2.4 s
+   of work per protocol), then
+2. every other attack under the session's protocol (its findings and its exposure list, 0.3-0.5 s
+   each),
+
+into the same store (:meth:`ldminv_app.lazy.Results.fill`), so that the switch draws them in its
+first run. Every job is the page's own (:func:`ldminv_app.findings_view.findings_job`, ...), over
+the same cached evaluations, so the numbers are the page's.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+from . import agreement_view, cache, exposure_view, findings_view, lazy, warm
+
+if TYPE_CHECKING:
+    from ldminv_core.runs import Run
+
+__all__ = ["neighbour_jobs", "warm_neighbours"]
+
+
+def neighbour_jobs(run: Run, attack: str, *, protocol: str, folds: int) -> list[tuple[Hashable, Callable[[], Any]]]:
+    """The (key, callable) section jobs of the Findings page's neighbours: ``attack`` under the other
+    protocols, then the other attacks under ``protocol`` (``folds``: honest's). A change of the
+    folds is not warmed (an honest evaluation per fold count)."""
+    # 1. the cached evaluations (created here, nothing computed): attack -> protocol -> Evaluation
+    by_attack = {a: cache.protocol_evaluations(run, a, folds=folds) for a in run.attacks}
+    protocols = list(by_attack[attack])
+    jobs: list[tuple[Hashable, Callable[[], Any]]] = []
+    # 2. this attack, the other protocols: what a protocol switch asks for anew (four sections
+    # each: the longer wait)
+    for name in protocols:
+        if name == protocol:
+            continue
+        evs = {a: by_attack[a][name] for a in run.attacks}
+        jobs.append(findings_view.findings_job(run, attack, evs[attack]))
+        jobs.append(findings_view.every_attack_job(run, evaluations=evs))
+        if len(run.attacks) > 1:
+            jobs.append(agreement_view.job(run, evaluations=evs))
+        jobs.append(exposure_view.job(run, attack, evaluations=evs))
+    # 3. the other attacks, this protocol: what an attack switch asks for anew
+    same = {a: by_attack[a][protocol] for a in run.attacks}
+    for other in run.attacks:
+        if other != attack:
+            jobs.append(findings_view.findings_job(run, other, same[other]))
+            jobs.append(exposure_view.job(run, other, evaluations=same))
+    return jobs
+
+
+def warm_neighbours(run: Run, attack: str, *, protocol: str, folds: int, into: warm.Warmer | None = None) -> None:
+    """Queue :func:`neighbour_jobs` on the warm-up thread, behind what the pages asked for; a newer
+    call for this run replaces the jobs not started yet. Returns at once."""
+    store = lazy.results()
+    w = warm.warmer() if into is None else into
+    tasks = [(("findings-section", key), lambda key=key, fn=fn: store.fill(key, fn))
+             for key, fn in neighbour_jobs(run, attack, protocol=protocol, folds=folds)]
+    w.submit(tasks, front=False, group=("findings-neighbours", *cache.run_key(run.path)))

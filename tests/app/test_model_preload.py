@@ -1,0 +1,43 @@
+"""The background load of a small run's model (ldminv_app.cache.preload_model_size) and the hook
+that starts it only once the server has imported torch itself (ldminv_app.preimport.after_torch)."""
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+from ldminv_app import cache, preimport
+
+
+def _run(model: str | None) -> SimpleNamespace:
+    return SimpleNamespace(settings={} if model is None else {"model": model}, path="/nowhere")
+
+
+def test_a_small_local_folder_is_preloaded_and_its_size_is_counted(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "w.bin").write_bytes(b"x" * 1000)
+    (tmp_path / "model_index.json").write_text("{}")
+    assert cache.preload_model_size(_run(str(tmp_path))) == 1002
+
+
+def test_no_preload_without_a_local_folder_or_above_the_limit(tmp_path, monkeypatch):
+    assert cache.preload_model_size(_run(None)) is None
+    assert cache.preload_model_size(_run("someone/some-hub-model")) is None
+    (tmp_path / "w.bin").write_bytes(b"x" * 2048)
+    assert cache.preload_model_size(_run(str(tmp_path / "w.bin"))) is None  # a file, not a folder
+    monkeypatch.setattr(cache, "PRELOAD_MODEL_MAX_BYTES", 1024)
+    assert cache.preload_model_size(_run(str(tmp_path))) is None
+
+
+def test_after_torch_waits_for_the_import_then_calls_at_once(monkeypatch):
+    monkeypatch.setattr(preimport, "_torch_done", False)
+    monkeypatch.setattr(preimport, "_after", [])
+    monkeypatch.setattr(preimport, "_torch_in_process", lambda: False)  # a server before the import
+    called = []
+    preimport.after_torch(lambda: called.append("first"))
+    assert called == []  # waits for the preimport thread
+    imported = threading.Thread(target=preimport._torch_imported)
+    imported.start()
+    imported.join(5)
+    assert called == ["first"]
+    preimport.after_torch(lambda: called.append("second"))
+    assert called == ["first", "second"]  # torch is there: at once

@@ -1,0 +1,54 @@
+"""The Findings page's neighbours (ldminv_app.findings_warm), with streamlit.testing's AppTest on a
+synthetic run with two attacks and real image files: once the page has been drawn and the warm-up
+is idle, an attack switch and a protocol switch draw every section in their first run (no
+"computing in the background" line), and the sections drawn from the warmed store equal the
+evaluation layer's numbers (the agreement pairs against ``agreement``)."""
+from __future__ import annotations
+
+import warnings
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from ldminv_app import findings_warm, lazy, warm
+from ldminv_app.agreement_tables import pair_table
+from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
+from support.apptest import settle
+
+from test_agreement_page import APP, _run
+
+pytestmark = pytest.mark.slow  # three protocols of two attacks with bootstrap, computed in the background
+
+
+def _pending(at: AppTest) -> list[str]:
+    return [c.value for c in at.caption if lazy.PENDING_WORDS in c.value]
+
+
+def test_attack_and_protocol_switches_find_their_sections_ready(tmp_path, monkeypatch):
+    run = _run(tmp_path / "runs" / "warm")
+    monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
+    monkeypatch.setenv("LDMINV_RUN", str(run.path))
+    at = settle(AppTest.from_file(APP, default_timeout=180).run())
+    assert not at.exception, [e.value for e in at.exception]
+    attack = at.selectbox(key="sidebar_attack").value
+    other = next(a for a in run.attacks if a != attack)
+    # 1. the neighbours' jobs are in the store once the warm-up is idle
+    assert warm.warmer().idle(300)
+    jobs = findings_warm.neighbour_jobs(run, attack, protocol="standard", folds=at.session_state["folds"])
+    assert len(jobs) == 2 * (len(run.attacks) - 1) + 2 * 4
+    assert all(lazy.results().ready(key) for key, _ in jobs)
+    # 2. an attack switch: every section in the first run
+    at.selectbox(key="sidebar_attack").select(other).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _pending(at) == []
+    # 3. back, then a protocol switch: every section in the first run, the agreement the core's
+    at.selectbox(key="sidebar_attack").select(attack).run()
+    assert warm.warmer().idle(300)
+    at.selectbox(key="sidebar_protocol").select("paper").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert _pending(at) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        want = agreement(run, "paper", n_boot=DEFAULT_N_BOOT)
+    pairs = next(el.value for el in at.dataframe if "Jaccard (all)" in el.value.columns)
+    assert pairs.astype(str).equals(pair_table(want).astype(str))

@@ -148,9 +148,10 @@ def _drop_controls(run: Run, d: int) -> tuple[int, bool]:
         per_fold = st.toggle("Choose the drop on the other folds (honest)", value=True, key="drop_per_fold",
                              help="Each fold takes the drop % of the best masked AUROC on the other folds; "
                              "off: the slider fixes it for every fold.")
+    restored = state.restore_mask_widget("drop_percent")  # kept across a visit to another page
     drop = st.slider(
         "Drop percentage (per sample: its lowest-influence coordinates)",
-        0, 90, 40, step=1, key="drop_percent", disabled=per_fold,
+        0, 90, None if restored else 40, step=1, key="drop_percent", disabled=per_fold,
         help="Each sample drops its own lowest-influence coordinates (paper default 40 %).",
     )
     if per_fold:
@@ -195,11 +196,13 @@ def controls(run: Run) -> MaskControls:
     with k1:
         drop, per_fold = _drop_controls(run, d)
     with k2:
+        state.restore_mask_widget("use_global")
         use_global = st.toggle("Global ranking mask", value=False, key="use_global",
                                help="Drop the same coordinates for every sample: those of lowest mean influence.")
     with k3:
+        restored = state.restore_mask_widget("n_boot")
         n_boot = st.select_slider("Bootstrap replicates", [cache.PREVIEW_N_BOOT, cache.PAGE_N_BOOT],
-                                  value=cache.PAGE_N_BOOT, key="n_boot",
+                                  value=None if restored else cache.PAGE_N_BOOT, key="n_boot",
                                   help=f"{cache.PAGE_N_BOOT}: the replicates of every interval on the Findings "
                                        f"page, in the CLI report and in the export; {cache.PREVIEW_N_BOOT}: a "
                                        "faster preview while tuning (the Export page follows this choice).")

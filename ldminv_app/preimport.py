@@ -6,12 +6,13 @@ Two groups, in one thread:
    started by the server's start-up (:func:`ldminv_app.startup.server_lifespan`) or by the first
    session, whichever comes first, so that no page waits for them; on a first start they overlap
    the preview's own process;
-2. :data:`AFTER_FIRST_PAGE`, torch (the geometry and reconstruction views): only once a page has
-   been drawn (:func:`first_page_drawn`, called by app.py after each page) and the pages have been
-   quiet for :data:`QUIET_BEFORE_TORCH_S` seconds. Importing torch holds the interpreter lock for
-   seconds (its C++ start-up), during which the server sends nothing to the browsers: measured on
-   a first start, the preview's first number reached the screen 5 s after its page had been
-   computed while torch was imported, against 1.5 s without.
+2. :data:`AFTER_FIRST_PAGE`, torch (the geometry and reconstruction views), then diffusers and
+   its VAE (3 s: the model summary of the Model & data page, the reconstruction's model load):
+   each only once a page has been drawn (:func:`first_page_drawn`, called by app.py after each
+   page) and the pages have been quiet for :data:`QUIET_BEFORE_TORCH_S` seconds. Importing torch
+   holds the interpreter lock for seconds (its C++ start-up), during which the server sends
+   nothing to the browsers: measured on a first start, the preview's first number reached the
+   screen 5 s after its page had been computed while torch was imported, against 1.5 s without.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ __all__ = ["PREIMPORT", "AFTER_FIRST_PAGE", "start_preimport", "first_page_drawn
 PREIMPORT = ("ldminv_core.evaluation", "ldminv_app.frame", "ldminv_app.findings_view", "ldminv_app.cards",
              "ldminv_app.agreement_view", "ldminv_app.exposure_view", "ldminv_app.lazy", "ldminv_app.figures",
              "plotly.graph_objects")
-AFTER_FIRST_PAGE = ("ldminv_core.geometry",)
+AFTER_FIRST_PAGE = ("ldminv_core.geometry", "diffusers", "diffusers.models.autoencoders.autoencoder_kl")
 
 _lock = threading.Lock()
 _thread: threading.Thread | None = None
@@ -52,11 +53,13 @@ def _work() -> None:
     # stall the page scripts waiting for that lock (the preview runs in its own process)
     _import_all(PREIMPORT)
     _page_drawn.wait()
-    while not _stopping.is_set() and quiet_for() < QUIET_BEFORE_TORCH_S:
-        _stopping.wait(0.25)
-    if not _stopping.is_set():
-        _import_all(AFTER_FIRST_PAGE)
-        _torch_imported()
+    for name in AFTER_FIRST_PAGE:  # each after quiet pages: a page waits for one import at most
+        while not _stopping.is_set() and quiet_for() < QUIET_BEFORE_TORCH_S:
+            _stopping.wait(0.25)
+        if _stopping.is_set():
+            return
+        _import_all((name,))
+    _torch_imported()
 
 
 def _torch_imported() -> None:

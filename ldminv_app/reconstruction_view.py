@@ -1,7 +1,8 @@
 """The Distortion page's reconstruction (decode of a sample's stored latent), computed in the
 background (:mod:`ldminv_app.lazy`): the first one loads the run's model (3.2 s on the demo, most of
 it importing diffusers), so the sample viewer shows the image, its numbers and heatmaps at once and
-the reconstruction fills in by itself. The model is usually loaded before the page asks
+the reconstruction fills in by itself. Once the model is loaded, a sample's reconstruction is one
+decode, drawn in the same run. The model is usually loaded before the page asks
 (:func:`ldminv_app.cache.preload_model_size`). A model that cannot be loaded (a moved folder) hides
 the reconstruction with the error in its place; the viewer goes on.
 """
@@ -36,8 +37,11 @@ def reconstruction_job(run: Run, index: int) -> tuple[tuple, object]:
 
 
 def reconstruction_section(run: Run, index: int) -> None:
-    """The reconstruction of sample row ``index``, or a "computing" line until it is ready."""
+    """The reconstruction of sample row ``index``: at once when the model is loaded (a decode), else
+    a "computing" line until it is ready."""
     key, fn = reconstruction_job(run, index)
+    if cache.model_loaded(run):
+        lazy.results().fill(key, fn)  # a decode: no second run of the page for it
 
     def draw(got: dict) -> None:
         recon, exc = got[key]

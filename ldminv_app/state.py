@@ -236,6 +236,20 @@ def mask_settings() -> dict:
     return dict(st.session_state.get(MASK_SETTINGS, {}))
 
 
+def restore_mask_widget(key: str) -> bool:
+    """Put the Masks & ROC widget ``key``'s last value back before the widget is drawn: Streamlit
+    forgets a widget's value when a run of another page does not draw it, so the drop slider
+    returned to 40 % after a visit to another page. True when a value was restored (the widget is
+    then drawn without a default of its own)."""
+    if key in st.session_state:
+        return False
+    saved = mask_settings()
+    if key not in saved:
+        return False
+    st.session_state[key] = saved[key]
+    return True
+
+
 # --------------------------------------------------------------------------- the cache at the session's choices
 
 

@@ -49,7 +49,7 @@ def test_torch_waits_for_a_drawn_page_and_quiet_pages(monkeypatch):
         time.sleep(0.5)
         assert imported == [preimport.PREIMPORT]  # a page is still running
     t.join(5.0)
-    assert imported == [preimport.PREIMPORT, preimport.AFTER_FIRST_PAGE]
+    assert imported == [preimport.PREIMPORT, *((name,) for name in preimport.AFTER_FIRST_PAGE)]
 
 
 def test_a_fragment_body_counts_as_a_page_run_and_keeps_its_name():

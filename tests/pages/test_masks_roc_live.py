@@ -223,6 +223,27 @@ def test_marker_at_a_non_grid_drop_lies_on_the_plotted_curve(app_env):
     assert all(len(_arr(tr["x"])) <= 202 for tr in roc["data"])
 
 
+def test_the_drop_and_replicates_are_kept_across_a_visit_to_another_page(app_env):
+    """Streamlit forgets a widget's value when another page's run does not draw it: the page puts
+    the drop, the global mask and the replicates back, and its numbers are those at that drop."""
+    at = AppTest.from_file(APP, default_timeout=90).run()
+    at.switch_page("pages/masks_roc.py").run()
+    at.slider(key="drop_percent").set_value(55).run()
+    at.toggle(key="use_global").set_value(True).run()
+    at.switch_page("pages/findings.py").run()
+    assert "drop_percent" not in at.session_state  # what Streamlit does to a widget not drawn
+    at.switch_page("pages/masks_roc.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="drop_percent").value == 55
+    assert at.toggle(key="use_global").value is True
+    masked = Evaluation(app_env, "sima", "standard", n_boot=200).arms(55.0)["masked"]
+    card = next(m for m in at.metric if m.label == "AUROC (masked)")
+    assert float(card.value) == pytest.approx(masked.auroc, abs=1e-12)
+    # and the slider still moves from there
+    at.slider(key="drop_percent").set_value(56).run()
+    assert at.slider(key="drop_percent").value == 56
+
+
 def test_drop_curve_bands_name_their_replicates(run):
     """The shaded bands of the drop curves say how many bootstrap replicates they rest on."""
     ev = Evaluation(run, "sima", "standard", n_boot=120)

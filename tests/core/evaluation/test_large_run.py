@@ -323,6 +323,9 @@ def test_dimension_table_in_coordinate_blocks(small: Run, monkeypatch) -> None:
     monkeypatch.setattr(tables, "_COORD_BLOCK", 24)  # blocks that do not divide d = 128
     blocked = tables.dimension_table(small.influence, small.terms("sima")[:, 1], small.labels)
     assert list(blocked.columns) == list(whole.columns) and len(blocked) == 128
+    # blocks on three threads: the same table, bit for bit
+    threaded = tables.dimension_table(small.influence, small.terms("sima")[:, 1], small.labels, workers=3)
+    assert threaded.equals(blocked)
     for col in whole.columns:
         np.testing.assert_allclose(blocked[col].to_numpy(dtype=float), whole[col].to_numpy(dtype=float), rtol=1e-12)
     flat = inf.reshape(120, -1)
@@ -359,3 +362,25 @@ def test_column_auroc_equals_auroc_many() -> None:
                    -(rng.normal(size=(50, 300)) ** 2).astype(np.float16).astype(np.float32)):
         np.testing.assert_array_equal(_column_auroc(scores, y), metrics.auroc_many(scores, y.astype(np.int8)))
     assert np.isnan(_column_auroc(scores, np.zeros(300, dtype=bool))).all()
+
+
+def test_column_auroc_of_float32_rows_equals_sklearn_with_ties_signs_and_signed_zeros() -> None:
+    """The float32 / float16 path (two sorts of value-and-label keys): ties, negative values, -0.0
+    beside +0.0, the extremes of float32, against sklearn's roc_auc_score row by row and auroc_many exactly."""
+    from sklearn.metrics import roc_auc_score
+
+    from ldminv_core import metrics
+    from ldminv_core.evaluation.tables import _column_auroc
+
+    rng = np.random.default_rng(7)
+    y = rng.random(257) < 0.35
+    ties = rng.integers(-3, 4, (40, 257)).astype(np.float32)
+    zeros = np.where(rng.random((40, 257)) < 0.5, np.float32(-0.0), np.float32(0.0))
+    zeros[:, ::7] = rng.normal(size=(40, 37)).astype(np.float32)
+    wide = (rng.standard_cauchy((40, 257)) * 1e30).astype(np.float32)
+    wide[0, :3] = [np.float32(3.4e38), np.float32(-3.4e38), np.float32(-1e-45)]
+    for scores in (ties, zeros, wide, rng.normal(size=(40, 257)).astype(np.float16)):
+        got = _column_auroc(scores, y)
+        want = np.array([roc_auc_score(y, row.astype(np.float64)) for row in scores])
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+        np.testing.assert_array_equal(got, metrics.auroc_many(scores.astype(np.float64), y.astype(np.int8)))

@@ -109,6 +109,21 @@ def _column_auroc(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (r_pos - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
+def _each_block(block, d: int, *, workers: int) -> None:
+    """``block(j)`` for every block start j of :data:`_COORD_BLOCK` coordinates out of ``d``: on
+    ``workers`` threads when more than one (numpy's sorts and reductions release the interpreter
+    lock; each block writes its own slice of the output arrays)."""
+    starts = range(0, d, _COORD_BLOCK)
+    if workers > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=min(int(workers), len(starts)), thread_name_prefix="ldminv-dims") as pool:
+            list(pool.map(block, starts))
+    else:
+        for j in starts:
+            block(j)
+
+
 def dimension_table(influence: np.ndarray, terms_t: np.ndarray, labels: np.ndarray, *,
                     workers: int = 1) -> pd.DataFrame:
     """Statistics of every latent coordinate (channel, row, col), one row each.
@@ -161,17 +176,7 @@ def dimension_table(influence: np.ndarray, terms_t: np.ndarray, labels: np.ndarr
             pooled[sl] = np.nan
         auroc[sl] = _column_auroc(-(terms.astype(np.float32) if exact else terms).T, lab)
 
-    starts = range(0, d, _COORD_BLOCK)
-    if workers > 1 and len(starts) > 1:
-        # numpy's sorts and reductions release the interpreter lock: blocks on several threads,
-        # each writing its own slice of the output arrays
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=min(int(workers), len(starts)), thread_name_prefix="ldminv-dims") as pool:
-            list(pool.map(block, starts))
-    else:
-        for j in starts:
-            block(j)
+    _each_block(block, d, workers=workers)
     with np.errstate(divide="ignore", invalid="ignore"):
         gap_std = np.where(pooled > 0, gap / pooled, np.nan)
     cc, rr, ww = np.unravel_index(np.arange(c * h * w), (c, h, w))

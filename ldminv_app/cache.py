@@ -308,7 +308,16 @@ def _first_open_extras(run: Run, attack: str, ev: Evaluation, *, folds: int) -> 
         # reconstruction needs the model
         from . import preimport
 
-        preimport.after_torch(lambda: warmer().submit([(("model", *key[:2]), lambda: get_model(run))], front=False))
+        preimport.after_torch(lambda: warmer().submit([(("model", *key[:2]), lambda: _preload(run))], front=False))
+
+
+def _preload(run: Run) -> None:
+    """The run's model, loaded in the background; its objects then out of the collector's sight
+    (they live as long as the server: see :mod:`ldminv_app.preimport`)."""
+    import gc
+
+    get_model(run)
+    gc.freeze()
 
 
 def protocol_evaluations(run: Run, attack: str, *, folds: int, n_boot: int | None = None) -> dict[str, Evaluation]:

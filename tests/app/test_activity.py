@@ -63,3 +63,16 @@ def test_a_fragment_body_counts_as_a_page_run_and_keeps_its_name():
 
     assert body(1, y=2) == 3 and seen == [True] and not activity.pages_running()
     assert body.__name__ == "body" and body.__doc__ == "doc"
+
+
+def test_the_imported_modules_leave_the_collectors_sight():
+    import gc
+
+    from ldminv_app import preimport
+
+    before = gc.get_freeze_count()
+    try:
+        preimport._import_all(("json", "no_such_module_for_ldminv"))  # a failed import is skipped
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()

@@ -313,11 +313,11 @@ def _first_open_extras(run: Run, attack: str, ev: Evaluation, *, folds: int) -> 
 
 def _preload(run: Run) -> None:
     """The run's model, loaded in the background; its objects then out of the collector's sight
-    (they live as long as the server: see :mod:`ldminv_app.preimport`)."""
-    import gc
+    (they live as long as the server: :func:`ldminv_app.preimport.freeze_survivors`)."""
+    from .preimport import freeze_survivors
 
     get_model(run)
-    gc.freeze()
+    freeze_survivors()
 
 
 def protocol_evaluations(run: Run, attack: str, *, folds: int, n_boot: int | None = None) -> dict[str, Evaluation]:

@@ -65,14 +65,23 @@ def test_a_fragment_body_counts_as_a_page_run_and_keeps_its_name():
     assert body.__name__ == "body" and body.__doc__ == "doc"
 
 
-def test_the_imported_modules_leave_the_collectors_sight():
+def test_the_imported_modules_leave_the_collectors_sight_and_garbage_does_not():
     import gc
+    import weakref
 
     from ldminv_app import preimport
 
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.me = cycle  # unreachable once dropped: garbage, not to be frozen
+    gone = weakref.ref(cycle)
+    del cycle
     before = gc.get_freeze_count()
     try:
         preimport._import_all(("json", "no_such_module_for_ldminv"))  # a failed import is skipped
         assert gc.get_freeze_count() > before
+        assert gone() is None  # collected before the freeze
     finally:
         gc.unfreeze()

@@ -141,18 +141,36 @@ def model_source(run: Run) -> str | None:
     return None
 
 
+def _preload_limit() -> int:
+    """``LDMINV_PRELOAD_MODEL_MB`` (default 1024; 0: never) in bytes; a value that is not a whole
+    number of MB is ignored with a warning in the server's log."""
+    raw = os.environ.get("LDMINV_PRELOAD_MODEL_MB", "").strip()
+    if raw:
+        try:
+            mb = int(raw)
+            if mb >= 0:
+                return mb << 20
+        except ValueError:
+            pass
+        import logging
+
+        logging.getLogger(__name__).warning("LDMINV_PRELOAD_MODEL_MB: expected a whole number of MB >= 0, got %r; "
+                                            "using 1024", raw)
+    return 1024 << 20
+
+
 #: On a run's first open, its model is loaded in the background (for the Distortion page's
 #: reconstruction: 3.2 s on the demo when that page asked first) when its local folder holds at
-#: most this many bytes; a larger model (a Stable Diffusion checkpoint: several GB of memory) loads
-#: only when the page asks.
-PRELOAD_MODEL_MAX_BYTES = 1 << 30
+#: most this many bytes (``LDMINV_PRELOAD_MODEL_MB``, default 1024 MB; 0 turns it off); a larger
+#: model (a Stable Diffusion checkpoint: several GB of memory) loads only when the page asks.
+PRELOAD_MODEL_MAX_BYTES = _preload_limit()
 
 
 def preload_model_size(run: Run) -> int | None:
     """The bytes of the run's local model folder when it may be loaded in the background (at most
     :data:`PRELOAD_MODEL_MAX_BYTES`), else None (no model recorded, a hub id, a file, too large)."""
     source = model_source(run)
-    if source is None or not os.path.isdir(source):
+    if source is None or not os.path.isdir(source) or PRELOAD_MODEL_MAX_BYTES <= 0:
         return None
     total = 0
     for root, _dirs, files in os.walk(source):

@@ -2,7 +2,9 @@
 
 The builders live in ``tests/tiny_models.py`` (plain functions); here they are exposed as
 session-scoped fixtures so that every test module can reuse one copy of each. Helpers that
-several test modules share live in ``tests/support/`` (imported as ``support.<module>``).
+several test modules share live in ``tests/support/`` (imported as ``support.<module>``). The
+dashboard's background tasks of a test end with it (``support.background``), and the test process
+preloads no model in the background (``LDMINV_PRELOAD_MODEL_MB=0``).
 
 Torch runs single-threaded in the test session: these models are far too small to gain
 from intra-op threads, and on a shared machine thread oversubscription slows them down by
@@ -10,11 +12,16 @@ an order of magnitude.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+# no background load of a run's model in the test process (tests/app/test_model_preload.py turns it
+# on for itself): page tests build tiny models on the main thread
+os.environ.setdefault("LDMINV_PRELOAD_MODEL_MB", "0")
 
 TESTS = Path(__file__).resolve().parent
 # The shared helpers (tiny_models, synthetic_runs, the support/ package) import by name from any
@@ -23,7 +30,22 @@ sys.path.insert(0, str(TESTS))
 
 import tiny_models  # noqa: E402
 
+# imported here, on the main thread, before any test: the dashboard's server imports diffusers in a
+# background thread once its pages are quiet (ldminv_app.preimport), and two threads importing the
+# same package's modules for the first time can meet half-initialised modules
+import diffusers  # noqa: E402,F401
+from diffusers import AutoencoderKL  # noqa: E402,F401
+
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _background_work_ends_with_the_test():
+    """No dashboard background task of one test runs on into the next (support.background)."""
+    yield
+    from support.background import stop_background_work
+
+    stop_background_work()
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from PIL import Image
 
+from .build_lock import MODEL_BUILD_LOCK
 from .._validation import check_int
 from ..errors import LdminvError
 
@@ -228,7 +229,7 @@ def _load_vision_model(folder: Path) -> tuple[Any, dict, str, Any, Any, str]:
 
     kw = dict(local_files_only=True, use_safetensors=True, output_loading_info=True)
     try:
-        with _quiet_transformers():
+        with MODEL_BUILD_LOCK, _quiet_transformers():
             config = AutoConfig.from_pretrained(folder, local_files_only=True)
             model_type = getattr(config, "model_type", "")
             archs = tuple(getattr(config, "architectures", None) or ())

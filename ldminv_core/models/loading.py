@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import torch
 
+from .build_lock import MODEL_BUILD_LOCK
 from ..errors import ModelLoadError, ShapeError, TracedExportError
 from .lora_files import check_lora
 from .families import Family, TextPart, detect_family
@@ -340,8 +341,9 @@ def load_model(
     # 2. the family (models.families) and the classes to load, checked against each other
     family = detect_family(src)
     plan = _plan(src, vae_cfg, unet_cfg, sched_cfg, family)
-    # 3. the weights, placed on the device in eval mode
-    vae, unet, scheduler, text = _load_components(src, plan, dtype)
+    # 3. the weights (one load at a time in the process: .build_lock), placed on the device in eval mode
+    with MODEL_BUILD_LOCK:
+        vae, unet, scheduler, text = _load_components(src, plan, dtype)
     _place((vae, unet, text.get("text_encoder"), text.get("text_encoder_2")), dev, dtype)
     # 4. the latent geometry and the family's noise-prediction view
     scaling_factor, shift_factor, resolution, latent_shape = _geometry(src.describe(), vae, unet, plan.latent_channels)

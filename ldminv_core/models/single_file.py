@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from .build_lock import MODEL_BUILD_LOCK
 from ..errors import ModelLoadError, RunError
 
 __all__ = ["SingleFilePlan", "RECORD_FILE", "is_single_file", "convert_command", "single_file_cache_root",
@@ -516,8 +517,9 @@ def _config_parts(plan: SingleFilePlan) -> dict[str, Any]:
         library, class_name = plan.components[name]
         cls = getattr(importlib.import_module(library), class_name)
         try:
-            parts[name] = cls.from_pretrained(str(plan.config), subfolder=name, use_safetensors=True,
-                                              local_files_only=True)
+            with MODEL_BUILD_LOCK:
+                parts[name] = cls.from_pretrained(str(plan.config), subfolder=name, use_safetensors=True,
+                                                  local_files_only=True)
         except Exception as exc:  # noqa: BLE001 - name the component
             raise ModelLoadError(f"model_config (--model-config): cannot load {name} ({class_name}) from "
                                  f"{plan.config / name}/ ({type(exc).__name__}: {exc})") from exc

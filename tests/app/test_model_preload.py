@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from types import SimpleNamespace
 
+import pytest
+
 from ldminv_app import cache, preimport
 
 
@@ -12,7 +14,8 @@ def _run(model: str | None) -> SimpleNamespace:
     return SimpleNamespace(settings={} if model is None else {"model": model}, path="/nowhere")
 
 
-def test_a_small_local_folder_is_preloaded_and_its_size_is_counted(tmp_path):
+def test_a_small_local_folder_is_preloaded_and_its_size_is_counted(tmp_path, monkeypatch):
+    monkeypatch.setattr(cache, "PRELOAD_MODEL_MAX_BYTES", 1 << 30)  # the default (tests turn it off)
     (tmp_path / "unet").mkdir()
     (tmp_path / "unet" / "w.bin").write_bytes(b"x" * 1000)
     (tmp_path / "model_index.json").write_text("{}")
@@ -26,6 +29,14 @@ def test_no_preload_without_a_local_folder_or_above_the_limit(tmp_path, monkeypa
     assert cache.preload_model_size(_run(str(tmp_path / "w.bin"))) is None  # a file, not a folder
     monkeypatch.setattr(cache, "PRELOAD_MODEL_MAX_BYTES", 1024)
     assert cache.preload_model_size(_run(str(tmp_path))) is None
+    monkeypatch.setattr(cache, "PRELOAD_MODEL_MAX_BYTES", 0)  # LDMINV_PRELOAD_MODEL_MB=0: never
+    assert cache.preload_model_size(_run(str(tmp_path))) is None
+
+
+@pytest.mark.parametrize("raw, mb", [("", 1024), ("0", 0), ("12", 12), (" 7 ", 7), ("-1", 1024), ("lots", 1024)])
+def test_the_preload_limit_comes_from_the_environment(monkeypatch, raw, mb):
+    monkeypatch.setenv("LDMINV_PRELOAD_MODEL_MB", raw)
+    assert cache._preload_limit() == mb << 20
 
 
 def test_after_torch_waits_for_the_import_then_calls_at_once(monkeypatch):

@@ -6,37 +6,20 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from streamlit.testing.v1 import AppTest
 
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
-from ldminv_core.runs import Run
 from support.apptest import settle
-from synthetic_runs import write_run
+from support.two_attack_run import two_attack_run
 
 APP = str(Path(__file__).resolve().parents[2] / "app.py")
 pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks with bootstrap: over 10 s
 
 
-def _run(folder: Path) -> Run:
-    rng = np.random.default_rng(11)
-    labels = np.r_[np.ones(100, np.int64), np.zeros(100, np.int64)]
-    terms = rng.gamma(2.0, 1.0, size=(200, 2, 2, 2, 2)).astype(np.float32)
-    terms[labels == 1] *= rng.uniform(0.3, 1.0, size=(100, 1, 1, 1, 1)).astype(np.float32)
-    stat = terms.astype(np.float64).reshape(200, 2, -1).sum(axis=2)
-    pfami = (-stat[:, 0] + rng.normal(0, 1.0, 200)).astype(np.float32)
-    run = write_run(folder, terms=terms, influence=rng.normal(size=(200, 2, 2, 2)).astype(np.float32),
-                    log_volume=rng.normal(size=200), labels=labels, timesteps=[0, 10], pfami=pfami)
-    for path in run.samples["path"]:
-        Image.fromarray(rng.integers(0, 255, size=(12, 12, 3), dtype=np.uint8), mode="RGB").save(path)
-    return run
-
-
 def test_findings_page_shows_who_flags_whom(tmp_path, monkeypatch):
-    run = _run(tmp_path / "runs" / "agree")
+    run = two_attack_run(tmp_path / "runs" / "agree")
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
     monkeypatch.setenv("LDMINV_RUN", str(run.path))
     at = settle(AppTest.from_file(APP, default_timeout=180).run())

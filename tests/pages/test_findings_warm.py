@@ -13,9 +13,9 @@ from streamlit.testing.v1 import AppTest
 from ldminv_app import findings_warm, lazy, warm
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
-from support.apptest import settle
+from support.apptest import APP, settle
+from support.two_attack_run import two_attack_run
 
-from test_agreement_page import APP, _run
 
 pytestmark = pytest.mark.slow  # three protocols of two attacks with bootstrap, computed in the background
 
@@ -25,7 +25,7 @@ def _pending(at: AppTest) -> list[str]:
 
 
 def test_attack_and_protocol_switches_find_their_sections_ready(tmp_path, monkeypatch):
-    run = _run(tmp_path / "runs" / "warm")
+    run = two_attack_run(tmp_path / "runs" / "warm")
     monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
     monkeypatch.setenv("LDMINV_RUN", str(run.path))
     at = settle(AppTest.from_file(APP, default_timeout=180).run())

@@ -215,7 +215,14 @@ def _plan(src: Source, vae_cfg: dict, unet_cfg: dict, sched_cfg: dict, family: F
 
 
 def _load_components(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any, Any, Any, dict[str, Any]]:
-    """(vae, unet, scheduler, text parts by sub-folder name), safetensors weights only."""
+    """(vae, unet, scheduler, text parts by sub-folder name), safetensors weights only; one load at
+    a time in the process (:data:`~.build_lock.MODEL_BUILD_LOCK`)."""
+    with MODEL_BUILD_LOCK:
+        return _load_components_unlocked(src, plan, dtype)
+
+
+def _load_components_unlocked(src: Source, plan: _Plan, dtype: torch.dtype) -> tuple[Any, Any, Any, dict[str, Any]]:
+    """:func:`_load_components` without the lock."""
     from diffusers import AutoencoderKL, UNet2DConditionModel, UNet2DModel
 
     where = src.describe()
@@ -342,8 +349,7 @@ def load_model(
     family = detect_family(src)
     plan = _plan(src, vae_cfg, unet_cfg, sched_cfg, family)
     # 3. the weights (one load at a time in the process: .build_lock), placed on the device in eval mode
-    with MODEL_BUILD_LOCK:
-        vae, unet, scheduler, text = _load_components(src, plan, dtype)
+    vae, unet, scheduler, text = _load_components(src, plan, dtype)
     _place((vae, unet, text.get("text_encoder"), text.get("text_encoder_2")), dev, dtype)
     # 4. the latent geometry and the family's noise-prediction view
     scaling_factor, shift_factor, resolution, latent_shape = _geometry(src.describe(), vae, unet, plan.latent_channels)

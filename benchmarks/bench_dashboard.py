@@ -33,13 +33,16 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# the line of a page section still computing in the background: a page showing it is not idle, its
+# section will fill in by itself
+from ldminv_app.lazy import PENDING_WORDS  # noqa: E402
 CHROMIUM = "/usr/bin/chromium"
 WIDTH, HEIGHT = 1400, 900
 SERVER_START_S = 90
 METRIC_LABEL = "AUROC (masked)"
-#: The line of a page section still computing in the background (``ldminv_app.lazy.PENDING_WORDS``):
-#: a page showing it is not idle, its section will fill in by itself.
-PENDING_WORDS = "computing in the background"
 SLIDER_LABEL = "Drop percentage"
 
 #: In-page watcher: resolves with the ms from its start until the metric's text differs from

@@ -4,26 +4,20 @@ who flags whom (thumbnails of the flagged images) equal the evaluation layer's `
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
-from support.apptest import settle
+from support.apptest import open_app
 from support.two_attack_run import two_attack_run
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks with bootstrap: over 10 s
 
 
 def test_findings_page_shows_who_flags_whom(tmp_path, monkeypatch):
     run = two_attack_run(tmp_path / "runs" / "agree")
-    monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
-    monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = settle(AppTest.from_file(APP, default_timeout=180).run())
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(run.path, tmp_path, monkeypatch)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         want = agreement(run, "standard", n_boot=DEFAULT_N_BOOT)

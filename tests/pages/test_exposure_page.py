@@ -9,17 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from streamlit.testing.v1 import AppTest
 
 from ldminv_app.exposure_view import EXPOSURE_ROWS
 from ldminv_app.state import default_attack
 from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.exposure import exposure_list
 from ldminv_core.runs import Run
-from support.apptest import settle
+from support.apptest import open_app
 from synthetic_runs import write_run
 
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
 pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks with bootstrap: over 10 s
 
 
@@ -38,10 +36,7 @@ def _run(folder: Path) -> Run:
 
 def test_findings_page_shows_the_members_most_at_risk(tmp_path, monkeypatch):
     run = _run(tmp_path / "runs" / "exposed")
-    monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
-    monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = settle(AppTest.from_file(APP, default_timeout=180).run())
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(run.path, tmp_path, monkeypatch)
     assert any(h.value == "Which training images are most at risk?" for h in at.subheader)
     shown = next(el.value for el in at.dataframe if "member_rank" in el.value.columns)
     attack = default_attack(run)  # the page's attack before any choice

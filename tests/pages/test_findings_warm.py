@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from ldminv_app import findings_warm, lazy, warm
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
-from support.apptest import APP, settle
+from support.apptest import open_app
 from support.two_attack_run import two_attack_run
 
 
@@ -26,10 +26,7 @@ def _pending(at: AppTest) -> list[str]:
 
 def test_attack_and_protocol_switches_find_their_sections_ready(tmp_path, monkeypatch):
     run = two_attack_run(tmp_path / "runs" / "warm")
-    monkeypatch.setenv("LDMINV_HOME", str(tmp_path))
-    monkeypatch.setenv("LDMINV_RUN", str(run.path))
-    at = settle(AppTest.from_file(APP, default_timeout=180).run())
-    assert not at.exception, [e.value for e in at.exception]
+    at = open_app(run.path, tmp_path, monkeypatch)
     attack = at.selectbox(key="sidebar_attack").value
     other = next(a for a in run.attacks if a != attack)
     # 1. the neighbours' jobs are in the store once the warm-up is idle

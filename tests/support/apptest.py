@@ -66,3 +66,13 @@ def settle(at: AppTest) -> AppTest:
         at.run()
     return at
 
+
+
+def open_app(run_path, home, monkeypatch, *, timeout: float = 180) -> AppTest:
+    """The dashboard on the run at ``run_path`` (``LDMINV_HOME=home``), its background sections
+    settled (:func:`settle`), with no exception on the page."""
+    monkeypatch.setenv("LDMINV_HOME", str(home))
+    monkeypatch.setenv("LDMINV_RUN", str(run_path))
+    at = settle(AppTest.from_file(APP, default_timeout=timeout).run())
+    assert not at.exception, [e.value for e in at.exception]
+    return at

@@ -34,6 +34,7 @@ from .checks import (
     _warn_plain_callable,
 )
 from .constants import INFLUENCE_EPS, SLQ_PROBES, SLQ_STEPS, Decode
+from .heap import retained_heap
 from .krylov import _krylov_top_eigenvalues, _slq_logdet
 from .paths import _block_size, log_volume_products, resolve_influence_method, resolve_log_volume_method
 from .products import (
@@ -259,20 +260,22 @@ def _geometry(
     per_sample = _products_per_sample(s.lv_method, s.infl_method, d=s.d, k=s.k, kind=s.kind, probes=s.probes,
                                       oversample=s.oversample, iters=s.iters, slq_probes=s.slq_probes,
                                       slq_steps=s.slq_steps)
-    # 3. the paths, block by block of samples (counting products, reporting progress)
-    for start in range(0, s.n, block):
-        stop = min(s.n, start + block)
-        prod = _Products(decode, s.z[start:stop], s.chunk, s.image_shape, s.engine)
-        out.engine = prod.engine
-        if progress is not None:
-            prod.on_chunk = _block_progress(progress, start=start, samples=stop - start,
-                                            products=per_sample * (stop - start))
-        _run_block(prod, s, out, start, stop)
-        if counts is not None:
-            for key, value in prod.counts.items():
-                counts[key] = counts.get(key, 0) + value
-        if progress is not None:
-            progress(stop)
+    # 3. the paths, block by block of samples (counting products, reporting progress), with
+    #    freed activations kept in the heap for the next product (:mod:`.heap`)
+    with retained_heap():
+        for start in range(0, s.n, block):
+            stop = min(s.n, start + block)
+            prod = _Products(decode, s.z[start:stop], s.chunk, s.image_shape, s.engine)
+            out.engine = prod.engine
+            if progress is not None:
+                prod.on_chunk = _block_progress(progress, start=start, samples=stop - start,
+                                                products=per_sample * (stop - start))
+            _run_block(prod, s, out, start, stop)
+            if counts is not None:
+                for key, value in prod.counts.items():
+                    counts[key] = counts.get(key, 0) + value
+            if progress is not None:
+                progress(stop)
     # 4. the result in z's dtype
     return _result(s, out)
 

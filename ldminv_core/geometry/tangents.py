@@ -16,8 +16,10 @@ Here the decoder is linearised by hand, once per latent:
    itself, a GroupNorm + SiLU is ``A * (t - mean_g t) - B * mean_g(t * xhat)`` with ``A``, ``B``
    from step 1, attention follows the product rule through the softmax.
 
-Directions travel in channels-last memory format, where oneDNN's convolutions with few
-channels are fastest on a CPU. The result is the same ``J V`` (to float32 rounding); tests
+Two pairs of layers are differentiated as one: a GroupNorm + SiLU and the convolution after
+it (:mod:`.norm_conv`), and a nearest x2 upsampling and its convolution (one convolution at
+the input's resolution, :mod:`.subpixel`). Directions travel in channels-last memory format,
+where oneDNN's convolutions with few channels are fastest on a CPU. The result is the same ``J V`` (to float32 rounding); tests
 compare it with ``torch.autograd.functional.jacobian`` on random decoders of several
 layouts.
 
@@ -39,6 +41,7 @@ from torch import nn
 
 from ..errors import LdminvError, ModelKindError
 from .norm_conv import NormConv
+from .subpixel import subpixel_conv
 
 __all__ = ["VaeDecoder", "vae_decoder", "TangentEngine", "DecoderLinearization", "unsupported_reason", "verify", "engine_for",
            "VERIFY_RTOL"]
@@ -275,12 +278,16 @@ class _Upsample:
         _require(up.norm is None and not up.use_conv_transpose and up.interpolate, f"{where} is not nearest x2")
         conv = (up.conv if up.name == "conv" else up.Conv2d_0) if up.use_conv else None
         self.conv = _Conv(conv, f"{where}.conv") if conv is not None else None
+        # the tangent: one convolution at the input's resolution (:mod:`.subpixel`) where it applies
+        self.fused = subpixel_conv(conv) if conv is not None else None
 
     def primal(self, x: torch.Tensor) -> tuple[torch.Tensor, Any]:
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         return self.conv.primal(x) if self.conv is not None else (x, None)
 
     def tangent(self, st: Any, t: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            return self.fused(t)
         t = F.interpolate(t, scale_factor=2.0, mode="nearest")
         return self.conv.tangent(st, t) if self.conv is not None else t
 
@@ -425,8 +432,8 @@ def _build(decode: VaeDecoder) -> _Chain:
             layers.append(_Resnet(res, f"up_blocks.{b}.resnets.{r}"))
         for u, up in enumerate(block.upsamplers or []):
             layers.append(_Upsample(up, f"up_blocks.{b}.upsamplers.{u}"))
-    layers.append(_NormAct(dec.conv_norm_out, dec.conv_act, "decoder.conv_norm_out"))
-    layers.append(_Conv(dec.conv_out, "decoder.conv_out"))
+    layers.append(NormConv(_NormAct(dec.conv_norm_out, dec.conv_act, "decoder.conv_norm_out"),
+                           _Conv(dec.conv_out, "decoder.conv_out")))
     return _Chain(layers)
 
 

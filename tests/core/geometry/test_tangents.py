@@ -74,6 +74,34 @@ def test_jvp_and_vjp_match_the_autograd_jacobian(name):
     assert lin.jvp(torch.randn(3, *z1.shape)).is_contiguous()
 
 
+def test_the_plain_layers_behind_the_fused_ones_match_the_autograd_jacobian(monkeypatch):
+    """With the fusions off (GroupNorm + SiLU + convolution as one layer, upsampling + convolution
+    as one low-resolution convolution), the layers one after the other give the same Jacobian."""
+    from ldminv_core.geometry import norm_conv
+
+    vae = _vae(**LAYOUTS["rgb-3-levels-2-layers"])
+    decode = VaeDecoder(vae, scaling_factor=SF)
+    z1 = torch.randn(4, 3, 5, generator=torch.Generator().manual_seed(4))
+    jac = _oracle(decode, z1)
+    p, d = jac.shape
+    eye = torch.eye(d).reshape(d, *z1.shape)
+    fused_engine = TangentEngine(decode)
+    ups = [layer for layer in fused_engine._chain.layers if isinstance(layer, tangents._Upsample)]
+    assert ups and all(up.fused is not None for up in ups)
+    fused = fused_engine.linearize(z1).jvp(eye).reshape(d, p).T.double()
+    monkeypatch.setattr(norm_conv, "FUSE_MAX_VALUES", 0)
+    plain_engine = TangentEngine(decode)
+    for up in plain_engine._chain.layers:
+        if isinstance(up, tangents._Upsample):
+            up.fused = None
+    lin = plain_engine.linearize(z1)
+    assert all(st[2] is None for layer, st in zip(lin._chain.layers, lin._states) if isinstance(layer, norm_conv.NormConv))
+    plain = lin.jvp(eye).reshape(d, p).T.double()
+    scale = jac.abs().max()
+    for cols in (fused, plain):
+        assert float((cols - jac).abs().max() / scale) < 1e-5
+
+
 @pytest.mark.slow
 def test_decoder_geometry_takes_the_layerwise_products_and_matches_torch_func():
     """Every geometry path gives the same numbers with either engine (same seeds, same paths)."""
@@ -150,5 +178,6 @@ def test_verify_measures_the_difference_from_torch_func():
     engine = TangentEngine(decode)
     assert tangents.verify(engine, z) < 1e-5
     # a wrong derivative (conv_out's weight doubled in the engine only) is caught
-    engine._chain.layers[-1].weight = engine._chain.layers[-1].weight * 2
+    conv_out = engine._chain.layers[-1].conv  # conv_norm_out + conv_out, differentiated as one layer
+    conv_out.weight = conv_out.weight * 2
     assert tangents.verify(engine, z) > 0.5

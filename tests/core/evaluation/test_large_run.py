@@ -155,6 +155,33 @@ def test_resampled_metrics_equal_gathered(protocol: str) -> None:
     assert all(np.isnan(v).all() for v in single.values())
 
 
+@pytest.mark.parametrize("protocol", ["standard", "paper"])
+def test_resampled_metrics_in_blocks_on_threads_equal_the_gathered_ones(protocol, monkeypatch) -> None:
+    """Blocks of 3 replicates on 3 threads: each replicate's numbers equal ``convention_metrics`` of
+    its gathered scores (the oracle), exactly, in replicate order."""
+    from ldminv_core.evaluation.protocols import conventions
+
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.standard_normal(120), 1)  # ties
+    labels = (rng.random(120) < 0.5).astype(np.int8)
+    index = rng.integers(0, 120, size=(31, 120))  # 31 replicates: a short last block
+    proto = make_protocol(protocol)
+    want = convention_metrics(scores[index], labels, proto)
+    g = np.unique(scores).size
+    monkeypatch.setattr(conventions, "RESAMPLE_BLOCK_VALUES", 3 * 2 * g)
+    monkeypatch.setattr(conventions, "RESAMPLE_THREAD_MIN", 1)
+    monkeypatch.setattr(conventions, "RESAMPLE_THREADS", 3)
+    monkeypatch.setattr(conventions, "_usable_cores", lambda: 3)
+    seen = []
+    real = conventions._resampled_curve_metrics
+    monkeypatch.setattr(conventions, "_resampled_curve_metrics",
+                        lambda counts, *a: seen.append(counts.shape[0]) or real(counts, *a))
+    got = conventions.convention_metrics_resampled(scores, labels, index, proto)
+    assert sorted(seen) == [1] + [3] * 10  # the blocks really were small
+    for m in want:
+        np.testing.assert_array_equal(got[m], want[m])
+
+
 #: Peak traced memory of one grid pass, in a fresh interpreter: in the test session other threads
 #: (a page's background worker, the app's prefetcher) may allocate while tracemalloc is on.
 _PEAK = """

@@ -1,7 +1,7 @@
 """A GroupNorm (+ SiLU) followed by a convolution, differentiated as one layer.
 
 The tangent of a GroupNorm + SiLU is ``A * t - A * mean_g(t) - B * mean_g(t * xhat)`` (see
-:class:`ldminv_core.geometry.tangents._NormAct`: A = gamma * rstd * silu'(y), B = A * xhat,
+:class:`ldminv_core.geometry.basic_layers._NormAct`: A = gamma * rstd * silu'(y), B = A * xhat,
 the means per group and direction). A convolution is linear and the two means are one number
 per (direction, group), so the convolution of that tangent is
 

@@ -12,6 +12,8 @@ queues on the low-priority warm-up thread (:mod:`ldminv_app.warm`) the sections 
    of work per protocol), then
 2. every other attack under the session's protocol (its findings and its exposure list, 0.3-0.5 s
    each),
+3. under ``honest``, the selected attack at the fold counts one step away (its findings job computes
+   the evaluation's result, which the headline of a fold change reads),
 
 into the same store (:meth:`ldminv_app.lazy.Results.fill`), so that the switch draws them in its
 first run. Every job is the page's own (:func:`ldminv_app.findings_view.findings_job`, ...), over
@@ -30,10 +32,19 @@ if TYPE_CHECKING:
 __all__ = ["neighbour_jobs", "warm_neighbours"]
 
 
+#: The honest protocol's fold counts the sidebar offers (``ldminv_app.state.current_folds``).
+FOLD_RANGE = (2, 10)
+
+
+def neighbour_folds(folds: int) -> list[int]:
+    """The fold counts one step of the sidebar's folds control away from ``folds`` (up first)."""
+    return [k for k in (folds + 1, folds - 1) if FOLD_RANGE[0] <= k <= FOLD_RANGE[1]]
+
+
 def neighbour_jobs(run: Run, attack: str, *, protocol: str, folds: int) -> list[tuple[Hashable, Callable[[], Any]]]:
     """The (key, callable) section jobs of the Findings page's neighbours: ``attack`` under the other
-    protocols, then the other attacks under ``protocol`` (``folds``: honest's). A change of the
-    folds is not warmed (an honest evaluation per fold count)."""
+    protocols, then the other attacks under ``protocol`` (``folds``: honest's), then, under
+    ``honest``, ``attack`` at the fold counts one step away (an honest evaluation per count)."""
     # 1. the cached evaluations (created here, nothing computed): attack -> protocol -> Evaluation
     by_attack = {a: cache.protocol_evaluations(run, a, folds=folds) for a in run.attacks}
     protocols = list(by_attack[attack])
@@ -55,6 +66,15 @@ def neighbour_jobs(run: Run, attack: str, *, protocol: str, folds: int) -> list[
         if other != attack:
             jobs.append(findings_view.findings_job(run, other, same[other]))
             jobs.append(exposure_view.job(run, other, evaluations=same))
+    # 4. honest only: this attack at the neighbouring fold counts (what the folds control asks for)
+    if protocol == "honest":
+        for k in neighbour_folds(folds):
+            evs = {a: cache.protocol_evaluations(run, a, folds=k)["honest"] for a in run.attacks}
+            jobs.append(findings_view.findings_job(run, attack, evs[attack]))
+            jobs.append(findings_view.every_attack_job(run, evaluations=evs))
+            if len(run.attacks) > 1:
+                jobs.append(agreement_view.job(run, evaluations=evs))
+            jobs.append(exposure_view.job(run, attack, evaluations=evs))
     return jobs
 
 

@@ -49,3 +49,22 @@ def test_attack_and_protocol_switches_find_their_sections_ready(tmp_path, monkey
         want = agreement(run, "paper", n_boot=DEFAULT_N_BOOT)
     pairs = next(el.value for el in at.dataframe if "Jaccard (all)" in el.value.columns)
     assert pairs.astype(str).equals(pair_table(want).astype(str))
+
+
+def test_a_fold_change_under_honest_finds_its_sections_ready(tmp_path, monkeypatch):
+    run = two_attack_run(tmp_path / "runs" / "folds")
+    at = open_app(run.path, tmp_path, monkeypatch)
+    attack = at.selectbox(key="sidebar_attack").value
+    at.selectbox(key="sidebar_protocol").select("honest").run()
+    folds = at.session_state["folds"]
+    assert warm.warmer().idle(300)
+    # the neighbouring fold counts' sections were warmed, headline result included
+    jobs = findings_warm.neighbour_jobs(run, attack, protocol="honest", folds=folds)
+    assert findings_warm.neighbour_folds(folds) == [folds + 1, folds - 1]
+    assert all(lazy.results().ready(key) for key, _ in jobs)
+    at.number_input(key="sidebar_folds").increment().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["folds"] == folds + 1
+    assert _pending(at) == []  # every section in the first run
+    # not warmed under another protocol: the fold count does not change its numbers
+    assert len(findings_warm.neighbour_jobs(run, attack, protocol="standard", folds=folds)) == 2 + 2 * 4

@@ -383,8 +383,8 @@ def warm_run(run: Run, attack: str, *, folds: int) -> None:
 
 
 def warm_controls(run: Run, attack: str, drop: float | None, t_index: int, *, protocol: str, folds: int) -> None:
-    """After a Masks & ROC run: this protocol's neighbouring timesteps, the other protocols at this
-    drop and t, then this protocol with the preview's bootstrap count, computed in the background."""
+    """After a Masks & ROC run: the other protocols at this drop and t, and this protocol's
+    neighbouring timesteps, computed in the background."""
     warmer().foreground()  # the page is still drawing its charts
     key = run_key(run.path)
     evs = protocol_evaluations(run, attack, folds=folds)
@@ -403,10 +403,6 @@ def warm_controls(run: Run, attack: str, drop: float | None, t_index: int, *, pr
         drops = (None, drop) if name == "honest" else (drop if drop is not None else 40.0,)
         for p in drops:
             tasks.append((("page", key, attack, name, p), lambda e=e, p=p: (_page_parts(e, p, t_index), e.result(p))))
-    # then this protocol with the other bootstrap count the replicates control offers
-    preview = _evaluation(*key, attack, current, int(folds) if current == "honest" else 5, PREVIEW_N_BOOT)
-    tasks.append((("page", key, attack, current, drop, PREVIEW_N_BOOT),
-                  lambda: (_page_parts(preview, drop, t_index), preview.per_t())))
     # behind the neighbouring drops the page queued just before (the next slider step is the likelier
     # move); a newer call replaces these tasks when they have not started (the drop moved on)
     warmer().submit(tasks, front=False, group=("controls", key, attack))

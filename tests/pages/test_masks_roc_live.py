@@ -257,24 +257,3 @@ def test_drop_curve_bands_name_their_replicates(run):
         n_boot=curves.n_boot)
     assert "95% CI of masked and baseline (120 bootstrap replicates)" in fig.layout.xaxis.title.text
 
-
-def test_the_preview_replicates_are_ready_before_the_control_moves(app_env):
-    """After a Masks & ROC run the warm-up computes this protocol's page at the preview's bootstrap
-    count too: the replicates control then draws from parts already computed, and its interval is
-    the evaluation layer's at that count."""
-    from ldminv_app import cache
-
-    at = AppTest.from_file(APP, default_timeout=90).run()
-    at.switch_page("pages/masks_roc.py").run()
-    at.slider(key="drop_percent").set_value(33).run()
-    assert warm.warmer().idle(120)
-    preview = cache._evaluation(*cache.run_key(app_env.path), "sima", "standard", 5, cache.PREVIEW_N_BOOT)
-    assert ("arms", 33.0) in preview._memo  # computed in the background, before the move
-    at.select_slider(key="n_boot").set_value(cache.PREVIEW_N_BOOT).run()
-    assert not at.exception, [e.value for e in at.exception]
-    want = Evaluation(app_env, "sima", "standard", n_boot=cache.PREVIEW_N_BOOT).arms(33.0)["masked"]
-    card = next(m for m in at.metric if m.label == "AUROC (masked)")
-    assert float(card.value) == pytest.approx(want.auroc, abs=1e-12)
-    table = next(el.value for el in at.dataframe if "AUROC" in " ".join(map(str, el.value.columns)))
-    assert f"{cache.PREVIEW_N_BOOT} stratified bootstrap" in " ".join(m.value for m in at.markdown)
-    assert len(table) >= 3

@@ -12,13 +12,22 @@ from ldminv_core.errors import LdminvError, ShapeError
 
 from .style import COLUMN_LABELS, SPLIT_COLORS, _PALETTE, _layout, _legend_below, split_label
 
-__all__ = ["dimension_scatter", "latent_scatter", "WEBGL_MIN_POINTS"]
+__all__ = ["dimension_scatter", "latent_scatter", "WEBGL_MIN_POINTS", "DENSITY_MIN_POINTS", "NOTABLE_POINTS"]
 
 #: From this many points on, the latent map and the Dimensions scatter are drawn with WebGL
 #: (``scattergl``): an SVG scatter of thousands of points (an SD-size run's 5000 samples or 16384
 #: coordinates) takes the browser seconds to redraw; below it, SVG (a WebGL context alone costs
 #: Chromium hundreds of milliseconds without a GPU).
 WEBGL_MIN_POINTS = 2000
+#: From this many coordinates on, the Dimensions scatter draws every coordinate as a density (a
+#: binned heatmap, counted here) with the notable ones as points: sixteen thousand overlapping points
+#: say less than their density, and a WebGL context costs Chromium about 0.6 s without a GPU.
+DENSITY_MIN_POINTS = 2000
+#: The notable coordinates drawn as points over the density: this many farthest from chance AUROC
+#: (the ``y`` column when it is AUROC) and this many with the largest ``x`` (mean influence).
+NOTABLE_POINTS = 200
+#: Bins of the density along x and y.
+DENSITY_BINS = (60, 40)
 
 
 def dimension_scatter(
@@ -30,7 +39,8 @@ def dimension_scatter(
     title: str | None = "Coordinate influence vs its own AUROC",
     height: int = 420,
 ) -> go.Figure:
-    """Scatter of per-coordinate statistics (one point per latent coordinate).
+    """Scatter of per-coordinate statistics (one point per latent coordinate; from
+    :data:`DENSITY_MIN_POINTS` coordinates on, their density with the notable ones as points).
 
     Args:
         table: pandas DataFrame with columns ``channel``, ``row``, ``col`` and the
@@ -42,13 +52,20 @@ def dimension_scatter(
             raise LdminvError(f"table: expected a column {col!r}, got columns {list(table.columns)}")
     fig = go.Figure()
     channels = sorted(table[color].unique()) if color == "channel" else [None]
-    # SVG for a small latent: a WebGL context costs more than it saves below WEBGL_MIN_POINTS (on a
-    # machine without a GPU, Chromium draws WebGL in software)
-    trace = go.Scattergl if len(table) >= WEBGL_MIN_POINTS else go.Scatter
+    shown = table
+    if len(table) >= DENSITY_MIN_POINTS:
+        # every coordinate as a density, the notable ones as points (SVG: no WebGL context)
+        fig.add_trace(_density(table, x, y))
+        shown = _notable(table, x, y)
+        title = (title or "") + (f"<br><sup>shading: all {len(table)} coordinates; points: the {NOTABLE_POINTS} "
+                                 + ("farthest from chance and the " if y == "auroc" else "")
+                                 + f"{NOTABLE_POINTS} with the largest {COLUMN_LABELS.get(x, x)}</sup>")
     for i, ch in enumerate(channels):
-        part = table if ch is None else table[table[color] == ch]
+        part = shown if ch is None else shown[shown[color] == ch]
+        if ch is not None and part.empty:
+            continue
         fig.add_trace(
-            trace(
+            go.Scatter(
                 x=part[x],
                 y=part[y],
                 mode="markers",
@@ -65,6 +82,30 @@ def dimension_scatter(
     fig.update_layout(xaxis_title=COLUMN_LABELS.get(x, x), yaxis_title=COLUMN_LABELS.get(y, y))
     _layout(fig, title=title, height=height)
     return _legend_below(fig, y=-0.3, bottom=95)  # clear of plotly's toolbar at the top right
+
+
+def _density(table, x: str, y: str) -> go.Heatmap:
+    """Counts of the rows with finite x and y in :data:`DENSITY_BINS` bins (empty bins transparent)."""
+    xs, ys = table[x].to_numpy(dtype=float), table[y].to_numpy(dtype=float)
+    ok = np.isfinite(xs) & np.isfinite(ys)
+    counts, xe, ye = np.histogram2d(xs[ok], ys[ok], bins=DENSITY_BINS)
+    z = np.where(counts.T > 0, counts.T, np.nan)  # (y bins, x bins); NaN: drawn transparent
+    return go.Heatmap(
+        x=(xe[:-1] + xe[1:]) / 2, y=(ye[:-1] + ye[1:]) / 2, z=z, colorscale="Greys", zmin=0,
+        colorbar=dict(title="coordinates", thickness=12, len=0.6, x=1.02), name="all coordinates",
+        hovertemplate=f"{COLUMN_LABELS.get(x, x)} ≈ %{{x:.3g}}<br>{COLUMN_LABELS.get(y, y)} ≈ %{{y:.3g}}"
+        "<br>%{z:d} coordinates<extra></extra>", showscale=True, opacity=0.8,
+    )
+
+
+def _notable(table, x: str, y: str):
+    """The rows drawn as points over the density: the :data:`NOTABLE_POINTS` with the largest ``x``
+    and, when ``y`` is AUROC, the ones farthest from 0.5 (ties: the table's order)."""
+    picks = [table[x].nlargest(NOTABLE_POINTS, keep="first").index]
+    if y == "auroc":
+        picks.append((table[y] - 0.5).abs().nlargest(NOTABLE_POINTS, keep="first").index)
+    keep = picks[0].union(picks[1]) if len(picks) > 1 else picks[0]
+    return table.loc[table.index.isin(keep)]
 
 
 def latent_scatter(

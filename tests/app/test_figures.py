@@ -38,20 +38,36 @@ def test_arms_have_one_colour_everywhere():
     assert len(set(figures.VARIANT_COLORS.values())) == len(figures.VARIANT_COLORS)
 
 
-def test_dimension_scatter_is_svg_for_a_small_latent_and_webgl_for_a_large_one():
+def test_dimension_scatter_draws_a_large_latent_as_a_density_with_its_notable_points():
     import pandas as pd
 
-    from ldminv_app.figures.scatter import WEBGL_MIN_POINTS
+    from ldminv_app.figures.scatter import DENSITY_MIN_POINTS, NOTABLE_POINTS
 
-    def table(n: int) -> pd.DataFrame:
+    def table(shape: tuple[int, int, int]) -> pd.DataFrame:
+        n = int(np.prod(shape))
         rng = np.random.default_rng(0)
-        return pd.DataFrame({"coord": np.arange(n), "channel": np.arange(n) % 4, "row": np.arange(n) // 4 % 8,
-                             "col": np.arange(n) % 8, "influence_mean": rng.random(n), "auroc": rng.random(n)})
+        ch, row, col = np.unravel_index(np.arange(n), shape)  # every coordinate once
+        return pd.DataFrame({"coord": np.arange(n), "channel": ch, "row": row, "col": col,
+                             "influence_mean": rng.random(n), "auroc": rng.random(n)})
 
-    small = figures.dimension_scatter(table(256))
-    large = figures.dimension_scatter(table(WEBGL_MIN_POINTS))
-    assert {t.type for t in small.data} == {"scatter"}
-    assert {t.type for t in large.data} == {"scattergl"}
-    # the same points either way, one trace per channel
+    small = figures.dimension_scatter(table((4, 8, 8)))
+    assert {t.type for t in small.data} == {"scatter"}  # SVG, every point, one trace per channel
     assert sum(len(t.x) for t in small.data) == 256 and len(small.data) == 4
-    assert sum(len(t.x) for t in large.data) == WEBGL_MIN_POINTS
+    big = table((4, 25, 25))
+    assert len(big) >= DENSITY_MIN_POINTS
+    big.loc[7, "auroc"] = np.nan  # a coordinate without a defined AUROC is not counted
+    large = figures.dimension_scatter(big)
+    types = [t.type for t in large.data]
+    assert "scattergl" not in types and types[0] == "heatmap"
+    # 1. the density counts every coordinate with finite values, once
+    z = np.asarray(large.data[0].z, dtype=float)
+    assert np.nansum(z) == len(big) - 1
+    counts, _, _ = np.histogram2d(big["influence_mean"].drop(7), big["auroc"].drop(7), bins=(60, 40))
+    np.testing.assert_array_equal(np.nan_to_num(z), counts.T)
+    # 2. the points: the most influential and the farthest from chance (an independent selection)
+    want = set(big.sort_values("influence_mean", ascending=False, kind="stable").index[:NOTABLE_POINTS])
+    want |= set((big["auroc"] - 0.5).abs().sort_values(ascending=False, kind="stable").index[:NOTABLE_POINTS])
+    got = {(int(c), int(r), int(k)) for t in large.data[1:] if t.type == "scatter" and t.customdata is not None
+           for c, r, k in t.customdata}
+    assert got == {(int(big.channel[i]), int(big.row[i]), int(big.col[i])) for i in want}
+    assert f"all {len(big)} coordinates" in large.layout.title.text

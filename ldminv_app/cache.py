@@ -27,6 +27,7 @@ import streamlit as st
 
 from ldminv_core import embedding, masks
 from ldminv_core.errors import RunError
+from ldminv_core.cores import usable_cores
 from ldminv_core.evaluation import DEFAULT_N_BOOT, Evaluation, make_protocol, tables
 from ldminv_core.evaluation.grids import grid_cache_dir
 from ldminv_core.runs import Run
@@ -453,7 +454,7 @@ def _dimension_table(path: str, stamp: int, attack: str, t_index: int) -> pd.Dat
     terms_t = masks.read_timestep(terms, int(t_index))
     # on every core (at most four): numpy's sorts release the interpreter lock (2.9 s against 5.9 s
     # on two cores for N = 5000, d = 16384)
-    table = tables.dimension_table(run.influence, terms_t, run.labels, workers=min(4, os.cpu_count() or 1))
+    table = tables.dimension_table(run.influence, terms_t, run.labels, workers=min(4, usable_cores()))
     table["shift"] = _term_shift(terms_t, run.labels, table)
     if target is not None:
         try:

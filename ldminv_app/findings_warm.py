@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
-from . import agreement_view, cache, exposure_view, findings_view, lazy, warm
+from . import agreement_view, cache, exposure_view, findings_view, lazy, state, warm
 
 if TYPE_CHECKING:
     from ldminv_core.runs import Run
@@ -32,13 +32,10 @@ if TYPE_CHECKING:
 __all__ = ["neighbour_jobs", "warm_neighbours"]
 
 
-#: The honest protocol's fold counts the sidebar offers (``ldminv_app.state.current_folds``).
-FOLD_RANGE = (2, 10)
-
-
 def neighbour_folds(folds: int) -> list[int]:
     """The fold counts one step of the sidebar's folds control away from ``folds`` (up first)."""
-    return [k for k in (folds + 1, folds - 1) if FOLD_RANGE[0] <= k <= FOLD_RANGE[1]]
+    low, high = state.FOLDS_RANGE
+    return [k for k in (folds + 1, folds - 1) if low <= k <= high]
 
 
 def neighbour_jobs(run: Run, attack: str, *, protocol: str, folds: int) -> list[tuple[Hashable, Callable[[], Any]]]:

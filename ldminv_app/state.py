@@ -44,6 +44,7 @@ __all__ = [
     "STARTUP_ERROR",
     "PROTOCOL",
     "FOLDS",
+    "FOLDS_RANGE",
     "current_protocol",
     "current_folds",
     "ENV_RUN",
@@ -75,6 +76,8 @@ NOTICE = "notice"
 STARTUP_ERROR = "startup_error"
 PROTOCOL = "protocol"
 FOLDS = "folds"
+#: The honest protocol's fold counts the sidebar offers (least, most).
+FOLDS_RANGE = (2, 10)
 
 #: Environment variable naming a run folder to open at start-up instead of the demo.
 ENV_RUN = "LDMINV_RUN"
@@ -193,7 +196,7 @@ def current_protocol() -> str:
 def current_folds() -> int:
     """Cross-fitting folds of the honest protocol (default 5)."""
     try:
-        return min(10, max(2, int(st.session_state.get(FOLDS, 5))))
+        return min(FOLDS_RANGE[1], max(FOLDS_RANGE[0], int(st.session_state.get(FOLDS, 5))))
     except (TypeError, ValueError):
         return 5
 

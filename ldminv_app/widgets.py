@@ -113,7 +113,7 @@ def protocol_selector(*, container: Any = None) -> str:
     )
     if state.current_protocol() == "honest":
         st.session_state["sidebar_folds"] = state.current_folds()
-        where.number_input("Folds", 2, 10, step=1, key="sidebar_folds", on_change=_sync,
+        where.number_input("Folds", *state.FOLDS_RANGE, step=1, key="sidebar_folds", on_change=_sync,
                            args=("sidebar_folds", state.FOLDS), help="Stratified cross-fitting folds (seeded).")
     return state.current_protocol()
 

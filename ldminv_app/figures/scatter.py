@@ -14,10 +14,9 @@ from .style import COLUMN_LABELS, SPLIT_COLORS, _PALETTE, _layout, _legend_below
 
 __all__ = ["dimension_scatter", "latent_scatter", "WEBGL_MIN_POINTS", "DENSITY_MIN_POINTS", "NOTABLE_POINTS"]
 
-#: From this many points on, the latent map and the Dimensions scatter are drawn with WebGL
-#: (``scattergl``): an SVG scatter of thousands of points (an SD-size run's 5000 samples or 16384
-#: coordinates) takes the browser seconds to redraw; below it, SVG (a WebGL context alone costs
-#: Chromium hundreds of milliseconds without a GPU).
+#: From this many points on, the latent map is drawn with WebGL (``scattergl``): an SVG scatter of
+#: thousands of points (an SD-size run's 5000 samples) takes the browser seconds to redraw; below
+#: it, SVG (a WebGL context alone costs Chromium hundreds of milliseconds without a GPU).
 WEBGL_MIN_POINTS = 2000
 #: From this many coordinates on, the Dimensions scatter draws every coordinate as a density (a
 #: binned heatmap, counted here) with the notable ones as points: sixteen thousand overlapping points
@@ -101,10 +100,9 @@ def _density(table, x: str, y: str) -> go.Heatmap:
 def _notable(table, x: str, y: str):
     """The rows drawn as points over the density: the :data:`NOTABLE_POINTS` with the largest ``x``
     and, when ``y`` is AUROC, the ones farthest from 0.5 (ties: the table's order)."""
-    picks = [table[x].nlargest(NOTABLE_POINTS, keep="first").index]
+    keep = table[x].nlargest(NOTABLE_POINTS, keep="first").index
     if y == "auroc":
-        picks.append((table[y] - 0.5).abs().nlargest(NOTABLE_POINTS, keep="first").index)
-    keep = picks[0].union(picks[1]) if len(picks) > 1 else picks[0]
+        keep = keep.union((table[y] - 0.5).abs().nlargest(NOTABLE_POINTS, keep="first").index)
     return table.loc[table.index.isin(keep)]
 
 

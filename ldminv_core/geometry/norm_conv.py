@@ -40,12 +40,18 @@ class NormConv:
     def __init__(self, norm_act: Any, conv: Any) -> None:
         self.norm_act, self.conv = norm_act, conv
 
+    def _group_masks(self, c: int, like: torch.Tensor) -> torch.Tensor:
+        """(g, c): 1 where channel c belongs to group g, in ``like``'s dtype and device."""
+        g = self.norm_act.groups
+        channels = torch.arange(c, device=like.device) // (c // g)
+        return (channels == torch.arange(g, device=like.device)[:, None]).to(like)
+
     def _images(self, st_norm: Any, n: int, c: int, h: int, w: int) -> torch.Tensor:
         """(n, 2g, K): conv(A * 1_g) then conv(B * 1_g) of each latent, channels-last flattened,
         divided by the group's element count (so that the group sums below are means)."""
         a, xhat = st_norm  # (n, h*w, c) each
         g = self.norm_act.groups
-        masks = (torch.arange(c, device=a.device) // (c // g) == torch.arange(g, device=a.device)[:, None]).to(a)
+        masks = self._group_masks(c, a)
         a4 = a.view(n, 1, h, w, c) * masks.view(1, g, 1, 1, c)
         b4 = (a * xhat).view(n, 1, h, w, c) * masks.view(1, g, 1, 1, c)
         ab = torch.cat([a4, b4], 1).reshape(n * 2 * g, h, w, c).permute(0, 3, 1, 2)
@@ -57,8 +63,7 @@ class NormConv:
         that one matrix product of the flattened directions gives both group sums."""
         _, xhat = st_norm  # (n, h*w, c)
         g = self.norm_act.groups
-        masks = (torch.arange(c, device=xhat.device) // (c // g) == torch.arange(g, device=xhat.device)[:, None])
-        masks = masks.to(xhat).t()  # (c, g)
+        masks = self._group_masks(c, xhat).t()  # (c, g)
         ones = masks.expand(*xhat.shape, g)
         return torch.cat([ones, xhat.unsqueeze(-1) * masks], -1).reshape(n, -1, 2 * g)
 
@@ -81,8 +86,8 @@ class NormConv:
         sums = flat @ summing[0]  # (m, 2g): each group's sum of t, then of t * xhat
         scaled = (flat.view(m, h * w, c) * a).view(m, h, w, c).permute(0, 3, 1, 2)
         out = self.conv.tangent(st_conv, scaled).contiguous(memory_format=_CL)
-        flat = out.permute(0, 2, 3, 1).view(m, -1)  # a view: the update lands in ``out``
-        flat.addmm_(sums, images[0], alpha=-1.0)
+        out_flat = out.permute(0, 2, 3, 1).view(m, -1)  # a view: the update lands in ``out``
+        out_flat.addmm_(sums, images[0], alpha=-1.0)
         return out
 
     def adjoint(self, st: Any, g: torch.Tensor) -> torch.Tensor:

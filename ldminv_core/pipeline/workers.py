@@ -25,7 +25,6 @@ that called :func:`~ldminv_core.pipeline.run.run_analysis` writes the rows:
 """
 from __future__ import annotations
 
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from .._validation import describe
+from ..cores import usable_cores
 from ..errors import LdminvError
 
 __all__ = ["WORKERS_AUTO", "MAX_AUTO_WORKERS", "check_workers", "resolve_workers", "run_batches_ordered"]
@@ -51,14 +51,6 @@ def check_workers(value: Any) -> int | None:
         raise LdminvError(f"workers: expected 'auto' or an integer >= 1 (batches computed at once), got "
                           f"{describe(value)}")
     return int(value)
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask; else the machine's count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def resolve_workers(requested: int | None, *, device: torch.device, distributed: bool, custom_model: bool,

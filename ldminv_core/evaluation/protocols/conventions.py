@@ -18,6 +18,7 @@ from sklearn.exceptions import UndefinedMetricWarning
 from ... import metrics
 from ...errors import LdminvError
 from ..._validation import check_int
+from ...cores import usable_cores
 from .base import REPORTED_METRICS, Protocol
 
 __all__ = [
@@ -27,6 +28,16 @@ __all__ = [
     "fpr_support",
     "FprSupport",
 ]
+
+#: Values (replicates x 2 classes x distinct scores) of one block's counts in
+#: :func:`convention_metrics_resampled`: about 2 MiB of int64, a core's cache, where the cumulative
+#: sums run several times faster than on all replicates at once.
+RESAMPLE_BLOCK_VALUES = 1 << 18
+#: Most threads :func:`convention_metrics_resampled` uses (never more than the usable cores).
+RESAMPLE_THREADS = 4
+#: Fewest gathered values (replicates x samples) worth a thread pool (below it: one thread).
+RESAMPLE_THREAD_MIN = 1 << 20
+
 
 def convention_metrics(scores: np.ndarray, labels: np.ndarray, protocol: Protocol) -> dict[str, np.ndarray]:
     """AUROC, TPR@1%FPR and ASR of membership scores under a protocol's ROC convention.
@@ -104,7 +115,7 @@ def convention_metrics_resampled(scores: np.ndarray, labels: np.ndarray, index: 
 
     step = max(1, RESAMPLE_BLOCK_VALUES // (2 * g_count))
     blocks = [idx[i : i + step] for i in range(0, b, step)]
-    workers = min(RESAMPLE_THREADS, _usable_cores(), len(blocks)) if b * n >= RESAMPLE_THREAD_MIN else 1
+    workers = min(RESAMPLE_THREADS, usable_cores(), len(blocks)) if b * n >= RESAMPLE_THREAD_MIN else 1
     if workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
@@ -114,24 +125,6 @@ def convention_metrics_resampled(scores: np.ndarray, labels: np.ndarray, index: 
         parts = [block(rows) for rows in blocks]
     return {m: np.concatenate([part[m] for part in parts]) for m in REPORTED_METRICS}
 
-
-#: Values (replicates x 2 classes x distinct scores) of one block's counts: about 2 MiB of int64,
-#: a core's cache, where the cumulative sums run several times faster than on all replicates.
-RESAMPLE_BLOCK_VALUES = 1 << 18
-#: Most threads :func:`convention_metrics_resampled` uses (never more than the usable cores).
-RESAMPLE_THREADS = 4
-#: Fewest gathered values (replicates x samples) worth a thread pool (below it: one thread).
-RESAMPLE_THREAD_MIN = 1 << 20
-
-
-def _usable_cores() -> int:
-    """CPU cores this process may run on."""
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def _resampled_curve_metrics(counts: np.ndarray, n_pos: int, n_neg: int, strict: bool) -> dict[str, np.ndarray]:

@@ -171,7 +171,7 @@ def test_resampled_metrics_in_blocks_on_threads_equal_the_gathered_ones(protocol
     monkeypatch.setattr(conventions, "RESAMPLE_BLOCK_VALUES", 3 * 2 * g)
     monkeypatch.setattr(conventions, "RESAMPLE_THREAD_MIN", 1)
     monkeypatch.setattr(conventions, "RESAMPLE_THREADS", 3)
-    monkeypatch.setattr(conventions, "_usable_cores", lambda: 3)
+    monkeypatch.setattr(conventions, "usable_cores", lambda: 3)
     seen = []
     real = conventions._resampled_curve_metrics
     monkeypatch.setattr(conventions, "_resampled_curve_metrics",

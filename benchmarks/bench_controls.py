@@ -184,6 +184,12 @@ def _step_down(scope, label: str) -> Callable[[], None]:
     return _click(box.get_by_test_id("stNumberInputStepDown"))
 
 
+def _tab(scope, label: str) -> Callable[[], None] | None:
+    """A click on the tab ``label`` (None when the run has no such tab)."""
+    tab = scope.get_by_role("tab", name=label, exact=True).first
+    return _click(tab) if _exists(tab) else None
+
+
 def _checkbox(scope, label: str) -> Callable[[], None]:
     return _click(scope.get_by_test_id("stCheckbox").filter(has_text=label).first.locator("label").first)
 
@@ -220,6 +226,9 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
          f"{first} AUROC"),
         ("Findings", "attack", lambda p: _select(p, side(p), "Attack", other), f"{other} AUROC"),
         ("Findings", "attack back", lambda p: _select(p, side(p), "Attack", first), f"{first} AUROC"),
+        ("Findings", "tab: Agreement", lambda p: _tab(_main(p), "Agreement"), None),
+        ("Findings", "tab: Members most at risk", lambda p: _tab(_main(p), "Members most at risk"), None),
+        ("Findings", "tab: Every attack", lambda p: _tab(_main(p), "Every attack"), None),
         ("Findings", "timestep", lambda p: _slider_key(side(p), "Timestep t", "ArrowRight"), None),
         ("Findings", "timestep back", lambda p: _slider_key(side(p), "Timestep t", "ArrowLeft"), None),
         # Masks & ROC
@@ -243,6 +252,13 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
          "AUROC (masked)"),
         ("Masks & ROC", "protocol: standard", lambda p: _select(p, side(p), "Evaluation protocol", "standard"),
          "AUROC (masked)"),
+        ("Masks & ROC", "tab: against the drop %", lambda p: _tab(_main(p), "Against the drop %"), None),
+        ("Masks & ROC", "drop slider +1 (drop % tab)", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowRight"),
+         "AUROC (masked)"),
+        ("Masks & ROC", "drop slider -1 (drop % tab)", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowLeft"),
+         "AUROC (masked)"),
+        ("Masks & ROC", "tab: against the timestep", lambda p: _tab(_main(p), "Against the timestep"), None),
+        ("Masks & ROC", "tab: ROC curves", lambda p: _tab(_main(p), "ROC curves"), None),
         # Dimensions
         ("Dimensions", "min influence", lambda p: _slider_key(_main(p), "influence", "ArrowRight"), None),
         ("Dimensions", "min influence back", lambda p: _slider_key(_main(p), "influence", "ArrowLeft"), None),
@@ -331,15 +347,16 @@ def _goto(page, title: str) -> None:
 
 
 def measure_controls(page, *, attacks: list[str], rounds: int = 1, timeout_ms: float = 60_000,
-                     log: Callable[[str], None] = print) -> list[dict]:
-    """Move every control of :func:`_plan` (``rounds`` times) on an app already open and idle at
-    ``page``; one row per move: {page, control, probe, text, before, text_ms, idle_ms, timeout,
-    errors, load_average}. A control missing on this run (another layout, a one-attack run) is
-    skipped with a row saying so."""
+                     pages: list[str] | None = None, log: Callable[[str], None] = print) -> list[dict]:
+    """Move every control of :func:`_plan` (``rounds`` times; only those of ``pages``, page titles
+    or "sidebar nav", when given) on an app already open and idle at ``page``; one row per move:
+    {page, control, probe, text, before, text_ms, idle_ms, timeout, errors, load_average}. A control
+    missing on this run (another layout, a one-attack run) is skipped with a row saying so."""
     rows: list[dict] = []
+    plan = [step for step in _plan(attacks) if pages is None or (step[0] or "sidebar nav") in pages]
     for _ in range(rounds):
         current = None
-        for where, name, move, probe in _plan(attacks):
+        for where, name, move, probe in plan:
             if where is not None and where != current:
                 _goto(page, where)
                 current = where
@@ -435,7 +452,7 @@ def merge_results(path: Path, label: str, rows: list[dict], *, extra: dict | Non
     os.replace(tmp, path)
 
 
-def run_on(run_dir: Path, *, label: str, rounds: int, out: Path | None,
+def run_on(run_dir: Path, *, label: str, rounds: int, out: Path | None, pages: list[str] | None = None,
            log: Callable[[str], None] = print) -> list[dict]:
     """Start a server on ``run_dir``, open Findings, measure every control; merge into ``out``."""
     from playwright.sync_api import sync_playwright
@@ -453,7 +470,7 @@ def run_on(run_dir: Path, *, label: str, rounds: int, out: Path | None,
             try:
                 page, open_s = bd.open_page(browser, f"http://127.0.0.1:{port}", "Findings", timeout_s=900)
                 log(f"  first open (Findings): {open_s:.1f} s")
-                rows = measure_controls(page, attacks=attacks, rounds=rounds, log=log)
+                rows = measure_controls(page, attacks=attacks, rounds=rounds, pages=pages, log=log)
             finally:
                 browser.close()
     finally:
@@ -470,8 +487,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", default="demo")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results.json")
+    ap.add_argument("--pages", nargs="+", default=None, metavar="PAGE",
+                    help='only the controls of these pages (titles, e.g. "Masks & ROC", or "sidebar nav")')
     args = ap.parse_args(argv)
-    rows = run_on(args.run.expanduser().resolve(), label=args.label, rounds=args.rounds, out=args.out)
+    rows = run_on(args.run.expanduser().resolve(), label=args.label, rounds=args.rounds, out=args.out,
+                  pages=args.pages)
     print(render({args.label: summarise(rows)}))
     print(f"wrote {args.out} (controls.{args.label})")
     return 0

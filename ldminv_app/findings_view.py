@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 ROC_POINTS = 200
 
 __all__ = ["SEPARABLE_WORDS", "ROC_POINTS", "FindingsPage", "load", "shift_check", "headline", "headline_metrics", "headline_roc",
-           "finding_cards", "findings_job", "every_attack_job", "every_attack_table", "attack_overview"]
+           "finding_cards", "findings_job", "every_attack_job", "every_attack_table", "attack_overview",
+           "EVERY_ATTACK_TAB", "AGREEMENT_TAB", "EXPOSURE_TAB", "MORE_TABS_KEY", "more_tabs"]
 
 #: A blind group's verdict (of AUROC - 0.5) said of the folders.
 SEPARABLE_WORDS = {"supported": "separable without the model (interval above 0.5)",
@@ -128,21 +129,29 @@ def shift_check(p: FindingsPage) -> None:
             advice = shift_advice(blind)
             if advice:
                 st.markdown(f"**What to do.** {advice}")
-            with st.expander("Every feature group: numbers and strongest features"):
-                st.dataframe(pd.DataFrame([{
-                    "group": g.group, "what it sees": BLIND_GROUP_WORDS.get(g.group, g.group),
-                    "features": g.n_features, "AUROC": g.auroc,
-                    "AUROC interval": format_rate_ci(g.ci["auroc"]), "TPR@1%FPR": g.tpr_at_1fpr,
-                    "TPR interval (bootstrap)": format_rate_ci(g.ci["tpr_at_1fpr"]),
-                    "TPR exact interval": format_rate_ci(g.low_fpr.exact_ci) if g.low_fpr else "–",
-                    "the folders": SEPARABLE_WORDS.get(g.verdict, g.verdict),
-                    "strongest features": ", ".join(f"{name.split(':', 1)[-1]} ({w:+.2f})"
-                                                    for name, w in g.top_features[:3]) or "–",
-                } for g in groups]), hide_index=True, key="findings_blind_table",
-                    column_config={m: st.column_config.NumberColumn(m, format="%.4f") for m in ("AUROC", "TPR@1%FPR")})
-                st.caption("Intervals: 95%, the protocol's bootstrap; exact: Clopper-Pearson of the count behind the "
-                           "TPR. Strongest features: standardised coefficients of the group's classifier fitted on "
-                           "every image (descriptive); positive = higher values look like members.")
+            box = st.expander("Every feature group: numbers and strongest features", key="findings_blind_groups_box",
+                              on_change="rerun")
+            if box.open is not False:  # its table is drawn only while it is open
+                with box:
+                    _blind_groups_table(groups)
+
+
+def _blind_groups_table(groups: list) -> None:
+    """Every feature group of the blind baseline: its numbers and strongest features."""
+    st.dataframe(pd.DataFrame([{
+        "group": g.group, "what it sees": BLIND_GROUP_WORDS.get(g.group, g.group),
+        "features": g.n_features, "AUROC": g.auroc,
+        "AUROC interval": format_rate_ci(g.ci["auroc"]), "TPR@1%FPR": g.tpr_at_1fpr,
+        "TPR interval (bootstrap)": format_rate_ci(g.ci["tpr_at_1fpr"]),
+        "TPR exact interval": format_rate_ci(g.low_fpr.exact_ci) if g.low_fpr else "–",
+        "the folders": SEPARABLE_WORDS.get(g.verdict, g.verdict),
+        "strongest features": ", ".join(f"{name.split(':', 1)[-1]} ({w:+.2f})"
+                                        for name, w in g.top_features[:3]) or "–",
+    } for g in groups]), hide_index=True, key="findings_blind_table",
+        column_config={m: st.column_config.NumberColumn(m, format="%.4f") for m in ("AUROC", "TPR@1%FPR")})
+    st.caption("Intervals: 95%, the protocol's bootstrap; exact: Clopper-Pearson of the count behind the "
+               "TPR. Strongest features: standardised coefficients of the group's classifier fitted on "
+               "every image (descriptive); positive = higher values look like members.")
 
 
 def headline_metrics(run: Run, attack: str, ev: Evaluation):
@@ -264,7 +273,7 @@ def finding_cards(p: FindingsPage) -> None:
             f"{pending_text(run)}). They appear here by themselves when it lands.",
             icon=":material/hourglass_top:",
         )
-    cards = []
+    cards, drop_chart_in = [], None
     for f in (res.findings if res is not None else ev.blind_findings()):  # the blind ones need no geometry
         kw: dict = {}
         if f.id == "distortion_quartiles":
@@ -279,8 +288,13 @@ def finding_cards(p: FindingsPage) -> None:
                           f"{len(res.classes)} classes with both splits and at least 16 images"
                           + (f"; captions \"{prefix} …\"." if prefix else "."))
         elif f.id in ("masking_vs_baseline", "masking_vs_random") and res.maskable:
-            kw["chart"] = _drop_chart(p)
             kw["note"] = _masking_note(p, f.id)
+            if drop_chart_in is None:  # both read the same curve: drawn once, in the first one's card
+                kw["chart"], drop_chart_in = _drop_chart(p), f.id
+            else:
+                kw["note"] = " ".join(filter(None, [kw["note"], (
+                    "The curve against the drop % (masked, the random control's band, the baseline) is in the card "
+                    f"“{finding_title(drop_chart_in)}”.")]))
         cards.append((f, kw))
     for row_start in range(0, len(cards), 2):
         cols = st.columns(2)
@@ -314,6 +328,19 @@ def every_attack_job(run: Run, *, evaluations: dict | None = None) -> tuple[tupl
             for e in evaluations:
                 e.findings()
     return key, compute
+
+
+#: The tabs below the findings (:func:`more_tabs`), by label.
+EVERY_ATTACK_TAB, AGREEMENT_TAB, EXPOSURE_TAB = "Every attack", "Agreement", "Members most at risk"
+#: The session key of the open tab below the findings (``st.tabs`` state: its label).
+MORE_TABS_KEY = "findings_more_tab"
+
+
+def more_tabs(run: Run) -> dict:
+    """label -> tab of the sections below the findings (the agreement's only for two or more
+    attacks), as ``st.tabs(on_change="rerun")``: each tab's ``open`` says whether to draw it."""
+    labels = [EVERY_ATTACK_TAB] + ([AGREEMENT_TAB] if len(run.attacks) > 1 else []) + [EXPOSURE_TAB]
+    return dict(zip(labels, st.tabs(labels, key=MORE_TABS_KEY, on_change="rerun")))
 
 
 def every_attack_table(p: FindingsPage) -> None:

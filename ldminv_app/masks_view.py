@@ -27,12 +27,17 @@ if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
     from ldminv_core.runs import Run
 
-__all__ = ["ROC_POINTS", "RATE_METRICS", "MaskControls", "MaskArms", "show_cautions", "roc_panel", "arms_frame",
-           "rate_columns", "unmaskable", "controls", "mask_arms", "headline", "metrics_table", "drop_charts",
-           "timestep_charts"]
+__all__ = ["ROC_POINTS", "CHART_VIEWS", "CHART_VIEW_KEY", "RATE_METRICS", "MaskControls", "MaskArms", "show_cautions",
+           "roc_panel", "arms_frame", "rate_columns", "unmaskable", "controls", "mask_arms", "headline",
+           "metrics_table", "chart_views", "drop_charts", "timestep_charts"]
 
 #: Points per drawn ROC curve (a curve has up to N + 1; more do not show at chart size).
 ROC_POINTS = 200
+
+#: The page's chart views, one tab each (two charts a tab): only the open tab is computed and drawn.
+CHART_VIEWS = ("ROC curves", "Against the drop %", "Against the timestep")
+#: The session key of the open view (``st.tabs`` state: the open tab's label).
+CHART_VIEW_KEY = "masks_chart_view"
 
 
 def show_cautions(ev: Evaluation, run: Run) -> None:
@@ -290,6 +295,23 @@ def metrics_table(ev: Evaluation, a: MaskArms, honest: bool) -> None:
         with st.expander("Choices of every fold (made on the other folds only)", expanded=True):
             folds = html_report.folds_table(a.shown[:3])
             st.dataframe(folds, hide_index=True, key="masks_folds_table", height=36 * (len(folds) + 1) + 3)
+
+
+def chart_views(ev: Evaluation, run: Run, arms: MaskArms, *, t_index: int, timesteps: list[int], drop: int,
+                current: float | None, honest: bool) -> None:
+    """The ROC curves, the curves against the drop % and those against the timestep, as tabs of which
+    only the open one is computed and drawn (``st.tabs(on_change="rerun")``): a control redraws two
+    charts, not six, and the drop curves' bands are computed only while their tab is open."""
+    roc, by_drop, by_t = st.tabs(CHART_VIEWS, key=CHART_VIEW_KEY, on_change="rerun")
+    if roc.open is not False:  # None: a Streamlit that does not track tabs draws every tab
+        with roc:
+            roc_panel(ev, run, arms.roc_scores, arms.roc_arms)
+    if by_drop.open is not False:
+        with by_drop:
+            drop_charts(ev, t_index, current, honest)
+    if by_t.open is not False:
+        with by_t:
+            timestep_charts(ev, timesteps, t_index, drop)
 
 
 def drop_charts(ev: Evaluation, t_index: int, current: float | None, honest: bool) -> None:

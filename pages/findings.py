@@ -2,9 +2,10 @@
 protocol chosen in the sidebar: a one-line summary, the shift check (can the files alone, without
 the model, tell the folders apart? METHOD.md section 6), each claim an estimate with its 95%
 interval and a verdict (a caveat beside every membership or geometry claim on folders the files
-alone separate), a table of every attack's verdicts on every claim, then every attack's baseline
-AUROC and TPR@1%FPR side by side, and whether the attacks flag the same images (Jaccard and Spearman
-per pair, who flags whom with thumbnails), then the members most at risk (the exposure list with
+alone separate), then three tabs of which only the open one is computed and drawn: every attack
+(a table of every attack's verdicts on every claim, every attack's baseline AUROC and TPR@1%FPR side
+by side), whether the attacks flag the same images (Jaccard and Spearman per pair, who flags whom
+with thumbnails; runs of two or more attacks) and the members most at risk (the exposure list with
 thumbnails and its CSV). All numbers come from the cached
 ``Evaluation`` objects (``ldminv_app.state.evaluation``); the page only lays them out.
 
@@ -51,7 +52,7 @@ with notices.guard("The Findings page failed"):
         if res is not None:
             summary_slot.markdown("**" + findings_summary(res.findings, context=f"the {proto.name} protocol, "
                                                         f"{attack_label(attack)} ({cards.arm_t_cell(base)})") + "**"
-                                  + (" Every attack's verdicts: see the table below the findings."
+                                  + (" Every attack's verdicts: the tab *Every attack* below the findings."
                                      if len(run.attacks) > 1 else ""))
         with shift_slot:
             findings_view.shift_check(page)
@@ -65,10 +66,18 @@ with notices.guard("The Findings page failed"):
         findings_view.every_attack_table(got[page_key])
         findings_view.attack_overview(got[page_key])
 
-    lazy.section("every_attack", [(page_key, page_fn), (every_key, every_fn)], every_attack,
-                 what="Every attack's findings and baseline")
-    agreement_view.section(run)
-    exposure_view.section(run, attack)
+    # the sections below the findings, one tab each: only the open one is computed and drawn
+    tabs = findings_view.more_tabs(run)
+    if tabs[findings_view.EVERY_ATTACK_TAB].open is not False:
+        with tabs[findings_view.EVERY_ATTACK_TAB]:
+            lazy.section("every_attack", [(page_key, page_fn), (every_key, every_fn)], every_attack,
+                         what="Every attack's findings and baseline")
+    if findings_view.AGREEMENT_TAB in tabs and tabs[findings_view.AGREEMENT_TAB].open is not False:
+        with tabs[findings_view.AGREEMENT_TAB]:
+            agreement_view.section(run)
+    if tabs[findings_view.EXPOSURE_TAB].open is not False:
+        with tabs[findings_view.EXPOSURE_TAB]:
+            exposure_view.section(run, attack)
     # what the sidebar's next attack or protocol switch asks for, in the background
     findings_warm.warm_neighbours(run, attack, protocol=proto.name, folds=state.current_folds())
 

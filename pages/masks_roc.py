@@ -56,10 +56,9 @@ with notices.guard("The Masks & ROC page failed"):
         ev = state.evaluation(run, attack, n_boot=int(n_boot))
         arms = masks_view.mask_arms(ev, controls)
         masks_view.headline(ev, run, arms, p)
-        masks_view.roc_panel(ev, run, arms.roc_scores, arms.roc_arms)
+        masks_view.chart_views(ev, run, arms, t_index=t_index, timesteps=timesteps, drop=drop,
+                               current=None if per_fold else float(drop), honest=honest)
         masks_view.metrics_table(ev, arms, honest)
-        masks_view.drop_charts(ev, t_index, None if per_fold else float(drop), honest)
-        masks_view.timestep_charts(ev, timesteps, t_index, drop)
         if not per_fold:
             # the neighbouring drops, computed in the background: the next slider step is a lookup
             near = [float(drop + k) for k in (1, -1, 2, -2, 3, -3) if 0 <= drop + k <= 90]

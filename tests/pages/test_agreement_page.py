@@ -7,9 +7,10 @@ import warnings
 
 import pytest
 
+from ldminv_app import findings_view
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
-from support.apptest import open_app
+from support.apptest import open_app, open_tab
 from support.two_attack_run import two_attack_run
 
 pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks with bootstrap: over 10 s
@@ -18,6 +19,7 @@ pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks 
 def test_findings_page_shows_who_flags_whom(tmp_path, monkeypatch):
     run = two_attack_run(tmp_path / "runs" / "agree")
     at = open_app(run.path, tmp_path, monkeypatch)
+    at = open_tab(at, findings_view.MORE_TABS_KEY, findings_view.AGREEMENT_TAB)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         want = agreement(run, "standard", n_boot=DEFAULT_N_BOOT)

@@ -19,16 +19,17 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
+from ldminv_app import masks_view
 from ldminv_app.cards import FINDING_LABELS
 from ldminv_core import metrics
 from ldminv_core.pipeline.batches import AnalysisCancelled
 from ldminv_core.pipeline.config import AnalyzeConfig
 from ldminv_core.pipeline.run import run_analysis
-from ldminv_core.evaluation import DEFAULT_N_BOOT
+from ldminv_core.evaluation import DEFAULT_N_BOOT, finding_title
 from ldminv_core.masks import DropSweep, manual_mask, masked_statistic, percentile_drop_mask
 from ldminv_core.runs import Run, run_status
 
-from support.apptest import APP, LATENT_CHANNELS, PAGES, settle
+from support.apptest import APP, LATENT_CHANNELS, PAGES, open_tab, settle
 from support.apptest import arr as _arr, build_model as _build_model, charts as _charts
 from tiny_models import write_image_folder
 
@@ -176,7 +177,9 @@ def test_drop_slider_sets_masked_auroc_exactly(env, arrays):
     assert _metric(at, "AUROC (baseline)") == pytest.approx(
         roc_auc_score(labels, -terms.astype(np.float64).sum(axis=(2, 3, 4))[:, t]), abs=1e-12
     )
-    # the drop-percentage curve holds the same numbers (DropSweep.statistics + evaluate_many)
+    # the drop-percentage curve (its tab) holds the same numbers (DropSweep.statistics + evaluate_many)
+    open_tab(at, masks_view.CHART_VIEW_KEY, "Against the drop %")
+    _no_exception(at)
     curve = next(v for k, v in _charts(at).items() if k.startswith("AUROC vs drop"))
     masked_trace = next(tr for tr in curve["data"] if tr.get("name") == "masked")
     xs, ys = list(_arr(masked_trace["x"])), _arr(masked_trace["y"])
@@ -601,6 +604,11 @@ def test_findings_page_shows_the_evaluation_of_the_protocol(env, arrays, protoco
     curves = ev.drop_curves(ev.headline_t_index())
     drop = next(v for k, v in charts.items() if k.startswith("AUROC vs drop %"))
     assert f"t = {curves.t}" in drop["layout"]["title"]["text"]
+    # drawn once for the two masking cards; the second names the card that holds it
+    titles = [json.loads(el.proto.spec)["layout"]["title"]["text"] for el in at.get("plotly_chart")]
+    assert sum(t.startswith("AUROC vs drop %") for t in titles) == 1, titles
+    assert any("The curve against the drop %" in c.value and finding_title("masking_vs_baseline") in c.value
+               for c in at.caption)
     traces = {tr.get("name"): tr for tr in drop["data"]}
     np.testing.assert_allclose(_arr(traces["masked"]["y"]).astype(float), curves.masked["auroc"], atol=1e-12)
     np.testing.assert_allclose(_arr(traces["random (mean of 5 seeds)"]["y"]).astype(float),

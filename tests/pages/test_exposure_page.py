@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ldminv_app import findings_view
 from ldminv_app.exposure_view import EXPOSURE_ROWS
 from ldminv_app.state import default_attack
 from ldminv_core.evaluation import Evaluation
 from ldminv_core.evaluation.exposure import exposure_list
 from ldminv_core.runs import Run
-from support.apptest import open_app
+from support.apptest import open_app, open_tab
 from synthetic_runs import write_run
 
 pytestmark = pytest.mark.slow  # the Findings page's evaluations of two attacks with bootstrap: over 10 s
@@ -37,6 +38,11 @@ def _run(folder: Path) -> Run:
 def test_findings_page_shows_the_members_most_at_risk(tmp_path, monkeypatch):
     run = _run(tmp_path / "runs" / "exposed")
     at = open_app(run.path, tmp_path, monkeypatch)
+    # the tabs below the findings are drawn only when open: "Every attack" first
+    assert not any("member_rank" in el.value.columns for el in at.dataframe)
+    assert any(h.value == "All attacks" for h in at.subheader)
+    at = open_tab(at, findings_view.MORE_TABS_KEY, findings_view.EXPOSURE_TAB)
+    assert not any(h.value == "All attacks" for h in at.subheader)
     assert any(h.value == "Which training images are most at risk?" for h in at.subheader)
     shown = next(el.value for el in at.dataframe if "member_rank" in el.value.columns)
     attack = default_attack(run)  # the page's attack before any choice

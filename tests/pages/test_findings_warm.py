@@ -10,10 +10,10 @@ import warnings
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app import findings_warm, lazy, warm
+from ldminv_app import findings_view, findings_warm, lazy, warm
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
-from support.apptest import open_app
+from support.apptest import open_app, open_tab
 from support.two_attack_run import two_attack_run
 
 
@@ -27,6 +27,7 @@ def _pending(at: AppTest) -> list[str]:
 def test_attack_and_protocol_switches_find_their_sections_ready(tmp_path, monkeypatch):
     run = two_attack_run(tmp_path / "runs" / "warm")
     at = open_app(run.path, tmp_path, monkeypatch)
+    at = open_tab(at, findings_view.MORE_TABS_KEY, findings_view.AGREEMENT_TAB)  # the open tab stays open
     attack = at.selectbox(key="sidebar_attack").value
     other = next(a for a in run.attacks if a != attack)
     # 1. the neighbours' jobs are in the store once the warm-up is idle

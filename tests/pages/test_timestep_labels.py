@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from support.apptest import settle
+from ldminv_app import masks_view
+from support.apptest import open_tab, settle
 from ldminv_core.evaluation import Evaluation, make_protocol
 
 from synthetic_runs import write_run
@@ -109,7 +110,9 @@ def test_sidebar_t_away_from_the_protocol_t_is_named_beside_it(app, run):
     assert len(card_captions) == 4 and all(" t = 60 " in c for c in card_captions), card_captions
     titles = _chart_titles(at)
     assert [t for t in titles if t.startswith("ROC")] == ["ROC (standard, t = 60)", "ROC, log-log (standard, t = 60)"]
-    assert sum(t.startswith(f"AUROC vs drop %, t = {SIDEBAR_T}") for t in titles) == 1
+    open_tab(at, masks_view.CHART_VIEW_KEY, "Against the drop %")
+    assert sum(t.startswith(f"AUROC vs drop %, t = {SIDEBAR_T}") for t in _chart_titles(at)) == 1
+    open_tab(at, masks_view.CHART_VIEW_KEY, "ROC curves")
     table = _metrics_table(at)
     assert set(table["t"]) == {"t = 60"}
 

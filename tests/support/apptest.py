@@ -53,6 +53,14 @@ def arr(value) -> np.ndarray:
     return np.asarray(value)
 
 
+def open_tab(at: AppTest, key: str, label: str) -> AppTest:
+    """Open the tab ``label`` of the tabs with session key ``key`` (``st.tabs(on_change="rerun")``:
+    only the open tab is drawn), as a click on it does, and rerun until its background sections are
+    drawn (:func:`settle`)."""
+    at.session_state[key] = label
+    return settle(at.run())
+
+
 def settle(at: AppTest) -> AppTest:
     """Rerun once the page's background sections (``ldminv_app.lazy``: the Findings page's shift
     check, findings, every-attack tables, agreement, exposure) have their numbers: a page drawn

@@ -8,10 +8,10 @@ and the page reruns when it lands: measured on the demo, an attack switch was id
 0.92 s of it waiting for the new attack's sections. After each Findings run, :func:`warm_neighbours`
 queues on the low-priority warm-up thread (:mod:`ldminv_app.warm`) the sections of
 
-1. the selected attack under every other protocol (all four sections: measured on the demo, 2.4 s
-   of work per protocol), then
-2. every other attack under the session's protocol (its findings and its exposure list, 0.3-0.5 s
-   each),
+1. the selected attack under every other protocol (its findings, and the section of the tab open
+   below them: every attack's verdicts, the agreement or the exposure list), then
+2. every other attack under the session's protocol (its findings, and its exposure list when that
+   tab is open; 0.3-0.5 s each),
 3. under ``honest``, the selected attack at the fold counts one step away (its findings job computes
    the evaluation's result, which the headline of a fold change reads),
 
@@ -38,48 +38,58 @@ def neighbour_folds(folds: int) -> list[int]:
     return [k for k in (folds + 1, folds - 1) if low <= k <= high]
 
 
-def neighbour_jobs(run: Run, attack: str, *, protocol: str, folds: int) -> list[tuple[Hashable, Callable[[], Any]]]:
+def _tab_jobs(run: Run, attack: str, evaluations: dict, tab: str) -> list[tuple[Hashable, Callable[[], Any]]]:
+    """The section job of the open tab below the findings (``evaluations``: attack -> Evaluation)."""
+    if tab == findings_view.EVERY_ATTACK_TAB:
+        return [findings_view.every_attack_job(run, evaluations=evaluations)]
+    if tab == findings_view.AGREEMENT_TAB and len(run.attacks) > 1:
+        return [agreement_view.job(run, evaluations=evaluations)]
+    if tab == findings_view.EXPOSURE_TAB:
+        return [exposure_view.job(run, attack, evaluations=evaluations)]
+    return []
+
+
+def neighbour_jobs(run: Run, attack: str, *, protocol: str, folds: int,
+                   tab: str = findings_view.EVERY_ATTACK_TAB) -> list[tuple[Hashable, Callable[[], Any]]]:
     """The (key, callable) section jobs of the Findings page's neighbours: ``attack`` under the other
     protocols, then the other attacks under ``protocol`` (``folds``: honest's), then, under
-    ``honest``, ``attack`` at the fold counts one step away (an honest evaluation per count)."""
+    ``honest``, ``attack`` at the fold counts one step away (an honest evaluation per count). Each
+    neighbour's findings, and the section of the open tab below them (``tab``, its label): the
+    other tabs are computed when opened."""
     # 1. the cached evaluations (created here, nothing computed): attack -> protocol -> Evaluation
     by_attack = {a: cache.protocol_evaluations(run, a, folds=folds) for a in run.attacks}
     protocols = list(by_attack[attack])
     jobs: list[tuple[Hashable, Callable[[], Any]]] = []
-    # 2. this attack, the other protocols: what a protocol switch asks for anew (four sections
-    # each: the longer wait)
+    # 2. this attack, the other protocols: what a protocol switch asks for anew (the longer wait)
     for name in protocols:
         if name == protocol:
             continue
         evs = {a: by_attack[a][name] for a in run.attacks}
         jobs.append(findings_view.findings_job(run, attack, evs[attack]))
-        jobs.append(findings_view.every_attack_job(run, evaluations=evs))
-        if len(run.attacks) > 1:
-            jobs.append(agreement_view.job(run, evaluations=evs))
-        jobs.append(exposure_view.job(run, attack, evaluations=evs))
-    # 3. the other attacks, this protocol: what an attack switch asks for anew
+        jobs += _tab_jobs(run, attack, evs, tab)
+    # 3. the other attacks, this protocol: what an attack switch asks for anew (the every-attack
+    # and agreement sections are the same for every attack)
     same = {a: by_attack[a][protocol] for a in run.attacks}
     for other in run.attacks:
         if other != attack:
             jobs.append(findings_view.findings_job(run, other, same[other]))
-            jobs.append(exposure_view.job(run, other, evaluations=same))
+            if tab == findings_view.EXPOSURE_TAB:
+                jobs += _tab_jobs(run, other, same, tab)
     # 4. honest only: this attack at the neighbouring fold counts (what the folds control asks for)
     if protocol == "honest":
         for k in neighbour_folds(folds):
             evs = {a: cache.protocol_evaluations(run, a, folds=k)["honest"] for a in run.attacks}
             jobs.append(findings_view.findings_job(run, attack, evs[attack]))
-            jobs.append(findings_view.every_attack_job(run, evaluations=evs))
-            if len(run.attacks) > 1:
-                jobs.append(agreement_view.job(run, evaluations=evs))
-            jobs.append(exposure_view.job(run, attack, evaluations=evs))
+            jobs += _tab_jobs(run, attack, evs, tab)
     return jobs
 
 
-def warm_neighbours(run: Run, attack: str, *, protocol: str, folds: int, into: warm.Warmer | None = None) -> None:
+def warm_neighbours(run: Run, attack: str, *, protocol: str, folds: int, tab: str = findings_view.EVERY_ATTACK_TAB,
+                    into: warm.Warmer | None = None) -> None:
     """Queue :func:`neighbour_jobs` on the warm-up thread, behind what the pages asked for; a newer
     call for this run replaces the jobs not started yet. Returns at once."""
     store = lazy.results()
     w = warm.warmer() if into is None else into
     tasks = [(("findings-section", key), lambda key=key, fn=fn: store.fill(key, fn))
-             for key, fn in neighbour_jobs(run, attack, protocol=protocol, folds=folds)]
+             for key, fn in neighbour_jobs(run, attack, protocol=protocol, folds=folds, tab=tab)]
     w.submit(tasks, front=False, group=("findings-neighbours", *cache.run_key(run.path)))

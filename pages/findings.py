@@ -79,7 +79,8 @@ with notices.guard("The Findings page failed"):
         with tabs[findings_view.EXPOSURE_TAB]:
             exposure_view.section(run, attack)
     # what the sidebar's next attack or protocol switch asks for, in the background
-    findings_warm.warm_neighbours(run, attack, protocol=proto.name, folds=state.current_folds())
+    open_tab = next((label for label, tab in tabs.items() if tab.open), findings_view.EVERY_ATTACK_TAB)
+    findings_warm.warm_neighbours(run, attack, protocol=proto.name, folds=state.current_folds(), tab=open_tab)
 
     st.markdown("**Explore further**")
     l1, l2, l3 = st.columns(3)

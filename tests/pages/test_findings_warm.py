@@ -10,7 +10,7 @@ import warnings
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app import findings_view, findings_warm, lazy, warm
+from ldminv_app import cache, exposure_view, findings_view, findings_warm, lazy, warm
 from ldminv_app.agreement_tables import pair_table
 from ldminv_core.evaluation import DEFAULT_N_BOOT, agreement
 from support.apptest import open_app, open_tab
@@ -32,9 +32,14 @@ def test_attack_and_protocol_switches_find_their_sections_ready(tmp_path, monkey
     other = next(a for a in run.attacks if a != attack)
     # 1. the neighbours' jobs are in the store once the warm-up is idle
     assert warm.warmer().idle(300)
-    jobs = findings_warm.neighbour_jobs(run, attack, protocol="standard", folds=at.session_state["folds"])
-    assert len(jobs) == 2 * (len(run.attacks) - 1) + 2 * 4
+    jobs = findings_warm.neighbour_jobs(run, attack, protocol="standard", folds=at.session_state["folds"],
+                                        tab=findings_view.AGREEMENT_TAB)
+    # the other attack's findings; the two other protocols' findings and agreement (the open tab)
+    assert len(jobs) == (len(run.attacks) - 1) + 2 * 2
     assert all(lazy.results().ready(key) for key, _ in jobs)
+    # a tab never opened is not computed in the background
+    paper = {a: cache.protocol_evaluations(run, a, folds=at.session_state["folds"])["paper"] for a in run.attacks}
+    assert not lazy.results().ready(exposure_view.job(run, attack, evaluations=paper)[0])
     # 2. an attack switch: every section in the first run
     at.selectbox(key="sidebar_attack").select(other).run()
     assert not at.exception, [e.value for e in at.exception]
@@ -60,7 +65,7 @@ def test_a_fold_change_under_honest_finds_its_sections_ready(tmp_path, monkeypat
     folds = at.session_state["folds"]
     assert warm.warmer().idle(300)
     # the neighbouring fold counts' sections were warmed, headline result included
-    jobs = findings_warm.neighbour_jobs(run, attack, protocol="honest", folds=folds)
+    jobs = findings_warm.neighbour_jobs(run, attack, protocol="honest", folds=folds, tab=findings_view.EVERY_ATTACK_TAB)
     assert findings_warm.neighbour_folds(folds) == [folds + 1, folds - 1]
     assert all(lazy.results().ready(key) for key, _ in jobs)
     at.number_input(key="sidebar_folds").increment().run()
@@ -68,4 +73,4 @@ def test_a_fold_change_under_honest_finds_its_sections_ready(tmp_path, monkeypat
     assert at.session_state["folds"] == folds + 1
     assert _pending(at) == []  # every section in the first run
     # not warmed under another protocol: the fold count does not change its numbers
-    assert len(findings_warm.neighbour_jobs(run, attack, protocol="standard", folds=folds)) == 2 + 2 * 4
+    assert len(findings_warm.neighbour_jobs(run, attack, protocol="standard", folds=folds)) == 1 + 2 * 2

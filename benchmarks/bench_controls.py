@@ -265,7 +265,9 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
         ("Dimensions", "show at most", lambda p: _step_down(_main(p), "Show at most"), None),
         ("Dimensions", "timestep", lambda p: _slider_key(side(p), "Timestep t", "ArrowRight"), None),
         # Distortion
+        ("Distortion", "tab: least and most distorted", lambda p: _tab(_main(p), "Least and most distorted"), None),
         ("Distortion", "gallery size", lambda p: _slider_key(_main(p), "Images per gallery", "ArrowRight"), None),
+        ("Distortion", "tab: sample viewer", lambda p: _tab(_main(p), "Sample viewer"), None),
         ("Distortion", "rank +1", lambda p: _step_up(_main(p), "Rank"), "Log-volume"),
         ("Distortion", "channel aggregate", lambda p: _select(p, _main(p), "Aggregate channels by", "max"), None),
         ("Distortion", "heatmap opacity", lambda p: _slider_key(_main(p), "Heatmap opacity", "ArrowRight"), None),
@@ -273,6 +275,9 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
             "sample id", exact=True)), "Log-volume"),
         ("Distortion", "sample id +1", lambda p: _step_up(_main(p), "Sample id"), "Log-volume"),
         ("Distortion", "timestep", lambda p: _slider_key(side(p), "Timestep t", "ArrowRight"), "Score (*"),
+        ("Distortion", "tab: distribution and quartiles", lambda p: _tab(_main(p), "Distribution and quartiles"),
+         None),
+        ("Distortion", "timestep (quartiles tab)", lambda p: _slider_key(side(p), "Timestep t", "ArrowLeft"), None),
         # Latent map (the UMAP itself is an analysis job; its controls before and after)
         ("Latent map", "UMAP neighbours", lambda p: _step_up(_main(p), "UMAP neighbours"), None),
         ("Latent map", "colour by", lambda p: _select_next(p, _main(p), "Colour"), None),

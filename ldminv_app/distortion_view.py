@@ -1,4 +1,5 @@
-"""The Distortion page's numbers by log-volume quartile, read from the cached ``Evaluation``."""
+"""The Distortion page's views (its tabs) and its numbers by log-volume quartile, read from the cached
+``Evaluation``."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -7,7 +8,12 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ldminv_core.evaluation import Evaluation
 
-__all__ = ["quartile_bar_values"]
+__all__ = ["VIEWS", "VIEW_KEY", "quartile_bar_values"]
+
+#: The page's views below the finding, one tab each: only the open one is computed and drawn.
+VIEWS = ("Distribution and quartiles", "Least and most distorted", "Sample viewer")
+#: The session key of the open view (``st.tabs`` state: the open tab's label).
+VIEW_KEY = "dist_view"
 
 
 def quartile_bar_values(ev: Evaluation, timesteps: list[int],

@@ -1,9 +1,10 @@
 """Distortion page: is memorization stronger where the decoder distorts latent space most?
 
-Per-sample log-volume of members vs held-out, attack AUROC by log-volume quartile (at the
-timestep in use and across timesteps), the attack's ROC beside the blind baseline's (the files
-alone, never the model: METHOD.md section 6), galleries of the least / most distorted images, and
-a per-sample viewer (image, reconstruction, influence heatmaps, score and rank).
+Below the distortion finding, three tabs of which only the open one is computed and drawn: the
+per-sample log-volume of members vs held-out, attack AUROC by log-volume quartile (at the timestep
+in use and across timesteps) and the attack's ROC beside the blind baseline's (the files alone,
+never the model: METHOD.md section 6); galleries of the least / most distorted images; a
+per-sample viewer (image, reconstruction, influence heatmaps, score and rank).
 """
 from __future__ import annotations
 
@@ -39,78 +40,86 @@ with notices.guard("The Distortion page failed"):
     if finding.confounded:
         st.warning(finding.caveat, icon=":material/warning:")
 
-    # ---- distribution and quartiles
-    left, right = st.columns(2)
+    # ---- three views, one tab each: only the open one is computed and drawn
+    quartiles_tab, galleries_tab, viewer_tab = st.tabs(distortion_view.VIEWS, key=distortion_view.VIEW_KEY,
+                                                       on_change="rerun")
 
-    @st.fragment
+    def distribution_and_quartiles() -> None:
+        """The log-volume distribution, AUROC by distortion quartile, the ROC beside the blind baseline's."""
+        left, right = st.columns(2)
 
-    @activity.counts_as_page
-    def distribution(log_volume: np.ndarray, labels: np.ndarray) -> None:
-        """The plot-kind control and the distribution it draws (reruns alone)."""
-        kind = st.segmented_control(
-            "Plot", ["histogram", "violin"], default="histogram", key="dist_kind", required=True
-        )
-        st.plotly_chart(
-            figure_memo.figure(figures.log_volume_distribution, log_volume, labels, kind=kind or "histogram"),
-            key="dist_logvol",
-        )
-        gap = log_volume[labels == 1].mean() - log_volume[labels == 0].mean()
-        st.caption(f"mean log-volume: members − held-out = {gap:+.4f}")
+        @st.fragment
 
-    with left:
-        distribution(log_volume, labels)
+        @activity.counts_as_page
+        def distribution(log_volume: np.ndarray, labels: np.ndarray) -> None:
+            """The plot-kind control and the distribution it draws (reruns alone)."""
+            kind = st.segmented_control(
+                "Plot", ["histogram", "violin"], default="histogram", key="dist_kind", required=True
+            )
+            st.plotly_chart(
+                figure_memo.figure(figures.log_volume_distribution, log_volume, labels, kind=kind or "histogram"),
+                key="dist_logvol",
+            )
+            gap = log_volume[labels == 1].mean() - log_volume[labels == 0].mean()
+            st.caption(f"mean log-volume: members − held-out = {gap:+.4f}")
 
-    quartiles = ev.quartile_groups()
-    q_res = ev.quartiles()
-    edges = quartile_edges(log_volume, quartiles)
-    counts = np.array([q.n for q in q_res])
-    with right:
-        # the timestep in use (descriptive); the finding above is at the protocol's t
-        values, ci, where = distortion_view.quartile_bar_values(ev, run.timesteps(attack), t_index)
-        st.plotly_chart(
-            figure_memo.figure(figures.quartile_auroc_bars, values, ci=ci, edges=edges, counts=counts,
-                title=f"{attack_label(attack)} AUROC by distortion quartile {where}",
-            ),
-            key="dist_quartile_bars",
-        )
-    if ev.maskable and len(ev.timesteps) > 1:
-        st.plotly_chart(
+        with left:
+            distribution(log_volume, labels)
+
+        quartiles = ev.quartile_groups()
+        q_res = ev.quartiles()
+        edges = quartile_edges(log_volume, quartiles)
+        counts = np.array([q.n for q in q_res])
+        with right:
+            # the timestep in use (descriptive); the finding above is at the protocol's t
+            values, ci, where = distortion_view.quartile_bar_values(ev, run.timesteps(attack), t_index)
+            st.plotly_chart(
+                figure_memo.figure(figures.quartile_auroc_bars, values, ci=ci, edges=edges, counts=counts,
+                    title=f"{attack_label(attack)} AUROC by distortion quartile {where}",
+                ),
+                key="dist_quartile_bars",
+            )
+        if ev.maskable and len(ev.timesteps) > 1:
+            st.plotly_chart(
+                figure_memo.figure(
+                    figures.quartile_auroc_vs_timestep, run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
+                    title=f"{attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
+                ),
+                key="dist_quartile_t",
+            )
+
+        # ---- the attack's ROC beside the files alone (the blind baseline), same convention
+        proto, base = ev.protocol, ev.baseline()
+        roc, aurocs = roc_view.baseline_curves(ev)  # the evaluation layer's points, the arm's AUROC
+        paper = proto.name == "paper"
+        roc_col, roc_text = st.columns([3, 2])
+        roc_col.plotly_chart(
             figure_memo.figure(
-                figures.quartile_auroc_vs_timestep, run.timesteps(attack), ev.quartile_per_t(), selected_t=run.timesteps(attack)[t_index],
-                title=f"{attack_label(attack)} AUROC vs timestep per distortion quartile (all samples)",
-            ),
-            key="dist_quartile_t",
+                figures.roc_curves, roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
+                               title=f"{attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
+                                     f"protocol, {cards.metric_t_text(base, 'auroc')}</sup>",
+                               **roc_view.axis_titles(paper)),
+            key="dist_blind_roc", config=figures.plotly_config(f"ldminv-{attack}-roc-vs-blind"),
         )
+        with roc_text:
+            st.markdown("**Is the distortion effect membership or the folders' difference?**")
+            st.caption(f"Solid: {attack_label(attack)}'s baseline, the scores the quartiles above split. Dashed: the "
+                       f"{blind.BLIND_CURVE}, a classifier of the images' format, pixels and captions, cross-fitted and never "
+                       "seeing the model. If the dashed curve lies as high as the solid one, the files alone separate the "
+                       "folders as well as the attack does, and the quartile differences above cannot be read as "
+                       "memorization." if blind.BLIND_CURVE in roc else
+                       f"The blind baseline is unavailable: {blind.blind_result(ev).reason}")
+            shift = blind.shift_note(ev)
+            if shift:
+                st.caption(shift)
+            for line in cards.below_chance_captions([("baseline", base)]):
+                st.caption(line)
 
-    # ---- the attack's ROC beside the files alone (the blind baseline), same convention
-    proto, base = ev.protocol, ev.baseline()
-    roc, aurocs = roc_view.baseline_curves(ev)  # the evaluation layer's points, the arm's AUROC
-    paper = proto.name == "paper"
-    roc_col, roc_text = st.columns([3, 2])
-    roc_col.plotly_chart(
-        figure_memo.figure(
-            figures.roc_curves, roc, aurocs=aurocs, dashed=(blind.BLIND_CURVE,), height=340, max_points=200,
-                           title=f"{attack_label(attack)} baseline ROC beside the files alone<br><sup>{proto.name} "
-                                 f"protocol, {cards.metric_t_text(base, 'auroc')}</sup>",
-                           **roc_view.axis_titles(paper)),
-        key="dist_blind_roc", config=figures.plotly_config(f"ldminv-{attack}-roc-vs-blind"),
-    )
-    with roc_text:
-        st.markdown("**Is the distortion effect membership or the folders' difference?**")
-        st.caption(f"Solid: {attack_label(attack)}'s baseline, the scores the quartiles above split. Dashed: the "
-                   f"{blind.BLIND_CURVE}, a classifier of the images' format, pixels and captions, cross-fitted and never "
-                   "seeing the model. If the dashed curve lies as high as the solid one, the files alone separate the "
-                   "folders as well as the attack does, and the quartile differences above cannot be read as "
-                   "memorization." if blind.BLIND_CURVE in roc else
-                   f"The blind baseline is unavailable: {blind.blind_result(ev).reason}")
-        shift = blind.shift_note(ev)
-        if shift:
-            st.caption(shift)
-        for line in cards.below_chance_captions([("baseline", base)]):
-            st.caption(line)
+    if quartiles_tab.open is not False:
+        with quartiles_tab:
+            distribution_and_quartiles()
 
     # ---- galleries
-    st.subheader("Least and most distorted images")
     order = np.argsort(log_volume, kind="stable")
     paths = run.samples["path"].tolist()
     splits = [figures.split_label(s) for s in run.samples["split"]]  # "held-out" as everywhere on screen
@@ -137,10 +146,11 @@ with notices.guard("The Distortion page failed"):
             gallery(order[:n_show], "Lowest log-volume")
             gallery(order[::-1][:n_show], "Highest log-volume")
 
-    galleries()
+    if galleries_tab.open is not False:
+        with galleries_tab:
+            galleries()
 
     # ---- per-sample viewer
-    st.subheader("Sample viewer")
     scores = state.baseline_scores(run, attack)[:, 0 if t_index is None else t_index]
     n = len(run)
 
@@ -203,4 +213,6 @@ with notices.guard("The Distortion page failed"):
         )
         st.caption(f"{paths[index]}")
 
-    viewer()
+    if viewer_tab.open is not False:
+        with viewer_tab:
+            viewer()

@@ -19,7 +19,7 @@ import pytest
 from sklearn.metrics import roc_auc_score, roc_curve
 from streamlit.testing.v1 import AppTest
 
-from ldminv_app import masks_view
+from ldminv_app import distortion_view, masks_view
 from ldminv_app.cards import FINDING_LABELS
 from ldminv_core import metrics
 from ldminv_core.pipeline.batches import AnalysisCancelled
@@ -836,9 +836,14 @@ def test_distortion_page_names_the_split_held_out(env):
     at = _app().run()
     at.switch_page("pages/distortion.py").run()
     _no_exception(at)
+    assert not at.get("image")  # the galleries' and the viewer's tabs are drawn only when open
+    open_tab(at, distortion_view.VIEW_KEY, "Least and most distorted")
+    _no_exception(at)
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert captions and not any("heldout" in c for c in captions), captions
     assert any("· held-out ·" in c for c in captions)  # the galleries do show held-out images
+    assert not any(m.label == "Split" for m in at.metric)
+    open_tab(at, distortion_view.VIEW_KEY, "Sample viewer")
     split = next(m for m in at.metric if m.label == "Split")
     assert split.value in ("member", "held-out")
 
@@ -854,7 +859,7 @@ def test_distortion_viewer_reconstruction_is_the_vae_decode_of_the_stored_latent
     at = _app().run()
     at.switch_page("pages/distortion.py").run()
     _no_exception(at)
-    at = settle(at)
+    at = open_tab(at, distortion_view.VIEW_KEY, "Sample viewer")
     captions = [img.caption for el in at.get("image") for img in el.proto.imgs]
     assert reconstruction_view.CAPTION in captions
     # the shown array: the section's job for the viewer's sample (rank 1 = most distorted)

@@ -264,6 +264,10 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
         ("Dimensions", "min influence back", lambda p: _slider_key(_main(p), "influence", "ArrowLeft"), None),
         ("Dimensions", "show at most", lambda p: _step_down(_main(p), "Show at most"), None),
         ("Dimensions", "timestep", lambda p: _slider_key(side(p), "Timestep t", "ArrowRight"), None),
+        ("Dimensions", "tab: AUROC of each coordinate", lambda p: _tab(_main(p), "AUROC of each coordinate"), None),
+        ("Dimensions", "tab: influence against AUROC", lambda p: _tab(_main(p), "Influence against AUROC"), None),
+        ("Dimensions", "timestep back (scatter tab)", lambda p: _slider_key(side(p), "Timestep t", "ArrowLeft"), None),
+        ("Dimensions", "tab: mean influence", lambda p: _tab(_main(p), "Mean influence"), None),
         # Distortion
         ("Distortion", "tab: least and most distorted", lambda p: _tab(_main(p), "Least and most distorted"), None),
         ("Distortion", "gallery size", lambda p: _slider_key(_main(p), "Images per gallery", "ArrowRight"), None),

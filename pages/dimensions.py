@@ -3,7 +3,8 @@
 Every coordinate (channel, row, col) with its mean and spread of influence, the held-out minus
 member shift of its attack term at the timestep in use, and its own AUROC; a filterable table
 whose selected rows go into the manual mask used on the Masks & ROC page (or found by a typed
-coordinate query), and heatmaps of mean influence and per-coordinate AUROC.
+coordinate query), and three tabs of which only the open one is drawn: heatmaps of mean influence,
+heatmaps of per-coordinate AUROC, and every coordinate's influence against its AUROC.
 """
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ from ldminv_app import activity, cache, figure_memo, figures, frame, notices, se
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
 MAX_PICKER_OPTIONS = 4096
+#: The charts below the table, one tab each (only the open one is computed and drawn).
+CHART_VIEWS = ("Mean influence", "AUROC of each coordinate", "Influence against AUROC")
 
 with notices.guard("The Dimensions page failed"):
     attack = state.current_attack(run)
@@ -168,26 +171,34 @@ with notices.guard("The Dimensions page failed"):
 
     table_section(state.manual_coords(run))
 
-    # ---- heatmaps
+    # ---- the charts, one tab each: only the open one is computed and drawn
     picked = state.manual_coords(run)
     highlight = [tuple(int(v) for v in np.unravel_index(c, run.latent_shape)) for c in picked]
     by_coord = table.sort_values("coord")
-    mean_map = by_coord["influence_mean"].to_numpy().reshape(run.latent_shape)
-    auroc_map = by_coord["auroc"].to_numpy().reshape(run.latent_shape)
-    st.plotly_chart(
-        figure_memo.figure(
-            figures.channel_heatmaps, mean_map, title="Mean influence over samples", highlight=highlight),
-        key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
-        config=figures.plotly_config(f"ldminv-mean-influence-{Path(run.path).name}"),
-    )
-    st.plotly_chart(
-        figure_memo.figure(
-            figures.channel_heatmaps, auroc_map, title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
-            colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
-        ),
-        key="dim_auroc_heatmap", theme=None,
-        config=figures.plotly_config(f"ldminv-coordinate-auroc-{attack_label(attack)}-t{t}-{Path(run.path).name}"),
-    )
-    st.plotly_chart(figure_memo.figure(figures.dimension_scatter, table), key="dim_scatter",
-                    config=figures.plotly_config(f"ldminv-influence-vs-auroc-{attack_label(attack)}-t{t}"))
+    mean_tab, auroc_tab, scatter_tab = st.tabs(CHART_VIEWS, key="dim_chart_view", on_change="rerun")
+    if mean_tab.open is not False:
+        with mean_tab:
+            mean_map = by_coord["influence_mean"].to_numpy().reshape(run.latent_shape)
+            st.plotly_chart(
+                figure_memo.figure(
+                    figures.channel_heatmaps, mean_map, title="Mean influence over samples", highlight=highlight),
+                key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
+                config=figures.plotly_config(f"ldminv-mean-influence-{Path(run.path).name}"),
+            )
+    if auroc_tab.open is not False:
+        with auroc_tab:
+            auroc_map = by_coord["auroc"].to_numpy().reshape(run.latent_shape)
+            st.plotly_chart(
+                figure_memo.figure(
+                    figures.channel_heatmaps, auroc_map,
+                    title=f"AUROC of each coordinate alone ({attack_label(attack)}, t = {t})",
+                    colorscale="RdBu_r", colorbar_title="AUROC", zmid=0.5, highlight=highlight,
+                ),
+                key="dim_auroc_heatmap", theme=None,
+                config=figures.plotly_config(f"ldminv-coordinate-auroc-{attack_label(attack)}-t{t}-{Path(run.path).name}"),
+            )
+    if scatter_tab.open is not False:
+        with scatter_tab:
+            st.plotly_chart(figure_memo.figure(figures.dimension_scatter, table), key="dim_scatter",
+                            config=figures.plotly_config(f"ldminv-influence-vs-auroc-{attack_label(attack)}-t{t}"))
     cache.warm_dimension_tables(run, attack, (t_index + 1, t_index - 1))  # the next timestep is a lookup

@@ -21,7 +21,7 @@ from PIL import Image
 from streamlit.proto.WidgetStates_pb2 import WidgetStates
 from streamlit.testing.v1 import AppTest
 
-from support.apptest import settle
+from support.apptest import open_tab, settle
 from ldminv_core import embedding
 from ldminv_core.pipeline.cost import format_duration
 from ldminv_core.evaluation import dimension_table, fpr_support, make_protocol, subset_metrics
@@ -245,9 +245,19 @@ def test_one_coordinate_label_everywhere(small_run):
     assert marker["colorbar"]["title"]["text"] == "influence (ch 1 · y 0 · x 0)"
 
 
+def _dimension_charts(at: AppTest) -> dict[str, tuple[dict, dict]]:
+    """The Dimensions page's charts of every tab (only the open tab is drawn: each opened in turn)."""
+    charts = {}
+    for view in ("Mean influence", "AUROC of each coordinate", "Influence against AUROC"):
+        drawn = _charts(open_tab(at, "dim_chart_view", view))
+        assert len(drawn) == 1, (view, list(drawn))
+        charts.update(drawn)
+    return charts
+
+
 def test_dimensions_figures_have_readable_titles(small_run):
     at = _page("dimensions")
-    charts = _charts(at)
+    charts = _dimension_charts(at)
     scatter, _ = charts["Coordinate influence vs its own AUROC"]
     layout_text = json.dumps(scatter["layout"]["xaxis"]["title"]) + json.dumps(scatter["layout"]["yaxis"]["title"])
     hover = " ".join(t["hovertemplate"] for t in scatter["data"])
@@ -277,7 +287,7 @@ def test_every_chart_of_my_pages_has_the_download_toolbar(small_run):
         "format": "svg", "filename": "a_b", "scale": 2}
     _store_umap(small_run)
     at = _page("dimensions")
-    seen = list(_charts(at).values())
+    seen = list(_dimension_charts(at).values())
     at.switch_page("pages/latent_map.py").run()
     _select(at, [0, 1, 12, 13])
     _ok(at)

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,7 @@ __all__ = [
     "open_run",
     "get_model",
     "model_loaded",
+    "MODEL_CACHE_ENTRIES",
     "PRELOAD_MODEL_MAX_BYTES",
     "preload_model_size",
     "influence",
@@ -123,7 +125,11 @@ def open_run(path: str | os.PathLike) -> Run:
     return _open_run(*run_key(path))
 
 
-@st.cache_resource(max_entries=2, show_spinner="Loading the model…")
+#: Models kept loaded by the server at once (the least recently used is dropped first).
+MODEL_CACHE_ENTRIES = 2
+
+
+@st.cache_resource(max_entries=MODEL_CACHE_ENTRIES, show_spinner="Loading the model…")
 def _load_model(source: str, device: str, dtype_name: str):
     import torch
 
@@ -185,23 +191,34 @@ def preload_model_size(run: Run) -> int | None:
     return total
 
 
-_LOADED_MODELS: set = set()
+#: The (source, device, dtype) of the models in ``_load_model``'s cache, least recently used first:
+#: the same order and size as that cache (an LRU of :data:`MODEL_CACHE_ENTRIES`), so that a model
+#: it has dropped is not reported as loaded.
+_LOADED_MODELS: OrderedDict[tuple[str, str, str], None] = OrderedDict()
+_LOADED_MODELS_LOCK = threading.Lock()
 
 
 def get_model(run: Run, *, device: str = "cpu", dtype_name: str = "float32"):
-    """The run's model (``loading.load_model``), loaded once per source/device/dtype."""
+    """The run's model (``loading.load_model``), loaded once per source/device/dtype; the server
+    keeps the :data:`MODEL_CACHE_ENTRIES` most recently used."""
     source = model_source(run)
     if source is None:
         raise RunError(f"{run.path / 'run.json'}: no model path recorded; cannot decode latents")
     model = _load_model(source, device, dtype_name)
-    _LOADED_MODELS.add((source, device, dtype_name))
+    with _LOADED_MODELS_LOCK:
+        key = (source, device, dtype_name)
+        _LOADED_MODELS[key] = None
+        _LOADED_MODELS.move_to_end(key)
+        while len(_LOADED_MODELS) > MODEL_CACHE_ENTRIES:
+            _LOADED_MODELS.popitem(last=False)
     return model
 
 
 def model_loaded(run: Run, *, device: str = "cpu", dtype_name: str = "float32") -> bool:
-    """Whether :func:`get_model` has loaded the run's model in this server (a decode is then a
-    fraction of a second: no need to compute it in the background)."""
-    return (model_source(run), device, dtype_name) in _LOADED_MODELS
+    """Whether the run's model is in the server's model cache (:func:`get_model`; a decode is then
+    a fraction of a second: no need to compute it in the background)."""
+    with _LOADED_MODELS_LOCK:
+        return (model_source(run), device, dtype_name) in _LOADED_MODELS
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)

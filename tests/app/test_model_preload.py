@@ -52,3 +52,31 @@ def test_after_torch_waits_for_the_import_then_calls_at_once(monkeypatch):
     assert called == ["first"]
     preimport.after_torch(lambda: called.append("second"))
     assert called == ["first", "second"]  # torch is there: at once
+
+
+def test_model_loaded_follows_the_model_cache_when_it_drops_a_model(monkeypatch):
+    """``model_loaded`` says True only while the model is in ``_load_model``'s cache: that cache keeps
+    the MODEL_CACHE_ENTRIES most recently used, and a model it has dropped loads again (the oracle:
+    the loader is called anew)."""
+    from collections import OrderedDict
+
+    from ldminv_core.models import loading
+
+    loads: list[str] = []
+    monkeypatch.setattr(loading, "load_model", lambda source, **kw: loads.append(source) or object())
+    monkeypatch.setattr(cache, "_LOADED_MODELS", OrderedDict())
+    cache._load_model.clear()
+    runs = {name: _run(f"/models/{name}") for name in "abc"}
+    assert cache.MODEL_CACHE_ENTRIES == 2
+    try:
+        for name in ("a", "b", "a", "c"):  # c pushes out the least recently used: b
+            cache.get_model(runs[name])
+        assert loads == ["/models/a", "/models/b", "/models/c"]
+        assert [cache.model_loaded(runs[n]) for n in "abc"] == [True, False, True]
+        cache.get_model(runs["a"])
+        assert len(loads) == 3  # a was in the cache, as model_loaded said
+        cache.get_model(runs["b"])
+        assert loads[-1] == "/models/b"  # b was not: loaded again (and c, now the oldest, dropped)
+        assert [cache.model_loaded(runs[n]) for n in "abc"] == [True, True, False]
+    finally:
+        cache._load_model.clear()

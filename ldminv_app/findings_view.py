@@ -17,7 +17,7 @@ from ldminv_core.formatting import format_rate_ci
 from ldminv_core.evaluation import (BLIND_GROUP_WORDS, finding_title, fpr_support, shift_advice, shift_headline,
                                     tiny_note, verdict_words)
 
-from . import cache, figure_memo, figures, state
+from . import cache, figure_memo, figures, state, widgets
 from .banners import pending_text
 from .blind import BLIND_CURVE, blind_result
 from .cards import (arm_metric_caption, arm_t_cell, auroc_note, below_chance_captions, finding_card,
@@ -340,7 +340,7 @@ def more_tabs(run: Run) -> dict:
     """label -> tab of the sections below the findings (the agreement's only for two or more
     attacks), as ``st.tabs(on_change="rerun")``: each tab's ``open`` says whether to draw it."""
     labels = [EVERY_ATTACK_TAB] + ([AGREEMENT_TAB] if len(run.attacks) > 1 else []) + [EXPOSURE_TAB]
-    return dict(zip(labels, st.tabs(labels, key=MORE_TABS_KEY, on_change="rerun")))
+    return dict(zip(labels, widgets.lazy_tabs(labels, key=MORE_TABS_KEY)))
 
 
 def every_attack_table(p: FindingsPage) -> None:

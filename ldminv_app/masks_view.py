@@ -17,7 +17,7 @@ from ldminv_core import masks
 from ldminv_core.evaluation.wording import low_fpr_cautions
 from ldminv_core.formatting import format_rate
 
-from . import cache, figure_memo, figures, html_report, state
+from . import cache, figure_memo, figures, html_report, state, widgets
 from .cards import METRIC_LABELS, arm_metric_caption, arm_t_cell, below_chance_captions, finding_card, metric_t_text
 from .blind import BLIND_CURVE, shift_note
 from .roc_view import arm_curves, axis_titles
@@ -302,7 +302,7 @@ def chart_views(ev: Evaluation, run: Run, arms: MaskArms, *, t_index: int, times
     """The ROC curves, the curves against the drop % and those against the timestep, as tabs of which
     only the open one is computed and drawn (``st.tabs(on_change="rerun")``): a control redraws two
     charts, not six, and the drop curves' bands are computed only while their tab is open."""
-    roc, by_drop, by_t = st.tabs(CHART_VIEWS, key=CHART_VIEW_KEY, on_change="rerun")
+    roc, by_drop, by_t = widgets.lazy_tabs(CHART_VIEWS, key=CHART_VIEW_KEY)
     if roc.open is not False:  # None: a Streamlit that does not track tabs draws every tab
         with roc:
             roc_panel(ev, run, arms.roc_scores, arms.roc_arms)

@@ -1,6 +1,6 @@
 """The shared widgets: selectors bound to the session (attack, timestep with which t the protocol's
-numbers use, evaluation protocol with the honest protocol's folds) and the image-folder source of a
-new analysis (a folder typed in, or uploads saved to one).
+numbers use, evaluation protocol with the honest protocol's folds), the pages' lazy tabs and the
+image-folder source of a new analysis (a folder typed in, or uploads saved to one).
 """
 from __future__ import annotations
 
@@ -18,7 +18,20 @@ from .notices import show_error
 from .timestep_text import headline_t_caption, protocol_t_text, sidebar_t_agrees
 from .uploads import save_uploads, upload_digest
 
-__all__ = ["attack_selector", "timestep_selector", "PROTOCOL_LABELS", "protocol_selector", "data_source"]
+__all__ = ["attack_selector", "timestep_selector", "PROTOCOL_LABELS", "protocol_selector", "lazy_tabs", "data_source"]
+
+
+def lazy_tabs(labels: tuple[str, ...] | list[str], *, key: str) -> list:
+    """``st.tabs(labels, key=key, on_change="rerun")``: each tab's ``open`` says whether to draw it
+    (the page draws only the open one). The open tab is kept across a visit to another page:
+    Streamlit forgets a widget's state when a run of another page does not draw it, so it is
+    remembered under ``key + "__open"`` and put back before the tabs are drawn again."""
+    memo = f"{key}__open"
+    if key not in st.session_state and st.session_state.get(memo) in labels:
+        st.session_state[key] = st.session_state[memo]
+    tabs = st.tabs(list(labels), key=key, on_change="rerun")
+    st.session_state[memo] = next((label for label, tab in zip(labels, tabs) if tab.open), labels[0])
+    return tabs
 
 
 def _sync(widget_key: str, target: str) -> None:

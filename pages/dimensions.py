@@ -17,7 +17,7 @@ from ldminv_core.choices import attack_label
 from ldminv_core.errors import LdminvError
 from ldminv_core.evaluation.pair_shift import shift_is_exact
 
-from ldminv_app import activity, cache, figure_memo, figures, frame, notices, selections, state, tables
+from ldminv_app import activity, cache, figure_memo, figures, frame, notices, selections, state, tables, widgets
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 #: Largest latent whose every coordinate is an option of the manual-mask picker.
@@ -175,7 +175,7 @@ with notices.guard("The Dimensions page failed"):
     picked = state.manual_coords(run)
     highlight = [tuple(int(v) for v in np.unravel_index(c, run.latent_shape)) for c in picked]
     by_coord = table.sort_values("coord")
-    mean_tab, auroc_tab, scatter_tab = st.tabs(CHART_VIEWS, key="dim_chart_view", on_change="rerun")
+    mean_tab, auroc_tab, scatter_tab = widgets.lazy_tabs(CHART_VIEWS, key="dim_chart_view")
     if mean_tab.open is not False:
         with mean_tab:
             mean_map = by_coord["influence_mean"].to_numpy().reshape(run.latent_shape)

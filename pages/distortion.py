@@ -15,7 +15,7 @@ from ldminv_core.choices import attack_label
 from ldminv_core.evaluation import quartile_edges, rank_of, verdict_words
 
 from ldminv_app import (activity, blind, cache, cards, distortion_view, figure_memo, figures, frame, notices,
-                        reconstruction_view, roc_view, state)
+                        reconstruction_view, roc_view, state, widgets)
 
 run = frame.require_run()  # waits for the decoder geometry of a partial run
 
@@ -41,8 +41,7 @@ with notices.guard("The Distortion page failed"):
         st.warning(finding.caveat, icon=":material/warning:")
 
     # ---- three views, one tab each: only the open one is computed and drawn
-    quartiles_tab, galleries_tab, viewer_tab = st.tabs(distortion_view.VIEWS, key=distortion_view.VIEW_KEY,
-                                                       on_change="rerun")
+    quartiles_tab, galleries_tab, viewer_tab = widgets.lazy_tabs(distortion_view.VIEWS, key=distortion_view.VIEW_KEY)
 
     def distribution_and_quartiles() -> None:
         """The log-volume distribution, AUROC by distortion quartile, the ROC beside the blind baseline's."""

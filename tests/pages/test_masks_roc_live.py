@@ -232,17 +232,22 @@ def test_marker_at_a_non_grid_drop_lies_on_the_plotted_curve(app_env):
 
 def test_the_drop_and_replicates_are_kept_across_a_visit_to_another_page(app_env):
     """Streamlit forgets a widget's value when another page's run does not draw it: the page puts
-    the drop, the global mask and the replicates back, and its numbers are those at that drop."""
+    the drop, the global mask, the replicates and the open chart tab back, and its numbers are those
+    at that drop."""
     at = AppTest.from_file(APP, default_timeout=90).run()
     at.switch_page("pages/masks_roc.py").run()
     at.slider(key="drop_percent").set_value(55).run()
     at.toggle(key="use_global").set_value(True).run()
+    open_tab(at, masks_view.CHART_VIEW_KEY, "Against the drop %")
     at.switch_page("pages/findings.py").run()
     assert "drop_percent" not in at.session_state  # what Streamlit does to a widget not drawn
+    assert masks_view.CHART_VIEW_KEY not in at.session_state
     at.switch_page("pages/masks_roc.py").run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.slider(key="drop_percent").value == 55
     assert at.toggle(key="use_global").value is True
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert any(t.startswith("AUROC vs drop %") for t in titles) and not any(t.startswith("ROC") for t in titles)
     masked = Evaluation(app_env, "sima", "standard", n_boot=200).arms(55.0)["masked"]
     card = next(m for m in at.metric if m.label == "AUROC (masked)")
     assert float(card.value) == pytest.approx(masked.auroc, abs=1e-12)

@@ -215,6 +215,10 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
     other = attacks[1] if len(attacks) > 1 else attacks[0]
     first = attacks[0]
     side = _sidebar
+
+    def drop_step(key: str) -> Move:
+        return lambda p: _slider_key(_main(p), "Drop percentage", key)
+
     plan: list[tuple[str, str, Move, str | None]] = [
         # Findings: the sidebar's controls rerun the page
         ("Findings", "protocol: paper", lambda p: _select(p, side(p), "Evaluation protocol", "paper"), f"{first} AUROC"),
@@ -232,12 +236,9 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
         ("Findings", "timestep", lambda p: _slider_key(side(p), "Timestep t", "ArrowRight"), None),
         ("Findings", "timestep back", lambda p: _slider_key(side(p), "Timestep t", "ArrowLeft"), None),
         # Masks & ROC
-        ("Masks & ROC", "drop slider +1", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowRight"),
-         "AUROC (masked)"),
-        ("Masks & ROC", "drop slider +1", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowRight"),
-         "AUROC (masked)"),
-        ("Masks & ROC", "drop slider -1", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowLeft"),
-         "AUROC (masked)"),
+        ("Masks & ROC", "drop slider +1", drop_step("ArrowRight"), "AUROC (masked)"),
+        ("Masks & ROC", "drop slider +1", drop_step("ArrowRight"), "AUROC (masked)"),
+        ("Masks & ROC", "drop slider -1", drop_step("ArrowLeft"), "AUROC (masked)"),
         ("Masks & ROC", "global mask on", lambda p: _checkbox(_main(p), "Global ranking mask"), None),
         ("Masks & ROC", "global mask off", lambda p: _checkbox(_main(p), "Global ranking mask"), None),
         ("Masks & ROC", "bootstrap replicates", lambda p: _slider_key(_main(p), "Bootstrap replicates", "ArrowLeft"),
@@ -253,10 +254,8 @@ def _plan(attacks: list[str]) -> list[tuple[str, str, Move, str | None]]:
         ("Masks & ROC", "protocol: standard", lambda p: _select(p, side(p), "Evaluation protocol", "standard"),
          "AUROC (masked)"),
         ("Masks & ROC", "tab: against the drop %", lambda p: _tab(_main(p), "Against the drop %"), None),
-        ("Masks & ROC", "drop slider +1 (drop % tab)", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowRight"),
-         "AUROC (masked)"),
-        ("Masks & ROC", "drop slider -1 (drop % tab)", lambda p: _slider_key(_main(p), "Drop percentage", "ArrowLeft"),
-         "AUROC (masked)"),
+        ("Masks & ROC", "drop slider +1 (drop % tab)", drop_step("ArrowRight"), "AUROC (masked)"),
+        ("Masks & ROC", "drop slider -1 (drop % tab)", drop_step("ArrowLeft"), "AUROC (masked)"),
         ("Masks & ROC", "tab: against the timestep", lambda p: _tab(_main(p), "Against the timestep"), None),
         ("Masks & ROC", "tab: ROC curves", lambda p: _tab(_main(p), "ROC curves"), None),
         # Dimensions

@@ -131,7 +131,7 @@ def shift_check(p: FindingsPage) -> None:
                 st.markdown(f"**What to do.** {advice}")
             box = st.expander("Every feature group: numbers and strongest features", key="findings_blind_groups_box",
                               on_change="rerun")
-            if box.open is not False:  # its table is drawn only while it is open
+            if box.open:  # its table is drawn only while it is open
                 with box:
                     _blind_groups_table(groups)
 

@@ -303,13 +303,13 @@ def chart_views(ev: Evaluation, run: Run, arms: MaskArms, *, t_index: int, times
     only the open one is computed and drawn (``st.tabs(on_change="rerun")``): a control redraws two
     charts, not six, and the drop curves' bands are computed only while their tab is open."""
     roc, by_drop, by_t = widgets.lazy_tabs(CHART_VIEWS, key=CHART_VIEW_KEY)
-    if roc.open is not False:  # None: a Streamlit that does not track tabs draws every tab
+    if roc.open:
         with roc:
             roc_panel(ev, run, arms.roc_scores, arms.roc_arms)
-    if by_drop.open is not False:
+    if by_drop.open:
         with by_drop:
             drop_charts(ev, t_index, current, honest)
-    if by_t.open is not False:
+    if by_t.open:
         with by_t:
             timestep_charts(ev, timesteps, t_index, drop)
 

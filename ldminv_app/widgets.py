@@ -22,8 +22,8 @@ __all__ = ["attack_selector", "timestep_selector", "PROTOCOL_LABELS", "protocol_
 
 
 def lazy_tabs(labels: tuple[str, ...] | list[str], *, key: str) -> list:
-    """``st.tabs(labels, key=key, on_change="rerun")``: each tab's ``open`` says whether to draw it
-    (the page draws only the open one). The open tab is kept across a visit to another page:
+    """``st.tabs(labels, key=key, on_change="rerun")``: each tab's ``open`` (True or False: the
+    tabs track their state) says whether to draw it (the page draws only the open one). The open tab is kept across a visit to another page:
     Streamlit forgets a widget's state when a run of another page does not draw it, so it is
     remembered under ``key + "__open"`` and put back before the tabs are drawn again."""
     memo = f"{key}__open"

@@ -176,7 +176,7 @@ with notices.guard("The Dimensions page failed"):
     highlight = [tuple(int(v) for v in np.unravel_index(c, run.latent_shape)) for c in picked]
     by_coord = table.sort_values("coord")
     mean_tab, auroc_tab, scatter_tab = widgets.lazy_tabs(CHART_VIEWS, key="dim_chart_view")
-    if mean_tab.open is not False:
+    if mean_tab.open:
         with mean_tab:
             mean_map = by_coord["influence_mean"].to_numpy().reshape(run.latent_shape)
             st.plotly_chart(
@@ -185,7 +185,7 @@ with notices.guard("The Dimensions page failed"):
                 key="dim_mean_heatmap", theme=None,  # Streamlit's theme would replace the colour scale
                 config=figures.plotly_config(f"ldminv-mean-influence-{Path(run.path).name}"),
             )
-    if auroc_tab.open is not False:
+    if auroc_tab.open:
         with auroc_tab:
             auroc_map = by_coord["auroc"].to_numpy().reshape(run.latent_shape)
             st.plotly_chart(
@@ -197,7 +197,7 @@ with notices.guard("The Dimensions page failed"):
                 key="dim_auroc_heatmap", theme=None,
                 config=figures.plotly_config(f"ldminv-coordinate-auroc-{attack_label(attack)}-t{t}-{Path(run.path).name}"),
             )
-    if scatter_tab.open is not False:
+    if scatter_tab.open:
         with scatter_tab:
             st.plotly_chart(figure_memo.figure(figures.dimension_scatter, table), key="dim_scatter",
                             config=figures.plotly_config(f"ldminv-influence-vs-auroc-{attack_label(attack)}-t{t}"))

@@ -114,7 +114,7 @@ with notices.guard("The Distortion page failed"):
             for line in cards.below_chance_captions([("baseline", base)]):
                 st.caption(line)
 
-    if quartiles_tab.open is not False:
+    if quartiles_tab.open:
         with quartiles_tab:
             distribution_and_quartiles()
 
@@ -145,7 +145,7 @@ with notices.guard("The Distortion page failed"):
             gallery(order[:n_show], "Lowest log-volume")
             gallery(order[::-1][:n_show], "Highest log-volume")
 
-    if galleries_tab.open is not False:
+    if galleries_tab.open:
         with galleries_tab:
             galleries()
 
@@ -212,6 +212,6 @@ with notices.guard("The Distortion page failed"):
         )
         st.caption(f"{paths[index]}")
 
-    if viewer_tab.open is not False:
+    if viewer_tab.open:
         with viewer_tab:
             viewer()

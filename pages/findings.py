@@ -68,18 +68,18 @@ with notices.guard("The Findings page failed"):
 
     # the sections below the findings, one tab each: only the open one is computed and drawn
     tabs = findings_view.more_tabs(run)
-    if tabs[findings_view.EVERY_ATTACK_TAB].open is not False:
+    if tabs[findings_view.EVERY_ATTACK_TAB].open:
         with tabs[findings_view.EVERY_ATTACK_TAB]:
             lazy.section("every_attack", [(page_key, page_fn), (every_key, every_fn)], every_attack,
                          what="Every attack's findings and baseline")
-    if findings_view.AGREEMENT_TAB in tabs and tabs[findings_view.AGREEMENT_TAB].open is not False:
+    if findings_view.AGREEMENT_TAB in tabs and tabs[findings_view.AGREEMENT_TAB].open:
         with tabs[findings_view.AGREEMENT_TAB]:
             agreement_view.section(run)
-    if tabs[findings_view.EXPOSURE_TAB].open is not False:
+    if tabs[findings_view.EXPOSURE_TAB].open:
         with tabs[findings_view.EXPOSURE_TAB]:
             exposure_view.section(run, attack)
     # what the sidebar's next attack or protocol switch asks for, in the background
-    open_tab = next((label for label, tab in tabs.items() if tab.open), findings_view.EVERY_ATTACK_TAB)
+    open_tab = next(label for label, tab in tabs.items() if tab.open)
     findings_warm.warm_neighbours(run, attack, protocol=proto.name, folds=state.current_folds(), tab=open_tab)
 
     st.markdown("**Explore further**")

@@ -126,7 +126,6 @@ def convention_metrics_resampled(scores: np.ndarray, labels: np.ndarray, index: 
     return {m: np.concatenate([part[m] for part in parts]) for m in REPORTED_METRICS}
 
 
-
 def _resampled_curve_metrics(counts: np.ndarray, n_pos: int, n_neg: int, strict: bool) -> dict[str, np.ndarray]:
     """AUROC, TPR@1%FPR and ASR of every replicate from its counts per distinct score.
 
